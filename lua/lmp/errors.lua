@@ -1,0 +1,39 @@
+-- Error objects: what every failure reaches the caller as (DESIGN.md §4).
+-- A table with kind, message and, where known, traceback, pid, index and
+-- value (the original error value); tostring gives one readable line.
+local core = require "lmp.core"
+
+local errors = {}
+
+local Error = core.Error -- the metatable the C side gives its errors too
+Error.__name = "lmp.Error"
+
+function Error.__tostring(e)
+  local where = {}
+  if e.index then where[#where + 1] = "item " .. tostring(e.index) end
+  if e.pid then where[#where + 1] = "process " .. tostring(e.pid) end
+  local head = "lmp " .. tostring(e.kind) .. " error"
+  if #where > 0 then head = head .. " (" .. table.concat(where, ", ") .. ")" end
+  return head .. ": " .. tostring(e.message)
+end
+
+errors.KINDS = {task = true, worker_lost = true, timeout = true, serialize = true,
+                initializer = true, closed = true, cancelled = true}
+
+-- errors.new(kind, message [, fields]) -> error object
+function errors.new(kind, message, fields)
+  local e = core.error(kind, message)
+  if fields then
+    for k, v in pairs(fields) do e[k] = v end
+  end
+  return e
+end
+
+function errors.is_error(v)
+  return getmetatable(v) == Error
+end
+
+-- Stands for a nil result where a nil would end a generic for (imap).
+errors.null = setmetatable({}, {__name = "lmp.null", __tostring = function() return "lmp.null" end})
+
+return errors

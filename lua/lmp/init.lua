@@ -1,0 +1,98 @@
+-- lmp: multiprocessing for Lua. require "lmp" gives this table; the C core
+-- (lmp.core) does the work that must be fast or touches the OS, the
+-- modules beside this file are the Lua half. docs/reference.md documents
+-- every function.
+local core = require "lmp.core"
+local loop = require "lmp.loop"
+local errors = require "lmp.errors"
+local pool = require "lmp.pool"
+
+local lmp = {}
+
+lmp.version = "0.1.0"
+lmp.null = errors.null
+lmp.Error = core.Error
+
+-- The value format (like pickle).
+function lmp.dumps(value)
+  if select("#", value) == 0 then
+    error("bad argument #1 to 'dumps' (value expected)", 2)
+  end
+  return core.dumps(value)
+end
+
+function lmp.loads(bytes)
+  if type(bytes) ~= "string" then
+    error(("bad argument #1 to 'loads' (string expected, got %s)"):format(type(bytes)), 2)
+  end
+  return core.loads(bytes)
+end
+
+function lmp.register(name, value)
+  if type(name) ~= "string" then
+    error(("bad argument #1 to 'register' (string expected, got %s)"):format(type(name)), 2)
+  end
+  if value == nil then
+    error("bad argument #2 to 'register' (value expected, got nil)", 2)
+  end
+  core.register(name, value)
+  return value
+end
+
+function lmp.cpu_count()
+  return core.cpu_count()
+end
+
+-- Which process this is: "MainProcess" here, "PoolWorker-N" in workers.
+local current = {name = "MainProcess", pid = core.getpid(), identity = {}}
+
+function lmp.current_process()
+  return current
+end
+
+function lmp._become_worker(name, identity)
+  current = {name = name, pid = core.getpid(), identity = identity}
+end
+
+local start_method = "spawn"
+function lmp.get_start_method()
+  return start_method
+end
+
+function lmp.set_start_method(method)
+  if method ~= "spawn" then
+    error(("bad argument #1 to 'set_start_method' (only 'spawn' is supported yet, got %s)")
+      :format(tostring(method)), 2)
+  end
+  start_method = method
+end
+
+-- The pool.
+function lmp.Pool(opts)
+  return pool.new(opts, "Pool")
+end
+lmp.AsyncResult = pool.AsyncResult
+
+-- The event loop.
+lmp.run = loop.run
+lmp.spawn = loop.spawn
+lmp.sleep = loop.sleep
+lmp.on_error = loop.on_error
+
+-- Called by the runner after lmp.run(): lets live pools finish and go.
+local live_pools = setmetatable({}, {__mode = "k"})
+local new = pool.new
+pool.new = function(...)
+  local p = new(...)
+  live_pools[p] = true
+  return p
+end
+
+function lmp._shutdown()
+  for p in pairs(live_pools) do
+    if p.state == "running" then p:close() end
+    p:join()
+  end
+end
+
+return lmp

@@ -1,0 +1,140 @@
+-- The main process's event loop as Lua sees it. libuv callbacks only do
+-- bookkeeping; user callbacks are queued here and run one at a time after
+-- the loop turns, so a blocking call made inside a callback turns the loop
+-- again instead of nesting inside libuv. Coroutines started by spawn yield
+-- where the main thread would block.
+local core = require "lmp.core"
+
+local loop = {}
+
+local queue, head, tail = {}, 1, 0   -- user callbacks waiting to run
+local waiting = {}                   -- coroutine -> {ready = fn, deadline = t}
+local spawned = setmetatable({}, {__mode = "k"})
+local pending = 0                    -- async jobs whose callbacks are due
+
+local function default_reporter(err, traceback)
+  local message = type(err) == "string" and err or tostring(err)
+  io.stderr:write("lmp: error in callback: ", message, "\n")
+  if traceback then io.stderr:write(traceback, "\n") end
+  io.stderr:flush()
+end
+local reporter = default_reporter
+
+function loop.on_error(fn)
+  if fn ~= nil and type(fn) ~= "function" then
+    error(("bad argument #1 to 'on_error' (function expected, got %s)"):format(type(fn)), 2)
+  end
+  reporter = fn or default_reporter
+end
+
+function loop.report(err, traceback)
+  local ok, failure = pcall(reporter, err, traceback)
+  if not ok then default_reporter(failure) end
+end
+
+core.set_reporter(function(report) loop.report(report.value, report.traceback) end)
+
+local function traceback_handler(err)
+  return {value = err, traceback = debug.traceback(type(err) == "string" and err or nil, 2)}
+end
+
+-- Queues fn(...) to run on the main thread once the loop returns.
+function loop.defer(fn, ...)
+  tail = tail + 1
+  queue[tail] = table.pack(fn, ...)
+end
+
+function loop.add_pending(n) pending = pending + n end
+
+local function resume(co, ...)
+  local ok, err = coroutine.resume(co, ...)
+  if not ok then loop.report(err, debug.traceback(co)) end
+end
+
+-- Runs queued callbacks, then resumes coroutines whose wait is over.
+function loop.drain()
+  while head <= tail do
+    local entry = queue[head]
+    queue[head] = nil
+    head = head + 1
+    local ok, failure = xpcall(entry[1], traceback_handler, table.unpack(entry, 2, entry.n))
+    if not ok then loop.report(failure.value, failure.traceback) end
+  end
+  if next(waiting) then
+    local now, ready = core.hrtime(), {}
+    for co, w in pairs(waiting) do
+      if w.ready() then
+        ready[#ready + 1] = {co, true}
+      elseif w.deadline and now >= w.deadline then
+        ready[#ready + 1] = {co, false}
+      end
+    end
+    for _, r in ipairs(ready) do
+      waiting[r[1]] = nil
+      resume(r[1], r[2])
+    end
+  end
+end
+
+local function idle_wakeup() end
+
+-- Waits until ready() is true or timeout seconds passed; returns whether
+-- ready() became true. Blocks the main thread, turning the loop; yields
+-- instead inside a coroutine started by lmp.spawn.
+function loop.wait(ready, timeout)
+  if ready() then return true end
+  if timeout and timeout <= 0 then return false end
+  local deadline = timeout and core.hrtime() + timeout
+  local timer <close> = timeout and core.timer(timeout, idle_wakeup) or nil
+  local co = coroutine.running()
+  if spawned[co] then
+    waiting[co] = {ready = ready, deadline = deadline}
+    return coroutine.yield()
+  end
+  while true do
+    local alive = core.run_once(true)
+    loop.drain()
+    if ready() then return true end
+    if deadline and core.hrtime() >= deadline then return false end
+    if not alive and head > tail then
+      error(core.error("closed", "waiting for a result that nothing can deliver "
+        .. "(no worker or timer is active)"), 0)
+    end
+  end
+end
+
+function loop.busy()
+  return pending > 0 or head <= tail or next(waiting) ~= nil
+end
+
+function loop.run()
+  loop.drain()
+  while loop.busy() do
+    local alive = core.run_once(true)
+    loop.drain()
+    if not alive and head > tail and pending == 0 then
+      -- Only coroutines waiting on nothing remain: nothing can wake them.
+      break
+    end
+  end
+end
+
+function loop.spawn(fn, ...)
+  if type(fn) ~= "function" then
+    error(("bad argument #1 to 'spawn' (function expected, got %s)"):format(type(fn)), 2)
+  end
+  local co = coroutine.create(fn)
+  spawned[co] = true
+  resume(co, ...)
+  return co
+end
+
+function loop.sleep(seconds)
+  if type(seconds) ~= "number" or seconds < 0 then
+    error(("bad argument #1 to 'sleep' (non-negative number expected, got %s)")
+      :format(type(seconds) == "number" and tostring(seconds) or type(seconds)), 2)
+  end
+  loop.wait(function() return false end, seconds)
+end
+
+return loop

@@ -1,0 +1,766 @@
+-- lmp.Pool: worker processes, the task queue, and the Pool API.
+--
+-- The path of a task: pool:map splits its input into chunks (tasks), each
+-- encoded once at submission so that an unsendable argument raises there;
+-- _pump hands queued tasks to workers with room (two in flight each, so a
+-- worker never waits for the round trip); a worker answers one "done"
+-- message per task; _on_done gives the values to the task's job, which
+-- fills a result, feeds an imap iterator, or calls a callback.
+--
+-- Nothing that the C side holds on to (worker handlers) refers to the pool
+-- itself, only to a weak reference, so an unclosed pool can be collected;
+-- its finalizer stops its workers.
+local core = require "lmp.core"
+local loop = require "lmp.loop"
+local errors = require "lmp.errors"
+
+local Pool = {}
+Pool.__index = Pool
+Pool.__name = "lmp.Pool"
+
+local AsyncResult = {}
+AsyncResult.__index = AsyncResult
+AsyncResult.__name = "lmp.AsyncResult"
+
+local PIPELINE = 2          -- tasks in flight per worker
+local START_FAILURES = 3    -- workers dying at start before the pool gives up
+local FUNCTION_CACHE = 256  -- functions a worker keeps before it is told to forget
+
+local worker_serial = 0
+local function_ids = setmetatable({}, {__mode = "k"})
+local next_function_id = 0
+local task_serial = 0
+
+local function argument_error(n, fname, message, level)
+  error(("bad argument #%d to '%s' (%s)"):format(n, fname, message), (level or 2) + 1)
+end
+
+local function function_id(fn)
+  local id = function_ids[fn]
+  if not id then
+    -- Refuse an unsendable function now, from the call that submitted it.
+    local ok, err = pcall(core.dumps, fn, "function")
+    if not ok then error(err, 0) end
+    next_function_id = next_function_id + 1
+    id = next_function_id
+    function_ids[fn] = id
+  end
+  return id
+end
+
+-- An iterable is an array (with an optional n) or an iterator function.
+-- Returns a reader giving (true, item) until the end, and the count if known.
+local function reader_of(iterable, argn, fname)
+  local kind = type(iterable)
+  if kind == "table" then
+    local n, i = iterable.n or #iterable, 0
+    return function()
+      if i < n then i = i + 1; return true, iterable[i] end
+    end, n
+  elseif kind == "function" then
+    return function()
+      local v = iterable()
+      if v ~= nil then return true, v end
+    end, nil
+  end
+  argument_error(argn, fname, "iterable expected, got " .. kind, 3)
+end
+
+local function options_of(opts, argn, fname)
+  if opts == nil then return {} end
+  if math.type(opts) == "integer" then
+    if opts < 1 then argument_error(argn, fname, "chunksize must be at least 1", 3) end
+    return {chunksize = opts}
+  end
+  if type(opts) ~= "table" then
+    argument_error(argn, fname, "chunksize or options table expected, got " .. type(opts), 3)
+  end
+  if opts.chunksize ~= nil and (math.type(opts.chunksize) ~= "integer" or opts.chunksize < 1) then
+    argument_error(argn, fname, "chunksize must be a positive integer", 3)
+  end
+  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout <= 0) then
+    argument_error(argn, fname, "timeout must be a positive number", 3)
+  end
+  for _, name in ipairs{"callback", "error_callback"} do
+    if opts[name] ~= nil and type(opts[name]) ~= "function" then
+      argument_error(argn, fname, name .. " must be a function", 3)
+    end
+  end
+  return opts
+end
+
+local function check_function(f, fname)
+  if type(f) ~= "function" then
+    argument_error(1, fname, "function expected, got " .. type(f), 3)
+  end
+end
+
+local SIGNALS = {[1] = "SIGHUP", [2] = "SIGINT", [3] = "SIGQUIT", [4] = "SIGILL",
+  [6] = "SIGABRT", [7] = "SIGBUS", [8] = "SIGFPE", [9] = "SIGKILL",
+  [11] = "SIGSEGV", [13] = "SIGPIPE", [14] = "SIGALRM", [15] = "SIGTERM"}
+
+local function death_message(pid, status, signal)
+  if signal ~= 0 then
+    return ("worker process %d died: killed by signal %d (%s)"):format(
+      pid, signal, SIGNALS[signal] or "?")
+  end
+  return ("worker process %d died: exited with status %d"):format(pid, status)
+end
+
+-- ---- jobs -------------------------------------------------------------
+-- A job is one call (map, imap, apply_async...). It knows how many items it
+-- has, receives each task's values and errors, and finishes once.
+
+local Job = {}
+Job.__index = Job
+
+local function new_job(pool_ref, kind, opts)
+  local job = setmetatable({pool_ref = pool_ref, kind = kind, opts = opts,
+    results = {n = 0}, received = 0, ready = false}, Job)
+  if opts.async then loop.add_pending(1) end
+  return job
+end
+
+function Job:finish(err)
+  if self.ready then return end
+  self.ready = true
+  self.error = err
+  if self.opts.async then loop.add_pending(-1) end
+  if err then
+    if self.opts.error_callback then loop.defer(self.opts.error_callback, err) end
+  elseif self.opts.callback then
+    if self.kind == "apply" then
+      local r = self.results
+      loop.defer(function() self.opts.callback(table.unpack(r, 1, r.n)) end)
+    else
+      loop.defer(self.opts.callback, self.results)
+    end
+  end
+end
+
+-- Gives a task's outcome to its job: values (an array with n) and errors
+-- (nil, or item index within the task -> error object).
+function Job:deliver(task, values, errs)
+  if self.kind == "apply" then
+    self.results = values
+    return self:finish(errs and errs[1] or nil)
+  end
+  if self.stream then
+    return self.stream(task, values, errs)
+  end
+  if self.ready then return end
+  local results = self.results
+  for i = 1, task.count do
+    if errs and errs[i] then return self:finish(errs[i]) end
+    results[task.first + i - 1] = values[i]
+  end
+  self.received = self.received + task.count
+  if self.received >= self.total then self:finish(nil) end
+end
+
+-- ---- the pool ----------------------------------------------------------
+
+local function weak_ref(pool)
+  return setmetatable({pool = pool}, {__mode = "v"})
+end
+
+local function new_pool(opts, fname)
+  local processes = opts.processes
+  if processes == nil then processes = core.cpu_count() end
+  if math.type(processes) ~= "integer" or processes < 1 then
+    argument_error(1, fname, "processes must be a positive integer", 3)
+  end
+  if opts.initializer ~= nil and type(opts.initializer) ~= "function" then
+    argument_error(1, fname, "initializer must be a function", 3)
+  end
+  if opts.initargs ~= nil and type(opts.initargs) ~= "table" then
+    argument_error(1, fname, "initargs must be a table", 3)
+  end
+  local maxtasks = opts.maxtasksperchild or opts.max_tasks_per_child
+  if maxtasks ~= nil and (math.type(maxtasks) ~= "integer" or maxtasks < 1) then
+    argument_error(1, fname, "maxtasksperchild must be a positive integer", 3)
+  end
+  local task_timeout = opts.task_timeout
+  if task_timeout ~= nil and (type(task_timeout) ~= "number" or task_timeout <= 0) then
+    argument_error(1, fname, "task_timeout must be a positive number", 3)
+  end
+  local start_method = opts.start_method or "spawn"
+  if start_method ~= "spawn" then
+    argument_error(1, fname, ("start method '%s' is not supported yet; use 'spawn'")
+      :format(tostring(start_method)), 3)
+  end
+
+  local self = setmetatable({
+    processes = processes,
+    maxtasks = maxtasks,
+    task_timeout = task_timeout,
+    workers = {},          -- live worker records
+    queue = {}, queue_head = 1, queue_tail = 0,
+    streams = {},          -- lazy jobs (imap) that feed the queue as it drains
+    state = "running",     -- running, closed, terminated
+    start_failures = 0,
+  }, Pool)
+  self.ref = weak_ref(self)
+  local initargs = opts.initargs and table.pack(table.unpack(opts.initargs, 1,
+    opts.initargs.n or #opts.initargs)) or nil
+  self.config = {path = package.path, cpath = package.cpath,
+                 initializer = opts.initializer, initargs = initargs}
+  if opts.initializer then
+    local ok, err = pcall(core.dumps, self.config, "initializer")
+    if not ok then error(err, 0) end
+  end
+  for _ = 1, processes do self:_start_worker() end
+  -- Creation returns once every worker is ready, so a failing initializer
+  -- or a missing worker executable fails here, once.
+  loop.wait(function() return self.broken or self:_all_ready() end)
+  if self.broken then
+    local err = self.broken
+    self:terminate()
+    self:join()
+    error(err, 0)
+  end
+  return self
+end
+
+function Pool:_all_ready()
+  for _, w in ipairs(self.workers) do
+    if not w.ready then return false end
+  end
+  return true
+end
+
+function Pool:_active_workers()
+  local n = 0
+  for _, w in ipairs(self.workers) do
+    if not w.retiring then n = n + 1 end
+  end
+  return n
+end
+
+function Pool:_start_worker()
+  worker_serial = worker_serial + 1
+  local ref = self.ref
+  local w = {inflight = {}, functions = {}, function_count = 0, sent = 0,
+             ready = false, identity = worker_serial}
+  local exe = core.worker_executable() or core.find_worker()
+  local ok, handle = pcall(core.spawn, exe, {exe, core.worker_flag, tostring(core.getpid())},
+    function(message)
+      local pool = ref.pool
+      if pool then pool:_on_message(w, message) end
+    end,
+    function(status, signal)
+      local pool = ref.pool
+      if pool then pool:_on_exit(w, status, signal) end
+    end)
+  if not ok then
+    self:_break(handle)
+    return
+  end
+  w.handle = handle
+  w.pid = handle:pid()
+  self.workers[#self.workers + 1] = w
+  local config = self.config
+  config.name = "PoolWorker-" .. w.identity
+  config.identity = {w.identity}
+  handle:send({"init", config}, "initializer")
+end
+
+-- The pool cannot go on (workers keep dying at start, or the initializer
+-- raises): every job waiting on it fails with this error.
+function Pool:_break(err)
+  if self.broken then return end
+  self.broken = err
+  self:_fail_queued(err)
+  for _, w in ipairs(self.workers) do
+    for _, task in ipairs(w.inflight) do task.job:finish(err) end
+    w.inflight = {}
+  end
+  for _, job in ipairs(self.streams) do job:finish(err) end
+end
+
+function Pool:_fail_queued(err)
+  for i = self.queue_head, self.queue_tail do
+    self.queue[i].job:finish(err)
+    self.queue[i] = nil
+  end
+  self.queue_head, self.queue_tail = 1, 0
+end
+
+function Pool:_enqueue(task, front)
+  if front then
+    self.queue_head = self.queue_head - 1
+    self.queue[self.queue_head] = task
+  else
+    self.queue_tail = self.queue_tail + 1
+    self.queue[self.queue_tail] = task
+  end
+end
+
+function Pool:_dequeue()
+  while self.queue_head <= self.queue_tail do
+    local task = self.queue[self.queue_head]
+    self.queue[self.queue_head] = nil
+    self.queue_head = self.queue_head + 1
+    if not task.job.ready then return task end
+  end
+end
+
+function Pool:_queued()
+  return self.queue_tail - self.queue_head + 1
+end
+
+local function new_task(job, fn, mode, items, first, timeout)
+  task_serial = task_serial + 1
+  return {id = task_serial, job = job, fn = fn, function_id = function_id(fn),
+          mode = mode, payload = core.dumps(items, "args"), first = first,
+          count = items.n, timeout = timeout}
+end
+
+function Pool:_free_worker()
+  local best, best_load = nil, PIPELINE
+  for _, w in ipairs(self.workers) do
+    local load = #w.inflight
+    if w.ready and not w.retiring and load < best_load then
+      best, best_load = w, load
+      if load == 0 then break end
+    end
+  end
+  return best
+end
+
+-- Hands queued tasks to workers with room; pulls more from lazy jobs.
+function Pool:_pump()
+  if self.broken then return end
+  while true do
+    if self:_queued() < #self.workers * PIPELINE then
+      for _, job in ipairs(self.streams) do job.refill() end
+    end
+    local w = self:_free_worker()
+    if not w then break end
+    local task = self:_dequeue()
+    if not task then break end
+    self:_send(w, task)
+  end
+  if self.state == "closed" and self:_queued() == 0 and #self.streams == 0 then
+    for _, w in ipairs(self.workers) do
+      if #w.inflight == 0 and not w.retiring then
+        w.retiring = true
+        w.handle:close_input()
+      end
+    end
+  end
+end
+
+function Pool:_send(w, task)
+  local fn, reset = false, false
+  if not w.functions[task.function_id] then
+    if w.function_count >= FUNCTION_CACHE then
+      w.functions, w.function_count, reset = {}, 0, true
+    end
+    w.functions[task.function_id] = true
+    w.function_count = w.function_count + 1
+    fn = task.fn
+  end
+  if not w.handle:send({"task", task.id, task.function_id, fn, task.mode,
+                        task.payload, reset}) then
+    w.functions[task.function_id] = nil
+    self:_enqueue(task, true)
+    w.retiring = true
+    return
+  end
+  w.sent = w.sent + 1
+  w.inflight[#w.inflight + 1] = task
+  if self.maxtasks and w.sent >= self.maxtasks then
+    -- Replaced after its last task: nothing it was given is lost or repeated.
+    w.retiring = true
+    w.handle:close_input()
+    self:_start_worker()
+  end
+  if #w.inflight == 1 then self:_task_started(w, task) end
+end
+
+-- A worker runs its tasks in order: the first in flight is the running one.
+function Pool:_task_started(w, task)
+  local timeout = task.timeout or self.task_timeout
+  if not timeout then return end
+  local ref = self.ref
+  task.timer = core.timer(timeout, function()
+    local pool = ref.pool
+    if pool and w.inflight[1] == task and not w.timed_out then
+      w.timed_out = task
+      w.handle:kill(9)
+    end
+  end)
+end
+
+function Pool:_on_message(w, message)
+  local op = message[1]
+  if op == "done" then
+    local task = table.remove(w.inflight, 1)
+    if task.timer then task.timer:close() end
+    if w.inflight[1] then self:_task_started(w, w.inflight[1]) end
+    local errs = message[4]
+    if errs then
+      for i, info in pairs(errs) do
+        errs[i] = errors.new(info.kind or "task", info.message, {
+          traceback = info.traceback, value = info.value, pid = w.pid,
+          index = task.first + i - 1})
+      end
+    end
+    task.job:deliver(task, message[3], errs)
+    self:_pump()
+  elseif op == "ready" then
+    w.ready = true
+    self.start_failures = 0
+    self:_pump()
+  elseif op == "init_error" then
+    local info = message[2]
+    self:_break(errors.new("initializer", "the pool's initializer failed: " .. info.message,
+      {traceback = info.traceback, value = info.value, pid = w.pid}))
+  end
+end
+
+function Pool:_on_exit(w, status, signal)
+  for i, other in ipairs(self.workers) do
+    if other == w then table.remove(self.workers, i); break end
+  end
+  local clean = w.retiring and #w.inflight == 0
+  if not clean and self.state ~= "terminated" then
+    local running = table.remove(w.inflight, 1)
+    if running then
+      if running.timer then running.timer:close() end
+      local err
+      if w.timed_out == running then
+        err = errors.new("timeout", ("task timed out after %g s; its worker %d was killed"
+          .. " and replaced"):format(running.timeout or self.task_timeout, w.pid),
+          {pid = w.pid, index = running.first})
+      else
+        err = errors.new("worker_lost", death_message(w.pid, status, signal),
+          {pid = w.pid, index = running.first, exitcode = status, signal = signal})
+      end
+      self:_fail_task(running, err)
+    end
+    -- Tasks behind the running one never started: run them elsewhere.
+    for i = #w.inflight, 1, -1 do self:_enqueue(w.inflight[i], true) end
+    w.inflight = {}
+    if not w.ready then
+      self.start_failures = self.start_failures + 1
+      if self.start_failures >= START_FAILURES and not self.broken then
+        self:_break(errors.new("worker_lost", ("workers keep dying at start (%d in a row);"
+          .. " last: %s"):format(self.start_failures, death_message(w.pid, status, signal)),
+          {pid = w.pid}))
+      end
+    end
+    if self.state == "running" and not self.broken and self:_active_workers() < self.processes then
+      self:_start_worker()
+    end
+  end
+  self:_pump()
+end
+
+-- A task that failed as a whole fails each of its items.
+function Pool:_fail_task(task, err)
+  local errs = {}
+  for i = 1, task.count do errs[i] = err end
+  task.job:deliver(task, {n = task.count}, errs)
+end
+
+function Pool:_check_open(fname)
+  if self.state ~= "running" then
+    error(errors.new("closed", ("%s on a pool that is %s"):format(fname, self.state)), 3)
+  end
+  if self.broken then error(self.broken, 3) end
+end
+
+-- ---- chunking -----------------------------------------------------------
+
+local function default_chunksize(total, processes)
+  if not total or total == 0 then return 1 end
+  local size = total // (processes * 4)
+  if total % (processes * 4) ~= 0 then size = size + 1 end
+  return size
+end
+
+-- Splits a reader's items into tasks, all encoded before any is queued.
+function Pool:_submit_all(job, fn, mode, read, total, chunksize, timeout)
+  chunksize = chunksize or default_chunksize(total, self.processes)
+  local tasks, items, index = {}, {n = 0}, 0
+  while true do
+    local more, item = read()
+    if not more then break end
+    index = index + 1
+    items.n = items.n + 1
+    items[items.n] = item
+    if items.n == chunksize then
+      tasks[#tasks + 1] = new_task(job, fn, mode, items, index - items.n + 1, timeout)
+      items = {n = 0}
+    end
+  end
+  if items.n > 0 then
+    tasks[#tasks + 1] = new_task(job, fn, mode, items, index - items.n + 1, timeout)
+  end
+  job.total = index
+  for _, task in ipairs(tasks) do self:_enqueue(task) end
+  if index == 0 then job:finish(nil) end
+  job.results.n = index
+  self:_pump()
+  return job
+end
+
+-- ---- the API --------------------------------------------------------------
+
+local function map_job(self, fname, fn, iterable, opts, mode, async)
+  check_function(fn, fname)
+  local read, total = reader_of(iterable, 2, fname)
+  opts = options_of(opts, 3, fname)
+  self:_check_open(fname)
+  local job = new_job(self.ref, "map", {async = async, callback = opts.callback,
+                                        error_callback = opts.error_callback})
+  return self:_submit_all(job, fn, mode, read, total, opts.chunksize, opts.timeout)
+end
+
+local function result_of(job, fname, timeout)
+  loop.wait(function() return job.ready end, timeout)
+  if not job.ready then
+    error(errors.new("timeout", ("%s: no result after %g s"):format(fname, timeout)), 3)
+  end
+  if job.error then error(job.error, 3) end
+  return job.results
+end
+
+function Pool:map(fn, iterable, opts)
+  return result_of((map_job(self, "map", fn, iterable, opts, "map", false)), "map")
+end
+
+function Pool:starmap(fn, arglists, opts)
+  return result_of((map_job(self, "starmap", fn, arglists, opts, "star", false)), "starmap")
+end
+
+function Pool:map_async(fn, iterable, opts)
+  return setmetatable({job = (map_job(self, "map_async", fn, iterable, opts, "map", true))},
+                      AsyncResult)
+end
+
+function Pool:starmap_async(fn, arglists, opts)
+  return setmetatable({job = (map_job(self, "starmap_async", fn, arglists, opts, "star", true))},
+                      AsyncResult)
+end
+
+local function apply_job(self, fname, fn, args, opts, async)
+  check_function(fn, fname)
+  if args ~= nil and type(args) ~= "table" then
+    argument_error(2, fname, "table of arguments expected, got " .. type(args), 3)
+  end
+  opts = options_of(opts, 3, fname)
+  self:_check_open(fname)
+  args = args or {}
+  local packed = table.pack(table.unpack(args, 1, args.n or #args))
+  local job = new_job(self.ref, "apply", {async = async, callback = opts.callback,
+                                          error_callback = opts.error_callback})
+  task_serial = task_serial + 1
+  local task = {id = task_serial, job = job, fn = fn, function_id = function_id(fn),
+                mode = "apply", payload = core.dumps(packed, "args"), first = 1,
+                count = 1, timeout = opts.timeout}
+  job.total = 1
+  self:_enqueue(task)
+  self:_pump()
+  return job
+end
+
+function Pool:apply(fn, args)
+  local r = result_of(apply_job(self, "apply", fn, args, nil, false), "apply")
+  return table.unpack(r, 1, r.n)
+end
+
+function Pool:apply_async(fn, args, opts)
+  return setmetatable({job = apply_job(self, "apply_async", fn, args, opts, true)}, AsyncResult)
+end
+
+-- imap and imap_unordered read their input as workers free up, keeping a
+-- bounded number of items in flight, and pick a chunk size from how long
+-- items take when none is given. A nil result would end a generic for, so
+-- it arrives as lmp.null; the second value is the count delivered so far.
+
+local function stream(self, fname, fn, iterable, opts, ordered)
+  check_function(fn, fname)
+  local read, total = reader_of(iterable, 2, fname)
+  opts = options_of(opts, 3, fname)
+  self:_check_open(fname)
+  local job = new_job(self.ref, "imap", {})
+  local fixed = opts.chunksize
+  local limit = total and default_chunksize(total, self.processes) or 4096
+  local chunksize = fixed or 1
+  local next_index, read_count, exhausted = 1, 0, false
+  local buffered = {}       -- ordered: index -> value; unordered: FIFO
+  local outcome = {}        -- index -> true or error (ordered)
+  local fifo_head, fifo_tail = 1, 0
+  local per_item            -- seconds an item takes, measured
+  local window = function() return math.max(64, chunksize * self.processes * PIPELINE * 2) end
+
+  job.refill = function()
+    if exhausted or job.ready then return end
+    if read_count - (next_index - 1) >= window() then return end
+    if not fixed and per_item then
+      chunksize = math.max(1, math.min(limit, chunksize * 2, math.floor(0.02 / per_item)))
+    end
+    local items = {n = 0}
+    while items.n < chunksize do
+      local more, item = read()
+      if not more then exhausted = true; break end
+      items.n = items.n + 1
+      items[items.n] = item
+    end
+    if items.n > 0 then
+      local task = new_task(job, fn, "map", items, read_count + 1, opts.timeout)
+      task.sent_at = core.hrtime()
+      read_count = read_count + items.n
+      self:_enqueue(task)
+    end
+    if exhausted then
+      for i, j in ipairs(self.streams) do
+        if j == job then table.remove(self.streams, i); break end
+      end
+    end
+  end
+
+  job.stream = function(task, values, errs)
+    local elapsed = core.hrtime() - (task.sent_at or core.hrtime())
+    local item_time = elapsed / math.max(1, task.count) / PIPELINE
+    per_item = per_item and (per_item + item_time) / 2 or item_time
+    for i = 1, task.count do
+      local index = task.first + i - 1
+      local e = errs and errs[i]
+      if ordered then
+        buffered[index] = values[i]
+        outcome[index] = e or true
+      else
+        fifo_tail = fifo_tail + 1
+        buffered[fifo_tail] = values[i]
+        outcome[fifo_tail] = e or true
+      end
+    end
+  end
+
+  self.streams[#self.streams + 1] = job
+  self:_pump()
+
+  local pool = self
+  local delivered = 0
+  return function()
+    local slot = ordered and next_index or fifo_head
+    local function have() return outcome[slot] ~= nil or job.error ~= nil
+      or (exhausted and delivered >= read_count) end
+    if not have() then
+      pool:_pump()
+      loop.wait(have)
+    end
+    local state = outcome[slot]
+    if state == nil then
+      if job.error then error(job.error, 2) end
+      return nil
+    end
+    local value = buffered[slot]
+    buffered[slot], outcome[slot] = nil, nil
+    if ordered then next_index = next_index + 1 else fifo_head = fifo_head + 1 end
+    delivered = delivered + 1
+    if not ordered then next_index = next_index + 1 end
+    pool:_pump()
+    if state ~= true then error(state, 2) end
+    if value == nil then return errors.null, delivered end
+    return value, delivered
+  end
+end
+
+function Pool:imap(fn, iterable, opts)
+  return stream(self, "imap", fn, iterable, opts, true)
+end
+
+function Pool:imap_unordered(fn, iterable, opts)
+  return stream(self, "imap_unordered", fn, iterable, opts, false)
+end
+
+function Pool:close()
+  if self.state == "running" then
+    self.state = "closed"
+    self:_pump()
+  end
+end
+
+function Pool:terminate()
+  if self.state == "terminated" then return end
+  self.state = "terminated"
+  local err = errors.new("closed", "the pool was terminated")
+  self:_fail_queued(err)
+  for _, job in ipairs(self.streams) do job:finish(err) end
+  self.streams = {}
+  for _, w in ipairs(self.workers) do
+    for _, task in ipairs(w.inflight) do task.job:finish(err) end
+    w.inflight = {}
+    w.retiring = true
+    w.handle:kill(9)
+  end
+end
+
+function Pool:join(timeout)
+  if self.state == "running" then
+    error(errors.new("closed", "join: call close() or terminate() first"), 2)
+  end
+  return loop.wait(function() return #self.workers == 0 end, timeout)
+end
+
+-- local pool <close> = lmp.Pool(...): close and join at the end of the
+-- scope; when the scope ends by an error, stop the workers instead of
+-- waiting for their work.
+function Pool:__close(err)
+  if err ~= nil then self:terminate() else self:close() end
+  self:join()
+end
+
+-- An unclosed pool that is collected stops its workers; the handles' own
+-- finalizers reap them.
+function Pool:__gc()
+  for _, w in ipairs(self.workers) do w.handle:close() end
+  self.workers = {}
+end
+
+function Pool:__tostring()
+  return ("lmp.Pool(%d processes, %s)"):format(self.processes, self.state)
+end
+
+-- ---- AsyncResult -------------------------------------------------------------
+
+function AsyncResult:get(timeout)
+  local r = result_of(self.job, "get", timeout)
+  if self.job.kind == "apply" then return table.unpack(r, 1, r.n) end
+  return r
+end
+
+function AsyncResult:wait(timeout)
+  loop.wait(function() return self.job.ready end, timeout)
+  return self.job.ready
+end
+
+function AsyncResult:ready()
+  return self.job.ready
+end
+
+function AsyncResult:successful()
+  if not self.job.ready then
+    error(errors.new("closed", "successful: the result is not ready"), 2)
+  end
+  return self.job.error == nil
+end
+
+local pool = {Pool = Pool, AsyncResult = AsyncResult}
+
+function pool.new(opts, fname)
+  fname = fname or "Pool"
+  if math.type(opts) == "integer" or opts == nil then
+    opts = {processes = opts}
+  elseif type(opts) ~= "table" then
+    argument_error(1, fname, "number of processes or options table expected, got " .. type(opts), 2)
+  end
+  return new_pool(opts, fname)
+end
+
+return pool

@@ -1,0 +1,102 @@
+-- A worker's life: read a message from the channel, run it, answer.
+-- Functions arrive once and are kept by id; each task names its function.
+local core = require "lmp.core"
+
+local worker = {}
+
+local function error_info(err, traceback)
+  local info = {traceback = traceback}
+  if type(err) == "string" then
+    info.message = err
+  else
+    local mt = getmetatable(err)
+    info.message = (mt and mt.__tostring) and tostring(err)
+      or ("(error object: %s)"):format(type(err))
+  end
+  if pcall(core.dumps, err) then info.value = err else info.value = info.message end
+  return info
+end
+
+local function handler(err)
+  return {err = err, traceback = debug.traceback(type(err) == "string" and err or nil, 2)}
+end
+
+local function run(fn, mode, args)
+  local n = args.n or #args
+  if mode == "apply" then
+    local r = table.pack(xpcall(fn, handler, table.unpack(args, 1, n)))
+    if r[1] then return table.pack(table.unpack(r, 2, r.n)), nil end
+    return {n = 0}, {error_info(r[2].err, r[2].traceback)}
+  end
+  local values, errors = {n = n}, nil
+  local star = mode == "star"
+  for i = 1, n do
+    local ok, v
+    if star then
+      local a = args[i]
+      ok, v = xpcall(fn, handler, table.unpack(a, 1, a.n or #a))
+    else
+      ok, v = xpcall(fn, handler, args[i])
+    end
+    if ok then
+      values[i] = v
+    else
+      errors = errors or {}
+      errors[i] = error_info(v.err, v.traceback)
+    end
+  end
+  return values, errors
+end
+
+-- A result that cannot be sent fails its own item with kind "serialize".
+local function send_result(id, values, errors)
+  local ok, err = pcall(core.channel_send, {"done", id, values, errors})
+  if ok then return end
+  if type(err) ~= "table" or err.kind ~= "serialize" then error(err, 0) end
+  errors = errors or {}
+  for i = 1, values.n or #values do
+    local sendable, refusal = pcall(core.dumps, values[i], ("result[%d]"):format(i))
+    if not sendable then
+      values[i] = nil
+      errors[i] = {message = refusal.message, kind = "serialize", value = refusal.message}
+    end
+  end
+  for i, e in pairs(errors) do
+    if not pcall(core.dumps, e) then
+      errors[i] = {message = tostring(e.message), traceback = e.traceback, value = tostring(e.message)}
+    end
+  end
+  core.channel_send({"done", id, values, errors})
+end
+
+function worker.main()
+  local init = core.channel_recv()
+  if init == nil then return 0 end
+  local config = init[2]
+  package.path, package.cpath = config.path, config.cpath
+  require("lmp")._become_worker(config.name, config.identity)
+  if config.initializer then
+    local args = config.initargs or {n = 0}
+    local ok, failure = xpcall(config.initializer, handler,
+                               table.unpack(args, 1, args.n or #args))
+    if not ok then
+      core.channel_send({"init_error", error_info(failure.err, failure.traceback)})
+      return 1
+    end
+  end
+  core.channel_send({"ready"})
+  local functions = {}
+  while true do
+    local message = core.channel_recv()
+    if message == nil then return 0 end
+    local id, function_id, fn, mode, payload, reset =
+      message[2], message[3], message[4], message[5], message[6], message[7]
+    if reset then functions = {} end
+    if fn then functions[function_id] = fn else fn = functions[function_id] end
+    local values, errors = run(fn, mode, core.loads(payload))
+    io.stdout:flush()
+    send_result(id, values, errors)
+  end
+end
+
+return worker

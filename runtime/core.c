@@ -1,0 +1,90 @@
+/* lmp.core: the C half of the module. This file binds the value format
+ * and gathers the other bindings (loop, process) into one table. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lmp.h"
+#include "lmp_internal.h"
+
+#define ENCODE_BOX_META "lmp.EncodeBuffer"
+
+/* The encode buffer lives in a userdata so that a Lua error while encoding
+ * (out of memory, an erring __lmp_serialize) cannot leak it. */
+static int encode_box_gc(lua_State *L) {
+  lmp__buffer_free(luaL_checkudata(L, 1, ENCODE_BOX_META));
+  return 0;
+}
+
+lmp_buffer *lmp__new_encode_box(lua_State *L) {
+  lmp_buffer *b = lua_newuserdatauv(L, sizeof *b, 0);
+  memset(b, 0, sizeof *b);
+  if (luaL_newmetatable(L, ENCODE_BOX_META)) {
+    lua_pushcfunction(L, encode_box_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  return b;
+}
+
+static int core_dumps(lua_State *L) {
+  const char *root;
+  lmp_buffer *b;
+  luaL_checkany(L, 1);
+  root = luaL_optstring(L, 2, "");
+  lua_settop(L, 2);
+  b = lmp__new_encode_box(L);
+  if (lmp__encode(L, 1, b, root) != 0) return lua_error(L);
+  lua_pushlstring(L, b->data, b->len);
+  lmp__buffer_free(b);
+  return 1;
+}
+
+static int core_loads(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  lmp__decode(L, s, len);
+  return 1;
+}
+
+static int core_register(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  luaL_checkany(L, 2);
+  if (lua_isnil(L, 2)) luaL_argerror(L, 2, "value expected, got nil");
+  lmp__names_register(L, name, 2);
+  return 0;
+}
+
+static int core_error(lua_State *L) {
+  lmp__push_error(L, luaL_checkstring(L, 1), luaL_checkstring(L, 2));
+  return 1;
+}
+
+static int core_cpu_count(lua_State *L) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  lua_pushinteger(L, n > 0 ? n : 1);
+  return 1;
+}
+
+static int core_getpid(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)getpid());
+  return 1;
+}
+
+static const luaL_Reg core_functions[] = {
+    {"dumps", core_dumps},         {"loads", core_loads},
+    {"register", core_register},   {"error", core_error},
+    {"cpu_count", core_cpu_count}, {"getpid", core_getpid},
+    {NULL, NULL}};
+
+int luaopen_lmp_core(lua_State *L) {
+  luaL_newlib(L, core_functions);
+  lmp__push_error_meta(L);
+  lua_setfield(L, -2, "Error");
+  lua_pushinteger(L, LMP_FORMAT_VERSION);
+  lua_setfield(L, -2, "format_version");
+  lmp__open_loop(L);
+  lmp__open_process(L);
+  lmp__open_worker(L);
+  return 1;
+}

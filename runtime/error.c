@@ -1,0 +1,53 @@
+/* Error objects: every failure lmp reports is a table with a `kind`, a
+ * `message` and, where they are known, `traceback`, `pid`, `index` and
+ * `value`. The Lua layer adds fields; the C side only needs to make them. */
+#include "lmp_internal.h"
+
+static int error_tostring(lua_State *L) {
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  lua_getfield(L, 1, "kind");
+  luaL_addstring(&b, "lmp ");
+  luaL_addstring(&b, lua_isstring(L, -1) ? lua_tostring(L, -1) : "unknown");
+  luaL_addstring(&b, " error");
+  lua_pop(L, 1);
+  if (lua_getfield(L, 1, "index") != LUA_TNIL) {
+    lua_pushfstring(L, " (item %s)", luaL_tolstring(L, -1, NULL));
+    lua_remove(L, -2);
+    lua_remove(L, -2);
+    luaL_addvalue(&b);
+  } else {
+    lua_pop(L, 1);
+  }
+  if (lua_getfield(L, 1, "pid") != LUA_TNIL) {
+    lua_pushfstring(L, " in process %s", luaL_tolstring(L, -1, NULL));
+    lua_remove(L, -2);
+    lua_remove(L, -2);
+    luaL_addvalue(&b);
+  } else {
+    lua_pop(L, 1);
+  }
+  luaL_addstring(&b, ": ");
+  lua_getfield(L, 1, "message");
+  luaL_addstring(&b, lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
+  lua_pop(L, 1);
+  luaL_pushresult(&b);
+  return 1;
+}
+
+void lmp__push_error_meta(lua_State *L) {
+  if (luaL_newmetatable(L, LMP_ERROR_META)) {
+    lua_pushcfunction(L, error_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+}
+
+void lmp__push_error(lua_State *L, const char *kind, const char *message) {
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, kind);
+  lua_setfield(L, -2, "kind");
+  lua_pushstring(L, message);
+  lua_setfield(L, -2, "message");
+  lmp__push_error_meta(L);
+  lua_setmetatable(L, -2);
+}

@@ -1,0 +1,86 @@
+/* Declarations shared by the runtime's files; not part of the public API. */
+#ifndef LMP_INTERNAL_H
+#define LMP_INTERNAL_H
+
+#include <lua.h>
+#include <lauxlib.h>
+
+#include "buffer.h"
+
+#if defined(__GNUC__)
+#define LMP_NORETURN __attribute__((noreturn))
+#else
+#define LMP_NORETURN
+/* core.c: a buffer boxed in a userdata with __gc, pushed on the stack. */
+lmp_buffer *lmp__new_encode_box(lua_State *L);
+
+/* embed.c: package.preload entries for lmp's embedded Lua modules. */
+void lmp__install_preload(lua_State *L);
+
+/* loop.c */
+#include <uv.h>
+/* The loop lmp runs on in L; raises if the module is not open. */
+uv_loop_t *lmp__loop(lua_State *L);
+/* Calls the function below `nargs` arguments in protected mode; an error
+ * goes to the reporter (lmp.on_error) or stderr. Pops them all. */
+int lmp__call_protected(lua_State *L, int nargs);
+
+/* loop.c and process.c add their functions to the lmp.core table on top. */
+void lmp__open_loop(lua_State *L);
+void lmp__open_process(lua_State *L);
+void lmp__open_worker(lua_State *L);
+
+#endif
+
+/* value.c: the value format (see value_format.md). */
+#define LMP_FORMAT_VERSION 1
+#define LMP_MAX_DEPTH 200
+
+/* Appends the encoding of the value at `idx` to `out`. Returns 0 on success.
+ * A value that cannot be sent makes it return -1 with an lmp.Error (kind
+ * "serialize") pushed, its message naming `root` plus the path to the
+ * value. May raise Lua errors (out of memory, an erring __lmp_serialize),
+ * so `out` must be owned by something the unwind does not leak. */
+int lmp__encode(lua_State *L, int idx, lmp_buffer *out, const char *root);
+/* Decodes the n bytes at p and pushes the value. Malformed bytes raise a
+ * Lua error; nothing is allocated beyond what the bytes can justify. */
+void lmp__decode(lua_State *L, const char *p, size_t n);
+
+/* names.c: C functions and module tables travel by name. */
+/* Pushes the map value -> name record, rebuilt when package.loaded changed
+ * or when `rebuild` is set. */
+void lmp__names_push_map(lua_State *L, int rebuild);
+/* Pushes the value a name record stands for in this process, or raises. */
+void lmp__names_resolve(lua_State *L, const char *record, size_t len);
+/* Gives `value` (at idx) the name `name` in this process. */
+void lmp__names_register(lua_State *L, const char *name, int idx);
+/* Pushes the value registered under `name`, or nil. */
+void lmp__names_push_registered(lua_State *L, const char *name);
+
+/* error.c: error objects, tables with metatable "lmp.Error". */
+#define LMP_ERROR_META "lmp.Error"
+/* Pushes a new error object {kind=kind, message=message}. */
+void lmp__push_error(lua_State *L, const char *kind, const char *message);
+/* Creates the lmp.Error metatable if needed and pushes it. */
+void lmp__push_error_meta(lua_State *L);
+
+/* core.c: a buffer boxed in a userdata with __gc, pushed on the stack. */
+lmp_buffer *lmp__new_encode_box(lua_State *L);
+
+/* embed.c: package.preload entries for lmp's embedded Lua modules. */
+void lmp__install_preload(lua_State *L);
+
+/* loop.c */
+#include <uv.h>
+/* The loop lmp runs on in L; raises if the module is not open. */
+uv_loop_t *lmp__loop(lua_State *L);
+/* Calls the function below `nargs` arguments in protected mode; an error
+ * goes to the reporter (lmp.on_error) or stderr. Pops them all. */
+int lmp__call_protected(lua_State *L, int nargs);
+
+/* loop.c and process.c add their functions to the lmp.core table on top. */
+void lmp__open_loop(lua_State *L);
+void lmp__open_process(lua_State *L);
+void lmp__open_worker(lua_State *L);
+
+#endif

@@ -1,0 +1,241 @@
+/* The event loop lmp runs on, the timers the Lua layer uses, and the one
+ * protected path by which libuv callbacks call into Lua. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "lmp.h"
+#include "lmp_internal.h"
+
+#define LOOP_STATE_META "lmp.LoopState"
+#define TIMER_META "lmp.Timer"
+
+static const char loop_state_key = 'l';
+static const char host_loop_key = 'h';
+static const char reporter_key = 'e';
+static const char worker_exe_key = 'w';
+
+typedef struct loop_state {
+  uv_loop_t *loop;
+  int running; /* inside uv_run: a nested run would break libuv */
+} loop_state;
+
+void lmp_set_loop(lua_State *L, uv_loop_t *loop) {
+  lua_pushlightuserdata(L, loop);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &host_loop_key);
+}
+
+static loop_state *get_state(lua_State *L) {
+  loop_state *state;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &loop_state_key);
+  state = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return state;
+}
+
+uv_loop_t *lmp_get_loop(lua_State *L) {
+  loop_state *state = get_state(L);
+  return state ? state->loop : NULL;
+}
+
+uv_loop_t *lmp__loop(lua_State *L) {
+  loop_state *state = get_state(L);
+  if (state == NULL) luaL_error(L, "lmp: the module is not open in this state");
+  return state->loop;
+}
+
+void lmp_set_worker_executable(lua_State *L, const char *path) {
+  lua_pushstring(L, path);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &worker_exe_key);
+}
+
+/* Runs when the lua_State closes, after every object made later has been
+ * finalized: their handles are closing, so a few turns free them. */
+static int loop_state_gc(lua_State *L) {
+  loop_state *state = luaL_checkudata(L, 1, LOOP_STATE_META);
+  int i;
+  (void)L;
+  if (state->loop == NULL || state->running) return 0;
+  for (i = 0; i < 4; i++) uv_run(state->loop, UV_RUN_NOWAIT);
+  state->loop = NULL;
+  return 0;
+}
+
+/* Calls the function below its `nargs` arguments on the stack in protected
+ * mode, with a traceback; an error goes to the reporter the Lua layer set
+ * (lmp.on_error), or to stderr. Pops the function and arguments. Returns
+ * the lua_pcall status. Every call from a libuv callback into Lua goes
+ * through here, so a Lua error never unwinds through libuv. */
+static int traceback(lua_State *L) {
+  lua_createtable(L, 0, 2);
+  lua_pushvalue(L, 1);
+  lua_setfield(L, -2, "value");
+  luaL_traceback(L, L, lua_type(L, 1) == LUA_TSTRING ? lua_tostring(L, 1) : NULL, 1);
+  lua_setfield(L, -2, "traceback");
+  return 1;
+}
+
+int lmp__call_protected(lua_State *L, int nargs) {
+  int base = lua_gettop(L) - nargs, status;
+  lua_pushcfunction(L, traceback);
+  lua_insert(L, base);
+  status = lua_pcall(L, nargs, 0, base);
+  if (status != LUA_OK) {
+    int report = lua_gettop(L);
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &reporter_key) == LUA_TFUNCTION) {
+      lua_pushvalue(L, report);
+      if (lua_pcall(L, 1, 0, 0) == LUA_OK) goto done;
+      fprintf(stderr, "lmp: error reporter failed: %s\n",
+              luaL_tolstring(L, -1, NULL));
+    } else {
+      const char *message, *trace;
+      lua_getfield(L, report, "value");
+      message = lua_type(L, -1) == LUA_TTABLE ? "(error object)" : luaL_tolstring(L, -1, NULL);
+      lua_getfield(L, report, "traceback");
+      trace = lua_tostring(L, -1);
+      fprintf(stderr, "lmp: error in callback: %s\n%s\n", message, trace ? trace : "");
+    }
+  done:
+    lua_settop(L, base - 1);
+    return status;
+  }
+  lua_settop(L, base - 1);
+  return status;
+}
+
+static int core_set_reporter(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &reporter_key);
+  return 0;
+}
+
+/* core.run_once(block): one turn of the loop. Returns whether anything is
+ * still active. Refuses to nest, which libuv does not allow. */
+static int core_run_once(lua_State *L) {
+  loop_state *state = get_state(L);
+  int block = lua_toboolean(L, 1), alive;
+  if (state->running)
+    return luaL_error(L, "lmp: a blocking call was made while the event loop "
+                         "is running (inside a libuv callback); use a callback "
+                         "or lmp.spawn instead");
+  state->running = 1;
+  alive = uv_run(state->loop, block ? UV_RUN_ONCE : UV_RUN_NOWAIT);
+  state->running = 0;
+  lua_pushboolean(L, alive);
+  return 1;
+}
+
+static int core_hrtime(lua_State *L) {
+  lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e9);
+  return 1;
+}
+
+static int core_worker_executable(lua_State *L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &worker_exe_key);
+  return 1;
+}
+
+/* ---- timers ------------------------------------------------------------ */
+
+typedef struct timer {
+  uv_timer_t handle;
+  lua_State *L; /* NULL once the Lua object is gone */
+  int callback_ref;
+} timer;
+
+static void timer_free(uv_handle_t *handle) {
+  free(handle->data);
+}
+
+static void on_timer(uv_timer_t *handle) {
+  timer *t = handle->data;
+  if (t->L == NULL || t->callback_ref == LUA_NOREF) return;
+  lua_rawgeti(t->L, LUA_REGISTRYINDEX, t->callback_ref);
+  lmp__call_protected(t->L, 0);
+}
+
+static timer **check_timer(lua_State *L) {
+  return luaL_checkudata(L, 1, TIMER_META);
+}
+
+/* Closing is idempotent: __gc, __close and close() share it. */
+static int timer_close(lua_State *L) {
+  timer **box = check_timer(L);
+  timer *t = *box;
+  if (t == NULL) return 0;
+  *box = NULL;
+  luaL_unref(L, LUA_REGISTRYINDEX, t->callback_ref);
+  t->callback_ref = LUA_NOREF;
+  t->L = NULL;
+  uv_close((uv_handle_t *)&t->handle, timer_free);
+  return 0;
+}
+
+/* core.timer(seconds, fn [, repeat_seconds]) */
+static int core_timer(lua_State *L) {
+  double seconds = luaL_checknumber(L, 1);
+  double repeat = luaL_optnumber(L, 3, 0);
+  timer **box;
+  timer *t;
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  luaL_setmetatable(L, TIMER_META);
+  t = calloc(1, sizeof *t);
+  if (t == NULL) return luaL_error(L, "lmp: not enough memory");
+  uv_timer_init(lmp__loop(L), &t->handle);
+  t->handle.data = t;
+  t->L = L;
+  lua_pushvalue(L, 2);
+  t->callback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  *box = t;
+  uv_timer_start(&t->handle, on_timer, (uint64_t)(seconds > 0 ? seconds * 1000 + 0.999 : 0),
+                 (uint64_t)(repeat > 0 ? repeat * 1000 : 0));
+  return 1;
+}
+
+static const luaL_Reg timer_methods[] = {{"close", timer_close}, {NULL, NULL}};
+
+static const luaL_Reg loop_functions[] = {
+    {"run_once", core_run_once},
+    {"hrtime", core_hrtime},
+    {"timer", core_timer},
+    {"set_reporter", core_set_reporter},
+    {"worker_executable", core_worker_executable},
+    {NULL, NULL}};
+
+void lmp__open_loop(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &loop_state_key) == LUA_TNIL) {
+    loop_state *state = lua_newuserdatauv(L, sizeof *state, 0);
+    memset(state, 0, sizeof *state);
+    if (luaL_newmetatable(L, LOOP_STATE_META)) {
+      lua_pushcfunction(L, loop_state_gc);
+      lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &host_loop_key) == LUA_TLIGHTUSERDATA) {
+      state->loop = lua_touserdata(L, -1);
+    } else {
+      /* libuv's default loop, which luv uses too: both run on one loop. */
+      state->loop = uv_default_loop();
+      if (state->loop == NULL) luaL_error(L, "lmp: cannot create the event loop");
+    }
+    lua_pop(L, 1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &loop_state_key);
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, TIMER_META)) {
+    luaL_newlib(L, timer_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, timer_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, timer_close);
+    lua_setfield(L, -2, "__close");
+  }
+  lua_pop(L, 1);
+  luaL_setfuncs(L, loop_functions, 0);
+}

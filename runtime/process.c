@@ -1,0 +1,340 @@
+/* The parent's side of one worker process: libuv starts it with a channel
+ * (a socket pair on the child's fd 3, so its stdin, stdout and stderr stay
+ * the terminal's), frames values onto the channel, and hands each arriving
+ * value to a Lua function. When the process has exited and its channel is
+ * drained, one exit callback reports how it ended. */
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include <uv.h>
+
+#include "channel.h"
+#include "lmp_internal.h"
+
+#define CHILD_META "lmp.WorkerProcess"
+#define INBOX_CHUNK 65536
+#define INBOX_KEEP (1 << 20)
+
+typedef struct child {
+  uv_process_t process;
+  uv_pipe_t channel;
+  lua_State *L; /* NULL once the Lua object is collected */
+  int on_message_ref;
+  int on_exit_ref;
+  lmp_buffer inbox; /* bytes read and not yet delivered start at inbox_used */
+  size_t inbox_used;
+  int handles_open; /* freed when the last handle's close callback ran */
+  int exited, eof, reported, input_closed;
+  int64_t exit_status;
+  int term_signal;
+  int pid;
+} child;
+
+typedef struct write_request {
+  uv_write_t req;
+  char *data;
+} write_request;
+
+static void on_handle_closed(uv_handle_t *handle) {
+  child *c = handle->data;
+  if (--c->handles_open == 0) {
+    lmp__buffer_free(&c->inbox);
+    free(c);
+  }
+}
+
+static void close_handle(uv_handle_t *handle) {
+  if (!uv_is_closing(handle)) uv_close(handle, on_handle_closed);
+}
+
+static void forget_lua(child *c) {
+  if (c->L == NULL) return;
+  luaL_unref(c->L, LUA_REGISTRYINDEX, c->on_message_ref);
+  luaL_unref(c->L, LUA_REGISTRYINDEX, c->on_exit_ref);
+  c->on_message_ref = c->on_exit_ref = LUA_NOREF;
+  c->L = NULL;
+}
+
+/* The worker is gone once it has exited and everything it wrote has been
+ * read: only then can the pool tell which tasks it finished. */
+static void report_if_gone(child *c) {
+  lua_State *L = c->L;
+  if (!c->exited || !c->eof || c->reported) return;
+  c->reported = 1;
+  close_handle((uv_handle_t *)&c->channel);
+  if (L == NULL) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->on_exit_ref);
+  lua_pushinteger(L, (lua_Integer)c->exit_status);
+  lua_pushinteger(L, c->term_signal);
+  forget_lua(c);
+  lmp__call_protected(L, 2);
+}
+
+static void on_process_exit(uv_process_t *process, int64_t exit_status, int term_signal) {
+  child *c = process->data;
+  c->exited = 1;
+  c->exit_status = exit_status;
+  c->term_signal = term_signal;
+  close_handle((uv_handle_t *)process);
+  report_if_gone(c);
+}
+
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
+  child *c = handle->data;
+  size_t want = INBOX_CHUNK, pending = c->inbox.len - c->inbox_used;
+  (void)suggested;
+  /* Once a large frame's length is known, make room for all of it so that
+   * it arrives in as few reads as the kernel allows. */
+  if (pending >= LMP_FRAME_HEADER) {
+    uint64_t frame = lmp__frame_length(c->inbox.data + c->inbox_used);
+    if (frame + LMP_FRAME_HEADER > pending && frame < ((uint64_t)1 << 40))
+      want = (size_t)(frame + LMP_FRAME_HEADER - pending);
+    if (want < INBOX_CHUNK) want = INBOX_CHUNK;
+  }
+  if (lmp__buffer_reserve(&c->inbox, want) != 0) {
+    buf->base = NULL;
+    buf->len = 0;
+    return;
+  }
+  buf->base = c->inbox.data + c->inbox.len;
+  buf->len = c->inbox.cap - c->inbox.len;
+}
+
+static int decode_and_deliver(lua_State *L) {
+  const char *p = lua_touserdata(L, 2);
+  size_t n = (size_t)lua_tointeger(L, 3);
+  lua_settop(L, 1);
+  lmp__decode(L, p, n);
+  lua_call(L, 1, 0);
+  return 0;
+}
+
+static void deliver_frames(child *c) {
+  for (;;) {
+    size_t pending = c->inbox.len - c->inbox_used;
+    uint64_t frame;
+    const char *start;
+    if (pending < LMP_FRAME_HEADER) break;
+    frame = lmp__frame_length(c->inbox.data + c->inbox_used);
+    if (frame > pending - LMP_FRAME_HEADER) break;
+    start = c->inbox.data + c->inbox_used + LMP_FRAME_HEADER;
+    c->inbox_used += LMP_FRAME_HEADER + (size_t)frame;
+    if (c->L == NULL) continue;
+    lua_pushcfunction(c->L, decode_and_deliver);
+    lua_rawgeti(c->L, LUA_REGISTRYINDEX, c->on_message_ref);
+    lua_pushlightuserdata(c->L, (void *)start);
+    lua_pushinteger(c->L, (lua_Integer)frame);
+    lmp__call_protected(c->L, 3);
+  }
+  if (c->inbox_used == c->inbox.len) {
+    c->inbox.len = c->inbox_used = 0;
+    if (c->inbox.cap > INBOX_KEEP) lmp__buffer_free(&c->inbox);
+  } else if (c->inbox_used > 0) {
+    memmove(c->inbox.data, c->inbox.data + c->inbox_used, c->inbox.len - c->inbox_used);
+    c->inbox.len -= c->inbox_used;
+    c->inbox_used = 0;
+  }
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+  child *c = stream->data;
+  (void)buf;
+  if (nread > 0) {
+    c->inbox.len += (size_t)nread;
+    deliver_frames(c);
+  } else if (nread < 0) {
+    uv_read_stop(stream);
+    c->eof = 1;
+    report_if_gone(c);
+  }
+}
+
+static child *check_child(lua_State *L) {
+  child **box = luaL_checkudata(L, 1, CHILD_META);
+  if (*box == NULL) luaL_error(L, "lmp: worker process handle is closed");
+  return *box;
+}
+
+/* core.spawn(file, args, on_message, on_exit) -> handle */
+static int core_spawn(lua_State *L) {
+  const char *file = luaL_checkstring(L, 1);
+  uv_process_options_t options;
+  uv_stdio_container_t stdio[4];
+  char *args[64];
+  int nargs, i, r;
+  child **box, *c;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  luaL_checktype(L, 4, LUA_TFUNCTION);
+  nargs = (int)lua_rawlen(L, 2);
+  if (nargs > 62) return luaL_argerror(L, 2, "too many arguments");
+  for (i = 0; i < nargs; i++) {
+    lua_rawgeti(L, 2, i + 1);
+    args[i] = (char *)luaL_checkstring(L, -1); /* anchored by the table */
+    lua_pop(L, 1);
+  }
+  args[nargs] = NULL;
+  box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  luaL_setmetatable(L, CHILD_META);
+  c = calloc(1, sizeof *c);
+  if (c == NULL) return luaL_error(L, "lmp: not enough memory");
+  memset(&options, 0, sizeof options);
+  memset(stdio, 0, sizeof stdio);
+  uv_pipe_init(lmp__loop(L), &c->channel, 0);
+  c->channel.data = c;
+  c->process.data = c;
+  for (i = 0; i < 3; i++) {
+    stdio[i].flags = UV_INHERIT_FD;
+    stdio[i].data.fd = i;
+  }
+  stdio[3].flags = UV_CREATE_PIPE | UV_READABLE_PIPE | UV_WRITABLE_PIPE;
+  stdio[3].data.stream = (uv_stream_t *)&c->channel;
+  options.file = file;
+  options.args = args;
+  options.stdio = stdio;
+  options.stdio_count = 4;
+  options.exit_cb = on_process_exit;
+  r = uv_spawn(lmp__loop(L), &c->process, &options);
+  c->handles_open = 2;
+  if (r != 0) {
+    c->exited = c->eof = c->reported = 1;
+    close_handle((uv_handle_t *)&c->process);
+    close_handle((uv_handle_t *)&c->channel);
+    lua_pushfstring(L, "cannot start worker '%s': %s", file, uv_strerror(r));
+    lmp__push_error(L, "worker_lost", lua_tostring(L, -1));
+    return lua_error(L);
+  }
+  c->pid = c->process.pid;
+  c->L = L;
+  lua_pushvalue(L, 3);
+  c->on_message_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, 4);
+  c->on_exit_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  *box = c;
+  uv_read_start((uv_stream_t *)&c->channel, on_alloc, on_read);
+  return 1;
+}
+
+static void on_written(uv_write_t *req, int status) {
+  write_request *w = (write_request *)req;
+  (void)status; /* a failed write shows up as the worker's exit */
+  free(w->data);
+  free(w);
+}
+
+/* handle:send(value [, root]) encodes everything before writing anything,
+ * so a value that cannot be sent raises and leaves the channel as it was. */
+static int child_send(lua_State *L) {
+  child *c = check_child(L);
+  const char *root = luaL_optstring(L, 3, "");
+  lmp_buffer *b;
+  write_request *w;
+  uv_buf_t buf;
+  int r;
+  luaL_checkany(L, 2);
+  lua_settop(L, 3);
+  b = lmp__new_encode_box(L);
+  if (lmp__buffer_reserve(b, LMP_FRAME_HEADER) != 0) return luaL_error(L, "lmp: not enough memory");
+  b->len = LMP_FRAME_HEADER;
+  if (lmp__encode(L, 2, b, root) != 0) return lua_error(L);
+  if (c->exited || c->eof || c->input_closed) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  lmp__frame_set_length(b->data, b->len - LMP_FRAME_HEADER);
+  w = malloc(sizeof *w);
+  if (w == NULL) return luaL_error(L, "lmp: not enough memory");
+  w->data = b->data;
+  buf = uv_buf_init(b->data, (unsigned int)b->len);
+  b->data = NULL;
+  b->len = b->cap = 0;
+  r = uv_write(&w->req, (uv_stream_t *)&c->channel, &buf, 1, on_written);
+  if (r != 0) {
+    free(w->data);
+    free(w);
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  (void)status;
+  free(req);
+}
+
+/* handle:close_input(): the worker reads end-of-file after what was sent
+ * and exits; the way a pool lets its workers go. */
+static int child_close_input(lua_State *L) {
+  child *c = check_child(L);
+  uv_shutdown_t *req;
+  if (c->input_closed || c->eof) return 0;
+  c->input_closed = 1;
+  req = malloc(sizeof *req);
+  if (req == NULL) return luaL_error(L, "lmp: not enough memory");
+  if (uv_shutdown(req, (uv_stream_t *)&c->channel, on_shutdown) != 0) free(req);
+  return 0;
+}
+
+static int child_kill(lua_State *L) {
+  child *c = check_child(L);
+  int sig = (int)luaL_optinteger(L, 2, SIGKILL);
+  if (!c->exited) uv_process_kill(&c->process, sig);
+  return 0;
+}
+
+static int child_pid(lua_State *L) {
+  lua_pushinteger(L, check_child(L)->pid);
+  return 1;
+}
+
+static int child_queued_bytes(lua_State *L) {
+  child *c = check_child(L);
+  lua_pushinteger(L, (lua_Integer)uv_stream_get_write_queue_size((uv_stream_t *)&c->channel));
+  return 1;
+}
+
+/* Collecting the handle never leaves a process behind: a live worker is
+ * killed and reaped here, since libuv stops watching a closed handle. */
+static int child_gc(lua_State *L) {
+  child **box = luaL_checkudata(L, 1, CHILD_META);
+  child *c = *box;
+  if (c == NULL) return 0;
+  *box = NULL;
+  forget_lua(c);
+  if (!c->exited) {
+    int status;
+    kill(c->pid, SIGKILL);
+    waitpid(c->pid, &status, 0);
+    c->exited = 1;
+  }
+  c->reported = 1;
+  close_handle((uv_handle_t *)&c->process);
+  close_handle((uv_handle_t *)&c->channel);
+  return 0;
+}
+
+static const luaL_Reg child_methods[] = {
+    {"send", child_send},       {"close_input", child_close_input},
+    {"kill", child_kill},       {"pid", child_pid},
+    {"queued_bytes", child_queued_bytes}, {"close", child_gc},
+    {NULL, NULL}};
+
+static const luaL_Reg process_functions[] = {{"spawn", core_spawn}, {NULL, NULL}};
+
+void lmp__open_process(lua_State *L) {
+  if (luaL_newmetatable(L, CHILD_META)) {
+    luaL_newlib(L, child_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, child_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  luaL_setfuncs(L, process_functions, 0);
+  lmp__open_channel(L);
+}

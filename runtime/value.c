@@ -1,0 +1,782 @@
+/* The value format: how a Lua value crosses between processes.
+ * value_format.md beside this file describes the bytes. */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lmp_internal.h"
+
+enum {
+  T_NIL = 0,
+  T_FALSE,
+  T_TRUE,
+  T_INT8,
+  T_INT32,
+  T_INT64,
+  T_FLOAT,
+  T_STRING,
+  T_TABLE,
+  T_TABLE_MT,
+  T_REF,
+  T_GLOBALS,
+  T_FUNCTION,
+  T_NAMED,
+  T_CUSTOM,
+  T_UPVALUE_REF
+};
+
+/* ---- encoding ---------------------------------------------------------- */
+
+typedef struct encoder {
+  lua_State *L;
+  lmp_buffer *out;
+  int refs;      /* stack index: object -> id */
+  int upvalues;  /* stack index: upvalue id -> function id * 256 + index */
+  int names;     /* stack index: value -> name record */
+  int names_fresh;
+  const void *globals;
+  lua_Integer next_id;
+  int depth;
+  /* A refusal: what could not be sent, the fix, and the path to it, built
+   * back to front while the recursion unwinds. */
+  char what[96];
+  const char *fix;
+  char path[400];
+  size_t path_start;
+} encoder;
+
+static void out_of_memory(encoder *e) {
+  luaL_error(e->L, "lmp: not enough memory to encode the value");
+}
+
+static inline void put(encoder *e, const void *p, size_t n) {
+  if (lmp__buffer_append(e->out, p, n) != 0) out_of_memory(e);
+}
+
+static inline void put_byte(encoder *e, unsigned char c) {
+  if (e->out->len == e->out->cap && lmp__buffer_reserve(e->out, 1) != 0)
+    out_of_memory(e);
+  e->out->data[e->out->len++] = (char)c;
+}
+
+static void put_varint(encoder *e, uint64_t v) {
+  unsigned char bytes[10];
+  size_t n = 0;
+  do {
+    unsigned char c = v & 0x7f;
+    v >>= 7;
+    bytes[n++] = c | (v ? 0x80 : 0);
+  } while (v);
+  put(e, bytes, n);
+}
+
+static size_t put_u32_placeholder(encoder *e) {
+  uint32_t zero = 0;
+  size_t at = e->out->len;
+  put(e, &zero, 4);
+  return at;
+}
+
+static void patch_u32(encoder *e, size_t at, uint32_t v) {
+  memcpy(e->out->data + at, &v, 4);
+}
+
+static void put_string(encoder *e, const char *s, size_t len) {
+  put_varint(e, len);
+  put(e, s, len);
+}
+
+static int refuse(encoder *e, const char *what, const char *fix) {
+  snprintf(e->what, sizeof e->what, "%s", what);
+  e->fix = fix;
+  return -1;
+}
+
+static void path_prepend(encoder *e, const char *part) {
+  size_t n = strlen(part);
+  if (e->path_start < n + 3) {
+    if (e->path_start >= 3 && memcmp(e->path + e->path_start, "...", 3) != 0) {
+      e->path_start -= 3;
+      memcpy(e->path + e->path_start, "...", 3);
+    }
+    return;
+  }
+  e->path_start -= n;
+  memcpy(e->path + e->path_start, part, n);
+}
+
+static int is_identifier(const char *s, size_t len) {
+  size_t i;
+  if (len == 0 || len > 40 || (s[0] >= '0' && s[0] <= '9')) return 0;
+  for (i = 0; i < len; i++) {
+    char c = s[i];
+    if (!(c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+          (c >= '0' && c <= '9')))
+      return 0;
+  }
+  return 1;
+}
+
+/* Prepends the path element for the key at `key` (a stack index). */
+static void path_prepend_key(encoder *e, int key) {
+  lua_State *L = e->L;
+  char part[64];
+  size_t len;
+  switch (lua_type(L, key)) {
+    case LUA_TSTRING: {
+      const char *s = lua_tolstring(L, key, &len);
+      if (is_identifier(s, len))
+        snprintf(part, sizeof part, ".%s", s);
+      else
+        snprintf(part, sizeof part, "[\"%.40s%s\"]", s, len > 40 ? "..." : "");
+      break;
+    }
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, key))
+        snprintf(part, sizeof part, "[%lld]", (long long)lua_tointeger(L, key));
+      else
+        snprintf(part, sizeof part, "[%.14g]", (double)lua_tonumber(L, key));
+      break;
+    case LUA_TBOOLEAN:
+      snprintf(part, sizeof part, "[%s]", lua_toboolean(L, key) ? "true" : "false");
+      break;
+    default:
+      snprintf(part, sizeof part, "[<%s key>]", luaL_typename(L, key));
+  }
+  path_prepend(e, part);
+}
+
+static int encode_value(encoder *e, int idx);
+
+/* An object (table, function, userdata) met before is sent as a reference
+ * to its first occurrence; this keeps shared references and cycles. */
+static int encode_if_seen(encoder *e, int idx, lua_Integer *id) {
+  lua_State *L = e->L;
+  lua_pushvalue(L, idx);
+  if (lua_rawget(L, e->refs) == LUA_TNUMBER) {
+    put_byte(e, T_REF);
+    put_varint(e, (uint64_t)lua_tointeger(L, -1));
+    lua_pop(L, 1);
+    return 1;
+  }
+  lua_pop(L, 1);
+  lua_pushvalue(L, idx);
+  lua_pushinteger(L, *id = e->next_id++);
+  lua_rawset(L, e->refs);
+  return 0;
+}
+
+static int encode_if_named(encoder *e, int idx, int rebuild) {
+  lua_State *L = e->L;
+  size_t len;
+  const char *record;
+  if (rebuild && !e->names_fresh) {
+    lmp__names_push_map(L, 1);
+    lua_replace(L, e->names);
+    e->names_fresh = 1;
+  }
+  lua_pushvalue(L, idx);
+  if (lua_rawget(L, e->names) != LUA_TSTRING) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  record = lua_tolstring(L, -1, &len);
+  put_byte(e, T_NAMED);
+  put_string(e, record, len);
+  lua_pop(L, 1);
+  return 1;
+}
+
+static int enter(encoder *e) {
+  if (++e->depth > LMP_MAX_DEPTH)
+    return refuse(e, "a value nested deeper than 200 levels",
+                  "flatten it, or send it in parts");
+  luaL_checkstack(e->L, 8, "lmp: encoding");
+  return 0;
+}
+
+static int encode_table(encoder *e, int idx) {
+  lua_State *L = e->L;
+  lua_Integer id, n, i;
+  uint32_t hash_count = 0;
+  size_t count_at;
+  int has_meta;
+  if (lua_topointer(L, idx) == e->globals) {
+    put_byte(e, T_GLOBALS);
+    return 0;
+  }
+  if (encode_if_seen(e, idx, &id) || encode_if_named(e, idx, 0)) return 0;
+  if (enter(e)) return -1;
+  has_meta = lua_getmetatable(L, idx);
+  put_byte(e, has_meta ? T_TABLE_MT : T_TABLE);
+  n = (lua_Integer)lua_rawlen(L, idx);
+  put_varint(e, (uint64_t)n);
+  count_at = put_u32_placeholder(e);
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, idx, i);
+    if (encode_value(e, lua_gettop(L))) {
+      char part[32];
+      snprintf(part, sizeof part, "[%lld]", (long long)i);
+      path_prepend(e, part);
+      return -1;
+    }
+    lua_pop(L, 1);
+  }
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int key = lua_gettop(L) - 1;
+    if (lua_isinteger(L, key)) {
+      lua_Integer k = lua_tointeger(L, key);
+      if (k >= 1 && k <= n) {
+        lua_pop(L, 1);
+        continue;
+      }
+    }
+    if (encode_value(e, key)) {
+      path_prepend(e, "[<a key>]");
+      return -1;
+    }
+    if (encode_value(e, key + 1)) {
+      path_prepend_key(e, key);
+      return -1;
+    }
+    lua_pop(L, 1);
+    if (++hash_count == UINT32_MAX)
+      return refuse(e, "a table with 2^32 keys", "split it");
+  }
+  patch_u32(e, count_at, hash_count);
+  if (has_meta) {
+    if (encode_value(e, lua_gettop(L))) {
+      path_prepend(e, "(metatable)");
+      return -1;
+    }
+    lua_pop(L, 1);
+  }
+  e->depth--;
+  return 0;
+}
+
+static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
+  (void)L;
+  return lmp__buffer_append(((encoder *)ud)->out, p, n);
+}
+
+static int encode_function(encoder *e, int idx) {
+  lua_State *L = e->L;
+  lua_Integer id;
+  lua_Debug ar;
+  size_t length_at;
+  int i;
+  unsigned char header[5] = {LUA_VERSION_NUM & 0xff, LUA_VERSION_NUM >> 8,
+                             (unsigned char)sizeof(void *),
+                             (unsigned char)sizeof(lua_Integer),
+                             (unsigned char)sizeof(lua_Number)};
+  if (encode_if_seen(e, idx, &id) || encode_if_named(e, idx, 0)) return 0;
+  if (lua_iscfunction(L, idx)) {
+    if (encode_if_named(e, idx, 1)) return 0;
+    return refuse(e, "a C function",
+                  "reach it through a module in package.loaded, or name it "
+                  "with lmp.register(name, fn) in both processes");
+  }
+  if (enter(e)) return -1;
+  put_byte(e, T_FUNCTION);
+  put(e, header, sizeof header);
+  length_at = put_u32_placeholder(e);
+  lua_pushvalue(L, idx);
+  if (lua_dump(L, dump_writer, e, 0) != 0) out_of_memory(e);
+  lua_pop(L, 1);
+  if (e->out->len - length_at - 4 > UINT32_MAX)
+    return refuse(e, "a function over 4 GB of bytecode", "split it");
+  patch_u32(e, length_at, (uint32_t)(e->out->len - length_at - 4));
+  lua_pushvalue(L, idx);
+  lua_getinfo(L, ">u", &ar);
+  put_byte(e, ar.nups);
+  for (i = 1; i <= ar.nups; i++) {
+    const char *name;
+    lua_pushlightuserdata(L, lua_upvalueid(L, idx, i));
+    if (lua_rawget(L, e->upvalues) == LUA_TNUMBER) {
+      lua_Integer shared = lua_tointeger(L, -1);
+      put_byte(e, T_UPVALUE_REF);
+      put_varint(e, (uint64_t)(shared >> 8));
+      put_byte(e, (unsigned char)(shared & 0xff));
+      lua_pop(L, 1);
+      continue;
+    }
+    lua_pop(L, 1);
+    lua_pushlightuserdata(L, lua_upvalueid(L, idx, i));
+    lua_pushinteger(L, id * 256 + i);
+    lua_rawset(L, e->upvalues);
+    name = lua_getupvalue(L, idx, i);
+    if (encode_value(e, lua_gettop(L))) {
+      char part[80];
+      if (name && *name)
+        snprintf(part, sizeof part, "(upvalue '%.40s')", name);
+      else
+        snprintf(part, sizeof part, "(upvalue %d)", i);
+      path_prepend(e, part);
+      return -1;
+    }
+    lua_pop(L, 1);
+  }
+  e->depth--;
+  return 0;
+}
+
+static int encode_userdata(encoder *e, int idx) {
+  lua_State *L = e->L;
+  lua_Integer id;
+  if (encode_if_seen(e, idx, &id) || encode_if_named(e, idx, 0)) return 0;
+  if (luaL_getmetafield(L, idx, "__lmp_serialize") != LUA_TNIL) {
+    if (enter(e)) return -1;
+    lua_pushvalue(L, idx);
+    lua_call(L, 1, 2);
+    if (lua_type(L, -2) != LUA_TSTRING)
+      return refuse(e, "userdata whose __lmp_serialize returned no name",
+                    "return the name of a constructor given to lmp.register, "
+                    "then the data to call it with");
+    put_byte(e, T_CUSTOM);
+    {
+      size_t len;
+      const char *name = lua_tolstring(L, -2, &len);
+      put_string(e, name, len);
+    }
+    if (encode_value(e, lua_gettop(L))) {
+      path_prepend(e, "(__lmp_serialize data)");
+      return -1;
+    }
+    lua_pop(L, 2);
+    e->depth--;
+    return 0;
+  }
+  if (encode_if_named(e, idx, 1)) return 0;
+  {
+    char what[96];
+    if (luaL_getmetafield(L, idx, "__name") == LUA_TSTRING)
+      snprintf(what, sizeof what, "userdata (%.60s)", lua_tostring(L, -1));
+    else
+      snprintf(what, sizeof what, "userdata");
+    return refuse(e, what, "open it inside the worker, or give it a "
+                           "__lmp_serialize metamethod");
+  }
+}
+
+static int encode_value(encoder *e, int idx) {
+  lua_State *L = e->L;
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+      put_byte(e, T_NIL);
+      return 0;
+    case LUA_TBOOLEAN:
+      put_byte(e, lua_toboolean(L, idx) ? T_TRUE : T_FALSE);
+      return 0;
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx)) {
+        lua_Integer v = lua_tointeger(L, idx);
+        if (v >= INT8_MIN && v <= INT8_MAX) {
+          unsigned char b[2] = {T_INT8, (unsigned char)(int8_t)v};
+          put(e, b, 2);
+        } else if (v >= INT32_MIN && v <= INT32_MAX) {
+          unsigned char b[5];
+          int32_t v32 = (int32_t)v;
+          b[0] = T_INT32;
+          memcpy(b + 1, &v32, 4);
+          put(e, b, 5);
+        } else {
+          unsigned char b[9];
+          int64_t v64 = (int64_t)v;
+          b[0] = T_INT64;
+          memcpy(b + 1, &v64, 8);
+          put(e, b, 9);
+        }
+      } else {
+        unsigned char b[9];
+        double d = (double)lua_tonumber(L, idx);
+        b[0] = T_FLOAT;
+        memcpy(b + 1, &d, 8);
+        put(e, b, 9);
+      }
+      return 0;
+    case LUA_TSTRING: {
+      size_t len;
+      const char *s = lua_tolstring(L, idx, &len);
+      put_byte(e, T_STRING);
+      put_string(e, s, len);
+      return 0;
+    }
+    case LUA_TTABLE:
+      return encode_table(e, idx);
+    case LUA_TFUNCTION:
+      return encode_function(e, idx);
+    case LUA_TUSERDATA:
+      return encode_userdata(e, idx);
+    case LUA_TLIGHTUSERDATA:
+      return refuse(e, "light userdata",
+                    "a pointer means nothing in another process; send the "
+                    "data it points to");
+    case LUA_TTHREAD:
+      return refuse(e, "a coroutine",
+                    "coroutines cannot cross processes; send the function "
+                    "that starts it");
+    default:
+      return refuse(e, luaL_typename(L, idx), "it cannot be sent");
+  }
+}
+
+int lmp__encode(lua_State *L, int idx, lmp_buffer *out, const char *root) {
+  encoder e;
+  int top = lua_gettop(L), status;
+  idx = lua_absindex(L, idx);
+  memset(&e, 0, sizeof e);
+  e.L = L;
+  e.out = out;
+  e.path_start = sizeof e.path - 1;
+  e.next_id = 1;
+  luaL_checkstack(L, 16, "lmp: encoding");
+  lua_newtable(L);
+  e.refs = lua_gettop(L);
+  lua_newtable(L);
+  e.upvalues = lua_gettop(L);
+  lmp__names_push_map(L, 0);
+  e.names = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+  e.globals = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  put_byte(&e, LMP_FORMAT_VERSION);
+  status = encode_value(&e, idx);
+  lua_settop(L, top);
+  if (status != 0) {
+    const char *path = e.path + e.path_start;
+    e.path[sizeof e.path - 1] = '\0';
+    if (!*root && *path == '.') path++;
+    if (!*root && !*path)
+      lua_pushfstring(L, "cannot send %s: %s", e.what, e.fix);
+    else
+      lua_pushfstring(L, "cannot send %s at %s%s: %s", e.what, root, path, e.fix);
+    lmp__push_error(L, "serialize", lua_tostring(L, -1));
+    lua_pushstring(L, root);
+    lua_pushstring(L, path);
+    lua_concat(L, 2);
+    lua_setfield(L, -2, "path");
+    lua_remove(L, -2);
+  }
+  return status;
+}
+
+/* ---- decoding ---------------------------------------------------------- */
+
+typedef struct decoder {
+  lua_State *L;
+  const unsigned char *start, *p, *end;
+  int refs; /* stack index: id -> object */
+  lua_Integer next_id;
+  int depth;
+} decoder;
+
+static LMP_NORETURN void malformed(decoder *d, const char *what) {
+  luaL_error(d->L, "lmp.loads: malformed data (%s at byte %d)", what,
+             (int)(d->p - d->start));
+  abort(); /* not reached: luaL_error does not return */
+}
+
+static inline void need(decoder *d, size_t n) {
+  if ((size_t)(d->end - d->p) < n) malformed(d, "truncated");
+}
+
+static uint64_t get_varint(decoder *d) {
+  uint64_t v = 0;
+  int shift = 0;
+  for (;;) {
+    unsigned char c;
+    need(d, 1);
+    c = *d->p++;
+    if (shift == 63 && c > 1) malformed(d, "integer too large");
+    v |= (uint64_t)(c & 0x7f) << shift;
+    if (!(c & 0x80)) return v;
+    shift += 7;
+    if (shift > 63) malformed(d, "integer too long");
+  }
+}
+
+static uint32_t get_u32(decoder *d) {
+  uint32_t v;
+  need(d, 4);
+  memcpy(&v, d->p, 4);
+  d->p += 4;
+  return v;
+}
+
+static size_t get_length(decoder *d) {
+  uint64_t len = get_varint(d);
+  if (len > (uint64_t)(d->end - d->p)) malformed(d, "length past the end");
+  return (size_t)len;
+}
+
+static lua_Integer new_id(decoder *d) {
+  return d->next_id++;
+}
+
+static void remember(decoder *d, lua_Integer id) {
+  lua_pushvalue(d->L, -1);
+  lua_rawseti(d->L, d->refs, id);
+}
+
+static void enter_decode(decoder *d) {
+  if (++d->depth > LMP_MAX_DEPTH) malformed(d, "nested deeper than 200 levels");
+  luaL_checkstack(d->L, 8, "lmp: decoding");
+}
+
+static void decode_value(decoder *d);
+
+static void decode_table(decoder *d, int with_meta) {
+  lua_State *L = d->L;
+  uint64_t narray = get_varint(d), i;
+  uint32_t nhash = get_u32(d), k;
+  size_t left = (size_t)(d->end - d->p);
+  int table;
+  /* Every element takes at least one byte, every pair two: bound the
+   * allocation by what the input can hold. */
+  if (narray > left || (uint64_t)nhash * 2 > left - narray)
+    malformed(d, "table larger than the data");
+  enter_decode(d);
+  lua_createtable(L, (int)(narray > INT32_MAX ? INT32_MAX : narray),
+                  (int)(nhash > INT32_MAX ? INT32_MAX : nhash));
+  table = lua_gettop(L);
+  remember(d, new_id(d));
+  for (i = 1; i <= narray; i++) {
+    decode_value(d);
+    lua_rawseti(L, table, (lua_Integer)i);
+  }
+  for (k = 0; k < nhash; k++) {
+    decode_value(d);
+    if (lua_isnil(L, -1)) malformed(d, "nil table key");
+    if (lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) != lua_tonumber(L, -1))
+      malformed(d, "NaN table key");
+    decode_value(d);
+    lua_rawset(L, table);
+  }
+  if (with_meta) {
+    decode_value(d);
+    if (lua_type(L, -1) != LUA_TTABLE) malformed(d, "metatable is not a table");
+    lua_setmetatable(L, table);
+  }
+  d->depth--;
+}
+
+/* Bytecode is loaded with an allocator that refuses any single block larger
+ * than the chunk can justify, so that a forged size field cannot make the
+ * loader reserve gigabytes. */
+typedef struct limited_alloc {
+  lua_Alloc alloc;
+  void *ud;
+  size_t limit;
+} limited_alloc;
+
+static void *limited_allocator(void *ud, void *ptr, size_t osize, size_t nsize) {
+  limited_alloc *la = ud;
+  if (nsize > la->limit && (ptr == NULL || nsize > osize)) return NULL;
+  return la->alloc(la->ud, ptr, osize, nsize);
+}
+
+typedef struct chunk_reader {
+  const char *p;
+  size_t n;
+} chunk_reader;
+
+static const char *read_chunk(lua_State *L, void *ud, size_t *size) {
+  chunk_reader *r = ud;
+  (void)L;
+  *size = r->n;
+  r->n = 0;
+  return *size ? r->p : NULL;
+}
+
+static void decode_function(decoder *d) {
+  lua_State *L = d->L;
+  limited_alloc la;
+  chunk_reader reader;
+  lua_Debug ar;
+  unsigned nups, i;
+  int status, fn;
+  uint32_t length;
+  lua_Integer id;
+  need(d, 5);
+  if ((d->p[0] | d->p[1] << 8) != LUA_VERSION_NUM || d->p[2] != sizeof(void *) ||
+      d->p[3] != sizeof(lua_Integer) || d->p[4] != sizeof(lua_Number))
+    luaL_error(L, "lmp.loads: a function was compiled by Lua %d.%d with %d-byte "
+               "pointers, %d-byte integers and %d-byte floats; this process "
+               "runs Lua %d.%d with %d, %d and %d",
+               (d->p[0] | d->p[1] << 8) / 100, (d->p[0] | d->p[1] << 8) % 100,
+               d->p[2], d->p[3], d->p[4], LUA_VERSION_NUM / 100,
+               LUA_VERSION_NUM % 100, (int)sizeof(void *),
+               (int)sizeof(lua_Integer), (int)sizeof(lua_Number));
+  d->p += 5;
+  length = get_u32(d);
+  need(d, length);
+  enter_decode(d);
+  reader.p = (const char *)d->p;
+  reader.n = length;
+  la.alloc = lua_getallocf(L, &la.ud);
+  la.limit = (size_t)length * 32 + 65536;
+  lua_setallocf(L, limited_allocator, &la);
+  status = lua_load(L, read_chunk, &reader, "=(lmp)", "b");
+  lua_setallocf(L, la.alloc, la.ud);
+  if (status != LUA_OK)
+    luaL_error(L, "lmp.loads: malformed function (%s)", lua_tostring(L, -1));
+  d->p += length;
+  fn = lua_gettop(L);
+  id = new_id(d);
+  remember(d, id);
+  need(d, 1);
+  nups = *d->p++;
+  lua_pushvalue(L, fn);
+  lua_getinfo(L, ">u", &ar);
+  if (nups != ar.nups) malformed(d, "upvalue count does not match the function");
+  for (i = 1; i <= nups; i++) {
+    need(d, 1);
+    if (*d->p == T_UPVALUE_REF) {
+      uint64_t other_id;
+      unsigned other_n;
+      lua_Debug other;
+      d->p++;
+      other_id = get_varint(d);
+      need(d, 1);
+      other_n = *d->p++;
+      if (other_id == 0 || other_id >= (uint64_t)d->next_id) malformed(d, "bad upvalue reference");
+      lua_rawgeti(L, d->refs, (lua_Integer)other_id);
+      if (lua_type(L, -1) != LUA_TFUNCTION || lua_iscfunction(L, -1))
+        malformed(d, "bad upvalue reference");
+      lua_pushvalue(L, -1);
+      lua_getinfo(L, ">u", &other);
+      if (other_n < 1 || other_n > other.nups) malformed(d, "bad upvalue reference");
+      lua_upvaluejoin(L, fn, (int)i, -1, (int)other_n);
+      lua_pop(L, 1);
+    } else {
+      decode_value(d);
+      lua_setupvalue(L, fn, (int)i);
+    }
+  }
+  d->depth--;
+}
+
+static void decode_value(decoder *d) {
+  lua_State *L = d->L;
+  unsigned char tag;
+  need(d, 1);
+  tag = *d->p++;
+  switch (tag) {
+    case T_NIL:
+      lua_pushnil(L);
+      return;
+    case T_FALSE:
+      lua_pushboolean(L, 0);
+      return;
+    case T_TRUE:
+      lua_pushboolean(L, 1);
+      return;
+    case T_INT8:
+      need(d, 1);
+      lua_pushinteger(L, (int8_t)*d->p++);
+      return;
+    case T_INT32: {
+      int32_t v;
+      need(d, 4);
+      memcpy(&v, d->p, 4);
+      d->p += 4;
+      lua_pushinteger(L, v);
+      return;
+    }
+    case T_INT64: {
+      int64_t v;
+      need(d, 8);
+      memcpy(&v, d->p, 8);
+      d->p += 8;
+      lua_pushinteger(L, (lua_Integer)v);
+      return;
+    }
+    case T_FLOAT: {
+      double v;
+      need(d, 8);
+      memcpy(&v, d->p, 8);
+      d->p += 8;
+      lua_pushnumber(L, (lua_Number)v);
+      return;
+    }
+    case T_STRING: {
+      size_t len = get_length(d);
+      lua_pushlstring(L, (const char *)d->p, len);
+      d->p += len;
+      return;
+    }
+    case T_TABLE:
+    case T_TABLE_MT:
+      decode_table(d, tag == T_TABLE_MT);
+      return;
+    case T_REF: {
+      uint64_t id = get_varint(d);
+      if (id == 0 || id >= (uint64_t)d->next_id) malformed(d, "reference to nothing");
+      lua_rawgeti(L, d->refs, (lua_Integer)id);
+      return;
+    }
+    case T_GLOBALS:
+      lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+      return;
+    case T_FUNCTION:
+      decode_function(d);
+      return;
+    case T_NAMED: {
+      lua_Integer id = new_id(d);
+      size_t len = get_length(d);
+      const char *record = (const char *)d->p;
+      d->p += len;
+      luaL_checkstack(L, 8, "lmp: decoding");
+      lmp__names_resolve(L, record, len);
+      remember(d, id);
+      return;
+    }
+    case T_CUSTOM: {
+      lua_Integer id = new_id(d);
+      size_t len = get_length(d);
+      enter_decode(d);
+      lua_pushlstring(L, (const char *)d->p, len);
+      d->p += len;
+      lmp__names_push_registered(L, lua_tostring(L, -1));
+      if (lua_isnil(L, -1))
+        luaL_error(L, "lmp.loads: no constructor is registered as '%s' in this "
+                   "process (call lmp.register(name, constructor) in it)",
+                   lua_tostring(L, -2));
+      lua_remove(L, -2);
+      decode_value(d);
+      lua_call(L, 1, 1);
+      remember(d, id);
+      d->depth--;
+      return;
+    }
+    default:
+      d->p--;
+      malformed(d, "unknown type tag");
+  }
+}
+
+void lmp__decode(lua_State *L, const char *p, size_t n) {
+  decoder d;
+  int top = lua_gettop(L);
+  memset(&d, 0, sizeof d);
+  d.L = L;
+  d.start = d.p = (const unsigned char *)p;
+  d.end = d.p + n;
+  d.next_id = 1;
+  luaL_checkstack(L, 16, "lmp: decoding");
+  lua_newtable(L);
+  d.refs = lua_gettop(L);
+  need(&d, 1);
+  if (*d.p != LMP_FORMAT_VERSION)
+    luaL_error(L, "lmp.loads: not lmp data, or format version %d (this lmp "
+               "reads version %d)", *d.p, LMP_FORMAT_VERSION);
+  d.p++;
+  decode_value(&d);
+  if (d.p != d.end) malformed(&d, "trailing bytes");
+  lua_replace(L, top + 1);
+  lua_settop(L, top + 1);
+}

@@ -1,0 +1,108 @@
+/* Being a worker: lmp_worker_main turns a process started by a pool into a
+ * worker, and core.find_worker tells a pool which executable to start. */
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <lualib.h>
+
+#include "channel.h"
+#include "lmp.h"
+#include "lmp_internal.h"
+
+#define WORKER_FLAG "--lmp-worker"
+
+static int run_worker(lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "lmp.worker");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "main");
+  lua_call(L, 0, 1);
+  return 1;
+}
+
+int lmp_worker_main(int argc, char **argv, lmp_setup_fn setup, void *ud) {
+  lua_State *L;
+  long parent;
+  int flags, status;
+  if (argc < 3 || strcmp(argv[1], WORKER_FLAG) != 0) return -1;
+  parent = strtol(argv[2], NULL, 10);
+  /* A worker must not outlive its parent: the kernel kills it when the
+   * parent dies, and the check closes the race with a parent that died
+   * before prctl ran. */
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if ((long)getppid() != parent) return 1;
+  /* Ctrl-C reaches the whole process group; the parent decides what it
+   * means, so that one message is printed, not one per worker. */
+  signal(SIGINT, SIG_IGN);
+  signal(SIGPIPE, SIG_IGN);
+  flags = fcntl(LMP_CHANNEL_FD, F_GETFL);
+  if (flags < 0) {
+    fprintf(stderr, "lmp worker: no channel on fd %d\n", LMP_CHANNEL_FD);
+    return 1;
+  }
+  fcntl(LMP_CHANNEL_FD, F_SETFL, flags & ~O_NONBLOCK);
+  fcntl(LMP_CHANNEL_FD, F_SETFD, FD_CLOEXEC);
+  L = luaL_newstate();
+  if (L == NULL) return 1;
+  luaL_openlibs(L);
+  lmp__install_preload(L);
+  if (setup) setup(L, ud);
+  lua_pushcfunction(L, run_worker);
+  if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
+    fprintf(stderr, "lmp worker %ld: %s\n", (long)getpid(), luaL_tolstring(L, -1, NULL));
+    status = 1;
+  } else {
+    status = (int)lua_tointeger(L, -1);
+  }
+  lua_close(L);
+  return status;
+}
+
+static int executable(const char *path) {
+  return access(path, X_OK) == 0;
+}
+
+/* core.find_worker() -> path of the worker executable: $LMP_WORKER, the lmp-worker beside this module in a build tree or
+ * an installed tree, or "lmp-worker" on PATH. */
+static int core_find_worker(lua_State *L) {
+  const char *env = getenv("LMP_WORKER");
+  Dl_info info;
+  char buf[PATH_MAX + 32], dir[PATH_MAX], resolved[PATH_MAX];
+  static const char *relative[] = {"/../bin/lmp-worker", "/../../../../bin/lmp-worker",
+                                   NULL};
+  int i;
+  if (env && *env) {
+    lua_pushstring(L, env);
+    return 1;
+  }
+  if (dladdr((void *)luaopen_lmp_core, &info) && info.dli_fname) {
+    const char *module_dir;
+    snprintf(dir, sizeof dir, "%s", info.dli_fname);
+    module_dir = dirname(dir);
+    for (i = 0; relative[i]; i++) {
+      snprintf(buf, sizeof buf, "%s%s", module_dir, relative[i]);
+      if (executable(buf) && realpath(buf, resolved)) {
+        lua_pushstring(L, resolved);
+        return 1;
+      }
+    }
+  }
+  lua_pushliteral(L, "lmp-worker");
+  return 1;
+}
+
+static const luaL_Reg worker_functions[] = {{"find_worker", core_find_worker}, {NULL, NULL}};
+
+void lmp__open_worker(lua_State *L) {
+  luaL_setfuncs(L, worker_functions, 0);
+  lua_pushliteral(L, WORKER_FLAG);
+  lua_setfield(L, -2, "worker_flag");
+}
