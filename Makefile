@@ -52,6 +52,13 @@ $(BUILD)/bin/lmp: runtime/main/lmp.c $(BUILD)/liblmp.a
 $(BUILD)/bin/lmp-worker: runtime/main/lmp_worker.c $(BUILD)/liblmp.a
 	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(BUILD)/liblmp.a $(LUA_LIBS) $(UV_LIBS) -lm -ldl
 
+# ---- set-up and a first run -----------------------------------------------
+setup:
+	tools/setup.sh
+
+example: all
+	$(BUILD)/bin/lmp examples/count_primes.lua
+
 # ---- tests ---------------------------------------------------------------
 test: all
 	tests/run.sh $(BUILD)
@@ -89,4 +96,4 @@ install: all
 clean:
 	rm -rf build build-asan build-fuzz
 
-.PHONY: all test asan valgrind fuzz bench install clean
+.PHONY: setup example all test asan valgrind fuzz bench install clean

@@ -1,0 +1,79 @@
+-- Shared test helpers: running scripts, and proving no process is left.
+local helpers = {}
+
+helpers.root = os.getenv("LMP_ROOT") or "."
+helpers.build = os.getenv("LMP_BUILD") or "build"
+helpers.runner = helpers.build .. "/bin/lmp"
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+helpers.read_file = read_file
+
+-- Child processes of `pid` (default: this one) that are still there,
+-- zombies included.
+function helpers.children(pid)
+  pid = pid or require("lmp.core").getpid()
+  local found = {}
+  for entry in require("lfs").dir("/proc") do
+    if entry:match("^%d+$") then
+      local stat = read_file("/proc/" .. entry .. "/stat")
+      if stat then
+        local ppid = stat:match("^%d+ %b() %a (%d+)")
+        if tonumber(ppid) == pid then found[#found + 1] = tonumber(entry) end
+      end
+    end
+  end
+  return found
+end
+
+-- Waits (up to `seconds`) until this process has no children left.
+function helpers.no_children(seconds)
+  local deadline = os.time() + (seconds or 2)
+  repeat
+    collectgarbage()
+    local kids = helpers.children()
+    if #kids == 0 then return true end
+    -- Turning lmp's loop lets libuv reap exited workers.
+    local ok, lmp = pcall(require, "lmp.core")
+    if ok then lmp.run_once(false) end
+    os.execute("sleep 0.02")
+  until os.time() > deadline
+  return false, helpers.children()
+end
+
+function helpers.open_fds()
+  local n = 0
+  for entry in require("lfs").dir("/proc/self/fd") do
+    if entry:match("^%d+$") then n = n + 1 end
+  end
+  return n
+end
+
+-- Runs a shell command; returns its exit status, stdout and stderr.
+function helpers.run(command)
+  local out, err = os.tmpname(), os.tmpname()
+  local ok, how, status = os.execute(command .. " >" .. out .. " 2>" .. err)
+  local stdout, stderr = read_file(out), read_file(err)
+  os.remove(out)
+  os.remove(err)
+  if how == "signal" then status = 128 + status end
+  return status, stdout, stderr
+end
+
+-- Runs a Lua script (a string) with lua5.4 or the runner; same return.
+function helpers.run_lua(code, interpreter, args)
+  local path = os.tmpname() .. ".lua"
+  local f = assert(io.open(path, "w"))
+  f:write(code)
+  f:close()
+  local status, out, err = helpers.run((interpreter or "lua5.4") .. " " .. path .. " " .. (args or ""))
+  os.remove(path)
+  return status, out, err
+end
+
+return helpers
