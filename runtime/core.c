@@ -86,5 +86,6 @@ int luaopen_lmp_core(lua_State *L) {
   lmp__open_loop(L);
   lmp__open_process(L);
   lmp__open_worker(L);
+  lmp__open_interrupt(L);
   return 1;
 }

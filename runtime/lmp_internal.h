@@ -29,6 +29,13 @@ int lmp__call_protected(lua_State *L, int nargs);
 void lmp__open_loop(lua_State *L);
 void lmp__open_process(lua_State *L);
 void lmp__open_worker(lua_State *L);
+void lmp__open_interrupt(lua_State *L);
+/* interrupt.c: stops watching for Ctrl-C (the lua_State is closing). */
+void lmp__close_interrupt(void);
+
+/* process.c: kills and reaps every worker still running; returns how many.
+ * Used on Ctrl-C. */
+int lmp__kill_all_workers(void);
 
 #endif
 
@@ -82,5 +89,12 @@ int lmp__call_protected(lua_State *L, int nargs);
 void lmp__open_loop(lua_State *L);
 void lmp__open_process(lua_State *L);
 void lmp__open_worker(lua_State *L);
+void lmp__open_interrupt(lua_State *L);
+/* interrupt.c: stops watching for Ctrl-C (the lua_State is closing). */
+void lmp__close_interrupt(void);
+
+/* process.c: kills and reaps every worker still running; returns how many.
+ * Used on Ctrl-C. */
+int lmp__kill_all_workers(void);
 
 #endif

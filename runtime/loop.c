@@ -59,6 +59,7 @@ static int loop_state_gc(lua_State *L) {
   int i;
   (void)L;
   if (state->loop == NULL || state->running) return 0;
+  lmp__close_interrupt();
   for (i = 0; i < 4; i++) uv_run(state->loop, UV_RUN_NOWAIT);
   state->loop = NULL;
   return 0;

@@ -31,7 +31,40 @@ typedef struct child {
   int64_t exit_status;
   int term_signal;
   int pid;
+  struct child *prev, *next; /* the live workers, for an interrupt */
 } child;
+
+/* Every worker process still running, in all states: on Ctrl-C they are
+ * killed and reaped before the process exits. */
+static child *live_children;
+
+static void add_live(child *c) {
+  c->next = live_children;
+  if (live_children) live_children->prev = c;
+  live_children = c;
+}
+
+static void remove_live(child *c) {
+  if (c->prev) c->prev->next = c->next;
+  else if (live_children == c) live_children = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->prev = c->next = NULL;
+}
+
+int lmp__kill_all_workers(void) {
+  child *c;
+  int n = 0;
+  for (c = live_children; c; c = c->next) {
+    kill(c->pid, SIGKILL);
+    n++;
+  }
+  for (c = live_children; c; c = c->next) {
+    int status;
+    waitpid(c->pid, &status, 0);
+  }
+  live_children = NULL;
+  return n;
+}
 
 typedef struct write_request {
   uv_write_t req;
@@ -75,6 +108,7 @@ static void report_if_gone(child *c) {
 
 static void on_process_exit(uv_process_t *process, int64_t exit_status, int term_signal) {
   child *c = process->data;
+  remove_live(c);
   c->exited = 1;
   c->exit_status = exit_status;
   c->term_signal = term_signal;
@@ -215,6 +249,7 @@ static int core_spawn(lua_State *L) {
   lua_pushvalue(L, 4);
   c->on_exit_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   *box = c;
+  add_live(c);
   uv_read_start((uv_stream_t *)&c->channel, on_alloc, on_read);
   return 1;
 }
@@ -309,6 +344,7 @@ static int child_gc(lua_State *L) {
   forget_lua(c);
   if (!c->exited) {
     int status;
+    remove_live(c);
     kill(c->pid, SIGKILL);
     waitpid(c->pid, &status, 0);
     c->exited = 1;

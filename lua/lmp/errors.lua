@@ -33,6 +33,30 @@ function errors.is_error(v)
   return getmetatable(v) == Error
 end
 
+-- The stack level of the first function outside lmp's own Lua modules, so
+-- that a misuse error points at the user's line.
+local function user_level()
+  local level = 3
+  while true do
+    local info = debug.getinfo(level, "S")
+    if not info then return 1 end
+    if not info.source:find("lmp/[%w_]+%.lua$") and info.what ~= "C" then
+      return level - 1
+    end
+    level = level + 1
+  end
+end
+
+-- Raises "bad argument #n to 'fname' (message)" at the user's call.
+function errors.argument(n, fname, message)
+  error(("bad argument #%d to '%s' (%s)"):format(n, fname, message), user_level())
+end
+
+-- Raises an error object at the user's call.
+function errors.raise(e)
+  error(e, user_level())
+end
+
 -- Stands for a nil result where a nil would end a generic for (imap).
 errors.null = setmetatable({}, {__name = "lmp.null", __tostring = function() return "lmp.null" end})
 

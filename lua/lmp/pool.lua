@@ -31,9 +31,7 @@ local function_ids = setmetatable({}, {__mode = "k"})
 local next_function_id = 0
 local task_serial = 0
 
-local function argument_error(n, fname, message, level)
-  error(("bad argument #%d to '%s' (%s)"):format(n, fname, message), (level or 2) + 1)
-end
+local argument_error = errors.argument
 
 local function function_id(fn)
   local id = function_ids[fn]
@@ -63,27 +61,27 @@ local function reader_of(iterable, argn, fname)
       if v ~= nil then return true, v end
     end, nil
   end
-  argument_error(argn, fname, "iterable expected, got " .. kind, 3)
+  argument_error(argn, fname, "iterable expected, got " .. kind)
 end
 
 local function options_of(opts, argn, fname)
   if opts == nil then return {} end
   if math.type(opts) == "integer" then
-    if opts < 1 then argument_error(argn, fname, "chunksize must be at least 1", 3) end
+    if opts < 1 then argument_error(argn, fname, "chunksize must be at least 1") end
     return {chunksize = opts}
   end
   if type(opts) ~= "table" then
-    argument_error(argn, fname, "chunksize or options table expected, got " .. type(opts), 3)
+    argument_error(argn, fname, "chunksize or options table expected, got " .. type(opts))
   end
   if opts.chunksize ~= nil and (math.type(opts.chunksize) ~= "integer" or opts.chunksize < 1) then
-    argument_error(argn, fname, "chunksize must be a positive integer", 3)
+    argument_error(argn, fname, "chunksize must be a positive integer")
   end
   if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout <= 0) then
-    argument_error(argn, fname, "timeout must be a positive number", 3)
+    argument_error(argn, fname, "timeout must be a positive number")
   end
   for _, name in ipairs{"callback", "error_callback"} do
     if opts[name] ~= nil and type(opts[name]) ~= "function" then
-      argument_error(argn, fname, name .. " must be a function", 3)
+      argument_error(argn, fname, name .. " must be a function")
     end
   end
   return opts
@@ -91,7 +89,7 @@ end
 
 local function check_function(f, fname)
   if type(f) ~= "function" then
-    argument_error(1, fname, "function expected, got " .. type(f), 3)
+    argument_error(1, fname, "function expected, got " .. type(f))
   end
 end
 
@@ -168,26 +166,26 @@ local function new_pool(opts, fname)
   local processes = opts.processes
   if processes == nil then processes = core.cpu_count() end
   if math.type(processes) ~= "integer" or processes < 1 then
-    argument_error(1, fname, "processes must be a positive integer", 3)
+    argument_error(1, fname, "processes must be a positive integer")
   end
   if opts.initializer ~= nil and type(opts.initializer) ~= "function" then
-    argument_error(1, fname, "initializer must be a function", 3)
+    argument_error(1, fname, "initializer must be a function")
   end
   if opts.initargs ~= nil and type(opts.initargs) ~= "table" then
-    argument_error(1, fname, "initargs must be a table", 3)
+    argument_error(1, fname, "initargs must be a table")
   end
   local maxtasks = opts.maxtasksperchild or opts.max_tasks_per_child
   if maxtasks ~= nil and (math.type(maxtasks) ~= "integer" or maxtasks < 1) then
-    argument_error(1, fname, "maxtasksperchild must be a positive integer", 3)
+    argument_error(1, fname, "maxtasksperchild must be a positive integer")
   end
   local task_timeout = opts.task_timeout
   if task_timeout ~= nil and (type(task_timeout) ~= "number" or task_timeout <= 0) then
-    argument_error(1, fname, "task_timeout must be a positive number", 3)
+    argument_error(1, fname, "task_timeout must be a positive number")
   end
   local start_method = opts.start_method or "spawn"
   if start_method ~= "spawn" then
     argument_error(1, fname, ("start method '%s' is not supported yet; use 'spawn'")
-      :format(tostring(start_method)), 3)
+      :format(tostring(start_method)))
   end
 
   local self = setmetatable({
@@ -209,6 +207,7 @@ local function new_pool(opts, fname)
     local ok, err = pcall(core.dumps, self.config, "initializer")
     if not ok then error(err, 0) end
   end
+  core.handle_interrupts()
   for _ = 1, processes do self:_start_worker() end
   -- Creation returns once every worker is ready, so a failing initializer
   -- or a missing worker executable fails here, once.
@@ -549,7 +548,7 @@ end
 local function apply_job(self, fname, fn, args, opts, async)
   check_function(fn, fname)
   if args ~= nil and type(args) ~= "table" then
-    argument_error(2, fname, "table of arguments expected, got " .. type(args), 3)
+    argument_error(2, fname, "table of arguments expected, got " .. type(args))
   end
   opts = options_of(opts, 3, fname)
   self:_check_open(fname)
@@ -758,7 +757,7 @@ function pool.new(opts, fname)
   if math.type(opts) == "integer" or opts == nil then
     opts = {processes = opts}
   elseif type(opts) ~= "table" then
-    argument_error(1, fname, "number of processes or options table expected, got " .. type(opts), 2)
+    argument_error(1, fname, "number of processes or options table expected, got " .. type(opts))
   end
   return new_pool(opts, fname)
 end
