@@ -194,6 +194,9 @@ static int core_timer(lua_State *L) {
   lua_pushvalue(L, 2);
   t->callback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   *box = t;
+  /* The loop's clock stands still while Lua runs; without this a timer
+   * made after a long computation would fire at once. */
+  uv_update_time(lmp__loop(L));
   uv_timer_start(&t->handle, on_timer, (uint64_t)(seconds > 0 ? seconds * 1000 + 0.999 : 0),
                  (uint64_t)(repeat > 0 ? repeat * 1000 : 0));
   return 1;

@@ -26,7 +26,8 @@ typedef struct child {
   int on_exit_ref;
   lmp_buffer inbox; /* bytes read and not yet delivered start at inbox_used */
   size_t inbox_used;
-  int handles_open; /* freed when the last handle's close callback ran */
+  int handles_open; /* freed when no handle is open and Lua let go */
+  int lua_owned;
   int exited, eof, reported, input_closed;
   int64_t exit_status;
   int term_signal;
@@ -73,7 +74,7 @@ typedef struct write_request {
 
 static void on_handle_closed(uv_handle_t *handle) {
   child *c = handle->data;
-  if (--c->handles_open == 0) {
+  if (--c->handles_open == 0 && !c->lua_owned) {
     lmp__buffer_free(&c->inbox);
     free(c);
   }
@@ -234,7 +235,9 @@ static int core_spawn(lua_State *L) {
   options.exit_cb = on_process_exit;
   r = uv_spawn(lmp__loop(L), &c->process, &options);
   c->handles_open = 2;
+  c->lua_owned = 1;
   if (r != 0) {
+    c->lua_owned = 0;
     c->exited = c->eof = c->reported = 1;
     close_handle((uv_handle_t *)&c->process);
     close_handle((uv_handle_t *)&c->channel);
@@ -350,6 +353,12 @@ static int child_gc(lua_State *L) {
     c->exited = 1;
   }
   c->reported = 1;
+  c->lua_owned = 0;
+  if (c->handles_open == 0) {
+    lmp__buffer_free(&c->inbox);
+    free(c);
+    return 0;
+  }
   close_handle((uv_handle_t *)&c->process);
   close_handle((uv_handle_t *)&c->channel);
   return 0;

@@ -1,5 +1,14 @@
+-- The Pool API (DESIGN.md §2, "Pool"): every method and option.
+-- busted runs a spec under an environment of its own; functions sent to
+-- workers should see the real globals, as they do in a script.
+local describe, it, setup, teardown, after_each, assert, pcall =
+  describe, it, setup, teardown, after_each, assert, pcall
+local _ENV = _G
 local lmp = require "lmp"
 local helpers = require "helpers"
+
+local function square(x) return x * x end
+local function add(a, b) return a + b end
 
 describe("Pool", function()
   local pool
@@ -11,7 +20,332 @@ describe("Pool", function()
   end)
 
   it("map returns results in input order with n", function()
-    local r = pool:map(function(x) return x * x end, {1, 2, 3, 4, 5})
-    assert.same({1, 4, 9, 16, 25, n = 5}, r)
+    assert.same({1, 4, 9, 16, 25, n = 5}, pool:map(square, {1, 2, 3, 4, 5}))
+  end)
+
+  it("map keeps nil results and honours an n field in the input", function()
+    local r = pool:map(function(x) if x ~= nil then return x end end, {1, nil, 3, n = 4})
+    assert.equal(4, r.n)
+    assert.same({1, nil, 3, nil}, {r[1], r[2], r[3], r[4]})
+  end)
+
+  it("map of an empty array is an empty result", function()
+    assert.same({n = 0}, pool:map(square, {}))
+  end)
+
+  it("map reads an iterator function (coroutine.wrap, io.lines)", function()
+    local gen = coroutine.wrap(function() for i = 1, 5 do coroutine.yield(i) end end)
+    assert.same({1, 4, 9, 16, 25, n = 5}, pool:map(square, gen))
+    local path = os.tmpname()
+    local f = io.open(path, "w"); f:write("3\n4\n"); f:close()
+    assert.same({9, 16, n = 2}, pool:map(function(s) return tonumber(s) ^ 2 end, io.lines(path)))
+    os.remove(path)
+  end)
+
+  it("map takes a chunksize or an options table", function()
+    local items = {}
+    for i = 1, 100 do items[i] = i end
+    local r1 = pool:map(square, items, 7)
+    local r2 = pool:map(square, items, {chunksize = 1})
+    assert.equal(100, r1.n)
+    assert.same(r1, r2)
+    assert.equal(10000, r1[100])
+  end)
+
+  it("map keeps integer and float subtypes", function()
+    local r = pool:map(function(x) return x end, {1, 1.0, math.maxinteger, -0.0})
+    assert.equal("integer", math.type(r[1]))
+    assert.equal("float", math.type(r[2]))
+    assert.equal(math.maxinteger, r[3])
+    assert.equal(1 / r[4], -math.huge)
+  end)
+
+  it("starmap unpacks each argument list", function()
+    assert.same({3, 7, 11, n = 3}, pool:starmap(add, {{1, 2}, {3, 4}, {5, 6}}))
+  end)
+
+  it("map_async and starmap_async give AsyncResults", function()
+    local r = pool:map_async(square, {1, 2, 3})
+    assert.same({1, 4, 9, n = 3}, r:get())
+    assert.is_true(r:ready())
+    assert.is_true(r:successful())
+    local s = pool:starmap_async(add, {{1, 1}, {2, 2}})
+    assert.is_true(s:wait(10))
+    assert.same({2, 4, n = 2}, s:get())
+  end)
+
+  it("map_async calls callback with the result array", function()
+    local got
+    local r = pool:map_async(square, {2, 3}, {callback = function(v) got = v end})
+    r:wait()
+    lmp.run()
+    assert.same({4, 9, n = 2}, got)
+  end)
+
+  it("apply returns every value the function returned", function()
+    local a, b, c = pool:apply(function(x, y) return x + y, x * y, nil end, {3, 4})
+    assert.equal(7, a)
+    assert.equal(12, b)
+    assert.is_nil(c)
+    assert.equal(3, select("#", pool:apply(function() return 1, nil, nil end)))
+  end)
+
+  it("apply_async calls callback with all the values", function()
+    local got
+    local r = pool:apply_async(function(x) return x, x * 2 end, {21},
+      {callback = function(a, b) got = {a, b} end})
+    assert.same({21, 42}, {r:get()})
+    lmp.run()
+    assert.same({21, 42}, got)
+  end)
+
+  it("a failing item makes map raise that item's error object", function()
+    local ok, err = pcall(pool.map, pool, function(x)
+      if x == 3 then error("boom") end
+      return x
+    end, {1, 2, 3, 4})
+    assert.is_false(ok)
+    assert.equal("task", err.kind)
+    assert.equal(3, err.index)
+    assert.is_number(err.pid)
+    assert.matches("boom", err.message)
+    assert.matches("boom", err.value)
+    assert.matches("traceback", err.traceback)
+    assert.matches("lmp task error %(item 3, process %d+%): .*boom", tostring(err))
+  end)
+
+  it("a table raised in a worker arrives as the error's value", function()
+    local ok, err = pcall(pool.apply, pool, function() error({code = 42}) end, {})
+    assert.is_false(ok)
+    assert.same({code = 42}, err.value)
+  end)
+
+  it("apply_async with a failing task calls error_callback and get raises", function()
+    local seen
+    local r = pool:apply_async(function() error("nope") end, {},
+      {error_callback = function(e) seen = e end})
+    local ok, err = pcall(r.get, r)
+    assert.is_false(ok)
+    assert.equal("task", err.kind)
+    lmp.run()
+    assert.equal(err, seen)
+    assert.is_false(r:successful())
+  end)
+
+  it("get(timeout) only stops waiting", function()
+    local r = pool:apply_async(function()
+      local t = os.clock()
+      while os.clock() - t < 0.5 do end
+      return "late"
+    end, {})
+    local ok, err = pcall(r.get, r, 0.05)
+    assert.is_false(ok)
+    assert.equal("timeout", err.kind)
+    assert.is_false(r:ready())
+    assert.equal("late", r:get())
+  end)
+
+  it("get(timeout) still times out after a long computation in the main process", function()
+    local r = pool:apply_async(function() os.execute("sleep 1") end, {})
+    local t = os.clock()
+    while os.clock() - t < 0.2 do end
+    assert.is_false(r:wait(0.05))
+    r:wait()
+  end)
+
+  it("successful() before the result is ready raises", function()
+    local r = pool:apply_async(function()
+      local t = os.clock()
+      while os.clock() - t < 0.2 do end
+    end, {})
+    assert.has_error(function() r:successful() end)
+    r:wait()
+  end)
+
+  it("imap yields results lazily in input order", function()
+    local out = {}
+    for v, i in pool:imap(square, {1, 2, 3, 4, 5}) do out[i] = v end
+    assert.same({1, 4, 9, 16, 25}, out)
+  end)
+
+  it("imap_unordered yields every result once", function()
+    local seen = {}
+    for v in pool:imap_unordered(square, {1, 2, 3, 4, 5, 6}, 2) do seen[#seen + 1] = v end
+    table.sort(seen)
+    assert.same({1, 4, 9, 16, 25, 36}, seen)
+  end)
+
+  it("imap gives nil results as lmp.null so the loop goes on", function()
+    local out = {}
+    for v in pool:imap(function(x) if x % 2 == 0 then return x end end, {1, 2, 3}) do
+      out[#out + 1] = v
+    end
+    assert.same({lmp.null, 2, lmp.null}, out)
+  end)
+
+  it("imap over an endless generator stopped early uses bounded memory", function()
+    local produced = 0
+    local function endless() produced = produced + 1; return produced end
+    local count = 0
+    for _ in pool:imap(function(x) return x end, endless) do
+      count = count + 1
+      if count == 1000 then break end
+    end
+    assert.equal(1000, count)
+    local ahead_early = produced - count
+    for _ in pool:imap(function(x) return x end, endless) do
+      count = count + 1
+      if count == 200000 then break end
+    end
+    -- How far the reader runs ahead does not grow with the results taken.
+    assert.is_true(produced - 200000 - ahead_early < 50000,
+      "read " .. (produced - count) .. " items ahead")
+  end)
+
+  it("imap raises the failing item's error when it is reached", function()
+    local got = {}
+    local ok, err = pcall(function()
+      for v in pool:imap(function(x)
+        if x == 3 then error("bad three") end
+        return x
+      end, {1, 2, 3, 4}) do got[#got + 1] = v end
+    end)
+    assert.is_false(ok)
+    assert.equal(3, err.index)
+    assert.same({1, 2}, got)
+  end)
+
+  it("a function is sent once per worker, not once per task", function()
+    local calls = pool:map(function()
+      _G.lmp_seen = (_G.lmp_seen or 0) + 1
+      return _G.lmp_seen
+    end, {1, 2, 3, 4, 5, 6, 7, 8}, 1)
+    -- A fresh copy per task would restart its count at 1 every time.
+    table.sort(calls)
+    assert.is_true(calls[#calls] > 1)
+  end)
+
+  it("upvalues and the globals table travel with the function", function()
+    local offset = 100
+    local lookup = {a = 1, b = 2}
+    local r = pool:map(function(k) return lookup[k] + offset end, {"a", "b"})
+    assert.same({101, 102, n = 2}, r)
+    assert.is_true(pool:apply(function() return _G == _ENV and string ~= nil end))
+  end)
+
+  it("workers know who they are; the main process too", function()
+    local name, pid = pool:apply(function()
+      local me = require("lmp").current_process()
+      return me.name, me.pid
+    end, {})
+    assert.matches("^PoolWorker%-%d+$", name)
+    assert.not_equal(lmp.current_process().pid, pid)
+    assert.equal("MainProcess", lmp.current_process().name)
+  end)
+
+  it("an unsendable argument raises from the call, naming the path", function()
+    local f = io.tmpfile()
+    local ok, err = pcall(pool.apply_async, pool, print, {1, {log = f}})
+    assert.is_false(ok)
+    assert.equal("serialize", err.kind)
+    assert.equal("cannot send userdata (FILE*) at args[2].log: open it inside the worker, "
+      .. "or give it a __lmp_serialize metamethod", err.message)
+    ok, err = pcall(pool.map, pool, print, {1, coroutine.create(print)})
+    assert.is_false(ok)
+    assert.matches("cannot send a coroutine at args%[2%]", err.message)
+    f:close()
+  end)
+
+  it("a result that cannot be sent fails that task with kind serialize", function()
+    local ok, err = pcall(pool.apply, pool, function() return io.tmpfile() end, {})
+    assert.is_false(ok)
+    assert.equal("serialize", err.kind)
+    assert.equal(2, #pool:map(square, {1, 2}))
+  end)
+
+  it("bad arguments raise bad argument errors", function()
+    assert.has_error(function() pool:map(square, true) end,
+      "bad argument #2 to 'map' (iterable expected, got boolean)")
+    assert.error_matches(function() pool:map(42, {}) end, "bad argument #1 to 'map'")
+    assert.error_matches(function() pool:apply(square, 5) end, "bad argument #2 to 'apply'")
+    assert.error_matches(function() pool:imap(square, {}, 0) end, "bad argument #3 to 'imap'")
+    assert.error_matches(function() lmp.Pool(0) end, "bad argument #1 to 'Pool'")
+    assert.error_matches(function() lmp.Pool{initializer = 3} end, "bad argument #1 to 'Pool'")
+  end)
+end)
+
+describe("Pool options", function()
+  after_each(function() assert.is_true(helpers.no_children()) end)
+
+  it("processes defaults to cpu_count", function()
+    local pool <close> = lmp.Pool()
+    assert.equal(lmp.cpu_count(), pool.processes)
+  end)
+
+  it("an initializer with initargs configures each worker", function()
+    local pool <close> = lmp.Pool{processes = 2, initializer = function(m) multiplier = m end,
+                                  initargs = {10}}
+    assert.same({10, 20, 30, n = 3}, pool:map(function(x) return x * multiplier end, {1, 2, 3}))
+  end)
+
+  it("maxtasksperchild replaces workers without losing or repeating a task", function()
+    local pool <close> = lmp.Pool{processes = 2, maxtasksperchild = 2}
+    local items = {}
+    for i = 1, 20 do items[i] = i end
+    local r = pool:map(function(x)
+      return {x, require("lmp").current_process().pid}
+    end, items, 1)
+    local pids = {}
+    for i = 1, 20 do
+      assert.equal(i, r[i][1])
+      pids[r[i][2]] = (pids[r[i][2]] or 0) + 1
+    end
+    for _, n in pairs(pids) do assert.is_true(n <= 2) end
+  end)
+
+  it("<close> closes and joins", function()
+    local pids
+    do
+      local pool <close> = lmp.Pool(2)
+      pids = {pool.workers[1].pid, pool.workers[2].pid}
+    end
+    for _, pid in ipairs(pids) do
+      assert.is_nil(io.open("/proc/" .. pid .. "/stat"))
+    end
+  end)
+
+  it("close lets queued work finish; join waits for the workers", function()
+    local pool = lmp.Pool(2)
+    local r = pool:map_async(function(x)
+      local t = os.clock()
+      while os.clock() - t < 0.05 do end
+      return x
+    end, {1, 2, 3, 4}, 1)
+    pool:close()
+    assert.is_true(pool:join(10))
+    assert.same({1, 2, 3, 4, n = 4}, r:get())
+  end)
+
+  it("join before close raises; submitting after close raises kind closed", function()
+    local pool = lmp.Pool(1)
+    assert.has_error(function() pool:join() end)
+    pool:close()
+    local ok, err = pcall(pool.map, pool, square, {1})
+    assert.is_false(ok)
+    assert.equal("closed", err.kind)
+    pool:join()
+  end)
+
+  it("terminate stops work at once and fails what was pending", function()
+    local pool = lmp.Pool(2)
+    local r = pool:apply_async(function()
+      local t = os.clock()
+      while os.clock() - t < 30 do end
+    end, {})
+    pool:terminate()
+    pool:join()
+    local ok, err = pcall(r.get, r)
+    assert.is_false(ok)
+    assert.equal("closed", err.kind)
   end)
 end)

@@ -194,7 +194,9 @@ local function new_pool(opts, fname)
     task_timeout = task_timeout,
     workers = {},          -- live worker records
     queue = {}, queue_head = 1, queue_tail = 0,
-    streams = {},          -- lazy jobs (imap) that feed the queue as it drains
+    -- Lazy jobs (imap) that feed the queue as it drains, held weakly: an
+    -- iterator the caller dropped stops feeding once it is collected.
+    streams = setmetatable({}, {__mode = "k"}),
     state = "running",     -- running, closed, terminated
     start_failures = 0,
   }, Pool)
@@ -274,7 +276,7 @@ function Pool:_break(err)
     for _, task in ipairs(w.inflight) do task.job:finish(err) end
     w.inflight = {}
   end
-  for _, job in ipairs(self.streams) do job:finish(err) end
+  for job in pairs(self.streams) do job:finish(err) end
 end
 
 function Pool:_fail_queued(err)
@@ -308,10 +310,26 @@ function Pool:_queued()
   return self.queue_tail - self.queue_head + 1
 end
 
+-- Encodes a chunk of items; a refusal names the item by its index in the
+-- whole input, not in the chunk.
+local function encode_items(items, first)
+  local ok, payload = pcall(core.dumps, items, "")
+  if ok then return payload end
+  local err = payload
+  if type(err) == "table" and err.kind == "serialize" then
+    local k, rest = err.path:match("^%[(%d+)%](.*)$")
+    if k then
+      err.path = ("args[%d]%s"):format(first + tonumber(k) - 1, rest)
+      err.message = ("cannot send %s at %s: %s"):format(err.what, err.path, err.fix)
+    end
+  end
+  error(err, 0)
+end
+
 local function new_task(job, fn, mode, items, first, timeout)
   task_serial = task_serial + 1
   return {id = task_serial, job = job, fn = fn, function_id = function_id(fn),
-          mode = mode, payload = core.dumps(items, "args"), first = first,
+          mode = mode, payload = encode_items(items, first), first = first,
           count = items.n, timeout = timeout}
 end
 
@@ -332,7 +350,7 @@ function Pool:_pump()
   if self.broken then return end
   while true do
     if self:_queued() < #self.workers * PIPELINE then
-      for _, job in ipairs(self.streams) do job.refill() end
+      for job in pairs(self.streams) do job.refill() end
     end
     local w = self:_free_worker()
     if not w then break end
@@ -340,7 +358,7 @@ function Pool:_pump()
     if not task then break end
     self:_send(w, task)
   end
-  if self.state == "closed" and self:_queued() == 0 and #self.streams == 0 then
+  if self.state == "closed" and self:_queued() == 0 and next(self.streams) == nil then
     for _, w in ipairs(self.workers) do
       if #w.inflight == 0 and not w.retiring then
         w.retiring = true
@@ -615,11 +633,7 @@ local function stream(self, fname, fn, iterable, opts, ordered)
       read_count = read_count + items.n
       self:_enqueue(task)
     end
-    if exhausted then
-      for i, j in ipairs(self.streams) do
-        if j == job then table.remove(self.streams, i); break end
-      end
-    end
+    if exhausted then self.streams[job] = nil end
   end
 
   job.stream = function(task, values, errs)
@@ -640,7 +654,7 @@ local function stream(self, fname, fn, iterable, opts, ordered)
     end
   end
 
-  self.streams[#self.streams + 1] = job
+  self.streams[job] = true
   self:_pump()
 
   local pool = self
@@ -690,7 +704,7 @@ function Pool:terminate()
   self.state = "terminated"
   local err = errors.new("closed", "the pool was terminated")
   self:_fail_queued(err)
-  for _, job in ipairs(self.streams) do job:finish(err) end
+  for job in pairs(self.streams) do job:finish(err) end
   self.streams = {}
   for _, w in ipairs(self.workers) do
     for _, task in ipairs(w.inflight) do task.job:finish(err) end
@@ -703,6 +717,11 @@ end
 function Pool:join(timeout)
   if self.state == "running" then
     error(errors.new("closed", "join: call close() or terminate() first"), 2)
+  end
+  if next(self.streams) then
+    -- Let go of imap iterators the caller abandoned, so they stop feeding.
+    collectgarbage()
+    self:_pump()
   end
   return loop.wait(function() return #self.workers == 0 end, timeout)
 end
