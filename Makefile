@@ -60,16 +60,21 @@ example: all
 	$(BUILD)/bin/lmp examples/count_primes.lua
 
 # ---- tests ---------------------------------------------------------------
-test: all
+# A C module that crashes on purpose, for the failure tests.
+$(BUILD)/test/crash.so: tests/c/crash.c
+	mkdir -p $(BUILD)/test
+	$(CC) $(CFLAGS_ALL) -shared $(LDFLAGS_ALL) -o $@ $<
+
+test: all $(BUILD)/test/crash.so
 	tests/run.sh $(BUILD)
 
 # AddressSanitizer + UBSan: the whole suite, run by the instrumented runner.
 asan:
 	$(MAKE) BUILD=build-asan OPTFLAGS="-O1 -g -fno-omit-frame-pointer" \
-	  SANFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all
+	  SANFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all build-asan/test/crash.so
 	LMP_TEST_LUA="build-asan/bin/lmp" ASAN_OPTIONS=detect_leaks=1 tests/run.sh build-asan
 
-valgrind: all
+valgrind: all $(BUILD)/test/crash.so
 	LMP_TEST_LUA="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite build/bin/lmp" \
 	  tests/run.sh $(BUILD)
 

@@ -1,5 +1,6 @@
 /* lmp.core: the C half of the module. This file binds the value format
  * and gathers the other bindings (loop, process) into one table. */
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -77,7 +78,17 @@ static const luaL_Reg core_functions[] = {
     {"cpu_count", core_cpu_count}, {"getpid", core_getpid},
     {NULL, NULL}};
 
+/* A worker that dies while the main process writes to it must show up as
+ * its exit, not kill the main process with SIGPIPE (libuv leaves this to
+ * the program; Python ignores SIGPIPE the same way). */
+static void ignore_sigpipe(void) {
+  struct sigaction current;
+  if (sigaction(SIGPIPE, NULL, &current) == 0 && current.sa_handler == SIG_DFL)
+    signal(SIGPIPE, SIG_IGN);
+}
+
 int luaopen_lmp_core(lua_State *L) {
+  ignore_sigpipe();
   luaL_newlib(L, core_functions);
   lmp__push_error_meta(L);
   lua_setfield(L, -2, "Error");

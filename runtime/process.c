@@ -370,7 +370,22 @@ static const luaL_Reg child_methods[] = {
     {"queued_bytes", child_queued_bytes}, {"close", child_gc},
     {NULL, NULL}};
 
-static const luaL_Reg process_functions[] = {{"spawn", core_spawn}, {NULL, NULL}};
+/* core.kill(pid [, signal]) -> true, or nil and a message. */
+static int core_kill(lua_State *L) {
+  int pid = (int)luaL_checkinteger(L, 1);
+  int sig = (int)luaL_optinteger(L, 2, SIGTERM);
+  int r = uv_kill(pid, sig);
+  if (r != 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, uv_strerror(r));
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static const luaL_Reg process_functions[] = {
+    {"spawn", core_spawn}, {"kill", core_kill}, {NULL, NULL}};
 
 void lmp__open_process(lua_State *L) {
   if (luaL_newmetatable(L, CHILD_META)) {

@@ -47,6 +47,7 @@ function helpers.no_children(seconds)
 end
 
 function helpers.open_fds()
+  collectgarbage() -- files a test dropped are closed by their finalizers
   local n = 0
   for entry in require("lfs").dir("/proc/self/fd") do
     if entry:match("^%d+$") then n = n + 1 end

@@ -10,7 +10,7 @@ LUA_CMD=${LMP_TEST_LUA:-lua5.4}
 # Debian's busted is installed for Lua 5.1; its pure-Lua modules run under
 # 5.4 when their folder comes after the 5.4 ones.
 export LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;$ROOT/tests/?.lua;/usr/local/share/lua/5.4/?.lua;/usr/local/share/lua/5.4/?/init.lua;/usr/share/lua/5.4/?.lua;/usr/share/lua/5.4/?/init.lua;/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua;;"
-export LUA_CPATH="$BUILD/?.so;/usr/local/lib/lua/5.4/?.so;/usr/lib/x86_64-linux-gnu/lua/5.4/?.so;;"
+export LUA_CPATH="$BUILD/?.so;$BUILD/test/?.so;/usr/local/lib/lua/5.4/?.so;/usr/lib/x86_64-linux-gnu/lua/5.4/?.so;;"
 export LMP_BUILD="$BUILD" LMP_ROOT="$ROOT"
 out=$(mktemp)
 specs=${LMP_SPECS:-$(ls tests/*_spec.lua)}

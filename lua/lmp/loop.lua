@@ -85,7 +85,9 @@ function loop.wait(ready, timeout)
   if ready() then return true end
   if timeout and timeout <= 0 then return false end
   local deadline = timeout and core.hrtime() + timeout
-  local timer <close> = timeout and core.timer(timeout, idle_wakeup) or nil
+  -- Repeats after its first turn, so that the loop stays awake until the
+  -- deadline even if the first wake-up comes a hair early.
+  local timer <close> = timeout and core.timer(timeout, idle_wakeup, 0.001) or nil
   local co = coroutine.running()
   if spawned[co] then
     waiting[co] = {ready = ready, deadline = deadline}
