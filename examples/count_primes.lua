@@ -1,4 +1,6 @@
--- Counting primes below 40,000 in four ranges with a pool of 4.
+-- Counting primes below 40,000 in four ranges with a pool of 4, one range
+-- per task. Prints "Total primes found: 4203", the true count (the Python
+-- tutorial this mirrors shows 4221, which no correct count gives).
 -- Run: lmp examples/count_primes.lua   (or lua5.4 with the module on the path)
 local lmp = require "lmp"
 

@@ -73,6 +73,15 @@ function lmp.Pool(opts)
 end
 lmp.AsyncResult = pool.AsyncResult
 
+-- concurrent.futures.
+local executor = require "lmp.executor"
+function lmp.ProcessPoolExecutor(opts)
+  return executor.new(opts)
+end
+lmp.as_completed = executor.as_completed
+lmp.wait = executor.wait
+lmp.Future = executor.Future
+
 -- The event loop.
 lmp.run = loop.run
 lmp.spawn = loop.spawn

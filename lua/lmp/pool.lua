@@ -22,7 +22,8 @@ local AsyncResult = {}
 AsyncResult.__index = AsyncResult
 AsyncResult.__name = "lmp.AsyncResult"
 
-local PIPELINE = 2          -- tasks in flight per worker
+local PIPELINE = 2          -- tasks in flight per worker, when tasks are short
+local SHORT_TASK = 0.002    -- seconds: below this a second task in flight pays
 local START_FAILURES = 3    -- workers dying at start before the pool gives up
 local FUNCTION_CACHE = 256  -- functions a worker keeps before it is told to forget
 
@@ -119,10 +120,17 @@ local function new_job(pool_ref, kind, opts)
   return job
 end
 
+local finish_serial = 0
+
 function Job:finish(err)
   if self.ready then return end
   self.ready = true
   self.error = err
+  finish_serial = finish_serial + 1
+  self.finish_serial = finish_serial -- completion order, for as_completed
+  if self.listeners then
+    for _, listener in ipairs(self.listeners) do listener(self) end
+  end
   if self.opts.async then loop.add_pending(-1) end
   if err then
     if self.opts.error_callback then loop.defer(self.opts.error_callback, err) end
@@ -334,10 +342,15 @@ local function new_task(job, fn, mode, items, first, timeout)
 end
 
 function Pool:_free_worker()
-  local best, best_load = nil, PIPELINE
+  -- A second task in flight hides the round trip for short tasks; for long
+  -- ones it would wait behind the first while another worker frees up.
+  local depth = (self.task_time and self.task_time < SHORT_TASK) and PIPELINE or 1
+  local best, best_load = nil, depth
   for _, w in ipairs(self.workers) do
     local load = #w.inflight
-    if w.ready and not w.retiring and load < best_load then
+    -- A worker still starting takes tasks too: they wait in its channel
+    -- and run as soon as it is up, rather than behind a long one elsewhere.
+    if not w.retiring and load < best_load then
       best, best_load = w, load
       if load == 0 then break end
     end
@@ -386,6 +399,7 @@ function Pool:_send(w, task)
     return
   end
   w.sent = w.sent + 1
+  task.sent_at = core.hrtime()
   w.inflight[#w.inflight + 1] = task
   if self.maxtasks and w.sent >= self.maxtasks then
     -- Replaced after its last task: nothing it was given is lost or repeated.
@@ -414,6 +428,10 @@ function Pool:_on_message(w, message)
   local op = message[1]
   if op == "done" then
     local task = table.remove(w.inflight, 1)
+    local now = core.hrtime()
+    local took = now - math.max(task.sent_at, w.last_done or 0)
+    self.task_time = self.task_time and (self.task_time * 3 + took) / 4 or took
+    w.last_done = now
     if task.timer then task.timer:close() end
     if w.inflight[1] then self:_task_started(w, w.inflight[1]) end
     local errs = message[4]
@@ -443,7 +461,8 @@ function Pool:_on_exit(w, status, signal)
   end
   local clean = w.retiring and #w.inflight == 0
   if not clean and self.state ~= "terminated" then
-    local running = table.remove(w.inflight, 1)
+    -- A worker that died before it was ready ran nothing it was given.
+    local running = w.ready and table.remove(w.inflight, 1)
     if running then
       if running.timer then running.timer:close() end
       local err
@@ -563,7 +582,7 @@ function Pool:starmap_async(fn, arglists, opts)
                       AsyncResult)
 end
 
-local function apply_job(self, fname, fn, args, opts, async)
+function Pool:_apply_job(fname, fn, args, opts, async)
   check_function(fn, fname)
   if args ~= nil and type(args) ~= "table" then
     argument_error(2, fname, "table of arguments expected, got " .. type(args))
@@ -579,44 +598,52 @@ local function apply_job(self, fname, fn, args, opts, async)
                 mode = "apply", payload = core.dumps(packed, "args"), first = 1,
                 count = 1, timeout = opts.timeout}
   job.total = 1
+  job.task = task
   self:_enqueue(task)
   self:_pump()
   return job
 end
 
 function Pool:apply(fn, args)
-  local r = result_of(apply_job(self, "apply", fn, args, nil, false), "apply")
+  local r = result_of(self:_apply_job("apply", fn, args, nil, false), "apply")
   return table.unpack(r, 1, r.n)
 end
 
 function Pool:apply_async(fn, args, opts)
-  return setmetatable({job = apply_job(self, "apply_async", fn, args, opts, true)}, AsyncResult)
+  return setmetatable({job = self:_apply_job("apply_async", fn, args, opts, true)}, AsyncResult)
 end
 
 -- imap and imap_unordered read their input as workers free up, keeping a
 -- bounded number of items in flight, and pick a chunk size from how long
--- items take when none is given. A nil result would end a generic for, so
--- it arrives as lmp.null; the second value is the count delivered so far.
+-- items take when none is given. The iterator gives (value, index): a nil
+-- result would end a generic for, so it arrives as lmp.null. The fourth
+-- value is a to-be-closed handle, so that leaving the loop early (break,
+-- return, error) stops reading the input at once.
 
-local function stream(self, fname, fn, iterable, opts, ordered)
-  check_function(fn, fname)
-  local read, total = reader_of(iterable, 2, fname)
-  opts = options_of(opts, 3, fname)
+local StreamCloser = {__name = "lmp.StreamCloser"}
+function StreamCloser.__close(closer) closer.stop() end
+
+-- Pool:_stream(fname, fn, read, total, opts, ordered [, mode]) -> iterator,
+-- nil, nil, closer; `read` gives (true, item) until the end; mode "star"
+-- unpacks each item as the arguments.
+function Pool:_stream(fname, fn, read, total, opts, ordered, mode)
   self:_check_open(fname)
   local job = new_job(self.ref, "imap", {})
   local fixed = opts.chunksize
   local limit = total and default_chunksize(total, self.processes) or 4096
   local chunksize = fixed or 1
-  local next_index, read_count, exhausted = 1, 0, false
-  local buffered = {}       -- ordered: index -> value; unordered: FIFO
-  local outcome = {}        -- index -> true or error (ordered)
-  local fifo_head, fifo_tail = 1, 0
+  local read_count, taken, exhausted = 0, 0, false
+  -- Arrived results: ordered by input index, or in arrival order (a FIFO
+  -- of input indexes) for imap_unordered.
+  local values, outcomes = {}, {}   -- index -> value; index -> true or error
+  local arrivals, head, tail = {}, 1, 0
+  local next_index = 1
   local per_item            -- seconds an item takes, measured
-  local window = function() return math.max(64, chunksize * self.processes * PIPELINE * 2) end
+  local function window() return math.max(64, chunksize * self.processes * PIPELINE * 2) end
 
   job.refill = function()
     if exhausted or job.ready then return end
-    if read_count - (next_index - 1) >= window() then return end
+    if read_count - taken >= window() then return end
     if not fixed and per_item then
       chunksize = math.max(1, math.min(limit, chunksize * 2, math.floor(0.02 / per_item)))
     end
@@ -628,29 +655,22 @@ local function stream(self, fname, fn, iterable, opts, ordered)
       items[items.n] = item
     end
     if items.n > 0 then
-      local task = new_task(job, fn, "map", items, read_count + 1, opts.timeout)
-      task.sent_at = core.hrtime()
+      local task = new_task(job, fn, mode or "map", items, read_count + 1, opts.timeout)
       read_count = read_count + items.n
       self:_enqueue(task)
     end
     if exhausted then self.streams[job] = nil end
   end
 
-  job.stream = function(task, values, errs)
-    local elapsed = core.hrtime() - (task.sent_at or core.hrtime())
-    local item_time = elapsed / math.max(1, task.count) / PIPELINE
+  job.stream = function(task, results, errs)
+    local item_time = (core.hrtime() - task.sent_at) / math.max(1, task.count)
     per_item = per_item and (per_item + item_time) / 2 or item_time
     for i = 1, task.count do
       local index = task.first + i - 1
-      local e = errs and errs[i]
-      if ordered then
-        buffered[index] = values[i]
-        outcome[index] = e or true
-      else
-        fifo_tail = fifo_tail + 1
-        buffered[fifo_tail] = values[i]
-        outcome[fifo_tail] = e or true
-      end
+      values[index] = results[i]
+      outcomes[index] = errs and errs[i] or true
+      tail = tail + 1
+      arrivals[tail] = index
     end
   end
 
@@ -658,30 +678,51 @@ local function stream(self, fname, fn, iterable, opts, ordered)
   self:_pump()
 
   local pool = self
-  local delivered = 0
-  return function()
-    local slot = ordered and next_index or fifo_head
-    local function have() return outcome[slot] ~= nil or job.error ~= nil
-      or (exhausted and delivered >= read_count) end
+  local function next_slot()
+    if ordered then return next_index end
+    return arrivals[head]
+  end
+  local function have()
+    local slot = next_slot()
+    return (slot and outcomes[slot] ~= nil) or job.error ~= nil
+      or (exhausted and taken >= read_count)
+  end
+  local function iterate()
     if not have() then
       pool:_pump()
-      loop.wait(have)
+      local timeout = opts.deadline and opts.deadline - core.hrtime()
+      if not loop.wait(have, timeout and math.max(timeout, 0)) then
+        errors.raise(errors.new("timeout", ("%s: no result within %g s of the call")
+          :format(fname, opts.timeout)))
+      end
     end
-    local state = outcome[slot]
-    if state == nil then
-      if job.error then error(job.error, 2) end
+    local slot = next_slot()
+    local outcome = slot and outcomes[slot]
+    if outcome == nil then
+      if job.error then errors.raise(job.error) end
       return nil
     end
-    local value = buffered[slot]
-    buffered[slot], outcome[slot] = nil, nil
-    if ordered then next_index = next_index + 1 else fifo_head = fifo_head + 1 end
-    delivered = delivered + 1
-    if not ordered then next_index = next_index + 1 end
+    local value = values[slot]
+    values[slot], outcomes[slot] = nil, nil
+    if ordered then next_index = next_index + 1 else arrivals[head] = nil; head = head + 1 end
+    taken = taken + 1
     pool:_pump()
-    if state ~= true then error(state, 2) end
-    if value == nil then return errors.null, delivered end
-    return value, delivered
+    if outcome ~= true then errors.raise(outcome) end
+    if value == nil then return errors.null, slot end
+    return value, slot
   end
+  local closer = setmetatable({stop = function()
+    exhausted = true
+    pool.streams[job] = nil
+    pool:_pump()
+  end}, StreamCloser)
+  return iterate, nil, nil, closer
+end
+
+local function stream(self, fname, fn, iterable, opts, ordered)
+  check_function(fn, fname)
+  local read, total = reader_of(iterable, 2, fname)
+  return self:_stream(fname, fn, read, total, options_of(opts, 3, fname), ordered)
 end
 
 function Pool:imap(fn, iterable, opts)
@@ -769,7 +810,8 @@ function AsyncResult:successful()
   return self.job.error == nil
 end
 
-local pool = {Pool = Pool, AsyncResult = AsyncResult}
+local pool = {Pool = Pool, AsyncResult = AsyncResult, reader_of = reader_of,
+              options_of = options_of, check_function = check_function}
 
 function pool.new(opts, fname)
   fname = fname or "Pool"

@@ -1,0 +1,16 @@
+-- imap over a slow task, two items per task (chunksize 2): results arrive
+-- one by one, in input order, as soon as each is ready.
+-- Run: lmp examples/imap_slow.lua
+local lmp = require "lmp"
+
+-- Workers have no sleep: spin on the CPU clock for a moment.
+local function slow_square(x)
+  local deadline = os.clock() + 0.05
+  while os.clock() < deadline do end
+  return x * x
+end
+
+local pool <close> = lmp.Pool(2)
+for square, i in pool:imap(slow_square, {1, 2, 3, 4, 5, 6, 7, 8}, 2) do
+  print(("result %d: %d"):format(i, square))
+end

@@ -1,0 +1,267 @@
+-- lmp.ProcessPoolExecutor and its futures, as in concurrent.futures. An
+-- executor is a Pool underneath: the same workers, scheduling and failure
+-- handling; a Future is a view of one apply job.
+local core = require "lmp.core"
+local loop = require "lmp.loop"
+local errors = require "lmp.errors"
+local pool = require "lmp.pool"
+
+local executor = {}
+
+local Executor = {}
+Executor.__index = Executor
+Executor.__name = "lmp.ProcessPoolExecutor"
+
+local Future = {}
+Future.__index = Future
+Future.__name = "lmp.Future"
+
+local function check_timeout(timeout, n, fname)
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
+    errors.argument(n, fname, "timeout must be a non-negative number, got " .. tostring(timeout))
+  end
+end
+
+local function new_future(job)
+  local future = setmetatable({job = job, callbacks = {}}, Future)
+  job.listeners = {function()
+    for _, fn in ipairs(future.callbacks) do loop.defer(fn, future) end
+  end}
+  return future
+end
+
+function Future:done()
+  return self.job.ready
+end
+
+function Future:cancelled()
+  return self.job.ready and self.job.error ~= nil and self.job.error.kind == "cancelled"
+end
+
+-- Running: handed to a worker and not finished.
+function Future:running()
+  return not self.job.ready and self.job.task.sent_at ~= nil
+end
+
+-- A queued future is cancelled; a running or finished one is not (a
+-- cancelled one stays cancelled), as in Python.
+function Future:cancel()
+  if self:cancelled() then return true end
+  if self.job.ready or self.job.task.sent_at ~= nil then return false end
+  self.job:finish(errors.new("cancelled", "the future was cancelled"))
+  return true
+end
+
+local function wait_for(future, timeout, fname)
+  check_timeout(timeout, 1, fname)
+  loop.wait(function() return future.job.ready end, timeout)
+  if not future.job.ready then
+    errors.raise(errors.new("timeout", ("%s: not done after %g s"):format(fname, timeout)))
+  end
+end
+
+function Future:result(timeout)
+  wait_for(self, timeout, "result")
+  if self.job.error then errors.raise(self.job.error) end
+  local r = self.job.results
+  return table.unpack(r, 1, r.n)
+end
+
+-- The error object the call raised, or nil if it succeeded.
+function Future:exception(timeout)
+  wait_for(self, timeout, "exception")
+  if self:cancelled() then errors.raise(self.job.error) end
+  return self.job.error
+end
+
+-- fn(future) runs on the main thread once the future is done; at once if
+-- it is done already.
+function Future:add_done_callback(fn)
+  if type(fn) ~= "function" then
+    errors.argument(1, "add_done_callback", "function expected, got " .. type(fn))
+  end
+  if self.job.ready then
+    fn(self)
+  else
+    self.callbacks[#self.callbacks + 1] = fn
+  end
+end
+
+function Future:__tostring()
+  local state = self:cancelled() and "cancelled" or self.job.ready and "finished"
+    or self:running() and "running" or "pending"
+  return "lmp.Future(" .. state .. ")"
+end
+
+-- ---- the executor --------------------------------------------------------
+
+function executor.new(opts)
+  if opts == nil then opts = {} end
+  if math.type(opts) == "integer" then opts = {max_workers = opts} end
+  if type(opts) ~= "table" then
+    errors.argument(1, "ProcessPoolExecutor", "options table expected, got " .. type(opts))
+  end
+  local workers = opts.max_workers
+  if workers ~= nil and (math.type(workers) ~= "integer" or workers < 1) then
+    errors.argument(1, "ProcessPoolExecutor", "max_workers must be a positive integer")
+  end
+  local p = pool.new({processes = workers, initializer = opts.initializer,
+                      initargs = opts.initargs, maxtasksperchild = opts.max_tasks_per_child},
+                     "ProcessPoolExecutor")
+  return setmetatable({pool = p, futures = setmetatable({}, {__mode = "k"})}, Executor)
+end
+
+function Executor:_check_open(fname)
+  if self.shut then
+    errors.raise(errors.new("closed", fname .. ": cannot schedule new futures after shutdown"))
+  end
+end
+
+function Executor:submit(fn, ...)
+  pool.check_function(fn, "submit")
+  self:_check_open("submit")
+  local future = new_future(self.pool:_apply_job("submit", fn, table.pack(...), nil, true))
+  self.futures[future] = true
+  return future
+end
+
+-- ex:map(fn, it1 [, it2 ...] [, {timeout=, chunksize=}]) -> an iterator of
+-- results in order; inputs are read lazily, zipped to the shortest.
+function Executor:map(fn, ...)
+  pool.check_function(fn, "map")
+  local iterables = table.pack(...)
+  local opts = {}
+  local last = iterables[iterables.n]
+  if iterables.n > 1 and type(last) == "table" and #last == 0 and
+     (last.timeout ~= nil or last.chunksize ~= nil) then
+    opts = pool.options_of(last, iterables.n + 1, "map")
+    iterables.n = iterables.n - 1
+  end
+  if iterables.n == 0 then errors.argument(2, "map", "iterable expected, got no value") end
+  local readers = {}
+  for i = 1, iterables.n do readers[i] = pool.reader_of(iterables[i], i + 1, "map") end
+  self:_check_open("map")
+  local function read()
+    local args = {n = #readers}
+    for i, r in ipairs(readers) do
+      local more, item = r()
+      if not more then return nil end
+      args[i] = item
+    end
+    return true, args
+  end
+  local stream_opts = {chunksize = opts.chunksize}
+  if opts.timeout then
+    stream_opts.deadline = core.hrtime() + opts.timeout
+    stream_opts.timeout = opts.timeout
+  end
+  local iterate, _, _, closer = self.pool:_stream("map", fn, read, nil, stream_opts, true, "star")
+  return function() return (iterate()) end, nil, nil, closer
+end
+
+function Executor:shutdown(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then
+    errors.argument(1, "shutdown", "options table expected, got " .. type(opts))
+  end
+  self.shut = true
+  if opts.cancel_futures then
+    for future in pairs(self.futures) do future:cancel() end
+  end
+  self.pool:close()
+  if opts.wait ~= false then self.pool:join() end
+end
+
+function Executor:__close()
+  self:shutdown{wait = true}
+end
+
+function Executor:__tostring()
+  return ("lmp.ProcessPoolExecutor(%d workers%s)"):format(self.pool.processes,
+    self.shut and ", shut down" or "")
+end
+
+-- ---- waiting on many futures ------------------------------------------------
+
+local function check_futures(futures, fname)
+  if type(futures) ~= "table" then
+    errors.argument(1, fname, "array of futures expected, got " .. type(futures))
+  end
+  for i = 1, #futures do
+    if getmetatable(futures[i]) ~= Future then
+      errors.argument(1, fname, ("futures[%d] is not a future"):format(i))
+    end
+  end
+end
+
+-- lmp.as_completed(futures [, timeout]): an iterator giving each future as
+-- it completes (those done already first); raises kind "timeout" if they
+-- are not all done within timeout seconds of the call.
+function executor.as_completed(futures, timeout)
+  check_futures(futures, "as_completed")
+  check_timeout(timeout, 2, "as_completed")
+  local deadline = timeout and core.hrtime() + timeout
+  local pending = {}
+  for i = 1, #futures do pending[futures[i]] = true end
+  return function()
+    if next(pending) == nil then return nil end
+    local function earliest()
+      local best
+      for f in pairs(pending) do
+        if f.job.ready and (not best or f.job.finish_serial < best.job.finish_serial) then
+          best = f
+        end
+      end
+      return best
+    end
+    local found = earliest()
+    if not found then
+      local remaining = deadline and math.max(0, deadline - core.hrtime())
+      loop.wait(function() found = earliest(); return found ~= nil end, remaining)
+      if not found then
+        local left = 0
+        for _ in pairs(pending) do left = left + 1 end
+        errors.raise(errors.new("timeout", ("as_completed: %d of %d futures unfinished after %g s")
+          :format(left, #futures, timeout)))
+      end
+    end
+    pending[found] = nil
+    return found
+  end
+end
+
+-- lmp.wait(futures, {timeout=, return_when=}) -> done, not_done (arrays).
+function executor.wait(futures, opts)
+  check_futures(futures, "wait")
+  opts = opts or {}
+  if type(opts) ~= "table" then
+    errors.argument(2, "wait", "options table expected, got " .. type(opts))
+  end
+  check_timeout(opts.timeout, 2, "wait")
+  local when = opts.return_when or "ALL_COMPLETED"
+  if when ~= "ALL_COMPLETED" and when ~= "FIRST_COMPLETED" and when ~= "FIRST_EXCEPTION" then
+    errors.argument(2, "wait", "return_when must be ALL_COMPLETED, FIRST_COMPLETED or "
+      .. "FIRST_EXCEPTION, got " .. tostring(when))
+  end
+  local function finished()
+    local done = 0
+    for _, f in ipairs(futures) do
+      if f.job.ready then
+        done = done + 1
+        if when == "FIRST_COMPLETED" then return true end
+        if when == "FIRST_EXCEPTION" and f.job.error and not f:cancelled() then return true end
+      end
+    end
+    return done == #futures
+  end
+  loop.wait(finished, opts.timeout)
+  local done, not_done = {}, {}
+  for _, f in ipairs(futures) do
+    if f.job.ready then done[#done + 1] = f else not_done[#not_done + 1] = f end
+  end
+  return done, not_done
+end
+
+executor.Future = Future
+executor.Executor = Executor
+return executor
