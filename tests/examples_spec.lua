@@ -162,6 +162,22 @@ describe("examples", function()
     assert.is_true(speedup > 0)
   end)
 
+  it("executor_primes.lua counts primes with ProcessPoolExecutor.map", function()
+    assert.are.equal("Total primes found: 4203\n", check("executor_primes.lua"))
+  end)
+
+  it("executor_submit.lua waits on three futures", function()
+    assert.are.equal("future 1: 8\nfuture 2: 27\nfuture 3: 64\n", check("executor_submit.lua"))
+  end)
+
+  it("executor_as_completed.lua prints in completion order", function()
+    assert.are.equal(table.concat({
+      "fast finished (0.05 s)",
+      "medium finished (0.30 s)",
+      "slow finished (0.60 s)",
+    }, "\n") .. "\n", check("executor_as_completed.lua"))
+  end)
+
   it("every example is covered by this spec", function()
     local covered = {}
     local source = helpers.read_file(root .. "/tests/examples_spec.lua")
