@@ -21,6 +21,8 @@ void lmp__install_preload(lua_State *L);
 #include <uv.h>
 /* The loop lmp runs on in L; raises if the module is not open. */
 uv_loop_t *lmp__loop(lua_State *L);
+/* The main thread of L's state: libuv callbacks call Lua there. */
+lua_State *lmp__main_thread(lua_State *L);
 /* Calls the function below `nargs` arguments in protected mode; an error
  * goes to the reporter (lmp.on_error) or stderr. Pops them all. */
 int lmp__call_protected(lua_State *L, int nargs);
@@ -81,6 +83,8 @@ void lmp__install_preload(lua_State *L);
 #include <uv.h>
 /* The loop lmp runs on in L; raises if the module is not open. */
 uv_loop_t *lmp__loop(lua_State *L);
+/* The main thread of L's state: libuv callbacks call Lua there. */
+lua_State *lmp__main_thread(lua_State *L);
 /* Calls the function below `nargs` arguments in protected mode; an error
  * goes to the reporter (lmp.on_error) or stderr. Pops them all. */
 int lmp__call_protected(lua_State *L, int nargs);

@@ -21,7 +21,13 @@ static const char worker_exe_key = 'w';
 typedef struct loop_state {
   uv_loop_t *loop;
   int running; /* inside uv_run: a nested run would break libuv */
+  lua_State *L; /* the main thread, where callbacks run */
+  /* Delivers queued callbacks when someone else turns the loop (luv's
+   * uv.run(), a host's uv_run); unreferenced, so it keeps nothing alive. */
+  uv_check_t drainer;
 } loop_state;
+
+static const char drain_key = 'd';
 
 void lmp_set_loop(lua_State *L, uv_loop_t *loop) {
   lua_pushlightuserdata(L, loop);
@@ -41,28 +47,93 @@ uv_loop_t *lmp_get_loop(lua_State *L) {
   return state ? state->loop : NULL;
 }
 
-uv_loop_t *lmp__loop(lua_State *L) {
-  loop_state *state = get_state(L);
-  if (state == NULL) luaL_error(L, "lmp: the module is not open in this state");
-  return state->loop;
-}
-
 void lmp_set_worker_executable(lua_State *L, const char *path) {
   lua_pushstring(L, path);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &worker_exe_key);
 }
 
+lua_State *lmp__main_thread(lua_State *L) {
+  lua_State *main;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  main = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  return main;
+}
+
+/* luv runs on a loop of its own; when the script loaded luv, lmp joins
+ * that loop so that one uv.run() or one lmp.run() drives both. luv keeps
+ * its loop in the `_loop` field of its module table (a userdata that is
+ * the uv_loop_t itself), or, when a host gave it one, as the first field
+ * of its registry context. */
+static uv_loop_t *luv_loop_of(lua_State *L) {
+  uv_loop_t *loop = NULL;
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, "luv") == LUA_TTABLE) {
+    if (lua_getfield(L, -1, "_loop") == LUA_TUSERDATA) {
+      loop = lua_touserdata(L, -1);
+    } else if (lua_getfield(L, LUA_REGISTRYINDEX, "luv_context") == LUA_TUSERDATA) {
+      loop = *(uv_loop_t **)lua_touserdata(L, -1);
+      lua_pop(L, 1);
+    } else {
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 2);
+  return loop;
+}
+
+static void on_check(uv_check_t *handle) {
+  loop_state *state = handle->data;
+  if (state->running || state->L == NULL) return;
+  if (lua_rawgetp(state->L, LUA_REGISTRYINDEX, &drain_key) != LUA_TFUNCTION) {
+    lua_pop(state->L, 1);
+    return;
+  }
+  lmp__call_protected(state->L, 0);
+}
+
 /* Runs when the lua_State closes, after every object made later has been
- * finalized: their handles are closing, so a few turns free them. */
+ * finalized: their handles are closing, so a few turns free them. It is
+ * made when lmp first needs the loop, after luv if luv is used, so it runs
+ * before luv closes the loop. */
 static int loop_state_gc(lua_State *L) {
   loop_state *state = luaL_checkudata(L, 1, LOOP_STATE_META);
   int i;
-  (void)L;
   if (state->loop == NULL || state->running) return 0;
   lmp__close_interrupt();
+  uv_close((uv_handle_t *)&state->drainer, NULL);
+  state->L = NULL;
   for (i = 0; i < 4; i++) uv_run(state->loop, UV_RUN_NOWAIT);
   state->loop = NULL;
+  lua_pushnil(L);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &loop_state_key);
   return 0;
+}
+
+/* The loop is chosen when lmp first needs it: the host's, luv's, or
+ * libuv's default loop. */
+uv_loop_t *lmp__loop(lua_State *L) {
+  loop_state *state = get_state(L);
+  uv_loop_t *loop;
+  if (state) return state->loop;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &host_loop_key) == LUA_TLIGHTUSERDATA)
+    loop = lua_touserdata(L, -1);
+  else if ((loop = luv_loop_of(L)) == NULL)
+    loop = uv_default_loop();
+  lua_pop(L, 1);
+  if (loop == NULL) luaL_error(L, "lmp: cannot create the event loop");
+  state = lua_newuserdatauv(L, sizeof *state, 0);
+  memset(state, 0, sizeof *state);
+  state->loop = loop;
+  state->L = lmp__main_thread(L);
+  uv_check_init(loop, &state->drainer);
+  state->drainer.data = state;
+  uv_check_start(&state->drainer, on_check);
+  uv_unref((uv_handle_t *)&state->drainer);
+  luaL_setmetatable(L, LOOP_STATE_META);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &loop_state_key);
+  return loop;
 }
 
 /* Calls the function below its `nargs` arguments on the stack in protected
@@ -107,6 +178,14 @@ int lmp__call_protected(lua_State *L, int nargs) {
   return status;
 }
 
+/* core.set_drain(fn): what the drainer calls (the Lua queue of callbacks). */
+static int core_set_drain(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &drain_key);
+  return 0;
+}
+
 static int core_set_reporter(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
   lua_settop(L, 1);
@@ -117,8 +196,10 @@ static int core_set_reporter(lua_State *L) {
 /* core.run_once(block): one turn of the loop. Returns whether anything is
  * still active. Refuses to nest, which libuv does not allow. */
 static int core_run_once(lua_State *L) {
-  loop_state *state = get_state(L);
+  loop_state *state;
   int block = lua_toboolean(L, 1), alive;
+  lmp__loop(L);
+  state = get_state(L);
   if (state->running)
     return luaL_error(L, "lmp: a blocking call was made while the event loop "
                          "is running (inside a libuv callback); use a callback "
@@ -127,6 +208,13 @@ static int core_run_once(lua_State *L) {
   alive = uv_run(state->loop, block ? UV_RUN_ONCE : UV_RUN_NOWAIT);
   state->running = 0;
   lua_pushboolean(L, alive);
+  return 1;
+}
+
+/* core.loop_is_luv() -> whether lmp runs on luv's loop. */
+static int core_loop_is_luv(lua_State *L) {
+  uv_loop_t *loop = lmp__loop(L);
+  lua_pushboolean(L, loop != NULL && loop == luv_loop_of(L));
   return 1;
 }
 
@@ -190,7 +278,7 @@ static int core_timer(lua_State *L) {
   if (t == NULL) return luaL_error(L, "lmp: not enough memory");
   uv_timer_init(lmp__loop(L), &t->handle);
   t->handle.data = t;
-  t->L = L;
+  t->L = lmp__main_thread(L);
   lua_pushvalue(L, 2);
   t->callback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   *box = t;
@@ -209,27 +297,15 @@ static const luaL_Reg loop_functions[] = {
     {"hrtime", core_hrtime},
     {"timer", core_timer},
     {"set_reporter", core_set_reporter},
+    {"set_drain", core_set_drain},
+    {"loop_is_luv", core_loop_is_luv},
     {"worker_executable", core_worker_executable},
     {NULL, NULL}};
 
 void lmp__open_loop(lua_State *L) {
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &loop_state_key) == LUA_TNIL) {
-    loop_state *state = lua_newuserdatauv(L, sizeof *state, 0);
-    memset(state, 0, sizeof *state);
-    if (luaL_newmetatable(L, LOOP_STATE_META)) {
-      lua_pushcfunction(L, loop_state_gc);
-      lua_setfield(L, -2, "__gc");
-    }
-    lua_setmetatable(L, -2);
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &host_loop_key) == LUA_TLIGHTUSERDATA) {
-      state->loop = lua_touserdata(L, -1);
-    } else {
-      /* libuv's default loop, which luv uses too: both run on one loop. */
-      state->loop = uv_default_loop();
-      if (state->loop == NULL) luaL_error(L, "lmp: cannot create the event loop");
-    }
-    lua_pop(L, 1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &loop_state_key);
+  if (luaL_newmetatable(L, LOOP_STATE_META)) {
+    lua_pushcfunction(L, loop_state_gc);
+    lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
   if (luaL_newmetatable(L, TIMER_META)) {

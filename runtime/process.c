@@ -246,7 +246,7 @@ static int core_spawn(lua_State *L) {
     return lua_error(L);
   }
   c->pid = c->process.pid;
-  c->L = L;
+  c->L = lmp__main_thread(L);
   lua_pushvalue(L, 3);
   c->on_message_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, 4);
@@ -364,7 +364,19 @@ static int child_gc(lua_State *L) {
   return 0;
 }
 
+/* handle:keep_loop_alive(bool): a worker with nothing to do must not keep
+ * the loop running (so that luv's uv.run() can return); one with work or
+ * on its way out must. */
+static int child_keep_loop_alive(lua_State *L) {
+  child *c = check_child(L);
+  void (*set)(uv_handle_t *) = lua_toboolean(L, 2) ? uv_ref : uv_unref;
+  if (!uv_is_closing((uv_handle_t *)&c->process)) set((uv_handle_t *)&c->process);
+  if (!uv_is_closing((uv_handle_t *)&c->channel)) set((uv_handle_t *)&c->channel);
+  return 0;
+}
+
 static const luaL_Reg child_methods[] = {
+    {"keep_loop_alive", child_keep_loop_alive},
     {"send", child_send},       {"close_input", child_close_input},
     {"kill", child_kill},       {"pid", child_pid},
     {"queued_bytes", child_queued_bytes}, {"close", child_gc},

@@ -93,6 +93,21 @@ function loop.wait(ready, timeout)
     waiting[co] = {ready = ready, deadline = deadline}
     return coroutine.yield()
   end
+  local luv = package.loaded.luv
+  if type(luv) == "table" and luv.run then
+    -- Inside a luv callback the loop is already turning: a nested turn
+    -- would corrupt libuv, so refuse as run_once does for lmp's own.
+    local level = 2
+    while true do
+      local info = debug.getinfo(level, "f")
+      if not info then break end
+      if info.func == luv.run then
+        error(core.error("closed", "a blocking call was made while the event loop is "
+          .. "running (inside a luv callback); use a callback or lmp.spawn instead"), 0)
+      end
+      level = level + 1
+    end
+  end
   while true do
     local alive = core.run_once(true)
     loop.drain()
@@ -104,6 +119,10 @@ function loop.wait(ready, timeout)
     end
   end
 end
+
+-- When another turns the loop (luv's uv.run(), a C host), callbacks are
+-- delivered right after the events that queued them.
+core.set_drain(function() loop.drain() end)
 
 function loop.busy()
   return pending > 0 or head <= tail or next(waiting) ~= nil

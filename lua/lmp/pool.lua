@@ -341,6 +341,12 @@ local function new_task(job, fn, mode, items, first, timeout)
           count = items.n, timeout = timeout}
 end
 
+-- An idle worker does not keep the event loop alive (luv's uv.run() may
+-- return); one that is starting, working or leaving does.
+function Pool:_keep_alive(w)
+  w.handle:keep_loop_alive(#w.inflight > 0 or not w.ready or w.retiring == true)
+end
+
 function Pool:_free_worker()
   -- A second task in flight hides the round trip for short tasks; for long
   -- ones it would wait behind the first while another worker frees up.
@@ -375,6 +381,7 @@ function Pool:_pump()
     for _, w in ipairs(self.workers) do
       if #w.inflight == 0 and not w.retiring then
         w.retiring = true
+        self:_keep_alive(w)
         w.handle:close_input()
       end
     end
@@ -396,6 +403,7 @@ function Pool:_send(w, task)
     w.functions[task.function_id] = nil
     self:_enqueue(task, true)
     w.retiring = true
+    self:_keep_alive(w)
     return
   end
   w.sent = w.sent + 1
@@ -404,10 +412,12 @@ function Pool:_send(w, task)
   if self.maxtasks and w.sent >= self.maxtasks then
     -- Replaced after its last task: nothing it was given is lost or repeated.
     w.retiring = true
+    self:_keep_alive(w)
     w.handle:close_input()
     self:_start_worker()
   end
   if #w.inflight == 1 then self:_task_started(w, task) end
+  self:_keep_alive(w)
 end
 
 -- A worker runs its tasks in order: the first in flight is the running one.
@@ -443,10 +453,12 @@ function Pool:_on_message(w, message)
       end
     end
     task.job:deliver(task, message[3], errs)
+    self:_keep_alive(w)
     self:_pump()
   elseif op == "ready" then
     w.ready = true
     self.start_failures = 0
+    self:_keep_alive(w)
     self:_pump()
   elseif op == "init_error" then
     local info = message[2]
@@ -751,6 +763,7 @@ function Pool:terminate()
     for _, task in ipairs(w.inflight) do task.job:finish(err) end
     w.inflight = {}
     w.retiring = true
+    self:_keep_alive(w)
     w.handle:kill(9)
   end
 end
