@@ -67,6 +67,11 @@ static int core_cpu_count(lua_State *L) {
   return 1;
 }
 
+static int core_isatty(lua_State *L) {
+  lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+  return 1;
+}
+
 static int core_getpid(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)getpid());
   return 1;
@@ -76,6 +81,7 @@ static const luaL_Reg core_functions[] = {
     {"dumps", core_dumps},         {"loads", core_loads},
     {"register", core_register},   {"error", core_error},
     {"cpu_count", core_cpu_count}, {"getpid", core_getpid},
+    {"isatty", core_isatty},
     {NULL, NULL}};
 
 /* A worker that dies while the main process writes to it must show up as

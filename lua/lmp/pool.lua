@@ -13,6 +13,7 @@
 local core = require "lmp.core"
 local loop = require "lmp.loop"
 local errors = require "lmp.errors"
+local progress = require "lmp.progress"
 
 local Pool = {}
 Pool.__index = Pool
@@ -80,6 +81,9 @@ local function options_of(opts, argn, fname)
   if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout <= 0) then
     argument_error(argn, fname, "timeout must be a positive number")
   end
+  if opts.progress ~= nil and type(opts.progress) ~= "boolean" then
+    argument_error(argn, fname, "progress must be a boolean")
+  end
   for _, name in ipairs{"callback", "error_callback"} do
     if opts[name] ~= nil and type(opts[name]) ~= "function" then
       argument_error(argn, fname, name .. " must be a function")
@@ -125,6 +129,7 @@ local finish_serial = 0
 function Job:finish(err)
   if self.ready then return end
   self.ready = true
+  if self.bar then self.bar:finish() end
   self.error = err
   finish_serial = finish_serial + 1
   self.finish_serial = finish_serial -- completion order, for as_completed
@@ -160,6 +165,7 @@ function Job:deliver(task, values, errs)
     if errs and errs[i] then return self:finish(errs[i]) end
     results[task.first + i - 1] = values[i]
   end
+  if self.bar then self.bar:advance(task.count) end
   self.received = self.received + task.count
   if self.received >= self.total then self:finish(nil) end
 end
@@ -190,6 +196,9 @@ local function new_pool(opts, fname)
   if task_timeout ~= nil and (type(task_timeout) ~= "number" or task_timeout <= 0) then
     argument_error(1, fname, "task_timeout must be a positive number")
   end
+  if opts.progress ~= nil and type(opts.progress) ~= "boolean" then
+    argument_error(1, fname, "progress must be a boolean")
+  end
   local start_method = opts.start_method or "spawn"
   if start_method ~= "spawn" then
     argument_error(1, fname, ("start method '%s' is not supported yet; use 'spawn'")
@@ -200,6 +209,7 @@ local function new_pool(opts, fname)
     processes = processes,
     maxtasks = maxtasks,
     task_timeout = task_timeout,
+    progress = opts.progress,
     workers = {},          -- live worker records
     queue = {}, queue_head = 1, queue_tail = 0,
     -- Lazy jobs (imap) that feed the queue as it drains, held weakly: an
@@ -513,6 +523,11 @@ function Pool:_fail_task(task, err)
   task.job:deliver(task, {n = task.count}, errs)
 end
 
+function Pool:_wants_progress(opts)
+  if opts.progress ~= nil then return opts.progress end
+  return self.progress
+end
+
 function Pool:_check_open(fname)
   if self.state ~= "running" then
     error(errors.new("closed", ("%s on a pool that is %s"):format(fname, self.state)), 3)
@@ -548,6 +563,7 @@ function Pool:_submit_all(job, fn, mode, read, total, chunksize, timeout)
     tasks[#tasks + 1] = new_task(job, fn, mode, items, index - items.n + 1, timeout)
   end
   job.total = index
+  if job.bar then job.bar.total = index end
   for _, task in ipairs(tasks) do self:_enqueue(task) end
   if index == 0 then job:finish(nil) end
   job.results.n = index
@@ -564,6 +580,7 @@ local function map_job(self, fname, fn, iterable, opts, mode, async)
   self:_check_open(fname)
   local job = new_job(self.ref, "map", {async = async, callback = opts.callback,
                                         error_callback = opts.error_callback})
+  if self:_wants_progress(opts) then job.bar = progress.new(fname, total) end
   return self:_submit_all(job, fn, mode, read, total, opts.chunksize, opts.timeout)
 end
 
@@ -641,6 +658,7 @@ function StreamCloser.__close(closer) closer.stop() end
 function Pool:_stream(fname, fn, read, total, opts, ordered, mode)
   self:_check_open(fname)
   local job = new_job(self.ref, "imap", {})
+  local bar = self:_wants_progress(opts) and progress.new(fname, total)
   local fixed = opts.chunksize
   local limit = total and default_chunksize(total, self.processes) or 4096
   local chunksize = fixed or 1
@@ -711,9 +729,11 @@ function Pool:_stream(fname, fn, read, total, opts, ordered, mode)
     local slot = next_slot()
     local outcome = slot and outcomes[slot]
     if outcome == nil then
+      if bar then bar:finish() end
       if job.error then errors.raise(job.error) end
       return nil
     end
+    if bar then bar:advance(1) end
     local value = values[slot]
     values[slot], outcomes[slot] = nil, nil
     if ordered then next_index = next_index + 1 else arrivals[head] = nil; head = head + 1 end
@@ -724,6 +744,7 @@ function Pool:_stream(fname, fn, read, total, opts, ordered, mode)
     return value, slot
   end
   local closer = setmetatable({stop = function()
+    if bar then bar:finish() end
     exhausted = true
     pool.streams[job] = nil
     pool:_pump()
