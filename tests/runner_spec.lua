@@ -71,6 +71,18 @@ describe("the lmp runner", function()
     assert.matches("lmp task error %(item 1, process %d+%): .*in the worker", err)
   end)
 
+  it("a submission refused for an unsendable argument leaves nothing pending", function()
+    local status, out = helpers.run_lua([[
+      local lmp = require "lmp"
+      local pool = lmp.Pool(1)
+      print(pcall(pool.apply_async, pool, print, {io.tmpfile()}))
+      print(pcall(pool.map_async, pool, print, {1, coroutine.create(print)}))
+      print("end of script")
+    ]], "timeout 10 " .. helpers.runner)
+    assert.equal(0, status)
+    assert.matches("end of script\n$", out)
+  end)
+
   it("os.exit keeps its status", function()
     local status = run("os.exit(3)")
     assert.equal(3, status)

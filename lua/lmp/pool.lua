@@ -118,10 +118,17 @@ local Job = {}
 Job.__index = Job
 
 local function new_job(pool_ref, kind, opts)
-  local job = setmetatable({pool_ref = pool_ref, kind = kind, opts = opts,
+  return setmetatable({pool_ref = pool_ref, kind = kind, opts = opts,
     results = {n = 0}, received = 0, ready = false}, Job)
-  if opts.async then loop.add_pending(1) end
-  return job
+end
+
+-- Once its tasks are queued, an async job keeps lmp.run() turning until it
+-- finishes; a call that raised before queueing leaves nothing pending.
+function Job:queued()
+  if self.opts.async and not self.ready and not self.pending then
+    self.pending = true
+    loop.add_pending(1)
+  end
 end
 
 local finish_serial = 0
@@ -136,7 +143,7 @@ function Job:finish(err)
   if self.listeners then
     for _, listener in ipairs(self.listeners) do listener(self) end
   end
-  if self.opts.async then loop.add_pending(-1) end
+  if self.pending then loop.add_pending(-1) end
   if err then
     if self.opts.error_callback then loop.defer(self.opts.error_callback, err) end
   elseif self.opts.callback then
@@ -565,6 +572,7 @@ function Pool:_submit_all(job, fn, mode, read, total, chunksize, timeout)
   job.total = index
   if job.bar then job.bar.total = index end
   for _, task in ipairs(tasks) do self:_enqueue(task) end
+  job:queued()
   if index == 0 then job:finish(nil) end
   job.results.n = index
   self:_pump()
@@ -629,6 +637,7 @@ function Pool:_apply_job(fname, fn, args, opts, async)
   job.total = 1
   job.task = task
   self:_enqueue(task)
+  job:queued()
   self:_pump()
   return job
 end
