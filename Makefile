@@ -65,18 +65,34 @@ $(BUILD)/test/crash.so: tests/c/crash.c
 	mkdir -p $(BUILD)/test
 	$(CC) $(CFLAGS_ALL) -shared $(LDFLAGS_ALL) -o $@ $<
 
-test: all $(BUILD)/test/crash.so
+test: all $(BUILD)/test/crash.so $(BUILD)/examples/embed-host
 	tests/run.sh $(BUILD)
 
-# AddressSanitizer + UBSan: the whole suite, run by the instrumented runner.
+# AddressSanitizer + UBSan: the whole suite against the instrumented module,
+# runner and workers (lua5.4 gets the sanitizer runtimes preloaded). Leaks
+# are valgrind's job (make valgrind): LeakSanitizer would flag every
+# uninstrumented tool the tests start.
 asan:
 	$(MAKE) BUILD=build-asan OPTFLAGS="-O1 -g -fno-omit-frame-pointer" \
-	  SANFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all build-asan/test/crash.so
-	LMP_TEST_LUA="build-asan/bin/lmp" ASAN_OPTIONS=detect_leaks=1 tests/run.sh build-asan
+	  SANFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all \
+	  build-asan/test/crash.so build-asan/examples/embed-host
+	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	  ASAN_OPTIONS=detect_leaks=0:handle_segv=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	  LMP_SANITIZED=1 tests/run.sh build-asan
 
-valgrind: all $(BUILD)/test/crash.so
-	LMP_TEST_LUA="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite build/bin/lmp" \
-	  tests/run.sh $(BUILD)
+# valgrind: the suite with the main process under valgrind, then the pool
+# specs again with every worker under valgrind too (tools/valgrind-worker.sh).
+VALGRIND = valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
+valgrind: all $(BUILD)/test/crash.so $(BUILD)/examples/embed-host
+	LMP_TEST_LUA="$(VALGRIND) $(BUILD)/bin/lmp" tests/run.sh $(BUILD)
+	rm -rf $(BUILD)/valgrind && mkdir -p $(BUILD)/valgrind
+	LMP_WORKER=$(CURDIR)/tools/valgrind-worker.sh LMP_VALGRIND_LOGS=$(CURDIR)/$(BUILD)/valgrind \
+	  LMP_VALGRIND_WORKER=$(CURDIR)/$(BUILD)/bin/lmp-worker \
+	  LMP_SPECS="tests/pool_spec.lua tests/executor_spec.lua tests/value_spec.lua" \
+	  LMP_TEST_LUA="$(VALGRIND) $(BUILD)/bin/lmp" tests/run.sh $(BUILD)
+	@if grep -l "definitely lost\|Invalid\|uninitialised\|ERROR SUMMARY: [1-9]" $(BUILD)/valgrind/*.log; then \
+	  echo "valgrind: errors in the worker logs above"; exit 1; fi
+	@echo "valgrind: $$(ls $(BUILD)/valgrind | wc -l) worker logs clean"
 
 fuzz:
 	tests/fuzz/run.sh $(FUZZ_SECONDS)
@@ -85,18 +101,40 @@ bench: all
 	tests/bench/run.sh $(BUILD)
 
 # ---- install -------------------------------------------------------------
+# The standard Lua layout under PREFIX. Each directory can be set on its
+# own: rockspec/lmp-scm-1.rockspec maps LuaRocks' directories onto them.
+# core.so finds the worker at <CMODDIR>/lmp/../../../../bin/lmp-worker, so
+# keep CMODDIR and BINDIR in the shape below when moving them.
+LMP_VERSION := $(shell sed -n 's/^\#define LMP_VERSION "\(.*\)"/\1/p' runtime/lmp.h)
 LUADIR = $(PREFIX)/share/lua/5.4
 CMODDIR = $(PREFIX)/lib/lua/5.4
+BINDIR = $(PREFIX)/bin
+INCDIR = $(PREFIX)/include
+LIBDIR = $(PREFIX)/lib
+PKGCONFIGDIR = $(LIBDIR)/pkgconfig
 install: all
-	install -d $(DESTDIR)$(LUADIR)/lmp $(DESTDIR)$(CMODDIR)/lmp $(DESTDIR)$(PREFIX)/bin \
-	  $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -d $(DESTDIR)$(LUADIR)/lmp $(DESTDIR)$(CMODDIR)/lmp $(DESTDIR)$(BINDIR) \
+	  $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR)
 	install -m 644 $(LUA_MODULES) $(DESTDIR)$(LUADIR)/lmp/
 	install -m 755 $(BUILD)/lmp/core.so $(DESTDIR)$(CMODDIR)/lmp/core.so
-	install -m 755 $(BUILD)/bin/lmp $(BUILD)/bin/lmp-worker $(DESTDIR)$(PREFIX)/bin/
-	install -m 644 runtime/lmp.h $(DESTDIR)$(PREFIX)/include/lmp.h
-	install -m 644 $(BUILD)/liblmp.a $(DESTDIR)$(PREFIX)/lib/liblmp.a
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LUA_PKG@|$(LUA_PKG)|' rockspec/lmp.pc.in \
-	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/lmp.pc
+	install -m 755 $(BUILD)/bin/lmp $(BUILD)/bin/lmp-worker $(DESTDIR)$(BINDIR)/
+	install -m 644 runtime/lmp.h $(DESTDIR)$(INCDIR)/lmp.h
+	install -m 644 $(BUILD)/liblmp.a $(DESTDIR)$(LIBDIR)/liblmp.a
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@INCDIR@|$(INCDIR)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	  -e 's|@LUA_PKG@|$(LUA_PKG)|' -e 's|@VERSION@|$(LMP_VERSION)|' rockspec/lmp.pc.in \
+	  > $(DESTDIR)$(PKGCONFIGDIR)/lmp.pc
+
+# ---- the embedding example (examples/embed, DESIGN.md section 5) ------------
+# A host program that links liblmp.a and serves as its own worker executable.
+$(BUILD)/examples/embed-host: examples/embed/host.c runtime/lmp.h $(BUILD)/liblmp.a
+	mkdir -p $(BUILD)/examples
+	$(CC) -std=c99 -Wall -Wextra $(OPTFLAGS) $(SANFLAGS) -Iruntime $(LUA_CFLAGS) $(UV_CFLAGS) \
+	  $(CFLAGS) $(LDFLAGS_ALL) -o $@ examples/embed/host.c $(BUILD)/liblmp.a \
+	  $(LUA_LIBS) $(UV_LIBS) -lm -ldl
+
+.PHONY: embed-example
+embed-example: $(BUILD)/examples/embed-host
+	$(BUILD)/examples/embed-host examples/embed/script.lua
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -14,6 +14,7 @@
 
 static uv_async_t interrupt_async;
 static lua_State *interrupted_state;
+static struct sigaction previous_action; /* the host's, given back at close */
 static volatile sig_atomic_t installed;
 
 static void LMP_NORETURN stop_everything(void) {
@@ -61,7 +62,7 @@ static int core_handle_interrupts(lua_State *L) {
   memset(&action, 0, sizeof action);
   action.sa_handler = on_sigint;
   sigemptyset(&action.sa_mask);
-  sigaction(SIGINT, &action, NULL);
+  sigaction(SIGINT, &action, &previous_action);
   installed = 1;
   return 0;
 }
@@ -69,7 +70,7 @@ static int core_handle_interrupts(lua_State *L) {
 /* Called when the lua_State closes: the handler must not touch it after. */
 void lmp__close_interrupt(void) {
   if (!installed) return;
-  signal(SIGINT, SIG_DFL);
+  sigaction(SIGINT, &previous_action, NULL);
   interrupted_state = NULL;
   uv_close((uv_handle_t *)&interrupt_async, NULL);
   installed = 0;

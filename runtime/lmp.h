@@ -1,7 +1,13 @@
 /* lmp: multiprocessing for Lua. The embedding API.
  *
- * A host program that runs Lua 5.4 links liblmp.a (pkg-config --libs lmp)
- * and uses these calls. Typical host:
+ * A host program that runs Lua 5.4 links liblmp.a and uses these calls:
+ *
+ *   cc host.c $(pkg-config --cflags --libs lmp)
+ *
+ * (liblmp.a needs Lua 5.4, libuv, -lm and -ldl, which lmp.pc names). This
+ * header includes uv.h, which under strict -std=c99 needs
+ * _POSIX_C_SOURCE 200809L defined before it. Typical host (a whole one is
+ * examples/embed/host.c):
  *
  *   int main(int argc, char **argv) {
  *     int status = lmp_worker_main(argc, argv, register_my_functions, NULL);
@@ -10,7 +16,8 @@
  *     luaL_openlibs(L);
  *     register_my_functions(L, NULL);
  *     lmp_set_worker_executable(L, "/proc/self/exe");
- *     luaL_requiref(L, "lmp", luaopen_lmp, 0);
+ *     luaL_requiref(L, "lmp", luaopen_lmp, 1);
+ *     lua_pop(L, 1);
  *     ... run scripts; call lmp_run(L) to deliver pending callbacks ...
  *     lua_close(L);                           // stops every worker
  *   }
@@ -41,24 +48,39 @@ int luaopen_lmp(lua_State *L);
  * plain lua5.4. Returns 1 with the table pushed. */
 int luaopen_lmp_core(lua_State *L);
 
-/* Makes lmp in L use `loop` instead of libuv's default loop, so that pool
- * events are delivered when the host runs its own loop. Call before the
- * module is opened in L. lmp never closes a loop it did not create; the
- * loop must outlive L. */
+/* Makes lmp in L use `loop` instead of libuv's default loop (or luv's):
+ * lmp's handles (worker pipes and processes, timers) live on it. Call it
+ * before the module is opened in L; once lmp has picked its loop (when it
+ * first needs one), later calls are ignored. The host keeps ownership: lmp
+ * never closes the loop, which must outlive L.
+ *
+ * lmp's blocking calls and lmp_run(L) turn the loop, so the host's own
+ * handles on it run meanwhile. When the host turns it (uv_run), lmp's Lua
+ * callbacks run right after the events that queued them, on L's main
+ * thread. lua_close(L) closes every handle lmp made on the loop and turns
+ * it until they are freed, so that uv_loop_close(loop) succeeds once the
+ * host has closed its own handles. */
 void lmp_set_loop(lua_State *L, uv_loop_t *loop);
 
-/* Returns the loop lmp uses in L (after the module was opened), or NULL. */
+/* Returns the loop lmp uses in L, or NULL while lmp has not needed one yet
+ * (it picks it when it first starts a pool or a timer). */
 uv_loop_t *lmp_get_loop(lua_State *L);
 
 /* Sets the executable that pools in L start as workers. The string is
  * copied. The executable must call lmp_worker_main at the top of main (the
- * host itself: pass "/proc/self/exe"). Without it lmp uses $LMP_WORKER,
- * then the lmp-worker installed beside the module. */
+ * host itself: pass "/proc/self/exe", or better what readlink() gives for
+ * it, which stays right under valgrind and other launchers). $LMP_WORKER,
+ * when set, overrides it. Without either, lmp uses the lmp-worker found
+ * relative to the code of lmp (for core.so in
+ * <prefix>/lib/lua/5.4/lmp, <prefix>/bin/lmp-worker; for a host that links
+ * liblmp.a, relative to the host's executable, which is rarely meant),
+ * then "lmp-worker" on PATH. */
 void lmp_set_worker_executable(lua_State *L, const char *path);
 
 /* Called by a worker before it runs any task, with the worker's fresh
- * lua_State (standard libraries and lmp open): register C functions here
- * so that tasks can use them. */
+ * lua_State (standard libraries open, lmp's modules in package.preload so
+ * that require "lmp" works): register C functions here so that tasks can
+ * use them. */
 typedef void (*lmp_setup_fn)(lua_State *L, void *ud);
 
 /* Turns this process into a worker if it was started as one (argv holds
@@ -68,8 +90,9 @@ typedef void (*lmp_setup_fn)(lua_State *L, void *ud);
 int lmp_worker_main(int argc, char **argv, lmp_setup_fn setup, void *ud);
 
 /* Turns the loop until every pending lmp callback has fired (lmp.run()).
- * Returns 0, or -1 with an error message pushed on L if a Lua error
- * escaped. */
+ * Pools stay open; lua_close(L) stops them. Must not be called from inside
+ * a libuv callback (libuv forbids a nested uv_run). Returns 0, or -1 with
+ * the error value pushed on L if a Lua error escaped. */
 int lmp_run(lua_State *L);
 
 #ifdef __cplusplus

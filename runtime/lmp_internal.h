@@ -5,40 +5,14 @@
 #include <lua.h>
 #include <lauxlib.h>
 
+#include <uv.h>
+
 #include "buffer.h"
 
 #if defined(__GNUC__)
 #define LMP_NORETURN __attribute__((noreturn))
 #else
 #define LMP_NORETURN
-/* core.c: a buffer boxed in a userdata with __gc, pushed on the stack. */
-lmp_buffer *lmp__new_encode_box(lua_State *L);
-
-/* embed.c: package.preload entries for lmp's embedded Lua modules. */
-void lmp__install_preload(lua_State *L);
-
-/* loop.c */
-#include <uv.h>
-/* The loop lmp runs on in L; raises if the module is not open. */
-uv_loop_t *lmp__loop(lua_State *L);
-/* The main thread of L's state: libuv callbacks call Lua there. */
-lua_State *lmp__main_thread(lua_State *L);
-/* Calls the function below `nargs` arguments in protected mode; an error
- * goes to the reporter (lmp.on_error) or stderr. Pops them all. */
-int lmp__call_protected(lua_State *L, int nargs);
-
-/* loop.c and process.c add their functions to the lmp.core table on top. */
-void lmp__open_loop(lua_State *L);
-void lmp__open_process(lua_State *L);
-void lmp__open_worker(lua_State *L);
-void lmp__open_interrupt(lua_State *L);
-/* interrupt.c: stops watching for Ctrl-C (the lua_State is closing). */
-void lmp__close_interrupt(void);
-
-/* process.c: kills and reaps every worker still running; returns how many.
- * Used on Ctrl-C. */
-int lmp__kill_all_workers(void);
-
 #endif
 
 /* value.c: the value format (see value_format.md). */
@@ -80,8 +54,8 @@ lmp_buffer *lmp__new_encode_box(lua_State *L);
 void lmp__install_preload(lua_State *L);
 
 /* loop.c */
-#include <uv.h>
-/* The loop lmp runs on in L; raises if the module is not open. */
+/* The loop lmp runs on in L, chosen at its first use: the host's, luv's,
+ * or libuv's default loop. */
 uv_loop_t *lmp__loop(lua_State *L);
 /* The main thread of L's state: libuv callbacks call Lua there. */
 lua_State *lmp__main_thread(lua_State *L);
@@ -89,7 +63,7 @@ lua_State *lmp__main_thread(lua_State *L);
  * goes to the reporter (lmp.on_error) or stderr. Pops them all. */
 int lmp__call_protected(lua_State *L, int nargs);
 
-/* loop.c and process.c add their functions to the lmp.core table on top. */
+/* Each binding file adds its functions to the lmp.core table on top. */
 void lmp__open_loop(lua_State *L);
 void lmp__open_process(lua_State *L);
 void lmp__open_worker(lua_State *L);

@@ -90,7 +90,11 @@ static void on_check(uv_check_t *handle) {
     lua_pop(state->L, 1);
     return;
   }
+  /* We are inside someone else's uv_run: a blocking lmp call made by a
+   * callback must raise, not run the loop again inside it. */
+  state->running = 1;
   lmp__call_protected(state->L, 0);
+  state->running = 0;
 }
 
 /* Runs when the lua_State closes, after every object made later has been

@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/bin/bash
 # Runs the whole suite: the busted specs under Lua 5.4 and the C tests.
 # Ends with one line "N passed, N failed". Usage: tests/run.sh [build-dir]
 # LMP_TEST_LUA picks the interpreter (the ASan runner, valgrind ...).
@@ -15,12 +15,26 @@ export LMP_BUILD="$BUILD" LMP_ROOT="$ROOT"
 out=$(mktemp)
 specs=${LMP_SPECS:-$(ls tests/*_spec.lua)}
 # shellcheck disable=SC2086
+set -o pipefail
 $LUA_CMD /usr/bin/busted -o TAP $specs 2>&1 | tee "$out"
+status=$?
 passed=$(grep -c '^ok ' "$out")
 failed=$(grep -c '^not ok ' "$out")
+# busted exits with the number of failures; any other non-zero status (a
+# crash, valgrind's error code) fails the run too.
+if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
+  echo "# the test process exited with status $status"
+  failed=1
+fi
 # A spec file that fails to load is an error busted reports outside TAP.
 if grep -q '^# *Error\|^lua5.4: \|^lmp: ' "$out" && [ "$failed" -eq 0 ] && [ "$passed" -eq 0 ]; then
   failed=1
+fi
+# Under the sanitizers a report from any process (workers included, whose
+# stderr is ours) fails the run even if the test around it passed.
+if [ -n "$LMP_SANITIZED" ] && grep -q 'ERROR: AddressSanitizer\|runtime error:' "$out"; then
+  grep -B2 -A20 'ERROR: AddressSanitizer\|runtime error:' "$out" | head -60
+  failed=$((failed + 1))
 fi
 rm -f "$out"
 echo "$passed passed, $failed failed"

@@ -268,7 +268,10 @@ function Pool:_start_worker()
   local ref = self.ref
   local w = {inflight = {}, functions = {}, function_count = 0, sent = 0,
              ready = false, identity = worker_serial}
-  local exe = core.worker_executable() or core.find_worker()
+  -- $LMP_WORKER overrides (a debugger or valgrind wrapper); then what the
+  -- host or runner set; then the lmp-worker installed beside the module.
+  local exe = os.getenv("LMP_WORKER")
+  if exe == nil or exe == "" then exe = core.worker_executable() or core.find_worker() end
   local ok, handle = pcall(core.spawn, exe, {exe, core.worker_flag, tostring(core.getpid())},
     function(message)
       local pool = ref.pool
