@@ -1,12 +1,20 @@
 /* The value format: how a Lua value crosses between processes.
  * value_format.md beside this file describes the bytes. */
 #include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "lmp_internal.h"
+
+/* Numbers and counts are stored in the host's byte order, which the format
+ * defines as little-endian (value_format.md). */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "lmp's value format is little-endian: add byte swaps to value.c"
+#endif
 
 enum {
   T_NIL = 0,
@@ -197,12 +205,17 @@ static int enter(encoder *e) {
   return 0;
 }
 
+/* One pass of lua_next: the run of keys 1, 2, 3 ... it meets first is the
+ * array part, sent as bare values; every other pair follows as key, value.
+ * (Lua's traversal visits the array part first, in order. Relying on
+ * lua_rawlen instead would send every slot up to a border, and a border of
+ * a sparse table can be 2^26 for 50 keys.) */
 static int encode_table(encoder *e, int idx) {
   lua_State *L = e->L;
-  lua_Integer id, n, i;
-  uint32_t hash_count = 0;
-  size_t count_at;
-  int has_meta;
+  lua_Integer id, next_index = 1;
+  uint32_t array_count = 0, hash_count = 0;
+  size_t counts_at;
+  int has_meta, key, in_array = 1;
   if (lua_topointer(L, idx) == e->globals) {
     put_byte(e, T_GLOBALS);
     return 0;
@@ -211,42 +224,33 @@ static int encode_table(encoder *e, int idx) {
   if (enter(e)) return -1;
   has_meta = lua_getmetatable(L, idx);
   put_byte(e, has_meta ? T_TABLE_MT : T_TABLE);
-  n = (lua_Integer)lua_rawlen(L, idx);
-  put_varint(e, (uint64_t)n);
-  count_at = put_u32_placeholder(e);
-  for (i = 1; i <= n; i++) {
-    lua_rawgeti(L, idx, i);
-    if (encode_value(e, lua_gettop(L))) {
-      char part[32];
-      snprintf(part, sizeof part, "[%lld]", (long long)i);
-      path_prepend(e, part);
-      return -1;
-    }
-    lua_pop(L, 1);
-  }
+  counts_at = put_u32_placeholder(e);
+  put_u32_placeholder(e);
   lua_pushnil(L);
+  key = lua_gettop(L);
   while (lua_next(L, idx)) {
-    int key = lua_gettop(L) - 1;
-    if (lua_isinteger(L, key)) {
-      lua_Integer k = lua_tointeger(L, key);
-      if (k >= 1 && k <= n) {
-        lua_pop(L, 1);
-        continue;
+    if (in_array && lua_isinteger(L, key) && lua_tointeger(L, key) == next_index &&
+        array_count < UINT32_MAX) {
+      next_index++;
+      array_count++;
+    } else {
+      in_array = 0;
+      if (hash_count == UINT32_MAX)
+        return refuse(e, "a table with 2^32 keys", "split it");
+      hash_count++;
+      if (encode_value(e, key)) {
+        path_prepend(e, "[<a key>]");
+        return -1;
       }
-    }
-    if (encode_value(e, key)) {
-      path_prepend(e, "[<a key>]");
-      return -1;
     }
     if (encode_value(e, key + 1)) {
       path_prepend_key(e, key);
       return -1;
     }
     lua_pop(L, 1);
-    if (++hash_count == UINT32_MAX)
-      return refuse(e, "a table with 2^32 keys", "split it");
   }
-  patch_u32(e, count_at, hash_count);
+  patch_u32(e, counts_at, array_count);
+  patch_u32(e, counts_at + 4, hash_count);
   if (has_meta) {
     if (encode_value(e, lua_gettop(L))) {
       path_prepend(e, "(metatable)");
@@ -449,7 +453,7 @@ int lmp__encode(lua_State *L, int idx, lmp_buffer *out, const char *root) {
   if (status != 0) {
     const char *path = e.path + e.path_start;
     e.path[sizeof e.path - 1] = '\0';
-    if (!*root && *path == '.') path++;
+    if (!*root && *path == '.' && path[1] != '.') path++;
     if (!*root && !*path)
       lua_pushfstring(L, "cannot send %s: %s", e.what, e.fix);
     else
@@ -459,6 +463,10 @@ int lmp__encode(lua_State *L, int idx, lmp_buffer *out, const char *root) {
     lua_pushstring(L, path);
     lua_concat(L, 2);
     lua_setfield(L, -2, "path");
+    lua_pushstring(L, e.what);
+    lua_setfield(L, -2, "what");
+    lua_pushstring(L, e.fix);
+    lua_setfield(L, -2, "fix");
     lua_remove(L, -2);
   }
   return status;
@@ -472,12 +480,27 @@ typedef struct decoder {
   int refs; /* stack index: id -> object */
   lua_Integer next_id;
   int depth;
+  /* Table slots the input can still justify. Every array element, key and
+   * value starts with a tag byte of its own, so the slots of all tables
+   * together never outnumber the bytes; presizing from this budget bounds
+   * what forged counts in nested tables can make us allocate. */
+  size_t slot_budget;
 } decoder;
 
+/* Raises the message without a position: the one luaL_error would add is
+ * that of lmp's own Lua wrapper, which tells the reader nothing. */
+static LMP_NORETURN void decode_error(lua_State *L, const char *format, ...) {
+  va_list args;
+  va_start(args, format);
+  lua_pushvfstring(L, format, args);
+  va_end(args);
+  lua_error(L);
+  abort(); /* not reached: lua_error does not return */
+}
+
 static LMP_NORETURN void malformed(decoder *d, const char *what) {
-  luaL_error(d->L, "lmp.loads: malformed data (%s at byte %d)", what,
-             (int)(d->p - d->start));
-  abort(); /* not reached: luaL_error does not return */
+  decode_error(d->L, "lmp.loads: malformed data (%s at byte %I)", what,
+               (lua_Integer)(d->p - d->start));
 }
 
 static inline void need(decoder *d, size_t n) {
@@ -531,24 +554,22 @@ static void decode_value(decoder *d);
 
 static void decode_table(decoder *d, int with_meta) {
   lua_State *L = d->L;
-  uint64_t narray = get_varint(d), i;
-  uint32_t nhash = get_u32(d), k;
-  size_t left = (size_t)(d->end - d->p);
+  uint32_t narray = get_u32(d), nhash = get_u32(d), i;
+  uint64_t slots = (uint64_t)narray + 2 * (uint64_t)nhash + (with_meta ? 1 : 0);
   int table;
-  /* Every element takes at least one byte, every pair two: bound the
-   * allocation by what the input can hold. */
-  if (narray > left || (uint64_t)nhash * 2 > left - narray)
+  if (slots > (uint64_t)(d->end - d->p) || slots > d->slot_budget)
     malformed(d, "table larger than the data");
+  d->slot_budget -= (size_t)slots;
   enter_decode(d);
-  lua_createtable(L, (int)(narray > INT32_MAX ? INT32_MAX : narray),
-                  (int)(nhash > INT32_MAX ? INT32_MAX : nhash));
+  lua_createtable(L, (int)(narray > INT_MAX ? INT_MAX : narray),
+                  (int)(nhash > INT_MAX ? INT_MAX : nhash));
   table = lua_gettop(L);
   remember(d, new_id(d));
   for (i = 1; i <= narray; i++) {
     decode_value(d);
     lua_rawseti(L, table, (lua_Integer)i);
   }
-  for (k = 0; k < nhash; k++) {
+  for (i = 0; i < nhash; i++) {
     decode_value(d);
     if (lua_isnil(L, -1)) malformed(d, "nil table key");
     if (lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) != lua_tonumber(L, -1))
@@ -564,19 +585,130 @@ static void decode_table(decoder *d, int with_meta) {
   d->depth--;
 }
 
-/* Bytecode is loaded with an allocator that refuses any single block larger
- * than the chunk can justify, so that a forged size field cannot make the
- * loader reserve gigabytes. */
-typedef struct limited_alloc {
-  lua_Alloc alloc;
-  void *ud;
-  size_t limit;
-} limited_alloc;
+/* ---- checking a Lua binary chunk before Lua loads it ------------------- */
 
-static void *limited_allocator(void *ud, void *ptr, size_t osize, size_t nsize) {
-  limited_alloc *la = ud;
-  if (nsize > la->limit && (ptr == NULL || nsize > osize)) return NULL;
-  return la->alloc(la->ud, ptr, osize, nsize);
+/* Lua loads binary chunks on trust. Its loader (lundump.c) takes a
+ * closure's upvalue count from a header byte that nothing compares with the
+ * prototype's (lua_upvaluejoin then reaches outside the closure); in 5.4.4,
+ * the release Debian ships, it writes as many upvalue names as the chunk
+ * says, past the end of a shorter array (tests/fuzz found it; later
+ * releases check); and it recurses once per nested function without limit.
+ * So a chunk from another process is first walked here, field by field in
+ * the order lundump.c reads them, and refused unless every count fits in
+ * its bytes and those three agree. A chunk that passes makes lua_load
+ * allocate at most a small multiple of its length. */
+
+/* Lua 5.4's chunk header: signature, version, format, LUAC_DATA, three
+ * sizes, LUAC_INT and LUAC_NUM. lua_load checks its contents. */
+#define CHUNK_HEADER_SIZE (4 + 1 + 1 + 6 + 3 + sizeof(lua_Integer) + sizeof(lua_Number))
+#define CHUNK_INSTRUCTION_SIZE 4
+/* Lua's compiler nests functions about 100 deep at most. */
+#define CHUNK_MAX_NESTING 200
+/* Constant tags in a chunk (lobject.h's variant tags). */
+#define CHUNK_INTEGER 0x03
+#define CHUNK_FLOAT 0x13
+#define CHUNK_SHORT_STRING 0x04
+#define CHUNK_LONG_STRING 0x14
+
+typedef struct chunk_walk {
+  const unsigned char *p, *end;
+  int depth;
+} chunk_walk;
+
+static int walk_skip(chunk_walk *w, size_t n) {
+  if ((size_t)(w->end - w->p) < n) return -1;
+  w->p += n;
+  return 0;
+}
+
+static int walk_skip_items(chunk_walk *w, size_t count, size_t size) {
+  if (count > (size_t)-1 / size) return -1;
+  return walk_skip(w, count * size);
+}
+
+static int walk_byte(chunk_walk *w, unsigned *b) {
+  if (w->p == w->end) return -1;
+  *b = *w->p++;
+  return 0;
+}
+
+/* lundump.c's loadUnsigned: 7 bits a byte, most significant first, the
+ * last byte marked with 0x80. */
+static int walk_unsigned(chunk_walk *w, size_t limit, size_t *n) {
+  size_t x = 0;
+  unsigned b;
+  limit >>= 7;
+  do {
+    if (walk_byte(w, &b) || x >= limit) return -1;
+    x = (x << 7) | (b & 0x7f);
+  } while (!(b & 0x80));
+  *n = x;
+  return 0;
+}
+
+static int walk_int(chunk_walk *w, size_t *n) {
+  return walk_unsigned(w, INT_MAX, n);
+}
+
+/* A string is its length + 1 (0 for none), then its bytes. */
+static int walk_string(chunk_walk *w) {
+  size_t n;
+  if (walk_unsigned(w, (size_t)-1, &n)) return -1;
+  return n == 0 ? 0 : walk_skip(w, n - 1);
+}
+
+static int walk_function(chunk_walk *w, size_t *upvalue_count) {
+  size_t n, i, upvalues, unused;
+  unsigned tag;
+  if (++w->depth > CHUNK_MAX_NESTING) return -1;
+  /* source, first and last line, parameters, vararg flag, stack size */
+  if (walk_string(w) || walk_int(w, &unused) || walk_int(w, &unused) || walk_skip(w, 3))
+    return -1;
+  if (walk_int(w, &n) || walk_skip_items(w, n, CHUNK_INSTRUCTION_SIZE)) return -1;
+  if (walk_int(w, &n)) return -1;
+  for (i = 0; i < n; i++) {
+    if (walk_byte(w, &tag)) return -1;
+    if (tag == CHUNK_INTEGER) {
+      if (walk_skip(w, sizeof(lua_Integer))) return -1;
+    } else if (tag == CHUNK_FLOAT) {
+      if (walk_skip(w, sizeof(lua_Number))) return -1;
+    } else if (tag == CHUNK_SHORT_STRING || tag == CHUNK_LONG_STRING) {
+      if (walk_string(w)) return -1;
+    } /* nil and booleans have no bytes; the loader ignores unknown tags */
+  }
+  /* upvalues: in stack, index, kind */
+  if (walk_int(w, &upvalues) || walk_skip_items(w, upvalues, 3)) return -1;
+  if (walk_int(w, &n)) return -1;
+  for (i = 0; i < n; i++)
+    if (walk_function(w, &unused)) return -1;
+  /* debug information: line deltas, absolute lines, locals, upvalue names */
+  if (walk_int(w, &n) || walk_skip(w, n)) return -1;
+  if (walk_int(w, &n)) return -1;
+  for (i = 0; i < n; i++)
+    if (walk_int(w, &unused) || walk_int(w, &unused)) return -1;
+  if (walk_int(w, &n)) return -1;
+  for (i = 0; i < n; i++)
+    if (walk_string(w) || walk_int(w, &unused) || walk_int(w, &unused)) return -1;
+  if (walk_int(w, &n) || (n != 0 && n != upvalues)) return -1;
+  for (i = 0; i < n; i++)
+    if (walk_string(w)) return -1;
+  w->depth--;
+  *upvalue_count = upvalues;
+  return 0;
+}
+
+/* Returns 0 if lua_load may be given the chunk. */
+static int check_chunk(const unsigned char *chunk, size_t length) {
+  chunk_walk w;
+  unsigned closure_upvalues;
+  size_t upvalues;
+  w.p = chunk;
+  w.end = chunk + length;
+  w.depth = 0;
+  if (walk_skip(&w, CHUNK_HEADER_SIZE) || walk_byte(&w, &closure_upvalues) ||
+      walk_function(&w, &upvalues))
+    return -1;
+  return upvalues == closure_upvalues && w.p == w.end ? 0 : -1;
 }
 
 typedef struct chunk_reader {
@@ -594,36 +726,31 @@ static const char *read_chunk(lua_State *L, void *ud, size_t *size) {
 
 static void decode_function(decoder *d) {
   lua_State *L = d->L;
-  limited_alloc la;
   chunk_reader reader;
   lua_Debug ar;
   unsigned nups, i;
-  int status, fn;
+  int fn;
   uint32_t length;
   lua_Integer id;
   need(d, 5);
   if ((d->p[0] | d->p[1] << 8) != LUA_VERSION_NUM || d->p[2] != sizeof(void *) ||
       d->p[3] != sizeof(lua_Integer) || d->p[4] != sizeof(lua_Number))
-    luaL_error(L, "lmp.loads: a function was compiled by Lua %d.%d with %d-byte "
-               "pointers, %d-byte integers and %d-byte floats; this process "
-               "runs Lua %d.%d with %d, %d and %d",
-               (d->p[0] | d->p[1] << 8) / 100, (d->p[0] | d->p[1] << 8) % 100,
-               d->p[2], d->p[3], d->p[4], LUA_VERSION_NUM / 100,
-               LUA_VERSION_NUM % 100, (int)sizeof(void *),
-               (int)sizeof(lua_Integer), (int)sizeof(lua_Number));
+    decode_error(L, "lmp.loads: a function was compiled by Lua %d.%d with %d-byte "
+                 "pointers, %d-byte integers and %d-byte floats; this process "
+                 "runs Lua %d.%d with %d, %d and %d",
+                 (d->p[0] | d->p[1] << 8) / 100, (d->p[0] | d->p[1] << 8) % 100,
+                 d->p[2], d->p[3], d->p[4], LUA_VERSION_NUM / 100,
+                 LUA_VERSION_NUM % 100, (int)sizeof(void *),
+                 (int)sizeof(lua_Integer), (int)sizeof(lua_Number));
   d->p += 5;
   length = get_u32(d);
   need(d, length);
+  if (check_chunk(d->p, length) != 0) malformed(d, "bad function bytecode");
   enter_decode(d);
   reader.p = (const char *)d->p;
   reader.n = length;
-  la.alloc = lua_getallocf(L, &la.ud);
-  la.limit = (size_t)length * 32 + 65536;
-  lua_setallocf(L, limited_allocator, &la);
-  status = lua_load(L, read_chunk, &reader, "=(lmp)", "b");
-  lua_setallocf(L, la.alloc, la.ud);
-  if (status != LUA_OK)
-    luaL_error(L, "lmp.loads: malformed function (%s)", lua_tostring(L, -1));
+  if (lua_load(L, read_chunk, &reader, "=(lmp)", "b") != LUA_OK)
+    decode_error(L, "lmp.loads: malformed function (%s)", lua_tostring(L, -1));
   d->p += length;
   fn = lua_gettop(L);
   id = new_id(d);
@@ -657,6 +784,36 @@ static void decode_function(decoder *d) {
       lua_setupvalue(L, fn, (int)i);
     }
   }
+  d->depth--;
+}
+
+static void decode_named(decoder *d) {
+  lua_State *L = d->L;
+  lua_Integer id = new_id(d);
+  size_t len = get_length(d);
+  const char *record = (const char *)d->p;
+  d->p += len;
+  luaL_checkstack(L, 8, "lmp: decoding");
+  lmp__names_resolve(L, record, len);
+  remember(d, id);
+}
+
+static void decode_custom(decoder *d) {
+  lua_State *L = d->L;
+  lua_Integer id = new_id(d);
+  size_t len = get_length(d);
+  enter_decode(d);
+  lua_pushlstring(L, (const char *)d->p, len);
+  d->p += len;
+  lmp__names_push_registered(L, lua_tostring(L, -1));
+  if (lua_isnil(L, -1))
+    decode_error(L, "lmp.loads: no constructor is registered as '%s' in this "
+                 "process (call lmp.register(name, constructor) in it)",
+                 lua_tostring(L, -2));
+  lua_remove(L, -2);
+  decode_value(d);
+  lua_call(L, 1, 1);
+  remember(d, id);
   d->depth--;
 }
 
@@ -725,34 +882,12 @@ static void decode_value(decoder *d) {
     case T_FUNCTION:
       decode_function(d);
       return;
-    case T_NAMED: {
-      lua_Integer id = new_id(d);
-      size_t len = get_length(d);
-      const char *record = (const char *)d->p;
-      d->p += len;
-      luaL_checkstack(L, 8, "lmp: decoding");
-      lmp__names_resolve(L, record, len);
-      remember(d, id);
+    case T_NAMED:
+      decode_named(d);
       return;
-    }
-    case T_CUSTOM: {
-      lua_Integer id = new_id(d);
-      size_t len = get_length(d);
-      enter_decode(d);
-      lua_pushlstring(L, (const char *)d->p, len);
-      d->p += len;
-      lmp__names_push_registered(L, lua_tostring(L, -1));
-      if (lua_isnil(L, -1))
-        luaL_error(L, "lmp.loads: no constructor is registered as '%s' in this "
-                   "process (call lmp.register(name, constructor) in it)",
-                   lua_tostring(L, -2));
-      lua_remove(L, -2);
-      decode_value(d);
-      lua_call(L, 1, 1);
-      remember(d, id);
-      d->depth--;
+    case T_CUSTOM:
+      decode_custom(d);
       return;
-    }
     default:
       d->p--;
       malformed(d, "unknown type tag");
@@ -767,13 +902,14 @@ void lmp__decode(lua_State *L, const char *p, size_t n) {
   d.start = d.p = (const unsigned char *)p;
   d.end = d.p + n;
   d.next_id = 1;
+  d.slot_budget = n;
   luaL_checkstack(L, 16, "lmp: decoding");
   lua_newtable(L);
   d.refs = lua_gettop(L);
   need(&d, 1);
   if (*d.p != LMP_FORMAT_VERSION)
-    luaL_error(L, "lmp.loads: not lmp data, or format version %d (this lmp "
-               "reads version %d)", *d.p, LMP_FORMAT_VERSION);
+    decode_error(L, "lmp.loads: not lmp data, or format version %d (this lmp "
+                 "reads version %d)", *d.p, LMP_FORMAT_VERSION);
   d.p++;
   decode_value(&d);
   if (d.p != d.end) malformed(&d, "trailing bytes");
