@@ -167,6 +167,17 @@ describe("as_completed and wait", function()
     futures[2]:result()
   end)
 
+  it("as_completed inside lmp.spawn yields to the loop", function()
+    local log = {}
+    lmp.spawn(function()
+      local futures = {ex:submit(sleepy, "b", 0.3), ex:submit(sleepy, "a", 0.1)}
+      for f in lmp.as_completed(futures) do log[#log + 1] = f:result() end
+    end)
+    log[#log + 1] = "main goes on"
+    lmp.run()
+    assert.same({"main goes on", "a", "b"}, log)
+  end)
+
   it("wait returns done and not-done for each return_when", function()
     local slow, fast = ex:submit(sleepy, 1, 0.4), ex:submit(sleepy, 2, 0)
     local done, not_done = lmp.wait({slow, fast}, {return_when = "FIRST_COMPLETED"})
