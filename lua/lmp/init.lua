@@ -82,6 +82,12 @@ lmp.as_completed = executor.as_completed
 lmp.wait = executor.wait
 lmp.Future = executor.Future
 
+-- Processes.
+local process = require "lmp.process"
+function lmp.Process(opts)
+  return process.new(opts)
+end
+
 -- The event loop.
 lmp.run = loop.run
 lmp.spawn = loop.spawn
@@ -102,6 +108,21 @@ function lmp._shutdown()
     if p.state == "running" then p:close() end
     p:join()
   end
+  process.finish_all()
+end
+
+-- Contexts, as in Python: an object with the API for one start method.
+function lmp.get_context(method)
+  method = method or start_method
+  if method ~= "spawn" then
+    error(("bad argument #1 to 'get_context' (only 'spawn' is supported yet, got %s)")
+      :format(tostring(method)), 2)
+  end
+  return {
+    Pool = lmp.Pool, ProcessPoolExecutor = lmp.ProcessPoolExecutor, Process = lmp.Process,
+    cpu_count = lmp.cpu_count, current_process = lmp.current_process,
+    get_start_method = function() return method end,
+  }
 end
 
 return lmp

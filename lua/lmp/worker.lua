@@ -69,6 +69,19 @@ local function send_result(id, values, errors)
   core.channel_send({"done", id, values, errors})
 end
 
+-- An lmp.Process: run its target once; the exit status says how it went
+-- (0, or 1 with the error and traceback on stderr, as Python does).
+function worker.run_process(target, args)
+  local ok, failure = xpcall(target, handler, table.unpack(args, 1, args.n or #args))
+  io.stdout:flush()
+  if ok then return 0 end
+  local info = error_info(failure.err, failure.traceback)
+  io.stderr:write(("Process %s (pid %d) failed:\n%s\n"):format(
+    require("lmp").current_process().name, core.getpid(), info.traceback or info.message))
+  io.stderr:flush()
+  return 1
+end
+
 function worker.main()
   local init = core.channel_recv()
   if init == nil then return 0 end
@@ -89,6 +102,7 @@ function worker.main()
   while true do
     local message = core.channel_recv()
     if message == nil then return 0 end
+    if message[1] == "process" then return worker.run_process(message[2], message[3]) end
     local id, function_id, fn, mode, payload, reset =
       message[2], message[3], message[4], message[5], message[6], message[7]
     if reset then functions = {} end

@@ -1,0 +1,112 @@
+-- lmp.Process: one function run in a process of its own, as Python's
+-- multiprocessing.Process. It is a worker that runs a single target and
+-- exits; its exit code tells how it went.
+local core = require "lmp.core"
+local loop = require "lmp.loop"
+local errors = require "lmp.errors"
+
+local Process = {}
+Process.__index = Process
+Process.__name = "lmp.Process"
+
+local process_serial = 0
+local live = setmetatable({}, {__mode = "k"}) -- started, not yet joined
+
+local SIGNALS = {SIGTERM = 15, SIGKILL = 9}
+
+local function new(opts)
+  if type(opts) ~= "table" then
+    errors.argument(1, "Process", "options table expected, got " .. type(opts))
+  end
+  if type(opts.target) ~= "function" then
+    errors.argument(1, "Process", "target must be a function, got " .. type(opts.target))
+  end
+  if opts.args ~= nil and type(opts.args) ~= "table" then
+    errors.argument(1, "Process", "args must be a table")
+  end
+  if opts.name ~= nil and type(opts.name) ~= "string" then
+    errors.argument(1, "Process", "name must be a string")
+  end
+  process_serial = process_serial + 1
+  local args = opts.args or {}
+  return setmetatable({
+    target = opts.target,
+    args = table.pack(table.unpack(args, 1, args.n or #args)),
+    name = opts.name or ("Process-" .. process_serial),
+    identity = {process_serial},
+    daemon = opts.daemon == true,
+  }, Process)
+end
+
+function Process:start()
+  if self.started then error(errors.new("closed", "start: a process can be started once"), 2) end
+  -- Refuse what cannot be sent before a process exists.
+  local message = {"process", self.target, self.args}
+  local ok, err = pcall(core.dumps, message, "")
+  if not ok then error(err, 0) end
+  core.handle_interrupts()
+  local exe = os.getenv("LMP_WORKER")
+  if exe == nil or exe == "" then exe = core.worker_executable() or core.find_worker() end
+  local state = {}
+  self._state = state
+  local handle = core.spawn(exe, {exe, core.worker_flag, tostring(core.getpid())},
+    function() end,
+    function(status, signal)
+      state.exitcode = signal ~= 0 and -signal or status
+    end)
+  self.started = true
+  self.pid = handle:pid()
+  self._handle = handle
+  handle:send({"init", {path = package.path, cpath = package.cpath, name = self.name,
+                        identity = self.identity}})
+  handle:send(message)
+  handle:close_input()
+  live[self] = true
+end
+
+function Process:_reap()
+  if self._state and self._state.exitcode ~= nil and self.exitcode == nil then
+    self.exitcode = self._state.exitcode
+    live[self] = nil
+  end
+end
+
+function Process:is_alive()
+  if not self.started then return false end
+  pcall(core.run_once, false) -- take in an exit that happened (not inside a callback)
+  self:_reap()
+  return self.exitcode == nil
+end
+
+-- Waits for the process to end (or timeout seconds); exitcode is then
+-- 0, the status it exited with, or -N when signal N ended it.
+function Process:join(timeout)
+  if not self.started then error(errors.new("closed", "join: the process was not started"), 2) end
+  loop.wait(function() return self._state.exitcode ~= nil end, timeout)
+  self:_reap()
+end
+
+local function signal(self, fname, number)
+  if not self.started then error(errors.new("closed", fname .. ": the process was not started"), 3) end
+  if self.exitcode == nil and self._state.exitcode == nil then self._handle:kill(number) end
+end
+
+function Process:terminate() signal(self, "terminate", SIGNALS.SIGTERM) end
+function Process:kill() signal(self, "kill", SIGNALS.SIGKILL) end
+
+function Process:__tostring()
+  local state = not self.started and "initial" or self.exitcode ~= nil
+    and ("stopped exitcode=" .. self.exitcode) or "started"
+  return ("lmp.Process(%s, %s%s)"):format(self.name, state, self.daemon and " daemon" or "")
+end
+
+-- At the end of the runner: non-daemon processes are waited for, daemon
+-- ones are killed, as Python does at exit.
+local function finish_all()
+  for p in pairs(live) do
+    if p.daemon then p:kill() end
+    p:join()
+  end
+end
+
+return {new = new, Process = Process, finish_all = finish_all}
