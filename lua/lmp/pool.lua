@@ -255,6 +255,15 @@ function Pool:_all_ready()
   return true
 end
 
+-- The program a new worker runs: $LMP_WORKER overrides (a debugger or a
+-- valgrind wrapper); then what the host or the runner set; then the
+-- lmp-worker installed beside the module.
+local function worker_executable()
+  local exe = os.getenv("LMP_WORKER")
+  if exe == nil or exe == "" then exe = core.worker_executable() or core.find_worker() end
+  return exe
+end
+
 function Pool:_active_workers()
   local n = 0
   for _, w in ipairs(self.workers) do
@@ -268,10 +277,7 @@ function Pool:_start_worker()
   local ref = self.ref
   local w = {inflight = {}, functions = {}, function_count = 0, sent = 0,
              ready = false, identity = worker_serial}
-  -- $LMP_WORKER overrides (a debugger or valgrind wrapper); then what the
-  -- host or runner set; then the lmp-worker installed beside the module.
-  local exe = os.getenv("LMP_WORKER")
-  if exe == nil or exe == "" then exe = core.worker_executable() or core.find_worker() end
+  local exe = worker_executable()
   local ok, handle = pcall(core.spawn, exe, {exe, core.worker_flag, tostring(core.getpid())},
     function(message)
       local pool = ref.pool
@@ -857,6 +863,7 @@ function AsyncResult:successful()
 end
 
 local pool = {Pool = Pool, AsyncResult = AsyncResult, reader_of = reader_of,
+              worker_executable = worker_executable,
               options_of = options_of, check_function = check_function}
 
 function pool.new(opts, fname)

@@ -45,8 +45,7 @@ function Process:start()
   local ok, err = pcall(core.dumps, message, "")
   if not ok then error(err, 0) end
   core.handle_interrupts()
-  local exe = os.getenv("LMP_WORKER")
-  if exe == nil or exe == "" then exe = core.worker_executable() or core.find_worker() end
+  local exe = require("lmp.pool").worker_executable()
   local state = {}
   self._state = state
   local handle = core.spawn(exe, {exe, core.worker_flag, tostring(core.getpid())},
