@@ -1,6 +1,9 @@
 /* Error objects: every failure lmp reports is a table with a `kind`, a
  * `message` and, where they are known, `traceback`, `pid`, `index` and
  * `value`. The Lua layer adds fields; the C side only needs to make them. */
+#include <stdarg.h>
+#include <stdlib.h>
+
 #include "lmp_internal.h"
 
 static int error_tostring(lua_State *L) {
@@ -50,4 +53,13 @@ void lmp__push_error(lua_State *L, const char *kind, const char *message) {
   lua_setfield(L, -2, "message");
   lmp__push_error_meta(L);
   lua_setmetatable(L, -2);
+}
+
+void lmp__raisef(lua_State *L, const char *format, ...) {
+  va_list args;
+  va_start(args, format);
+  lua_pushvfstring(L, format, args);
+  va_end(args);
+  lua_error(L);
+  abort(); /* not reached: lua_error does not return */
 }

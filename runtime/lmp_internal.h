@@ -46,6 +46,10 @@ void lmp__names_push_registered(lua_State *L, const char *name);
 void lmp__push_error(lua_State *L, const char *kind, const char *message);
 /* Creates the lmp.Error metatable if needed and pushes it. */
 void lmp__push_error_meta(lua_State *L);
+/* Raises a formatted message without a position prefix: the position
+ * luaL_error would add is that of lmp's own wrapper, which tells the
+ * reader nothing. */
+LMP_NORETURN void lmp__raisef(lua_State *L, const char *format, ...);
 
 /* core.c: a buffer boxed in a userdata with __gc, pushed on the stack. */
 lmp_buffer *lmp__new_encode_box(lua_State *L);

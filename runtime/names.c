@@ -5,7 +5,6 @@
  *
  * A name record is a string: "R" .. registered_name, or
  * "M" .. module .. "\0" .. field (field empty for the module itself). */
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -148,17 +147,6 @@ void lmp__names_push_registered(lua_State *L, const char *name) {
   lua_remove(L, -2);
 }
 
-/* Raises the message without a position: the one luaL_error would add is
- * that of lmp's own Lua wrapper around loads, which tells the reader
- * nothing. */
-static LMP_NORETURN void resolve_error(lua_State *L, const char *format, ...) {
-  va_list args;
-  va_start(args, format);
-  lua_pushvfstring(L, format, args);
-  va_end(args);
-  lua_error(L);
-  abort(); /* not reached: lua_error does not return */
-}
 
 void lmp__names_resolve(lua_State *L, const char *record, size_t len) {
   const char *module, *field, *sep;
@@ -167,7 +155,7 @@ void lmp__names_resolve(lua_State *L, const char *record, size_t len) {
     lua_pushlstring(L, record + 1, len - 1);
     lmp__names_push_registered(L, lua_tostring(L, -1));
     if (lua_isnil(L, -1))
-      resolve_error(L, "lmp: no value is registered as '%s' in this process "
+      lmp__raisef(L, "lmp: no value is registered as '%s' in this process "
                        "(call lmp.register in it, for example in the pool's "
                        "initializer)", lua_tostring(L, -2));
     lua_remove(L, -2);
@@ -175,7 +163,7 @@ void lmp__names_resolve(lua_State *L, const char *record, size_t len) {
   }
   sep = len >= 1 ? memchr(record, '\0', len) : NULL;
   if (len < 1 || record[0] != 'M' || sep == NULL)
-    resolve_error(L, "lmp.loads: malformed data (bad name record)");
+    lmp__raisef(L, "lmp.loads: malformed data (bad name record)");
   lua_pushlstring(L, record + 1, (size_t)(sep - record - 1));
   module = lua_tostring(L, -1);
   lua_pushlstring(L, sep + 1, len - (size_t)(sep - record) - 1);
@@ -186,14 +174,14 @@ void lmp__names_resolve(lua_State *L, const char *record, size_t len) {
     lua_getglobal(L, "require");
     lua_pushstring(L, module);
     if (lua_pcall(L, 1, 1, 0) != LUA_OK)
-      resolve_error(L, "lmp: cannot find module '%s' here, needed for a value "
+      lmp__raisef(L, "lmp: cannot find module '%s' here, needed for a value "
                        "sent by name: %s", module, luaL_tolstring(L, -1, NULL));
   }
   if (*field) {
     if (lua_type(L, -1) != LUA_TTABLE)
-      resolve_error(L, "lmp: '%s.%s' is not defined in this process", module, field);
+      lmp__raisef(L, "lmp: '%s.%s' is not defined in this process", module, field);
     if (lua_getfield(L, -1, field) == LUA_TNIL)
-      resolve_error(L, "lmp: '%s.%s' is not defined in this process", module, field);
+      lmp__raisef(L, "lmp: '%s.%s' is not defined in this process", module, field);
   }
   lua_replace(L, base + 1);
   lua_settop(L, base + 1);

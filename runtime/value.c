@@ -2,7 +2,6 @@
  * value_format.md beside this file describes the bytes. */
 #include <errno.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -487,19 +486,9 @@ typedef struct decoder {
   size_t slot_budget;
 } decoder;
 
-/* Raises the message without a position: the one luaL_error would add is
- * that of lmp's own Lua wrapper, which tells the reader nothing. */
-static LMP_NORETURN void decode_error(lua_State *L, const char *format, ...) {
-  va_list args;
-  va_start(args, format);
-  lua_pushvfstring(L, format, args);
-  va_end(args);
-  lua_error(L);
-  abort(); /* not reached: lua_error does not return */
-}
 
 static LMP_NORETURN void malformed(decoder *d, const char *what) {
-  decode_error(d->L, "lmp.loads: malformed data (%s at byte %I)", what,
+  lmp__raisef(d->L, "lmp.loads: malformed data (%s at byte %I)", what,
                (lua_Integer)(d->p - d->start));
 }
 
@@ -735,7 +724,7 @@ static void decode_function(decoder *d) {
   need(d, 5);
   if ((d->p[0] | d->p[1] << 8) != LUA_VERSION_NUM || d->p[2] != sizeof(void *) ||
       d->p[3] != sizeof(lua_Integer) || d->p[4] != sizeof(lua_Number))
-    decode_error(L, "lmp.loads: a function was compiled by Lua %d.%d with %d-byte "
+    lmp__raisef(L, "lmp.loads: a function was compiled by Lua %d.%d with %d-byte "
                  "pointers, %d-byte integers and %d-byte floats; this process "
                  "runs Lua %d.%d with %d, %d and %d",
                  (d->p[0] | d->p[1] << 8) / 100, (d->p[0] | d->p[1] << 8) % 100,
@@ -750,7 +739,7 @@ static void decode_function(decoder *d) {
   reader.p = (const char *)d->p;
   reader.n = length;
   if (lua_load(L, read_chunk, &reader, "=(lmp)", "b") != LUA_OK)
-    decode_error(L, "lmp.loads: malformed function (%s)", lua_tostring(L, -1));
+    lmp__raisef(L, "lmp.loads: malformed function (%s)", lua_tostring(L, -1));
   d->p += length;
   fn = lua_gettop(L);
   id = new_id(d);
@@ -807,7 +796,7 @@ static void decode_custom(decoder *d) {
   d->p += len;
   lmp__names_push_registered(L, lua_tostring(L, -1));
   if (lua_isnil(L, -1))
-    decode_error(L, "lmp.loads: no constructor is registered as '%s' in this "
+    lmp__raisef(L, "lmp.loads: no constructor is registered as '%s' in this "
                  "process (call lmp.register(name, constructor) in it)",
                  lua_tostring(L, -2));
   lua_remove(L, -2);
@@ -908,7 +897,7 @@ void lmp__decode(lua_State *L, const char *p, size_t n) {
   d.refs = lua_gettop(L);
   need(&d, 1);
   if (*d.p != LMP_FORMAT_VERSION)
-    decode_error(L, "lmp.loads: not lmp data, or format version %d (this lmp "
+    lmp__raisef(L, "lmp.loads: not lmp data, or format version %d (this lmp "
                  "reads version %d)", *d.p, LMP_FORMAT_VERSION);
   d.p++;
   decode_value(&d);

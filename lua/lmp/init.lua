@@ -14,11 +14,11 @@ lmp.null = errors.null
 lmp.Error = core.Error
 
 -- The value format (like pickle).
-function lmp.dumps(value)
-  if select("#", value) == 0 then
+function lmp.dumps(...)
+  if select("#", ...) == 0 then
     error("bad argument #1 to 'dumps' (value expected)", 2)
   end
-  return core.dumps(value)
+  return core.dumps((...))
 end
 
 function lmp.loads(bytes)
