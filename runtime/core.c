@@ -41,10 +41,13 @@ static int core_dumps(lua_State *L) {
   return 1;
 }
 
+/* core.loads(bytes [, allow_functions = true]) */
 static int core_loads(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
-  lmp__decode(L, s, len);
+  int data_only = !lua_isnoneornil(L, 2) && !lua_toboolean(L, 2);
+  lua_settop(L, 1);
+  lmp__decode_with(L, s, len, data_only);
   return 1;
 }
 

@@ -28,6 +28,9 @@ int lmp__encode(lua_State *L, int idx, lmp_buffer *out, const char *root);
 /* Decodes the n bytes at p and pushes the value. Malformed bytes raise a
  * Lua error; nothing is allocated beyond what the bytes can justify. */
 void lmp__decode(lua_State *L, const char *p, size_t n);
+/* The same; with data_only set, a function or a value sent by name in the
+ * bytes is refused with an error instead of loaded (untrusted input). */
+void lmp__decode_with(lua_State *L, const char *p, size_t n, int data_only);
 
 /* names.c: C functions and module tables travel by name. */
 /* Pushes the map value -> name record, rebuilt when package.loaded changed

@@ -484,12 +484,19 @@ typedef struct decoder {
    * together never outnumber the bytes; presizing from this budget bounds
    * what forged counts in nested tables can make us allocate. */
   size_t slot_budget;
+  int data_only; /* refuse functions and values sent by name */
 } decoder;
 
 
 static LMP_NORETURN void malformed(decoder *d, const char *what) {
   lmp__raisef(d->L, "lmp.loads: malformed data (%s at byte %I)", what,
                (lua_Integer)(d->p - d->start));
+}
+
+static LMP_NORETURN void refused(decoder *d, const char *what) {
+  lmp__raisef(d->L, "lmp.loads: %s at byte %I, and functions are refused "
+              "(loads was called with {functions = false})", what,
+              (lua_Integer)(d->p - 1 - d->start));
 }
 
 static inline void need(decoder *d, size_t n) {
@@ -869,9 +876,11 @@ static void decode_value(decoder *d) {
       lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
       return;
     case T_FUNCTION:
+      if (d->data_only) refused(d, "a function");
       decode_function(d);
       return;
     case T_NAMED:
+      if (d->data_only) refused(d, "a value sent by name");
       decode_named(d);
       return;
     case T_CUSTOM:
@@ -884,6 +893,10 @@ static void decode_value(decoder *d) {
 }
 
 void lmp__decode(lua_State *L, const char *p, size_t n) {
+  lmp__decode_with(L, p, n, 0);
+}
+
+void lmp__decode_with(lua_State *L, const char *p, size_t n, int data_only) {
   decoder d;
   int top = lua_gettop(L);
   memset(&d, 0, sizeof d);
@@ -892,6 +905,7 @@ void lmp__decode(lua_State *L, const char *p, size_t n) {
   d.end = d.p + n;
   d.next_id = 1;
   d.slot_budget = n;
+  d.data_only = data_only;
   luaL_checkstack(L, 16, "lmp: decoding");
   lua_newtable(L);
   d.refs = lua_gettop(L);

@@ -21,11 +21,17 @@ function lmp.dumps(...)
   return core.dumps((...))
 end
 
-function lmp.loads(bytes)
+-- lmp.loads(bytes [, {functions = false}]): with functions = false, bytes
+-- holding a function or a value sent by name are refused, for input that
+-- is not trusted (bytecode runs unchecked once called).
+function lmp.loads(bytes, opts)
   if type(bytes) ~= "string" then
     error(("bad argument #1 to 'loads' (string expected, got %s)"):format(type(bytes)), 2)
   end
-  return core.loads(bytes)
+  if opts ~= nil and type(opts) ~= "table" then
+    error(("bad argument #2 to 'loads' (options table expected, got %s)"):format(type(opts)), 2)
+  end
+  return core.loads(bytes, not opts or opts.functions ~= false)
 end
 
 function lmp.register(name, value)
