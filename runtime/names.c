@@ -11,7 +11,6 @@
 #include "lmp_internal.h"
 
 static const char names_map_key = 'm';   /* registry: value -> record */
-static const char names_sig_key = 's';   /* registry: package.loaded signature */
 static const char registered_key = 'r';  /* registry: name -> value */
 
 static void push_registered_table(lua_State *L) {
@@ -25,18 +24,6 @@ static void push_registered_table(lua_State *L) {
 
 static int is_object(int type) {
   return type == LUA_TTABLE || type == LUA_TFUNCTION || type == LUA_TUSERDATA;
-}
-
-/* A cheap fingerprint of package.loaded, so the map is rebuilt when a
- * module was required since it was made. */
-static lua_Integer loaded_signature(lua_State *L, int loaded) {
-  lua_Unsigned sig = 1469598103934665603u;
-  lua_pushnil(L);
-  while (lua_next(L, loaded)) {
-    sig = (sig ^ (lua_Unsigned)(size_t)lua_topointer(L, -1)) * 1099511628211u;
-    lua_pop(L, 1);
-  }
-  return (lua_Integer)sig;
 }
 
 static void set_if_absent(lua_State *L, int map, int value, const char *module,
@@ -107,14 +94,40 @@ static void build_map(lua_State *L, int loaded) {
   }
 }
 
+static const char names_gen_key = 'g';   /* registry: package.loaded generation */
+static const char map_gen_key = 'G';     /* registry: generation the map was built at */
+
+/* package.loaded[k] = v for a new k (require, luaL_requiref) bumps the
+ * generation, so the map is rebuilt only after a module was added. */
+static int loaded_newindex(lua_State *L) {
+  lua_Integer g;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &names_gen_key);
+  g = lua_tointeger(L, -1) + 1;
+  lua_pop(L, 1);
+  lua_pushinteger(L, g);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &names_gen_key);
+  lua_settop(L, 3);
+  lua_rawset(L, 1);
+  return 0;
+}
+
 void lmp__names_push_map(lua_State *L, int rebuild) {
-  lua_Integer sig;
   int loaded;
+  lua_Integer gen;
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   loaded = lua_gettop(L);
-  sig = loaded_signature(L, loaded);
-  if (!rebuild && lua_rawgetp(L, LUA_REGISTRYINDEX, &names_sig_key) == LUA_TNUMBER &&
-      lua_tointeger(L, -1) == sig) {
+  if (!lua_getmetatable(L, loaded)) {
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, loaded_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_setmetatable(L, loaded);
+    rebuild = 1;
+  } else lua_pop(L, 1);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &names_gen_key);
+  gen = lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  if (!rebuild && lua_rawgetp(L, LUA_REGISTRYINDEX, &map_gen_key) == LUA_TNUMBER &&
+      lua_tointeger(L, -1) == gen) {
     lua_pop(L, 1);
     if (lua_rawgetp(L, LUA_REGISTRYINDEX, &names_map_key) == LUA_TTABLE) {
       lua_remove(L, loaded);
@@ -125,8 +138,8 @@ void lmp__names_push_map(lua_State *L, int rebuild) {
   build_map(L, loaded);
   lua_pushvalue(L, -1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &names_map_key);
-  lua_pushinteger(L, sig);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &names_sig_key);
+  lua_pushinteger(L, gen);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &map_gen_key);
   lua_remove(L, loaded);
 }
 
@@ -138,7 +151,7 @@ void lmp__names_register(lua_State *L, const char *name, int idx) {
   lua_pop(L, 1);
   /* Forget the map: the next send rebuilds it with this name in it. */
   lua_pushnil(L);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &names_sig_key);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &map_gen_key);
 }
 
 void lmp__names_push_registered(lua_State *L, const char *name) {

@@ -49,16 +49,14 @@ function lmp.cpu_count()
   return core.cpu_count()
 end
 
--- Which process this is: "MainProcess" here, "PoolWorker-N" in workers.
-local current = {name = "MainProcess", pid = core.getpid(), identity = {}}
+-- Which process this is: "MainProcess" here; in a worker, what the pool
+-- told it ("PoolWorker-N", or a Process's name).
+local current = core.worker_identity or {name = "MainProcess", pid = core.getpid(), identity = {}}
 
 function lmp.current_process()
   return current
 end
 
-function lmp._become_worker(name, identity)
-  current = {name = name, pid = core.getpid(), identity = identity}
-end
 
 local start_method = "spawn"
 function lmp.get_start_method()

@@ -168,10 +168,12 @@ function Job:deliver(task, values, errs)
   end
   if self.ready then return end
   local results = self.results
-  for i = 1, task.count do
-    if errs and errs[i] then return self:finish(errs[i]) end
-    results[task.first + i - 1] = values[i]
+  if errs then
+    for i = 1, task.count do
+      if errs[i] then return self:finish(errs[i]) end
+    end
   end
+  table.move(values, 1, task.count, task.first, results)
   if self.bar then self.bar:advance(task.count) end
   self.received = self.received + task.count
   if self.received >= self.total then self:finish(nil) end
@@ -395,7 +397,11 @@ function Pool:_pump()
   if self.broken then return end
   while true do
     if self:_queued() < #self.workers * PIPELINE then
-      for job in pairs(self.streams) do job.refill() end
+      if next(self.streams) == nil then
+        if self.queue_head > self.queue_tail then break end
+      else
+        for job in pairs(self.streams) do job.refill() end
+      end
     end
     local w = self:_free_worker()
     if not w then break end
@@ -561,9 +567,18 @@ local function default_chunksize(total, processes)
 end
 
 -- Splits a reader's items into tasks, all encoded before any is queued.
-function Pool:_submit_all(job, fn, mode, read, total, chunksize, timeout)
+function Pool:_submit_all(job, fn, mode, read, total, chunksize, timeout, array)
   chunksize = chunksize or default_chunksize(total, self.processes)
   local tasks, items, index = {}, {n = 0}, 0
+  if array then
+    for first = 1, total, chunksize do
+      local last = math.min(first + chunksize - 1, total)
+      tasks[#tasks + 1] = new_task(job, fn, mode,
+        table.move(array, first, last, 1, {n = last - first + 1}), first, timeout)
+    end
+    index = total
+    read = function() end
+  end
   while true do
     local more, item = read()
     if not more then break end
@@ -598,7 +613,8 @@ local function map_job(self, fname, fn, iterable, opts, mode, async)
   local job = new_job(self.ref, "map", {async = async, callback = opts.callback,
                                         error_callback = opts.error_callback})
   if self:_wants_progress(opts) then job.bar = progress.new(fname, total) end
-  return self:_submit_all(job, fn, mode, read, total, opts.chunksize, opts.timeout)
+  return self:_submit_all(job, fn, mode, read, total, opts.chunksize, opts.timeout,
+                          type(iterable) == "table" and iterable or nil)
 end
 
 local function result_of(job, fname, timeout)
@@ -673,7 +689,7 @@ function StreamCloser.__close(closer) closer.stop() end
 -- Pool:_stream(fname, fn, read, total, opts, ordered [, mode]) -> iterator,
 -- nil, nil, closer; `read` gives (true, item) until the end; mode "star"
 -- unpacks each item as the arguments.
-function Pool:_stream(fname, fn, read, total, opts, ordered, mode)
+function Pool:_stream(fname, fn, read, total, opts, ordered, mode, array)
   self:_check_open(fname)
   local job = new_job(self.ref, "imap", {})
   local bar = self:_wants_progress(opts) and progress.new(fname, total)
@@ -681,10 +697,10 @@ function Pool:_stream(fname, fn, read, total, opts, ordered, mode)
   local limit = total and default_chunksize(total, self.processes) or 4096
   local chunksize = fixed or 1
   local read_count, taken, exhausted = 0, 0, false
-  -- Arrived results: ordered by input index, or in arrival order (a FIFO
-  -- of input indexes) for imap_unordered.
-  local values, outcomes = {}, {}   -- index -> value; index -> true or error
-  local arrivals, head, tail = {}, 1, 0
+  -- Arrived results, a chunk (one task's values and errors) at a time:
+  -- by first input index for imap, in arrival order for imap_unordered.
+  local chunks, fifo, head, tail = {}, {}, 1, 0
+  local current, position = nil, 0   -- the chunk being read, items taken from it
   local next_index = 1
   local per_item            -- seconds an item takes, measured
   local function window() return math.max(64, chunksize * self.processes * PIPELINE * 2) end
@@ -696,11 +712,18 @@ function Pool:_stream(fname, fn, read, total, opts, ordered, mode)
       chunksize = math.max(1, math.min(limit, chunksize * 2, math.floor(0.02 / per_item)))
     end
     local items = {n = 0}
-    while items.n < chunksize do
-      local more, item = read()
-      if not more then exhausted = true; break end
-      items.n = items.n + 1
-      items[items.n] = item
+    if array then
+      local last = math.min(read_count + chunksize, total)
+      table.move(array, read_count + 1, last, 1, items)
+      items.n = last - read_count
+      if last >= total then exhausted = true end
+    else
+      while items.n < chunksize do
+        local more, item = read()
+        if not more then exhausted = true; break end
+        items.n = items.n + 1
+        items[items.n] = item
+      end
     end
     if items.n > 0 then
       local task = new_task(job, fn, mode or "map", items, read_count + 1, opts.timeout)
@@ -713,12 +736,12 @@ function Pool:_stream(fname, fn, read, total, opts, ordered, mode)
   job.stream = function(task, results, errs)
     local item_time = (core.hrtime() - task.sent_at) / math.max(1, task.count)
     per_item = per_item and (per_item + item_time) / 2 or item_time
-    for i = 1, task.count do
-      local index = task.first + i - 1
-      values[index] = results[i]
-      outcomes[index] = errs and errs[i] or true
+    local chunk = {first = task.first, count = task.count, values = results, errs = errs}
+    if ordered then
+      chunks[task.first] = chunk
+    else
       tail = tail + 1
-      arrivals[tail] = index
+      fifo[tail] = chunk
     end
   end
 
@@ -726,17 +749,26 @@ function Pool:_stream(fname, fn, read, total, opts, ordered, mode)
   self:_pump()
 
   local pool = self
-  local function next_slot()
-    if ordered then return next_index end
-    return arrivals[head]
+  -- Makes `current` a chunk with an item left to take, if one has arrived.
+  local function advance()
+    if current and position < current.count then return true end
+    local chunk
+    if ordered then
+      chunk = chunks[next_index]
+      if chunk then chunks[next_index] = nil; next_index = next_index + chunk.count end
+    else
+      chunk = fifo[head]
+      if chunk then fifo[head] = nil; head = head + 1 end
+    end
+    if not chunk then return false end
+    current, position = chunk, 0
+    return true
   end
   local function have()
-    local slot = next_slot()
-    return (slot and outcomes[slot] ~= nil) or job.error ~= nil
-      or (exhausted and taken >= read_count)
+    return advance() or job.error ~= nil or (exhausted and taken >= read_count)
   end
   local function iterate()
-    if not have() then
+    if not advance() then
       pool:_pump()
       local timeout = opts.deadline and opts.deadline - core.hrtime()
       if not loop.wait(have, timeout and math.max(timeout, 0)) then
@@ -744,20 +776,21 @@ function Pool:_stream(fname, fn, read, total, opts, ordered, mode)
           :format(fname, opts.timeout)))
       end
     end
-    local slot = next_slot()
-    local outcome = slot and outcomes[slot]
-    if outcome == nil then
+    if not advance() then
       if bar then bar:finish() end
       if job.error then errors.raise(job.error) end
       return nil
     end
     if bar then bar:advance(1) end
-    local value = values[slot]
-    values[slot], outcomes[slot] = nil, nil
-    if ordered then next_index = next_index + 1 else arrivals[head] = nil; head = head + 1 end
+    position = position + 1
+    local slot = current.first + position - 1
+    local value = current.values[position]
+    local err = current.errs and current.errs[position]
     taken = taken + 1
-    pool:_pump()
-    if outcome ~= true then errors.raise(outcome) end
+    -- Reading more input is worth a pump only once the window has room.
+    if not exhausted and read_count - taken < window()
+      and pool:_queued() < #pool.workers * PIPELINE then pool:_pump() end
+    if err then errors.raise(err) end
     if value == nil then return errors.null, slot end
     return value, slot
   end
@@ -773,7 +806,8 @@ end
 local function stream(self, fname, fn, iterable, opts, ordered)
   check_function(fn, fname)
   local read, total = reader_of(iterable, 2, fname)
-  return self:_stream(fname, fn, read, total, options_of(opts, 3, fname), ordered)
+  return self:_stream(fname, fn, read, total, options_of(opts, 3, fname), ordered, nil,
+                      type(iterable) == "table" and iterable or nil)
 end
 
 function Pool:imap(fn, iterable, opts)

@@ -30,17 +30,26 @@ local function run(fn, mode, args)
   end
   local values, errors = {n = n}, nil
   local star = mode == "star"
-  for i = 1, n do
-    local ok, v
+  local i = 0
+  -- One protected call for the whole chunk; after an error it resumes
+  -- with the next item.
+  local function chunk()
     if star then
-      local a = args[i]
-      ok, v = xpcall(fn, handler, table.unpack(a, 1, a.n or #a))
+      while i < n do
+        i = i + 1
+        local a = args[i]
+        values[i] = fn(table.unpack(a, 1, a.n or #a))
+      end
     else
-      ok, v = xpcall(fn, handler, args[i])
+      while i < n do
+        i = i + 1
+        values[i] = fn(args[i])
+      end
     end
-    if ok then
-      values[i] = v
-    else
+  end
+  while i < n do
+    local ok, v = xpcall(chunk, handler)
+    if not ok then
       errors = errors or {}
       errors[i] = error_info(v.err, v.traceback)
     end
@@ -77,7 +86,7 @@ function worker.run_process(target, args)
   if ok then return 0 end
   local info = error_info(failure.err, failure.traceback)
   io.stderr:write(("Process %s (pid %d) failed:\n%s\n"):format(
-    require("lmp").current_process().name, core.getpid(), info.traceback or info.message))
+    core.worker_identity.name, core.getpid(), info.traceback or info.message))
   io.stderr:flush()
   return 1
 end
@@ -87,7 +96,9 @@ function worker.main()
   if init == nil then return 0 end
   local config = init[2]
   package.path, package.cpath = config.path, config.cpath
-  require("lmp")._become_worker(config.name, config.identity)
+  -- Who this worker is, for lmp.current_process() should a task require
+  -- lmp; loading the whole module here would only slow the start.
+  core.worker_identity = {name = config.name, pid = core.getpid(), identity = config.identity}
   if config.initializer then
     local args = config.initargs or {n = 0}
     local ok, failure = xpcall(config.initializer, handler,

@@ -1,0 +1,186 @@
+#!/bin/sh
+# The pool benchmark: each workload of tests/bench/pool.lua run through lmp
+# and, in the same run, through CPython's multiprocessing
+# (tests/bench/pool_cpython.py: fork, and spawn for start-up and memory),
+# the sides alternating repetition by repetition so that a noisy machine
+# hurts both alike; beside them the floor for one round trip, a C pipe
+# ping-pong between two processes (tests/bench/pingpong.c). Prints the
+# median of the repetitions of each figure, the ratios and the targets.
+# Benchmarks are not tests: this prints and exits 0, targets met or not.
+#
+# Usage: tests/bench/pool_bench.sh [build-dir] [repetitions]
+#        tests/bench/pool_bench.sh --summary RAW-FILE  (the table again, from
+#        the figures a run kept in build-dir/bench/pool_raw.txt)
+#   QUICK=1   smaller sizes and 3 repetitions (about a minute)
+#   PYTHON=   the CPython to compare with (python3)
+SUMMARY_ONLY=""
+if [ "$1" = --summary ]; then
+  SUMMARY_ONLY=$(cd "$(dirname "$2")" && pwd)/$(basename "$2")
+  set --
+fi
+BUILD=${1:-build}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT" || exit 0
+if [ "$QUICK" = 1 ]; then REPEAT=${2:-3}; else REPEAT=${2:-5}; fi
+export QUICK
+PYTHON=${PYTHON:-python3}
+LMP="$BUILD/bin/lmp"
+CC=${CC:-cc}
+if [ -n "$SUMMARY_ONLY" ]; then
+  results=$SUMMARY_ONLY
+elif [ ! -x "$LMP" ]; then
+  echo "pool_bench: $LMP not found; run make first"
+  exit 0
+fi
+# Runs every repetition, appending each figure to $results.
+measure() {
+  mkdir -p "$BUILD/bench"
+  PINGPONG="$BUILD/bench/pingpong"
+  if ! $CC -O2 -o "$PINGPONG" tests/bench/pingpong.c; then
+    echo "pool_bench: cannot compile tests/bench/pingpong.c"
+    exit 0
+  fi
+
+  model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+  echo "== pool: lmp against CPython $($PYTHON -c 'import sys; print(sys.version.split()[0])')" \
+    "multiprocessing, median of $REPEAT repetitions${QUICK:+ (QUICK=$QUICK)}"
+  echo "# machine: $(nproc) cores, $model; load average at start:" \
+    "$(cut -d' ' -f1-3 /proc/loadavg)"
+
+  # Every figure of every repetition, kept for a second look.
+  results="$BUILD/bench/pool_raw.txt"
+  : >"$results"
+
+  # On this kind of machine (a VM whose idle CPUs halt) a wake-up on the
+  # other CPU can cost tens of microseconds, and whether the two ends of a
+  # round trip share a CPU is up to the scheduler: the latency workloads run
+  # a second time with every process pinned to CPU 0 (taskset), which gives
+  # the figure without that noise.
+  PIN=""
+  command -v taskset >/dev/null 2>&1 && PIN="taskset -c 0"
+
+  # side workload: one repetition, its lines tagged "side name value";
+  # a workload NAME_pinned is NAME run under $PIN, its names suffixed.
+  run() {
+    side=$1 workload=${2%_pinned} pin="" suffix=""
+    if [ "$workload" != "$2" ]; then pin=$PIN suffix=_pinned; fi
+    # $pin is empty or a command with its arguments: split on purpose.
+    # shellcheck disable=SC2086
+    case $side in
+      lmp) timeout 600 $pin "$LMP" tests/bench/pool.lua "$workload" ;;
+      fork|spawn) timeout 600 $pin "$PYTHON" tests/bench/pool_cpython.py "$workload" "$side" ;;
+    esac | sed -n "s/^\([a-z_.A-Z0-9]*\) \([-0-9.e+]*\)\$/$side \1$suffix \2/p" >>"$results"
+  }
+
+  rep=1
+  while [ "$rep" -le "$REPEAT" ]; do
+    printf '# repetition %d of %d:' "$rep" "$REPEAT"
+    "$PINGPONG" 2000 64 | sed 's/^/floor /' >>"$results"
+    if [ -n "$PIN" ]; then $PIN "$PINGPONG" 2000 64 | sed 's/^/floor /; s/ /_pinned /2' >>"$results"; fi
+    workloads="apply map imap async startup bigstring memory primes"
+    [ -n "$PIN" ] && workloads="apply apply_pinned map imap async async_pinned startup bigstring memory primes"
+    for workload in $workloads; do
+      printf ' %s' "$workload"
+      sides="lmp fork"
+      case $workload in
+        startup|memory) sides="lmp fork spawn" ;;
+        primes) sides="lmp" ;; # serial lmp against a pool: no CPython side
+      esac
+      # Alternate which side goes first.
+      if [ $((rep % 2)) = 0 ]; then
+        sides=$(echo "$sides" | awk '{ for (i = NF; i > 0; i--) printf "%s ", $i }')
+      fi
+      for side in $sides; do run "$side" "$workload"; done
+    done
+    echo
+    rep=$((rep + 1))
+  done
+  echo "# load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+}
+[ -z "$SUMMARY_ONLY" ] && measure
+awk '
+  { key = $1 " " $2; n[key]++; v[key, n[key]] = $3 }
+  function median(key,   i, j, k, t, a) {
+    k = n[key]
+    if (!k) return ""
+    for (i = 1; i <= k; i++) a[i] = v[key, i]
+    for (i = 2; i <= k; i++) {
+      t = a[i]
+      for (j = i - 1; j > 0 && a[j] > t; j--) a[j + 1] = a[j]
+      a[j + 1] = t
+    }
+    return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
+  }
+  function fmt(x) {
+    if (x == "") return "-"
+    if (x >= 100000) return sprintf("%.3gM", x / 1e6)
+    if (x >= 100) return sprintf("%.0f", x)
+    return sprintf("%.3g", x)
+  }
+  # row(label, lmp, other, other name, ratio, target, met)
+  function row(label, a, b, bname, ratio, target, ok) {
+    printf "%-34s %9s %9s %-7s %7s  %-14s %s\n", label, fmt(a), fmt(b), bname,
+      ratio == "" ? "-" : sprintf("%.2f", ratio), target, ok == "" ? "-" : (ok ? "met" : "MISSED")
+  }
+  function ratio_of(a, b) { return (a == "" || b == "" || b == 0) ? "" : a / b }
+  function check(r, op, t) {
+    if (r == "") return ""
+    return op == "<=" ? r <= t : r >= t
+  }
+  END {
+    printf "%-34s %9s %9s %-7s %7s  %-14s %s\n", "workload (unit)", "lmp", "other", "(which)",
+      "ratio", "target", "met"
+    floor = median("floor pingpong.pipe_us")
+    a = median("lmp apply.median_us")
+    r = ratio_of(a, floor)
+    row("1 apply latency (us)", a, floor, "pipe", r, "lmp/pipe<=1.5", check(r, "<=", 1.5))
+    b = median("fork apply.median_us"); r = ratio_of(b, a)
+    row("1 apply latency (us)", a, b, "fork", r, "py/lmp>=5", check(r, ">=", 5))
+    row("  apply mean, for reference (us)", median("lmp apply.mean_us"),
+      median("fork apply.mean_us"), "fork", ratio_of(median("fork apply.mean_us"),
+      median("lmp apply.mean_us")), "", "")
+    row("  socketpair ping-pong (us)", median("floor pingpong.socketpair_us"), "", "", "", "", "")
+    floor = median("floor pingpong.pipe_us_pinned")
+    a = median("lmp apply.median_us_pinned")
+    r = ratio_of(a, floor)
+    row("1 apply, one CPU (us)", a, floor, "pipe", r, "lmp/pipe<=1.5", check(r, "<=", 1.5))
+    b = median("fork apply.median_us_pinned"); r = ratio_of(b, a)
+    row("1 apply, one CPU (us)", a, b, "fork", r, "py/lmp>=5", check(r, ">=", 5))
+    row("  socketpair ping-pong, one CPU (us)", median("floor pingpong.socketpair_us_pinned"),
+      "", "", "", "", "")
+    m = median("lmp map.items_per_s"); b = median("fork map.items_per_s"); r = ratio_of(m, b)
+    row("2 map 1..N (items/s)", m, b, "fork", r, "lmp/py>=2", check(r, ">=", 2))
+    a = median("lmp imap.items_per_s"); b = median("fork imap.items_per_s"); r = ratio_of(a, b)
+    row("3 imap, no chunksize (items/s)", a, b, "fork", r, "lmp/py>=50", check(r, ">=", 50))
+    r = ratio_of(a, m)
+    row("3 imap against lmp map (items/s)", a, m, "lmp map", r, "imap/map>=0.5", check(r, ">=", 0.5))
+    a = median("lmp async.items_per_s"); b = median("fork async.items_per_s"); r = ratio_of(a, b)
+    row("4 apply_async x N (items/s)", a, b, "fork", r, "lmp/py>=5", check(r, ">=", 5))
+    a = median("lmp async.items_per_s_pinned"); b = median("fork async.items_per_s_pinned")
+    r = ratio_of(a, b)
+    row("4 apply_async, one CPU (items/s)", a, b, "fork", r, "lmp/py>=5", check(r, ">=", 5))
+    a = median("lmp startup.ms"); b = median("fork startup.ms"); r = ratio_of(a, b)
+    row("5 Pool(2)+task+close (ms)", a, b, "fork", r, "lmp/py<=0.2", check(r, "<=", 0.2))
+    b = median("spawn startup.ms"); r = ratio_of(a, b)
+    row("5 Pool(2)+task+close (ms)", a, b, "spawn", r, "lmp/py<=0.1", check(r, "<=", 0.1))
+    a = median("lmp primes.efficiency")
+    row("6 primes, serial/(2 x Pool(2))", a, "", "", "", ">=0.95", check(a, ">=", 0.95))
+    row("  cores the workers got", median("lmp primes.pool_cores_used"), "", "", "", "", "")
+    row("  serial (s)", median("lmp primes.serial_s"), "", "", "", "", "")
+    row("  Pool(2), default chunksize (s)", median("lmp primes.parallel_s"), "", "", "", "", "")
+    row("  Pool(2), chunksize 1 (s)", median("lmp primes.parallel_chunk1_s"), "", "",
+      median("lmp primes.efficiency_chunk1"), "(efficiency)", "")
+    a = median("lmp bigstring.send_MB_per_s"); b = median("fork bigstring.send_MB_per_s")
+    r = ratio_of(a, b)
+    row("7 big string to a worker (MB/s)", a, b, "fork", r, "lmp/py>=3", check(r, ">=", 3))
+    a = median("lmp bigstring.return_MB_per_s"); b = median("fork bigstring.return_MB_per_s")
+    r = ratio_of(a, b)
+    row("7 big string returned (MB/s)", a, b, "fork", r, "lmp/py>=3", check(r, ">=", 3))
+    a = median("lmp memory.idle_worker_kB")
+    row("8 idle worker private memory (kB)", a, median("spawn memory.idle_worker_kB"), "spawn",
+      ratio_of(a, median("spawn memory.idle_worker_kB")), "lmp<=1024 kB", check(a, "<=", 1024))
+    row("  (CPython fork, for reference)", a, median("fork memory.idle_worker_kB"), "fork",
+      ratio_of(a, median("fork memory.idle_worker_kB")), "", "")
+  }' "$results"
+exit 0
