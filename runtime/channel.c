@@ -37,12 +37,23 @@ static int write_full(int fd, const char *p, size_t n) {
   return 0;
 }
 
+void lmp__decode_frame(lua_State *L, const char *body, size_t n) {
+  uint32_t message = n >= 4 ? lmp__u32_at(body) : 0;
+  if (n < 4 || message > n - 4) luaL_error(L, "lmp: malformed frame on the channel");
+  lmp__decode(L, body + 4, message);
+  if (n - 4 - message > 0)
+    lmp__decode(L, body + 4 + message, n - 4 - message);
+  else
+    lua_pushnil(L);
+}
+
 static int recv_box_gc(lua_State *L) {
   lmp__buffer_free(luaL_checkudata(L, 1, RECV_BOX_META));
   return 0;
 }
 
-/* core.channel_recv([fd]) -> value, or nothing at end of file. */
+/* core.channel_recv([fd]) -> message, payload (or nil); nothing at end of
+ * file. */
 static int core_channel_recv(lua_State *L) {
   int fd = (int)luaL_optinteger(L, 1, LMP_CHANNEL_FD), r;
   char header[LMP_FRAME_HEADER];
@@ -63,9 +74,9 @@ static int core_channel_recv(lua_State *L) {
     return luaL_error(L, "lmp: cannot receive a message of %d bytes", (int)length);
   r = read_full(fd, b->data, (size_t)length);
   if (r <= 0) return luaL_error(L, "lmp: channel closed in the middle of a message");
-  lmp__decode(L, b->data, (size_t)length);
+  lmp__decode_frame(L, b->data, (size_t)length);
   lmp__buffer_free(b);
-  return 1;
+  return 2;
 }
 
 /* core.channel_send(value [, fd]): encodes, then writes the whole frame. */
@@ -75,10 +86,13 @@ static int core_channel_send(lua_State *L) {
   luaL_checkany(L, 1);
   lua_settop(L, 2);
   b = lmp__new_encode_box(L);
-  if (lmp__buffer_reserve(b, LMP_FRAME_HEADER) != 0) return luaL_error(L, "lmp: not enough memory");
-  b->len = LMP_FRAME_HEADER;
+  if (lmp__buffer_reserve(b, LMP_FRAME_PREFIX) != 0) return luaL_error(L, "lmp: not enough memory");
+  b->len = LMP_FRAME_PREFIX;
   if (lmp__encode(L, 1, b, "result") != 0) return lua_error(L);
+  if (b->len - LMP_FRAME_PREFIX > UINT32_MAX)
+    return luaL_error(L, "lmp: a message over 4 GB cannot be sent");
   lmp__frame_set_length(b->data, b->len - LMP_FRAME_HEADER);
+  lmp__set_u32_at(b->data + LMP_FRAME_HEADER, (uint32_t)(b->len - LMP_FRAME_PREFIX));
   r = write_full(fd, b->data, b->len);
   lmp__buffer_free(b);
   if (r < 0) return luaL_error(L, "lmp: channel write failed: %s", strerror(-r));

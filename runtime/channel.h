@@ -1,5 +1,8 @@
-/* Message framing on a channel: an 8-byte little-endian length, then that
- * many bytes of the value format. */
+/* Message framing on a channel: an 8-byte little-endian length, then the
+ * body: a 4-byte length of the message, the message (the value format),
+ * and, filling the rest of the body, an optional payload (the value format
+ * again). A task's arguments travel as a payload: encoded once when the
+ * task is submitted, written as they are, decoded once in the worker. */
 #ifndef LMP_CHANNEL_H
 #define LMP_CHANNEL_H
 
@@ -24,6 +27,22 @@ static inline void lmp__frame_set_length(char *header, uint64_t v) {
   int i;
   for (i = 0; i < 8; i++) header[i] = (char)(v >> (8 * i));
 }
+
+#define LMP_FRAME_PREFIX (LMP_FRAME_HEADER + 4) /* length + message length */
+
+static inline uint32_t lmp__u32_at(const char *p) {
+  const unsigned char *b = (const unsigned char *)p;
+  return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+}
+
+static inline void lmp__set_u32_at(char *p, uint32_t v) {
+  int i;
+  for (i = 0; i < 4; i++) p[i] = (char)(v >> (8 * i));
+}
+
+/* Decodes a frame body of n bytes: pushes the message and the payload (nil
+ * when there is none). Malformed bodies raise. */
+void lmp__decode_frame(lua_State *L, const char *body, size_t n);
 
 /* Adds channel_recv and channel_send (a worker's blocking side of the
  * channel) to the table on top of the stack. */

@@ -42,6 +42,65 @@ static int core_dumps(lua_State *L) {
 }
 
 /* core.loads(bytes [, allow_functions = true]) */
+/* ---- payloads: values encoded once, sent as they are ------------------ */
+
+#define PAYLOAD_META "lmp.Payload"
+
+/* The bytes are shared by the Lua object and by writes in flight, and
+ * freed by the last of them, so no write ever touches Lua. */
+void lmp__payload_release(lmp_payload *payload) {
+  if (--payload->refs == 0) {
+    lmp__buffer_free(&payload->bytes);
+    free(payload);
+  }
+}
+
+lmp_payload *lmp__check_payload(lua_State *L, int idx) {
+  lmp_payload **box = luaL_checkudata(L, idx, PAYLOAD_META);
+  if (*box == NULL) luaL_argerror(L, idx, "payload already released");
+  return *box;
+}
+
+static int payload_gc(lua_State *L) {
+  lmp_payload **box = luaL_checkudata(L, 1, PAYLOAD_META);
+  if (*box) lmp__payload_release(*box);
+  *box = NULL;
+  return 0;
+}
+
+static int payload_len(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)lmp__check_payload(L, 1)->bytes.len);
+  return 1;
+}
+
+/* core.encode(value [, root]) -> payload; refusals raise as dumps does. */
+static int core_encode(lua_State *L) {
+  const char *root;
+  lmp_payload **box;
+  lmp_buffer *b;
+  luaL_checkany(L, 1);
+  root = luaL_optstring(L, 2, "");
+  lua_settop(L, 2);
+  box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  if (luaL_newmetatable(L, PAYLOAD_META)) {
+    lua_pushcfunction(L, payload_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, payload_len);
+    lua_setfield(L, -2, "__len");
+  }
+  lua_setmetatable(L, -2);
+  b = lmp__new_encode_box(L);
+  if (lmp__encode(L, 1, b, root) != 0) return lua_error(L);
+  *box = malloc(sizeof **box);
+  if (*box == NULL) return luaL_error(L, "lmp: not enough memory");
+  (*box)->refs = 1;
+  (*box)->bytes = *b;
+  memset(b, 0, sizeof *b);
+  lua_pop(L, 1);
+  return 1;
+}
+
 static int core_loads(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
@@ -82,6 +141,7 @@ static int core_getpid(lua_State *L) {
 
 static const luaL_Reg core_functions[] = {
     {"dumps", core_dumps},         {"loads", core_loads},
+    {"encode", core_encode},
     {"register", core_register},   {"error", core_error},
     {"cpu_count", core_cpu_count}, {"getpid", core_getpid},
     {"isatty", core_isatty},

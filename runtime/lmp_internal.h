@@ -56,6 +56,14 @@ LMP_NORETURN void lmp__raisef(lua_State *L, const char *format, ...);
 
 /* core.c: a buffer boxed in a userdata with __gc, pushed on the stack. */
 lmp_buffer *lmp__new_encode_box(lua_State *L);
+/* core.c: an encoded value (core.encode) with a count of its holders: the
+ * Lua object and each write in flight. */
+typedef struct lmp_payload {
+  int refs;
+  lmp_buffer bytes;
+} lmp_payload;
+lmp_payload *lmp__check_payload(lua_State *L, int idx);
+void lmp__payload_release(lmp_payload *payload);
 
 /* embed.c: package.preload entries for lmp's embedded Lua modules. */
 void lmp__install_preload(lua_State *L);

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <limits.h>
 #include <string.h>
 #include <sys/wait.h>
 
@@ -69,7 +70,8 @@ int lmp__kill_all_workers(void) {
 
 typedef struct write_request {
   uv_write_t req;
-  char *data;
+  char *data;             /* the frame's prefix and message, ours to free */
+  lmp_payload *payload;   /* written as it is; released when written */
 } write_request;
 
 static void on_handle_closed(uv_handle_t *handle) {
@@ -142,8 +144,8 @@ static int decode_and_deliver(lua_State *L) {
   const char *p = lua_touserdata(L, 2);
   size_t n = (size_t)lua_tointeger(L, 3);
   lua_settop(L, 1);
-  lmp__decode(L, p, n);
-  lua_call(L, 1, 0);
+  lmp__decode_frame(L, p, n);
+  lua_call(L, 2, 0);
   return 0;
 }
 
@@ -261,39 +263,51 @@ static void on_written(uv_write_t *req, int status) {
   write_request *w = (write_request *)req;
   (void)status; /* a failed write shows up as the worker's exit */
   free(w->data);
+  if (w->payload) lmp__payload_release(w->payload);
   free(w);
 }
 
-/* handle:send(value [, root]) encodes everything before writing anything,
- * so a value that cannot be sent raises and leaves the channel as it was. */
+/* handle:send(message [, payload [, root]]) encodes everything before
+ * writing anything, so a value that cannot be sent raises and leaves the
+ * channel as it was. A payload (from core.encode) is written as it is. */
 static int child_send(lua_State *L) {
   child *c = check_child(L);
-  const char *root = luaL_optstring(L, 3, "");
+  lmp_payload *payload = lua_isnoneornil(L, 3) ? NULL : lmp__check_payload(L, 3);
+  const char *root = luaL_optstring(L, 4, "");
+  size_t payload_len = payload ? payload->bytes.len : 0;
   lmp_buffer *b;
   write_request *w;
-  uv_buf_t buf;
+  uv_buf_t bufs[2];
   int r;
   luaL_checkany(L, 2);
-  lua_settop(L, 3);
+  lua_settop(L, 4);
   b = lmp__new_encode_box(L);
-  if (lmp__buffer_reserve(b, LMP_FRAME_HEADER) != 0) return luaL_error(L, "lmp: not enough memory");
-  b->len = LMP_FRAME_HEADER;
+  if (lmp__buffer_reserve(b, LMP_FRAME_PREFIX) != 0) return luaL_error(L, "lmp: not enough memory");
+  b->len = LMP_FRAME_PREFIX;
   if (lmp__encode(L, 2, b, root) != 0) return lua_error(L);
+  if (b->len - LMP_FRAME_PREFIX > UINT32_MAX)
+    return luaL_error(L, "lmp: a message over 4 GB cannot be sent");
+  if (payload_len > UINT_MAX) return luaL_error(L, "lmp: a payload over 4 GB cannot be sent");
   if (c->exited || c->eof || c->input_closed) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  lmp__frame_set_length(b->data, b->len - LMP_FRAME_HEADER);
+  lmp__frame_set_length(b->data, b->len - LMP_FRAME_HEADER + payload_len);
+  lmp__set_u32_at(b->data + LMP_FRAME_HEADER, (uint32_t)(b->len - LMP_FRAME_PREFIX));
   w = malloc(sizeof *w);
   if (w == NULL) return luaL_error(L, "lmp: not enough memory");
   w->data = b->data;
-  buf = uv_buf_init(b->data, (unsigned int)b->len);
+  w->payload = payload;
+  bufs[0] = uv_buf_init(b->data, (unsigned int)b->len);
+  if (payload) {
+    bufs[1] = uv_buf_init(payload->bytes.data, (unsigned int)payload_len);
+    payload->refs++;
+  }
   b->data = NULL;
   b->len = b->cap = 0;
-  r = uv_write(&w->req, (uv_stream_t *)&c->channel, &buf, 1, on_written);
+  r = uv_write(&w->req, (uv_stream_t *)&c->channel, bufs, payload ? 2 : 1, on_written);
   if (r != 0) {
-    free(w->data);
-    free(w);
+    on_written(&w->req, r);
     lua_pushboolean(L, 0);
     return 1;
   }

@@ -299,7 +299,7 @@ function Pool:_start_worker()
   local config = self.config
   config.name = "PoolWorker-" .. w.identity
   config.identity = {w.identity}
-  handle:send({"init", config}, "initializer")
+  handle:send({"init", config}, nil, "initializer")
 end
 
 -- The pool cannot go on (workers keep dying at start, or the initializer
@@ -349,7 +349,7 @@ end
 -- Encodes a chunk of items; a refusal names the item by its index in the
 -- whole input, not in the chunk.
 local function encode_items(items, first)
-  local ok, payload = pcall(core.dumps, items, "")
+  local ok, payload = pcall(core.encode, items, "")
   if ok then return payload end
   local err = payload
   if type(err) == "table" and err.kind == "serialize" then
@@ -430,8 +430,8 @@ function Pool:_send(w, task)
     w.function_count = w.function_count + 1
     fn = task.fn
   end
-  if not w.handle:send({"task", task.id, task.function_id, fn, task.mode,
-                        task.payload, reset}) then
+  if not w.handle:send({"task", task.id, task.function_id, fn, task.mode, reset},
+                       task.payload) then
     w.functions[task.function_id] = nil
     self:_enqueue(task, true)
     w.retiring = true
@@ -657,7 +657,7 @@ function Pool:_apply_job(fname, fn, args, opts, async)
                                           error_callback = opts.error_callback})
   task_serial = task_serial + 1
   local task = {id = task_serial, job = job, fn = fn, function_id = function_id(fn),
-                mode = "apply", payload = core.dumps(packed, "args"), first = 1,
+                mode = "apply", payload = core.encode(packed, "args"), first = 1,
                 count = 1, timeout = opts.timeout}
   job.total = 1
   job.task = task

@@ -111,14 +111,14 @@ function worker.main()
   core.channel_send({"ready"})
   local functions = {}
   while true do
-    local message = core.channel_recv()
+    local message, args = core.channel_recv()
     if message == nil then return 0 end
     if message[1] == "process" then return worker.run_process(message[2], message[3]) end
-    local id, function_id, fn, mode, payload, reset =
-      message[2], message[3], message[4], message[5], message[6], message[7]
+    local id, function_id, fn, mode, reset =
+      message[2], message[3], message[4], message[5], message[6]
     if reset then functions = {} end
     if fn then functions[function_id] = fn else fn = functions[function_id] end
-    local values, errors = run(fn, mode, core.loads(payload))
+    local values, errors = run(fn, mode, args)
     io.stdout:flush()
     send_result(id, values, errors)
   end
