@@ -376,9 +376,15 @@ function Pool:_keep_alive(w)
 end
 
 function Pool:_free_worker()
-  -- A second task in flight hides the round trip for short tasks; for long
-  -- ones it would wait behind the first while another worker frees up.
-  local depth = (self.task_time and self.task_time < SHORT_TASK) and PIPELINE or 1
+  -- A second task in flight hides the round trip (the worker need not wait
+  -- for the main process between tasks). Long tasks get one only while
+  -- plenty are queued: near the end of the queue it would wait behind the
+  -- first while another worker is free.
+  local depth = 1
+  if (self.task_time and self.task_time < SHORT_TASK)
+     or self:_queued() >= PIPELINE * #self.workers then
+    depth = PIPELINE
+  end
   local best, best_load = nil, depth
   for _, w in ipairs(self.workers) do
     local load = #w.inflight
@@ -566,39 +572,55 @@ local function default_chunksize(total, processes)
   return size
 end
 
--- Splits a reader's items into tasks, all encoded before any is queued.
+-- The chunk sizes for a map of `total` items when the caller gave none:
+-- each chunk takes an eighth of a worker's share of what is left ("guided"
+-- scheduling), so chunks shrink towards the end and the workers finish
+-- together even when later items cost more; a floor keeps tiny items from
+-- being swamped by per-task overhead (at most about 32 chunks per worker).
+-- Measured on 1M trivial items and on 64 prime-counting ranges of rising
+-- cost: both beat Python's fixed total/(4 x processes).
+local function chunk_plan(total, processes)
+  local floor = math.max(1, -(-total // (processes * 32)))
+  local sizes, left = {}, total
+  while left > 0 do
+    local size = math.min(left, math.max(floor, -(-left // (processes * 8))))
+    sizes[#sizes + 1] = size
+    left = left - size
+  end
+  return sizes
+end
+
+-- Splits the items into tasks, all encoded before any is queued (map reads
+-- its whole input, as Python's does).
 function Pool:_submit_all(job, fn, mode, read, total, chunksize, timeout, array)
-  chunksize = chunksize or default_chunksize(total, self.processes)
-  local tasks, items, index = {}, {n = 0}, 0
-  if array then
-    for first = 1, total, chunksize do
-      local last = math.min(first + chunksize - 1, total)
-      tasks[#tasks + 1] = new_task(job, fn, mode,
-        table.move(array, first, last, 1, {n = last - first + 1}), first, timeout)
-    end
-    index = total
-    read = function() end
-  end
-  while true do
-    local more, item = read()
-    if not more then break end
-    index = index + 1
-    items.n = items.n + 1
-    items[items.n] = item
-    if items.n == chunksize then
-      tasks[#tasks + 1] = new_task(job, fn, mode, items, index - items.n + 1, timeout)
-      items = {n = 0}
+  if not array then
+    array, total = {}, 0
+    while true do
+      local more, item = read()
+      if not more then break end
+      total = total + 1
+      array[total] = item
     end
   end
-  if items.n > 0 then
-    tasks[#tasks + 1] = new_task(job, fn, mode, items, index - items.n + 1, timeout)
+  local sizes
+  if chunksize then
+    sizes = {}
+    for first = 1, total, chunksize do sizes[#sizes + 1] = math.min(chunksize, total - first + 1) end
+  else
+    sizes = chunk_plan(total, self.processes)
   end
-  job.total = index
-  if job.bar then job.bar.total = index end
+  local tasks, first = {}, 1
+  for i, size in ipairs(sizes) do
+    tasks[i] = new_task(job, fn, mode, table.move(array, first, first + size - 1, 1, {n = size}),
+                        first, timeout)
+    first = first + size
+  end
+  job.total = total
+  if job.bar then job.bar.total = total end
   for _, task in ipairs(tasks) do self:_enqueue(task) end
   job:queued()
-  if index == 0 then job:finish(nil) end
-  job.results.n = index
+  if total == 0 then job:finish(nil) end
+  job.results.n = total
   self:_pump()
   return job
 end
