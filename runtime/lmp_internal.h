@@ -74,6 +74,8 @@ void lmp__install_preload(lua_State *L);
 uv_loop_t *lmp__loop(lua_State *L);
 /* The main thread of L's state: libuv callbacks call Lua there. */
 lua_State *lmp__main_thread(lua_State *L);
+/* How long to watch for an answer before sleeping, in ns ($LMP_SPIN_US). */
+uint64_t lmp__spin_ns(void);
 /* Calls the function below `nargs` arguments in protected mode; an error
  * goes to the reporter (lmp.on_error) or stderr. Pops them all. */
 int lmp__call_protected(lua_State *L, int nargs);

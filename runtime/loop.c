@@ -1,5 +1,6 @@
 /* The event loop lmp runs on, the timers the Lua layer uses, and the one
  * protected path by which libuv callbacks call into Lua. */
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -197,6 +198,30 @@ static int core_set_reporter(lua_State *L) {
   return 0;
 }
 
+/* How long a process watches for an answer before it lets its CPU sleep:
+ * $LMP_SPIN_US microseconds (default 50; 0 turns it off). */
+uint64_t lmp__spin_ns(void) {
+  static int64_t spin = -1;
+  if (spin < 0) {
+    const char *env = getenv("LMP_SPIN_US");
+    spin = env && *env ? (int64_t)strtol(env, NULL, 10) * 1000 : 50000;
+    if (spin < 0) spin = 0;
+  }
+  return (uint64_t)spin;
+}
+
+/* A blocking turn first watches the loop's backend for a short while, so
+ * that a quick answer from a worker is taken without a sleep and wake-up. */
+static void spin_until_ready(uv_loop_t *loop) {
+  struct pollfd pfd;
+  uint64_t deadline;
+  if (lmp__spin_ns() == 0 || (pfd.fd = uv_backend_fd(loop)) < 0) return;
+  pfd.events = POLLIN;
+  deadline = uv_hrtime() + lmp__spin_ns();
+  while (poll(&pfd, 1, 0) == 0 && uv_hrtime() < deadline) {
+  }
+}
+
 /* core.run_once(block): one turn of the loop. Returns whether anything is
  * still active. Refuses to nest, which libuv does not allow. */
 static int core_run_once(lua_State *L) {
@@ -209,6 +234,7 @@ static int core_run_once(lua_State *L) {
                          "is running (inside a libuv callback); use a callback "
                          "or lmp.spawn instead");
   state->running = 1;
+  if (block) spin_until_ready(state->loop);
   alive = uv_run(state->loop, block ? UV_RUN_ONCE : UV_RUN_NOWAIT);
   state->running = 0;
   lua_pushboolean(L, alive);

@@ -296,6 +296,10 @@ static int encode_function(encoder *e, int idx) {
   lua_pushvalue(L, idx);
   lua_getinfo(L, ">u", &ar);
   put_byte(e, ar.nups);
+  if (ar.nups > 0 && lua_isnil(L, e->upvalues)) {
+    lua_newtable(L);
+    lua_replace(L, e->upvalues);
+  }
   for (i = 1; i <= ar.nups; i++) {
     const char *name;
     lua_pushlightuserdata(L, lua_upvalueid(L, idx, i));
@@ -439,7 +443,7 @@ int lmp__encode(lua_State *L, int idx, lmp_buffer *out, const char *root) {
   luaL_checkstack(L, 16, "lmp: encoding");
   lua_newtable(L);
   e.refs = lua_gettop(L);
-  lua_newtable(L);
+  lua_pushnil(L); /* the upvalue table, made by the first function met */
   e.upvalues = lua_gettop(L);
   lmp__names_push_map(L, 0);
   e.names = lua_gettop(L);

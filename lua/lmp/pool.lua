@@ -372,7 +372,11 @@ end
 -- An idle worker does not keep the event loop alive (luv's uv.run() may
 -- return); one that is starting, working or leaving does.
 function Pool:_keep_alive(w)
-  w.handle:keep_loop_alive(#w.inflight > 0 or not w.ready or w.retiring == true)
+  local keep = #w.inflight > 0 or not w.ready or w.retiring == true
+  if keep ~= w.keeps_loop_alive then
+    w.keeps_loop_alive = keep
+    w.handle:keep_loop_alive(keep)
+  end
 end
 
 function Pool:_free_worker()
