@@ -321,7 +321,8 @@ describe("chaos", function()
     local n = 3000
     local seen, lost, wrong = {}, 0, 0
     for i = 1, n do
-      pool:apply_async(function(x) return x end, {i}, {
+      -- Each task takes 0.2 ms of CPU, so that kills land among them.
+      pool:apply_async(function(x) busy(0.0002); return x end, {i}, {
         callback = function(v)
           if v ~= i then wrong = wrong + 1 end
           seen[i] = (seen[i] or 0) + 1
