@@ -2,6 +2,7 @@
  * worker does one thing at a time and needs no event loop. */
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -19,8 +20,8 @@ static void wait_readable_briefly(int fd) {
   uint64_t deadline = uv_hrtime() + lmp__spin_ns();
   pfd.fd = fd;
   pfd.events = POLLIN;
-  while (poll(&pfd, 1, 0) == 0 && uv_hrtime() < deadline) {
-  }
+  if (lmp__spin_ns() == 0) return;
+  while (poll(&pfd, 1, 0) == 0 && uv_hrtime() < deadline) sched_yield();
 }
 
 static int read_full(int fd, char *p, size_t n) {

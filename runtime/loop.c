@@ -1,6 +1,7 @@
 /* The event loop lmp runs on, the timers the Lua layer uses, and the one
  * protected path by which libuv callbacks call into Lua. */
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -199,13 +200,16 @@ static int core_set_reporter(lua_State *L) {
 }
 
 /* How long a process watches for an answer before it lets its CPU sleep:
- * $LMP_SPIN_US microseconds (default 50; 0 turns it off). */
+ * $LMP_SPIN_US microseconds (default 50; 0 turns it off). Never on a
+ * single CPU, where watching would only keep the answer from being made. */
 uint64_t lmp__spin_ns(void) {
   static int64_t spin = -1;
   if (spin < 0) {
     const char *env = getenv("LMP_SPIN_US");
+    cpu_set_t cpus;
     spin = env && *env ? (int64_t)strtol(env, NULL, 10) * 1000 : 50000;
-    if (spin < 0) spin = 0;
+    if (spin < 0 || (sched_getaffinity(0, sizeof cpus, &cpus) == 0 && CPU_COUNT(&cpus) < 2))
+      spin = 0;
   }
   return (uint64_t)spin;
 }
@@ -218,8 +222,7 @@ static void spin_until_ready(uv_loop_t *loop) {
   if (lmp__spin_ns() == 0 || (pfd.fd = uv_backend_fd(loop)) < 0) return;
   pfd.events = POLLIN;
   deadline = uv_hrtime() + lmp__spin_ns();
-  while (poll(&pfd, 1, 0) == 0 && uv_hrtime() < deadline) {
-  }
+  while (poll(&pfd, 1, 0) == 0 && uv_hrtime() < deadline) sched_yield();
 }
 
 /* core.run_once(block): one turn of the loop. Returns whether anything is
