@@ -28,15 +28,33 @@ lmp_buffer *lmp__new_encode_box(lua_State *L) {
   return b;
 }
 
+/* core.dumps(value [, root]) -> string. Long strings in the value are not
+ * copied into the buffer: the result is joined from the buffer's pieces and
+ * the strings themselves, so each byte of them is copied once. */
 static int core_dumps(lua_State *L) {
   const char *root;
   lmp_buffer *b;
+  lua_Integer n, i;
+  size_t from = 0;
   luaL_checkany(L, 1);
   root = luaL_optstring(L, 2, "");
   lua_settop(L, 2);
+  lua_newtable(L); /* 3: the long strings left out */
   b = lmp__new_encode_box(L);
-  if (lmp__encode(L, 1, b, root) != 0) return lua_error(L);
-  lua_pushlstring(L, b->data, b->len);
+  if (lmp__encode_pieces(L, 1, b, root, 3) != 0) return lua_error(L);
+  n = (lua_Integer)lua_rawlen(L, 3);
+  luaL_checkstack(L, (int)(n + 4), "lmp: too many long strings");
+  for (i = 1; i <= n; i += 2) {
+    size_t at;
+    lua_rawgeti(L, 3, i);
+    at = (size_t)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    lua_pushlstring(L, b->data + from, at - from);
+    lua_rawgeti(L, 3, i + 1);
+    from = at;
+  }
+  lua_pushlstring(L, b->data + from, b->len - from);
+  lua_concat(L, (int)n + 1);
   lmp__buffer_free(b);
   return 1;
 }

@@ -25,6 +25,13 @@
  * value. May raise Lua errors (out of memory, an erring __lmp_serialize),
  * so `out` must be owned by something the unwind does not leak. */
 int lmp__encode(lua_State *L, int idx, lmp_buffer *out, const char *root);
+/* The same, but strings of LMP_LONG_STRING bytes or more are left out of
+ * `out`: their offset in it and the string go to the table at `pieces`
+ * (offset, string, offset, string, ...), for the caller to join them in
+ * with a single copy. */
+#define LMP_LONG_STRING 65536
+int lmp__encode_pieces(lua_State *L, int idx, lmp_buffer *out, const char *root,
+                       int pieces);
 /* Decodes the n bytes at p and pushes the value. Malformed bytes raise a
  * Lua error; nothing is allocated beyond what the bytes can justify. */
 void lmp__decode(lua_State *L, const char *p, size_t n);

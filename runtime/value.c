@@ -43,6 +43,8 @@ typedef struct encoder {
   int upvalues;  /* stack index: upvalue id -> function id * 256 + index */
   int names;     /* stack index: value -> name record */
   int names_fresh;
+  int pieces;    /* stack index of a table for long strings kept out of
+                  * `out` (offset, string, offset, string...), or 0 */
   const void *globals;
   lua_Integer next_id;
   int depth;
@@ -409,6 +411,16 @@ static int encode_value(encoder *e, int idx) {
       size_t len;
       const char *s = lua_tolstring(L, idx, &len);
       put_byte(e, T_STRING);
+      if (e->pieces && len >= LMP_LONG_STRING) {
+        /* Left out of the buffer: the caller joins it in, a single copy. */
+        lua_Integer n = (lua_Integer)lua_rawlen(L, e->pieces);
+        put_varint(e, len);
+        lua_pushinteger(L, (lua_Integer)e->out->len);
+        lua_rawseti(L, e->pieces, n + 1);
+        lua_pushvalue(L, idx);
+        lua_rawseti(L, e->pieces, n + 2);
+        return 0;
+      }
       put_string(e, s, len);
       return 0;
     }
@@ -432,10 +444,16 @@ static int encode_value(encoder *e, int idx) {
 }
 
 int lmp__encode(lua_State *L, int idx, lmp_buffer *out, const char *root) {
+  return lmp__encode_pieces(L, idx, out, root, 0);
+}
+
+int lmp__encode_pieces(lua_State *L, int idx, lmp_buffer *out, const char *root,
+                       int pieces) {
   encoder e;
   int top = lua_gettop(L), status;
   idx = lua_absindex(L, idx);
   memset(&e, 0, sizeof e);
+  e.pieces = pieces ? lua_absindex(L, pieces) : 0;
   e.L = L;
   e.out = out;
   e.path_start = sizeof e.path - 1;
