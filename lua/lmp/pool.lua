@@ -66,8 +66,10 @@ local function reader_of(iterable, argn, fname)
   argument_error(argn, fname, "iterable expected, got " .. kind)
 end
 
+local NO_OPTIONS = setmetatable({}, {__newindex = function() error("lmp: NO_OPTIONS is shared") end})
+
 local function options_of(opts, argn, fname)
-  if opts == nil then return {} end
+  if opts == nil then return NO_OPTIONS end
   if math.type(opts) == "integer" then
     if opts < 1 then argument_error(argn, fname, "chunksize must be at least 1") end
     return {chunksize = opts}
@@ -117,15 +119,17 @@ end
 local Job = {}
 Job.__index = Job
 
-local function new_job(pool_ref, kind, opts)
-  return setmetatable({pool_ref = pool_ref, kind = kind, opts = opts,
-    results = {n = 0}, received = 0, ready = false}, Job)
+-- Few fields and no tables of its own: a burst of apply_async keeps
+-- thousands alive, and the garbage collector walks them all.
+local function new_job(pool_ref, kind, async, callback, error_callback)
+  return setmetatable({pool_ref = pool_ref, kind = kind, async = async, callback = callback,
+    error_callback = error_callback, received = 0, ready = false}, Job)
 end
 
 -- Once its tasks are queued, an async job keeps lmp.run() turning until it
 -- finishes; a call that raised before queueing leaves nothing pending.
 function Job:queued()
-  if self.opts.async and not self.ready and not self.pending then
+  if self.async and not self.ready and not self.pending then
     self.pending = true
     loop.add_pending(1)
   end
@@ -145,13 +149,13 @@ function Job:finish(err)
   end
   if self.pending then loop.add_pending(-1) end
   if err then
-    if self.opts.error_callback then loop.defer(self.opts.error_callback, err) end
-  elseif self.opts.callback then
+    if self.error_callback then loop.defer(self.error_callback, err) end
+  elseif self.callback then
     if self.kind == "apply" then
       local r = self.results
-      loop.defer(function() self.opts.callback(table.unpack(r, 1, r.n)) end)
+      loop.defer(function() self.callback(table.unpack(r, 1, r.n)) end)
     else
-      loop.defer(self.opts.callback, self.results)
+      loop.defer(self.callback, self.results)
     end
   end
 end
@@ -620,11 +624,11 @@ function Pool:_submit_all(job, fn, mode, read, total, chunksize, timeout, array)
     first = first + size
   end
   job.total = total
+  job.results = {n = total}
   if job.bar then job.bar.total = total end
   for _, task in ipairs(tasks) do self:_enqueue(task) end
   job:queued()
   if total == 0 then job:finish(nil) end
-  job.results.n = total
   self:_pump()
   return job
 end
@@ -636,8 +640,7 @@ local function map_job(self, fname, fn, iterable, opts, mode, async)
   local read, total = reader_of(iterable, 2, fname)
   opts = options_of(opts, 3, fname)
   self:_check_open(fname)
-  local job = new_job(self.ref, "map", {async = async, callback = opts.callback,
-                                        error_callback = opts.error_callback})
+  local job = new_job(self.ref, "map", async, opts.callback, opts.error_callback)
   if self:_wants_progress(opts) then job.bar = progress.new(fname, total) end
   return self:_submit_all(job, fn, mode, read, total, opts.chunksize, opts.timeout,
                           type(iterable) == "table" and iterable or nil)
@@ -679,17 +682,19 @@ function Pool:_apply_job(fname, fn, args, opts, async)
   self:_check_open(fname)
   args = args or {}
   local packed = table.pack(table.unpack(args, 1, args.n or #args))
-  local job = new_job(self.ref, "apply", {async = async, callback = opts.callback,
-                                          error_callback = opts.error_callback})
+  local job = new_job(self.ref, "apply", async, opts.callback, opts.error_callback)
   task_serial = task_serial + 1
   local task = {id = task_serial, job = job, fn = fn, function_id = function_id(fn),
                 mode = "apply", payload = core.encode(packed, "args"), first = 1,
                 count = 1, timeout = opts.timeout}
   job.total = 1
   job.task = task
+  -- Workers free up only in loop callbacks, which pump themselves: with
+  -- tasks already waiting, no worker has room now.
+  local waiting = self:_queued() > 0
   self:_enqueue(task)
   job:queued()
-  self:_pump()
+  if not waiting then self:_pump() end
   return job
 end
 
@@ -717,7 +722,7 @@ function StreamCloser.__close(closer) closer.stop() end
 -- unpacks each item as the arguments.
 function Pool:_stream(fname, fn, read, total, opts, ordered, mode, array)
   self:_check_open(fname)
-  local job = new_job(self.ref, "imap", {})
+  local job = new_job(self.ref, "imap", false)
   local bar = self:_wants_progress(opts) and progress.new(fname, total)
   local fixed = opts.chunksize
   local limit = total and default_chunksize(total, self.processes) or 4096
