@@ -211,6 +211,24 @@ static int enter(encoder *e) {
  * (Lua's traversal visits the array part first, in order. Relying on
  * lua_rawlen instead would send every slot up to a border, and a border of
  * a sparse table can be 2^26 for 50 keys.) */
+/* An object whose metatable has __lmp_nosend (a string saying why and what
+ * to do instead) is refused by name: a pool captured by a function's
+ * upvalue says "lmp.Pool", not what is deep inside it. */
+static int refuse_if_not_sendable(encoder *e, int idx) {
+  lua_State *L = e->L;
+  char what[96];
+  if (luaL_getmetafield(L, idx, "__lmp_nosend") != LUA_TSTRING) return 0;
+  if (luaL_getmetafield(L, idx, "__name") == LUA_TSTRING) {
+    snprintf(what, sizeof what, "%.80s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+  } else {
+    snprintf(what, sizeof what, "%s", luaL_typename(L, idx));
+  }
+  /* The reason stays on the stack, anchored until the error is built. */
+  refuse(e, what, lua_tostring(L, -1));
+  return -1;
+}
+
 static int encode_table(encoder *e, int idx) {
   lua_State *L = e->L;
   lua_Integer id, next_index = 1;
@@ -222,6 +240,7 @@ static int encode_table(encoder *e, int idx) {
     return 0;
   }
   if (encode_if_seen(e, idx, &id) || encode_if_named(e, idx, 0)) return 0;
+  if (refuse_if_not_sendable(e, idx)) return -1;
   if (enter(e)) return -1;
   has_meta = lua_getmetatable(L, idx);
   put_byte(e, has_meta ? T_TABLE_MT : T_TABLE);
@@ -337,6 +356,7 @@ static int encode_userdata(encoder *e, int idx) {
   lua_State *L = e->L;
   lua_Integer id;
   if (encode_if_seen(e, idx, &id) || encode_if_named(e, idx, 0)) return 0;
+  if (refuse_if_not_sendable(e, idx)) return -1;
   if (luaL_getmetafield(L, idx, "__lmp_serialize") != LUA_TNIL) {
     if (enter(e)) return -1;
     lua_pushvalue(L, idx);

@@ -256,6 +256,18 @@ describe("Pool", function()
     f:close()
   end)
 
+  it("a function that captured the pool is refused naming the pool", function()
+    local ok, err = pcall(pool.map, pool, function(x) return pool and x end, {1})
+    assert.is_false(ok)
+    assert.equal("serialize", err.kind)
+    assert.matches("^cannot send lmp.Pool at function%(upvalue 'pool'%): a pool belongs to "
+      .. "the process that made it", err.message)
+    local r = pool:apply_async(function() return 1 end)
+    ok, err = pcall(pool.apply, pool, function(h) return h end, {r})
+    assert.matches("cannot send lmp.AsyncResult at args%[1%]", err.message)
+    r:wait()
+  end)
+
   it("a result that cannot be sent fails that task with kind serialize", function()
     local ok, err = pcall(pool.apply, pool, function() return io.tmpfile() end, {})
     assert.is_false(ok)

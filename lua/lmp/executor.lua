@@ -10,10 +10,12 @@ local executor = {}
 
 local Executor = {}
 Executor.__index = Executor
+Executor.__lmp_nosend = "an executor belongs to the process that made it: send the data and functions, not the executor"
 Executor.__name = "lmp.ProcessPoolExecutor"
 
 local Future = {}
 Future.__index = Future
+Future.__lmp_nosend = "a future belongs to the main process: send its result once it is done"
 Future.__name = "lmp.Future"
 
 local function check_timeout(timeout, n, fname)

@@ -17,10 +17,12 @@ local progress = require "lmp.progress"
 
 local Pool = {}
 Pool.__index = Pool
+Pool.__lmp_nosend = "a pool belongs to the process that made it: send the data and functions, not the pool"
 Pool.__name = "lmp.Pool"
 
 local AsyncResult = {}
 AsyncResult.__index = AsyncResult
+AsyncResult.__lmp_nosend = "a result handle belongs to the main process: send the value once it is ready"
 AsyncResult.__name = "lmp.AsyncResult"
 
 local PIPELINE = 2          -- tasks in flight per worker, when tasks are short

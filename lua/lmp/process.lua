@@ -7,6 +7,7 @@ local errors = require "lmp.errors"
 
 local Process = {}
 Process.__index = Process
+Process.__lmp_nosend = "a process handle belongs to the process that started it"
 Process.__name = "lmp.Process"
 
 local process_serial = 0
