@@ -233,6 +233,27 @@ describe("Pool", function()
     assert.is_true(pool:apply(function() return _G == _ENV and string ~= nil end))
   end)
 
+  it("the script's global functions and tables reach the workers", function()
+    local status, out, err = helpers.run_lua([[
+      local lmp = require "lmp"
+      function helper(x) return x * factor end
+      factor = 3
+      config = {offset = 100}
+      log = io.tmpfile()                      -- cannot be sent: left out
+      grudge = coroutine.create(print)        -- neither can this
+      function work(x) return helper(x) + config.offset end
+      local pool <close> = lmp.Pool(2)
+      print(table.concat(pool:map(work, {1, 2, 3}), " "))
+      function later(x) return helper(x) * 2 end   -- defined after the first map
+      factor = 10
+      print(table.concat(pool:map(later, {1, 2}), " "))
+      print(pool:apply(function() return log == nil and grudge == nil end))
+    ]], helpers.runner)
+    assert.equal("", err)
+    assert.equal(0, status)
+    assert.equal("103 106 109\n20 40\ntrue\n", out)
+  end)
+
   it("workers know who they are; the main process too", function()
     local name, pid = pool:apply(function()
       local me = require("lmp").current_process()

@@ -14,6 +14,7 @@ local core = require "lmp.core"
 local loop = require "lmp.loop"
 local errors = require "lmp.errors"
 local progress = require "lmp.progress"
+local globals = require "lmp.globals"
 
 local Pool = {}
 Pool.__index = Pool
@@ -437,7 +438,7 @@ function Pool:_pump()
 end
 
 function Pool:_send(w, task)
-  local fn, reset = false, false
+  local fn, reset, script_globals = false, false, false
   if not w.functions[task.function_id] then
     if w.function_count >= FUNCTION_CACHE then
       w.functions, w.function_count, reset = {}, 0, true
@@ -445,9 +446,16 @@ function Pool:_send(w, task)
     w.functions[task.function_id] = true
     w.function_count = w.function_count + 1
     fn = task.fn
+    -- A new function may call the script's other globals: send them too,
+    -- when they changed since this worker last had them.
+    local snapshot = globals.snapshot(w.globals)
+    if snapshot then
+      w.globals = snapshot
+      script_globals = snapshot
+    end
   end
-  if not w.handle:send({"task", task.id, task.function_id, fn, task.mode, reset},
-                       task.payload) then
+  if not w.handle:send({"task", task.id, task.function_id, fn, task.mode, reset,
+                        script_globals}, task.payload) then
     w.functions[task.function_id] = nil
     self:_enqueue(task, true)
     w.retiring = true

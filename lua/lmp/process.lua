@@ -42,7 +42,7 @@ end
 function Process:start()
   if self.started then error(errors.new("closed", "start: a process can be started once"), 2) end
   -- Refuse what cannot be sent before a process exists.
-  local message = {"process", self.target, self.args}
+  local message = {"process", self.target, self.args, require("lmp.globals").snapshot()}
   local ok, err = pcall(core.dumps, message, "")
   if not ok then error(err, 0) end
   core.handle_interrupts()

@@ -113,10 +113,14 @@ function worker.main()
   while true do
     local message, args = core.channel_recv()
     if message == nil then return 0 end
-    if message[1] == "process" then return worker.run_process(message[2], message[3]) end
-    local id, function_id, fn, mode, reset =
-      message[2], message[3], message[4], message[5], message[6]
+    if message[1] == "process" then
+      if message[4] then require("lmp.globals").install(message[4]) end
+      return worker.run_process(message[2], message[3])
+    end
+    local id, function_id, fn, mode, reset, script_globals =
+      message[2], message[3], message[4], message[5], message[6], message[7]
     if reset then functions = {} end
+    if script_globals then require("lmp.globals").install(script_globals) end
     if fn then functions[function_id] = fn else fn = functions[function_id] end
     local values, errors = run(fn, mode, args)
     io.stdout:flush()
