@@ -1,10 +1,14 @@
-/* A worker's side of its channel: plain blocking reads and writes, since a
- * worker does one thing at a time and needs no event loop. */
+/* Blocking framed I/O on a descriptor: a worker's side of its channel
+ * (plain reads and writes, since a worker does one thing at a time and
+ * needs no event loop), and the connections of lmp.Pipe, which the main
+ * process watches on its loop before it reads. */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "channel.h"
@@ -94,16 +98,18 @@ static int core_channel_recv(lua_State *L) {
   return 2;
 }
 
-/* core.channel_send(value [, fd]): encodes, then writes the whole frame. */
+/* core.channel_send(value [, fd [, root]]): encodes, then writes the whole
+ * frame. */
 static int core_channel_send(lua_State *L) {
   int fd = (int)luaL_optinteger(L, 2, LMP_CHANNEL_FD), r;
+  const char *root = luaL_optstring(L, 3, "result");
   lmp_buffer *b;
   luaL_checkany(L, 1);
-  lua_settop(L, 2);
+  lua_settop(L, 3);
   b = lmp__new_encode_box(L);
   if (lmp__buffer_reserve(b, LMP_FRAME_PREFIX) != 0) return luaL_error(L, "lmp: not enough memory");
   b->len = LMP_FRAME_PREFIX;
-  if (lmp__encode(L, 1, b, "result") != 0) return lua_error(L);
+  if (lmp__encode(L, 1, b, root) != 0) return lua_error(L);
   if (b->len - LMP_FRAME_PREFIX > UINT32_MAX)
     return luaL_error(L, "lmp: a message over 4 GB cannot be sent");
   lmp__frame_set_length(b->data, b->len - LMP_FRAME_HEADER);
@@ -114,9 +120,182 @@ static int core_channel_send(lua_State *L) {
   return 0;
 }
 
+/* ---- connections (lmp.Pipe) ------------------------------------------- */
+
+#define CONNECTION_META "lmp.Connection"
+
+typedef struct connection {
+  int fd;          /* -1 once closed */
+  uv_poll_t *watch; /* while the main process waits for it to be readable */
+} connection;
+
+typedef struct watch_data {
+  lua_State *L;
+  int callback_ref;
+} watch_data;
+
+static connection *check_connection(lua_State *L) {
+  connection *c = luaL_checkudata(L, 1, CONNECTION_META);
+  if (c->fd < 0) luaL_error(L, "lmp: the connection is closed");
+  return c;
+}
+
+static void watch_closed(uv_handle_t *handle) {
+  free(handle->data);
+  free(handle);
+}
+
+static void stop_watch(connection *c) {
+  if (c->watch == NULL) return;
+  uv_poll_stop(c->watch);
+  uv_close((uv_handle_t *)c->watch, watch_closed);
+  c->watch = NULL;
+}
+
+static void on_readable(uv_poll_t *handle, int status, int events) {
+  watch_data *data = handle->data;
+  (void)status;
+  (void)events;
+  uv_poll_stop(handle); /* once: the waiter reads, then watches again */
+  if (data->L == NULL || data->callback_ref == LUA_NOREF) return;
+  lua_rawgeti(data->L, LUA_REGISTRYINDEX, data->callback_ref);
+  lmp__call_protected(data->L, 0);
+}
+
+/* conn:watch(fn): fn() runs on the loop when the connection is readable. */
+static int connection_watch(lua_State *L) {
+  connection *c = check_connection(L);
+  watch_data *data;
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (c->watch == NULL) {
+    c->watch = malloc(sizeof *c->watch);
+    data = malloc(sizeof *data);
+    if (c->watch == NULL || data == NULL) {
+      free(c->watch);
+      free(data);
+      c->watch = NULL;
+      return luaL_error(L, "lmp: not enough memory");
+    }
+    data->L = lmp__main_thread(L);
+    data->callback_ref = LUA_NOREF;
+    if (uv_poll_init(lmp__loop(L), c->watch, c->fd) != 0) {
+      free(c->watch);
+      free(data);
+      c->watch = NULL;
+      return luaL_error(L, "lmp: cannot watch the connection");
+    }
+    c->watch->data = data;
+  }
+  data = c->watch->data;
+  luaL_unref(L, LUA_REGISTRYINDEX, data->callback_ref);
+  lua_pushvalue(L, 2);
+  data->callback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  uv_poll_start(c->watch, UV_READABLE | UV_DISCONNECT, on_readable);
+  return 0;
+}
+
+static int connection_close(lua_State *L) {
+  connection *c = luaL_checkudata(L, 1, CONNECTION_META);
+  if (c->watch) {
+    watch_data *data = c->watch->data;
+    luaL_unref(L, LUA_REGISTRYINDEX, data->callback_ref);
+    data->callback_ref = LUA_NOREF;
+    data->L = NULL;
+    stop_watch(c);
+  }
+  if (c->fd >= 0) close(c->fd);
+  c->fd = -1;
+  return 0;
+}
+
+/* conn:readable([seconds]) -> whether a message (or end of file) waits. */
+static int connection_readable(lua_State *L) {
+  connection *c = check_connection(L);
+  double seconds = luaL_optnumber(L, 2, 0);
+  struct pollfd pfd;
+  int r;
+  pfd.fd = c->fd;
+  pfd.events = POLLIN;
+  do {
+    r = poll(&pfd, 1, seconds < 0 ? -1 : (int)(seconds * 1000));
+  } while (r < 0 && errno == EINTR);
+  lua_pushboolean(L, r > 0);
+  return 1;
+}
+
+static int connection_send(lua_State *L) {
+  connection *c = check_connection(L);
+  luaL_checkany(L, 2);
+  lua_settop(L, 2);
+  lua_remove(L, 1);
+  lua_pushinteger(L, c->fd);
+  lua_pushliteral(L, "");
+  return core_channel_send(L);
+}
+
+/* conn:recv() -> value, or nothing at end of file. */
+static int connection_recv(lua_State *L) {
+  connection *c = check_connection(L);
+  int n;
+  lua_settop(L, 0);
+  lua_pushinteger(L, c->fd);
+  n = core_channel_recv(L);
+  if (n == 0) return 0;
+  lua_pop(L, 1); /* connections carry no payload */
+  return 1;
+}
+
+static int connection_fileno(lua_State *L) {
+  lua_pushinteger(L, check_connection(L)->fd);
+  return 1;
+}
+
+static int new_connection(lua_State *L, int fd) {
+  connection *c = lua_newuserdatauv(L, sizeof *c, 0);
+  c->fd = fd;
+  c->watch = NULL;
+  luaL_setmetatable(L, CONNECTION_META);
+  return 1;
+}
+
+/* core.connection(fd) -> connection owning fd (in a child: an inherited one). */
+static int core_connection(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1);
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  return new_connection(L, fd);
+}
+
+/* core.pipe() -> two connected connections (a socket pair). */
+static int core_pipe(lua_State *L) {
+  int fds[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
+    return luaL_error(L, "lmp: cannot make a pipe: %s", strerror(errno));
+  new_connection(L, fds[0]);
+  new_connection(L, fds[1]);
+  return 2;
+}
+
+static const luaL_Reg connection_methods[] = {
+    {"send", connection_send},         {"recv", connection_recv},
+    {"readable", connection_readable}, {"watch", connection_watch},
+    {"fileno", connection_fileno},     {"close", connection_close},
+    {NULL, NULL}};
+
 static const luaL_Reg channel_functions[] = {
-    {"channel_recv", core_channel_recv}, {"channel_send", core_channel_send}, {NULL, NULL}};
+    {"channel_recv", core_channel_recv}, {"channel_send", core_channel_send},
+    {"pipe", core_pipe},                 {"connection", core_connection},
+    {NULL, NULL}};
 
 void lmp__open_channel(lua_State *L) {
   luaL_setfuncs(L, channel_functions, 0);
+  if (luaL_newmetatable(L, CONNECTION_META)) {
+    luaL_newlib(L, connection_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, connection_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, connection_close);
+    lua_setfield(L, -2, "__close");
+  }
+  /* The Lua layer adds methods and __lmp_serialize here. */
+  lua_setfield(L, -2, "Connection");
 }

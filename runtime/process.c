@@ -16,6 +16,7 @@
 #include "lmp_internal.h"
 
 #define CHILD_META "lmp.WorkerProcess"
+#define LMP_MAX_PASSED_FDS 32
 #define INBOX_CHUNK 65536
 #define INBOX_KEEP (1 << 20)
 
@@ -195,13 +196,13 @@ static child *check_child(lua_State *L) {
   return *box;
 }
 
-/* core.spawn(file, args, on_message, on_exit) -> handle */
+/* core.spawn(file, args, on_message, on_exit [, fds]) -> handle */
 static int core_spawn(lua_State *L) {
   const char *file = luaL_checkstring(L, 1);
   uv_process_options_t options;
-  uv_stdio_container_t stdio[4];
+  uv_stdio_container_t stdio[4 + LMP_MAX_PASSED_FDS];
   char *args[64];
-  int nargs, i, r;
+  int nargs, npassed = 0, i, r;
   child **box, *c;
   luaL_checktype(L, 2, LUA_TTABLE);
   luaL_checktype(L, 3, LUA_TFUNCTION);
@@ -214,6 +215,13 @@ static int core_spawn(lua_State *L) {
     lua_pop(L, 1);
   }
   args[nargs] = NULL;
+  /* Optional 5th argument: descriptors the child inherits as fd 4, 5, ...
+   * (the connections an lmp.Process was given). */
+  if (!lua_isnoneornil(L, 5)) {
+    luaL_checktype(L, 5, LUA_TTABLE);
+    npassed = (int)lua_rawlen(L, 5);
+    if (npassed > LMP_MAX_PASSED_FDS) return luaL_argerror(L, 5, "too many descriptors");
+  }
   box = lua_newuserdatauv(L, sizeof *box, 0);
   *box = NULL;
   luaL_setmetatable(L, CHILD_META);
@@ -230,10 +238,16 @@ static int core_spawn(lua_State *L) {
   }
   stdio[3].flags = UV_CREATE_PIPE | UV_READABLE_PIPE | UV_WRITABLE_PIPE;
   stdio[3].data.stream = (uv_stream_t *)&c->channel;
+  for (i = 0; i < npassed; i++) {
+    lua_rawgeti(L, 5, i + 1);
+    stdio[4 + i].flags = UV_INHERIT_FD;
+    stdio[4 + i].data.fd = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+  }
   options.file = file;
   options.args = args;
   options.stdio = stdio;
-  options.stdio_count = 4;
+  options.stdio_count = 4 + npassed;
   options.exit_cb = on_process_exit;
   r = uv_spawn(lmp__loop(L), &c->process, &options);
   c->handles_open = 2;

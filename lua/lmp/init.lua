@@ -92,6 +92,9 @@ function lmp.Process(opts)
   return process.new(opts)
 end
 
+-- Pipes.
+lmp.Pipe = require("lmp.connection").Pipe
+
 -- The event loop.
 lmp.run = loop.run
 lmp.spawn = loop.spawn

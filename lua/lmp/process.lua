@@ -43,23 +43,29 @@ function Process:start()
   if self.started then error(errors.new("closed", "start: a process can be started once"), 2) end
   -- Refuse what cannot be sent before a process exists.
   local message = {"process", self.target, self.args, require("lmp.globals").snapshot()}
+  -- Pipe ends among the arguments become descriptors the child inherits.
+  local conn = require "lmp.connection"
+  local fds_of, fds = conn.collect(self.args)
+  conn.passing(fds_of)
   local ok, err = pcall(core.dumps, message, "")
-  if not ok then error(err, 0) end
+  if not ok then conn.passing(nil); error(err, 0) end
   core.handle_interrupts()
   local exe = require("lmp.pool").worker_executable()
   local state = {}
   self._state = state
-  local handle = core.spawn(exe, {exe, core.worker_flag, tostring(core.getpid())},
+  local spawned, handle = pcall(core.spawn, exe, {exe, core.worker_flag, tostring(core.getpid())},
     function() end,
     function(status, signal)
       state.exitcode = signal ~= 0 and -signal or status
-    end)
+    end, fds)
+  if not spawned then conn.passing(nil); error(handle, 0) end
   self.started = true
   self.pid = handle:pid()
   self._handle = handle
   handle:send({"init", {path = package.path, cpath = package.cpath, name = self.name,
                         identity = self.identity}})
   handle:send(message)
+  conn.passing(nil)
   handle:close_input()
   live[self] = true
 end

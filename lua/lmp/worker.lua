@@ -92,6 +92,8 @@ function worker.run_process(target, args)
 end
 
 function worker.main()
+  -- A Pipe end given to an lmp.Process arrives as the descriptor inherited.
+  core.register("lmp.Connection", function(fd) return require("lmp.connection").from_fd(fd) end)
   local init = core.channel_recv()
   if init == nil then return 0 end
   local config = init[2]

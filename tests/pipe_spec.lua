@@ -1,0 +1,85 @@
+-- lmp.Pipe (DESIGN.md §2, "Processes and communication").
+local describe, it, assert, after_each, pcall = describe, it, assert, after_each, pcall
+local _ENV = _G
+local lmp = require "lmp"
+local core = require "lmp.core"
+local helpers = require "helpers"
+
+describe("Pipe", function()
+  after_each(function() assert.is_true(helpers.no_children()) end)
+
+  it("carries any value between its ends, both ways", function()
+    local a, b = lmp.Pipe()
+    local t = {1, "two", {three = 3}, n = 3}
+    t.self = t
+    a:send(t)
+    local got = b:recv()
+    assert.equal(got, got.self)
+    assert.same({three = 3}, got[3])
+    b:send(nil)
+    assert.is_nil(a:recv())
+    a:close(); b:close()
+  end)
+
+  it("poll says whether something waits, within a timeout", function()
+    local a, b = lmp.Pipe()
+    assert.is_false(b:poll())
+    local t0 = core.hrtime()
+    assert.is_false(b:poll(0.1))
+    assert.is_true(core.hrtime() - t0 >= 0.09)
+    a:send(1)
+    assert.is_true(b:poll())
+    assert.is_true(b:poll(1))
+    assert.equal(1, b:recv())
+    a:close(); b:close()
+  end)
+
+  it("talks to an lmp.Process that was given one end", function()
+    local parent_end, child_end = lmp.Pipe()
+    local p = lmp.Process{target = function(conn, x)
+      conn:send(x * 2)
+      conn:send("child got " .. conn:recv())
+      conn:close()
+    end, args = {child_end, 21}}
+    p:start()
+    child_end:close()
+    assert.equal(42, parent_end:recv())
+    parent_end:send("ping")
+    assert.equal("child got ping", parent_end:recv())
+    p:join()
+    assert.equal(0, p.exitcode)
+    -- Every other end is closed now: end of file.
+    local ok, err = pcall(parent_end.recv, parent_end)
+    assert.is_false(ok)
+    assert.equal("closed", err.kind)
+    parent_end:close()
+  end)
+
+  it("recv in a spawned coroutine yields to the loop", function()
+    local a, b = lmp.Pipe()
+    local log = {}
+    lmp.spawn(function() local v = b:recv(); log[#log + 1] = v end)
+    log[#log + 1] = "main goes on"
+    lmp.spawn(function() lmp.sleep(0.05); a:send("late value") end)
+    lmp.run()
+    assert.same({"main goes on", "late value"}, log)
+    a:close(); b:close()
+  end)
+
+  it("a pool worker cannot be given a connection", function()
+    local a, b = lmp.Pipe()
+    local pool <close> = lmp.Pool(1)
+    local ok, err = pcall(pool.apply, pool, print, {a})
+    assert.is_false(ok)
+    assert.matches("can be given to an lmp.Process only", tostring(err))
+    a:close(); b:close()
+  end)
+
+  it("misuse raises", function()
+    assert.error_matches(function() lmp.Pipe(5) end, "bad argument #1 to 'Pipe'")
+    local a, b = lmp.Pipe()
+    a:close()
+    assert.has_error(function() a:send(1) end)
+    b:close()
+  end)
+end)
