@@ -8,6 +8,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -258,11 +259,14 @@ static int new_connection(lua_State *L, int fd) {
   return 1;
 }
 
-/* core.connection(fd) -> connection owning fd (in a child: an inherited one). */
-static int core_connection(lua_State *L) {
-  int fd = (int)luaL_checkinteger(L, 1);
+static int core_connection_of(lua_State *L, int fd) {
   fcntl(fd, F_SETFD, FD_CLOEXEC);
   return new_connection(L, fd);
+}
+
+/* core.connection(fd) -> connection owning fd (in a child: an inherited one). */
+static int core_connection(lua_State *L) {
+  return core_connection_of(L, (int)luaL_checkinteger(L, 1));
 }
 
 /* core.pipe() -> two connected connections (a socket pair). */
@@ -275,6 +279,74 @@ static int core_pipe(lua_State *L) {
   return 2;
 }
 
+/* ---- what lmp.Queue builds on: a shared lock file ---------------------- */
+
+/* core.lockfile() -> connection for a fresh unlinked file: bytes 0-2 are
+ * locked with fcntl record locks (held per process, so they exclude each
+ * other across processes that inherited the descriptor), and bytes 8-15
+ * hold a shared count. */
+static int core_lockfile(lua_State *L) {
+  char path[] = "/tmp/lmp-queue-XXXXXX";
+  char zero[16] = {0};
+  int fd = mkstemp(path);
+  if (fd < 0) return luaL_error(L, "lmp: cannot make a queue: %s", strerror(errno));
+  unlink(path);
+  if (write_full(fd, zero, sizeof zero) != 0) {
+    close(fd);
+    return luaL_error(L, "lmp: cannot make a queue: %s", strerror(errno));
+  }
+  return core_connection_of(L, fd);
+}
+
+/* core.fd_lock(fd, byte [, wait]) -> whether the lock on that byte is ours. */
+static int core_fd_lock(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1), r;
+  struct flock lock;
+  memset(&lock, 0, sizeof lock);
+  lock.l_type = F_WRLCK;
+  lock.l_whence = SEEK_SET;
+  lock.l_start = (off_t)luaL_checkinteger(L, 2);
+  lock.l_len = 1;
+  do {
+    r = fcntl(fd, lua_toboolean(L, 3) ? F_SETLKW : F_SETLK, &lock);
+  } while (r < 0 && errno == EINTR);
+  lua_pushboolean(L, r == 0);
+  return 1;
+}
+
+static int core_fd_unlock(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1);
+  struct flock lock;
+  memset(&lock, 0, sizeof lock);
+  lock.l_type = F_UNLCK;
+  lock.l_whence = SEEK_SET;
+  lock.l_start = (off_t)luaL_checkinteger(L, 2);
+  lock.l_len = 1;
+  fcntl(fd, F_SETLK, &lock);
+  return 0;
+}
+
+/* core.fd_count(fd, delta) -> the shared count after adding delta (the
+ * caller holds the count's lock). */
+static int core_fd_count(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1);
+  int64_t count = 0;
+  if (pread(fd, &count, sizeof count, 8) != (ssize_t)sizeof count)
+    return luaL_error(L, "lmp: queue count unreadable: %s", strerror(errno));
+  count += (int64_t)luaL_checkinteger(L, 2);
+  if (pwrite(fd, &count, sizeof count, 8) != (ssize_t)sizeof count)
+    return luaL_error(L, "lmp: queue count unwritable: %s", strerror(errno));
+  lua_pushinteger(L, (lua_Integer)count);
+  return 1;
+}
+
+/* core.nap(seconds): sleep without the loop (in a child process). */
+static int core_nap(lua_State *L) {
+  double seconds = luaL_checknumber(L, 1);
+  poll(NULL, 0, (int)(seconds * 1000));
+  return 0;
+}
+
 static const luaL_Reg connection_methods[] = {
     {"send", connection_send},         {"recv", connection_recv},
     {"readable", connection_readable}, {"watch", connection_watch},
@@ -284,7 +356,9 @@ static const luaL_Reg connection_methods[] = {
 static const luaL_Reg channel_functions[] = {
     {"channel_recv", core_channel_recv}, {"channel_send", core_channel_send},
     {"pipe", core_pipe},                 {"connection", core_connection},
-    {NULL, NULL}};
+    {"lockfile", core_lockfile},         {"fd_lock", core_fd_lock},
+    {"fd_unlock", core_fd_unlock},       {"fd_count", core_fd_count},
+    {"nap", core_nap},                   {NULL, NULL}};
 
 void lmp__open_channel(lua_State *L) {
   luaL_setfuncs(L, channel_functions, 0);

@@ -83,3 +83,73 @@ describe("Pipe", function()
     b:close()
   end)
 end)
+
+describe("Queue", function()
+  after_each(function() assert.is_true(helpers.no_children()) end)
+
+  it("is first in, first out, with qsize, empty, full and nowait forms", function()
+    local q = lmp.Queue(3)
+    assert.is_true(q:empty())
+    q:put({a = 1}); q:put("two"); q:put_nowait(nil)
+    assert.equal(3, q:qsize())
+    assert.is_true(q:full())
+    assert.same({a = 1}, q:get())
+    assert.equal("two", q:get_nowait())
+    assert.is_nil(q:get())
+    assert.is_true(q:empty())
+    q:close()
+  end)
+
+  it("get and put time out with kind timeout", function()
+    local q = lmp.Queue(1)
+    local ok, err = pcall(q.get, q, false)
+    assert.is_false(ok)
+    assert.equal("timeout", err.kind)
+    local t0 = core.hrtime()
+    ok, err = pcall(q.get, q, true, 0.1)
+    assert.is_false(ok)
+    assert.is_true(core.hrtime() - t0 >= 0.09)
+    q:put(1)
+    ok, err = pcall(q.put, q, 2, true, 0.05)
+    assert.is_false(ok)
+    assert.matches("full", err.message)
+    q:close()
+  end)
+
+  it("carries work to several lmp.Process consumers and results back", function()
+    local tasks, results = lmp.Queue(), lmp.Queue()
+    local procs = {}
+    for i = 1, 3 do
+      procs[i] = lmp.Process{target = function(inq, outq)
+        while true do
+          local item = inq:get()
+          if item == "stop" then break end
+          outq:put({item, item * item})
+        end
+      end, args = {tasks, results}}
+      procs[i]:start()
+    end
+    for i = 1, 60 do tasks:put(i) end
+    for _ = 1, 3 do tasks:put("stop") end
+    local seen = {}
+    for _ = 1, 60 do
+      local r = results:get(true, 10)
+      assert.equal(r[1] * r[1], r[2])
+      assert.is_nil(seen[r[1]])
+      seen[r[1]] = true
+    end
+    for _, p in ipairs(procs) do p:join(); assert.equal(0, p.exitcode) end
+    assert.is_true(results:empty())
+    tasks:close(); results:close()
+  end)
+
+  it("refuses what cannot be sent before queueing it", function()
+    local q = lmp.Queue()
+    local ok, err = pcall(q.put, q, {io.tmpfile()})
+    assert.is_false(ok)
+    assert.equal("serialize", err.kind)
+    assert.is_true(q:empty())
+    assert.error_matches(function() lmp.Queue(-1) end, "bad argument #1 to 'Queue'")
+    q:close()
+  end)
+end)

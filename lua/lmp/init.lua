@@ -92,8 +92,12 @@ function lmp.Process(opts)
   return process.new(opts)
 end
 
--- Pipes.
+-- Pipes and queues.
 lmp.Pipe = require("lmp.connection").Pipe
+local queue = require "lmp.queue"
+function lmp.Queue(maxsize)
+  return queue.new(maxsize)
+end
 
 -- The event loop.
 lmp.run = loop.run

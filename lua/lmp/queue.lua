@@ -1,0 +1,124 @@
+-- lmp.Queue: a first-in first-out queue between the main process and the
+-- lmp.Process children it is given to, as Python's multiprocessing.Queue.
+-- Values travel framed over a socket pair; a shared lock file keeps one
+-- writer and one reader at a time on it (fcntl locks, which hold across
+-- processes) and counts the values in it (qsize, maxsize).
+local core = require "lmp.core"
+local loop = require "lmp.loop"
+local errors = require "lmp.errors"
+
+local queue = {}
+
+local Queue = {}
+Queue.__index = Queue
+Queue.__name = "lmp.Queue"
+queue.Queue = Queue -- reachable from package.loaded: travels by name
+
+local WRITE, READ, COUNT = 0, 1, 2
+
+local function in_main_process()
+  return core.worker_identity == nil
+end
+
+local function now() return core.hrtime() end
+
+-- Sleeps a little: turning the loop in the main process.
+local function nap(seconds)
+  if in_main_process() then loop.sleep(seconds) else core.nap(seconds) end
+end
+
+local function with_lock(lock, byte, fn, ...)
+  core.fd_lock(lock:fileno(), byte, true)
+  local results = table.pack(pcall(fn, ...))
+  core.fd_unlock(lock:fileno(), byte)
+  if not results[1] then error(results[2], 0) end
+  return table.unpack(results, 2, results.n)
+end
+
+function queue.new(maxsize)
+  if maxsize ~= nil and (math.type(maxsize) ~= "integer" or maxsize < 0) then
+    errors.argument(1, "Queue", "maxsize must be a non-negative integer")
+  end
+  local reader, writer = core.pipe()
+  return setmetatable({reader = reader, writer = writer, lock = core.lockfile(),
+                       maxsize = maxsize or 0}, Queue)
+end
+
+function Queue:qsize()
+  return with_lock(self.lock, COUNT, core.fd_count, self.lock:fileno(), 0)
+end
+
+function Queue:empty() return self:qsize() == 0 end
+
+function Queue:full() return self.maxsize > 0 and self:qsize() >= self.maxsize end
+
+local function check_wait(block, timeout, fname)
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
+    errors.argument(2, fname, "timeout must be a non-negative number")
+  end
+  return block ~= false, timeout
+end
+
+-- q:put(value [, block = true [, timeout]]): raises kind "timeout" when
+-- the queue stays full (block = false: at once).
+function Queue:put(value, block, timeout)
+  block, timeout = check_wait(block, timeout, "put")
+  -- Refuse what cannot be sent before waiting for room.
+  local ok, err = pcall(core.dumps, value)
+  if not ok then errors.raise(err) end
+  local deadline = timeout and now() + timeout
+  while self.maxsize > 0 and self:qsize() >= self.maxsize do
+    if not block or (deadline and now() >= deadline) then
+      errors.raise(errors.new("timeout", "put: the queue is full"))
+    end
+    nap(0.001)
+  end
+  with_lock(self.lock, WRITE, function()
+    self.writer:send(value)
+    with_lock(self.lock, COUNT, core.fd_count, self.lock:fileno(), 1)
+  end)
+end
+
+-- q:get([block = true [, timeout]]) -> the oldest value; raises kind
+-- "timeout" when none comes (block = false: at once).
+function Queue:get(block, timeout)
+  block, timeout = check_wait(block, timeout, "get")
+  local deadline = timeout and now() + timeout
+  while true do
+    -- Wait for data without holding the lock (the main loop keeps turning).
+    local remaining = deadline and math.max(0, deadline - now())
+    if block then
+      self.reader:poll(remaining or 3600)
+    end
+    if core.fd_lock(self.lock:fileno(), READ, not in_main_process()) then
+      local got, value
+      if self.reader:readable(0) then
+        got, value = pcall(self.reader.recv, self.reader)
+        if got then with_lock(self.lock, COUNT, core.fd_count, self.lock:fileno(), -1) end
+      end
+      core.fd_unlock(self.lock:fileno(), READ)
+      if got then return value end
+      if got == false then errors.raise(value) end
+    end
+    if not block or (deadline and now() >= deadline) then
+      errors.raise(errors.new("timeout", "get: the queue is empty"))
+    end
+    if not self.reader:readable(0) then nap(0.001) end
+  end
+end
+
+function Queue:put_nowait(value) return self:put(value, false) end
+function Queue:get_nowait() return self:get(false) end
+
+-- Closes this process's ends; other processes keep theirs.
+function Queue:close()
+  self.reader:close()
+  self.writer:close()
+  self.lock:close()
+end
+
+function Queue:__tostring()
+  return ("lmp.Queue(maxsize=%d)"):format(self.maxsize)
+end
+
+return queue
