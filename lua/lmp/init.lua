@@ -99,6 +99,13 @@ function lmp.Queue(maxsize)
   return queue.new(maxsize)
 end
 
+-- Locks, semaphores, events.
+local sync = require "lmp.sync"
+function lmp.Lock() return sync.new_lock(sync.Lock) end
+function lmp.RLock() return sync.new_lock(sync.RLock) end
+function lmp.Semaphore(value) return sync.new_semaphore(value) end
+function lmp.Event() return sync.new_event() end
+
 -- The event loop.
 lmp.run = loop.run
 lmp.spawn = loop.spawn
