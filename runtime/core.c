@@ -185,5 +185,6 @@ int luaopen_lmp_core(lua_State *L) {
   lmp__open_process(L);
   lmp__open_worker(L);
   lmp__open_interrupt(L);
+  lmp__open_shared(L);
   return 1;
 }

@@ -106,6 +106,12 @@ function lmp.RLock() return sync.new_lock(sync.RLock) end
 function lmp.Semaphore(value) return sync.new_semaphore(value) end
 function lmp.Event() return sync.new_event() end
 
+-- Shared memory.
+local shared = require "lmp.shared"
+function lmp.Value(code, init, opts) return shared.new_value(code, init, opts) end
+function lmp.Array(code, size_or_init, opts) return shared.new_array(code, size_or_init, opts) end
+lmp.shared_memory = {SharedMemory = shared.new_shared_memory}
+
 -- The event loop.
 lmp.run = loop.run
 lmp.spawn = loop.spawn

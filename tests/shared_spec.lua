@@ -1,0 +1,97 @@
+-- lmp.Value, lmp.Array and lmp.shared_memory.SharedMemory.
+local describe, it, assert, after_each, pcall = describe, it, assert, after_each, pcall
+local _ENV = _G
+local lmp = require "lmp"
+local helpers = require "helpers"
+
+local function shm_names()
+  local names = {}
+  for entry in require("lfs").dir("/dev/shm") do
+    if entry:match("^lmp_") then names[#names + 1] = entry end
+  end
+  return names
+end
+
+describe("shared memory", function()
+  after_each(function() assert.is_true(helpers.no_children()) end)
+
+  it("a Value is shared with processes; its lock makes updates whole", function()
+    local counter = lmp.Value("i", 0)
+    local procs = {}
+    for i = 1, 4 do
+      procs[i] = lmp.Process{target = function(c)
+        for _ = 1, 200 do
+          local lock = c:get_lock()
+          lock:acquire(); c.value = c.value + 1; lock:release()
+        end
+      end, args = {counter}}
+      procs[i]:start()
+    end
+    for _, p in ipairs(procs) do p:join(); assert.equal(0, p.exitcode) end
+    assert.equal(800, counter.value)
+    local d = lmp.Value("d", 1.5)
+    assert.equal(1.5, d.value)
+    d.value = -0.25
+    assert.equal(-0.25, d.value)
+    assert.equal("integer", math.type(counter.value))
+  end)
+
+  it("an Array is shared with processes, with # and totable", function()
+    local a = lmp.Array("q", {10, 20, 30})
+    assert.equal(3, #a)
+    local p = lmp.Process{target = function(arr) for i = 1, #arr do arr[i] = arr[i] * 2 end end,
+                          args = {a}}
+    p:start(); p:join()
+    assert.same({20, 40, 60}, a:totable())
+    local zeros = lmp.Array("B", 4)
+    zeros[4] = 255
+    assert.same({0, 0, 0, 255}, zeros:totable())
+    assert.has_error(function() return zeros[5] end)
+    assert.has_error(function() zeros.x = 1 end)
+  end)
+
+  it("misuse raises bad argument errors", function()
+    assert.error_matches(function() lmp.Value("z", 1) end, "bad argument #1 to 'Value'")
+    assert.error_matches(function() lmp.Array("i", "x") end, "bad argument #2 to 'Array'")
+    assert.error_matches(function() lmp.shared_memory.SharedMemory{create = true} end,
+      "bad argument #1 to 'SharedMemory'")
+  end)
+
+  it("SharedMemory is found by name, by pool workers too, and unlinked", function()
+    local before = #shm_names()
+    local shm = lmp.shared_memory.SharedMemory{create = true, size = 32}
+    shm:write(0, "hello")
+    shm:set("i", 5, 12345)
+    local pool <close> = lmp.Pool(1)
+    local got, n = pool:apply(function(s)
+      local text = s:read(0, 5)
+      s:write(5, " world")
+      return text, s:get("i", 5)
+    end, {shm})
+    assert.equal("hello", got)
+    assert.equal(12345, n)
+    assert.equal("hello world", shm:read(0, 11))
+    local other = lmp.shared_memory.SharedMemory{name = shm.name}
+    assert.equal("hello world", other:read(0, 11))
+    other:close()
+    shm:close()
+    shm:unlink()
+    assert.equal(before, #shm_names())
+    local ok, err = pcall(lmp.shared_memory.SharedMemory, {name = shm.name})
+    assert.is_false(ok)
+    assert.matches("cannot be opened", err.message)
+  end)
+
+  it("a segment nobody unlinked is removed when its creator lets go", function()
+    local status = helpers.run_lua([[
+      local lmp = require "lmp"
+      local shm = lmp.shared_memory.SharedMemory{create = true, size = 16}
+      io.open(os.getenv("NAMEFILE"), "w"):write(shm.name):close()
+    ]], "NAMEFILE=/tmp/lmp_shm_name_" .. require("lmp.core").getpid() .. " lua5.4")
+    assert.equal(0, status)
+    local namefile = "/tmp/lmp_shm_name_" .. require("lmp.core").getpid()
+    local name = helpers.read_file(namefile)
+    os.remove(namefile)
+    assert.is_nil(io.open("/dev/shm" .. name))
+  end)
+end)
