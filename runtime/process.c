@@ -13,12 +13,11 @@
 #include <uv.h>
 
 #include "channel.h"
+#include "inbox.h"
 #include "lmp_internal.h"
 
 #define CHILD_META "lmp.WorkerProcess"
 #define LMP_MAX_PASSED_FDS 32
-#define INBOX_CHUNK 65536
-#define INBOX_KEEP (1 << 20)
 
 typedef struct child {
   uv_process_t process;
@@ -26,8 +25,7 @@ typedef struct child {
   lua_State *L; /* NULL once the Lua object is collected */
   int on_message_ref;
   int on_exit_ref;
-  lmp_buffer inbox; /* bytes read and not yet delivered start at inbox_used */
-  size_t inbox_used;
+  lmp_inbox inbox;
   int handles_open; /* freed when no handle is open and Lua let go */
   int lua_owned;
   int exited, eof, reported, input_closed;
@@ -78,7 +76,7 @@ typedef struct write_request {
 static void on_handle_closed(uv_handle_t *handle) {
   child *c = handle->data;
   if (--c->handles_open == 0 && !c->lua_owned) {
-    lmp__buffer_free(&c->inbox);
+    lmp__inbox_free(&c->inbox);
     free(c);
   }
 }
@@ -121,24 +119,8 @@ static void on_process_exit(uv_process_t *process, int64_t exit_status, int term
 }
 
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
-  child *c = handle->data;
-  size_t want = INBOX_CHUNK, pending = c->inbox.len - c->inbox_used;
   (void)suggested;
-  /* Once a large frame's length is known, make room for all of it so that
-   * it arrives in as few reads as the kernel allows. */
-  if (pending >= LMP_FRAME_HEADER) {
-    uint64_t frame = lmp__frame_length(c->inbox.data + c->inbox_used);
-    if (frame + LMP_FRAME_HEADER > pending && frame < ((uint64_t)1 << 40))
-      want = (size_t)(frame + LMP_FRAME_HEADER - pending);
-    if (want < INBOX_CHUNK) want = INBOX_CHUNK;
-  }
-  if (lmp__buffer_reserve(&c->inbox, want) != 0) {
-    buf->base = NULL;
-    buf->len = 0;
-    return;
-  }
-  buf->base = c->inbox.data + c->inbox.len;
-  buf->len = c->inbox.cap - c->inbox.len;
+  lmp__inbox_alloc(&((child *)handle->data)->inbox, buf);
 }
 
 static int decode_and_deliver(lua_State *L) {
@@ -150,39 +132,22 @@ static int decode_and_deliver(lua_State *L) {
   return 0;
 }
 
-static void deliver_frames(child *c) {
-  for (;;) {
-    size_t pending = c->inbox.len - c->inbox_used;
-    uint64_t frame;
-    const char *start;
-    if (pending < LMP_FRAME_HEADER) break;
-    frame = lmp__frame_length(c->inbox.data + c->inbox_used);
-    if (frame > pending - LMP_FRAME_HEADER) break;
-    start = c->inbox.data + c->inbox_used + LMP_FRAME_HEADER;
-    c->inbox_used += LMP_FRAME_HEADER + (size_t)frame;
-    if (c->L == NULL) continue;
-    lua_pushcfunction(c->L, decode_and_deliver);
-    lua_rawgeti(c->L, LUA_REGISTRYINDEX, c->on_message_ref);
-    lua_pushlightuserdata(c->L, (void *)start);
-    lua_pushinteger(c->L, (lua_Integer)frame);
-    lmp__call_protected(c->L, 3);
-  }
-  if (c->inbox_used == c->inbox.len) {
-    c->inbox.len = c->inbox_used = 0;
-    if (c->inbox.cap > INBOX_KEEP) lmp__buffer_free(&c->inbox);
-  } else if (c->inbox_used > 0) {
-    memmove(c->inbox.data, c->inbox.data + c->inbox_used, c->inbox.len - c->inbox_used);
-    c->inbox.len -= c->inbox_used;
-    c->inbox_used = 0;
-  }
+static void deliver_frame(void *ctx, const char *body, size_t n) {
+  child *c = ctx;
+  if (c->L == NULL) return;
+  lua_pushcfunction(c->L, decode_and_deliver);
+  lua_rawgeti(c->L, LUA_REGISTRYINDEX, c->on_message_ref);
+  lua_pushlightuserdata(c->L, (void *)body);
+  lua_pushinteger(c->L, (lua_Integer)n);
+  lmp__call_protected(c->L, 3);
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   child *c = stream->data;
   (void)buf;
   if (nread > 0) {
-    c->inbox.len += (size_t)nread;
-    deliver_frames(c);
+    c->inbox.bytes.len += (size_t)nread;
+    lmp__inbox_frames(&c->inbox, deliver_frame, c);
   } else if (nread < 0) {
     uv_read_stop(stream);
     c->eof = 1;
@@ -383,7 +348,7 @@ static int child_gc(lua_State *L) {
   c->reported = 1;
   c->lua_owned = 0;
   if (c->handles_open == 0) {
-    lmp__buffer_free(&c->inbox);
+    lmp__inbox_free(&c->inbox);
     free(c);
     return 0;
   }

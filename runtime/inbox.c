@@ -1,0 +1,53 @@
+#include "inbox.h"
+
+#include <string.h>
+
+#include "channel.h"
+
+#define INBOX_CHUNK 65536
+#define INBOX_KEEP (1 << 20)
+
+void lmp__inbox_alloc(lmp_inbox *in, uv_buf_t *buf) {
+  size_t want = INBOX_CHUNK, pending = in->bytes.len - in->used;
+  if (pending >= LMP_FRAME_HEADER) {
+    uint64_t frame = lmp__frame_length(in->bytes.data + in->used);
+    if (frame + LMP_FRAME_HEADER > pending && frame < ((uint64_t)1 << 40))
+      want = (size_t)(frame + LMP_FRAME_HEADER - pending);
+    if (want < INBOX_CHUNK) want = INBOX_CHUNK;
+  }
+  if (lmp__buffer_reserve(&in->bytes, want) != 0) {
+    buf->base = NULL;
+    buf->len = 0;
+    return;
+  }
+  buf->base = in->bytes.data + in->bytes.len;
+  buf->len = in->bytes.cap - in->bytes.len;
+}
+
+void lmp__inbox_frames(lmp_inbox *in, void (*deliver)(void *ctx, const char *body, size_t n),
+                       void *ctx) {
+  for (;;) {
+    size_t pending = in->bytes.len - in->used;
+    uint64_t frame;
+    const char *body;
+    if (pending < LMP_FRAME_HEADER) break;
+    frame = lmp__frame_length(in->bytes.data + in->used);
+    if (frame > pending - LMP_FRAME_HEADER) break;
+    body = in->bytes.data + in->used + LMP_FRAME_HEADER;
+    in->used += LMP_FRAME_HEADER + (size_t)frame;
+    deliver(ctx, body, (size_t)frame);
+  }
+  if (in->used == in->bytes.len) {
+    in->bytes.len = in->used = 0;
+    if (in->bytes.cap > INBOX_KEEP) lmp__buffer_free(&in->bytes);
+  } else if (in->used > 0) {
+    memmove(in->bytes.data, in->bytes.data + in->used, in->bytes.len - in->used);
+    in->bytes.len -= in->used;
+    in->used = 0;
+  }
+}
+
+void lmp__inbox_free(lmp_inbox *in) {
+  lmp__buffer_free(&in->bytes);
+  in->used = 0;
+}
