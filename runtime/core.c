@@ -186,5 +186,6 @@ int luaopen_lmp_core(lua_State *L) {
   lmp__open_worker(L);
   lmp__open_interrupt(L);
   lmp__open_shared(L);
+  lmp__open_server(L);
   return 1;
 }

@@ -93,6 +93,7 @@ void lmp__open_process(lua_State *L);
 void lmp__open_worker(lua_State *L);
 void lmp__open_interrupt(lua_State *L);
 void lmp__open_shared(lua_State *L);
+void lmp__open_server(lua_State *L);
 /* interrupt.c: stops watching for Ctrl-C (the lua_State is closing). */
 void lmp__close_interrupt(void);
 

@@ -112,6 +112,10 @@ function lmp.Value(code, init, opts) return shared.new_value(code, init, opts) e
 function lmp.Array(code, size_or_init, opts) return shared.new_array(code, size_or_init, opts) end
 lmp.shared_memory = {SharedMemory = shared.new_shared_memory}
 
+-- Managers.
+local manager = require "lmp.manager"
+function lmp.Manager() return manager.new() end
+
 -- The event loop.
 lmp.run = loop.run
 lmp.spawn = loop.spawn
