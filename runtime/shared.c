@@ -14,6 +14,13 @@
 
 #define MAPPING_META "lmp.Mapping"
 
+/* One item of any type code, copied in and out with memcpy (no alignment
+ * is assumed of the mapping). */
+typedef union item {
+  int8_t b; uint8_t B; int16_t h; uint16_t H; int32_t i; uint32_t I;
+  int64_t l; uint64_t L; float f; double d;
+} item;
+
 typedef struct mapping {
   char *base; /* NULL once unmapped */
   size_t size;
@@ -131,8 +138,7 @@ static int mapping_get(lua_State *L) {
   char code;
   size_t size = item_size(L, 2, &code);
   char *p = item_at(L, m, size, 3);
-  union { int8_t b; uint8_t B; int16_t h; uint16_t H; int32_t i; uint32_t I;
-          int64_t l; uint64_t L; float f; double d; } v;
+  item v;
   memcpy(&v, p, size);
   switch (code) {
     case 'b': lua_pushinteger(L, v.b); break;
@@ -155,8 +161,7 @@ static int mapping_set(lua_State *L) {
   char code;
   size_t size = item_size(L, 2, &code);
   char *p = item_at(L, m, size, 3);
-  union { int8_t b; uint8_t B; int16_t h; uint16_t H; int32_t i; uint32_t I;
-          int64_t l; uint64_t L; float f; double d; } v;
+  item v;
   if (code == 'f' || code == 'd') {
     lua_Number n = luaL_checknumber(L, 4);
     if (code == 'f') v.f = (float)n; else v.d = (double)n;
