@@ -324,12 +324,6 @@ static int child_pid(lua_State *L) {
   return 1;
 }
 
-static int child_queued_bytes(lua_State *L) {
-  child *c = check_child(L);
-  lua_pushinteger(L, (lua_Integer)uv_stream_get_write_queue_size((uv_stream_t *)&c->channel));
-  return 1;
-}
-
 /* Collecting the handle never leaves a process behind: a live worker is
  * killed and reaped here, since libuv stops watching a closed handle. */
 static int child_gc(lua_State *L) {
@@ -371,8 +365,7 @@ static int child_keep_loop_alive(lua_State *L) {
 static const luaL_Reg child_methods[] = {
     {"keep_loop_alive", child_keep_loop_alive},
     {"send", child_send},       {"close_input", child_close_input},
-    {"kill", child_kill},       {"pid", child_pid},
-    {"queued_bytes", child_queued_bytes}, {"close", child_gc},
+    {"kill", child_kill},       {"pid", child_pid}, {"close", child_gc},
     {NULL, NULL}};
 
 /* core.kill(pid [, signal]) -> true, or nil and a message. */

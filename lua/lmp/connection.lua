@@ -26,14 +26,10 @@ function Connection.__lmp_serialize(conn)
   return "lmp.Connection", fd
 end
 
-local function in_main_process()
-  return core.worker_identity == nil
-end
-
 -- Waits until conn has something to read (or timeout seconds).
 local function wait_readable(conn, fname, timeout)
   if conn:readable(0) then return true end
-  if not in_main_process() then return conn:readable(timeout or -1) end
+  if not loop.in_main_process() then return conn:readable(timeout or -1) end
   local ready = false
   conn:watch(function() ready = true end)
   loop.wait(function() return ready end, timeout)

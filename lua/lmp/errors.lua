@@ -17,9 +17,6 @@ function Error.__tostring(e)
   return head .. ": " .. tostring(e.message)
 end
 
-errors.KINDS = {task = true, worker_lost = true, timeout = true, serialize = true,
-                initializer = true, closed = true, cancelled = true}
-
 -- errors.new(kind, message [, fields]) -> error object
 function errors.new(kind, message, fields)
   local e = core.error(kind, message)
@@ -27,10 +24,6 @@ function errors.new(kind, message, fields)
     for k, v in pairs(fields) do e[k] = v end
   end
   return e
-end
-
-function errors.is_error(v)
-  return getmetatable(v) == Error
 end
 
 -- The stack level of the first function outside lmp's own Lua modules, so

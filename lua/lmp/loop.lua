@@ -150,6 +150,18 @@ function loop.spawn(fn, ...)
   return co
 end
 
+-- Whether this is the main process (the one with the event loop), not a
+-- worker or an lmp.Process child, which block instead of turning a loop.
+function loop.in_main_process()
+  return core.worker_identity == nil
+end
+
+-- Waits a little while: turning the loop in the main process, plainly in
+-- a child. For the polling waits of queues, locks and events.
+function loop.pause(seconds)
+  if loop.in_main_process() then loop.sleep(seconds) else core.nap(seconds) end
+end
+
 function loop.sleep(seconds)
   if type(seconds) ~= "number" or seconds < 0 then
     error(("bad argument #1 to 'sleep' (non-negative number expected, got %s)")

@@ -16,16 +16,9 @@ queue.Queue = Queue -- reachable from package.loaded: travels by name
 
 local WRITE, READ, COUNT = 0, 1, 2
 
-local function in_main_process()
-  return core.worker_identity == nil
-end
 
 local function now() return core.hrtime() end
 
--- Sleeps a little: turning the loop in the main process.
-local function nap(seconds)
-  if in_main_process() then loop.sleep(seconds) else core.nap(seconds) end
-end
 
 local function with_lock(lock, byte, fn, ...)
   core.fd_lock(lock:fileno(), byte, true)
@@ -71,7 +64,7 @@ function Queue:put(value, block, timeout)
     if not block or (deadline and now() >= deadline) then
       errors.raise(errors.new("timeout", "put: the queue is full"))
     end
-    nap(0.001)
+    loop.pause(0.001)
   end
   with_lock(self.lock, WRITE, function()
     self.writer:send(value)
@@ -90,7 +83,7 @@ function Queue:get(block, timeout)
     if block then
       self.reader:poll(remaining or 3600)
     end
-    if core.fd_lock(self.lock:fileno(), READ, not in_main_process()) then
+    if core.fd_lock(self.lock:fileno(), READ, not loop.in_main_process()) then
       local got, value
       if self.reader:readable(0) then
         got, value = pcall(self.reader.recv, self.reader)
@@ -103,7 +96,7 @@ function Queue:get(block, timeout)
     if not block or (deadline and now() >= deadline) then
       errors.raise(errors.new("timeout", "get: the queue is empty"))
     end
-    if not self.reader:readable(0) then nap(0.001) end
+    if not self.reader:readable(0) then loop.pause(0.001) end
   end
 end
 

@@ -16,11 +16,6 @@ local LOCK, COUNT = 0, 2
 -- Per-process state, kept out of the objects so that it never travels.
 local holds = setmetatable({}, {__mode = "k"}) -- lock -> times held here
 
-local function in_main_process() return core.worker_identity == nil end
-
-local function nap()
-  if in_main_process() then loop.sleep(0.001) else core.nap(0.001) end
-end
 
 local function check_wait(block, timeout, fname)
   if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
@@ -35,7 +30,7 @@ local function wait_for(try, block, deadline)
   while true do
     if try() then return true end
     if not block or (deadline and core.hrtime() >= deadline) then return false end
-    nap()
+    loop.pause(0.001)
   end
 end
 
