@@ -19,7 +19,7 @@ CFLAGS_ALL = -std=c99 -Wall -Wextra -fPIC -D_GNU_SOURCE $(OPTFLAGS) $(SANFLAGS) 
 LDFLAGS_ALL = $(SANFLAGS) $(LDFLAGS)
 
 # The runtime: one file per concern (see README "Architecture").
-RUNTIME := buffer value names error loop inbox process channel worker interrupt shared server embed core
+RUNTIME := buffer memory value names error loop inbox process channel worker interrupt shared server embed core
 OBJECTS := $(RUNTIME:%=$(BUILD)/obj/%.o) $(BUILD)/obj/lua_sources.o
 LUA_MODULES := $(wildcard lua/lmp/*.lua)
 

@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "memory.h"
+
 int lmp__buffer_reserve(lmp_buffer *b, size_t extra) {
   size_t need, cap;
   char *data;
@@ -13,6 +15,7 @@ int lmp__buffer_reserve(lmp_buffer *b, size_t extra) {
   while (cap < need) cap *= 2;
   data = realloc(b->data, cap);
   if (data == NULL) return -ENOMEM;
+  if (cap >= LMP_HUGE_MIN) lmp__advise_huge(data, cap);
   b->data = data;
   b->cap = cap;
   return 0;

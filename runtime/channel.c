@@ -3,6 +3,7 @@
  * needs no event loop), and the connections of lmp.Pipe, which the main
  * process watches on its loop before it reads. */
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "channel.h"
@@ -99,23 +101,67 @@ static int core_channel_recv(lua_State *L) {
   return 2;
 }
 
+static int writev_full(int fd, struct iovec *iov, int n) {
+  while (n > 0) {
+    ssize_t r = writev(fd, iov, n > IOV_MAX ? IOV_MAX : n);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return -errno;
+    }
+    while (n > 0 && (size_t)r >= iov->iov_len) {
+      r -= (ssize_t)iov->iov_len;
+      iov++;
+      n--;
+    }
+    if (n > 0) {
+      iov->iov_base = (char *)iov->iov_base + r;
+      iov->iov_len -= (size_t)r;
+    }
+  }
+  return 0;
+}
+
 /* core.channel_send(value [, fd [, root]]): encodes, then writes the whole
- * frame. */
+ * frame. Long strings are written from the strings themselves (writev),
+ * not copied into the encoding first. */
 static int core_channel_send(lua_State *L) {
-  int fd = (int)luaL_optinteger(L, 2, LMP_CHANNEL_FD), r;
+  int fd = (int)luaL_optinteger(L, 2, LMP_CHANNEL_FD), r, n = 0;
   const char *root = luaL_optstring(L, 3, "result");
   lmp_buffer *b;
+  size_t pieces, i, from = 0, total;
+  struct iovec *iov;
   luaL_checkany(L, 1);
   lua_settop(L, 3);
+  lua_newtable(L); /* 4: the long strings: offset, string, ... */
   b = lmp__new_encode_box(L);
   if (lmp__buffer_reserve(b, LMP_FRAME_PREFIX) != 0) return luaL_error(L, "lmp: not enough memory");
   b->len = LMP_FRAME_PREFIX;
-  if (lmp__encode(L, 1, b, root) != 0) return lua_error(L);
-  if (b->len - LMP_FRAME_PREFIX > UINT32_MAX)
+  if (lmp__encode_pieces(L, 1, b, root, 4) != 0) return lua_error(L);
+  pieces = lua_rawlen(L, 4) / 2;
+  iov = lua_newuserdatauv(L, (2 * pieces + 1) * sizeof *iov, 0);
+  total = b->len;
+  for (i = 0; i < pieces; i++) {
+    size_t at, len;
+    const char *s;
+    lua_rawgeti(L, 4, (lua_Integer)(2 * i + 1));
+    at = (size_t)lua_tointeger(L, -1);
+    lua_rawgeti(L, 4, (lua_Integer)(2 * i + 2));
+    s = lua_tolstring(L, -1, &len);
+    lua_pop(L, 2); /* the table keeps the string */
+    iov[n].iov_base = b->data + from;
+    iov[n++].iov_len = at - from;
+    iov[n].iov_base = (char *)s;
+    iov[n++].iov_len = len;
+    from = at;
+    total += len;
+  }
+  iov[n].iov_base = b->data + from;
+  iov[n++].iov_len = b->len - from;
+  if (total - LMP_FRAME_PREFIX > UINT32_MAX)
     return luaL_error(L, "lmp: a message over 4 GB cannot be sent");
-  lmp__frame_set_length(b->data, b->len - LMP_FRAME_HEADER);
-  lmp__set_u32_at(b->data + LMP_FRAME_HEADER, (uint32_t)(b->len - LMP_FRAME_PREFIX));
-  r = write_full(fd, b->data, b->len);
+  lmp__frame_set_length(b->data, total - LMP_FRAME_HEADER);
+  lmp__set_u32_at(b->data + LMP_FRAME_HEADER, (uint32_t)(total - LMP_FRAME_PREFIX));
+  r = writev_full(fd, iov, n);
   lmp__buffer_free(b);
   if (r < 0) return luaL_error(L, "lmp: channel write failed: %s", strerror(-r));
   return 0;

@@ -69,6 +69,7 @@ static int core_dumps(lua_State *L) {
 void lmp__payload_release(lmp_payload *payload) {
   if (--payload->refs == 0) {
     lmp__buffer_free(&payload->bytes);
+    free(payload->pieces);
     free(payload);
   }
 }
@@ -79,6 +80,19 @@ lmp_payload *lmp__check_payload(lua_State *L, int idx) {
   return *box;
 }
 
+size_t lmp__payload_bufs(const lmp_payload *payload, uv_buf_t *bufs) {
+  size_t i, n = 0, from = 0;
+  for (i = 0; i < payload->piece_count; i++) {
+    const lmp_piece *piece = &payload->pieces[i];
+    if (piece->at > from) bufs[n++] = uv_buf_init(payload->bytes.data + from, (unsigned)(piece->at - from));
+    bufs[n++] = uv_buf_init((char *)piece->data, (unsigned)piece->len);
+    from = piece->at;
+  }
+  if (payload->bytes.len > from)
+    bufs[n++] = uv_buf_init(payload->bytes.data + from, (unsigned)(payload->bytes.len - from));
+  return n;
+}
+
 static int payload_gc(lua_State *L) {
   lmp_payload **box = luaL_checkudata(L, 1, PAYLOAD_META);
   if (*box) lmp__payload_release(*box);
@@ -87,8 +101,30 @@ static int payload_gc(lua_State *L) {
 }
 
 static int payload_len(lua_State *L) {
-  lua_pushinteger(L, (lua_Integer)lmp__check_payload(L, 1)->bytes.len);
+  lua_pushinteger(L, (lua_Integer)lmp__check_payload(L, 1)->length);
   return 1;
+}
+
+/* Records where the long strings in the pieces table at `idx` (offset,
+ * string, ...) go; the table becomes the user value of the payload object
+ * at `object`, which keeps the strings alive. */
+static void take_pieces(lua_State *L, lmp_payload *payload, int idx, int object) {
+  size_t count = lua_rawlen(L, idx) / 2, i;
+  if (count == 0) return;
+  payload->pieces = calloc(count, sizeof *payload->pieces);
+  if (payload->pieces == NULL) luaL_error(L, "lmp: not enough memory");
+  for (i = 0; i < count; i++) {
+    lmp_piece *piece = &payload->pieces[i];
+    lua_rawgeti(L, idx, (lua_Integer)(2 * i + 1));
+    piece->at = (size_t)lua_tointeger(L, -1);
+    lua_rawgeti(L, idx, (lua_Integer)(2 * i + 2));
+    piece->data = lua_tolstring(L, -1, &piece->len);
+    payload->length += piece->len;
+    lua_pop(L, 2);
+  }
+  payload->piece_count = count;
+  lua_pushvalue(L, idx);
+  lua_setiuservalue(L, object, 1);
 }
 
 /* core.encode(value [, root]) -> payload; refusals raise as dumps does. */
@@ -99,7 +135,8 @@ static int core_encode(lua_State *L) {
   luaL_checkany(L, 1);
   root = luaL_optstring(L, 2, "");
   lua_settop(L, 2);
-  box = lua_newuserdatauv(L, sizeof *box, 0);
+  lua_newtable(L); /* 3: the long strings, written from where they are */
+  box = lua_newuserdatauv(L, sizeof *box, 1);
   *box = NULL;
   if (luaL_newmetatable(L, PAYLOAD_META)) {
     lua_pushcfunction(L, payload_gc);
@@ -109,12 +146,14 @@ static int core_encode(lua_State *L) {
   }
   lua_setmetatable(L, -2);
   b = lmp__new_encode_box(L);
-  if (lmp__encode(L, 1, b, root) != 0) return lua_error(L);
-  *box = malloc(sizeof **box);
+  if (lmp__encode_pieces(L, 1, b, root, 3) != 0) return lua_error(L);
+  *box = calloc(1, sizeof **box);
   if (*box == NULL) return luaL_error(L, "lmp: not enough memory");
   (*box)->refs = 1;
   (*box)->bytes = *b;
+  (*box)->length = b->len;
   memset(b, 0, sizeof *b);
+  take_pieces(L, *box, 3, 4);
   lua_pop(L, 1);
   return 1;
 }

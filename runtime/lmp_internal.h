@@ -64,13 +64,27 @@ LMP_NORETURN void lmp__raisef(lua_State *L, const char *format, ...);
 /* core.c: a buffer boxed in a userdata with __gc, pushed on the stack. */
 lmp_buffer *lmp__new_encode_box(lua_State *L);
 /* core.c: an encoded value (core.encode) with a count of its holders: the
- * Lua object and each write in flight. */
+ * Lua object and each write in flight. Its long strings (LMP_LONG_STRING
+ * bytes or more) are not copied into `bytes`: each piece says where one
+ * goes, and the write takes it from the Lua string itself, which the Lua
+ * object keeps alive (so a write with pieces must pin the object). */
+typedef struct lmp_piece {
+  size_t at;        /* offset in bytes.data where the string goes */
+  const char *data;
+  size_t len;
+} lmp_piece;
 typedef struct lmp_payload {
   int refs;
   lmp_buffer bytes;
+  lmp_piece *pieces;
+  size_t piece_count;
+  size_t length;    /* of the whole encoding: bytes and pieces */
 } lmp_payload;
 lmp_payload *lmp__check_payload(lua_State *L, int idx);
 void lmp__payload_release(lmp_payload *payload);
+/* Fills bufs (room for 2 * piece_count + 1) with the payload's bytes in
+ * order; returns how many it used. */
+size_t lmp__payload_bufs(const lmp_payload *payload, uv_buf_t *bufs);
 
 /* embed.c: package.preload entries for lmp's embedded Lua modules. */
 void lmp__install_preload(lua_State *L);

@@ -71,6 +71,9 @@ typedef struct write_request {
   uv_write_t req;
   char *data;             /* the frame's prefix and message, ours to free */
   lmp_payload *payload;   /* written as it is; released when written */
+  lua_State *L;           /* the main thread, while `pin` holds a reference */
+  int pin;                /* the payload's Lua object, which keeps its long
+                             strings alive until they are written */
 } write_request;
 
 static void on_handle_closed(uv_handle_t *handle) {
@@ -243,6 +246,7 @@ static void on_written(uv_write_t *req, int status) {
   (void)status; /* a failed write shows up as the worker's exit */
   free(w->data);
   if (w->payload) lmp__payload_release(w->payload);
+  if (w->L) luaL_unref(w->L, LUA_REGISTRYINDEX, w->pin);
   free(w);
 }
 
@@ -253,10 +257,10 @@ static int child_send(lua_State *L) {
   child *c = check_child(L);
   lmp_payload *payload = lua_isnoneornil(L, 3) ? NULL : lmp__check_payload(L, 3);
   const char *root = luaL_optstring(L, 4, "");
-  size_t payload_len = payload ? payload->bytes.len : 0;
+  size_t payload_len = payload ? payload->length : 0, nbufs = 1;
   lmp_buffer *b;
   write_request *w;
-  uv_buf_t bufs[2];
+  uv_buf_t few[8], *bufs = few;
   int r;
   luaL_checkany(L, 2);
   lua_settop(L, 4);
@@ -271,20 +275,29 @@ static int child_send(lua_State *L) {
     lua_pushboolean(L, 0);
     return 1;
   }
+  if (payload && 2 * payload->piece_count + 2 > sizeof few / sizeof few[0]) {
+    bufs = lua_newuserdatauv(L, (2 * payload->piece_count + 2) * sizeof *bufs, 0);
+  }
   lmp__frame_set_length(b->data, b->len - LMP_FRAME_HEADER + payload_len);
   lmp__set_u32_at(b->data + LMP_FRAME_HEADER, (uint32_t)(b->len - LMP_FRAME_PREFIX));
-  w = malloc(sizeof *w);
+  w = calloc(1, sizeof *w);
   if (w == NULL) return luaL_error(L, "lmp: not enough memory");
   w->data = b->data;
   w->payload = payload;
   bufs[0] = uv_buf_init(b->data, (unsigned int)b->len);
   if (payload) {
-    bufs[1] = uv_buf_init(payload->bytes.data, (unsigned int)payload_len);
+    nbufs += lmp__payload_bufs(payload, bufs + 1);
     payload->refs++;
+    if (payload->piece_count > 0) {
+      lua_pushvalue(L, 3);
+      w->pin = luaL_ref(L, LUA_REGISTRYINDEX);
+      w->L = c->L;
+    }
   }
   b->data = NULL;
   b->len = b->cap = 0;
-  r = uv_write(&w->req, (uv_stream_t *)&c->channel, bufs, payload ? 2 : 1, on_written);
+  /* libuv copies bufs, so `few` may go when this returns. */
+  r = uv_write(&w->req, (uv_stream_t *)&c->channel, bufs, (unsigned int)nbufs, on_written);
   if (r != 0) {
     on_written(&w->req, r);
     lua_pushboolean(L, 0);

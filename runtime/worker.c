@@ -52,6 +52,7 @@ int lmp_worker_main(int argc, char **argv, lmp_setup_fn setup, void *ud) {
   fcntl(LMP_CHANNEL_FD, F_SETFD, FD_CLOEXEC);
   L = luaL_newstate();
   if (L == NULL) return 1;
+  lmp_use_huge_pages(L);
   luaL_openlibs(L);
   lmp__install_preload(L);
   if (setup) setup(L, ud);

@@ -215,6 +215,52 @@ describe("Pool", function()
     assert.same({1, 2}, got)
   end)
 
+  it("long strings cross whole both ways, written from the strings themselves", function()
+    -- Strings of 64 kB and more are not copied into the encoding: the
+    -- write takes them from the Lua string, which must stay alive until
+    -- written even when nothing else refers to it any more.
+    local function big(seed, n) return (string.char(seed % 251) .. "lmp"):rep(n // 4) end
+    local function digest(s)
+      local h = 0
+      for i = 1, #s, 997 do h = (h * 31 + s:byte(i)) % 2147483647 end
+      return #s, h
+    end
+    local results = {}
+    for i = 1, 6 do
+      local s = big(i, 300000 + i)
+      results[i] = pool:apply_async(function(a, b, c) return #a, a == c, b, a .. "!" end,
+                                    {s, "short", s})
+    end
+    collectgarbage()
+    collectgarbage()
+    for i = 1, 6 do
+      local s = big(i, 300000 + i)
+      local n, same, short, back = results[i]:get()
+      assert.equal(#s, n)
+      assert.is_true(same)
+      assert.equal("short", short)
+      assert.same({digest(s .. "!")}, {digest(back)})
+      assert.is_true(back == s .. "!")
+    end
+  end)
+
+  it("a worker's big strings sit on transparent huge pages when the kernel allows", function()
+    local f = io.open("/sys/kernel/mm/transparent_hugepage/enabled")
+    local setting = f and f:read("a") or "[never]"
+    if f then f:close() end
+    local huge_kb = pool:apply(function()
+      local s = ("lmp!"):rep(16 << 20) -- 64 MB
+      local rollup = io.open("/proc/self/smaps_rollup"):read("a")
+      assert(#s == 64 << 20)
+      return tonumber(rollup:match("AnonHugePages:%s*(%d+)"))
+    end)
+    if setting:find("[never]", 1, true) then
+      assert.equal(0, huge_kb)
+    else
+      assert.is_true(huge_kb >= 32 * 1024, "AnonHugePages " .. huge_kb .. " kB")
+    end
+  end)
+
   it("a function is sent once per worker, not once per task", function()
     local calls = pool:map(function()
       _G.lmp_seen = (_G.lmp_seen or 0) + 1

@@ -93,6 +93,7 @@ int main(int argc, char **argv) {
 
   L = luaL_newstate();
   if (L == NULL) return EXIT_FAILURE;
+  lmp_use_huge_pages(L); /* big values: one page fault per 2 MB, not 512 */
   luaL_openlibs(L);
   open_host(L, NULL);
   /* The host's own file. Resolving the link, rather than passing

@@ -63,6 +63,7 @@ int main(int argc, char **argv) {
   }
   L = luaL_newstate();
   if (L == NULL) return 1;
+  lmp_use_huge_pages(L);
   luaL_openlibs(L);
   n = readlink("/proc/self/exe", self, sizeof self - 1);
   if (n > 0) {
