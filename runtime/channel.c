@@ -128,17 +128,18 @@ static int core_channel_send(lua_State *L) {
   int fd = (int)luaL_optinteger(L, 2, LMP_CHANNEL_FD), r, n = 0;
   const char *root = luaL_optstring(L, 3, "result");
   lmp_buffer *b;
-  size_t pieces, i, from = 0, total;
-  struct iovec *iov;
+  size_t pieces = 0, i, from = 0, total;
+  struct iovec few[8], *iov = few;
   luaL_checkany(L, 1);
   lua_settop(L, 3);
-  lua_newtable(L); /* 4: the long strings: offset, string, ... */
-  b = lmp__new_encode_box(L);
+  lua_pushnil(L); /* 4: the long strings: offset, string, ... */
+  b = lmp__take_encode_box(L);
   if (lmp__buffer_reserve(b, LMP_FRAME_PREFIX) != 0) return luaL_error(L, "lmp: not enough memory");
   b->len = LMP_FRAME_PREFIX;
   if (lmp__encode_pieces(L, 1, b, root, 4) != 0) return lua_error(L);
-  pieces = lua_rawlen(L, 4) / 2;
-  iov = lua_newuserdatauv(L, (2 * pieces + 1) * sizeof *iov, 0);
+  if (!lua_isnil(L, 4)) pieces = lua_rawlen(L, 4) / 2;
+  if (2 * pieces + 1 > sizeof few / sizeof few[0])
+    iov = lua_newuserdatauv(L, (2 * pieces + 1) * sizeof *iov, 0);
   total = b->len;
   for (i = 0; i < pieces; i++) {
     size_t at, len;
@@ -162,7 +163,7 @@ static int core_channel_send(lua_State *L) {
   lmp__frame_set_length(b->data, total - LMP_FRAME_HEADER);
   lmp__set_u32_at(b->data + LMP_FRAME_HEADER, (uint32_t)(total - LMP_FRAME_PREFIX));
   r = writev_full(fd, iov, n);
-  lmp__buffer_free(b);
+  lmp__give_back_encode_box(L, 5);
   if (r < 0) return luaL_error(L, "lmp: channel write failed: %s", strerror(-r));
   return 0;
 }

@@ -9,16 +9,29 @@
 #include "lmp_internal.h"
 
 #define ENCODE_BOX_META "lmp.EncodeBuffer"
+#define SPARE_KEEP 65536 /* a spare buffer bigger than this is freed */
 
-/* The encode buffer lives in a userdata so that a Lua error while encoding
- * (out of memory, an erring __lmp_serialize) cannot leak it. */
+/* The registry slot of the state's spare encode box, emptied while an
+ * encoding uses it: an encoding started meanwhile (an __lmp_serialize
+ * that sends) makes a box of its own. */
+static const char spare_box_key = 'b';
+
 static int encode_box_gc(lua_State *L) {
-  lmp__buffer_free(luaL_checkudata(L, 1, ENCODE_BOX_META));
+  lmp__buffer_free(lua_touserdata(L, 1));
   return 0;
 }
 
-lmp_buffer *lmp__new_encode_box(lua_State *L) {
-  lmp_buffer *b = lua_newuserdatauv(L, sizeof *b, 0);
+lmp_buffer *lmp__take_encode_box(lua_State *L) {
+  lmp_buffer *b;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &spare_box_key) == LUA_TUSERDATA) {
+    lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &spare_box_key);
+    b = lua_touserdata(L, -1);
+    b->len = 0;
+    return b;
+  }
+  lua_pop(L, 1);
+  b = lua_newuserdatauv(L, sizeof *b, 0);
   memset(b, 0, sizeof *b);
   if (luaL_newmetatable(L, ENCODE_BOX_META)) {
     lua_pushcfunction(L, encode_box_gc);
@@ -26,6 +39,14 @@ lmp_buffer *lmp__new_encode_box(lua_State *L) {
   }
   lua_setmetatable(L, -2);
   return b;
+}
+
+void lmp__give_back_encode_box(lua_State *L, int idx) {
+  lmp_buffer *b = lua_touserdata(L, idx);
+  if (b->cap > SPARE_KEEP) lmp__buffer_free(b);
+  b->len = 0;
+  lua_pushvalue(L, idx);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &spare_box_key);
 }
 
 /* core.dumps(value [, root]) -> string. Long strings in the value are not
@@ -39,9 +60,14 @@ static int core_dumps(lua_State *L) {
   luaL_checkany(L, 1);
   root = luaL_optstring(L, 2, "");
   lua_settop(L, 2);
-  lua_newtable(L); /* 3: the long strings left out */
-  b = lmp__new_encode_box(L);
+  lua_pushnil(L); /* 3: the long strings left out */
+  b = lmp__take_encode_box(L);
   if (lmp__encode_pieces(L, 1, b, root, 3) != 0) return lua_error(L);
+  if (lua_isnil(L, 3)) {
+    lua_pushlstring(L, b->data, b->len);
+    lmp__give_back_encode_box(L, 4);
+    return 1;
+  }
   n = (lua_Integer)lua_rawlen(L, 3);
   luaL_checkstack(L, (int)(n + 4), "lmp: too many long strings");
   for (i = 1; i <= n; i += 2) {
@@ -55,49 +81,40 @@ static int core_dumps(lua_State *L) {
   }
   lua_pushlstring(L, b->data + from, b->len - from);
   lua_concat(L, (int)n + 1);
-  lmp__buffer_free(b);
+  lmp__give_back_encode_box(L, 4);
   return 1;
 }
 
-/* core.loads(bytes [, allow_functions = true]) */
 /* ---- payloads: values encoded once, sent as they are ------------------ */
 
-#define PAYLOAD_META "lmp.Payload"
-
-/* The bytes are shared by the Lua object and by writes in flight, and
- * freed by the last of them, so no write ever touches Lua. */
-void lmp__payload_release(lmp_payload *payload) {
-  if (--payload->refs == 0) {
-    lmp__buffer_free(&payload->bytes);
-    free(payload->pieces);
-    free(payload);
-  }
-}
+/* A payload is plain memory owned by Lua, with no finalizer to run: the
+ * collector frees it like a string. Its metatable is found by address. */
+static const char payload_meta_key = 'p';
 
 lmp_payload *lmp__check_payload(lua_State *L, int idx) {
-  lmp_payload **box = luaL_checkudata(L, idx, PAYLOAD_META);
-  if (*box == NULL) luaL_argerror(L, idx, "payload already released");
-  return *box;
+  lmp_payload *payload = lua_touserdata(L, idx);
+  int same = 0;
+  if (payload && lua_getmetatable(L, idx)) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &payload_meta_key);
+    same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+  }
+  if (!same) luaL_typeerror(L, idx, "lmp payload");
+  return payload;
 }
 
 size_t lmp__payload_bufs(const lmp_payload *payload, uv_buf_t *bufs) {
+  const char *bytes = LMP_PAYLOAD_BYTES(payload);
   size_t i, n = 0, from = 0;
   for (i = 0; i < payload->piece_count; i++) {
     const lmp_piece *piece = &payload->pieces[i];
-    if (piece->at > from) bufs[n++] = uv_buf_init(payload->bytes.data + from, (unsigned)(piece->at - from));
+    if (piece->at > from) bufs[n++] = uv_buf_init((char *)bytes + from, (unsigned)(piece->at - from));
     bufs[n++] = uv_buf_init((char *)piece->data, (unsigned)piece->len);
     from = piece->at;
   }
-  if (payload->bytes.len > from)
-    bufs[n++] = uv_buf_init(payload->bytes.data + from, (unsigned)(payload->bytes.len - from));
+  if (payload->bytes_len > from)
+    bufs[n++] = uv_buf_init((char *)bytes + from, (unsigned)(payload->bytes_len - from));
   return n;
-}
-
-static int payload_gc(lua_State *L) {
-  lmp_payload **box = luaL_checkudata(L, 1, PAYLOAD_META);
-  if (*box) lmp__payload_release(*box);
-  *box = NULL;
-  return 0;
 }
 
 static int payload_len(lua_State *L) {
@@ -105,56 +122,56 @@ static int payload_len(lua_State *L) {
   return 1;
 }
 
-/* Records where the long strings in the pieces table at `idx` (offset,
- * string, ...) go; the table becomes the user value of the payload object
- * at `object`, which keeps the strings alive. */
-static void take_pieces(lua_State *L, lmp_payload *payload, int idx, int object) {
-  size_t count = lua_rawlen(L, idx) / 2, i;
-  if (count == 0) return;
-  payload->pieces = calloc(count, sizeof *payload->pieces);
-  if (payload->pieces == NULL) luaL_error(L, "lmp: not enough memory");
+lmp_payload *lmp__push_payload(lua_State *L, const lmp_buffer *b, int pieces) {
+  size_t count = 0, i;
+  lmp_payload *payload;
+  pieces = lua_absindex(L, pieces);
+  if (!lua_isnil(L, pieces)) count = lua_rawlen(L, pieces) / 2;
+  payload = lua_newuserdatauv(L, sizeof *payload + count * sizeof(lmp_piece) + b->len,
+                              count ? 1 : 0);
+  payload->length = payload->bytes_len = b->len;
+  payload->piece_count = count;
+  memcpy(LMP_PAYLOAD_BYTES(payload), b->data, b->len);
   for (i = 0; i < count; i++) {
     lmp_piece *piece = &payload->pieces[i];
-    lua_rawgeti(L, idx, (lua_Integer)(2 * i + 1));
+    lua_rawgeti(L, pieces, (lua_Integer)(2 * i + 1));
     piece->at = (size_t)lua_tointeger(L, -1);
-    lua_rawgeti(L, idx, (lua_Integer)(2 * i + 2));
+    lua_rawgeti(L, pieces, (lua_Integer)(2 * i + 2));
     piece->data = lua_tolstring(L, -1, &piece->len);
     payload->length += piece->len;
     lua_pop(L, 2);
   }
-  payload->piece_count = count;
-  lua_pushvalue(L, idx);
-  lua_setiuservalue(L, object, 1);
+  if (count) {
+    /* The user value keeps the strings the pieces point into alive. */
+    lua_pushvalue(L, pieces);
+    lua_setiuservalue(L, -2, 1);
+  }
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &payload_meta_key) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 2);
+    lua_pushcfunction(L, payload_len);
+    lua_setfield(L, -2, "__len");
+    lua_pushliteral(L, "lmp.Payload");
+    lua_setfield(L, -2, "__name");
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &payload_meta_key);
+  }
+  lua_setmetatable(L, -2);
+  return payload;
 }
 
 /* core.encode(value [, root]) -> payload; refusals raise as dumps does. */
 static int core_encode(lua_State *L) {
   const char *root;
-  lmp_payload **box;
   lmp_buffer *b;
   luaL_checkany(L, 1);
   root = luaL_optstring(L, 2, "");
   lua_settop(L, 2);
-  lua_newtable(L); /* 3: the long strings, written from where they are */
-  box = lua_newuserdatauv(L, sizeof *box, 1);
-  *box = NULL;
-  if (luaL_newmetatable(L, PAYLOAD_META)) {
-    lua_pushcfunction(L, payload_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, payload_len);
-    lua_setfield(L, -2, "__len");
-  }
-  lua_setmetatable(L, -2);
-  b = lmp__new_encode_box(L);
+  lua_pushnil(L); /* 3: the long strings, written from where they are */
+  b = lmp__take_encode_box(L);
   if (lmp__encode_pieces(L, 1, b, root, 3) != 0) return lua_error(L);
-  *box = calloc(1, sizeof **box);
-  if (*box == NULL) return luaL_error(L, "lmp: not enough memory");
-  (*box)->refs = 1;
-  (*box)->bytes = *b;
-  (*box)->length = b->len;
-  memset(b, 0, sizeof *b);
-  take_pieces(L, *box, 3, 4);
-  lua_pop(L, 1);
+  lmp__push_payload(L, b, 3);
+  lmp__give_back_encode_box(L, 4);
   return 1;
 }
 

@@ -28,7 +28,8 @@ int lmp__encode(lua_State *L, int idx, lmp_buffer *out, const char *root);
 /* The same, but strings of LMP_LONG_STRING bytes or more are left out of
  * `out`: their offset in it and the string go to the table at `pieces`
  * (offset, string, offset, string, ...), for the caller to join them in
- * with a single copy. */
+ * with a single copy. The slot at `pieces` holds nil until the first such
+ * string, when the encoder puts a new table there. */
 #define LMP_LONG_STRING 65536
 int lmp__encode_pieces(lua_State *L, int idx, lmp_buffer *out, const char *root,
                        int pieces);
@@ -61,30 +62,40 @@ void lmp__push_error_meta(lua_State *L);
  * reader nothing. */
 LMP_NORETURN void lmp__raisef(lua_State *L, const char *format, ...);
 
-/* core.c: a buffer boxed in a userdata with __gc, pushed on the stack. */
-lmp_buffer *lmp__new_encode_box(lua_State *L);
-/* core.c: an encoded value (core.encode) with a count of its holders: the
- * Lua object and each write in flight. Its long strings (LMP_LONG_STRING
- * bytes or more) are not copied into `bytes`: each piece says where one
- * goes, and the write takes it from the Lua string itself, which the Lua
- * object keeps alive (so a write with pieces must pin the object). */
+/* core.c: encode buffers. Takes the state's spare buffer (or makes one),
+ * empty, boxed in a userdata with __gc pushed on the stack, so that an
+ * error while encoding cannot leak it. Give it back when done with it: the
+ * next encoding reuses its memory instead of allocating. A box not given
+ * back (an error unwound past it) is simply collected. */
+lmp_buffer *lmp__take_encode_box(lua_State *L);
+void lmp__give_back_encode_box(lua_State *L, int idx);
+
+/* core.c: an encoded value (core.encode), a userdata owned by Lua: a
+ * header, its pieces, then its bytes. Its long strings (LMP_LONG_STRING
+ * bytes or more) are not copied into the bytes: each piece says where one
+ * goes, and a write takes it from the Lua string itself, which the
+ * userdata's user value keeps alive. A write that does not copy the
+ * payload must pin the userdata until it is done. */
 typedef struct lmp_piece {
-  size_t at;        /* offset in bytes.data where the string goes */
+  size_t at;        /* offset in the bytes where the string goes */
   const char *data;
   size_t len;
 } lmp_piece;
 typedef struct lmp_payload {
-  int refs;
-  lmp_buffer bytes;
-  lmp_piece *pieces;
-  size_t piece_count;
   size_t length;    /* of the whole encoding: bytes and pieces */
+  size_t bytes_len;
+  size_t piece_count;
+  lmp_piece pieces[];
 } lmp_payload;
+#define LMP_PAYLOAD_BYTES(p) ((char *)((p)->pieces + (p)->piece_count))
 lmp_payload *lmp__check_payload(lua_State *L, int idx);
-void lmp__payload_release(lmp_payload *payload);
 /* Fills bufs (room for 2 * piece_count + 1) with the payload's bytes in
  * order; returns how many it used. */
 size_t lmp__payload_bufs(const lmp_payload *payload, uv_buf_t *bufs);
+/* Pushes the pieces table of lmp__encode_pieces as a payload userdata
+ * made from the buffer `b` (copied) and the table at `pieces` (nil when no
+ * long string was met). */
+lmp_payload *lmp__push_payload(lua_State *L, const lmp_buffer *b, int pieces);
 
 /* embed.c: package.preload entries for lmp's embedded Lua modules. */
 void lmp__install_preload(lua_State *L);

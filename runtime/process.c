@@ -69,11 +69,11 @@ int lmp__kill_all_workers(void) {
 
 typedef struct write_request {
   uv_write_t req;
-  char *data;             /* the frame's prefix and message, ours to free */
-  lmp_payload *payload;   /* written as it is; released when written */
+  char *data;             /* the frame's prefix and message (and a small
+                             payload, copied), ours to free */
   lua_State *L;           /* the main thread, while `pin` holds a reference */
-  int pin;                /* the payload's Lua object, which keeps its long
-                             strings alive until they are written */
+  int pin;                /* a payload written from where it is: its Lua
+                             object, kept alive until written */
 } write_request;
 
 static void on_handle_closed(uv_handle_t *handle) {
@@ -245,7 +245,6 @@ static void on_written(uv_write_t *req, int status) {
   write_request *w = (write_request *)req;
   (void)status; /* a failed write shows up as the worker's exit */
   free(w->data);
-  if (w->payload) lmp__payload_release(w->payload);
   if (w->L) luaL_unref(w->L, LUA_REGISTRYINDEX, w->pin);
   free(w);
 }
@@ -253,49 +252,51 @@ static void on_written(uv_write_t *req, int status) {
 /* handle:send(message [, payload [, root]]) encodes everything before
  * writing anything, so a value that cannot be sent raises and leaves the
  * channel as it was. A payload (from core.encode) is written as it is. */
+/* A payload this small is copied into the frame: one buffer, one write. */
+#define COPY_PAYLOAD_MAX 65536
+
 static int child_send(lua_State *L) {
   child *c = check_child(L);
   lmp_payload *payload = lua_isnoneornil(L, 3) ? NULL : lmp__check_payload(L, 3);
   const char *root = luaL_optstring(L, 4, "");
-  size_t payload_len = payload ? payload->length : 0, nbufs = 1;
+  size_t payload_len = payload ? payload->length : 0, message_len, frame_len, nbufs = 1;
+  int copy = payload && payload->piece_count == 0 && payload_len <= COPY_PAYLOAD_MAX;
   lmp_buffer *b;
   write_request *w;
   uv_buf_t few[8], *bufs = few;
   int r;
   luaL_checkany(L, 2);
   lua_settop(L, 4);
-  b = lmp__new_encode_box(L);
-  if (lmp__buffer_reserve(b, LMP_FRAME_PREFIX) != 0) return luaL_error(L, "lmp: not enough memory");
-  b->len = LMP_FRAME_PREFIX;
+  b = lmp__take_encode_box(L);
   if (lmp__encode(L, 2, b, root) != 0) return lua_error(L);
-  if (b->len - LMP_FRAME_PREFIX > UINT32_MAX)
-    return luaL_error(L, "lmp: a message over 4 GB cannot be sent");
+  message_len = b->len;
+  if (message_len > UINT32_MAX) return luaL_error(L, "lmp: a message over 4 GB cannot be sent");
   if (payload_len > UINT_MAX) return luaL_error(L, "lmp: a payload over 4 GB cannot be sent");
   if (c->exited || c->eof || c->input_closed) {
+    lmp__give_back_encode_box(L, 5);
     lua_pushboolean(L, 0);
     return 1;
   }
-  if (payload && 2 * payload->piece_count + 2 > sizeof few / sizeof few[0]) {
+  if (payload && !copy && 2 * payload->piece_count + 2 > sizeof few / sizeof few[0])
     bufs = lua_newuserdatauv(L, (2 * payload->piece_count + 2) * sizeof *bufs, 0);
-  }
-  lmp__frame_set_length(b->data, b->len - LMP_FRAME_HEADER + payload_len);
-  lmp__set_u32_at(b->data + LMP_FRAME_HEADER, (uint32_t)(b->len - LMP_FRAME_PREFIX));
+  frame_len = LMP_FRAME_PREFIX + message_len + (copy ? payload_len : 0);
   w = calloc(1, sizeof *w);
-  if (w == NULL) return luaL_error(L, "lmp: not enough memory");
-  w->data = b->data;
-  w->payload = payload;
-  bufs[0] = uv_buf_init(b->data, (unsigned int)b->len);
-  if (payload) {
-    nbufs += lmp__payload_bufs(payload, bufs + 1);
-    payload->refs++;
-    if (payload->piece_count > 0) {
-      lua_pushvalue(L, 3);
-      w->pin = luaL_ref(L, LUA_REGISTRYINDEX);
-      w->L = c->L;
-    }
+  if (w == NULL || (w->data = malloc(frame_len)) == NULL) {
+    free(w);
+    return luaL_error(L, "lmp: not enough memory");
   }
-  b->data = NULL;
-  b->len = b->cap = 0;
+  lmp__frame_set_length(w->data, LMP_FRAME_PREFIX - LMP_FRAME_HEADER + message_len + payload_len);
+  lmp__set_u32_at(w->data + LMP_FRAME_HEADER, (uint32_t)message_len);
+  memcpy(w->data + LMP_FRAME_PREFIX, b->data, message_len);
+  lmp__give_back_encode_box(L, 5);
+  if (copy) memcpy(w->data + LMP_FRAME_PREFIX + message_len, LMP_PAYLOAD_BYTES(payload), payload_len);
+  bufs[0] = uv_buf_init(w->data, (unsigned int)frame_len);
+  if (payload && !copy) {
+    nbufs += lmp__payload_bufs(payload, bufs + 1);
+    lua_pushvalue(L, 3);
+    w->pin = luaL_ref(L, LUA_REGISTRYINDEX);
+    w->L = c->L;
+  }
   /* libuv copies bufs, so `few` may go when this returns. */
   r = uv_write(&w->req, (uv_stream_t *)&c->channel, bufs, (unsigned int)nbufs, on_written);
   if (r != 0) {

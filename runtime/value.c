@@ -41,7 +41,9 @@ typedef struct encoder {
   lmp_buffer *out;
   int refs;      /* stack index: object -> id */
   int upvalues;  /* stack index: upvalue id -> function id * 256 + index */
-  int names;     /* stack index: value -> name record */
+  int refs_made; /* refs holds a table (made on the first object met) */
+  int names;     /* stack index: value -> name record, or nil until the
+                  * first object that could have a name */
   int names_fresh;
   int pieces;    /* stack index of a table for long strings kept out of
                   * `out` (offset, string, offset, string...), or 0 */
@@ -159,10 +161,45 @@ static void path_prepend_key(encoder *e, int key) {
 
 static int encode_value(encoder *e, int idx);
 
+/* The table of objects seen (object -> id) is made once per state and
+ * reused: a small send (a task's arguments) would otherwise allocate a
+ * table and grow its hash part every time. An encoding running while
+ * another one holds it (an __lmp_serialize that sends) makes its own. */
+static const char refs_cache_key = 'c';
+#define REFS_KEEP 64 /* bigger tables are left to the collector */
+
+static void take_refs_table(encoder *e) {
+  lua_State *L = e->L;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &refs_cache_key) == LUA_TTABLE) {
+    lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &refs_cache_key);
+  } else {
+    lua_pop(L, 1);
+    lua_newtable(L);
+  }
+  lua_replace(L, e->refs);
+  e->refs_made = 1;
+}
+
+static void give_back_refs_table(encoder *e) {
+  lua_State *L = e->L;
+  if (!e->refs_made || e->next_id - 1 > REFS_KEEP) return;
+  lua_pushnil(L);
+  while (lua_next(L, e->refs)) {
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_pushnil(L);
+    lua_rawset(L, e->refs);
+  }
+  lua_pushvalue(L, e->refs);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &refs_cache_key);
+}
+
 /* An object (table, function, userdata) met before is sent as a reference
  * to its first occurrence; this keeps shared references and cycles. */
 static int encode_if_seen(encoder *e, int idx, lua_Integer *id) {
   lua_State *L = e->L;
+  if (!e->refs_made) take_refs_table(e);
   lua_pushvalue(L, idx);
   if (lua_rawget(L, e->refs) == LUA_TNUMBER) {
     put_byte(e, T_REF);
@@ -181,10 +218,10 @@ static int encode_if_named(encoder *e, int idx, int rebuild) {
   lua_State *L = e->L;
   size_t len;
   const char *record;
-  if (rebuild && !e->names_fresh) {
-    lmp__names_push_map(L, 1);
+  if ((rebuild && !e->names_fresh) || lua_isnil(L, e->names)) {
+    lmp__names_push_map(L, rebuild);
     lua_replace(L, e->names);
-    e->names_fresh = 1;
+    e->names_fresh = rebuild;
   }
   lua_pushvalue(L, idx);
   if (lua_rawget(L, e->names) != LUA_TSTRING) {
@@ -433,7 +470,12 @@ static int encode_value(encoder *e, int idx) {
       put_byte(e, T_STRING);
       if (e->pieces && len >= LMP_LONG_STRING) {
         /* Left out of the buffer: the caller joins it in, a single copy. */
-        lua_Integer n = (lua_Integer)lua_rawlen(L, e->pieces);
+        lua_Integer n;
+        if (lua_isnil(L, e->pieces)) {
+          lua_newtable(L);
+          lua_replace(L, e->pieces);
+        }
+        n = (lua_Integer)lua_rawlen(L, e->pieces);
         put_varint(e, len);
         lua_pushinteger(L, (lua_Integer)e->out->len);
         lua_rawseti(L, e->pieces, n + 1);
@@ -479,17 +521,19 @@ int lmp__encode_pieces(lua_State *L, int idx, lmp_buffer *out, const char *root,
   e.path_start = sizeof e.path - 1;
   e.next_id = 1;
   luaL_checkstack(L, 16, "lmp: encoding");
-  lua_newtable(L);
+  /* Three slots filled when first needed: plain data needs none of them. */
+  lua_pushnil(L);
   e.refs = lua_gettop(L);
   lua_pushnil(L); /* the upvalue table, made by the first function met */
   e.upvalues = lua_gettop(L);
-  lmp__names_push_map(L, 0);
+  lua_pushnil(L);
   e.names = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
   e.globals = lua_topointer(L, -1);
   lua_pop(L, 1);
   put_byte(&e, LMP_FORMAT_VERSION);
   status = encode_value(&e, idx);
+  give_back_refs_table(&e);
   lua_settop(L, top);
   if (status != 0) {
     const char *path = e.path + e.path_start;
