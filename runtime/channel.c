@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "channel.h"
+#include "inbox.h"
 #include "lmp_internal.h"
 
 #define RECV_BOX_META "lmp.RecvBuffer"
@@ -73,13 +74,13 @@ static int recv_box_gc(lua_State *L) {
   return 0;
 }
 
-/* core.channel_recv([fd]) -> message, payload (or nil); nothing at end of
- * file. */
-static int core_channel_recv(lua_State *L) {
-  int fd = (int)luaL_optinteger(L, 1, LMP_CHANNEL_FD), r;
+/* Reads one frame exactly (a connection: other processes may read the
+ * next one) and pushes its message and payload; 0 at end of file. */
+static int recv_exact(lua_State *L, int fd) {
   char header[LMP_FRAME_HEADER];
   uint64_t length;
   lmp_buffer *b;
+  int r;
   wait_readable_briefly(fd);
   r = read_full(fd, header, sizeof header);
   if (r == 0) return 0;
@@ -99,6 +100,41 @@ static int core_channel_recv(lua_State *L) {
   lmp__decode_frame(L, b->data, (size_t)length);
   lmp__buffer_free(b);
   return 2;
+}
+
+/* The worker's own channel is read in big gulps: tasks sent together
+ * arrive with one read() instead of two each. Only the worker reads it. */
+static lmp_inbox channel_inbox;
+
+static int recv_buffered(lua_State *L, int fd) {
+  const char *body;
+  size_t n;
+  lmp__inbox_compact(&channel_inbox);
+  while (!lmp__inbox_next(&channel_inbox, &body, &n)) {
+    uv_buf_t room;
+    ssize_t r;
+    wait_readable_briefly(fd);
+    lmp__inbox_alloc(&channel_inbox, &room);
+    if (room.base == NULL) return luaL_error(L, "lmp: not enough memory for a message");
+    r = read(fd, room.base, room.len);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return luaL_error(L, "lmp: channel read failed: %s", strerror(errno));
+    if (r == 0) {
+      if (channel_inbox.bytes.len > channel_inbox.used)
+        return luaL_error(L, "lmp: channel closed in the middle of a message");
+      return 0;
+    }
+    channel_inbox.bytes.len += (size_t)r;
+  }
+  /* The body stays put until the next call compacts the inbox. */
+  lmp__decode_frame(L, body, n);
+  return 2;
+}
+
+/* core.channel_recv() -> message, payload (or nil): the next frame on the
+ * worker's channel; nothing at end of file. */
+static int core_channel_recv(lua_State *L) {
+  return recv_buffered(L, LMP_CHANNEL_FD);
 }
 
 static int writev_full(int fd, struct iovec *iov, int n) {
@@ -121,34 +157,38 @@ static int writev_full(int fd, struct iovec *iov, int n) {
   return 0;
 }
 
-/* core.channel_send(value [, fd [, root]]): encodes, then writes the whole
- * frame. Long strings are written from the strings themselves (writev),
- * not copied into the encoding first. */
-static int core_channel_send(lua_State *L) {
-  int fd = (int)luaL_optinteger(L, 2, LMP_CHANNEL_FD), r, n = 0;
-  const char *root = luaL_optstring(L, 3, "result");
+/* Encodes the message at `message` and, when `payload` is not 0, the
+ * payload after it (refusals name `root`), then writes the whole frame.
+ * Long strings are written from the strings themselves (writev), not
+ * copied into the encoding first. */
+static int send_frame(lua_State *L, int fd, int message, int payload, const char *root) {
+  int r, n = 0, pieces_slot, box;
   lmp_buffer *b;
-  size_t pieces = 0, i, from = 0, total;
+  size_t pieces = 0, i, from = 0, total, message_end, message_len;
   struct iovec few[8], *iov = few;
-  luaL_checkany(L, 1);
-  lua_settop(L, 3);
-  lua_pushnil(L); /* 4: the long strings: offset, string, ... */
+  lua_pushnil(L); /* the long strings: offset, string, ... */
+  pieces_slot = lua_gettop(L);
   b = lmp__take_encode_box(L);
+  box = lua_gettop(L);
   if (lmp__buffer_reserve(b, LMP_FRAME_PREFIX) != 0) return luaL_error(L, "lmp: not enough memory");
   b->len = LMP_FRAME_PREFIX;
-  if (lmp__encode_pieces(L, 1, b, root, 4) != 0) return lua_error(L);
-  if (!lua_isnil(L, 4)) pieces = lua_rawlen(L, 4) / 2;
+  if (lmp__encode_pieces(L, message, b, payload ? "" : root, pieces_slot) != 0) return lua_error(L);
+  message_end = b->len;
+  message_len = message_end - LMP_FRAME_PREFIX;
+  if (payload && lmp__encode_pieces(L, payload, b, root, pieces_slot) != 0) return lua_error(L);
+  if (!lua_isnil(L, pieces_slot)) pieces = lua_rawlen(L, pieces_slot) / 2;
   if (2 * pieces + 1 > sizeof few / sizeof few[0])
     iov = lua_newuserdatauv(L, (2 * pieces + 1) * sizeof *iov, 0);
   total = b->len;
   for (i = 0; i < pieces; i++) {
     size_t at, len;
     const char *s;
-    lua_rawgeti(L, 4, (lua_Integer)(2 * i + 1));
+    lua_rawgeti(L, pieces_slot, (lua_Integer)(2 * i + 1));
     at = (size_t)lua_tointeger(L, -1);
-    lua_rawgeti(L, 4, (lua_Integer)(2 * i + 2));
+    lua_rawgeti(L, pieces_slot, (lua_Integer)(2 * i + 2));
     s = lua_tolstring(L, -1, &len);
     lua_pop(L, 2); /* the table keeps the string */
+    if (at <= message_end) message_len += len; /* a piece of the message */
     iov[n].iov_base = b->data + from;
     iov[n++].iov_len = at - from;
     iov[n].iov_base = (char *)s;
@@ -158,14 +198,21 @@ static int core_channel_send(lua_State *L) {
   }
   iov[n].iov_base = b->data + from;
   iov[n++].iov_len = b->len - from;
-  if (total - LMP_FRAME_PREFIX > UINT32_MAX)
-    return luaL_error(L, "lmp: a message over 4 GB cannot be sent");
+  if (message_len > UINT32_MAX) return luaL_error(L, "lmp: a message over 4 GB cannot be sent");
   lmp__frame_set_length(b->data, total - LMP_FRAME_HEADER);
-  lmp__set_u32_at(b->data + LMP_FRAME_HEADER, (uint32_t)(total - LMP_FRAME_PREFIX));
+  lmp__set_u32_at(b->data + LMP_FRAME_HEADER, (uint32_t)message_len);
   r = writev_full(fd, iov, n);
-  lmp__give_back_encode_box(L, 5);
+  lmp__give_back_encode_box(L, box);
   if (r < 0) return luaL_error(L, "lmp: channel write failed: %s", strerror(-r));
   return 0;
+}
+
+/* core.channel_send(message [, payload]): a frame on the worker's channel;
+ * a payload is a task's result values (refusals name "result"). */
+static int core_channel_send(lua_State *L) {
+  luaL_checkany(L, 1);
+  lua_settop(L, 2);
+  return send_frame(L, LMP_CHANNEL_FD, 1, lua_isnil(L, 2) ? 0 : 2, "result");
 }
 
 /* ---- connections (lmp.Pipe) ------------------------------------------- */
@@ -275,10 +322,7 @@ static int connection_send(lua_State *L) {
   connection *c = check_connection(L);
   luaL_checkany(L, 2);
   lua_settop(L, 2);
-  lua_remove(L, 1);
-  lua_pushinteger(L, c->fd);
-  lua_pushliteral(L, "");
-  return core_channel_send(L);
+  return send_frame(L, c->fd, 2, 0, "");
 }
 
 /* conn:recv() -> value, or nothing at end of file. */
@@ -286,8 +330,7 @@ static int connection_recv(lua_State *L) {
   connection *c = check_connection(L);
   int n;
   lua_settop(L, 0);
-  lua_pushinteger(L, c->fd);
-  n = core_channel_recv(L);
+  n = recv_exact(L, c->fd);
   if (n == 0) return 0;
   lua_pop(L, 1); /* connections carry no payload */
   return 1;

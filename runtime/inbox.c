@@ -24,19 +24,19 @@ void lmp__inbox_alloc(lmp_inbox *in, uv_buf_t *buf) {
   buf->len = in->bytes.cap - in->bytes.len;
 }
 
-void lmp__inbox_frames(lmp_inbox *in, void (*deliver)(void *ctx, const char *body, size_t n),
-                       void *ctx) {
-  for (;;) {
-    size_t pending = in->bytes.len - in->used;
-    uint64_t frame;
-    const char *body;
-    if (pending < LMP_FRAME_HEADER) break;
-    frame = lmp__frame_length(in->bytes.data + in->used);
-    if (frame > pending - LMP_FRAME_HEADER) break;
-    body = in->bytes.data + in->used + LMP_FRAME_HEADER;
-    in->used += LMP_FRAME_HEADER + (size_t)frame;
-    deliver(ctx, body, (size_t)frame);
-  }
+int lmp__inbox_next(lmp_inbox *in, const char **body, size_t *n) {
+  size_t pending = in->bytes.len - in->used;
+  uint64_t frame;
+  if (pending < LMP_FRAME_HEADER) return 0;
+  frame = lmp__frame_length(in->bytes.data + in->used);
+  if (frame > pending - LMP_FRAME_HEADER) return 0;
+  *body = in->bytes.data + in->used + LMP_FRAME_HEADER;
+  *n = (size_t)frame;
+  in->used += LMP_FRAME_HEADER + (size_t)frame;
+  return 1;
+}
+
+void lmp__inbox_compact(lmp_inbox *in) {
   if (in->used == in->bytes.len) {
     in->bytes.len = in->used = 0;
     if (in->bytes.cap > INBOX_KEEP) lmp__buffer_free(&in->bytes);
@@ -45,6 +45,14 @@ void lmp__inbox_frames(lmp_inbox *in, void (*deliver)(void *ctx, const char *bod
     in->bytes.len -= in->used;
     in->used = 0;
   }
+}
+
+void lmp__inbox_frames(lmp_inbox *in, void (*deliver)(void *ctx, const char *body, size_t n),
+                       void *ctx) {
+  const char *body;
+  size_t n;
+  while (lmp__inbox_next(in, &body, &n)) deliver(ctx, body, n);
+  lmp__inbox_compact(in);
 }
 
 void lmp__inbox_free(lmp_inbox *in) {

@@ -1,4 +1,5 @@
-/* Bytes arriving on a libuv stream, cut into frames (channel.h). */
+/* Bytes arriving on a stream, cut into frames (channel.h): a libuv stream
+ * in the main process, a worker's blocking channel in the worker. */
 #ifndef LMP_INBOX_H
 #define LMP_INBOX_H
 
@@ -20,6 +21,14 @@ void lmp__inbox_alloc(lmp_inbox *in, uv_buf_t *buf);
  * what is left of an incomplete one. */
 void lmp__inbox_frames(lmp_inbox *in, void (*deliver)(void *ctx, const char *body, size_t n),
                        void *ctx);
+
+/* Takes the next complete frame, if one has arrived: sets *body and *n and
+ * returns 1; its bytes stay valid until the inbox is next touched.
+ * Returns 0 otherwise. */
+int lmp__inbox_next(lmp_inbox *in, const char **body, size_t *n);
+
+/* Drops what was taken, keeping what is left of an incomplete frame. */
+void lmp__inbox_compact(lmp_inbox *in);
 
 void lmp__inbox_free(lmp_inbox *in);
 

@@ -415,6 +415,25 @@ describe("Pool options", function()
     pool:join()
   end)
 
+  it("terminate with answers already on their way reports no error", function()
+    local pool = lmp.Pool(2)
+    local reported = {}
+    lmp.on_error(function(err) reported[#reported + 1] = tostring(err) end)
+    local results = {}
+    for i = 1, 2000 do results[i] = pool:apply_async(function(x) return x end, {i}) end
+    -- Let the workers answer the tasks they hold before the pool goes.
+    local t = require("lmp.core").hrtime()
+    while require("lmp.core").hrtime() - t < 0.05 do end
+    pool:terminate()
+    pool:join()
+    lmp.run()
+    lmp.on_error(nil)
+    assert.same({}, reported)
+    local ok, err = pcall(results[2000].get, results[2000])
+    assert.is_false(ok)
+    assert.equal("closed", err.kind)
+  end)
+
   it("terminate stops work at once and fails what was pending", function()
     local pool = lmp.Pool(2)
     local r = pool:apply_async(function()

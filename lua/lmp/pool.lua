@@ -288,9 +288,9 @@ function Pool:_start_worker()
              ready = false, identity = worker_serial}
   local exe = worker_executable()
   local ok, handle = pcall(core.spawn, exe, {exe, core.worker_flag, tostring(core.getpid())},
-    function(message)
+    function(message, payload)
       local pool = ref.pool
-      if pool then pool:_on_message(w, message) end
+      if pool then pool:_on_message(w, message, payload) end
     end,
     function(status, signal)
       local pool = ref.pool
@@ -490,28 +490,42 @@ function Pool:_task_started(w, task)
   end)
 end
 
-function Pool:_on_message(w, message)
-  local op = message[1]
-  if op == "done" then
-    local task = table.remove(w.inflight, 1)
-    local now = core.hrtime()
-    local took = now - math.max(task.sent_at, w.last_done or 0)
-    self.task_time = self.task_time and (self.task_time * 3 + took) / 4 or took
-    w.last_done = now
-    if task.timer then task.timer:close() end
-    if w.inflight[1] then self:_task_started(w, w.inflight[1]) end
-    local errs = message[4]
-    if errs then
-      for i, info in pairs(errs) do
-        errs[i] = errors.new(info.kind or "task", info.message, {
-          traceback = info.traceback, value = info.value, pid = w.pid,
-          index = task.first + i - 1})
-      end
+-- A worker's answers: a task's id (or {"done", id, errors}) with its
+-- values; "ready" once started; "init_error" when the initializer failed.
+function Pool:_on_message(w, message, values)
+  local errs
+  if math.type(message) ~= "integer" then
+    if message[1] == "done" then
+      errs = message[3]
+    else
+      return self:_on_control(w, message)
     end
-    task.job:deliver(task, message[3], errs)
-    self:_keep_alive(w)
-    self:_pump()
-  elseif op == "ready" then
+  end
+  local task = table.remove(w.inflight, 1)
+  -- An answer still in the pipe when the pool was terminated: its job
+  -- has already failed.
+  if not task then return end
+  local now = core.hrtime()
+  local took = now - math.max(task.sent_at, w.last_done or 0)
+  self.task_time = self.task_time and (self.task_time * 3 + took) / 4 or took
+  w.last_done = now
+  if task.timer then task.timer:close() end
+  if w.inflight[1] then self:_task_started(w, w.inflight[1]) end
+  if errs then
+    for i, info in pairs(errs) do
+      errs[i] = errors.new(info.kind or "task", info.message, {
+        traceback = info.traceback, value = info.value, pid = w.pid,
+        index = task.first + i - 1})
+    end
+  end
+  task.job:deliver(task, values, errs)
+  self:_keep_alive(w)
+  self:_pump()
+end
+
+function Pool:_on_control(w, message)
+  local op = message[1]
+  if op == "ready" then
     w.ready = true
     self.start_failures = 0
     self:_keep_alive(w)

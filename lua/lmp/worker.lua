@@ -57,9 +57,11 @@ local function run(fn, mode, args)
   return values, errors
 end
 
+-- A task's answer: its id alone when every item succeeded, else
+-- {"done", id, errors}; the values follow as the frame's payload.
 -- A result that cannot be sent fails its own item with kind "serialize".
 local function send_result(id, values, errors)
-  local ok, err = pcall(core.channel_send, {"done", id, values, errors})
+  local ok, err = pcall(core.channel_send, errors and {"done", id, errors} or id, values)
   if ok then return end
   if type(err) ~= "table" or err.kind ~= "serialize" then error(err, 0) end
   errors = errors or {}
@@ -75,7 +77,7 @@ local function send_result(id, values, errors)
       errors[i] = {message = tostring(e.message), traceback = e.traceback, value = tostring(e.message)}
     end
   end
-  core.channel_send({"done", id, values, errors})
+  core.channel_send({"done", id, errors}, values)
 end
 
 -- An lmp.Process: run its target once; the exit status says how it went
