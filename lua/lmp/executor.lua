@@ -33,31 +33,31 @@ local function new_future(job)
 end
 
 function Future:done()
-  return self.job.ready
+  return self.job.done
 end
 
 function Future:cancelled()
-  return self.job.ready and self.job.error ~= nil and self.job.error.kind == "cancelled"
+  return self.job.done and self.job.error ~= nil and self.job.error.kind == "cancelled"
 end
 
 -- Running: handed to a worker and not finished.
 function Future:running()
-  return not self.job.ready and self.job.task.sent_at ~= nil
+  return not self.job.done and self.job.task.sent_at ~= nil
 end
 
 -- A queued future is cancelled; a running or finished one is not (a
 -- cancelled one stays cancelled), as in Python.
 function Future:cancel()
   if self:cancelled() then return true end
-  if self.job.ready or self.job.task.sent_at ~= nil then return false end
-  self.job:finish(errors.new("cancelled", "the future was cancelled"))
+  if self.job.done or self.job.task.sent_at ~= nil then return false end
+  self.job:_finish(errors.new("cancelled", "the future was cancelled"))
   return true
 end
 
 local function wait_for(future, timeout, fname)
   check_timeout(timeout, 1, fname)
-  loop.wait(function() return future.job.ready end, timeout)
-  if not future.job.ready then
+  loop.wait(function() return future.job.done end, timeout)
+  if not future.job.done then
     errors.raise(errors.new("timeout", ("%s: not done after %g s"):format(fname, timeout)))
   end
 end
@@ -82,7 +82,7 @@ function Future:add_done_callback(fn)
   if type(fn) ~= "function" then
     errors.argument(1, "add_done_callback", "function expected, got " .. type(fn))
   end
-  if self.job.ready then
+  if self.job.done then
     fn(self)
   else
     self.callbacks[#self.callbacks + 1] = fn
@@ -90,7 +90,7 @@ function Future:add_done_callback(fn)
 end
 
 function Future:__tostring()
-  local state = self:cancelled() and "cancelled" or self.job.ready and "finished"
+  local state = self:cancelled() and "cancelled" or self.job.done and "finished"
     or self:running() and "running" or "pending"
   return "lmp.Future(" .. state .. ")"
 end
@@ -210,7 +210,7 @@ function executor.as_completed(futures, timeout)
     local function earliest()
       local best
       for f in pairs(pending) do
-        if f.job.ready and (not best or f.job.finish_serial < best.job.finish_serial) then
+        if f.job.done and (not best or f.job.finish_serial < best.job.finish_serial) then
           best = f
         end
       end
@@ -248,7 +248,7 @@ function executor.wait(futures, opts)
   local function finished()
     local done = 0
     for _, f in ipairs(futures) do
-      if f.job.ready then
+      if f.job.done then
         done = done + 1
         if when == "FIRST_COMPLETED" then return true end
         if when == "FIRST_EXCEPTION" and f.job.error and not f:cancelled() then return true end
@@ -259,7 +259,7 @@ function executor.wait(futures, opts)
   loop.wait(finished, opts.timeout)
   local done, not_done = {}, {}
   for _, f in ipairs(futures) do
-    if f.job.ready then done[#done + 1] = f else not_done[#not_done + 1] = f end
+    if f.job.done then done[#done + 1] = f else not_done[#not_done + 1] = f end
   end
   return done, not_done
 end

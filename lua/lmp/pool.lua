@@ -21,10 +21,6 @@ Pool.__index = Pool
 Pool.__lmp_nosend = "a pool belongs to the process that made it: send the data and functions, not the pool"
 Pool.__name = "lmp.Pool"
 
-local AsyncResult = {}
-AsyncResult.__index = AsyncResult
-AsyncResult.__lmp_nosend = "a result handle belongs to the main process: send the value once it is ready"
-AsyncResult.__name = "lmp.AsyncResult"
 
 local PIPELINE = 2          -- tasks in flight per worker, when tasks are short
 local SHORT_TASK = 0.002    -- seconds: below this a second task in flight pays
@@ -117,22 +113,29 @@ end
 
 -- ---- jobs -------------------------------------------------------------
 -- A job is one call (map, imap, apply_async...). It knows how many items it
--- has, receives each task's values and errors, and finishes once.
+-- has, receives each task's values and errors, and finishes once. The job
+-- of an async call is the AsyncResult its caller holds, and an apply job
+-- is its own single task: a burst of apply_async keeps thousands alive,
+-- and each table fewer is less for the collector to walk.
 
 local Job = {}
 Job.__index = Job
+Job.__lmp_nosend = "a result handle belongs to the main process: send the value once it is ready"
+Job.__name = "lmp.AsyncResult"
+local AsyncResult = Job
 
--- Few fields and no tables of its own: a burst of apply_async keeps
--- thousands alive, and the garbage collector walks them all.
+-- Every field a job gets is named here, so that its table is made at its
+-- final size.
 local function new_job(pool_ref, kind, async, callback, error_callback)
   return setmetatable({pool_ref = pool_ref, kind = kind, async = async, callback = callback,
-    error_callback = error_callback, received = 0, ready = false}, Job)
+    error_callback = error_callback, received = 0, total = 0, done = false, pending = false,
+    results = nil, error = nil, finish_serial = nil, task = nil, listeners = nil}, Job)
 end
 
 -- Once its tasks are queued, an async job keeps lmp.run() turning until it
 -- finishes; a call that raised before queueing leaves nothing pending.
-function Job:queued()
-  if self.async and not self.ready and not self.pending then
+function Job:_queued()
+  if self.async and not self.done and not self.pending then
     self.pending = true
     loop.add_pending(1)
   end
@@ -140,9 +143,9 @@ end
 
 local finish_serial = 0
 
-function Job:finish(err)
-  if self.ready then return end
-  self.ready = true
+function Job:_finish(err)
+  if self.done then return end
+  self.done = true
   if self.bar then self.bar:finish() end
   self.error = err
   finish_serial = finish_serial + 1
@@ -165,25 +168,25 @@ end
 
 -- Gives a task's outcome to its job: values (an array with n) and errors
 -- (nil, or item index within the task -> error object).
-function Job:deliver(task, values, errs)
+function Job:_deliver(task, values, errs)
   if self.kind == "apply" then
     self.results = values
-    return self:finish(errs and errs[1] or nil)
+    return self:_finish(errs and errs[1] or nil)
   end
   if self.stream then
     return self.stream(task, values, errs)
   end
-  if self.ready then return end
+  if self.done then return end
   local results = self.results
   if errs then
     for i = 1, task.count do
-      if errs[i] then return self:finish(errs[i]) end
+      if errs[i] then return self:_finish(errs[i]) end
     end
   end
   table.move(values, 1, task.count, task.first, results)
   if self.bar then self.bar:advance(task.count) end
   self.received = self.received + task.count
-  if self.received >= self.total then self:finish(nil) end
+  if self.received >= self.total then self:_finish(nil) end
 end
 
 -- ---- the pool ----------------------------------------------------------
@@ -316,15 +319,15 @@ function Pool:_break(err)
   self.broken = err
   self:_fail_queued(err)
   for _, w in ipairs(self.workers) do
-    for _, task in ipairs(w.inflight) do task.job:finish(err) end
+    for _, task in ipairs(w.inflight) do task.job:_finish(err) end
     w.inflight = {}
   end
-  for job in pairs(self.streams) do job:finish(err) end
+  for job in pairs(self.streams) do job:_finish(err) end
 end
 
 function Pool:_fail_queued(err)
   for i = self.queue_head, self.queue_tail do
-    self.queue[i].job:finish(err)
+    self.queue[i].job:_finish(err)
     self.queue[i] = nil
   end
   self.queue_head, self.queue_tail = 1, 0
@@ -345,7 +348,7 @@ function Pool:_dequeue()
     local task = self.queue[self.queue_head]
     self.queue[self.queue_head] = nil
     self.queue_head = self.queue_head + 1
-    if not task.job.ready then return task end
+    if not task.job.done then return task end
   end
 end
 
@@ -518,7 +521,7 @@ function Pool:_on_message(w, message, values)
         index = task.first + i - 1})
     end
   end
-  task.job:deliver(task, values, errs)
+  task.job:_deliver(task, values, errs)
   self:_keep_alive(w)
   self:_pump()
 end
@@ -580,7 +583,7 @@ end
 function Pool:_fail_task(task, err)
   local errs = {}
   for i = 1, task.count do errs[i] = err end
-  task.job:deliver(task, {n = task.count}, errs)
+  task.job:_deliver(task, {n = task.count}, errs)
 end
 
 function Pool:_wants_progress(opts)
@@ -651,8 +654,8 @@ function Pool:_submit_all(job, fn, mode, read, total, chunksize, timeout, array)
   job.results = {n = total}
   if job.bar then job.bar.total = total end
   for _, task in ipairs(tasks) do self:_enqueue(task) end
-  job:queued()
-  if total == 0 then job:finish(nil) end
+  job:_queued()
+  if total == 0 then job:_finish(nil) end
   self:_pump()
   return job
 end
@@ -671,8 +674,8 @@ local function map_job(self, fname, fn, iterable, opts, mode, async)
 end
 
 local function result_of(job, fname, timeout)
-  loop.wait(function() return job.ready end, timeout)
-  if not job.ready then
+  if not job.done then loop.wait(function() return job.done end, timeout) end
+  if not job.done then
     error(errors.new("timeout", ("%s: no result after %g s"):format(fname, timeout)), 3)
   end
   if job.error then error(job.error, 3) end
@@ -688,15 +691,15 @@ function Pool:starmap(fn, arglists, opts)
 end
 
 function Pool:map_async(fn, iterable, opts)
-  return setmetatable({job = (map_job(self, "map_async", fn, iterable, opts, "map", true))},
-                      AsyncResult)
+  return (map_job(self, "map_async", fn, iterable, opts, "map", true))
 end
 
 function Pool:starmap_async(fn, arglists, opts)
-  return setmetatable({job = (map_job(self, "starmap_async", fn, arglists, opts, "star", true))},
-                      AsyncResult)
+  return (map_job(self, "starmap_async", fn, arglists, opts, "star", true))
 end
 
+-- An apply job is also its task: one table per call, made at its final
+-- size (new_job's fields and the task's).
 function Pool:_apply_job(fname, fn, args, opts, async)
   check_function(fn, fname)
   if args ~= nil and type(args) ~= "table" then
@@ -705,19 +708,21 @@ function Pool:_apply_job(fname, fn, args, opts, async)
   opts = options_of(opts, 3, fname)
   self:_check_open(fname)
   args = args or {}
-  local packed = table.pack(table.unpack(args, 1, args.n or #args))
-  local job = new_job(self.ref, "apply", async, opts.callback, opts.error_callback)
+  local payload = core.encode(table.pack(table.unpack(args, 1, args.n or #args)), "args")
   task_serial = task_serial + 1
-  local task = {id = task_serial, job = job, fn = fn, function_id = function_id(fn),
-                mode = "apply", payload = core.encode(packed, "args"), first = 1,
-                count = 1, timeout = opts.timeout}
-  job.total = 1
-  job.task = task
+  local job = setmetatable({pool_ref = self.ref, kind = "apply", async = async,
+    callback = opts.callback, error_callback = opts.error_callback, received = 0, total = 1,
+    done = false, pending = false, results = nil, error = nil, finish_serial = nil,
+    task = false, listeners = nil,
+    id = task_serial, job = false, fn = fn, function_id = function_id(fn), mode = "apply",
+    payload = payload, first = 1, count = 1, timeout = opts.timeout, sent_at = nil,
+    timer = nil}, Job)
+  job.task, job.job = job, job
   -- Workers free up only in loop callbacks, which pump themselves: with
   -- tasks already waiting, no worker has room now.
-  local waiting = self:_queued() > 0
-  self:_enqueue(task)
-  job:queued()
+  local waiting = self.queue_tail >= self.queue_head
+  self:_enqueue(job)
+  job:_queued()
   if not waiting then self:_pump() end
   return job
 end
@@ -728,7 +733,7 @@ function Pool:apply(fn, args)
 end
 
 function Pool:apply_async(fn, args, opts)
-  return setmetatable({job = self:_apply_job("apply_async", fn, args, opts, true)}, AsyncResult)
+  return self:_apply_job("apply_async", fn, args, opts, true)
 end
 
 -- imap and imap_unordered read their input as workers free up, keeping a
@@ -761,7 +766,7 @@ function Pool:_stream(fname, fn, read, total, opts, ordered, mode, array)
   local function window() return math.max(64, chunksize * self.processes * PIPELINE * 2) end
 
   job.refill = function()
-    if exhausted or job.ready then return end
+    if exhausted or job.done then return end
     if read_count - taken >= window() then return end
     if not fixed and per_item then
       chunksize = math.max(1, math.min(limit, chunksize * 2, math.floor(0.02 / per_item)))
@@ -885,10 +890,10 @@ function Pool:terminate()
   self.state = "terminated"
   local err = errors.new("closed", "the pool was terminated")
   self:_fail_queued(err)
-  for job in pairs(self.streams) do job:finish(err) end
+  for job in pairs(self.streams) do job:_finish(err) end
   self.streams = {}
   for _, w in ipairs(self.workers) do
-    for _, task in ipairs(w.inflight) do task.job:finish(err) end
+    for _, task in ipairs(w.inflight) do task.job:_finish(err) end
     w.inflight = {}
     w.retiring = true
     self:_keep_alive(w)
@@ -928,27 +933,28 @@ function Pool:__tostring()
 end
 
 -- ---- AsyncResult -------------------------------------------------------------
+-- What map_async, starmap_async and apply_async return: the job itself.
 
 function AsyncResult:get(timeout)
-  local r = result_of(self.job, "get", timeout)
-  if self.job.kind == "apply" then return table.unpack(r, 1, r.n) end
+  local r = result_of(self, "get", timeout)
+  if self.kind == "apply" then return table.unpack(r, 1, r.n) end
   return r
 end
 
 function AsyncResult:wait(timeout)
-  loop.wait(function() return self.job.ready end, timeout)
-  return self.job.ready
+  if not self.done then loop.wait(function() return self.done end, timeout) end
+  return self.done
 end
 
 function AsyncResult:ready()
-  return self.job.ready
+  return self.done
 end
 
 function AsyncResult:successful()
-  if not self.job.ready then
+  if not self.done then
     error(errors.new("closed", "successful: the result is not ready"), 2)
   end
-  return self.job.error == nil
+  return self.error == nil
 end
 
 local pool = {Pool = Pool, AsyncResult = AsyncResult, reader_of = reader_of,
