@@ -249,17 +249,34 @@ static void on_written(uv_write_t *req, int status) {
   free(w);
 }
 
-/* handle:send(message [, payload [, root]]) encodes everything before
- * writing anything, so a value that cannot be sent raises and leaves the
- * channel as it was. A payload (from core.encode) is written as it is. */
 /* A payload this small is copied into the frame: one buffer, one write. */
 #define COPY_PAYLOAD_MAX 65536
 
+/* Drops the first `n` bytes of bufs; returns how many buffers are left,
+ * moved to the front. */
+static size_t skip_written(uv_buf_t *bufs, size_t count, size_t n) {
+  size_t i = 0, j;
+  while (i < count && n >= bufs[i].len) n -= bufs[i++].len;
+  if (i < count) {
+    bufs[i].base += n;
+    bufs[i].len -= (unsigned int)n;
+  }
+  for (j = 0; i + j < count; j++) bufs[j] = bufs[i + j];
+  return j;
+}
+
+/* handle:send(message [, payload [, root]]) encodes everything before
+ * writing anything, so a value that cannot be sent raises and leaves the
+ * channel as it was. The frame is written at once when the channel takes
+ * it (the usual case: no allocation, no callback); what it does not take
+ * is queued on libuv with a copy of the frame's head, the payload pinned. */
 static int child_send(lua_State *L) {
   child *c = check_child(L);
+  uv_stream_t *stream = (uv_stream_t *)&c->channel;
   lmp_payload *payload = lua_isnoneornil(L, 3) ? NULL : lmp__check_payload(L, 3);
   const char *root = luaL_optstring(L, 4, "");
-  size_t payload_len = payload ? payload->length : 0, message_len, frame_len, nbufs = 1;
+  size_t payload_len = payload ? payload->length : 0, message_len, total, nbufs = 1;
+  size_t written = 0, head_left;
   int copy = payload && payload->piece_count == 0 && payload_len <= COPY_PAYLOAD_MAX;
   lmp_buffer *b;
   write_request *w;
@@ -268,37 +285,59 @@ static int child_send(lua_State *L) {
   luaL_checkany(L, 2);
   lua_settop(L, 4);
   b = lmp__take_encode_box(L);
+  if (lmp__buffer_reserve(b, LMP_FRAME_PREFIX) != 0) return luaL_error(L, "lmp: not enough memory");
+  b->len = LMP_FRAME_PREFIX;
   if (lmp__encode(L, 2, b, root) != 0) return lua_error(L);
-  message_len = b->len;
+  message_len = b->len - LMP_FRAME_PREFIX;
   if (message_len > UINT32_MAX) return luaL_error(L, "lmp: a message over 4 GB cannot be sent");
   if (payload_len > UINT_MAX) return luaL_error(L, "lmp: a payload over 4 GB cannot be sent");
+  if (copy && lmp__buffer_append(b, LMP_PAYLOAD_BYTES(payload), payload_len) != 0)
+    return luaL_error(L, "lmp: not enough memory");
   if (c->exited || c->eof || c->input_closed) {
     lmp__give_back_encode_box(L, 5);
     lua_pushboolean(L, 0);
     return 1;
   }
+  lmp__frame_set_length(b->data, LMP_FRAME_PREFIX - LMP_FRAME_HEADER + message_len + payload_len);
+  lmp__set_u32_at(b->data + LMP_FRAME_HEADER, (uint32_t)message_len);
   if (payload && !copy && 2 * payload->piece_count + 2 > sizeof few / sizeof few[0])
     bufs = lua_newuserdatauv(L, (2 * payload->piece_count + 2) * sizeof *bufs, 0);
-  frame_len = LMP_FRAME_PREFIX + message_len + (copy ? payload_len : 0);
+  bufs[0] = uv_buf_init(b->data, (unsigned int)b->len);
+  if (payload && !copy) nbufs += lmp__payload_bufs(payload, bufs + 1);
+  total = b->len + (copy ? 0 : payload_len);
+  if (uv_stream_get_write_queue_size(stream) == 0) {
+    r = uv_try_write(stream, bufs, (unsigned int)nbufs);
+    if (r < 0 && r != UV_EAGAIN) {
+      lmp__give_back_encode_box(L, 5);
+      lua_pushboolean(L, 0);
+      return 1;
+    }
+    if (r > 0) written = (size_t)r;
+  }
+  if (written == total) {
+    lmp__give_back_encode_box(L, 5);
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  /* The channel is full: queue the rest. The head is copied out of the
+   * encode box, which goes back for reuse. */
+  head_left = written < b->len ? b->len - written : 0;
   w = calloc(1, sizeof *w);
-  if (w == NULL || (w->data = malloc(frame_len)) == NULL) {
+  if (w == NULL || (head_left && (w->data = malloc(head_left)) == NULL)) {
     free(w);
     return luaL_error(L, "lmp: not enough memory");
   }
-  lmp__frame_set_length(w->data, LMP_FRAME_PREFIX - LMP_FRAME_HEADER + message_len + payload_len);
-  lmp__set_u32_at(w->data + LMP_FRAME_HEADER, (uint32_t)message_len);
-  memcpy(w->data + LMP_FRAME_PREFIX, b->data, message_len);
-  lmp__give_back_encode_box(L, 5);
-  if (copy) memcpy(w->data + LMP_FRAME_PREFIX + message_len, LMP_PAYLOAD_BYTES(payload), payload_len);
-  bufs[0] = uv_buf_init(w->data, (unsigned int)frame_len);
+  if (head_left) memcpy(w->data, b->data + written, head_left);
+  nbufs = skip_written(bufs, nbufs, written);
+  if (head_left) bufs[0] = uv_buf_init(w->data, (unsigned int)head_left);
   if (payload && !copy) {
-    nbufs += lmp__payload_bufs(payload, bufs + 1);
     lua_pushvalue(L, 3);
     w->pin = luaL_ref(L, LUA_REGISTRYINDEX);
     w->L = c->L;
   }
+  lmp__give_back_encode_box(L, 5);
   /* libuv copies bufs, so `few` may go when this returns. */
-  r = uv_write(&w->req, (uv_stream_t *)&c->channel, bufs, (unsigned int)nbufs, on_written);
+  r = uv_write(&w->req, stream, bufs, (unsigned int)nbufs, on_written);
   if (r != 0) {
     on_written(&w->req, r);
     lua_pushboolean(L, 0);
