@@ -1,5 +1,6 @@
 /* lmp.core: the C half of the module. This file binds the value format
  * and gathers the other bindings (loop, process) into one table. */
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -213,9 +214,51 @@ static int core_getpid(lua_State *L) {
   return 1;
 }
 
+/* core.encode_list(t, first, count [, name_first [, root]]) -> payload of
+ * {n = count, t[first], ..., t[first + count - 1]}: a chunk of a map's
+ * input, or apply's arguments, encoded straight from where they are. */
+static int core_encode_list(lua_State *L) {
+  lua_Integer first = luaL_checkinteger(L, 2), count = luaL_checkinteger(L, 3);
+  lua_Integer name_first = luaL_optinteger(L, 4, first);
+  const char *root = luaL_optstring(L, 5, "args");
+  lmp_buffer *b;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 5);
+  lua_pushnil(L); /* 6: the long strings, written from where they are */
+  b = lmp__take_encode_box(L);
+  if (lmp__encode_list(L, 1, first, count, name_first, b, root, 6) != 0) return lua_error(L);
+  lmp__push_payload(L, b, 6);
+  lmp__give_back_encode_box(L, 7);
+  return 1;
+}
+
+/* core.move(src, count, dst, first): dst[first + k - 1] = src[k] for k in
+ * 1..count, raw (table.move honours metamethods, and pays for it per item). */
+static int core_move(lua_State *L) {
+  lua_Integer count = luaL_checkinteger(L, 2), first = luaL_checkinteger(L, 4), i;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  for (i = 1; i <= count; i++) {
+    lua_rawgeti(L, 1, i);
+    lua_rawseti(L, 3, first + i - 1);
+  }
+  return 0;
+}
+
+/* core.new_table(narray, nhash): a table made at its final size, so that
+ * filling a million results does not rehash it twenty times. */
+static int core_new_table(lua_State *L) {
+  lua_Integer narray = luaL_checkinteger(L, 1), nhash = luaL_optinteger(L, 2, 0);
+  luaL_argcheck(L, narray >= 0 && narray <= INT_MAX, 1, "size out of range");
+  luaL_argcheck(L, nhash >= 0 && nhash <= INT_MAX, 2, "size out of range");
+  lua_createtable(L, (int)narray, (int)nhash);
+  return 1;
+}
+
 static const luaL_Reg core_functions[] = {
     {"dumps", core_dumps},         {"loads", core_loads},
-    {"encode", core_encode},
+    {"encode", core_encode},       {"new_table", core_new_table},
+    {"encode_list", core_encode_list}, {"move", core_move},
     {"register", core_register},   {"error", core_error},
     {"cpu_count", core_cpu_count}, {"getpid", core_getpid},
     {"isatty", core_isatty},

@@ -33,6 +33,12 @@ int lmp__encode(lua_State *L, int idx, lmp_buffer *out, const char *root);
 #define LMP_LONG_STRING 65536
 int lmp__encode_pieces(lua_State *L, int idx, lmp_buffer *out, const char *root,
                        int pieces);
+/* Encodes the list t[first .. first + count - 1] (t at `idx`) as the table
+ * {n = count, ...} of those values, without making that table: how a
+ * task's arguments travel. Refusals name the item as root[name_first + k]
+ * for the k-th item (from 0). Otherwise as lmp__encode_pieces. */
+int lmp__encode_list(lua_State *L, int idx, lua_Integer first, lua_Integer count,
+                     lua_Integer name_first, lmp_buffer *out, const char *root, int pieces);
 /* Decodes the n bytes at p and pushes the value. Malformed bytes raise a
  * Lua error; nothing is allocated beyond what the bytes can justify. */
 void lmp__decode(lua_State *L, const char *p, size_t n);

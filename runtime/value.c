@@ -509,52 +509,96 @@ int lmp__encode(lua_State *L, int idx, lmp_buffer *out, const char *root) {
   return lmp__encode_pieces(L, idx, out, root, 0);
 }
 
-int lmp__encode_pieces(lua_State *L, int idx, lmp_buffer *out, const char *root,
-                       int pieces) {
-  encoder e;
-  int top = lua_gettop(L), status;
-  idx = lua_absindex(L, idx);
-  memset(&e, 0, sizeof e);
-  e.pieces = pieces ? lua_absindex(L, pieces) : 0;
-  e.L = L;
-  e.out = out;
-  e.path_start = sizeof e.path - 1;
-  e.next_id = 1;
+/* What every encoding starts with: the encoder, its three lazy slots on
+ * the stack, and the format's version byte. */
+static void encoder_start(encoder *e, lua_State *L, lmp_buffer *out, int pieces) {
+  memset(e, 0, sizeof *e);
+  e->pieces = pieces ? lua_absindex(L, pieces) : 0;
+  e->L = L;
+  e->out = out;
+  e->path_start = sizeof e->path - 1;
+  e->next_id = 1;
   luaL_checkstack(L, 16, "lmp: encoding");
   /* Three slots filled when first needed: plain data needs none of them. */
   lua_pushnil(L);
-  e.refs = lua_gettop(L);
+  e->refs = lua_gettop(L);
   lua_pushnil(L); /* the upvalue table, made by the first function met */
-  e.upvalues = lua_gettop(L);
+  e->upvalues = lua_gettop(L);
   lua_pushnil(L);
-  e.names = lua_gettop(L);
+  e->names = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
-  e.globals = lua_topointer(L, -1);
+  e->globals = lua_topointer(L, -1);
   lua_pop(L, 1);
-  put_byte(&e, LMP_FORMAT_VERSION);
-  status = encode_value(&e, idx);
-  give_back_refs_table(&e);
+  put_byte(e, LMP_FORMAT_VERSION);
+}
+
+/* Ends an encoding: on a refusal, pushes the lmp.Error naming the path. */
+static int encoder_finish(encoder *e, int status, int top, const char *root) {
+  lua_State *L = e->L;
+  give_back_refs_table(e);
   lua_settop(L, top);
   if (status != 0) {
-    const char *path = e.path + e.path_start;
-    e.path[sizeof e.path - 1] = '\0';
+    const char *path = e->path + e->path_start;
+    e->path[sizeof e->path - 1] = '\0';
     if (!*root && *path == '.' && path[1] != '.') path++;
     if (!*root && !*path)
-      lua_pushfstring(L, "cannot send %s: %s", e.what, e.fix);
+      lua_pushfstring(L, "cannot send %s: %s", e->what, e->fix);
     else
-      lua_pushfstring(L, "cannot send %s at %s%s: %s", e.what, root, path, e.fix);
+      lua_pushfstring(L, "cannot send %s at %s%s: %s", e->what, root, path, e->fix);
     lmp__push_error(L, "serialize", lua_tostring(L, -1));
     lua_pushstring(L, root);
     lua_pushstring(L, path);
     lua_concat(L, 2);
     lua_setfield(L, -2, "path");
-    lua_pushstring(L, e.what);
+    lua_pushstring(L, e->what);
     lua_setfield(L, -2, "what");
-    lua_pushstring(L, e.fix);
+    lua_pushstring(L, e->fix);
     lua_setfield(L, -2, "fix");
     lua_remove(L, -2);
   }
   return status;
+}
+
+int lmp__encode_pieces(lua_State *L, int idx, lmp_buffer *out, const char *root,
+                       int pieces) {
+  encoder e;
+  int top = lua_gettop(L);
+  idx = lua_absindex(L, idx);
+  encoder_start(&e, L, out, pieces);
+  return encoder_finish(&e, encode_value(&e, idx), top, root);
+}
+
+int lmp__encode_list(lua_State *L, int idx, lua_Integer first, lua_Integer count,
+                     lua_Integer name_first, lmp_buffer *out, const char *root, int pieces) {
+  encoder e;
+  int top = lua_gettop(L), status = 0;
+  lua_Integer i;
+  size_t at;
+  idx = lua_absindex(L, idx);
+  encoder_start(&e, L, out, pieces);
+  if (count < 0 || count > UINT32_MAX) luaL_error(L, "lmp: list too long to send");
+  put_byte(&e, T_TABLE);
+  at = put_u32_placeholder(&e);
+  put_u32_placeholder(&e);
+  patch_u32(&e, at, (uint32_t)count);
+  patch_u32(&e, at + 4, 1);
+  for (i = 0; i < count && status == 0; i++) {
+    lua_rawgeti(L, idx, first + i);
+    status = encode_value(&e, lua_gettop(L));
+    lua_pop(L, 1);
+    if (status != 0) {
+      char part[32];
+      snprintf(part, sizeof part, "[%lld]", (long long)(name_first + i));
+      path_prepend(&e, part);
+    }
+  }
+  if (status == 0) {
+    put_byte(&e, T_STRING);
+    put_string(&e, "n", 1);
+    lua_pushinteger(L, count);
+    encode_value(&e, lua_gettop(L));
+  }
+  return encoder_finish(&e, status, top, root);
 }
 
 /* ---- decoding ---------------------------------------------------------- */

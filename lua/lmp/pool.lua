@@ -183,7 +183,7 @@ function Job:_deliver(task, values, errs)
       if errs[i] then return self:_finish(errs[i]) end
     end
   end
-  table.move(values, 1, task.count, task.first, results)
+  core.move(values, task.count, results, task.first)
   if self.bar then self.bar:advance(task.count) end
   self.received = self.received + task.count
   if self.received >= self.total then self:_finish(nil) end
@@ -356,27 +356,15 @@ function Pool:_queued()
   return self.queue_tail - self.queue_head + 1
 end
 
--- Encodes a chunk of items; a refusal names the item by its index in the
--- whole input, not in the chunk.
-local function encode_items(items, first)
-  local ok, payload = pcall(core.encode, items, "")
-  if ok then return payload end
-  local err = payload
-  if type(err) == "table" and err.kind == "serialize" then
-    local k, rest = err.path:match("^%[(%d+)%](.*)$")
-    if k then
-      err.path = ("args[%d]%s"):format(first + tonumber(k) - 1, rest)
-      err.message = ("cannot send %s at %s: %s"):format(err.what, err.path, err.fix)
-    end
-  end
-  error(err, 0)
-end
-
-local function new_task(job, fn, mode, items, first, timeout)
+-- A task of `count` items, source[from] onwards, which are items `first`
+-- onwards of the whole input (a refusal names the item by that index).
+-- The items are encoded now, straight from the source, so that an
+-- unsendable one raises from the call that submitted it.
+local function new_task(job, fn, mode, source, from, count, first, timeout)
   task_serial = task_serial + 1
   return {id = task_serial, job = job, fn = fn, function_id = function_id(fn),
-          mode = mode, payload = encode_items(items, first), first = first,
-          count = items.n, timeout = timeout}
+          mode = mode, payload = core.encode_list(source, from, count, first), first = first,
+          count = count, timeout = timeout, sent_at = nil, timer = nil}
 end
 
 -- An idle worker does not keep the event loop alive (luv's uv.run() may
@@ -646,12 +634,12 @@ function Pool:_submit_all(job, fn, mode, read, total, chunksize, timeout, array)
   end
   local tasks, first = {}, 1
   for i, size in ipairs(sizes) do
-    tasks[i] = new_task(job, fn, mode, table.move(array, first, first + size - 1, 1, {n = size}),
-                        first, timeout)
+    tasks[i] = new_task(job, fn, mode, array, first, size, first, timeout)
     first = first + size
   end
   job.total = total
-  job.results = {n = total}
+  job.results = core.new_table(total, 1)
+  job.results.n = total
   if job.bar then job.bar.total = total end
   for _, task in ipairs(tasks) do self:_enqueue(task) end
   job:_queued()
@@ -708,7 +696,7 @@ function Pool:_apply_job(fname, fn, args, opts, async)
   opts = options_of(opts, 3, fname)
   self:_check_open(fname)
   args = args or {}
-  local payload = core.encode(table.pack(table.unpack(args, 1, args.n or #args)), "args")
+  local payload = core.encode_list(args, 1, args.n or #args)
   task_serial = task_serial + 1
   local job = setmetatable({pool_ref = self.ref, kind = "apply", async = async,
     callback = opts.callback, error_callback = opts.error_callback, received = 0, total = 1,
@@ -771,24 +759,23 @@ function Pool:_stream(fname, fn, read, total, opts, ordered, mode, array)
     if not fixed and per_item then
       chunksize = math.max(1, math.min(limit, chunksize * 2, math.floor(0.02 / per_item)))
     end
-    local items = {n = 0}
+    local source, from, count = array, read_count + 1, 0
     if array then
-      local last = math.min(read_count + chunksize, total)
-      table.move(array, read_count + 1, last, 1, items)
-      items.n = last - read_count
-      if last >= total then exhausted = true end
+      count = math.min(chunksize, total - read_count)
+      if read_count + count >= total then exhausted = true end
     else
-      while items.n < chunksize do
+      source, from = {}, 1
+      while count < chunksize do
         local more, item = read()
         if not more then exhausted = true; break end
-        items.n = items.n + 1
-        items[items.n] = item
+        count = count + 1
+        source[count] = item
       end
     end
-    if items.n > 0 then
-      local task = new_task(job, fn, mode or "map", items, read_count + 1, opts.timeout)
-      read_count = read_count + items.n
-      self:_enqueue(task)
+    if count > 0 then
+      self:_enqueue(new_task(job, fn, mode or "map", source, from, count, read_count + 1,
+                             opts.timeout))
+      read_count = read_count + count
     end
     if exhausted then self.streams[job] = nil end
   end
