@@ -74,6 +74,16 @@ static int recv_box_gc(lua_State *L) {
   return 0;
 }
 
+/* A chunk of a map is hundreds of kB each way. Through the default socket
+ * buffer (about 200 kB) it goes in pieces, each needing the reader to run:
+ * a worker stalls on a half-sent chunk while the main process is busy, and
+ * the other way round. With room for a whole chunk, a write finishes at
+ * once and each side gets on with its work. */
+void lmp__widen_socket(int fd) {
+  int size = LMP_CHANNEL_BUFFER;
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+}
+
 /* Reads one frame exactly (a connection: other processes may read the
  * next one) and pushes its message and payload; 0 at end of file. */
 static int recv_exact(lua_State *L, int fd) {

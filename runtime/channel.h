@@ -44,6 +44,11 @@ static inline void lmp__set_u32_at(char *p, uint32_t v) {
  * when there is none). Malformed bodies raise. */
 void lmp__decode_frame(lua_State *L, const char *body, size_t n);
 
+/* Asks for a send buffer big enough for a whole map chunk on a channel's
+ * socket (fd), capped by the system (net.core.wmem_max). */
+#define LMP_CHANNEL_BUFFER (4 << 20)
+void lmp__widen_socket(int fd);
+
 /* Adds channel_recv and channel_send (a worker's blocking side of the
  * channel) to the table on top of the stack. */
 void lmp__open_channel(lua_State *L);

@@ -230,6 +230,10 @@ static int core_spawn(lua_State *L) {
     return lua_error(L);
   }
   c->pid = c->process.pid;
+  {
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->channel, &fd) == 0) lmp__widen_socket(fd);
+  }
   c->L = lmp__main_thread(L);
   lua_pushvalue(L, 3);
   c->on_message_ref = luaL_ref(L, LUA_REGISTRYINDEX);

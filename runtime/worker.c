@@ -49,6 +49,7 @@ int lmp_worker_main(int argc, char **argv, lmp_setup_fn setup, void *ud) {
     return 1;
   }
   fcntl(LMP_CHANNEL_FD, F_SETFL, flags & ~O_NONBLOCK);
+  lmp__widen_socket(LMP_CHANNEL_FD);
   fcntl(LMP_CHANNEL_FD, F_SETFD, FD_CLOEXEC);
   L = luaL_newstate();
   if (L == NULL) return 1;
