@@ -232,19 +232,6 @@ static int core_encode_list(lua_State *L) {
   return 1;
 }
 
-/* core.move(src, count, dst, first): dst[first + k - 1] = src[k] for k in
- * 1..count, raw (table.move honours metamethods, and pays for it per item). */
-static int core_move(lua_State *L) {
-  lua_Integer count = luaL_checkinteger(L, 2), first = luaL_checkinteger(L, 4), i;
-  luaL_checktype(L, 1, LUA_TTABLE);
-  luaL_checktype(L, 3, LUA_TTABLE);
-  for (i = 1; i <= count; i++) {
-    lua_rawgeti(L, 1, i);
-    lua_rawseti(L, 3, first + i - 1);
-  }
-  return 0;
-}
-
 /* core.new_table(narray, nhash): a table made at its final size, so that
  * filling a million results does not rehash it twenty times. */
 static int core_new_table(lua_State *L) {
@@ -258,7 +245,7 @@ static int core_new_table(lua_State *L) {
 static const luaL_Reg core_functions[] = {
     {"dumps", core_dumps},         {"loads", core_loads},
     {"encode", core_encode},       {"new_table", core_new_table},
-    {"encode_list", core_encode_list}, {"move", core_move},
+    {"encode_list", core_encode_list},
     {"register", core_register},   {"error", core_error},
     {"cpu_count", core_cpu_count}, {"getpid", core_getpid},
     {"isatty", core_isatty},

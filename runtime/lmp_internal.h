@@ -39,6 +39,12 @@ int lmp__encode_pieces(lua_State *L, int idx, lmp_buffer *out, const char *root,
  * for the k-th item (from 0). Otherwise as lmp__encode_pieces. */
 int lmp__encode_list(lua_State *L, int idx, lua_Integer first, lua_Integer count,
                      lua_Integer name_first, lmp_buffer *out, const char *root, int pieces);
+/* Decodes bytes made by lmp__encode_list straight into the table at dst:
+ * dst[first + k] = item k (from 0), without making the list. Returns 0,
+ * having done nothing, when the bytes are not a list of `count` items (the
+ * caller then decodes them as a value). Malformed bytes raise. */
+int lmp__decode_list_into(lua_State *L, const char *p, size_t n, int dst,
+                          lua_Integer first, lua_Integer count);
 /* Decodes the n bytes at p and pushes the value. Malformed bytes raise a
  * Lua error; nothing is allocated beyond what the bytes can justify. */
 void lmp__decode(lua_State *L, const char *p, size_t n);

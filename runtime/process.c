@@ -25,6 +25,7 @@ typedef struct child {
   lua_State *L; /* NULL once the Lua object is collected */
   int on_message_ref;
   int on_exit_ref;
+  int view_ref;   /* the payload view lent to on_message (deliver_frame) */
   lmp_inbox inbox;
   int handles_open; /* freed when no handle is open and Lua let go */
   int lua_owned;
@@ -92,7 +93,8 @@ static void forget_lua(child *c) {
   if (c->L == NULL) return;
   luaL_unref(c->L, LUA_REGISTRYINDEX, c->on_message_ref);
   luaL_unref(c->L, LUA_REGISTRYINDEX, c->on_exit_ref);
-  c->on_message_ref = c->on_exit_ref = LUA_NOREF;
+  luaL_unref(c->L, LUA_REGISTRYINDEX, c->view_ref);
+  c->on_message_ref = c->on_exit_ref = c->view_ref = LUA_NOREF;
   c->L = NULL;
 }
 
@@ -126,23 +128,91 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
   lmp__inbox_alloc(&((child *)handle->data)->inbox, buf);
 }
 
+/* A message's payload is handed to Lua undecoded, as a view of the bytes
+ * in the inbox, valid only while the handler runs: the handler decodes it
+ * as a value, or straight into a table it has (core.payload_into), which
+ * spares a table and a copy per chunk of a map. */
+typedef struct payload_view {
+  const char *p; /* NULL once the handler has returned */
+  size_t n;
+} payload_view;
+
+#define VIEW_META "lmp.PayloadView"
+
+static payload_view *check_view(lua_State *L, int idx) {
+  payload_view *view = luaL_checkudata(L, idx, VIEW_META);
+  if (view->p == NULL) luaL_error(L, "lmp: a payload view is used after its message was handled");
+  return view;
+}
+
+/* core.payload_value(view or table) -> the value (a table is itself). */
+static int core_payload_value(lua_State *L) {
+  payload_view *view;
+  if (lua_type(L, 1) == LUA_TTABLE) return 1;
+  view = check_view(L, 1);
+  lmp__decode(L, view->p, view->n);
+  return 1;
+}
+
+/* core.payload_into(view or table, dst, first, count): dst[first + k - 1]
+ * = item k of the list for k in 1..count. */
+static int core_payload_into(lua_State *L) {
+  lua_Integer first = luaL_checkinteger(L, 3), count = luaL_checkinteger(L, 4), i;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  if (lua_type(L, 1) != LUA_TTABLE) {
+    payload_view *view = check_view(L, 1);
+    if (lmp__decode_list_into(L, view->p, view->n, 2, first, count)) return 0;
+    lmp__decode(L, view->p, view->n);
+    lua_replace(L, 1);
+  }
+  for (i = 1; i <= count; i++) {
+    lua_rawgeti(L, 1, i);
+    lua_rawseti(L, 2, first + i - 1);
+  }
+  return 0;
+}
+
+/* Runs protected, given (handler, view of the frame's body): calls
+ * handler(message, view of the payload, or nil). */
 static int decode_and_deliver(lua_State *L) {
-  const char *p = lua_touserdata(L, 2);
-  size_t n = (size_t)lua_tointeger(L, 3);
-  lua_settop(L, 1);
-  lmp__decode_frame(L, p, n);
+  payload_view *view = lua_touserdata(L, 2);
+  uint32_t message = view->n >= 4 ? lmp__u32_at(view->p) : 0;
+  if (view->n < 4 || message > view->n - 4) luaL_error(L, "lmp: malformed frame on the channel");
+  lua_pushvalue(L, 1);
+  lmp__decode(L, view->p + 4, message);
+  if (view->n - 4 - message > 0) {
+    view->p += 4 + message;
+    view->n -= 4 + message;
+    lua_pushvalue(L, 2);
+  } else {
+    lua_pushnil(L);
+  }
   lua_call(L, 2, 0);
   return 0;
 }
 
 static void deliver_frame(void *ctx, const char *body, size_t n) {
   child *c = ctx;
-  if (c->L == NULL) return;
-  lua_pushcfunction(c->L, decode_and_deliver);
-  lua_rawgeti(c->L, LUA_REGISTRYINDEX, c->on_message_ref);
-  lua_pushlightuserdata(c->L, (void *)body);
-  lua_pushinteger(c->L, (lua_Integer)n);
-  lmp__call_protected(c->L, 3);
+  lua_State *L = c->L;
+  payload_view *view;
+  if (L == NULL) return;
+  luaL_checkstack(L, 8, "lmp: delivering a message");
+  /* One view per worker, reused for each of its messages. */
+  if (c->view_ref == LUA_NOREF) {
+    lua_newuserdatauv(L, sizeof *view, 0);
+    luaL_setmetatable(L, VIEW_META);
+    c->view_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->view_ref);
+  view = lua_touserdata(L, -1);
+  view->p = body;
+  view->n = n;
+  lua_pushcfunction(L, decode_and_deliver);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->on_message_ref);
+  lua_pushvalue(L, -3);
+  lmp__call_protected(L, 2);
+  view->p = NULL; /* the bytes are the inbox's again */
+  lua_pop(L, 1);
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
@@ -239,6 +309,7 @@ static int core_spawn(lua_State *L) {
   c->on_message_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, 4);
   c->on_exit_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  c->view_ref = LUA_NOREF;
   *box = c;
   add_live(c);
   uv_read_start((uv_stream_t *)&c->channel, on_alloc, on_read);
@@ -440,9 +511,13 @@ static int core_kill(lua_State *L) {
 }
 
 static const luaL_Reg process_functions[] = {
-    {"spawn", core_spawn}, {"kill", core_kill}, {NULL, NULL}};
+    {"spawn", core_spawn}, {"kill", core_kill},
+    {"payload_value", core_payload_value}, {"payload_into", core_payload_into},
+    {NULL, NULL}};
 
 void lmp__open_process(lua_State *L) {
+  luaL_newmetatable(L, VIEW_META);
+  lua_pop(L, 1);
   if (luaL_newmetatable(L, CHILD_META)) {
     luaL_newlib(L, child_methods);
     lua_setfield(L, -2, "__index");

@@ -1022,6 +1022,46 @@ static void decode_value(decoder *d) {
   }
 }
 
+int lmp__decode_list_into(lua_State *L, const char *p, size_t n, int dst,
+                          lua_Integer first, lua_Integer count) {
+  decoder d;
+  int top = lua_gettop(L);
+  uint32_t narray, nhash, i;
+  dst = lua_absindex(L, dst);
+  /* Only the shape lmp__encode_list makes: a table of `count` values and
+   * one more key (n), no metatable. */
+  if (n < 10 || (unsigned char)p[0] != LMP_FORMAT_VERSION || p[1] != T_TABLE) return 0;
+  memset(&d, 0, sizeof d);
+  d.L = L;
+  d.start = (const unsigned char *)p;
+  d.p = d.start + 2;
+  d.end = d.start + n;
+  d.next_id = 1;
+  d.slot_budget = n;
+  narray = get_u32(&d);
+  nhash = get_u32(&d);
+  if ((lua_Integer)narray != count || nhash > 1) return 0;
+  luaL_checkstack(L, 16, "lmp: decoding");
+  lua_newtable(L);
+  d.refs = lua_gettop(L);
+  d.slot_budget -= narray < d.slot_budget ? narray : d.slot_budget;
+  /* The list itself would be object 1; nothing in it can refer to it. */
+  lua_pushvalue(L, dst);
+  remember(&d, new_id(&d));
+  for (i = 0; i < narray; i++) {
+    decode_value(&d);
+    lua_rawseti(L, dst, first + (lua_Integer)i);
+  }
+  for (i = 0; i < nhash; i++) { /* n */
+    decode_value(&d);
+    decode_value(&d);
+    lua_pop(L, 2);
+  }
+  if (d.p != d.end) malformed(&d, "trailing bytes");
+  lua_settop(L, top);
+  return 1;
+}
+
 void lmp__decode(lua_State *L, const char *p, size_t n) {
   lmp__decode_with(L, p, n, 0);
 }

@@ -168,22 +168,23 @@ end
 
 -- Gives a task's outcome to its job: values (an array with n) and errors
 -- (nil, or item index within the task -> error object).
+-- `values` is a table, or a view of the encoded values valid only during
+-- this call (see core.payload_value).
 function Job:_deliver(task, values, errs)
   if self.kind == "apply" then
-    self.results = values
+    self.results = core.payload_value(values)
     return self:_finish(errs and errs[1] or nil)
   end
   if self.stream then
-    return self.stream(task, values, errs)
+    return self.stream(task, core.payload_value(values), errs)
   end
   if self.done then return end
-  local results = self.results
   if errs then
     for i = 1, task.count do
       if errs[i] then return self:_finish(errs[i]) end
     end
   end
-  core.move(values, task.count, results, task.first)
+  core.payload_into(values, self.results, task.first, task.count)
   if self.bar then self.bar:advance(task.count) end
   self.received = self.received + task.count
   if self.received >= self.total then self:_finish(nil) end
