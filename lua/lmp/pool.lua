@@ -797,7 +797,8 @@ function Pool:_stream(fname, fn, read, total, opts, ordered, mode, array)
   self:_pump()
 
   local pool = self
-  -- Makes `current` a chunk with an item left to take, if one has arrived.
+  -- Makes `current` a chunk with an item left to take, if one has arrived;
+  -- `taken` counts the items of the chunks finished before it.
   local function advance()
     if current and position < current.count then return true end
     local chunk
@@ -809,13 +810,15 @@ function Pool:_stream(fname, fn, read, total, opts, ordered, mode, array)
       if chunk then fifo[head] = nil; head = head + 1 end
     end
     if not chunk then return false end
+    if current then taken = taken + current.count end
     current, position = chunk, 0
     return true
   end
   local function have()
-    return advance() or job.error ~= nil or (exhausted and taken >= read_count)
+    return advance() or job.error ~= nil or (exhausted and taken + position >= read_count)
   end
-  local function iterate()
+  -- The next chunk, waiting for it if need be; nil at the end.
+  local function next_chunk()
     if not advance() then
       pool:_pump()
       local timeout = opts.deadline and opts.deadline - core.hrtime()
@@ -823,24 +826,32 @@ function Pool:_stream(fname, fn, read, total, opts, ordered, mode, array)
         errors.raise(errors.new("timeout", ("%s: no result within %g s of the call")
           :format(fname, opts.timeout)))
       end
+      if not advance() then
+        if bar then bar:finish() end
+        if job.error then errors.raise(job.error) end
+        return nil
+      end
     end
-    if not advance() then
-      if bar then bar:finish() end
-      if job.error then errors.raise(job.error) end
-      return nil
-    end
-    if bar then bar:advance(1) end
-    position = position + 1
-    local slot = current.first + position - 1
-    local value = current.values[position]
-    local err = current.errs and current.errs[position]
-    taken = taken + 1
-    -- Reading more input is worth a pump only once the window has room.
+    -- A new chunk frees room in the window: read more input if the
+    -- workers could use it.
     if not exhausted and read_count - taken < window()
       and pool:_queued() < #pool.workers * PIPELINE then pool:_pump() end
-    if err then errors.raise(err) end
-    if value == nil then return errors.null, slot end
-    return value, slot
+    return current
+  end
+  -- Per item only what must be: the work per chunk is in next_chunk.
+  local function iterate()
+    local chunk = current
+    if not chunk or position >= chunk.count then
+      chunk = next_chunk()
+      if not chunk then return nil end
+    end
+    position = position + 1
+    if bar then bar:advance(1) end
+    local errs = chunk.errs
+    if errs and errs[position] then errors.raise(errs[position]) end
+    local value = chunk.values[position]
+    if value == nil then return errors.null, chunk.first + position - 1 end
+    return value, chunk.first + position - 1
   end
   local closer = setmetatable({stop = function()
     if bar then bar:finish() end
