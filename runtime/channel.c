@@ -232,6 +232,8 @@ static int core_channel_send(lua_State *L) {
 typedef struct connection {
   int fd;          /* -1 once closed */
   uv_poll_t *watch; /* while the main process waits for it to be readable */
+  long owner;      /* the process that made it: a forked worker inherits
+                      its parent's connections, not theirs to close */
 } connection;
 
 typedef struct watch_data {
@@ -301,6 +303,11 @@ static int connection_watch(lua_State *L) {
 
 static int connection_close(lua_State *L) {
   connection *c = luaL_checkudata(L, 1, CONNECTION_META);
+  if (c->owner != (long)getpid()) {
+    c->fd = -1;
+    c->watch = NULL;
+    return 0;
+  }
   if (c->watch) {
     watch_data *data = c->watch->data;
     luaL_unref(L, LUA_REGISTRYINDEX, data->callback_ref);
@@ -355,6 +362,7 @@ static int new_connection(lua_State *L, int fd) {
   connection *c = lua_newuserdatauv(L, sizeof *c, 0);
   c->fd = fd;
   c->watch = NULL;
+  c->owner = (long)getpid();
   luaL_setmetatable(L, CONNECTION_META);
   return 1;
 }

@@ -137,5 +137,16 @@ void lmp__close_interrupt(void);
 /* process.c: kills and reaps every worker still running; returns how many.
  * Used on Ctrl-C. */
 int lmp__kill_all_workers(void);
+/* process.c: whether this process is a worker made by fork (the "fork"
+ * start method): what it inherited from its parent (worker handles, the
+ * event loop, connections) is the parent's, not to be touched here. */
+int lmp__forked_worker(void);
+
+/* worker.c: the set-up every worker does first, given its parent's pid:
+ * dies with the parent, ignores Ctrl-C and SIGPIPE, blocking channel on
+ * fd 3. Returns 0, or -1 if this process cannot be that worker. */
+int lmp__become_worker(long parent);
+/* worker.c: runs require("lmp.worker").main() in L; the exit status. */
+int lmp__run_worker(lua_State *L);
 
 #endif

@@ -120,8 +120,14 @@ static int loop_state_gc(lua_State *L) {
 /* The loop is chosen when lmp first needs it: the host's, luv's, or
  * libuv's default loop. */
 uv_loop_t *lmp__loop(lua_State *L) {
-  loop_state *state = get_state(L);
+  loop_state *state;
   uv_loop_t *loop;
+  /* A forked worker's loop is a copy of its parent's, whose descriptors
+   * it has closed: nothing here can run on it. */
+  if (lmp__forked_worker())
+    luaL_error(L, "lmp: pools, timers and lmp.sleep are not available in a worker "
+                  "started by fork; use start_method = 'spawn' for tasks that need them");
+  state = get_state(L);
   if (state) return state->loop;
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &host_loop_key) == LUA_TLIGHTUSERDATA)
     loop = lua_touserdata(L, -1);
@@ -290,6 +296,7 @@ static int timer_close(lua_State *L) {
   timer *t = *box;
   if (t == NULL) return 0;
   *box = NULL;
+  if (lmp__forked_worker()) return 0; /* the parent's timer, in a copy */
   luaL_unref(L, LUA_REGISTRYINDEX, t->callback_ref);
   t->callback_ref = LUA_NOREF;
   t->L = NULL;

@@ -3,12 +3,16 @@
  * the terminal's), frames values onto the channel, and hands each arriving
  * value to a Lua function. When the process has exited and its channel is
  * drained, one exit callback reports how it ended. */
+#include <errno.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <limits.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <uv.h>
 
@@ -20,7 +24,10 @@
 #define LMP_MAX_PASSED_FDS 32
 
 typedef struct child {
-  uv_process_t process;
+  uv_process_t process; /* a spawned worker's; */
+  uv_poll_t exit_watch; /* a forked one's: its pidfd turns readable at exit */
+  int forked, pidfd;
+  long owner;           /* the process this handle belongs to */
   uv_pipe_t channel;
   lua_State *L; /* NULL once the Lua object is collected */
   int on_message_ref;
@@ -51,6 +58,21 @@ static void remove_live(child *c) {
   else if (live_children == c) live_children = c->next;
   if (c->next) c->next->prev = c->prev;
   c->prev = c->next = NULL;
+}
+
+static int forked_worker;
+
+int lmp__forked_worker(void) { return forked_worker; }
+
+/* The handle that tells of the worker's exit: libuv's process handle, or
+ * the poll on a forked worker's pidfd. */
+static uv_handle_t *exit_handle(child *c) {
+  return c->forked ? (uv_handle_t *)&c->exit_watch : (uv_handle_t *)&c->process;
+}
+
+static void signal_child(child *c, int sig) {
+  if (c->forked) kill(c->pid, sig);
+  else uv_process_kill(&c->process, sig);
 }
 
 int lmp__kill_all_workers(void) {
@@ -113,14 +135,31 @@ static void report_if_gone(child *c) {
   lmp__call_protected(L, 2);
 }
 
-static void on_process_exit(uv_process_t *process, int64_t exit_status, int term_signal) {
-  child *c = process->data;
+static void worker_exited(child *c, int64_t exit_status, int term_signal) {
   remove_live(c);
   c->exited = 1;
   c->exit_status = exit_status;
   c->term_signal = term_signal;
-  close_handle((uv_handle_t *)process);
+  close_handle(exit_handle(c));
   report_if_gone(c);
+}
+
+static void on_process_exit(uv_process_t *process, int64_t exit_status, int term_signal) {
+  worker_exited(process->data, exit_status, term_signal);
+}
+
+/* A forked worker's pidfd is readable once it has exited. */
+static void on_pidfd(uv_poll_t *watch, int status, int events) {
+  child *c = watch->data;
+  int wstatus;
+  (void)status;
+  (void)events;
+  if (waitpid(c->pid, &wstatus, WNOHANG) != c->pid) return;
+  uv_poll_stop(watch);
+  close(c->pidfd);
+  c->pidfd = -1;
+  if (WIFSIGNALED(wstatus)) worker_exited(c, 0, WTERMSIG(wstatus));
+  else worker_exited(c, WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 0, 0);
 }
 
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
@@ -234,6 +273,8 @@ static child *check_child(lua_State *L) {
   return *box;
 }
 
+static int child_started(lua_State *L, child *c, child **box, int on_message);
+
 /* core.spawn(file, args, on_message, on_exit [, fds]) -> handle */
 static int core_spawn(lua_State *L) {
   const char *file = luaL_checkstring(L, 1);
@@ -300,20 +341,115 @@ static int core_spawn(lua_State *L) {
     return lua_error(L);
   }
   c->pid = c->process.pid;
-  {
-    uv_os_fd_t fd;
-    if (uv_fileno((uv_handle_t *)&c->channel, &fd) == 0) lmp__widen_socket(fd);
-  }
+  return child_started(L, c, box, 3);
+}
+
+/* The parent's side once a worker runs, whichever way it was started: the
+ * Lua callbacks at on_message and on_message + 1, the box at the top. */
+static int child_started(lua_State *L, child *c, child **box, int on_message) {
+  uv_os_fd_t fd;
+  if (uv_fileno((uv_handle_t *)&c->channel, &fd) == 0) lmp__widen_socket(fd);
+  c->owner = (long)getpid();
   c->L = lmp__main_thread(L);
-  lua_pushvalue(L, 3);
+  lua_pushvalue(L, on_message);
   c->on_message_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_pushvalue(L, 4);
+  lua_pushvalue(L, on_message + 1);
   c->on_exit_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   c->view_ref = LUA_NOREF;
   *box = c;
   add_live(c);
   uv_read_start((uv_stream_t *)&c->channel, on_alloc, on_read);
   return 1;
+}
+
+/* Closes every descriptor from `from` on (close_range, or one by one
+ * where the kernel lacks it). */
+static void close_from(int from) {
+#ifdef SYS_close_range
+  if (syscall(SYS_close_range, (unsigned)from, ~0U, 0) == 0) return;
+#endif
+  {
+    long max = sysconf(_SC_OPEN_MAX), fd;
+    if (max < 0 || max > 65536) max = 65536;
+    for (fd = from; fd < max; fd++) close((int)fd);
+  }
+}
+
+/* In the child of core.fork_worker: becomes the worker on `fd`, running in
+ * the Lua state it inherited, and never returns. */
+static LMP_NORETURN void run_forked_worker(lua_State *L, int fd, long parent) {
+  int status = 1;
+  forked_worker = 1;
+  live_children = NULL; /* the parent's to kill, not ours */
+  signal(SIGCHLD, SIG_DFL);
+  if (fd != LMP_CHANNEL_FD) {
+    dup2(fd, LMP_CHANNEL_FD);
+    close(fd);
+  }
+  close_from(LMP_CHANNEL_FD + 1);
+  if (lmp__become_worker(parent) == 0) status = lmp__run_worker(L);
+  fflush(NULL);
+  _exit(status);
+}
+
+/* core.fork_worker(on_message, on_exit) -> handle, as core.spawn gives: the
+ * "fork" start method. The child is a copy of this process, with the
+ * script and everything it loaded already there: no executable to load,
+ * no Lua to start, so a pool is ready in a fraction of the time. */
+static int core_fork_worker(lua_State *L) {
+  int fds[2], pidfd;
+  pid_t pid;
+  long parent = (long)getpid();
+  child **box, *c;
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_settop(L, 2);
+  if (forked_worker)
+    return luaL_error(L, "lmp: a forked worker cannot start workers of its own; use the "
+                         "'spawn' start method for nested pools");
+  box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  luaL_setmetatable(L, CHILD_META);
+  c = calloc(1, sizeof *c);
+  if (c == NULL) return luaL_error(L, "lmp: not enough memory");
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+    free(c);
+    return luaL_error(L, "lmp: cannot make a channel: %s", strerror(errno));
+  }
+  /* What stdio holds unwritten would otherwise be written twice. */
+  fflush(NULL);
+  pid = fork();
+  if (pid == 0) {
+    close(fds[0]);
+    run_forked_worker(L, fds[1], parent);
+  }
+  close(fds[1]);
+  pidfd = pid < 0 ? -1 : (int)syscall(SYS_pidfd_open, pid, 0);
+  if (pidfd < 0) {
+    int e = errno;
+    if (pid > 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, NULL, 0);
+    }
+    close(fds[0]);
+    free(c);
+    lua_pushfstring(L, "cannot fork a worker: %s%s", strerror(e),
+                    pid > 0 ? " (the 'fork' start method needs Linux 5.3 or later)" : "");
+    lmp__push_error(L, "worker_lost", lua_tostring(L, -1));
+    return lua_error(L);
+  }
+  uv_pipe_init(lmp__loop(L), &c->channel, 0);
+  uv_pipe_open(&c->channel, fds[0]);
+  uv_poll_init(lmp__loop(L), &c->exit_watch, pidfd);
+  c->channel.data = c;
+  c->exit_watch.data = c;
+  c->forked = 1;
+  c->pidfd = pidfd;
+  c->pid = (int)pid;
+  c->handles_open = 2;
+  c->lua_owned = 1;
+  uv_poll_start(&c->exit_watch, UV_READABLE, on_pidfd);
+  return child_started(L, c, box, 1);
 }
 
 static void on_written(uv_write_t *req, int status) {
@@ -443,7 +579,7 @@ static int child_close_input(lua_State *L) {
 static int child_kill(lua_State *L) {
   child *c = check_child(L);
   int sig = (int)luaL_optinteger(L, 2, SIGKILL);
-  if (!c->exited) uv_process_kill(&c->process, sig);
+  if (!c->exited) signal_child(c, sig);
   return 0;
 }
 
@@ -459,6 +595,9 @@ static int child_gc(lua_State *L) {
   child *c = *box;
   if (c == NULL) return 0;
   *box = NULL;
+  /* A forked worker inherited its parent's handles: they are not its own
+   * to kill or close (the memory is its copy, left as it is). */
+  if (c->owner != (long)getpid()) return 0;
   forget_lua(c);
   if (!c->exited) {
     int status;
@@ -474,7 +613,12 @@ static int child_gc(lua_State *L) {
     free(c);
     return 0;
   }
-  close_handle((uv_handle_t *)&c->process);
+  if (c->forked && c->pidfd >= 0) {
+    uv_poll_stop(&c->exit_watch);
+    close(c->pidfd);
+    c->pidfd = -1;
+  }
+  close_handle(exit_handle(c));
   close_handle((uv_handle_t *)&c->channel);
   return 0;
 }
@@ -485,7 +629,7 @@ static int child_gc(lua_State *L) {
 static int child_keep_loop_alive(lua_State *L) {
   child *c = check_child(L);
   void (*set)(uv_handle_t *) = lua_toboolean(L, 2) ? uv_ref : uv_unref;
-  if (!uv_is_closing((uv_handle_t *)&c->process)) set((uv_handle_t *)&c->process);
+  if (!uv_is_closing(exit_handle(c))) set(exit_handle(c));
   if (!uv_is_closing((uv_handle_t *)&c->channel)) set((uv_handle_t *)&c->channel);
   return 0;
 }
@@ -511,7 +655,7 @@ static int core_kill(lua_State *L) {
 }
 
 static const luaL_Reg process_functions[] = {
-    {"spawn", core_spawn}, {"kill", core_kill},
+    {"spawn", core_spawn}, {"fork_worker", core_fork_worker}, {"kill", core_kill},
     {"payload_value", core_payload_value}, {"payload_into", core_payload_into},
     {NULL, NULL}};
 

@@ -155,6 +155,7 @@ static int server_close(lua_State *L) {
   client *c;
   if (srv == NULL) return 0;
   *box = NULL;
+  if (lmp__forked_worker()) return 0; /* the parent's server, in a copy */
   luaL_unref(L, LUA_REGISTRYINDEX, srv->handler_ref);
   srv->L = NULL;
   for (c = srv->clients; c; c = c->next)

@@ -28,17 +28,14 @@ static int run_worker(lua_State *L) {
   return 1;
 }
 
-int lmp_worker_main(int argc, char **argv, lmp_setup_fn setup, void *ud) {
-  lua_State *L;
-  long parent;
-  int flags, status;
-  if (argc < 3 || strcmp(argv[1], WORKER_FLAG) != 0) return -1;
-  parent = strtol(argv[2], NULL, 10);
+/* What every worker does first, however it was started. */
+int lmp__become_worker(long parent) {
+  int flags;
   /* A worker must not outlive its parent: the kernel kills it when the
    * parent dies, and the check closes the race with a parent that died
    * before prctl ran. */
   prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if ((long)getppid() != parent) return 1;
+  if ((long)getppid() != parent) return -1;
   /* Ctrl-C reaches the whole process group; the parent decides what it
    * means, so that one message is printed, not one per worker. */
   signal(SIGINT, SIG_IGN);
@@ -46,17 +43,17 @@ int lmp_worker_main(int argc, char **argv, lmp_setup_fn setup, void *ud) {
   flags = fcntl(LMP_CHANNEL_FD, F_GETFL);
   if (flags < 0) {
     fprintf(stderr, "lmp worker: no channel on fd %d\n", LMP_CHANNEL_FD);
-    return 1;
+    return -1;
   }
   fcntl(LMP_CHANNEL_FD, F_SETFL, flags & ~O_NONBLOCK);
-  lmp__widen_socket(LMP_CHANNEL_FD);
   fcntl(LMP_CHANNEL_FD, F_SETFD, FD_CLOEXEC);
-  L = luaL_newstate();
-  if (L == NULL) return 1;
-  lmp_use_huge_pages(L);
-  luaL_openlibs(L);
-  lmp__install_preload(L);
-  if (setup) setup(L, ud);
+  lmp__widen_socket(LMP_CHANNEL_FD);
+  return 0;
+}
+
+/* Runs require("lmp.worker").main() in L; returns the exit status. */
+int lmp__run_worker(lua_State *L) {
+  int status;
   lua_pushcfunction(L, run_worker);
   if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
     fprintf(stderr, "lmp worker %ld: %s\n", (long)getpid(), luaL_tolstring(L, -1, NULL));
@@ -64,6 +61,21 @@ int lmp_worker_main(int argc, char **argv, lmp_setup_fn setup, void *ud) {
   } else {
     status = (int)lua_tointeger(L, -1);
   }
+  return status;
+}
+
+int lmp_worker_main(int argc, char **argv, lmp_setup_fn setup, void *ud) {
+  lua_State *L;
+  int status;
+  if (argc < 3 || strcmp(argv[1], WORKER_FLAG) != 0) return -1;
+  if (lmp__become_worker(strtol(argv[2], NULL, 10)) != 0) return 1;
+  L = luaL_newstate();
+  if (L == NULL) return 1;
+  lmp_use_huge_pages(L);
+  luaL_openlibs(L);
+  lmp__install_preload(L);
+  if (setup) setup(L, ud);
+  status = lmp__run_worker(L);
   lua_close(L);
   return status;
 }

@@ -108,7 +108,8 @@ function executor.new(opts)
     errors.argument(1, "ProcessPoolExecutor", "max_workers must be a positive integer")
   end
   local p = pool.new({processes = workers, initializer = opts.initializer,
-                      initargs = opts.initargs, maxtasksperchild = opts.max_tasks_per_child},
+                      initargs = opts.initargs, maxtasksperchild = opts.max_tasks_per_child,
+                      start_method = opts.start_method},
                      "ProcessPoolExecutor")
   return setmetatable({pool = p, futures = setmetatable({}, {__mode = "k"})}, Executor)
 end

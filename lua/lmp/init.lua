@@ -50,25 +50,28 @@ function lmp.cpu_count()
 end
 
 -- Which process this is: "MainProcess" here; in a worker, what the pool
--- told it ("PoolWorker-N", or a Process's name).
-local current = core.worker_identity or {name = "MainProcess", pid = core.getpid(), identity = {}}
+-- told it ("PoolWorker-N", or a Process's name). Asked each time: a worker
+-- started by fork loaded this module in its parent.
+local main_process = {name = "MainProcess", pid = core.getpid(), identity = {}}
 
 function lmp.current_process()
-  return current
+  return core.worker_identity or main_process
 end
 
+local START_METHODS = {spawn = true, fork = true}
 
-local start_method = "spawn"
 function lmp.get_start_method()
-  return start_method
+  return pool.settings.start_method
 end
 
+-- "spawn" (the default: a fresh worker executable) or "fork" (a copy of
+-- this process), for pools made without a start_method.
 function lmp.set_start_method(method)
-  if method ~= "spawn" then
-    error(("bad argument #1 to 'set_start_method' (only 'spawn' is supported yet, got %s)")
+  if not START_METHODS[method] then
+    error(("bad argument #1 to 'set_start_method' ('spawn' or 'fork' expected, got %s)")
       :format(tostring(method)), 2)
   end
-  start_method = method
+  pool.settings.start_method = method
 end
 
 -- The pool.
@@ -141,13 +144,28 @@ end
 
 -- Contexts, as in Python: an object with the API for one start method.
 function lmp.get_context(method)
-  method = method or start_method
-  if method ~= "spawn" then
-    error(("bad argument #1 to 'get_context' (only 'spawn' is supported yet, got %s)")
+  method = method or pool.settings.start_method
+  if not START_METHODS[method] then
+    error(("bad argument #1 to 'get_context' ('spawn' or 'fork' expected, got %s)")
       :format(tostring(method)), 2)
   end
+  local function with_method(opts)
+    if math.type(opts) == "integer" or opts == nil then opts = {processes = opts} end
+    if type(opts) == "table" and opts.start_method == nil then
+      local copy = {}
+      for k, v in pairs(opts) do copy[k] = v end
+      copy.start_method = method
+      opts = copy
+    end
+    return opts
+  end
   return {
-    Pool = lmp.Pool, ProcessPoolExecutor = lmp.ProcessPoolExecutor, Process = lmp.Process,
+    Pool = function(opts) return lmp.Pool(with_method(opts)) end,
+    ProcessPoolExecutor = function(opts)
+      if math.type(opts) == "integer" then opts = {max_workers = opts} end
+      return lmp.ProcessPoolExecutor(with_method(opts or {}))
+    end,
+    Process = lmp.Process,
     cpu_count = lmp.cpu_count, current_process = lmp.current_process,
     get_start_method = function() return method end,
   }

@@ -167,7 +167,7 @@ function manager.new()
   serial = serial + 1
   local path = ("/tmp/lmp-manager-%d-%d.sock"):format(core.getpid(), serial)
   os.remove(path)
-  local m = setmetatable({path = path, objects = {}, next_id = 0}, Manager)
+  local m = setmetatable({path = path, objects = {}, next_id = 0, owner = core.getpid()}, Manager)
   served[path] = m.objects
   m.server = core.listen(path, function(request) return serve(path, request) end)
   return m
@@ -201,7 +201,9 @@ function Manager:list(init)
 end
 
 function Manager:shutdown()
-  if not self.server then return end
+  -- A worker started by fork has a copy of this object: the server and
+  -- its socket file are the parent's.
+  if not self.server or self.owner ~= core.getpid() then return end
   self.server:close()
   self.server = nil
   served[self.path] = nil

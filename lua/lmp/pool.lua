@@ -27,6 +27,9 @@ local SHORT_TASK = 0.002    -- seconds: below this a second task in flight pays
 local START_FAILURES = 3    -- workers dying at start before the pool gives up
 local FUNCTION_CACHE = 256  -- functions a worker keeps before it is told to forget
 
+-- What lmp.set_start_method sets: how pools start workers when not told.
+local settings = {start_method = "spawn"}
+
 local worker_serial = 0
 local function_ids = setmetatable({}, {__mode = "k"})
 local next_function_id = 0
@@ -219,9 +222,9 @@ local function new_pool(opts, fname)
   if opts.progress ~= nil and type(opts.progress) ~= "boolean" then
     argument_error(1, fname, "progress must be a boolean")
   end
-  local start_method = opts.start_method or "spawn"
-  if start_method ~= "spawn" then
-    argument_error(1, fname, ("start method '%s' is not supported yet; use 'spawn'")
+  local start_method = opts.start_method or settings.start_method
+  if start_method ~= "spawn" and start_method ~= "fork" then
+    argument_error(1, fname, ("start method '%s' is not supported; use 'spawn' or 'fork'")
       :format(tostring(start_method)))
   end
 
@@ -236,6 +239,7 @@ local function new_pool(opts, fname)
     -- iterator the caller dropped stops feeding once it is collected.
     streams = setmetatable({}, {__mode = "k"}),
     state = "running",     -- running, closed, terminated
+    start_method = start_method,
     start_failures = 0,
   }, Pool)
   self.ref = weak_ref(self)
@@ -290,16 +294,23 @@ function Pool:_start_worker()
   local ref = self.ref
   local w = {inflight = {}, functions = {}, function_count = 0, sent = 0,
              ready = false, identity = worker_serial}
-  local exe = worker_executable()
-  local ok, handle = pcall(core.spawn, exe, {exe, core.worker_flag, tostring(core.getpid())},
-    function(message, payload)
-      local pool = ref.pool
-      if pool then pool:_on_message(w, message, payload) end
-    end,
-    function(status, signal)
-      local pool = ref.pool
-      if pool then pool:_on_exit(w, status, signal) end
-    end)
+  local function on_message(message, payload)
+    local pool = ref.pool
+    if pool then pool:_on_message(w, message, payload) end
+  end
+  local function on_exit(status, signal)
+    local pool = ref.pool
+    if pool then pool:_on_exit(w, status, signal) end
+  end
+  local ok, handle
+  if self.start_method == "fork" then
+    -- A copy of this process: no executable to load, no Lua to start.
+    ok, handle = pcall(core.fork_worker, on_message, on_exit)
+  else
+    local exe = worker_executable()
+    ok, handle = pcall(core.spawn, exe, {exe, core.worker_flag, tostring(core.getpid())},
+                       on_message, on_exit)
+  end
   if not ok then
     self:_break(handle)
     return
@@ -957,6 +968,7 @@ function AsyncResult:successful()
 end
 
 local pool = {Pool = Pool, AsyncResult = AsyncResult, reader_of = reader_of,
+              settings = settings,
               worker_executable = worker_executable,
               options_of = options_of, check_function = check_function}
 

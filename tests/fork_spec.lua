@@ -1,0 +1,177 @@
+-- The "fork" start method: workers that are copies of the main process.
+-- They must behave as spawned ones do (results, failures, replacement),
+-- start faster, and leave alone what they inherited from their parent.
+local describe, it, setup, teardown, assert, pcall =
+  describe, it, setup, teardown, assert, pcall
+local _ENV = _G
+local lmp = require "lmp"
+local core = require "lmp.core"
+local helpers = require "helpers"
+
+local function busy(seconds)
+  local t = os.clock()
+  while os.clock() - t < seconds do end
+end
+
+FORK_SPEC_GLOBAL = 7
+
+describe("start method fork", function()
+  local pool
+  setup(function() pool = lmp.Pool{processes = 2, start_method = "fork"} end)
+  teardown(function()
+    pool:close()
+    pool:join()
+    assert.is_true(helpers.no_children())
+  end)
+
+  it("maps, applies and imaps, with upvalues and the script's globals", function()
+    local offset = 100
+    assert.same({101, 102, 103, n = 3}, pool:map(function(x) return x + offset end, {1, 2, 3}))
+    assert.equal(7 * 3, pool:apply(function(x) return FORK_SPEC_GLOBAL * x end, {3}))
+    local seen = 0
+    for v, i in pool:imap(function(x) return x * x end, {1, 2, 3, 4}) do
+      assert.equal(i * i, v)
+      seen = seen + 1
+    end
+    assert.equal(4, seen)
+  end)
+
+  it("runs tasks in other processes that know who they are", function()
+    local names = pool:map(function()
+      return lmp.current_process().name .. " " .. core.getpid()
+    end, {1, 2, 3, 4}, 1)
+    for i = 1, names.n do
+      local name, pid = names[i]:match("^(%S+) (%d+)$")
+      assert.matches("^PoolWorker%-%d+$", name)
+      assert.are_not.equal(core.getpid(), tonumber(pid))
+    end
+    assert.equal("MainProcess", lmp.current_process().name)
+  end)
+
+  it("starts faster than spawn", function()
+    local function start(method)
+      local t = core.hrtime()
+      local p = lmp.Pool{processes = 2, start_method = method}
+      p:apply(function() end)
+      p:close()
+      p:join()
+      return core.hrtime() - t
+    end
+    start("spawn")
+    start("fork")
+    local spawned, forked = math.huge, math.huge
+    for _ = 1, 3 do
+      spawned = math.min(spawned, start("spawn"))
+      forked = math.min(forked, start("fork"))
+    end
+    assert.is_true(forked < spawned, ("fork %.2f ms, spawn %.2f ms"):format(forked * 1e3,
+      spawned * 1e3))
+  end)
+
+  it("gives pools, timers and lmp.sleep in a task a clear error", function()
+    local ok, err = pcall(pool.apply, pool, function() lmp.sleep(0.01) end)
+    assert.is_false(ok)
+    assert.matches("not available in a worker started by fork; use start_method = 'spawn'",
+      err.message)
+  end)
+end)
+
+describe("start method fork, failures", function()
+  teardown(function() assert.is_true(helpers.no_children()) end)
+
+  it("a worker killed from outside fails its task with worker_lost and is replaced", function()
+    local pool <close> = lmp.Pool{processes = 1, start_method = "fork"}
+    local pid = pool:apply(function() return core.getpid() end)
+    local r = pool:apply_async(function() busy(30) end)
+    lmp.sleep(0.1)
+    core.kill(pid, 9)
+    local ok, err = pcall(r.get, r)
+    assert.is_false(ok)
+    assert.equal("worker_lost", err.kind)
+    assert.matches("killed by signal 9 %(SIGKILL%)", err.message)
+    local replacement = pool:apply(function() return core.getpid() end)
+    assert.are_not.equal(pid, replacement)
+  end)
+
+  it("a task over its timeout has its worker killed and replaced", function()
+    local pool <close> = lmp.Pool{processes = 1, start_method = "fork", task_timeout = 0.2}
+    local ok, err = pcall(pool.apply, pool, function() busy(30) end)
+    assert.is_false(ok)
+    assert.equal("timeout", err.kind)
+    assert.equal(5, pool:apply(function(x) return x end, {5}))
+  end)
+
+  it("maxtasksperchild replaces forked workers without losing a task", function()
+    local pool <close> = lmp.Pool{processes = 2, start_method = "fork", maxtasksperchild = 2}
+    local r = pool:map(function() return core.getpid() end, {1, 2, 3, 4, 5, 6, 7, 8}, 1)
+    local pids = {}
+    for i = 1, r.n do pids[r[i]] = (pids[r[i]] or 0) + 1 end
+    for _, count in pairs(pids) do assert.is_true(count <= 2) end
+    assert.equal(8, r.n)
+  end)
+
+  it("an initializer runs in each forked worker", function()
+    local pool <close> = lmp.Pool{processes = 2, start_method = "fork",
+      initializer = function(x) FORK_SPEC_INIT = x end, initargs = {"ready"}}
+    assert.same({"ready", "ready", n = 2},
+      pool:map(function() return FORK_SPEC_INIT end, {1, 2}, 1))
+  end)
+
+  it("a worker leaves alone the parent's objects it collects (a Manager's socket)", function()
+    -- Garbage in the parent, not collected there yet when the worker
+    -- forks (the collector is stopped), collected in the worker.
+    collectgarbage("stop")
+    local path = lmp.Manager().path
+    local pool <close> = lmp.Pool{processes = 1, start_method = "fork"}
+    pool:apply(function() collectgarbage(); collectgarbage() end)
+    local lfs = require "lfs"
+    local mode = lfs.attributes(path, "mode")
+    collectgarbage("restart")
+    assert.equal("socket", mode, "the worker removed the parent's socket " .. path)
+    collectgarbage()
+    collectgarbage()
+    assert.is_nil(lfs.attributes(path, "mode"))
+  end)
+end)
+
+describe("start method fork, choosing it", function()
+  teardown(function()
+    lmp.set_start_method("spawn")
+    assert.is_true(helpers.no_children())
+  end)
+
+  it("set_start_method and get_context choose it; unknown methods are refused", function()
+    lmp.set_start_method("fork")
+    assert.equal("fork", lmp.get_start_method())
+    local pool <close> = lmp.Pool(1)
+    assert.equal("fork", pool.start_method)
+    lmp.set_start_method("spawn")
+    local ctx = lmp.get_context("fork")
+    local other <close> = ctx.Pool(1)
+    assert.equal("fork", other.start_method)
+    assert.equal(3, other:apply(function(x) return x + 1 end, {2}))
+    local ex <close> = ctx.ProcessPoolExecutor(1)
+    assert.equal(4, ex:submit(function(x) return x * 2 end, 2):result())
+    assert.has_error(function() lmp.set_start_method("forkserver") end)
+    local ok, err = pcall(lmp.Pool, {processes = 1, start_method = "forkserver"})
+    assert.is_false(ok)
+    assert.matches("start method 'forkserver' is not supported; use 'spawn' or 'fork'", err)
+  end)
+
+  it("what the script wrote and had not flushed is written once, not once per worker", function()
+    local script = os.tmpname()
+    local f = io.open(script, "w")
+    f:write([[
+      local lmp = require "lmp"
+      io.write("before the pool\n")
+      local pool <close> = lmp.Pool{processes = 2, start_method = "fork"}
+      pool:map(function(x) return x end, {1, 2, 3, 4}, 1)
+      io.write("after\n")
+    ]])
+    f:close()
+    local status, out = helpers.run(helpers.runner .. " " .. script .. " | cat")
+    os.remove(script)
+    assert.equal(0, status)
+    assert.equal("before the pool\nafter\n", out)
+  end)
+end)
