@@ -42,14 +42,14 @@ end
 
 -- Running: handed to a worker and not finished.
 function Future:running()
-  return not self.job.done and self.job.task.sent_at ~= nil
+  return not self.job.done and self.job.sent_at ~= nil
 end
 
 -- A queued future is cancelled; a running or finished one is not (a
 -- cancelled one stays cancelled), as in Python.
 function Future:cancel()
   if self:cancelled() then return true end
-  if self.job.done or self.job.task.sent_at ~= nil then return false end
+  if self.job.done or self.job.sent_at ~= nil then return false end
   self.job:_finish(errors.new("cancelled", "the future was cancelled"))
   return true
 end

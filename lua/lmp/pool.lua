@@ -127,13 +127,17 @@ Job.__lmp_nosend = "a result handle belongs to the main process: send the value 
 Job.__name = "lmp.AsyncResult"
 local AsyncResult = Job
 
--- Every field a job gets is named here, so that its table is made at its
+-- The fields a job gets are named here, so that its table is made at its
 -- final size.
-local function new_job(pool_ref, kind, async, callback, error_callback)
-  return setmetatable({pool_ref = pool_ref, kind = kind, async = async, callback = callback,
+local function new_job(kind, async, callback, error_callback)
+  return setmetatable({kind = kind, async = async, callback = callback,
     error_callback = error_callback, received = 0, total = 0, done = false, pending = false,
-    results = nil, error = nil, finish_serial = nil, task = nil, listeners = nil}, Job)
+    results = nil, error = nil, finish_serial = nil}, Job)
 end
+
+-- What every apply job has as a task, kept here rather than in each of
+-- them (see Pool:_apply_job).
+Job.mode, Job.first, Job.count = "apply", 1, 1
 
 -- Once its tasks are queued, an async job keeps lmp.run() turning until it
 -- finishes; a call that raised before queueing leaves nothing pending.
@@ -667,7 +671,7 @@ local function map_job(self, fname, fn, iterable, opts, mode, async)
   local read, total = reader_of(iterable, 2, fname)
   opts = options_of(opts, 3, fname)
   self:_check_open(fname)
-  local job = new_job(self.ref, "map", async, opts.callback, opts.error_callback)
+  local job = new_job("map", async, opts.callback, opts.error_callback)
   if self:_wants_progress(opts) then job.bar = progress.new(fname, total) end
   return self:_submit_all(job, fn, mode, read, total, opts.chunksize, opts.timeout,
                           type(iterable) == "table" and iterable or nil)
@@ -698,8 +702,10 @@ function Pool:starmap_async(fn, arglists, opts)
   return (map_job(self, "starmap_async", fn, arglists, opts, "star", true))
 end
 
--- An apply job is also its task: one table per call, made at its final
--- size (new_job's fields and the task's).
+-- An apply job is also its task: one table per call. The constructor
+-- names 15 fields, so the table is made with room for 16 (its timer, when
+-- it has a timeout, fills the last): thousands wait in a burst of
+-- apply_async, and the collector walks every slot of each.
 function Pool:_apply_job(fname, fn, args, opts, async)
   check_function(fn, fname)
   if args ~= nil and type(args) ~= "table" then
@@ -710,14 +716,12 @@ function Pool:_apply_job(fname, fn, args, opts, async)
   args = args or {}
   local payload = core.encode_list(args, 1, args.n or #args)
   task_serial = task_serial + 1
-  local job = setmetatable({pool_ref = self.ref, kind = "apply", async = async,
-    callback = opts.callback, error_callback = opts.error_callback, received = 0, total = 1,
-    done = false, pending = false, results = nil, error = nil, finish_serial = nil,
-    task = false, listeners = nil,
-    id = task_serial, job = false, fn = fn, function_id = function_id(fn), mode = "apply",
-    payload = payload, first = 1, count = 1, timeout = opts.timeout, sent_at = nil,
-    timer = nil}, Job)
-  job.task, job.job = job, job
+  local job = setmetatable({kind = "apply", async = async, done = false, pending = false,
+    callback = opts.callback, error_callback = opts.error_callback, results = nil,
+    finish_serial = nil, id = task_serial, job = false, fn = fn,
+    function_id = function_id(fn), payload = payload, timeout = opts.timeout,
+    sent_at = nil}, Job)
+  job.job = job
   -- Workers free up only in loop callbacks, which pump themselves: with
   -- tasks already waiting, no worker has room now.
   local waiting = self.queue_tail >= self.queue_head
@@ -751,7 +755,7 @@ function StreamCloser.__close(closer) closer.stop() end
 -- unpacks each item as the arguments.
 function Pool:_stream(fname, fn, read, total, opts, ordered, mode, array)
   self:_check_open(fname)
-  local job = new_job(self.ref, "imap", false)
+  local job = new_job("imap", false)
   local bar = self:_wants_progress(opts) and progress.new(fname, total)
   local fixed = opts.chunksize
   local limit = total and default_chunksize(total, self.processes) or 4096
