@@ -666,9 +666,43 @@ static lua_Integer new_id(decoder *d) {
   return d->next_id++;
 }
 
+/* The table of objects decoded so far (id -> object) is made on the first
+ * one, and reused across decodings as the encoder's is: most messages are
+ * a number or one small table. */
+static const char decode_refs_key = 'D';
+
 static void remember(decoder *d, lua_Integer id) {
-  lua_pushvalue(d->L, -1);
-  lua_rawseti(d->L, d->refs, id);
+  lua_State *L = d->L;
+  if (lua_isnil(L, d->refs)) {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &decode_refs_key) == LUA_TTABLE) {
+      lua_pushnil(L);
+      lua_rawsetp(L, LUA_REGISTRYINDEX, &decode_refs_key);
+    } else {
+      lua_pop(L, 1);
+      lua_newtable(L);
+    }
+    lua_replace(L, d->refs);
+  }
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, d->refs, id);
+}
+
+/* Pushes object `id`, which the input may only name once decoded. */
+static void push_ref(decoder *d, uint64_t id, const char *what) {
+  if (id == 0 || id >= (uint64_t)d->next_id || !lua_istable(d->L, d->refs)) malformed(d, what);
+  lua_rawgeti(d->L, d->refs, (lua_Integer)id);
+}
+
+static void give_back_decode_refs(decoder *d) {
+  lua_State *L = d->L;
+  lua_Integer i;
+  if (!lua_istable(L, d->refs) || d->next_id - 1 > 64) return;
+  for (i = 1; i < d->next_id; i++) {
+    lua_pushnil(L);
+    lua_rawseti(L, d->refs, i);
+  }
+  lua_pushvalue(L, d->refs);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &decode_refs_key);
 }
 
 static void enter_decode(decoder *d) {
@@ -896,8 +930,7 @@ static void decode_function(decoder *d) {
       other_id = get_varint(d);
       need(d, 1);
       other_n = *d->p++;
-      if (other_id == 0 || other_id >= (uint64_t)d->next_id) malformed(d, "bad upvalue reference");
-      lua_rawgeti(L, d->refs, (lua_Integer)other_id);
+      push_ref(d, other_id, "bad upvalue reference");
       if (lua_type(L, -1) != LUA_TFUNCTION || lua_iscfunction(L, -1))
         malformed(d, "bad upvalue reference");
       lua_pushvalue(L, -1);
@@ -997,9 +1030,7 @@ static void decode_value(decoder *d) {
       decode_table(d, tag == T_TABLE_MT);
       return;
     case T_REF: {
-      uint64_t id = get_varint(d);
-      if (id == 0 || id >= (uint64_t)d->next_id) malformed(d, "reference to nothing");
-      lua_rawgeti(L, d->refs, (lua_Integer)id);
+      push_ref(d, get_varint(d), "reference to nothing");
       return;
     }
     case T_GLOBALS:
@@ -1042,7 +1073,7 @@ int lmp__decode_list_into(lua_State *L, const char *p, size_t n, int dst,
   nhash = get_u32(&d);
   if ((lua_Integer)narray != count || nhash > 1) return 0;
   luaL_checkstack(L, 16, "lmp: decoding");
-  lua_newtable(L);
+  lua_pushnil(L); /* refs, made by the first object */
   d.refs = lua_gettop(L);
   d.slot_budget -= narray < d.slot_budget ? narray : d.slot_budget;
   /* The list itself would be object 1; nothing in it can refer to it. */
@@ -1058,6 +1089,7 @@ int lmp__decode_list_into(lua_State *L, const char *p, size_t n, int dst,
     lua_pop(L, 2);
   }
   if (d.p != d.end) malformed(&d, "trailing bytes");
+  give_back_decode_refs(&d);
   lua_settop(L, top);
   return 1;
 }
@@ -1077,7 +1109,7 @@ void lmp__decode_with(lua_State *L, const char *p, size_t n, int data_only) {
   d.slot_budget = n;
   d.data_only = data_only;
   luaL_checkstack(L, 16, "lmp: decoding");
-  lua_newtable(L);
+  lua_pushnil(L); /* refs, made by the first object */
   d.refs = lua_gettop(L);
   need(&d, 1);
   if (*d.p != LMP_FORMAT_VERSION)
@@ -1086,6 +1118,7 @@ void lmp__decode_with(lua_State *L, const char *p, size_t n, int data_only) {
   d.p++;
   decode_value(&d);
   if (d.p != d.end) malformed(&d, "trailing bytes");
+  give_back_decode_refs(&d);
   lua_replace(L, top + 1);
   lua_settop(L, top + 1);
 }
