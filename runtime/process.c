@@ -34,6 +34,9 @@ typedef struct child {
   int on_exit_ref;
   int view_ref;   /* the payload view lent to on_message (deliver_frame) */
   lmp_inbox inbox;
+  lmp_buffer outbox;  /* frames sent while corked (see on_read) */
+  struct child *flush_next;
+  int flush_pending;
   int handles_open; /* freed when no handle is open and Lua let go */
   int lua_owned;
   int exited, eof, reported, input_closed;
@@ -103,6 +106,7 @@ static void on_handle_closed(uv_handle_t *handle) {
   child *c = handle->data;
   if (--c->handles_open == 0 && !c->lua_owned) {
     lmp__inbox_free(&c->inbox);
+    lmp__buffer_free(&c->outbox);
     free(c);
   }
 }
@@ -254,12 +258,51 @@ static void deliver_frame(void *ctx, const char *body, size_t n) {
   lua_pop(L, 1);
 }
 
+/* Corking. The answers a read brings make the pool send the next tasks,
+ * often several to the same worker: while they are handled, small frames
+ * wait in the worker's outbox, and go out in one write per worker after
+ * the last answer instead of one each. */
+static int corked;
+static child *flush_list;
+
+static int write_bytes(child *c, const char *data, size_t len);
+
+static void flush_outbox(child *c) {
+  if (c->outbox.len == 0) return;
+  if (!c->exited && !c->eof) write_bytes(c, c->outbox.data, c->outbox.len);
+  c->outbox.len = 0;
+  if (c->outbox.cap > 65536) lmp__buffer_free(&c->outbox);
+}
+
+static void unlist_flush(child *c) {
+  child **p;
+  if (!c->flush_pending) return;
+  for (p = &flush_list; *p; p = &(*p)->flush_next) {
+    if (*p == c) {
+      *p = c->flush_next;
+      break;
+    }
+  }
+  c->flush_pending = 0;
+}
+
+static void flush_all(void) {
+  while (flush_list) {
+    child *c = flush_list;
+    flush_list = c->flush_next;
+    c->flush_pending = 0;
+    flush_outbox(c);
+  }
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   child *c = stream->data;
   (void)buf;
   if (nread > 0) {
     c->inbox.bytes.len += (size_t)nread;
+    corked++;
     lmp__inbox_frames(&c->inbox, deliver_frame, c);
+    if (--corked == 0) flush_all();
   } else if (nread < 0) {
     uv_read_stop(stream);
     c->eof = 1;
@@ -460,6 +503,36 @@ static void on_written(uv_write_t *req, int status) {
   free(w);
 }
 
+/* Writes bytes that are ours (copied if the channel cannot take them at
+ * once). Returns 0, or a libuv error: a failed write shows up as the
+ * worker's exit. */
+static int write_bytes(child *c, const char *data, size_t len) {
+  uv_stream_t *stream = (uv_stream_t *)&c->channel;
+  uv_buf_t buf;
+  write_request *w;
+  int r;
+  if (uv_stream_get_write_queue_size(stream) == 0) {
+    buf = uv_buf_init((char *)data, (unsigned int)len);
+    r = uv_try_write(stream, &buf, 1);
+    if (r < 0 && r != UV_EAGAIN) return r;
+    if (r > 0) {
+      data += r;
+      len -= (size_t)r;
+    }
+  }
+  if (len == 0) return 0;
+  w = calloc(1, sizeof *w);
+  if (w == NULL || (w->data = malloc(len)) == NULL) {
+    free(w);
+    return UV_ENOMEM;
+  }
+  memcpy(w->data, data, len);
+  buf = uv_buf_init(w->data, (unsigned int)len);
+  r = uv_write(&w->req, stream, &buf, 1, on_written);
+  if (r != 0) on_written(&w->req, r);
+  return r;
+}
+
 /* A payload this small is copied into the frame: one buffer, one write. */
 #define COPY_PAYLOAD_MAX 65536
 
@@ -511,6 +584,21 @@ static int child_send(lua_State *L) {
   }
   lmp__frame_set_length(b->data, LMP_FRAME_PREFIX - LMP_FRAME_HEADER + message_len + payload_len);
   lmp__set_u32_at(b->data + LMP_FRAME_HEADER, (uint32_t)message_len);
+  if (corked && (copy || !payload)) {
+    if (lmp__buffer_append(&c->outbox, b->data, b->len) != 0)
+      return luaL_error(L, "lmp: not enough memory");
+    if (!c->flush_pending) {
+      c->flush_pending = 1;
+      c->flush_next = flush_list;
+      flush_list = c;
+    }
+    lmp__give_back_encode_box(L, 5);
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  /* Frames corked earlier go first. */
+  unlist_flush(c);
+  flush_outbox(c);
   if (payload && !copy && 2 * payload->piece_count + 2 > sizeof few / sizeof few[0])
     bufs = lua_newuserdatauv(L, (2 * payload->piece_count + 2) * sizeof *bufs, 0);
   bufs[0] = uv_buf_init(b->data, (unsigned int)b->len);
@@ -569,6 +657,8 @@ static int child_close_input(lua_State *L) {
   child *c = check_child(L);
   uv_shutdown_t *req;
   if (c->input_closed || c->eof) return 0;
+  unlist_flush(c);
+  flush_outbox(c); /* what was sent goes before the end */
   c->input_closed = 1;
   req = malloc(sizeof *req);
   if (req == NULL) return luaL_error(L, "lmp: not enough memory");
@@ -598,6 +688,8 @@ static int child_gc(lua_State *L) {
   /* A forked worker inherited its parent's handles: they are not its own
    * to kill or close (the memory is its copy, left as it is). */
   if (c->owner != (long)getpid()) return 0;
+  unlist_flush(c);
+  c->outbox.len = 0;
   forget_lua(c);
   if (!c->exited) {
     int status;
@@ -610,6 +702,7 @@ static int child_gc(lua_State *L) {
   c->lua_owned = 0;
   if (c->handles_open == 0) {
     lmp__inbox_free(&c->inbox);
+    lmp__buffer_free(&c->outbox);
     free(c);
     return 0;
   }

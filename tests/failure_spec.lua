@@ -338,8 +338,22 @@ describe("chaos", function()
       local w = pool.workers[math.random(#pool.workers)]
       if w and w.ready then core.kill(w.pid, 9); kills = kills + 1 end
     end, 0.05)
+    -- Never a hang: after a minute, say what the pool looks like.
+    local stuck
+    local watchdog = core.timer(60, function()
+      local inflight = 0
+      for _, w in ipairs(pool.workers) do inflight = inflight + #w.inflight end
+      local count = 0
+      for i = 1, n do if seen[i] then count = count + 1 end end
+      stuck = ("after 60 s: %d of %d tasks answered, %d workers, %d queued, %d in flight,"
+        .. " broken: %s, kills: %d"):format(count, n, #pool.workers, pool:_queued(), inflight,
+        tostring(pool.broken), kills)
+      pool:terminate()
+    end)
     lmp.run()
     killer:close()
+    watchdog:close()
+    assert.is_nil(stuck)
     for i = 1, n do assert.equal(1, seen[i], "task " .. i) end
     assert.equal(0, wrong)
     assert.is_true(kills > 0)

@@ -24,6 +24,8 @@ Pool.__name = "lmp.Pool"
 
 local PIPELINE = 2          -- tasks in flight per worker, when tasks are short
 local SHORT_TASK = 0.002    -- seconds: below this a second task in flight pays
+local DEEP_PIPELINE = 8     -- in flight per worker when tasks are tiny:
+local TINY_TASK = 0.0001    -- seconds: below this; answers then come in batches
 local START_FAILURES = 3    -- workers dying at start before the pool gives up
 local FUNCTION_CACHE = 256  -- functions a worker keeps before it is told to forget
 
@@ -399,7 +401,9 @@ function Pool:_free_worker()
   -- plenty are queued: near the end of the queue it would wait behind the
   -- first while another worker is free.
   local depth = 1
-  if (self.task_time and self.task_time < SHORT_TASK)
+  if self.task_time and self.task_time < TINY_TASK then
+    depth = DEEP_PIPELINE
+  elseif (self.task_time and self.task_time < SHORT_TASK)
      or self:_queued() >= PIPELINE * #self.workers then
     depth = PIPELINE
   end
