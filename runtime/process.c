@@ -25,8 +25,9 @@
 
 typedef struct child {
   uv_process_t process; /* a spawned worker's; */
-  uv_poll_t exit_watch; /* a forked one's: its pidfd turns readable at exit */
-  int forked, pidfd;
+  uv_poll_t exit_watch; /* a forked one's: its pidfd turns readable at exit, */
+  uv_signal_t sigchld;  /* or, without pidfd (old kernels, valgrind), SIGCHLD */
+  int forked, by_pidfd, pidfd;
   long owner;           /* the process this handle belongs to */
   uv_pipe_t channel;
   lua_State *L; /* NULL once the Lua object is collected */
@@ -70,7 +71,8 @@ int lmp__forked_worker(void) { return forked_worker; }
 /* The handle that tells of the worker's exit: libuv's process handle, or
  * the poll on a forked worker's pidfd. */
 static uv_handle_t *exit_handle(child *c) {
-  return c->forked ? (uv_handle_t *)&c->exit_watch : (uv_handle_t *)&c->process;
+  if (!c->forked) return (uv_handle_t *)&c->process;
+  return c->by_pidfd ? (uv_handle_t *)&c->exit_watch : (uv_handle_t *)&c->sigchld;
 }
 
 static void signal_child(child *c, int sig) {
@@ -152,18 +154,32 @@ static void on_process_exit(uv_process_t *process, int64_t exit_status, int term
   worker_exited(process->data, exit_status, term_signal);
 }
 
-/* A forked worker's pidfd is readable once it has exited. */
-static void on_pidfd(uv_poll_t *watch, int status, int events) {
-  child *c = watch->data;
+/* Reaps a forked worker if it has exited. */
+static void reap_forked(child *c) {
   int wstatus;
-  (void)status;
-  (void)events;
-  if (waitpid(c->pid, &wstatus, WNOHANG) != c->pid) return;
-  uv_poll_stop(watch);
-  close(c->pidfd);
-  c->pidfd = -1;
+  if (c->exited || waitpid(c->pid, &wstatus, WNOHANG) != c->pid) return;
+  if (c->by_pidfd) {
+    uv_poll_stop(&c->exit_watch);
+    close(c->pidfd);
+    c->pidfd = -1;
+  } else {
+    uv_signal_stop(&c->sigchld);
+  }
   if (WIFSIGNALED(wstatus)) worker_exited(c, 0, WTERMSIG(wstatus));
   else worker_exited(c, WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 0, 0);
+}
+
+/* A forked worker's pidfd is readable once it has exited. */
+static void on_pidfd(uv_poll_t *watch, int status, int events) {
+  (void)status;
+  (void)events;
+  reap_forked(watch->data);
+}
+
+/* Any child's exit raises SIGCHLD: it may be this one's. */
+static void on_sigchld(uv_signal_t *handle, int signum) {
+  (void)signum;
+  reap_forked(handle->data);
 }
 
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
@@ -467,31 +483,41 @@ static int core_fork_worker(lua_State *L) {
     run_forked_worker(L, fds[1], parent);
   }
   close(fds[1]);
-  pidfd = pid < 0 ? -1 : (int)syscall(SYS_pidfd_open, pid, 0);
-  if (pidfd < 0) {
+  if (pid < 0) {
     int e = errno;
-    if (pid > 0) {
-      kill(pid, SIGKILL);
-      waitpid(pid, NULL, 0);
-    }
     close(fds[0]);
     free(c);
-    lua_pushfstring(L, "cannot fork a worker: %s%s", strerror(e),
-                    pid > 0 ? " (the 'fork' start method needs Linux 5.3 or later)" : "");
+    lua_pushfstring(L, "cannot fork a worker: %s", strerror(e));
     lmp__push_error(L, "worker_lost", lua_tostring(L, -1));
     return lua_error(L);
   }
   uv_pipe_init(lmp__loop(L), &c->channel, 0);
   uv_pipe_open(&c->channel, fds[0]);
-  uv_poll_init(lmp__loop(L), &c->exit_watch, pidfd);
   c->channel.data = c;
-  c->exit_watch.data = c;
   c->forked = 1;
-  c->pidfd = pidfd;
   c->pid = (int)pid;
   c->handles_open = 2;
   c->lua_owned = 1;
-  uv_poll_start(&c->exit_watch, UV_READABLE, on_pidfd);
+  /* $LMP_NO_PIDFD makes lmp take the SIGCHLD way, for its tests. */
+  pidfd = getenv("LMP_NO_PIDFD") ? -1 : (int)syscall(SYS_pidfd_open, pid, 0);
+  if (pidfd >= 0) {
+    c->by_pidfd = 1;
+    c->pidfd = pidfd;
+    uv_poll_init(lmp__loop(L), &c->exit_watch, pidfd);
+    c->exit_watch.data = c;
+    uv_poll_start(&c->exit_watch, UV_READABLE, on_pidfd);
+  } else {
+    siginfo_t info;
+    c->pidfd = -1;
+    uv_signal_init(lmp__loop(L), &c->sigchld);
+    c->sigchld.data = c;
+    uv_signal_start(&c->sigchld, on_sigchld, SIGCHLD);
+    /* An exit before the watch began raised its SIGCHLD unseen: raise
+     * another (the zombie waits to be reaped). */
+    memset(&info, 0, sizeof info);
+    if (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid)
+      kill(getpid(), SIGCHLD);
+  }
   return child_started(L, c, box, 1);
 }
 
@@ -706,7 +732,7 @@ static int child_gc(lua_State *L) {
     free(c);
     return 0;
   }
-  if (c->forked && c->pidfd >= 0) {
+  if (c->forked && c->by_pidfd && c->pidfd >= 0) {
     uv_poll_stop(&c->exit_watch);
     close(c->pidfd);
     c->pidfd = -1;

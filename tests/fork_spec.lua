@@ -158,6 +158,24 @@ describe("start method fork, choosing it", function()
     assert.matches("start method 'forkserver' is not supported; use 'spawn' or 'fork'", err)
   end)
 
+  it("without pidfd (old kernels, valgrind) exits are seen through SIGCHLD", function()
+    local status, out, err = helpers.run_lua([[
+      local lmp = require "lmp"
+      local core = require "lmp.core"
+      local pool <close> = lmp.Pool{processes = 2, start_method = "fork"}
+      local pid = pool:apply(function() return core.getpid() end)
+      local r = pool:apply_async(function() local t = os.clock() while os.clock() - t < 30 do end end)
+      lmp.sleep(0.1)
+      core.kill(pid, 9)
+      core.kill(pool.workers[1].pid == pid and pool.workers[2].pid or pool.workers[1].pid, 9)
+      local ok, e = pcall(r.get, r, 10)
+      print(ok, e.kind)
+      print(pool:apply(function(x) return x * 2 end, {21}))
+    ]], "LMP_NO_PIDFD=1 " .. helpers.runner)
+    assert.equal(0, status, err)
+    assert.equal("false\tworker_lost\n42\n", out)
+  end)
+
   it("what the script wrote and had not flushed is written once, not once per worker", function()
     local script = os.tmpname()
     local f = io.open(script, "w")

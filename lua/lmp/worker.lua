@@ -21,12 +21,17 @@ local function handler(err)
   return {err = err, traceback = debug.traceback(type(err) == "string" and err or nil, 2)}
 end
 
+-- xpcall's status, and what followed it packed in one table.
+local function status_and_values(ok, ...)
+  return ok, {n = select("#", ...), ...}
+end
+
 local function run(fn, mode, args)
   local n = args.n or #args
   if mode == "apply" then
-    local r = table.pack(xpcall(fn, handler, table.unpack(args, 1, n)))
-    if r[1] then return table.pack(table.unpack(r, 2, r.n)), nil end
-    return {n = 0}, {error_info(r[2].err, r[2].traceback)}
+    local ok, r = status_and_values(xpcall(fn, handler, table.unpack(args, 1, n)))
+    if ok then return r, nil end
+    return {n = 0}, {error_info(r[1].err, r[1].traceback)}
   end
   local values, errors = {n = n}, nil
   local star = mode == "star"
