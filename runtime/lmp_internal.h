@@ -39,6 +39,11 @@ int lmp__encode_pieces(lua_State *L, int idx, lmp_buffer *out, const char *root,
  * for the k-th item (from 0). Otherwise as lmp__encode_pieces. */
 int lmp__encode_list(lua_State *L, int idx, lua_Integer first, lua_Integer count,
                      lua_Integer name_first, lmp_buffer *out, const char *root, int pieces);
+/* Appends the message a worker gets for a task whose function it has:
+ * the bytes lmp__encode makes of {"task", id, function_id, false, mode,
+ * false, false}, without making that table (one per task otherwise). */
+void lmp__encode_task_message(lua_State *L, lmp_buffer *out, lua_Integer id,
+                              lua_Integer function_id, const char *mode);
 /* Decodes bytes made by lmp__encode_list straight into the table at dst:
  * dst[first + k] = item k (from 0), without making the list. Returns 0,
  * having done nothing, when the bytes are not a list of `count` items (the

@@ -575,36 +575,25 @@ static size_t skip_written(uv_buf_t *bufs, size_t count, size_t n) {
   return j;
 }
 
-/* handle:send(message [, payload [, root]]) encodes everything before
- * writing anything, so a value that cannot be sent raises and leaves the
- * channel as it was. The frame is written at once when the channel takes
- * it (the usual case: no allocation, no callback); what it does not take
- * is queued on libuv with a copy of the frame's head, the payload pinned. */
-static int child_send(lua_State *L) {
-  child *c = check_child(L);
+/* Sends the frame whose prefix and message the encode box at `box` holds
+ * (b), with the payload at `payload_idx` (NULL for none); pushes whether
+ * it went (false once the worker is gone or leaving). */
+static int send_encoded(lua_State *L, child *c, lmp_buffer *b, int box, lmp_payload *payload,
+                        int payload_idx) {
   uv_stream_t *stream = (uv_stream_t *)&c->channel;
-  lmp_payload *payload = lua_isnoneornil(L, 3) ? NULL : lmp__check_payload(L, 3);
-  const char *root = luaL_optstring(L, 4, "");
   size_t payload_len = payload ? payload->length : 0, message_len, total, nbufs = 1;
   size_t written = 0, head_left;
   int copy = payload && payload->piece_count == 0 && payload_len <= COPY_PAYLOAD_MAX;
-  lmp_buffer *b;
   write_request *w;
   uv_buf_t few[8], *bufs = few;
   int r;
-  luaL_checkany(L, 2);
-  lua_settop(L, 4);
-  b = lmp__take_encode_box(L);
-  if (lmp__buffer_reserve(b, LMP_FRAME_PREFIX) != 0) return luaL_error(L, "lmp: not enough memory");
-  b->len = LMP_FRAME_PREFIX;
-  if (lmp__encode(L, 2, b, root) != 0) return lua_error(L);
   message_len = b->len - LMP_FRAME_PREFIX;
   if (message_len > UINT32_MAX) return luaL_error(L, "lmp: a message over 4 GB cannot be sent");
   if (payload_len > UINT_MAX) return luaL_error(L, "lmp: a payload over 4 GB cannot be sent");
   if (copy && lmp__buffer_append(b, LMP_PAYLOAD_BYTES(payload), payload_len) != 0)
     return luaL_error(L, "lmp: not enough memory");
   if (c->exited || c->eof || c->input_closed) {
-    lmp__give_back_encode_box(L, 5);
+    lmp__give_back_encode_box(L, box);
     lua_pushboolean(L, 0);
     return 1;
   }
@@ -618,7 +607,7 @@ static int child_send(lua_State *L) {
       c->flush_next = flush_list;
       flush_list = c;
     }
-    lmp__give_back_encode_box(L, 5);
+    lmp__give_back_encode_box(L, box);
     lua_pushboolean(L, 1);
     return 1;
   }
@@ -633,14 +622,14 @@ static int child_send(lua_State *L) {
   if (uv_stream_get_write_queue_size(stream) == 0) {
     r = uv_try_write(stream, bufs, (unsigned int)nbufs);
     if (r < 0 && r != UV_EAGAIN) {
-      lmp__give_back_encode_box(L, 5);
+      lmp__give_back_encode_box(L, box);
       lua_pushboolean(L, 0);
       return 1;
     }
     if (r > 0) written = (size_t)r;
   }
   if (written == total) {
-    lmp__give_back_encode_box(L, 5);
+    lmp__give_back_encode_box(L, box);
     lua_pushboolean(L, 1);
     return 1;
   }
@@ -656,11 +645,11 @@ static int child_send(lua_State *L) {
   nbufs = skip_written(bufs, nbufs, written);
   if (head_left) bufs[0] = uv_buf_init(w->data, (unsigned int)head_left);
   if (payload && !copy) {
-    lua_pushvalue(L, 3);
+    lua_pushvalue(L, payload_idx);
     w->pin = luaL_ref(L, LUA_REGISTRYINDEX);
     w->L = c->L;
   }
-  lmp__give_back_encode_box(L, 5);
+  lmp__give_back_encode_box(L, box);
   /* libuv copies bufs, so `few` may go when this returns. */
   r = uv_write(&w->req, stream, bufs, (unsigned int)nbufs, on_written);
   if (r != 0) {
@@ -670,6 +659,42 @@ static int child_send(lua_State *L) {
   }
   lua_pushboolean(L, 1);
   return 1;
+}
+
+/* handle:send(message [, payload [, root]]) encodes everything before
+ * writing anything, so a value that cannot be sent raises and leaves the
+ * channel as it was. The frame is written at once when the channel takes
+ * it (the usual case: no allocation, no callback); what it does not take
+ * is queued on libuv with a copy of the frame's head, the payload pinned. */
+static int child_send(lua_State *L) {
+  child *c = check_child(L);
+  lmp_payload *payload = lua_isnoneornil(L, 3) ? NULL : lmp__check_payload(L, 3);
+  const char *root = luaL_optstring(L, 4, "");
+  lmp_buffer *b;
+  luaL_checkany(L, 2);
+  lua_settop(L, 4);
+  b = lmp__take_encode_box(L);
+  if (lmp__buffer_reserve(b, LMP_FRAME_PREFIX) != 0) return luaL_error(L, "lmp: not enough memory");
+  b->len = LMP_FRAME_PREFIX;
+  if (lmp__encode(L, 2, b, root) != 0) return lua_error(L);
+  return send_encoded(L, c, b, 5, payload, 3);
+}
+
+/* handle:send_task(id, function_id, mode, payload): handle:send of
+ * {"task", id, function_id, false, mode, false, false}, the message of a
+ * task whose function the worker has, written without making the table. */
+static int child_send_task(lua_State *L) {
+  child *c = check_child(L);
+  lua_Integer id = luaL_checkinteger(L, 2), function_id = luaL_checkinteger(L, 3);
+  const char *mode = luaL_checkstring(L, 4);
+  lmp_payload *payload = lmp__check_payload(L, 5);
+  lmp_buffer *b;
+  lua_settop(L, 5);
+  b = lmp__take_encode_box(L);
+  if (lmp__buffer_reserve(b, LMP_FRAME_PREFIX) != 0) return luaL_error(L, "lmp: not enough memory");
+  b->len = LMP_FRAME_PREFIX;
+  lmp__encode_task_message(L, b, id, function_id, mode);
+  return send_encoded(L, c, b, 6, payload, 5);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status) {
@@ -755,7 +780,8 @@ static int child_keep_loop_alive(lua_State *L) {
 
 static const luaL_Reg child_methods[] = {
     {"keep_loop_alive", child_keep_loop_alive},
-    {"send", child_send},       {"close_input", child_close_input},
+    {"send", child_send},       {"send_task", child_send_task},
+    {"close_input", child_close_input},
     {"kill", child_kill},       {"pid", child_pid}, {"close", child_gc},
     {NULL, NULL}};
 

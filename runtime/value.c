@@ -430,34 +430,41 @@ static int encode_userdata(encoder *e, int idx) {
 
 /* The smallest encoding that keeps the subtype and every bit. Written
  * into room made for the longest (9 bytes), without a check per byte. */
-static void encode_number(encoder *e, int idx) {
-  lua_State *L = e->L;
+static void put_integer(encoder *e, lua_Integer v) {
   unsigned char *b;
   if (e->out->cap - e->out->len < 9 && lmp__buffer_reserve(e->out, 9) != 0) out_of_memory(e);
   b = (unsigned char *)e->out->data + e->out->len;
-  if (lua_isinteger(L, idx)) {
-    lua_Integer v = lua_tointeger(L, idx);
-    if (v >= INT8_MIN && v <= INT8_MAX) {
-      b[0] = T_INT8;
-      b[1] = (unsigned char)(int8_t)v;
-      e->out->len += 2;
-    } else if (v >= INT32_MIN && v <= INT32_MAX) {
-      int32_t v32 = (int32_t)v;
-      b[0] = T_INT32;
-      memcpy(b + 1, &v32, 4);
-      e->out->len += 5;
-    } else {
-      int64_t v64 = (int64_t)v;
-      b[0] = T_INT64;
-      memcpy(b + 1, &v64, 8);
-      e->out->len += 9;
-    }
+  if (v >= INT8_MIN && v <= INT8_MAX) {
+    b[0] = T_INT8;
+    b[1] = (unsigned char)(int8_t)v;
+    e->out->len += 2;
+  } else if (v >= INT32_MIN && v <= INT32_MAX) {
+    int32_t v32 = (int32_t)v;
+    b[0] = T_INT32;
+    memcpy(b + 1, &v32, 4);
+    e->out->len += 5;
   } else {
-    double d = (double)lua_tonumber(L, idx);
-    b[0] = T_FLOAT;
-    memcpy(b + 1, &d, 8);
+    int64_t v64 = (int64_t)v;
+    b[0] = T_INT64;
+    memcpy(b + 1, &v64, 8);
     e->out->len += 9;
   }
+}
+
+static void encode_number(encoder *e, int idx) {
+  lua_State *L = e->L;
+  unsigned char *b;
+  double d;
+  if (lua_isinteger(L, idx)) {
+    put_integer(e, lua_tointeger(L, idx));
+    return;
+  }
+  if (e->out->cap - e->out->len < 9 && lmp__buffer_reserve(e->out, 9) != 0) out_of_memory(e);
+  b = (unsigned char *)e->out->data + e->out->len;
+  d = (double)lua_tonumber(L, idx);
+  b[0] = T_FLOAT;
+  memcpy(b + 1, &d, 8);
+  e->out->len += 9;
 }
 
 static int encode_value(encoder *e, int idx) {
@@ -574,6 +581,30 @@ int lmp__encode_pieces(lua_State *L, int idx, lmp_buffer *out, const char *root,
   idx = lua_absindex(L, idx);
   encoder_start(&e, L, out, pieces);
   return encoder_finish(&e, encode_value(&e, idx), top, root);
+}
+
+void lmp__encode_task_message(lua_State *L, lmp_buffer *out, lua_Integer id,
+                              lua_Integer function_id, const char *mode) {
+  encoder e;
+  size_t at;
+  memset(&e, 0, sizeof e);
+  e.L = L;
+  e.out = out;
+  put_byte(&e, LMP_FORMAT_VERSION);
+  put_byte(&e, T_TABLE);
+  at = put_u32_placeholder(&e);
+  put_u32_placeholder(&e);
+  patch_u32(&e, at, 7);
+  patch_u32(&e, at + 4, 0);
+  put_byte(&e, T_STRING);
+  put_string(&e, "task", 4);
+  put_integer(&e, id);
+  put_integer(&e, function_id);
+  put_byte(&e, T_FALSE);
+  put_byte(&e, T_STRING);
+  put_string(&e, mode, strlen(mode));
+  put_byte(&e, T_FALSE);
+  put_byte(&e, T_FALSE);
 }
 
 int lmp__encode_list(lua_State *L, int idx, lua_Integer first, lua_Integer count,

@@ -14,6 +14,11 @@ local function read_file(path)
 end
 helpers.read_file = read_file
 
+-- Whether this suite runs under valgrind or the sanitizers, where timings
+-- say nothing (a forked worker stays under valgrind, for one).
+helpers.instrumented = (os.getenv("LMP_TEST_LUA") or ""):find("valgrind", 1, true) ~= nil
+  or os.getenv("LMP_SANITIZED") ~= nil
+
 -- Child processes of `pid` (default: this one) that are still there,
 -- zombies included.
 function helpers.children(pid)

@@ -465,8 +465,14 @@ function Pool:_send(w, task)
       script_globals = snapshot
     end
   end
-  if not w.handle:send({"task", task.id, task.function_id, fn, task.mode, reset,
-                        script_globals}, task.payload) then
+  local sent
+  if fn or reset or script_globals then
+    sent = w.handle:send({"task", task.id, task.function_id, fn, task.mode, reset,
+                          script_globals}, task.payload)
+  else -- the usual case: the same message, made in C
+    sent = w.handle:send_task(task.id, task.function_id, task.mode, task.payload)
+  end
+  if not sent then
     w.functions[task.function_id] = nil
     self:_enqueue(task, true)
     w.retiring = true
