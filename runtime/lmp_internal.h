@@ -142,6 +142,9 @@ void lmp__close_interrupt(void);
 /* process.c: kills and reaps every worker still running; returns how many.
  * Used on Ctrl-C. */
 int lmp__kill_all_workers(void);
+/* process.c: whether part of a message from a worker has arrived and the
+ * rest is on its way (then watching for it would only slow its writer). */
+int lmp__receiving(void);
 /* process.c: whether this process is a worker made by fork (the "fork"
  * start method): what it inherited from its parent (worker handles, the
  * event loop, connections) is the parent's, not to be touched here. */

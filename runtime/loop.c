@@ -225,7 +225,7 @@ uint64_t lmp__spin_ns(void) {
 static void spin_until_ready(uv_loop_t *loop) {
   struct pollfd pfd;
   uint64_t deadline;
-  if (lmp__spin_ns() == 0 || (pfd.fd = uv_backend_fd(loop)) < 0) return;
+  if (lmp__spin_ns() == 0 || lmp__receiving() || (pfd.fd = uv_backend_fd(loop)) < 0) return;
   pfd.events = POLLIN;
   deadline = uv_hrtime() + lmp__spin_ns();
   while (poll(&pfd, 1, 0) == 0 && uv_hrtime() < deadline) sched_yield();

@@ -80,6 +80,13 @@ static void signal_child(child *c, int sig) {
   else uv_process_kill(&c->process, sig);
 }
 
+int lmp__receiving(void) {
+  child *c;
+  for (c = live_children; c; c = c->next)
+    if (c->inbox.bytes.len > c->inbox.used) return 1;
+  return 0;
+}
+
 int lmp__kill_all_workers(void) {
   child *c;
   int n = 0;
