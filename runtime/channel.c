@@ -174,7 +174,8 @@ static int writev_full(int fd, struct iovec *iov, int n) {
  * payload after it (refusals name `root`), then writes the whole frame.
  * Long strings are written from the strings themselves (writev), not
  * copied into the encoding first. */
-static int send_frame(lua_State *L, int fd, int message, int payload, const char *root) {
+static int send_frame(lua_State *L, int fd, int message, int payload, lua_Integer count,
+                      const char *root) {
   int r, n = 0, pieces_slot, box;
   lmp_buffer *b;
   size_t pieces = 0, i, from = 0, total, message_end, message_len;
@@ -188,7 +189,9 @@ static int send_frame(lua_State *L, int fd, int message, int payload, const char
   if (lmp__encode_pieces(L, message, b, payload ? "" : root, pieces_slot) != 0) return lua_error(L);
   message_end = b->len;
   message_len = message_end - LMP_FRAME_PREFIX;
-  if (payload && lmp__encode_pieces(L, payload, b, root, pieces_slot) != 0) return lua_error(L);
+  if (payload && (count >= 0 ? lmp__encode_list(L, payload, 1, count, 1, b, root, pieces_slot)
+                             : lmp__encode_pieces(L, payload, b, root, pieces_slot)) != 0)
+    return lua_error(L);
   if (!lua_isnil(L, pieces_slot)) pieces = lua_rawlen(L, pieces_slot) / 2;
   if (2 * pieces + 1 > sizeof few / sizeof few[0])
     iov = lua_newuserdatauv(L, (2 * pieces + 1) * sizeof *iov, 0);
@@ -220,12 +223,15 @@ static int send_frame(lua_State *L, int fd, int message, int payload, const char
   return 0;
 }
 
-/* core.channel_send(message [, payload]): a frame on the worker's channel;
- * a payload is a task's result values (refusals name "result"). */
+/* core.channel_send(message [, values, count]): a frame on the worker's
+ * channel; values[1 .. count] are a task's results, sent as a list (no
+ * traversal of the table; refusals name "result[k]"). */
 static int core_channel_send(lua_State *L) {
   luaL_checkany(L, 1);
-  lua_settop(L, 2);
-  return send_frame(L, LMP_CHANNEL_FD, 1, lua_isnil(L, 2) ? 0 : 2, "result");
+  lua_settop(L, 3);
+  if (lua_isnil(L, 2)) return send_frame(L, LMP_CHANNEL_FD, 1, 0, -1, "result");
+  luaL_checktype(L, 2, LUA_TTABLE);
+  return send_frame(L, LMP_CHANNEL_FD, 1, 2, luaL_checkinteger(L, 3), "result");
 }
 
 /* ---- connections (lmp.Pipe) ------------------------------------------- */
@@ -342,7 +348,7 @@ static int connection_send(lua_State *L) {
   connection *c = check_connection(L);
   luaL_checkany(L, 2);
   lua_settop(L, 2);
-  return send_frame(L, c->fd, 2, 0, "");
+  return send_frame(L, c->fd, 2, 0, -1, "");
 }
 
 /* conn:recv() -> value, or nothing at end of file. */

@@ -66,7 +66,8 @@ end
 -- {"done", id, errors}; the values follow as the frame's payload.
 -- A result that cannot be sent fails its own item with kind "serialize".
 local function send_result(id, values, errors)
-  local ok, err = pcall(core.channel_send, errors and {"done", id, errors} or id, values)
+  local n = values.n or #values
+  local ok, err = pcall(core.channel_send, errors and {"done", id, errors} or id, values, n)
   if ok then return end
   if type(err) ~= "table" or err.kind ~= "serialize" then error(err, 0) end
   errors = errors or {}
@@ -82,7 +83,7 @@ local function send_result(id, values, errors)
       errors[i] = {message = tostring(e.message), traceback = e.traceback, value = tostring(e.message)}
     end
   end
-  core.channel_send({"done", id, errors}, values)
+  core.channel_send({"done", id, errors}, values, n)
 end
 
 -- An lmp.Process: run its target once; the exit status says how it went
