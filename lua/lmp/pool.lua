@@ -193,7 +193,13 @@ function Job:_deliver(task, values, errs)
       if errs[i] then return self:_finish(errs[i]) end
     end
   end
-  core.payload_into(values, self.results, task.first, task.count)
+  local results = self.results
+  if not results then
+    results = core.new_table(self.total, 1)
+    results.n = self.total
+    self.results = results
+  end
+  core.payload_into(values, results, task.first, task.count)
   if self.bar then self.bar:advance(task.count) end
   self.received = self.received + task.count
   if self.received >= self.total then self:_finish(nil) end
@@ -664,8 +670,9 @@ function Pool:_submit_all(job, fn, mode, read, total, chunksize, timeout, array)
     first = first + size
   end
   job.total = total
-  job.results = core.new_table(total, 1)
-  job.results.n = total
+  -- The result table (made at its final size when the first chunk comes
+  -- back, while the workers run the next ones).
+  if total == 0 then job.results = {n = 0} end
   if job.bar then job.bar.total = total end
   for _, task in ipairs(tasks) do self:_enqueue(task) end
   job:_queued()
