@@ -63,7 +63,7 @@ function loop.drain()
   if next(waiting) then
     local now, ready = core.hrtime(), {}
     for co, w in pairs(waiting) do
-      if w.ready() then
+      if w.ready(w.subject) then
         ready[#ready + 1] = {co, true}
       elseif w.deadline and now >= w.deadline then
         ready[#ready + 1] = {co, false}
@@ -78,11 +78,12 @@ end
 
 local function idle_wakeup() end
 
--- Waits until ready() is true or timeout seconds passed; returns whether
--- ready() became true. Blocks the main thread, turning the loop; yields
--- instead inside a coroutine started by lmp.spawn.
-function loop.wait(ready, timeout)
-  if ready() then return true end
+-- Waits until ready(subject) is true or timeout seconds passed; returns
+-- whether it became true. Blocks the main thread, turning the loop; yields
+-- instead inside a coroutine started by lmp.spawn. (A shared `ready` with
+-- a `subject` spares a closure per wait.)
+function loop.wait(ready, timeout, subject)
+  if ready(subject) then return true end
   if timeout and timeout <= 0 then return false end
   local deadline = timeout and core.hrtime() + timeout
   -- Repeats after its first turn, so that the loop stays awake until the
@@ -90,7 +91,7 @@ function loop.wait(ready, timeout)
   local timer <close> = timeout and core.timer(timeout, idle_wakeup, 0.001) or nil
   local co = coroutine.running()
   if spawned[co] then
-    waiting[co] = {ready = ready, deadline = deadline}
+    waiting[co] = {ready = ready, subject = subject, deadline = deadline}
     return coroutine.yield()
   end
   local luv = package.loaded.luv
@@ -111,7 +112,7 @@ function loop.wait(ready, timeout)
   while true do
     local alive = core.run_once(true)
     loop.drain()
-    if ready() then return true end
+    if ready(subject) then return true end
     if deadline and core.hrtime() >= deadline then return false end
     if not alive and head > tail then
       error(core.error("closed", "waiting for a result that nothing can deliver "

@@ -694,8 +694,10 @@ local function map_job(self, fname, fn, iterable, opts, mode, async)
                           type(iterable) == "table" and iterable or nil)
 end
 
+local function job_done(job) return job.done end
+
 local function result_of(job, fname, timeout)
-  if not job.done then loop.wait(function() return job.done end, timeout) end
+  if not job.done then loop.wait(job_done, timeout, job) end
   if not job.done then
     error(errors.new("timeout", ("%s: no result after %g s"):format(fname, timeout)), 3)
   end
@@ -973,7 +975,7 @@ function AsyncResult:get(timeout)
 end
 
 function AsyncResult:wait(timeout)
-  if not self.done then loop.wait(function() return self.done end, timeout) end
+  if not self.done then loop.wait(job_done, timeout, self) end
   return self.done
 end
 
