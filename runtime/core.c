@@ -92,15 +92,20 @@ static int core_dumps(lua_State *L) {
  * collector frees it like a string. Its metatable is found by address. */
 static const char payload_meta_key = 'p';
 
-lmp_payload *lmp__check_payload(lua_State *L, int idx) {
-  lmp_payload *payload = lua_touserdata(L, idx);
+void *lmp__to_class(lua_State *L, int idx, const void *key) {
+  void *p = lua_touserdata(L, idx);
   int same = 0;
-  if (payload && lua_getmetatable(L, idx)) {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &payload_meta_key);
+  if (p && lua_getmetatable(L, idx)) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, key);
     same = lua_rawequal(L, -1, -2);
     lua_pop(L, 2);
   }
-  if (!same) luaL_typeerror(L, idx, "lmp payload");
+  return same ? p : NULL;
+}
+
+lmp_payload *lmp__check_payload(lua_State *L, int idx) {
+  lmp_payload *payload = lmp__to_class(L, idx, &payload_meta_key);
+  if (payload == NULL) luaL_typeerror(L, idx, "lmp payload");
   return payload;
 }
 

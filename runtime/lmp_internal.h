@@ -79,6 +79,11 @@ void lmp__push_error_meta(lua_State *L);
  * reader nothing. */
 LMP_NORETURN void lmp__raisef(lua_State *L, const char *format, ...);
 
+/* core.c: the userdata at idx if its metatable is registry[key] (a light
+ * userdata key: found without hashing a name, unlike luaL_checkudata,
+ * which showed in profiles of calls made once per task), else NULL. */
+void *lmp__to_class(lua_State *L, int idx, const void *key);
+
 /* core.c: encode buffers. Takes the state's spare buffer (or makes one),
  * empty, boxed in a userdata with __gc pushed on the stack, so that an
  * error while encoding cannot leak it. Give it back when done with it: the

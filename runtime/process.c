@@ -205,8 +205,11 @@ typedef struct payload_view {
 
 #define VIEW_META "lmp.PayloadView"
 
+static const char view_meta_key = 'v', child_meta_key = 'c';
+
 static payload_view *check_view(lua_State *L, int idx) {
-  payload_view *view = luaL_checkudata(L, idx, VIEW_META);
+  payload_view *view = lmp__to_class(L, idx, &view_meta_key);
+  if (view == NULL) luaL_typeerror(L, idx, VIEW_META);
   if (view->p == NULL) luaL_error(L, "lmp: a payload view is used after its message was handled");
   return view;
 }
@@ -334,7 +337,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
 }
 
 static child *check_child(lua_State *L) {
-  child **box = luaL_checkudata(L, 1, CHILD_META);
+  child **box = lmp__to_class(L, 1, &child_meta_key);
+  if (box == NULL) luaL_typeerror(L, 1, CHILD_META);
   if (*box == NULL) luaL_error(L, "lmp: worker process handle is closed");
   return *box;
 }
@@ -813,14 +817,14 @@ static const luaL_Reg process_functions[] = {
 
 void lmp__open_process(lua_State *L) {
   luaL_newmetatable(L, VIEW_META);
-  lua_pop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &view_meta_key);
   if (luaL_newmetatable(L, CHILD_META)) {
     luaL_newlib(L, child_methods);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, child_gc);
     lua_setfield(L, -2, "__gc");
   }
-  lua_pop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &child_meta_key);
   luaL_setfuncs(L, process_functions, 0);
   lmp__open_channel(L);
 }
