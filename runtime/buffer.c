@@ -13,16 +13,15 @@ int lmp__buffer_reserve(lmp_buffer *b, size_t extra) {
   need = b->len + extra;
   cap = b->cap ? b->cap : 256;
   while (cap < need) cap *= 2;
-  data = realloc(b->data, cap);
+  data = lmp__resize(b->data, b->cap, cap);
   if (data == NULL) return -ENOMEM;
-  if (cap >= LMP_HUGE_MIN) lmp__advise_huge(data, cap);
   b->data = data;
   b->cap = cap;
   return 0;
 }
 
 void lmp__buffer_free(lmp_buffer *b) {
-  free(b->data);
+  if (b->data) lmp__release(b->data, b->cap);
   b->data = NULL;
   b->len = b->cap = 0;
 }

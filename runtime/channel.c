@@ -141,11 +141,12 @@ static int recv_buffered(lua_State *L, int fd) {
   }
   /* The body stays put until the next call compacts the inbox. */
   lmp__decode_frame(L, body, n);
-  return 2;
+  lua_pushinteger(L, (lua_Integer)n);
+  return 3;
 }
 
-/* core.channel_recv() -> message, payload (or nil): the next frame on the
- * worker's channel; nothing at end of file. */
+/* core.channel_recv() -> message, payload (or nil), size of the frame:
+ * the next frame on the worker's channel; nothing at end of file. */
 static int core_channel_recv(lua_State *L) {
   return recv_buffered(L, LMP_CHANNEL_FD);
 }

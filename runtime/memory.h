@@ -12,4 +12,10 @@
  * at least LMP_HUGE_MIN. Call it before the memory is first touched. */
 void lmp__advise_huge(void *p, size_t n);
 
+/* Blocks whose size decides where they live: malloc below LMP_HUGE_MIN,
+ * big blocks (see memory.c) from there on. The caller always knows a
+ * block's size and gives it back: realloc and free for such blocks. */
+void *lmp__resize(void *p, size_t osize, size_t nsize);
+void lmp__release(void *p, size_t size);
+
 #endif

@@ -34,7 +34,7 @@ typedef struct client {
 
 typedef struct reply_write {
   uv_write_t req;
-  char *data;
+  lmp_buffer bytes; /* the reply's frame, freed once written */
 } reply_write;
 
 static void server_handle_closed(uv_handle_t *handle) {
@@ -57,7 +57,7 @@ static void client_closed(uv_handle_t *handle) {
 static void on_reply_written(uv_write_t *req, int status) {
   reply_write *w = (reply_write *)req;
   (void)status;
-  free(w->data);
+  lmp__buffer_free(&w->bytes);
   free(w);
 }
 
@@ -104,10 +104,10 @@ static void deliver_request(void *ctx, const char *body, size_t n) {
     lmp__buffer_free(&out);
     return;
   }
-  w->data = out.data;
+  w->bytes = out;
   buf = uv_buf_init(out.data, (unsigned int)out.len);
   if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &buf, 1, on_reply_written) != 0) {
-    free(w->data);
+    lmp__buffer_free(&w->bytes);
     free(w);
   }
 }

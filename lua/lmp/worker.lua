@@ -4,6 +4,8 @@ local core = require "lmp.core"
 
 local worker = {}
 
+local BIG_MESSAGE = 4 * 1024 * 1024 -- bytes (memory.c keeps blocks this big)
+
 local function error_info(err, traceback)
   local info = {traceback = traceback}
   if type(err) == "string" then
@@ -121,7 +123,7 @@ function worker.main()
   core.channel_send({"ready"})
   local functions = {}
   while true do
-    local message, args = core.channel_recv()
+    local message, args, size = core.channel_recv()
     if message == nil then return 0 end
     if message[1] == "process" then
       if message[4] then require("lmp.globals").install(message[4]) end
@@ -135,6 +137,12 @@ function worker.main()
     local values, errors = run(fn, mode, args)
     io.stdout:flush()
     send_result(id, values, errors)
+    -- Big arguments go back to the memory kept for the next big message
+    -- now, not whenever the collector would get to them.
+    if size >= BIG_MESSAGE then
+      args, values = nil, nil
+      collectgarbage()
+    end
   end
 end
 
