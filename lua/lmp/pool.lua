@@ -872,20 +872,21 @@ function Pool:_stream(fname, fn, read, total, opts, ordered, mode, array)
       and pool:_queued() < #pool.workers * PIPELINE then pool:_pump() end
     return current
   end
-  -- Per item only what must be: the work per chunk is in next_chunk.
+  -- Per item only what must be (the current chunk's fields held in locals
+  -- of this closure); the work per chunk is in next_chunk.
+  local values, count, base, errs = nil, 0, 0, nil
   local function iterate()
-    local chunk = current
-    if not chunk or position >= chunk.count then
-      chunk = next_chunk()
+    if position >= count then
+      local chunk = next_chunk()
       if not chunk then return nil end
+      values, count, base, errs = chunk.values, chunk.count, chunk.first - 1, chunk.errs
     end
     position = position + 1
     if bar then bar:advance(1) end
-    local errs = chunk.errs
     if errs and errs[position] then errors.raise(errs[position]) end
-    local value = chunk.values[position]
-    if value == nil then return errors.null, chunk.first + position - 1 end
-    return value, chunk.first + position - 1
+    local value = values[position]
+    if value == nil then value = errors.null end
+    return value, base + position
   end
   local closer = setmetatable({stop = function()
     if bar then bar:finish() end
