@@ -35,22 +35,26 @@ local function run(fn, mode, args)
     if ok then return r, nil end
     return {n = 0}, {error_info(r[1].err, r[1].traceback)}
   end
-  local values, errors = {n = n}, nil
+  local values, errors = core.new_table(n, 1), nil
+  values.n = n
   local star = mode == "star"
   local i = 0
   -- One protected call for the whole chunk; after an error it resumes
-  -- with the next item.
+  -- with the next item (i says which one failed). The loops keep what
+  -- they use in locals: this is the innermost loop of every map.
   local function chunk()
+    local v, a, f = values, args, fn
     if star then
-      while i < n do
-        i = i + 1
-        local a = args[i]
-        values[i] = fn(table.unpack(a, 1, a.n or #a))
+      local unpack = table.unpack
+      for k = i + 1, n do
+        i = k
+        local item = a[k]
+        v[k] = f(unpack(item, 1, item.n or #item))
       end
     else
-      while i < n do
-        i = i + 1
-        values[i] = fn(args[i])
+      for k = i + 1, n do
+        i = k
+        v[k] = f(a[k])
       end
     end
   end
