@@ -168,16 +168,21 @@ static int encode_value(encoder *e, int idx);
 static const char refs_cache_key = 'c';
 #define REFS_KEEP 64 /* bigger tables are left to the collector */
 
-static void take_refs_table(encoder *e) {
-  lua_State *L = e->L;
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &refs_cache_key) == LUA_TTABLE) {
+/* Puts in stack slot `slot` the spare table kept under `key` in the
+ * registry (taking it from there), or a new one. */
+static void take_spare_table(lua_State *L, const void *key, int slot) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, key) == LUA_TTABLE) {
     lua_pushnil(L);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &refs_cache_key);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, key);
   } else {
     lua_pop(L, 1);
     lua_newtable(L);
   }
-  lua_replace(L, e->refs);
+  lua_replace(L, slot);
+}
+
+static void take_refs_table(encoder *e) {
+  take_spare_table(e->L, &refs_cache_key, e->refs);
   e->refs_made = 1;
 }
 
@@ -713,16 +718,7 @@ static const char decode_refs_key = 'D';
 
 static void remember(decoder *d, lua_Integer id) {
   lua_State *L = d->L;
-  if (lua_isnil(L, d->refs)) {
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &decode_refs_key) == LUA_TTABLE) {
-      lua_pushnil(L);
-      lua_rawsetp(L, LUA_REGISTRYINDEX, &decode_refs_key);
-    } else {
-      lua_pop(L, 1);
-      lua_newtable(L);
-    }
-    lua_replace(L, d->refs);
-  }
+  if (lua_isnil(L, d->refs)) take_spare_table(L, &decode_refs_key, d->refs);
   lua_pushvalue(L, -1);
   lua_rawseti(L, d->refs, id);
 }

@@ -7,10 +7,7 @@ local lmp = require "lmp"
 local core = require "lmp.core"
 local helpers = require "helpers"
 
-local function busy(seconds)
-  local t = os.clock()
-  while os.clock() - t < seconds do end
-end
+local busy = helpers.busy
 
 local function wait_for(predicate, seconds)
   local deadline = core.hrtime() + (seconds or 5)

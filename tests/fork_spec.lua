@@ -8,10 +8,7 @@ local lmp = require "lmp"
 local core = require "lmp.core"
 local helpers = require "helpers"
 
-local function busy(seconds)
-  local t = os.clock()
-  while os.clock() - t < seconds do end
-end
+local busy = helpers.busy
 
 FORK_SPEC_GLOBAL = 7
 

@@ -19,6 +19,12 @@ helpers.read_file = read_file
 helpers.instrumented = (os.getenv("LMP_TEST_LUA") or ""):find("valgrind", 1, true) ~= nil
   or os.getenv("LMP_SANITIZED") ~= nil
 
+-- Keeps a CPU busy for `seconds` (of CPU time): a task that takes a while.
+function helpers.busy(seconds)
+  local t = os.clock()
+  while os.clock() - t < seconds do end
+end
+
 -- Child processes of `pid` (default: this one) that are still there,
 -- zombies included.
 function helpers.children(pid)
