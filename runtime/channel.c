@@ -59,9 +59,14 @@ static int write_full(int fd, const char *p, size_t n) {
   return 0;
 }
 
-void lmp__decode_frame(lua_State *L, const char *body, size_t n) {
+size_t lmp__frame_message(lua_State *L, const char *body, size_t n) {
   uint32_t message = n >= 4 ? lmp__u32_at(body) : 0;
   if (n < 4 || message > n - 4) luaL_error(L, "lmp: malformed frame on the channel");
+  return message;
+}
+
+void lmp__decode_frame(lua_State *L, const char *body, size_t n) {
+  size_t message = lmp__frame_message(L, body, n);
   lmp__decode(L, body + 4, message);
   if (n - 4 - message > 0)
     lmp__decode(L, body + 4 + message, n - 4 - message);

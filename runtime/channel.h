@@ -40,6 +40,11 @@ static inline void lmp__set_u32_at(char *p, uint32_t v) {
   for (i = 0; i < 4; i++) p[i] = (char)(v >> (8 * i));
 }
 
+/* The length of the message at the start of a frame body of n bytes
+ * (after its 4-byte length; the payload follows it). Malformed bodies
+ * raise. */
+size_t lmp__frame_message(lua_State *L, const char *body, size_t n);
+
 /* Decodes a frame body of n bytes: pushes the message and the payload (nil
  * when there is none). Malformed bodies raise. */
 void lmp__decode_frame(lua_State *L, const char *body, size_t n);

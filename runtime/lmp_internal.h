@@ -114,9 +114,9 @@ lmp_payload *lmp__check_payload(lua_State *L, int idx);
 /* Fills bufs (room for 2 * piece_count + 1) with the payload's bytes in
  * order; returns how many it used. */
 size_t lmp__payload_bufs(const lmp_payload *payload, uv_buf_t *bufs);
-/* Pushes the pieces table of lmp__encode_pieces as a payload userdata
- * made from the buffer `b` (copied) and the table at `pieces` (nil when no
- * long string was met). */
+/* Pushes a payload userdata made of what lmp__encode_pieces gave: the
+ * buffer `b` (copied) and the long strings in the table at `pieces` (nil
+ * when there were none), which the userdata then keeps alive. */
 lmp_payload *lmp__push_payload(lua_State *L, const lmp_buffer *b, int pieces);
 
 /* embed.c: package.preload entries for lmp's embedded Lua modules. */

@@ -44,7 +44,7 @@ static size_t mapping_for(size_t n) {
   return (n + HEADER + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
 }
 
-void lmp__advise_huge(void *p, size_t n) {
+static void advise_huge(void *p, size_t n) {
 #ifdef MADV_HUGEPAGE
   uintptr_t from = ((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
   uintptr_t to = ((uintptr_t)p + n) & ~(uintptr_t)(HUGE_PAGE - 1);
@@ -55,7 +55,7 @@ void lmp__advise_huge(void *p, size_t n) {
 #endif
 }
 
-void *lmp__big_alloc(size_t n) {
+static void *big_alloc(size_t n) {
   size_t size = mapping_for(n);
   char *base = NULL;
   int i, best = -1;
@@ -72,13 +72,13 @@ void *lmp__big_alloc(size_t n) {
   } else {
     base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (base == MAP_FAILED) return NULL;
-    lmp__advise_huge(base, size);
+    advise_huge(base, size);
   }
   ((big_header *)base)->size = size;
   return base + HEADER;
 }
 
-void lmp__big_free(void *p) {
+static void big_free(void *p) {
   char *base;
   size_t size, total = 0;
   int i, slot = -1;
@@ -107,13 +107,13 @@ void lmp__big_free(void *p) {
   munmap(base, size);
 }
 
-void *lmp__big_realloc(void *p, size_t n) {
+static void *big_realloc(void *p, size_t n) {
   char *base = (char *)p - HEADER;
   size_t size = ((big_header *)base)->size, want = mapping_for(n);
   if (want <= size) return p;
   base = mremap(base, size, want, MREMAP_MAYMOVE);
   if (base == MAP_FAILED) return NULL;
-  lmp__advise_huge(base + size, want - size);
+  advise_huge(base + size, want - size);
   ((big_header *)base)->size = want;
   return base + HEADER;
 }
@@ -123,19 +123,19 @@ void *lmp__big_realloc(void *p, size_t n) {
 void *lmp__resize(void *p, size_t osize, size_t nsize) {
   int was_big = osize >= LMP_HUGE_MIN, big = nsize >= LMP_HUGE_MIN;
   void *q;
-  if (p == NULL) return big ? lmp__big_alloc(nsize) : malloc(nsize);
-  if (was_big && big) return lmp__big_realloc(p, nsize);
+  if (p == NULL) return big ? big_alloc(nsize) : malloc(nsize);
+  if (was_big && big) return big_realloc(p, nsize);
   if (!was_big && !big) return realloc(p, nsize);
-  q = big ? lmp__big_alloc(nsize) : malloc(nsize);
+  q = big ? big_alloc(nsize) : malloc(nsize);
   if (q == NULL) return NULL;
   memcpy(q, p, osize < nsize ? osize : nsize);
-  if (was_big) lmp__big_free(p);
+  if (was_big) big_free(p);
   else free(p);
   return q;
 }
 
 void lmp__release(void *p, size_t size) {
-  if (size >= LMP_HUGE_MIN) lmp__big_free(p);
+  if (size >= LMP_HUGE_MIN) big_free(p);
   else free(p);
 }
 

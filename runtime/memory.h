@@ -8,10 +8,6 @@
 
 #define LMP_HUGE_MIN ((size_t)4 << 20)
 
-/* Asks for huge pages on the 2 MB-aligned inside of [p, p + n) when n is
- * at least LMP_HUGE_MIN. Call it before the memory is first touched. */
-void lmp__advise_huge(void *p, size_t n);
-
 /* Blocks whose size decides where they live: malloc below LMP_HUGE_MIN,
  * big blocks (see memory.c) from there on. The caller always knows a
  * block's size and gives it back: realloc and free for such blocks. */

@@ -161,17 +161,23 @@ static void on_process_exit(uv_process_t *process, int64_t exit_status, int term
   worker_exited(process->data, exit_status, term_signal);
 }
 
-/* Reaps a forked worker if it has exited. */
-static void reap_forked(child *c) {
-  int wstatus;
-  if (c->exited || waitpid(c->pid, &wstatus, WNOHANG) != c->pid) return;
+/* Stops watching a forked worker's exit (the handle is closed later). */
+static void stop_exit_watch(child *c) {
   if (c->by_pidfd) {
+    if (c->pidfd < 0) return;
     uv_poll_stop(&c->exit_watch);
     close(c->pidfd);
     c->pidfd = -1;
   } else {
     uv_signal_stop(&c->sigchld);
   }
+}
+
+/* Reaps a forked worker if it has exited. */
+static void reap_forked(child *c) {
+  int wstatus;
+  if (c->exited || waitpid(c->pid, &wstatus, WNOHANG) != c->pid) return;
+  stop_exit_watch(c);
   if (WIFSIGNALED(wstatus)) worker_exited(c, 0, WTERMSIG(wstatus));
   else worker_exited(c, WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 0, 0);
 }
@@ -245,8 +251,7 @@ static int core_payload_into(lua_State *L) {
  * handler(message, view of the payload, or nil). */
 static int decode_and_deliver(lua_State *L) {
   payload_view *view = lua_touserdata(L, 2);
-  uint32_t message = view->n >= 4 ? lmp__u32_at(view->p) : 0;
-  if (view->n < 4 || message > view->n - 4) luaL_error(L, "lmp: malformed frame on the channel");
+  size_t message = lmp__frame_message(L, view->p, view->n);
   lua_pushvalue(L, 1);
   lmp__decode(L, view->p + 4, message);
   if (view->n - 4 - message > 0) {
@@ -768,11 +773,7 @@ static int child_gc(lua_State *L) {
     free(c);
     return 0;
   }
-  if (c->forked && c->by_pidfd && c->pidfd >= 0) {
-    uv_poll_stop(&c->exit_watch);
-    close(c->pidfd);
-    c->pidfd = -1;
-  }
+  if (c->forked) stop_exit_watch(c);
   close_handle(exit_handle(c));
   close_handle((uv_handle_t *)&c->channel);
   return 0;

@@ -284,6 +284,25 @@ describe("Pool", function()
     assert.is_true(faults < 16, "page faults: " .. faults)
   end)
 
+  it("a worker's values kept past their message cannot be read from freed bytes", function()
+    -- The values reach the pool as a view of the received bytes, valid
+    -- only while its message is handled: a view kept longer must raise,
+    -- not read memory the next message reuses.
+    local Pool = require("lmp.pool").Pool
+    local on_message, kept = Pool._on_message, nil
+    Pool._on_message = function(self, w, message, values)
+      kept = kept or values
+      return on_message(self, w, message, values)
+    end
+    local ok, r = pcall(pool.apply, pool, function() return "value" end)
+    Pool._on_message = on_message
+    assert.is_true(ok)
+    assert.equal("value", r)
+    assert.is_not_nil(kept)
+    assert.has_error(function() require("lmp.core").payload_value(kept) end,
+      "lmp: a payload view is used after its message was handled")
+  end)
+
   it("a function is sent once per worker, not once per task", function()
     local calls = pool:map(function()
       _G.lmp_seen = (_G.lmp_seen or 0) + 1
