@@ -620,6 +620,10 @@ int lmp__encode_list(lua_State *L, int idx, lua_Integer first, lua_Integer count
   size_t at;
   idx = lua_absindex(L, idx);
   encoder_start(&e, L, out, pieces);
+  /* The list is a table on arrival, and a decoder numbers it first (id 1):
+   * the items' ids start after it, as one dumps of the same list would
+   * number them, so shared references and upvalues point where they must. */
+  e.next_id = 2;
   if (count < 0 || count > UINT32_MAX) luaL_error(L, "lmp: list too long to send");
   put_byte(&e, T_TABLE);
   at = put_u32_placeholder(&e);

@@ -313,6 +313,25 @@ describe("Pool", function()
     assert.is_true(calls[#calls] > 1)
   end)
 
+  it("shared references, cycles and metatables span all arguments and results of a task", function()
+    local s = {v = 1}
+    assert.is_true(pool:apply(function(a, b) return a == b end, {s, s}))
+    local c = {}; c.self = c
+    assert.is_true(pool:apply(function(t) return t.self == t end, {c}))
+    local r = pool:apply(function() local t = {}; t.me = t; return t end)
+    assert.equal(r, r.me)
+    local C = {}; C.__index = C
+    function C:get() return self.x end
+    assert.equal(5, pool:apply(function(o) return o:get() end, {setmetatable({x = 5}, C)}))
+    assert.same({true, n = 1}, pool:map(function(t) return t[1] == t[2] end, {{s, s}}))
+    local u = 0
+    local function inc() u = u + 1; return u end
+    local function get() return u end
+    assert.equal(1, pool:apply(function(a, b) a(); return b() end, {inc, get}))
+    local x, y = pool:apply(function() local t = {}; return t, t end)
+    assert.equal(x, y)
+  end)
+
   it("upvalues and the globals table travel with the function", function()
     local offset = 100
     local lookup = {a = 1, b = 2}
