@@ -7,10 +7,15 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 BUILD ?= build
 
-LUA_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(LUA_PKG))
-LUA_LIBS := $(shell $(PKG_CONFIG) --libs $(LUA_PKG))
-UV_CFLAGS := $(shell $(PKG_CONFIG) --cflags libuv)
-UV_LIBS := $(shell $(PKG_CONFIG) --libs libuv)
+# The flags are asked of pkg-config when a recipe first needs them, not when
+# make reads this file: `make setup example` on a new machine installs the
+# packages (and pkg-config itself) before anything is compiled. Each is
+# computed once, then kept.
+lazy = $(eval $(1) := $$(shell $(2)))$($(1))
+LUA_CFLAGS = $(call lazy,LUA_CFLAGS,$(PKG_CONFIG) --cflags $(LUA_PKG))
+LUA_LIBS = $(call lazy,LUA_LIBS,$(PKG_CONFIG) --libs $(LUA_PKG))
+UV_CFLAGS = $(call lazy,UV_CFLAGS,$(PKG_CONFIG) --cflags libuv)
+UV_LIBS = $(call lazy,UV_LIBS,$(PKG_CONFIG) --libs libuv)
 
 OPTFLAGS ?= -O2 -g
 SANFLAGS ?=
@@ -36,7 +41,9 @@ $(BUILD)/gen/lua_sources.c: $(LUA_MODULES) tools/embed_lua.lua | $(BUILD)/obj
 $(BUILD)/obj/lua_sources.o: $(BUILD)/gen/lua_sources.c
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
-$(BUILD)/obj:
+# When setup is asked for in the same run, it comes before any compiling,
+# even under make -j.
+$(BUILD)/obj: | $(filter setup,$(MAKECMDGOALS))
 	mkdir -p $(BUILD)/obj $(BUILD)/gen $(BUILD)/lmp $(BUILD)/bin
 
 # The Lua module links libuv but takes Lua's symbols from the interpreter.
@@ -53,8 +60,9 @@ $(BUILD)/bin/lmp-worker: runtime/main/lmp_worker.c $(BUILD)/liblmp.a
 	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(BUILD)/liblmp.a $(LUA_LIBS) $(UV_LIBS) -lm -ldl
 
 # ---- set-up and a first run -----------------------------------------------
+SETUP ?= tools/setup.sh
 setup:
-	tools/setup.sh
+	$(SETUP)
 
 example: all
 	$(BUILD)/bin/lmp examples/count_primes.lua
