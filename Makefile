@@ -19,7 +19,10 @@ UV_LIBS = $(call lazy,UV_LIBS,$(PKG_CONFIG) --libs libuv)
 
 OPTFLAGS ?= -O2 -g
 SANFLAGS ?=
-CFLAGS_ALL = -std=c99 -Wall -Wextra -fPIC -D_GNU_SOURCE $(OPTFLAGS) $(SANFLAGS) \
+# CI (which sets CI=true) turns warnings into errors; users' builds do not
+# break on a newer compiler's new warning.
+WERROR = $(if $(filter true 1 yes,$(CI)),-Werror)
+CFLAGS_ALL = -std=c99 -Wall -Wextra $(WERROR) -fPIC -D_GNU_SOURCE $(OPTFLAGS) $(SANFLAGS) \
              $(LUA_CFLAGS) $(UV_CFLAGS) -Iruntime -I$(BUILD)/gen $(CFLAGS)
 LDFLAGS_ALL = $(SANFLAGS) $(LDFLAGS)
 
@@ -30,8 +33,12 @@ LUA_MODULES := $(wildcard lua/lmp/*.lua)
 
 all: $(BUILD)/lmp/core.so $(BUILD)/liblmp.a $(BUILD)/bin/lmp $(BUILD)/bin/lmp-worker
 
-$(BUILD)/obj/%.o: runtime/%.c runtime/*.h | $(BUILD)/obj
-	$(CC) $(CFLAGS_ALL) -c $< -o $@
+# Each object records the headers it includes (-MMD), so a changed header
+# rebuilds exactly what uses it.
+$(BUILD)/obj/%.o: runtime/%.c | $(BUILD)/obj
+	$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+
+-include $(OBJECTS:.o=.d)
 
 # The Lua half is compiled into the library too, so that workers, the
 # runner and embedding hosts never depend on package.path to find it.
