@@ -1,5 +1,6 @@
--- The runner: `lmp script.lua [args]` behaves like `lua5.4 script.lua
--- [args]`, then delivers every pending callback and closes the pools.
+-- The runner: `lmp [options] [script [args]]` behaves like lua5.4 with the
+-- same command line, then delivers every pending callback and closes the
+-- pools.
 local describe, it, after_each, assert = describe, it, after_each, assert
 local _ENV = _G
 local helpers = require "helpers"
@@ -88,10 +89,105 @@ describe("the lmp runner", function()
     assert.equal(3, status)
   end)
 
-  it("without a script prints usage and exits 2", function()
-    local status, _, err = helpers.run(helpers.runner)
-    assert.equal(2, status)
-    assert.matches("usage: lmp script.lua", err)
+  -- Runs `flags` under lmp and under lua5.4 (from a folder of its own, with
+  -- `env` before the command) and asserts the same status and output; the
+  -- program's name in messages is the only difference allowed.
+  local function same_as_lua(flags, env, stdin)
+    env = env and env .. " " or ""
+    local input = os.tmpname()
+    local f = assert(io.open(input, "w"))
+    f:write(stdin or "")
+    f:close()
+    local s1, o1, e1 = helpers.run(env .. helpers.runner .. " " .. flags .. " <" .. input)
+    local s2, o2, e2 = helpers.run(env .. "lua5.4 " .. flags .. " <" .. input)
+    os.remove(input)
+    e1 = e1:gsub("lmp: ", "PROG: "):gsub("usage: lmp", "usage: PROG")
+    e2 = e2:gsub("lua5.4: ", "PROG: "):gsub("usage: lua5.4", "usage: PROG")
+    assert.equal(s2, s1)
+    assert.equal(o2, o1)
+    return e1, e2
+  end
+
+  it("takes lua5.4's flags: -e, -l mod, -l g=mod, -v, -W, --, - and the arg table", function()
+    same_as_lua("-e 'print(1 + 1)' -e 'print(#arg, arg[1], arg[2])'")
+    same_as_lua("-l string -e 'print(string.rep(\"ab\", 2))'")
+    same_as_lua("-l g=string -e 'print(g.upper(\"x\"))'")
+    same_as_lua("-lstring -e'print(string.len(\"abc\"))'")
+    same_as_lua("-v")
+    same_as_lua("-W -e 'warn(\"careful\")'")
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write("print(#arg, arg[0] ~= nil, arg[1], arg[2], arg[-1] ~= nil, ...)\n")
+    f:close()
+    same_as_lua("-e 'x = 1' -- " .. path .. " one two")
+    same_as_lua("- a b", nil, "print('from stdin', ...)")
+    same_as_lua("", nil, "print('no arguments: stdin is run')")
+    os.remove(path)
+  end)
+
+  it("runs LUA_INIT_5_4 or LUA_INIT first, @file too, and -E ignores them and LUA_PATH", function()
+    same_as_lua("-e 'print(X)'", "LUA_INIT='X = 1'")
+    same_as_lua("-e 'print(X)'", "LUA_INIT='X = 1' LUA_INIT_5_4='X = 2'")
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write("X = 'from a file'\n")
+    f:close()
+    same_as_lua("-e 'print(X)'", "LUA_INIT=@" .. path)
+    same_as_lua("-E -e 'print(X, package.path:find(\"nowhere\", 1, true))'",
+                "LUA_INIT='X = 1' LUA_PATH='/nowhere/?.lua'")
+    os.remove(path)
+  end)
+
+  it("refuses a bad option or a missing argument as lua5.4 does, with its usage", function()
+    local e1, e2 = same_as_lua("-x")
+    assert.equal(e2:gsub("\n  %-%-help.-\n  %-%-", "\n  --"):match("^[^\n]*\n[^\n]*"),
+                 e1:match("^[^\n]*\n[^\n]*"))
+    assert.matches("unrecognized option '%-x'", e1)
+    e1 = same_as_lua("-e")
+    assert.matches("'%-e' needs argument", e1)
+  end)
+
+  it("--help and --version", function()
+    local status, out = helpers.run(helpers.runner .. " --help")
+    assert.equal(0, status)
+    assert.matches("^usage: lmp %[options%] %[script %[args%]%]", out)
+    status, out = helpers.run(helpers.runner .. " --version")
+    assert.equal(0, status)
+    assert.matches("^lmp %d+%.%d+%.%d+, Lua 5%.4%.%d+, libuv %d+%.%d+%.%d+\n$", out)
+  end)
+
+  it("an error in -e or a script exits 1 with lua5.4's message", function()
+    local e1, e2 = same_as_lua("-e 'error(\"no\")'")
+    assert.equal(e2, e1)
+  end)
+
+  it("-i prompts, prints expressions, continues incomplete lines, reports errors", function()
+    local input = os.tmpname()
+    local f = assert(io.open(input, "w"))
+    f:write("1 + 1\nx = \n5\n=x\nreturn 1, nil, 'a'\nerror('boom')\nprint('last')\n")
+    f:close()
+    local status, out, err = helpers.run(helpers.runner .. " -i <" .. input)
+    os.remove(input)
+    assert.equal(0, status)
+    out = out:gsub(">> ", ""):gsub("> ", "")
+    assert.equal("2\n5\n1\tnil\ta\nlast\n\n", out:gsub("^Lua[^\n]*\n", ""))
+    assert.matches("^stdin:1: boom\nstack traceback:\n", err)
+  end)
+
+  it("delivers callbacks at the prompt while it waits for the next line", function()
+    local status, out = helpers.run("(printf 'lmp = require \"lmp\"\\npool = lmp.Pool(1)\\n"
+      .. "pool:apply_async(function() return 42 end, {}, {callback = function(v) print(\"callback\", v) end})\\n';"
+      .. " sleep 1; printf 'print(\"next line\")\\n') | " .. helpers.runner .. " -i")
+    assert.equal(0, status)
+    assert.matches("callback\t42\n.*next line\n", out)
+  end)
+
+  it("alone on a terminal opens the interactive prompt", function()
+    local status, out = helpers.run("(sleep 0.5; printf 'print(6 * 7)\\n'; sleep 0.5; printf '\\004') | "
+      .. "script -qec " .. helpers.runner .. " /dev/null")
+    assert.equal(0, status)
+    assert.matches("^Lua 5%.4", out)
+    assert.matches("\n42\r?\n", out)
   end)
 
   it("runs the README example end to end", function()
