@@ -156,11 +156,12 @@ describe("rockspec", function()
     assert.is_true(helpers.no_children())
   end)
 
-  it("luarocks make installs the module, the runner, the worker and the header", function()
+  it("luarocks make installs the module, the runner, the worker, the header and the license", function()
     for _, file in ipairs{"lib/lua/5.4/lmp/core.so", "share/lua/5.4/lmp/init.lua", "bin/lmp",
         "bin/lmp-worker", "lib/luarocks/rocks-5.4/lmp/scm-1/embed/include/lmp.h",
         "lib/luarocks/rocks-5.4/lmp/scm-1/embed/lib/liblmp.a",
-        "lib/luarocks/rocks-5.4/lmp/scm-1/embed/lib/pkgconfig/lmp.pc"} do
+        "lib/luarocks/rocks-5.4/lmp/scm-1/embed/lib/pkgconfig/lmp.pc",
+        "lib/luarocks/rocks-5.4/lmp/scm-1/doc/LICENSE"} do
       assert.truthy(helpers.read_file(tree .. "/" .. file), "missing " .. file)
     end
   end)
