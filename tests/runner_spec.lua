@@ -72,6 +72,22 @@ describe("the lmp runner", function()
     assert.matches("lmp task error %(item 1, process %d+%): .*in the worker", err)
   end)
 
+  it("an uncaught task error shows the task's frames and the script's line that called map", function()
+    local status, _, err = run([[
+      local lmp = require "lmp"
+      local pool <close> = lmp.Pool(1)
+      local function inner(x) error("bad item " .. x) end
+      local function f(x) return inner(x) end
+      local r = pool:map(f, {1, 2, 3})
+    ]])
+    assert.equal(1, status)
+    assert.matches("^lmp: lmp task error %(item 1, process %d+%): [^\n]*:3: bad item 1\n", err)
+    assert.matches("\nin the worker %(process %d+%):\n[^\n]*\n\t[^\n]*:3: in [^\n]*\n", err)
+    assert.matches("\nstack traceback:\n\t[^\n]*:5: in main chunk\n", err)
+    -- lmp's own frames, in the worker and in the main process, are left out.
+    assert.is_nil(err:find("lmp/[%w_]+%.lua:%d"))
+  end)
+
   it("a submission refused for an unsendable argument leaves nothing pending", function()
     local status, out = helpers.run_lua([[
       local lmp = require "lmp"

@@ -63,10 +63,63 @@ static int report(lua_State *L, int status) {
   return status;
 }
 
-/* Adds a traceback to a string error; an error object is shown with its
- * __tostring (lmp's errors have one), anything else by its type. */
+/* How an lmp error that nobody caught is shown: its line, the task's own
+ * frames from the worker's traceback, and the script's frames that led to
+ * the call (map, get ...) that raised it. lmp's own frames, on either
+ * side, tell the reader nothing and are left out. */
+static const char uncaught_source[] =
+    "local err, main_traceback = ...\n"
+    "local function internal(line) return line:find('lmp/[%w_]+%.lua:%d') ~= nil end\n"
+    "local out = {tostring(err)}\n"
+    "local worker = rawget(err, 'traceback')\n"
+    "if type(worker) == 'string' then\n"
+    "  local frames, started = {}, false\n"
+    "  for line in worker:gmatch('[^\\n]+') do\n"
+    "    if started then\n"
+    "      if internal(line) then break end\n"
+    "      frames[#frames + 1] = line\n"
+    "    elseif line == 'stack traceback:' then\n"
+    "      started = true\n"
+    "    end\n"
+    "  end\n"
+    "  if frames[#frames] == \"\\t[C]: in function 'xpcall'\" then frames[#frames] = nil end\n"
+    "  if #frames > 0 then\n"
+    "    out[#out + 1] = ('in the worker (process %s):'):format(tostring(rawget(err, 'pid')))\n"
+    "    for _, line in ipairs(frames) do out[#out + 1] = line end\n"
+    "  end\n"
+    "end\n"
+    "local lines = {}\n"
+    "for line in main_traceback:gmatch('[^\\n]+') do lines[#lines + 1] = line end\n"
+    "local dropped = false\n"
+    "for i, line in ipairs(lines) do\n"
+    "  local raised_by_lmp = line:find('^\\t%[C%]: in function') and lines[i + 1] and internal(lines[i + 1])\n"
+    "  local after_lmp = dropped and line == '\\t(...tail calls...)'\n"
+    "  dropped = internal(line) or raised_by_lmp or after_lmp\n"
+    "  if not dropped then out[#out + 1] = line end\n"
+    "end\n"
+    "return table.concat(out, '\\n')\n";
+
+static int is_lmp_error(lua_State *L, int idx) {
+  int yes;
+  if (!lua_istable(L, idx) || !lua_getmetatable(L, idx)) return 0;
+  lua_getfield(L, -1, "__name");
+  yes = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "lmp.Error") == 0;
+  lua_pop(L, 2);
+  return yes;
+}
+
+/* Adds a traceback to a string error; an lmp error is shown with the
+ * task's frames too; any other error object with its __tostring, or by
+ * its type (as lua5.4 does). */
 static int message_handler(lua_State *L) {
   const char *msg = lua_tostring(L, 1);
+  if (msg == NULL && is_lmp_error(L, 1) &&
+      luaL_loadbuffer(L, uncaught_source, sizeof uncaught_source - 1, "=(lmp error)") == LUA_OK) {
+    lua_pushvalue(L, 1);
+    luaL_traceback(L, L, NULL, 1);
+    if (lua_pcall(L, 2, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TSTRING) return 1;
+    lua_pop(L, 1);
+  }
   if (msg == NULL) {
     if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
     msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
