@@ -278,5 +278,6 @@ int luaopen_lmp_core(lua_State *L) {
   lmp__open_interrupt(L);
   lmp__open_shared(L);
   lmp__open_server(L);
+  lmp__open_terminal(L);
   return 1;
 }

@@ -141,6 +141,7 @@ void lmp__open_worker(lua_State *L);
 void lmp__open_interrupt(lua_State *L);
 void lmp__open_shared(lua_State *L);
 void lmp__open_server(lua_State *L);
+void lmp__open_terminal(lua_State *L);
 /* interrupt.c: stops watching for Ctrl-C (the lua_State is closing). */
 void lmp__close_interrupt(void);
 

@@ -2,7 +2,7 @@
 # Installs what lmp needs to build and test, from Debian's packages, when it
 # is missing; does nothing when everything is there.
 set -e
-PACKAGES="gcc make pkg-config liblua5.4-dev lua5.4 libuv1-dev lua-busted luarocks lua-luv python3"
+PACKAGES="gcc make pkg-config liblua5.4-dev lua5.4 libuv1-dev lua-busted luarocks lua-luv python3 tmux"
 missing=""
 for p in $PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
