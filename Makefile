@@ -140,7 +140,7 @@ install: all
 	  -e 's|@LUA_PKG@|$(LUA_PKG)|' -e 's|@VERSION@|$(LMP_VERSION)|' rockspec/lmp.pc.in \
 	  > $(DESTDIR)$(PKGCONFIGDIR)/lmp.pc
 
-# ---- the embedding example (examples/embed, DESIGN.md section 5) ------------
+# ---- the embedding example (examples/embed, docs/reference.md) -------------
 # A host program that links liblmp.a and serves as its own worker executable.
 $(BUILD)/examples/embed-host: examples/embed/host.c runtime/lmp.h $(BUILD)/liblmp.a
 	mkdir -p $(BUILD)/examples

@@ -1,4 +1,4 @@
--- Embedding from C (DESIGN.md section 5): examples/embed/host.c opens lmp
+-- Embedding from C (docs/reference.md, "C embedding API"): examples/embed/host.c opens lmp
 -- in its own lua_State, hands lmp its own uv_loop_t, and is its own worker
 -- executable, so that its C function host.checksum exists in the workers.
 local describe, it, setup, assert = describe, it, setup, assert

@@ -27,7 +27,7 @@ end
 local TIME_LIMIT = 60
 
 -- Runs examples/<name> with the runner; returns status, stdout, stderr and
--- the workers of that run still alive a second after it ended (DESIGN §4:
+-- the workers of that run still alive a second after it ended (docs/reference.md:
 -- none may outlive the main process by more than a second).
 local function run_example(name, time_limit)
   local pidfile = os.tmpname()

@@ -1,4 +1,4 @@
--- ProcessPoolExecutor, futures, as_completed and wait (DESIGN.md §2).
+-- ProcessPoolExecutor, futures, as_completed and wait (docs/reference.md, "ProcessPoolExecutor").
 local describe, it, setup, teardown, after_each, assert, pcall =
   describe, it, setup, teardown, after_each, assert, pcall
 local _ENV = _G

@@ -1,4 +1,4 @@
--- Failures are values, never hangs (DESIGN.md §4): each test causes the
+-- Failures are values, never hangs (docs/reference.md, "Errors"): each test causes the
 -- fault and checks what the user gets, then that nothing is left behind.
 local describe, it, setup, teardown, after_each, assert, pcall =
   describe, it, setup, teardown, after_each, assert, pcall

@@ -1,4 +1,4 @@
--- The event loop (DESIGN.md §2, "The event loop"): callbacks on the main
+-- The event loop (docs/reference.md, "The event loop"): callbacks on the main
 -- thread one at a time, blocking calls, lmp.run, lmp.spawn, lmp.sleep.
 local describe, it, setup, teardown, after_each, assert, pcall =
   describe, it, setup, teardown, after_each, assert, pcall

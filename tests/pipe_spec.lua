@@ -1,4 +1,4 @@
--- lmp.Pipe (DESIGN.md §2, "Processes and communication").
+-- lmp.Pipe (docs/reference.md, "Processes").
 local describe, it, assert, after_each, pcall = describe, it, assert, after_each, pcall
 local _ENV = _G
 local lmp = require "lmp"

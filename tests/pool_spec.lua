@@ -1,4 +1,4 @@
--- The Pool API (DESIGN.md §2, "Pool"): every method and option.
+-- The Pool API (docs/reference.md, "Pool"): every method and option.
 -- busted runs a spec under an environment of its own; functions sent to
 -- workers should see the real globals, as they do in a script.
 local describe, it, setup, teardown, after_each, assert, pcall =

@@ -1,4 +1,4 @@
--- The value format (DESIGN.md §3, "Values across processes"): what
+-- The value format (runtime/value_format.md and docs/reference.md, "The value format"): what
 -- lmp.dumps and lmp.loads keep, what they refuse, and that no bytes given
 -- to lmp.loads crash it. runtime/value_format.md describes the bytes.
 -- busted runs a spec under an environment of its own; the functions here

@@ -1,4 +1,4 @@
-/* An embedding host (DESIGN.md section 5): a C program that runs Lua, uses
+/* An embedding host (docs/reference.md, "C embedding API"): a C program that runs Lua, uses
  * lmp in its own lua_State, hands lmp its own libuv loop, and serves as its
  * own worker executable, so that the C function it gives its Lua
  * (host.checksum) exists in the workers too.

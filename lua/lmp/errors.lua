@@ -1,4 +1,4 @@
--- Error objects: what every failure reaches the caller as (DESIGN.md §4).
+-- Error objects: what every failure reaches the caller as (docs/reference.md, "Errors").
 -- A table with kind, message and, where known, traceback, pid, index and
 -- value (the original error value); tostring gives one readable line.
 local core = require "lmp.core"

@@ -114,7 +114,7 @@ function workloads.startup()
   end
 end
 
--- Trial division, as DESIGN.md's example does it.
+-- Trial division, as the README's first example does it.
 local function count_primes(from, to)
   local count = 0
   for n = from, to - 1 do
