@@ -301,6 +301,15 @@ function Pool:_active_workers()
   return n
 end
 
+-- Whether a worker that died is replaced: always while the pool runs; once
+-- it is closed, while work is left that needs a worker (a closed pool keeps
+-- its size until its queue is empty); never once it is terminated.
+function Pool:_replaces_workers()
+  if self.broken or self.state == "terminated" then return false end
+  if self.state == "running" then return true end
+  return self:_queued() > 0 or next(self.streams) ~= nil
+end
+
 function Pool:_start_worker()
   worker_serial = worker_serial + 1
   local ref = self.ref
@@ -394,7 +403,7 @@ end
 -- An idle worker does not keep the event loop alive (luv's uv.run() may
 -- return); one that is starting, working or leaving does.
 function Pool:_keep_alive(w)
-  local keep = #w.inflight > 0 or not w.ready or w.retiring == true
+  local keep = #w.inflight > 0 or not w.ready or w.retiring == true or w.lost ~= nil
   if keep ~= w.keeps_loop_alive then
     w.keeps_loop_alive = keep
     w.handle:keep_loop_alive(keep)
@@ -418,7 +427,7 @@ function Pool:_free_worker()
     local load = #w.inflight
     -- A worker still starting takes tasks too: they wait in its channel
     -- and run as soon as it is up, rather than behind a long one elsewhere.
-    if not w.retiring and load < best_load then
+    if not w.retiring and not w.lost and load < best_load then
       best, best_load = w, load
       if load == 0 then break end
     end
@@ -479,9 +488,12 @@ function Pool:_send(w, task)
     sent = w.handle:send_task(task.id, task.function_id, task.mode, task.payload)
   end
   if not sent then
+    -- The channel is broken: the worker died (perhaps while this process
+    -- was busy and did not turn its loop). It is not retiring: its exit,
+    -- reported soon, fails what it held and starts its replacement.
     w.functions[task.function_id] = nil
     self:_enqueue(task, true)
-    w.retiring = true
+    w.lost = w.lost or "its channel broke"
     self:_keep_alive(w)
     return
   end
@@ -592,7 +604,7 @@ function Pool:_on_exit(w, status, signal)
           {pid = w.pid}))
       end
     end
-    if self.state == "running" and not self.broken and self:_active_workers() < self.processes then
+    if self:_replaces_workers() and self:_active_workers() < self.processes then
       self:_start_worker()
     end
   end

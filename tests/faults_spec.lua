@@ -1,0 +1,132 @@
+-- Faults caused from outside the event loop, as the world causes them: a
+-- worker killed by another process while the main process computes, a
+-- worker that leaves a child behind, a channel that carries forged or
+-- garbage frames. Each test checks that the pool keeps its size and that
+-- every task gets exactly one answer.
+local describe, it, after_each, assert, pcall =
+  describe, it, after_each, assert, pcall
+local _ENV = _G
+local lmp = require "lmp"
+local core = require "lmp.core"
+local helpers = require "helpers"
+
+local busy = helpers.busy
+
+local function wait_for(predicate, seconds)
+  local deadline = core.hrtime() + (seconds or 10)
+  while not predicate() do
+    if core.hrtime() > deadline then return false end
+    lmp.sleep(0.01)
+  end
+  return true
+end
+
+local function alive(pid)
+  local stat = helpers.read_file("/proc/" .. pid .. "/stat")
+  return stat ~= nil and not stat:match("^%d+ %b() Z")
+end
+
+-- Kills `pid` from another process (a shell), while this one does not
+-- turn its loop: the pool learns of it only when it next looks.
+local function kill_from_outside(pid, signal)
+  assert(os.execute(("kill -%d %d"):format(signal or 9, pid)))
+  local deadline = core.hrtime() + 10
+  while alive(pid) and core.hrtime() < deadline do os.execute("sleep 0.01") end
+end
+
+local function worker_pids(pool)
+  local pids = {}
+  for _, w in ipairs(pool.workers) do pids[#pids + 1] = w.pid end
+  return pids
+end
+
+describe("a worker killed from outside while the main process is busy", function()
+  after_each(function() assert.is_true(helpers.no_children()) end)
+
+  it("is replaced, even when it was idle: the pool keeps its size", function()
+    local pool <close> = lmp.Pool(2)
+    for round = 1, 3 do
+      for _, pid in ipairs(worker_pids(pool)) do kill_from_outside(pid) end
+      busy(0.05) -- the main process computes; its loop does not turn
+      for i = 1, 4 do
+        assert.equal(round * 10 + i, pool:apply(function(x) return x end, {round * 10 + i}))
+      end
+      assert.is_true(wait_for(function() return #pool.workers == 2 end))
+    end
+    local r = pool:map(function(x) return x * 2 end, {1, 2, 3, 4, 5})
+    assert.same({2, 4, 6, 8, 10, n = 5}, r)
+  end)
+
+  it("with tasks in flight: each task gets its result or worker_lost, once", function()
+    local pool <close> = lmp.Pool(2)
+    local answers = {}
+    local handles = {}
+    for i = 1, 8 do
+      handles[i] = pool:apply_async(function(x) local t = os.clock()
+        while os.clock() - t < 0.05 do end
+        return x end, {i})
+    end
+    lmp.sleep(0.02)
+    for _, pid in ipairs(worker_pids(pool)) do kill_from_outside(pid, 11) end
+    busy(0.05)
+    for i = 1, 8 do
+      local ok, v = pcall(handles[i].get, handles[i], 30)
+      if ok then assert.equal(i, v) else assert.equal("worker_lost", v.kind) end
+      answers[i] = true
+    end
+    assert.equal(8, #answers)
+    assert.equal(5, pool:apply(function() return 5 end, {}))
+    assert.equal(2, #pool.workers)
+  end)
+end)
+
+describe("a closed pool", function()
+  after_each(function() assert.is_true(helpers.no_children()) end)
+
+  it("replaces a worker that dies while tasks are queued, and runs them all", function()
+    local pool = lmp.Pool(2)
+    local r = pool:map_async(function(x)
+      local t = os.clock()
+      while os.clock() - t < 0.02 do end
+      return x
+    end, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, 1)
+    pool:close()
+    for _, pid in ipairs(worker_pids(pool)) do kill_from_outside(pid) end
+    busy(0.05)
+    local ok, err = pcall(r.get, r, 30)
+    -- The two tasks running when their workers died fail; none is lost.
+    assert.is_false(ok)
+    assert.equal("worker_lost", err.kind)
+    assert.is_true(pool:join(30))
+    assert.equal(0, pool:_queued())
+  end)
+
+  it("join waits for every queued task even when all its workers die", function()
+    local pool = lmp.Pool(1)
+    local done = 0
+    for i = 1, 6 do
+      pool:apply_async(function(x) return x end, {i}, {
+        callback = function() done = done + 1 end,
+        error_callback = function() done = done + 1 end})
+    end
+    pool:close()
+    kill_from_outside(pool.workers[1].pid)
+    assert.is_true(pool:join(30))
+    assert.equal(6, done)
+    assert.equal(0, pool:_queued())
+  end)
+end)
+
+describe("the outside soak (short; tests/soak/outside.lua runs it long)", function()
+  -- Another process kills random workers with SIGKILL and SIGSEGV while the
+  -- main process computes, waits and calls the pool.
+  for _, case in ipairs{{"spawn", 3}, {"fork", 2}} do
+    it(("%s workers: the pool keeps its size and every task is answered once"):format(case[1]),
+      function()
+        local status, out = helpers.run(("timeout 120 %s %s/tests/soak/outside.lua %d 3 %s")
+          :format(helpers.runner, helpers.root, case[2], case[1]))
+        assert.equal(0, status, out)
+        assert.matches("outside soak: PASS", out)
+      end)
+  end
+end)
