@@ -108,7 +108,7 @@ static int recv_exact(lua_State *L, int fd) {
     lua_setfield(L, -2, "__gc");
   }
   lua_setmetatable(L, -2);
-  if (length > ((uint64_t)1 << 40) || lmp__buffer_reserve(b, (size_t)length) != 0)
+  if (length > LMP_FRAME_MAX || lmp__buffer_reserve(b, (size_t)length) != 0)
     return luaL_error(L, "lmp: cannot receive a message of %d bytes", (int)length);
   r = read_full(fd, b->data, (size_t)length);
   if (r <= 0) return luaL_error(L, "lmp: channel closed in the middle of a message");
@@ -124,8 +124,9 @@ static lmp_inbox channel_inbox;
 static int recv_buffered(lua_State *L, int fd) {
   const char *body;
   size_t n;
+  int got;
   lmp__inbox_compact(&channel_inbox);
-  while (!lmp__inbox_next(&channel_inbox, &body, &n)) {
+  while ((got = lmp__inbox_next(&channel_inbox, &body, &n)) == 0) {
     uv_buf_t room;
     ssize_t r;
     /* Watch for the next message; but the rest of one begun is being
@@ -144,6 +145,7 @@ static int recv_buffered(lua_State *L, int fd) {
     }
     channel_inbox.bytes.len += (size_t)r;
   }
+  if (got < 0) return luaL_error(L, "lmp: malformed frame on the channel (too long)");
   /* The body stays put until the next call compacts the inbox. */
   lmp__decode_frame(L, body, n);
   lua_pushinteger(L, (lua_Integer)n);

@@ -12,6 +12,9 @@
 #include <lua.h>
 
 #define LMP_FRAME_HEADER 8
+/* No frame is longer: a header that says more is garbage, and reading on
+ * would wait for bytes that never come. */
+#define LMP_FRAME_MAX ((uint64_t)1 << 40)
 /* The file descriptor a worker finds its channel on. */
 #define LMP_CHANNEL_FD 3
 

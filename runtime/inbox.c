@@ -11,7 +11,7 @@ void lmp__inbox_alloc(lmp_inbox *in, uv_buf_t *buf) {
   size_t want = INBOX_CHUNK, pending = in->bytes.len - in->used;
   if (pending >= LMP_FRAME_HEADER) {
     uint64_t frame = lmp__frame_length(in->bytes.data + in->used);
-    if (frame + LMP_FRAME_HEADER > pending && frame < ((uint64_t)1 << 40))
+    if (frame + LMP_FRAME_HEADER > pending && frame <= LMP_FRAME_MAX)
       want = (size_t)(frame + LMP_FRAME_HEADER - pending);
     if (want < INBOX_CHUNK) want = INBOX_CHUNK;
   }
@@ -29,6 +29,7 @@ int lmp__inbox_next(lmp_inbox *in, const char **body, size_t *n) {
   uint64_t frame;
   if (pending < LMP_FRAME_HEADER) return 0;
   frame = lmp__frame_length(in->bytes.data + in->used);
+  if (frame > LMP_FRAME_MAX) return -1;
   if (frame > pending - LMP_FRAME_HEADER) return 0;
   *body = in->bytes.data + in->used + LMP_FRAME_HEADER;
   *n = (size_t)frame;
@@ -47,12 +48,14 @@ void lmp__inbox_compact(lmp_inbox *in) {
   }
 }
 
-void lmp__inbox_frames(lmp_inbox *in, void (*deliver)(void *ctx, const char *body, size_t n),
-                       void *ctx) {
+int lmp__inbox_frames(lmp_inbox *in, void (*deliver)(void *ctx, const char *body, size_t n),
+                      void *ctx) {
   const char *body;
   size_t n;
-  while (lmp__inbox_next(in, &body, &n)) deliver(ctx, body, n);
+  int r;
+  while ((r = lmp__inbox_next(in, &body, &n)) > 0) deliver(ctx, body, n);
   lmp__inbox_compact(in);
+  return r;
 }
 
 void lmp__inbox_free(lmp_inbox *in) {

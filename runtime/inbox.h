@@ -18,13 +18,16 @@ typedef struct lmp_inbox {
 void lmp__inbox_alloc(lmp_inbox *in, uv_buf_t *buf);
 
 /* Calls deliver(ctx, body, length) for every complete frame, then keeps
- * what is left of an incomplete one. */
-void lmp__inbox_frames(lmp_inbox *in, void (*deliver)(void *ctx, const char *body, size_t n),
+ * what is left of an incomplete one. Returns 0, or -1 when the next frame
+ * says it is longer than LMP_FRAME_MAX (the stream carries garbage: the
+ * caller must stop reading it). */
+int lmp__inbox_frames(lmp_inbox *in, void (*deliver)(void *ctx, const char *body, size_t n),
                        void *ctx);
 
 /* Takes the next complete frame, if one has arrived: sets *body and *n and
  * returns 1; its bytes stay valid until the inbox is next touched.
- * Returns 0 otherwise. */
+ * Returns 0 otherwise, and -1 when the next frame says it is longer than
+ * LMP_FRAME_MAX. */
 int lmp__inbox_next(lmp_inbox *in, const char **body, size_t *n);
 
 /* Drops what was taken, keeping what is left of an incomplete frame. */

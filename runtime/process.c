@@ -6,9 +6,11 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <limits.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -41,6 +43,7 @@ typedef struct child {
   int handles_open; /* freed when no handle is open and Lua let go */
   int lua_owned;
   int exited, eof, reported, input_closed;
+  int broken;   /* the channel carried garbage: it is read no more */
   int64_t exit_status;
   int term_signal;
   int pid;
@@ -92,6 +95,10 @@ int lmp__kill_all_workers(void) {
   int n = 0;
   for (c = live_children; c; c = c->next) {
     kill(c->pid, SIGKILL);
+    /* A worker of a pool with kill_orphans leads a process group of its
+     * own, which the terminal's Ctrl-C does not reach: what its tasks
+     * started goes too. (No group has that id otherwise: ESRCH.) */
+    kill(-c->pid, SIGKILL);
     n++;
   }
   for (c = live_children; c; c = c->next) {
@@ -148,12 +155,23 @@ static void report_if_gone(child *c) {
   lmp__call_protected(L, 2);
 }
 
+static void drain_channel(child *c);
+
+/* The exit itself is the worker's end, not the end of file on its channel:
+ * a child the worker left behind may hold the channel open for ever. What
+ * the worker wrote before it died is read now, and the exit reported. */
 static void worker_exited(child *c, int64_t exit_status, int term_signal) {
+  uv_handle_t *channel = (uv_handle_t *)&c->channel;
   remove_live(c);
   c->exited = 1;
   c->exit_status = exit_status;
   c->term_signal = term_signal;
   close_handle(exit_handle(c));
+  drain_channel(c);
+  if (!c->eof) {
+    c->eof = 1;
+    if (!uv_is_closing(channel)) uv_read_stop((uv_stream_t *)channel);
+  }
   report_if_gone(c);
 }
 
@@ -247,29 +265,42 @@ static int core_payload_into(lua_State *L) {
   return 0;
 }
 
-/* Runs protected, given (handler, view of the frame's body): calls
- * handler(message, view of the payload, or nil). */
-static int decode_and_deliver(lua_State *L) {
-  payload_view *view = lua_touserdata(L, 2);
+/* The channel carried something that is not a frame of lmp's (garbage, or
+ * a message that does not decode): nothing after it can be trusted, so it
+ * is read no more, and the owner learns why, as on_message(nil, reason)
+ * (a pool then kills the worker). */
+static void channel_broken(child *c, const char *reason) {
+  lua_State *L = c->L;
+  if (c->broken) return;
+  c->broken = 1;
+  if (!uv_is_closing((uv_handle_t *)&c->channel)) uv_read_stop((uv_stream_t *)&c->channel);
+  if (L == NULL) return;
+  luaL_checkstack(L, 4, "lmp: reporting a broken channel");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->on_message_ref);
+  lua_pushnil(L);
+  lua_pushstring(L, reason);
+  lmp__call_protected(L, 2);
+}
+
+#define GARBAGE_HEADER "a frame header announcing more than 1 TB (garbage on the channel)"
+
+/* Runs protected, given a view of a frame's body: pushes the message and
+ * moves the view onto the payload (n = 0: none). Raises on malformed
+ * bytes. */
+static int decode_message(lua_State *L) {
+  payload_view *view = lua_touserdata(L, 1);
   size_t message = lmp__frame_message(L, view->p, view->n);
-  lua_pushvalue(L, 1);
   lmp__decode(L, view->p + 4, message);
-  if (view->n - 4 - message > 0) {
-    view->p += 4 + message;
-    view->n -= 4 + message;
-    lua_pushvalue(L, 2);
-  } else {
-    lua_pushnil(L);
-  }
-  lua_call(L, 2, 0);
-  return 0;
+  view->p += 4 + message;
+  view->n -= 4 + message;
+  return 1;
 }
 
 static void deliver_frame(void *ctx, const char *body, size_t n) {
   child *c = ctx;
   lua_State *L = c->L;
   payload_view *view;
-  if (L == NULL) return;
+  if (L == NULL || c->broken) return;
   luaL_checkstack(L, 8, "lmp: delivering a message");
   /* One view per worker, reused for each of its messages. */
   if (c->view_ref == LUA_NOREF) {
@@ -281,9 +312,22 @@ static void deliver_frame(void *ctx, const char *body, size_t n) {
   view = lua_touserdata(L, -1);
   view->p = body;
   view->n = n;
-  lua_pushcfunction(L, decode_and_deliver);
+  lua_pushcfunction(L, decode_message);
+  lua_pushvalue(L, -2);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    char reason[200];
+    const char *why = lua_tostring(L, -1);
+    snprintf(reason, sizeof reason, "a malformed message (%s)", why ? why : "not decodable");
+    view->p = NULL;
+    lua_pop(L, 2);
+    channel_broken(c, reason);
+    return;
+  }
+  /* The view, the message: call handler(message, view of the payload or nil). */
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->on_message_ref);
-  lua_pushvalue(L, -3);
+  lua_insert(L, -2);
+  if (view->n > 0) lua_pushvalue(L, -3);
+  else lua_pushnil(L);
   lmp__call_protected(L, 2);
   view->p = NULL; /* the bytes are the inbox's again */
   lua_pop(L, 1);
@@ -332,13 +376,41 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   if (nread > 0) {
     c->inbox.bytes.len += (size_t)nread;
     corked++;
-    lmp__inbox_frames(&c->inbox, deliver_frame, c);
+    if (lmp__inbox_frames(&c->inbox, deliver_frame, c) < 0) channel_broken(c, GARBAGE_HEADER);
+    if (c->broken) c->inbox.bytes.len = c->inbox.used = 0;
     if (--corked == 0) flush_all();
   } else if (nread < 0) {
     uv_read_stop(stream);
     c->eof = 1;
     report_if_gone(c);
   }
+}
+
+/* Reads, without waiting, what the socket holds now: all the worker wrote
+ * before it exited (and no more, should a child it left keep writing). */
+static void drain_channel(child *c) {
+  uv_os_fd_t fd;
+  int available = 0;
+  if (c->eof || c->broken || uv_is_closing((uv_handle_t *)&c->channel)) return;
+  if (uv_fileno((uv_handle_t *)&c->channel, &fd) != 0) return;
+  if (ioctl(fd, FIONREAD, &available) != 0) return;
+  corked++;
+  while (available > 0) {
+    uv_buf_t buf;
+    ssize_t r;
+    /* A handler may close the handle (and a new one reuse its number). */
+    if (c->broken || c->L == NULL || uv_is_closing((uv_handle_t *)&c->channel)) break;
+    lmp__inbox_alloc(&c->inbox, &buf);
+    if (buf.base == NULL) break;
+    r = read(fd, buf.base, buf.len < (size_t)available ? buf.len : (size_t)available);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    available -= (int)r;
+    c->inbox.bytes.len += (size_t)r;
+    if (lmp__inbox_frames(&c->inbox, deliver_frame, c) < 0) channel_broken(c, GARBAGE_HEADER);
+  }
+  if (c->broken) c->inbox.bytes.len = c->inbox.used = 0;
+  if (--corked == 0) flush_all();
 }
 
 static child *check_child(lua_State *L) {
@@ -608,7 +680,7 @@ static int send_encoded(lua_State *L, child *c, lmp_buffer *b, int box, lmp_payl
   if (payload_len > UINT_MAX) return luaL_error(L, "lmp: a payload over 4 GB cannot be sent");
   if (copy && lmp__buffer_append(b, LMP_PAYLOAD_BYTES(payload), payload_len) != 0)
     return luaL_error(L, "lmp: not enough memory");
-  if (c->exited || c->eof || c->input_closed) {
+  if (c->exited || c->eof || c->input_closed || c->broken) {
     lmp__give_back_encode_box(L, box);
     lua_pushboolean(L, 0);
     return 1;

@@ -1,6 +1,7 @@
 /* Being a worker: lmp_worker_main turns a process started by a pool into a
  * worker, and core.find_worker tells a pool which executable to start. */
 #include <dlfcn.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
@@ -113,7 +114,22 @@ static int core_find_worker(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg worker_functions[] = {{"find_worker", core_find_worker}, {NULL, NULL}};
+/* core.new_process_group() -> true, or nil and a message: this worker
+ * leads a process group of its own, so that what its tasks start can be
+ * killed with it (a pool's kill_orphans). Called before any task runs. */
+static int core_new_process_group(lua_State *L) {
+  if (setpgid(0, 0) != 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, strerror(errno));
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static const luaL_Reg worker_functions[] = {{"find_worker", core_find_worker},
+                                            {"new_process_group", core_new_process_group},
+                                            {NULL, NULL}};
 
 void lmp__open_worker(lua_State *L) {
   luaL_setfuncs(L, worker_functions, 0);

@@ -130,3 +130,103 @@ describe("the outside soak (short; tests/soak/outside.lua runs it long)", functi
       end)
   end
 end)
+
+describe("answers a worker's channel carries", function()
+  after_each(function() assert.is_true(helpers.no_children()) end)
+
+  -- Runs fn over 1..6, one item per task, on a pool of one worker; returns
+  -- the outcome of each item: its value, or the error.
+  local function outcomes(pool, fn)
+    local got = {}
+    local it = pool:imap(fn, {1, 2, 3, 4, 5, 6}, 1)
+    for i = 1, 6 do
+      local ok, v = pcall(it)
+      got[i] = ok and v or v
+    end
+    return got
+  end
+
+  it("a stray well-formed answer ends the worker as worker_lost, shifting nothing", function()
+    local pool <close> = lmp.Pool(1)
+    local got = outcomes(pool, function(x)
+      if x == 3 then require("lmp.core").channel_send(999, {n = 1, 999}, 1) end
+      return x
+    end)
+    for _, i in ipairs{1, 2, 4, 5, 6} do assert.equal(i, got[i]) end
+    assert.equal("table", type(got[3]))
+    assert.equal("worker_lost", got[3].kind)
+    assert.equal(3, got[3].index)
+    assert.matches("killed by the pool: it sent an answer for task 999 while it was running task",
+      got[3].message)
+    assert.same({2, 4, n = 2}, pool:map(function(x) return 2 * x end, {1, 2}))
+    assert.equal(1, #pool.workers)
+  end)
+
+  local garbage = {
+    {"bytes that are no frame", "garbage!garbage!", "garbage on the channel"},
+    {"a frame whose message does not decode",
+     "\12\0\0\0\0\0\0\0" .. "\4\0\0\0" .. "\255\255\255\255" .. "\0\0\0\0", "a malformed message"},
+  }
+  for _, case in ipairs(garbage) do
+    it(case[1] .. " ends the worker as worker_lost instead of hanging the job", function()
+      local pool <close> = lmp.Pool(1)
+      local r = pool:starmap_async(function(x, bytes)
+        if x == 2 then require("crash").write(3, bytes) end
+        return x
+      end, {{1, case[2]}, {2, case[2]}, {3, case[2]}}, {chunksize = 1})
+      local ok, err = pcall(r.get, r, 30)
+      assert.is_false(ok)
+      assert.equal("worker_lost", err.kind)
+      assert.equal(2, err.index)
+      assert.matches(case[3], err.message, 1, true)
+      assert.equal(7, pool:apply(function() return 7 end, {}))
+    end)
+  end
+end)
+
+describe("a worker that dies leaving a child that holds its channel open", function()
+  after_each(function() assert.is_true(helpers.no_children()) end)
+
+  for _, method in ipairs{"spawn", "fork"} do
+    for _, kill in ipairs{false, true} do
+      it(("%s workers, kill_orphans %s: the death is reported at the exit; the child %s")
+        :format(method, kill and "true" or "unset", kill and "is killed" or "is left alone"),
+        function()
+          local pidfile = os.tmpname()
+          local pool <close> = lmp.Pool{processes = 1, start_method = method,
+                                        kill_orphans = kill or nil}
+          local t0 = core.hrtime()
+          -- The child sleeps 60 s: before the fix the death was noticed
+          -- only when it exited.
+          local ok, err = pcall(pool.apply, pool, function(path)
+            local crash = require "crash"
+            local f = assert(io.open(path, "w"))
+            f:write(crash.fork_sleeper(60))
+            f:close()
+            crash.segfault()
+          end, {pidfile})
+          local elapsed = core.hrtime() - t0
+          local orphan = tonumber(helpers.read_file(pidfile))
+          os.remove(pidfile)
+          assert.is_false(ok)
+          assert.equal("worker_lost", err.kind)
+          assert.matches("SIGSEGV", err.message)
+          assert.is_true(elapsed < 30, "noticed after " .. elapsed .. " s")
+          assert.is_number(orphan)
+          if kill then
+            assert.is_true(wait_for(function() return not alive(orphan) end))
+          else
+            assert.is_true(alive(orphan))
+            os.execute("kill -9 " .. orphan)
+          end
+          assert.equal(3, pool:apply(function() return 3 end, {}))
+        end)
+    end
+  end
+
+  it("kill_orphans must be a boolean", function()
+    local ok, err = pcall(lmp.Pool, {processes = 1, kill_orphans = 1})
+    assert.is_false(ok)
+    assert.matches("bad argument #1 to 'Pool' %(kill_orphans must be a boolean%)", err)
+  end)
+end)

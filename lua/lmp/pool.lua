@@ -234,6 +234,9 @@ local function new_pool(opts, fname)
   if opts.progress ~= nil and type(opts.progress) ~= "boolean" then
     argument_error(1, fname, "progress must be a boolean")
   end
+  if opts.kill_orphans ~= nil and type(opts.kill_orphans) ~= "boolean" then
+    argument_error(1, fname, "kill_orphans must be a boolean")
+  end
   local start_method = opts.start_method or settings.start_method
   if start_method ~= "spawn" and start_method ~= "fork" then
     argument_error(1, fname, ("start method '%s' is not supported; use 'spawn' or 'fork'")
@@ -253,12 +256,14 @@ local function new_pool(opts, fname)
     state = "running",     -- running, closed, terminated
     start_method = start_method,
     start_failures = 0,
+    kill_orphans = opts.kill_orphans == true,
   }, Pool)
   self.ref = weak_ref(self)
   local initargs = opts.initargs and table.pack(table.unpack(opts.initargs, 1,
     opts.initargs.n or #opts.initargs)) or nil
   self.config = {path = package.path, cpath = package.cpath,
-                 initializer = opts.initializer, initargs = initargs}
+                 initializer = opts.initializer, initargs = initargs,
+                 own_process_group = self.kill_orphans or nil}
   if opts.initializer then
     local ok, err = pcall(core.dumps, self.config, "initializer")
     if not ok then error(err, 0) end
@@ -403,7 +408,7 @@ end
 -- An idle worker does not keep the event loop alive (luv's uv.run() may
 -- return); one that is starting, working or leaving does.
 function Pool:_keep_alive(w)
-  local keep = #w.inflight > 0 or not w.ready or w.retiring == true or w.lost ~= nil
+  local keep = #w.inflight > 0 or not w.ready or w.retiring == true or w.lost == true
   if keep ~= w.keeps_loop_alive then
     w.keeps_loop_alive = keep
     w.handle:keep_loop_alive(keep)
@@ -493,7 +498,7 @@ function Pool:_send(w, task)
     -- reported soon, fails what it held and starts its replacement.
     w.functions[task.function_id] = nil
     self:_enqueue(task, true)
-    w.lost = w.lost or "its channel broke"
+    w.lost = true
     self:_keep_alive(w)
     return
   end
@@ -525,21 +530,71 @@ function Pool:_task_started(w, task)
   end)
 end
 
+-- Whether `errs` is what a worker sends for a task of `count` items:
+-- item index -> {message = string, kind = string or nil, ...}.
+local function valid_errors(errs, count)
+  if type(errs) ~= "table" or getmetatable(errs) ~= nil then return false end
+  for i, info in pairs(errs) do
+    if math.type(i) ~= "integer" or i < 1 or i > count or type(info) ~= "table"
+       or type(info.message) ~= "string" or (info.kind ~= nil and type(info.kind) ~= "string") then
+      return false
+    end
+  end
+  return true
+end
+
+local function describe_message(message)
+  if type(message) == "table" then
+    return ("a table message %s"):format(type(message[1]) == "string"
+      and ("%q"):format(message[1]:sub(1, 40)) or "of no known kind")
+  end
+  return ("a %s message"):format(math.type(message) or type(message))
+end
+
+-- The pool gives up on a worker whose channel says something it cannot
+-- trust (a malformed frame, an answer out of order, a message it does not
+-- expect): nothing more it sends is read, it is killed, and its exit fails
+-- the task it was running as worker_lost with `reason` in the message.
+function Pool:_lose(w, reason)
+  if w.protocol_error then return end
+  w.lost = true
+  w.protocol_error = reason
+  self:_keep_alive(w)
+  w.handle:kill(9)
+end
+
 -- A worker's answers: a task's id (or {"done", id, errors}) with its
 -- values; "ready" once started; "init_error" when the initializer failed.
+-- Each answer must be for the task the worker is running (the first in
+-- flight): anything else ends the worker (see Pool:_lose).
 function Pool:_on_message(w, message, values)
-  local errs
+  if w.protocol_error then return end -- nothing it says is trusted now
+  if message == nil then return self:_lose(w, values) end -- a malformed frame (process.c)
+  local id, errs = message, nil
   if math.type(message) ~= "integer" then
-    if message[1] == "done" then
-      errs = message[3]
+    if type(message) ~= "table" then
+      return self:_lose(w, describe_message(message))
+    elseif message[1] == "done" then
+      id, errs = message[2], message[3]
     else
       return self:_on_control(w, message)
     end
   end
-  local task = table.remove(w.inflight, 1)
-  -- An answer still in the pipe when the pool was terminated: its job
-  -- has already failed.
-  if not task then return end
+  local task = w.inflight[1]
+  if not task then
+    -- An answer still in the pipe when the pool was terminated: its job
+    -- has already failed.
+    if self.state == "terminated" then return end
+    return self:_lose(w, ("an answer for task %s while it had no task"):format(tostring(id)))
+  end
+  if id ~= task.id then
+    return self:_lose(w, ("an answer for task %s while it was running task %d")
+      :format(tostring(id), task.id))
+  end
+  if values == nil or (errs ~= nil and not valid_errors(errs, task.count)) then
+    return self:_lose(w, ("a malformed answer for task %d"):format(task.id))
+  end
+  table.remove(w.inflight, 1)
   local now = core.hrtime()
   local took = now - math.max(task.sent_at, w.last_done or 0)
   self.task_time = self.task_time and (self.task_time * 3 + took) / 4 or took
@@ -560,19 +615,25 @@ end
 
 function Pool:_on_control(w, message)
   local op = message[1]
-  if op == "ready" then
+  if op == "ready" and not w.ready then
     w.ready = true
     self.start_failures = 0
     self:_keep_alive(w)
     self:_pump()
-  elseif op == "init_error" then
+  elseif op == "init_error" and not w.ready and type(message[2]) == "table"
+         and type(message[2].message) == "string" then
     local info = message[2]
     self:_break(errors.new("initializer", "the pool's initializer failed: " .. info.message,
       {traceback = info.traceback, value = info.value, pid = w.pid}))
+  elseif self.state ~= "terminated" then
+    self:_lose(w, ("%s it did not expect"):format(describe_message(message)))
   end
 end
 
 function Pool:_on_exit(w, status, signal)
+  -- With kill_orphans, each worker leads its own process group: whatever
+  -- its tasks started and left there ends with it.
+  if self.kill_orphans then core.kill(-w.pid, 9) end
   for i, other in ipairs(self.workers) do
     if other == w then table.remove(self.workers, i); break end
   end
@@ -588,7 +649,10 @@ function Pool:_on_exit(w, status, signal)
           .. " and replaced"):format(running.timeout or self.task_timeout, w.pid),
           {pid = w.pid, index = running.first})
       else
-        err = errors.new("worker_lost", death_message(w.pid, status, signal),
+        local message = w.protocol_error
+          and ("worker process %d was killed by the pool: it sent %s"):format(w.pid, w.protocol_error)
+          or death_message(w.pid, status, signal)
+        err = errors.new("worker_lost", message,
           {pid = w.pid, index = running.first, exitcode = status, signal = signal})
       end
       self:_fail_task(running, err)
@@ -970,7 +1034,10 @@ end
 -- An unclosed pool that is collected stops its workers; the handles' own
 -- finalizers reap them.
 function Pool:__gc()
-  for _, w in ipairs(self.workers) do w.handle:close() end
+  for _, w in ipairs(self.workers) do
+    w.handle:close()
+    if self.kill_orphans then core.kill(-w.pid, 9) end
+  end
   self.workers = {}
 end
 

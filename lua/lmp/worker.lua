@@ -112,6 +112,8 @@ function worker.main()
   if init == nil then return 0 end
   local config = init[2]
   package.path, package.cpath = config.path, config.cpath
+  -- Before the initializer or any task can start a process of its own.
+  if config.own_process_group then assert(core.new_process_group()) end
   -- Who this worker is, for lmp.current_process() should a task require
   -- lmp; loading the whole module here would only slow the start.
   core.worker_identity = {name = config.name, pid = core.getpid(), identity = config.identity}
