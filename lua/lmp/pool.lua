@@ -530,23 +530,33 @@ function Pool:_task_started(w, task)
   end)
 end
 
+-- What a worker sends is looked at with rawget and next, so that a forged
+-- message with metamethods runs nothing here.
+
 -- Whether `errs` is what a worker sends for a task of `count` items:
 -- item index -> {message = string, kind = string or nil, ...}.
 local function valid_errors(errs, count)
   if type(errs) ~= "table" or getmetatable(errs) ~= nil then return false end
-  for i, info in pairs(errs) do
+  for i, info in next, errs do
     if math.type(i) ~= "integer" or i < 1 or i > count or type(info) ~= "table"
-       or type(info.message) ~= "string" or (info.kind ~= nil and type(info.kind) ~= "string") then
+       or getmetatable(info) ~= nil or type(rawget(info, "message")) ~= "string"
+       or (rawget(info, "kind") ~= nil and type(rawget(info, "kind")) ~= "string") then
       return false
     end
   end
   return true
 end
 
+local function describe_value(v)
+  if math.type(v) then return tostring(v) end
+  return "(a " .. type(v) .. ")"
+end
+
 local function describe_message(message)
   if type(message) == "table" then
-    return ("a table message %s"):format(type(message[1]) == "string"
-      and ("%q"):format(message[1]:sub(1, 40)) or "of no known kind")
+    local op = rawget(message, 1)
+    return ("a table message %s"):format(type(op) == "string"
+      and ("%q"):format(op:sub(1, 40)) or "of no known kind")
   end
   return ("a %s message"):format(math.type(message) or type(message))
 end
@@ -574,8 +584,8 @@ function Pool:_on_message(w, message, values)
   if math.type(message) ~= "integer" then
     if type(message) ~= "table" then
       return self:_lose(w, describe_message(message))
-    elseif message[1] == "done" then
-      id, errs = message[2], message[3]
+    elseif rawget(message, 1) == "done" then
+      id, errs = rawget(message, 2), rawget(message, 3)
     else
       return self:_on_control(w, message)
     end
@@ -585,11 +595,11 @@ function Pool:_on_message(w, message, values)
     -- An answer still in the pipe when the pool was terminated: its job
     -- has already failed.
     if self.state == "terminated" then return end
-    return self:_lose(w, ("an answer for task %s while it had no task"):format(tostring(id)))
+    return self:_lose(w, ("an answer for task %s while it had no task"):format(describe_value(id)))
   end
   if id ~= task.id then
     return self:_lose(w, ("an answer for task %s while it was running task %d")
-      :format(tostring(id), task.id))
+      :format(describe_value(id), task.id))
   end
   if values == nil or (errs ~= nil and not valid_errors(errs, task.count)) then
     return self:_lose(w, ("a malformed answer for task %d"):format(task.id))
@@ -614,14 +624,13 @@ function Pool:_on_message(w, message, values)
 end
 
 function Pool:_on_control(w, message)
-  local op = message[1]
+  local op = rawget(message, 1)
   if op == "ready" and not w.ready then
     w.ready = true
     self.start_failures = 0
     self:_keep_alive(w)
     self:_pump()
-  elseif op == "init_error" and not w.ready and type(message[2]) == "table"
-         and type(message[2].message) == "string" then
+  elseif op == "init_error" and not w.ready and valid_errors({rawget(message, 2)}, 1) then
     local info = message[2]
     self:_break(errors.new("initializer", "the pool's initializer failed: " .. info.message,
       {traceback = info.traceback, value = info.value, pid = w.pid}))
