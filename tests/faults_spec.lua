@@ -3,8 +3,8 @@
 -- worker that leaves a child behind, a channel that carries forged or
 -- garbage frames. Each test checks that the pool keeps its size and that
 -- every task gets exactly one answer.
-local describe, it, after_each, assert, pcall =
-  describe, it, after_each, assert, pcall
+local describe, it, pending, after_each, assert, pcall =
+  describe, it, pending, after_each, assert, pcall
 local _ENV = _G
 local lmp = require "lmp"
 local core = require "lmp.core"
@@ -120,7 +120,12 @@ end)
 describe("the outside soak (short; tests/soak/outside.lua runs it long)", function()
   -- Another process kills random workers with SIGKILL and SIGSEGV while the
   -- main process computes, waits and calls the pool.
+  -- Not with a wrapped worker ($LMP_WORKER: valgrind takes seconds to
+  -- start one, and the killer would keep killing workers that are starting,
+  -- which a pool answers by giving up, on purpose).
+  local wrapped = (os.getenv("LMP_WORKER") or "") ~= ""
   for _, case in ipairs{{"spawn", 3}, {"fork", 2}} do
+    local it = wrapped and pending or it
     it(("%s workers: the pool keeps its size and every task is answered once"):format(case[1]),
       function()
         local status, out = helpers.run(("timeout 120 %s %s/tests/soak/outside.lua %d 3 %s")
