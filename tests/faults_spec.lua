@@ -235,3 +235,21 @@ describe("a worker that dies leaving a child that holds its channel open", funct
     assert.matches("bad argument #1 to 'Pool' %(kill_orphans must be a boolean%)", err)
   end)
 end)
+
+describe("the runner with results nothing can deliver", function()
+  it("a pool collected with work pending fails it as closed; the runner ends, never spins", function()
+    local status, out, err = helpers.run_lua([[
+      local lmp = require "lmp"
+      do
+        local pool = lmp.Pool(1)
+        pool:apply_async(function() local t = os.clock() while os.clock() - t < 1 do end end, {},
+          {callback = function() print("done") end,
+           error_callback = function(e) print(e.kind, e.message) end})
+      end
+      collectgarbage()
+      collectgarbage()
+    ]], "timeout 60 " .. helpers.runner)
+    assert.equal(0, status, err)
+    assert.matches("^closed\tthe pool was collected before its work was done", out)
+  end)
+end)

@@ -134,8 +134,13 @@ function loop.run()
   while loop.busy() do
     local alive = core.run_once(true)
     loop.drain()
-    if not alive and head > tail and pending == 0 then
-      -- Only coroutines waiting on nothing remain: nothing can wake them.
+    if not alive and head > tail then
+      -- Nothing is left that could deliver an event: the coroutines and
+      -- results still waiting never will be. Turning on would only spin.
+      if pending > 0 then
+        io.stderr:write(("lmp: %d asynchronous result%s can never arrive (no worker or timer"
+          .. " is left to deliver them)\n"):format(pending, pending == 1 and "" or "s"))
+      end
       break
     end
   end

@@ -1041,8 +1041,19 @@ function Pool:__close(err)
 end
 
 -- An unclosed pool that is collected stops its workers; the handles' own
--- finalizers reap them.
+-- finalizers reap them. What it still held fails with kind "closed".
 function Pool:__gc()
+  if self.state ~= "terminated" and not self.broken then
+    self.state = "terminated"
+    local err = errors.new("closed", "the pool was collected before its work was done;"
+      .. " close() and join() it, or keep a reference while results are pending")
+    self:_fail_queued(err)
+    for job in pairs(self.streams) do job:_finish(err) end
+    for _, w in ipairs(self.workers) do
+      for _, task in ipairs(w.inflight) do task.job:_finish(err) end
+      w.inflight = {}
+    end
+  end
   for _, w in ipairs(self.workers) do
     w.handle:close()
     if self.kill_orphans then core.kill(-w.pid, 9) end
