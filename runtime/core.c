@@ -184,9 +184,11 @@ static int core_encode(lua_State *L) {
 static int core_loads(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
-  int data_only = !lua_isnoneornil(L, 2) && !lua_toboolean(L, 2);
+  int flags = 0;
+  if (!lua_isnoneornil(L, 2) && !lua_toboolean(L, 2)) flags |= LMP_DECODE_DATA;
+  if (!lua_isnoneornil(L, 3) && !lua_toboolean(L, 3)) flags |= LMP_DECODE_NO_METATABLES;
   lua_settop(L, 1);
-  lmp__decode_with(L, s, len, data_only);
+  lmp__decode_with(L, s, len, flags);
   return 1;
 }
 
@@ -278,6 +280,8 @@ int luaopen_lmp_core(lua_State *L) {
   lmp__open_interrupt(L);
   lmp__open_shared(L);
   lmp__open_server(L);
+  lmp__open_digest(L);
+  lmp__open_tracker(L);
   lmp__open_terminal(L);
   return 1;
 }

@@ -7,6 +7,8 @@
 
 #include <uv.h>
 
+#include <stdint.h>
+
 #include "buffer.h"
 
 #if defined(__GNUC__)
@@ -53,9 +55,14 @@ int lmp__decode_list_into(lua_State *L, const char *p, size_t n, int dst,
 /* Decodes the n bytes at p and pushes the value. Malformed bytes raise a
  * Lua error; nothing is allocated beyond what the bytes can justify. */
 void lmp__decode(lua_State *L, const char *p, size_t n);
-/* The same; with data_only set, a function or a value sent by name in the
- * bytes is refused with an error instead of loaded (untrusted input). */
-void lmp__decode_with(lua_State *L, const char *p, size_t n, int data_only);
+/* The same, for bytes not trusted: with LMP_DECODE_DATA in flags, what
+ * could run code in this process (a function, a value sent by name, which
+ * may require a module, a value made by a registered constructor, the
+ * globals table) is refused with an error instead of loaded; with
+ * LMP_DECODE_NO_METATABLES, metatables are refused too. */
+#define LMP_DECODE_DATA 1
+#define LMP_DECODE_NO_METATABLES 2
+void lmp__decode_with(lua_State *L, const char *p, size_t n, int flags);
 
 /* names.c: C functions and module tables travel by name. */
 /* Pushes the map value -> name record, rebuilt when package.loaded changed
@@ -67,6 +74,50 @@ void lmp__names_resolve(lua_State *L, const char *record, size_t len);
 void lmp__names_register(lua_State *L, const char *name, int idx);
 /* Pushes the value registered under `name`, or nil. */
 void lmp__names_push_registered(lua_State *L, const char *name);
+
+/* digest.c: SHA-256 (FIPS 180-4), HMAC-SHA256 (RFC 2104), random bytes,
+ * and the challenge and answer that prove a key on a connection. */
+#define LMP_SHA256_SIZE 32
+typedef struct lmp_sha256 {
+  uint32_t h[8];
+  uint64_t length;  /* bytes hashed so far */
+  unsigned char block[64];
+  size_t used;      /* bytes of block filled */
+} lmp_sha256;
+void lmp__sha256_init(lmp_sha256 *s);
+void lmp__sha256_update(lmp_sha256 *s, const void *data, size_t n);
+/* Writes the digest and wipes the state. */
+void lmp__sha256_final(lmp_sha256 *s, unsigned char digest[LMP_SHA256_SIZE]);
+void lmp__hmac_sha256(const void *key, size_t key_len, const void *message, size_t n,
+                      unsigned char mac[LMP_SHA256_SIZE]);
+/* Fills out with n bytes of the kernel's generator. Returns 0 or -errno. */
+int lmp__random_bytes(void *out, size_t n);
+/* Whether the n bytes at a and b are equal, in a time that does not depend
+ * on where they differ. */
+int lmp__compare_digest(const void *a, const void *b, size_t n);
+
+/* The handshake on a connection, both sides proving the key without
+ * sending it (as Python's multiprocessing.connection does):
+ *   server: LMP_AUTH_GREETING (8 bytes) and a challenge (32 random bytes)
+ *   client: HMAC(key, "lmp client" .. challenge)
+ *   server: LMP_AUTH_WELCOME or LMP_AUTH_FAILURE (8 bytes; closes on failure)
+ *   client: a challenge of its own (32 random bytes)
+ *   server: HMAC(key, "lmp server" .. that challenge)
+ * The client proves itself first, so the server never answers a challenge
+ * for a peer without the key; the role labels keep one side's answer from
+ * serving as the other's. */
+#define LMP_AUTH_GREETING "LMPAUTH1"
+#define LMP_AUTH_WELCOME "WELCOME!"
+#define LMP_AUTH_FAILURE "FAILURE!"
+#define LMP_AUTH_TAG_SIZE 8
+#define LMP_AUTH_CHALLENGE_SIZE 32
+/* Writes HMAC(key, role .. challenge) to answer. */
+void lmp__auth_answer(const char *key, size_t key_len, const char *role,
+                      const unsigned char challenge[LMP_AUTH_CHALLENGE_SIZE],
+                      unsigned char answer[LMP_SHA256_SIZE]);
+/* The client's side on a blocking descriptor. Returns 0 once both sides
+ * proved the key; otherwise -1 with a message in why (a static string). */
+int lmp__auth_client(int fd, const char *key, size_t key_len, const char **why);
 
 /* error.c: error objects, tables with metatable "lmp.Error". */
 #define LMP_ERROR_META "lmp.Error"
@@ -141,6 +192,12 @@ void lmp__open_worker(lua_State *L);
 void lmp__open_interrupt(lua_State *L);
 void lmp__open_shared(lua_State *L);
 void lmp__open_server(lua_State *L);
+void lmp__open_digest(lua_State *L);
+/* tracker.c: registers (add) or unregisters a name with this process's
+ * resource tracker, made on first need. kind: 's' shared memory name, 'f'
+ * file, 'd' directory. Returns 0 or -errno. */
+int lmp__track(int add, char kind, const char *path);
+void lmp__open_tracker(lua_State *L);
 void lmp__open_terminal(lua_State *L);
 /* interrupt.c: stops watching for Ctrl-C (the lua_State is closing). */
 void lmp__close_interrupt(void);

@@ -2,12 +2,20 @@
  * frame a client sends is a request, handed to a Lua function whose return
  * value goes back as the reply. lmp.Manager keeps its objects behind one;
  * any process reaches it by the socket's path with a blocking connection
- * (core.unix_connect). */
+ * (core.unix_connect).
+ *
+ * The socket lives in a private directory (core.private_dir: mode 0700,
+ * a random name) and is itself mode 0600, so no other user reaches it.
+ * Every connection proves the server's key before anything it sends is
+ * read as a frame (the handshake in lmp_internal.h, both ways), and
+ * requests are decoded as plain data: no function, no value by name (which
+ * may require a module), no metatable, so a request cannot run code here. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -23,13 +31,22 @@ typedef struct server {
   int handler_ref;
   int open_handles;   /* listener + clients; freed at zero */
   struct client *clients;
+  char *key;          /* the authentication key, wiped and freed with it */
+  size_t key_len;
 } server;
+
+/* Where a connection is in the handshake. */
+enum { AWAIT_ANSWER, AWAIT_CHALLENGE, AUTHENTICATED };
 
 typedef struct client {
   uv_pipe_t pipe;
   lmp_inbox inbox;
   server *srv;
   struct client *next;
+  int stage;
+  unsigned char challenge[LMP_AUTH_CHALLENGE_SIZE]; /* the one we sent */
+  unsigned char got[LMP_SHA256_SIZE]; /* the handshake message being read */
+  size_t got_len;
 } client;
 
 typedef struct reply_write {
@@ -37,9 +54,17 @@ typedef struct reply_write {
   lmp_buffer bytes; /* the reply's frame, freed once written */
 } reply_write;
 
+static void free_server(server *srv) {
+  if (srv->key) {
+    memset(srv->key, 0, srv->key_len);
+    free(srv->key);
+  }
+  free(srv);
+}
+
 static void server_handle_closed(uv_handle_t *handle) {
   server *srv = handle->data;
-  if (--srv->open_handles == 0) free(srv);
+  if (--srv->open_handles == 0) free_server(srv);
 }
 
 static void client_closed(uv_handle_t *handle) {
@@ -51,7 +76,7 @@ static void client_closed(uv_handle_t *handle) {
   }
   lmp__inbox_free(&c->inbox);
   free(c);
-  if (--srv->open_handles == 0) free(srv);
+  if (--srv->open_handles == 0) free_server(srv);
 }
 
 static void on_reply_written(uv_write_t *req, int status) {
@@ -61,16 +86,35 @@ static void on_reply_written(uv_write_t *req, int status) {
   free(w);
 }
 
-/* In protected mode: decode the request, call the handler, encode its
- * reply into the buffer passed as light userdata. */
-static int handle_request(lua_State *L) {
+/* In protected mode: decodes a request's message as plain data. */
+static int decode_request(lua_State *L) {
   const char *body = lua_touserdata(L, 1);
   size_t n = (size_t)lua_tointeger(L, 2);
+  size_t message = lmp__frame_message(L, body, n);
+  if (n - 4 - message > 0) return luaL_error(L, "a request carries no payload");
+  lmp__decode_with(L, body + 4, message, LMP_DECODE_DATA | LMP_DECODE_NO_METATABLES);
+  return 1;
+}
+
+/* In protected mode: decode the request, call the handler, encode its
+ * reply into the buffer passed as light userdata. A request that is not
+ * plain data is answered {false, why}, and the handler never sees it. */
+static int handle_request(lua_State *L) {
   lmp_buffer *out = lua_touserdata(L, 3);
   lua_rawgeti(L, LUA_REGISTRYINDEX, (int)lua_tointeger(L, 4));
-  lmp__decode_frame(L, body, n);
-  lua_pop(L, 1); /* no payload in requests */
-  lua_call(L, 1, 1);
+  lua_pushcfunction(L, decode_request);
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  if (lua_pcall(L, 2, 1, 0) == LUA_OK) {
+    lua_call(L, 1, 1);
+  } else {
+    lua_createtable(L, 2, 0);
+    lua_pushboolean(L, 0);
+    lua_rawseti(L, -2, 1);
+    lua_pushfstring(L, "request refused: %s", luaL_tolstring(L, -2, NULL));
+    lua_rawseti(L, -3, 2);
+    lua_pop(L, 1);
+  }
   if (lmp__encode(L, lua_gettop(L), out, "reply") != 0) return lua_error(L);
   return 0;
 }
@@ -112,41 +156,102 @@ static void deliver_request(void *ctx, const char *body, size_t n) {
   }
 }
 
+/* Writes a handshake message; the socket's buffer is empty at each step
+ * (the peer waits for it before it sends more), so it goes at once or the
+ * connection is no good. */
+static int handshake_write(client *c, const void *data, size_t n) {
+  uv_buf_t buf = uv_buf_init((char *)data, (unsigned int)n);
+  return uv_try_write((uv_stream_t *)&c->pipe, &buf, 1) == (int)n ? 0 : -1;
+}
+
+static void drop_client(client *c) {
+  if (!uv_is_closing((uv_handle_t *)&c->pipe)) uv_close((uv_handle_t *)&c->pipe, client_closed);
+}
+
+/* A whole handshake message from the client is in c->got. */
+static void handshake_step(client *c) {
+  server *srv = c->srv;
+  unsigned char expected[LMP_SHA256_SIZE];
+  c->got_len = 0;
+  if (c->stage == AWAIT_ANSWER) {
+    lmp__auth_answer(srv->key, srv->key_len, "lmp client", c->challenge, expected);
+    if (!lmp__compare_digest(c->got, expected, sizeof expected)) {
+      handshake_write(c, LMP_AUTH_FAILURE, LMP_AUTH_TAG_SIZE);
+      drop_client(c);
+      return;
+    }
+    if (handshake_write(c, LMP_AUTH_WELCOME, LMP_AUTH_TAG_SIZE) != 0) {
+      drop_client(c);
+      return;
+    }
+    c->stage = AWAIT_CHALLENGE;
+  } else {
+    lmp__auth_answer(srv->key, srv->key_len, "lmp server", c->got, expected);
+    if (handshake_write(c, expected, sizeof expected) != 0) {
+      drop_client(c);
+      return;
+    }
+    c->stage = AUTHENTICATED;
+  }
+}
+
 static void client_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
+  client *c = handle->data;
   (void)suggested;
-  lmp__inbox_alloc(&((client *)handle->data)->inbox, buf);
+  /* Until the peer proved the key, nothing it sends is read as a frame:
+   * only the 32 bytes of the handshake's next message, no more. */
+  if (c->stage != AUTHENTICATED) {
+    *buf = uv_buf_init((char *)c->got + c->got_len, (unsigned int)(sizeof c->got - c->got_len));
+    return;
+  }
+  lmp__inbox_alloc(&c->inbox, buf);
 }
 
 static void client_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   client *c = stream->data;
   (void)buf;
-  if (nread > 0) {
+  if (nread > 0 && c->stage != AUTHENTICATED) {
+    c->got_len += (size_t)nread;
+    if (c->got_len == sizeof c->got) handshake_step(c);
+  } else if (nread > 0) {
     c->inbox.bytes.len += (size_t)nread;
     lmp__inbox_frames(&c->inbox, deliver_request, c);
-  } else if (nread < 0 && !uv_is_closing((uv_handle_t *)stream)) {
-    uv_close((uv_handle_t *)stream, client_closed);
+  } else if (nread < 0) {
+    drop_client(c);
   }
 }
 
 static void on_connection(uv_stream_t *listener, int status) {
   server *srv = listener->data;
+  unsigned char greeting[LMP_AUTH_TAG_SIZE + LMP_AUTH_CHALLENGE_SIZE];
   client *c;
   if (status != 0 || srv->L == NULL) return;
   c = calloc(1, sizeof *c);
   if (c == NULL) return;
-  uv_pipe_init(listener->loop, &c->pipe, 0);
-  c->pipe.data = c;
-  c->srv = srv;
-  srv->open_handles++;
-  if (uv_accept(listener, (uv_stream_t *)&c->pipe) != 0) {
-    uv_close((uv_handle_t *)&c->pipe, client_closed);
+  if (uv_pipe_init(listener->loop, &c->pipe, 0) != 0) {
+    free(c);
     return;
   }
+  c->pipe.data = c;
+  c->srv = srv;
+  c->stage = AWAIT_ANSWER;
+  srv->open_handles++;
   c->next = srv->clients;
   srv->clients = c;
+  if (uv_accept(listener, (uv_stream_t *)&c->pipe) != 0 ||
+      lmp__random_bytes(c->challenge, sizeof c->challenge) != 0) {
+    drop_client(c);
+    return;
+  }
+  memcpy(greeting, LMP_AUTH_GREETING, LMP_AUTH_TAG_SIZE);
+  memcpy(greeting + LMP_AUTH_TAG_SIZE, c->challenge, sizeof c->challenge);
+  if (handshake_write(c, greeting, sizeof greeting) != 0) {
+    drop_client(c);
+    return;
+  }
   /* Requests are served while the loop turns; they never keep it turning. */
   uv_unref((uv_handle_t *)&c->pipe);
-  uv_read_start((uv_stream_t *)&c->pipe, client_alloc, client_read);
+  if (uv_read_start((uv_stream_t *)&c->pipe, client_alloc, client_read) != 0) drop_client(c);
 }
 
 static int server_close(lua_State *L) {
@@ -158,27 +263,43 @@ static int server_close(lua_State *L) {
   if (lmp__forked_worker()) return 0; /* the parent's server, in a copy */
   luaL_unref(L, LUA_REGISTRYINDEX, srv->handler_ref);
   srv->L = NULL;
-  for (c = srv->clients; c; c = c->next)
-    if (!uv_is_closing((uv_handle_t *)&c->pipe)) uv_close((uv_handle_t *)&c->pipe, client_closed);
+  for (c = srv->clients; c; c = c->next) drop_client(c);
   uv_close((uv_handle_t *)&srv->listener, server_handle_closed);
   return 0;
 }
 
-/* core.listen(path, handler) -> server; handler(request) -> reply. */
+/* core.listen(path, handler, key) -> server; handler(request) -> reply.
+ * The socket is made mode 0600; clients must prove key. */
 static int core_listen(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
+  size_t key_len;
+  const char *key = luaL_checklstring(L, 3, &key_len);
   server **box, *srv;
   int r;
   luaL_checktype(L, 2, LUA_TFUNCTION);
+  luaL_argcheck(L, key_len > 0, 3, "key must not be empty");
   box = lua_newuserdatauv(L, sizeof *box, 0);
   *box = NULL;
   luaL_setmetatable(L, SERVER_META);
   srv = calloc(1, sizeof *srv);
   if (srv == NULL) return luaL_error(L, "lmp: not enough memory");
-  uv_pipe_init(lmp__loop(L), &srv->listener, 0);
+  srv->key = malloc(key_len);
+  if (srv->key == NULL) {
+    free(srv);
+    return luaL_error(L, "lmp: not enough memory");
+  }
+  memcpy(srv->key, key, key_len);
+  srv->key_len = key_len;
+  if ((r = uv_pipe_init(lmp__loop(L), &srv->listener, 0)) != 0) {
+    free_server(srv);
+    return luaL_error(L, "lmp: cannot listen on %s: %s", path, uv_strerror(r));
+  }
   srv->listener.data = srv;
   srv->open_handles = 1;
+  /* The directory keeps others out already; 0600 says the same of the
+   * socket, whatever the umask made it. */
   if ((r = uv_pipe_bind(&srv->listener, path)) != 0 ||
+      (r = chmod(path, 0600) != 0 ? uv_translate_sys_error(errno) : 0) != 0 ||
       (r = uv_listen((uv_stream_t *)&srv->listener, 64, on_connection)) != 0) {
     uv_close((uv_handle_t *)&srv->listener, server_handle_closed);
     return luaL_error(L, "lmp: cannot listen on %s: %s", path, uv_strerror(r));
@@ -191,10 +312,14 @@ static int core_listen(lua_State *L) {
   return 1;
 }
 
-/* core.unix_connect(path) -> fd of a blocking connection, or nil, message. */
+/* core.unix_connect(path [, key]) -> fd of a blocking connection, or nil,
+ * message. With a key, the handshake is done: both sides proved it. */
 static int core_unix_connect(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
+  size_t key_len = 0;
+  const char *key = luaL_optlstring(L, 2, NULL, &key_len);
   struct sockaddr_un addr;
+  const char *why;
   int fd;
   if (strlen(path) >= sizeof addr.sun_path) return luaL_argerror(L, 1, "path too long");
   memset(&addr, 0, sizeof addr);
@@ -208,13 +333,38 @@ static int core_unix_connect(lua_State *L) {
     lua_pushstring(L, strerror(e));
     return 2;
   }
+  if (key && lmp__auth_client(fd, key, key_len, &why) != 0) {
+    close(fd);
+    lua_pushnil(L);
+    lua_pushstring(L, why);
+    return 2;
+  }
   lua_pushinteger(L, fd);
+  return 1;
+}
+
+/* core.private_dir() -> path of a new directory only this user can enter
+ * (mode 0700, a random name made with O_EXCL semantics by mkdtemp) in
+ * $TMPDIR or /tmp; or nil, message. */
+static int core_private_dir(lua_State *L) {
+  const char *tmp = getenv("TMPDIR");
+  char path[128];
+  /* A socket path must fit in sun_path (108 bytes) with its name. */
+  if (tmp == NULL || tmp[0] != '/' || strlen(tmp) > 64) tmp = "/tmp";
+  snprintf(path, sizeof path, "%s/lmp-XXXXXX", tmp);
+  if (mkdtemp(path) == NULL || chmod(path, 0700) != 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "cannot make a private directory in %s: %s", tmp, strerror(errno));
+    return 2;
+  }
+  lua_pushstring(L, path);
   return 1;
 }
 
 static const luaL_Reg server_methods[] = {{"close", server_close}, {NULL, NULL}};
 static const luaL_Reg server_functions[] = {
-    {"listen", core_listen}, {"unix_connect", core_unix_connect}, {NULL, NULL}};
+    {"listen", core_listen}, {"unix_connect", core_unix_connect},
+    {"private_dir", core_private_dir}, {NULL, NULL}};
 
 void lmp__open_server(lua_State *L) {
   if (luaL_newmetatable(L, SERVER_META)) {

@@ -26,24 +26,31 @@ typedef struct mapping {
   size_t size;
 } mapping;
 
-/* core.memfile(size) -> fd of a fresh unlinked file of size zero bytes. */
+/* core.memfile(size) -> fd of a fresh file of size bytes that has no name
+ * (memfd_create; an unlinked temporary file where the kernel lacks it):
+ * nothing to remove, whatever becomes of the processes that share it. */
 static int core_memfile(lua_State *L) {
   lua_Integer size = luaL_checkinteger(L, 1);
-  char path[] = "/tmp/lmp-shared-XXXXXX";
   int fd;
   luaL_argcheck(L, size >= 0, 1, "size must not be negative");
-  fd = mkstemp(path);
-  if (fd < 0) return luaL_error(L, "lmp: cannot make shared memory: %s", strerror(errno));
-  unlink(path);
+  fd = memfd_create("lmp-shared", 0);
+  if (fd < 0) {
+    char path[] = "/tmp/lmp-shared-XXXXXX";
+    fd = mkstemp(path);
+    if (fd < 0) return luaL_error(L, "lmp: cannot make shared memory: %s", strerror(errno));
+    unlink(path);
+  }
   if (ftruncate(fd, (off_t)size) != 0) {
+    int e = errno;
     close(fd);
-    return luaL_error(L, "lmp: cannot size shared memory: %s", strerror(errno));
+    return luaL_error(L, "lmp: cannot size shared memory: %s", strerror(e));
   }
   lua_pushinteger(L, fd);
   return 1;
 }
 
-/* core.shm_open(name, create, size) -> fd, size; or nil, message. */
+/* core.shm_open(name, create, size) -> fd, size; or nil, message, and
+ * whether the name exists already (creating). */
 static int core_shm_open(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);
   int create = lua_toboolean(L, 2);
@@ -51,9 +58,11 @@ static int core_shm_open(lua_State *L) {
   struct stat st;
   int fd = shm_open(name, create ? O_RDWR | O_CREAT | O_EXCL : O_RDWR, 0600);
   if (fd < 0) {
+    int e = errno;
     lua_pushnil(L);
-    lua_pushstring(L, strerror(errno));
-    return 2;
+    lua_pushstring(L, strerror(e));
+    lua_pushboolean(L, e == EEXIST);
+    return 3;
   }
   if (create && ftruncate(fd, (off_t)size) != 0) {
     int e = errno;

@@ -663,7 +663,7 @@ typedef struct decoder {
    * together never outnumber the bytes; presizing from this budget bounds
    * what forged counts in nested tables can make us allocate. */
   size_t slot_budget;
-  int data_only; /* refuse functions and values sent by name */
+  int flags; /* LMP_DECODE_DATA, LMP_DECODE_NO_METATABLES */
 } decoder;
 
 
@@ -672,10 +672,10 @@ static LMP_NORETURN void malformed(decoder *d, const char *what) {
                (lua_Integer)(d->p - d->start));
 }
 
-static LMP_NORETURN void refused(decoder *d, const char *what) {
-  lmp__raisef(d->L, "lmp.loads: %s at byte %I, and functions are refused "
-              "(loads was called with {functions = false})", what,
-              (lua_Integer)(d->p - 1 - d->start));
+static LMP_NORETURN void refused(decoder *d, const char *what, const char *option) {
+  lmp__raisef(d->L, "lmp.loads: %s at byte %I, and %s are refused "
+              "(loads was called with {%s = false})", what,
+              (lua_Integer)(d->p - 1 - d->start), option, option);
 }
 
 static inline void need(decoder *d, size_t n) {
@@ -1067,6 +1067,8 @@ static void decode_value(decoder *d) {
     }
     case T_TABLE:
     case T_TABLE_MT:
+      if (tag == T_TABLE_MT && (d->flags & LMP_DECODE_NO_METATABLES))
+        refused(d, "a metatable", "metatables");
       decode_table(d, tag == T_TABLE_MT);
       return;
     case T_REF: {
@@ -1074,17 +1076,23 @@ static void decode_value(decoder *d) {
       return;
     }
     case T_GLOBALS:
+      /* The receiver's globals hold every function it has. */
+      if (d->flags & LMP_DECODE_DATA) refused(d, "the globals table", "functions");
       lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
       return;
     case T_FUNCTION:
-      if (d->data_only) refused(d, "a function");
+      if (d->flags & LMP_DECODE_DATA) refused(d, "a function", "functions");
       decode_function(d);
       return;
     case T_NAMED:
-      if (d->data_only) refused(d, "a value sent by name");
+      /* Resolving a name may require a module: it runs that module. */
+      if (d->flags & LMP_DECODE_DATA) refused(d, "a value sent by name", "functions");
       decode_named(d);
       return;
     case T_CUSTOM:
+      /* Calls the constructor registered under the name the data gives. */
+      if (d->flags & LMP_DECODE_DATA)
+        refused(d, "a value made by a registered constructor", "functions");
       decode_custom(d);
       return;
     default:
@@ -1138,7 +1146,7 @@ void lmp__decode(lua_State *L, const char *p, size_t n) {
   lmp__decode_with(L, p, n, 0);
 }
 
-void lmp__decode_with(lua_State *L, const char *p, size_t n, int data_only) {
+void lmp__decode_with(lua_State *L, const char *p, size_t n, int flags) {
   decoder d;
   int top = lua_gettop(L);
   memset(&d, 0, sizeof d);
@@ -1147,7 +1155,7 @@ void lmp__decode_with(lua_State *L, const char *p, size_t n, int data_only) {
   d.end = d.p + n;
   d.next_id = 1;
   d.slot_budget = n;
-  d.data_only = data_only;
+  d.flags = flags;
   luaL_checkstack(L, 16, "lmp: decoding");
   lua_pushnil(L); /* refs, made by the first object */
   d.refs = lua_gettop(L);

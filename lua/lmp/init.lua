@@ -21,9 +21,12 @@ function lmp.dumps(...)
   return core.dumps((...))
 end
 
--- lmp.loads(bytes [, {functions = false}]): with functions = false, bytes
--- holding a function or a value sent by name are refused, for input that
--- is not trusted (bytecode runs unchecked once called).
+-- lmp.loads(bytes [, {functions = false, metatables = false}]): with
+-- functions = false, bytes holding anything that could run code here (a
+-- function, a value sent by name, a registered constructor's value, the
+-- globals table) are refused, for input that is not trusted; with
+-- metatables = false, metatables too (docs/reference.md says what the
+-- default may run).
 function lmp.loads(bytes, opts)
   if type(bytes) ~= "string" then
     error(("bad argument #1 to 'loads' (string expected, got %s)"):format(type(bytes)), 2)
@@ -31,7 +34,8 @@ function lmp.loads(bytes, opts)
   if opts ~= nil and type(opts) ~= "table" then
     error(("bad argument #2 to 'loads' (options table expected, got %s)"):format(type(opts)), 2)
   end
-  return core.loads(bytes, not opts or opts.functions ~= false)
+  return core.loads(bytes, not opts or opts.functions ~= false,
+                    not opts or opts.metatables ~= false)
 end
 
 function lmp.register(name, value)
@@ -117,7 +121,7 @@ lmp.shared_memory = {SharedMemory = shared.new_shared_memory}
 
 -- Managers.
 local manager = require "lmp.manager"
-function lmp.Manager() return manager.new() end
+function lmp.Manager(opts) return manager.new(opts) end
 
 -- The event loop.
 lmp.run = loop.run

@@ -128,7 +128,12 @@ SharedMemory.__index = SharedMemory
 SharedMemory.__name = "lmp.SharedMemory"
 shared.SharedMemory = SharedMemory
 
-local serial = 0
+-- A fresh name: random, so that nobody can take it first (a name made of
+-- the pid and a count could be made in /dev/shm before us and make
+-- creation fail).
+function shared.random_name()
+  return "/lmp_" .. core.random_bytes(12):gsub(".", function(c) return ("%02x"):format(c:byte()) end)
+end
 
 local function shm_mapping(s)
   local m = mappings[s]
@@ -156,21 +161,42 @@ function shared.new_shared_memory(opts)
   if math.type(size) ~= "integer" or size < 0 or (create and size == 0) then
     errors.argument(1, "SharedMemory", "size must be a positive integer when creating")
   end
-  if not name then
-    if not create then errors.argument(1, "SharedMemory", "name expected to attach") end
-    serial = serial + 1
-    name = ("lmp_%d_%d"):format(core.getpid(), serial)
+  if not name and not create then errors.argument(1, "SharedMemory", "name expected to attach") end
+  local path, fd, actual, exists
+  if name then
+    path = name:sub(1, 1) == "/" and name or "/" .. name
+    fd, actual = core.shm_open(path, create, size)
+  else
+    -- O_EXCL refuses a name that exists: take another.
+    for _ = 1, 100 do
+      path = shared.random_name()
+      fd, actual, exists = core.shm_open(path, true, size)
+      if fd or not exists then break end
+    end
+    name = path
   end
-  local path = name:sub(1, 1) == "/" and name or "/" .. name
-  local fd, actual = core.shm_open(path, create, size)
   if not fd then
     error(errors.new("closed", ("shared memory '%s' cannot be %s: %s")
       :format(name, create and "created" or "opened", actual)), 2)
   end
+  if create then
+    -- The tracker removes the name if this process ends without unlink.
+    local tracked, err = core.track("shm", path)
+    if not tracked then
+      core.fd_close(fd)
+      core.shm_unlink(path)
+      error(errors.new("closed", ("shared memory '%s' cannot be created: %s"):format(name, err)), 2)
+    end
+  end
   local s = setmetatable({name = path, size = create and size or actual,
                           owner = create and core.getpid() or nil}, SharedMemory)
-  mappings[s] = core.map(fd, s.size)
+  local ok, m = pcall(core.map, fd, s.size)
   core.fd_close(fd)
+  if not ok then
+    if create then s:unlink() end
+    error(m, 2)
+  end
+  mappings[s] = m
   return s
 end
 
@@ -192,11 +218,15 @@ end
 function SharedMemory:unlink()
   self.unlinked = true
   core.shm_unlink(self.name)
+  if self.owner == core.getpid() then core.untrack("shm", self.name) end
 end
 
 -- The creating process removes a name nobody unlinked, so none leaks.
 function SharedMemory:__gc()
-  if self.owner == core.getpid() and not self.unlinked then core.shm_unlink(self.name) end
+  if self.owner == core.getpid() and not self.unlinked then
+    core.shm_unlink(self.name)
+    core.untrack("shm", self.name)
+  end
 end
 
 return shared
