@@ -90,9 +90,9 @@ function OPERATIONS.update(t, other)
 end
 function OPERATIONS.add(t, k, delta)
   if type(delta) ~= "number" then error("number expected", 0) end
-  local old = 0
-  if t[k] ~= nil then old = loads(t[k], false, false) end
-  if type(old) ~= "number" then error("the value is not a number", 0) end
+  local ok, old = true, 0
+  if t[k] ~= nil then ok, old = pcall(loads, t[k], false, false) end
+  if not ok or type(old) ~= "number" then error("the value is not a number", 0) end
   local sum = old + delta
   t[k] = dumps(sum)
   return sum
@@ -245,6 +245,9 @@ function manager.new(opts)
     errors.argument(1, "Manager", "authkey must be a non-empty string")
   end
   key = key or core.random_bytes(32)
+  -- Ctrl-C ends a script that serves a manager as one that runs workers:
+  -- at once, with status 130, even while it waits in the loop.
+  core.handle_interrupts()
   local dir, err = core.private_dir()
   if not dir then errors.raise(errors.new("closed", "cannot start a manager: " .. err)) end
   local tracked
