@@ -79,7 +79,10 @@ end
 
 -- Runs a Lua script (a string) with lua5.4 or the runner; same return.
 function helpers.run_lua(code, interpreter, args)
-  local path = os.tmpname() .. ".lua"
+  -- os.tmpname makes the file it names: the script is that name plus .lua.
+  local base = os.tmpname()
+  os.remove(base)
+  local path = base .. ".lua"
   local f = assert(io.open(path, "w"))
   f:write(code)
   f:close()

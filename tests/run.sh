@@ -12,6 +12,11 @@ LUA_CMD=${LMP_TEST_LUA:-lua5.4}
 export LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;$ROOT/tests/?.lua;/usr/local/share/lua/5.4/?.lua;/usr/local/share/lua/5.4/?/init.lua;/usr/share/lua/5.4/?.lua;/usr/share/lua/5.4/?/init.lua;/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua;;"
 export LUA_CPATH="$BUILD/?.so;$BUILD/test/?.so;/usr/local/lib/lua/5.4/?.so;/usr/lib/x86_64-linux-gnu/lua/5.4/?.so;;"
 export LMP_BUILD="$BUILD" LMP_ROOT="$ROOT"
+# What of lmp's is in /tmp and /dev/shm before the run: the run must add
+# nothing that stays (manager directories, shared memory names).
+lmp_entries() { ls -d /tmp/lmp[-_]* /dev/shm/lmp[-_]* 2>/dev/null | sort; }
+before=$(mktemp)
+lmp_entries >"$before"
 out=$(mktemp)
 specs=${LMP_SPECS:-$(ls tests/*_spec.lua)}
 # shellcheck disable=SC2086
@@ -36,6 +41,20 @@ if [ -n "$LMP_SANITIZED" ] && grep -q 'ERROR: AddressSanitizer\|runtime error:' 
   grep -B2 -A20 'ERROR: AddressSanitizer\|runtime error:' "$out" | head -60
   failed=$((failed + 1))
 fi
-rm -f "$out"
+# A process's resource tracker removes what it left a moment after it
+# ends; other suites running on the machine come and go meanwhile, so only
+# what stays for several seconds counts.
+left=""
+for _ in $(seq 50); do
+  left=$(lmp_entries | comm -13 "$before" -)
+  [ -z "$left" ] && break
+  sleep 0.2
+done
+if [ -n "$left" ]; then
+  echo "not ok - the run left lmp's files behind:"
+  echo "$left" | sed 's/^/#   /'
+  failed=$((failed + 1))
+fi
+rm -f "$out" "$before"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
