@@ -103,7 +103,7 @@ valgrind: all $(BUILD)/test/crash.so $(BUILD)/examples/embed-host
 	rm -rf $(BUILD)/valgrind && mkdir -p $(BUILD)/valgrind
 	LMP_WORKER=$(CURDIR)/tools/valgrind-worker.sh LMP_VALGRIND_LOGS=$(CURDIR)/$(BUILD)/valgrind \
 	  LMP_VALGRIND_WORKER=$(CURDIR)/$(BUILD)/bin/lmp-worker \
-	  LMP_SPECS="tests/pool_spec.lua tests/executor_spec.lua tests/value_spec.lua tests/pipe_spec.lua tests/process_spec.lua tests/sync_spec.lua tests/shared_spec.lua tests/manager_spec.lua" \
+	  LMP_SPECS="tests/pool_spec.lua tests/executor_spec.lua tests/value_spec.lua tests/pipe_spec.lua tests/process_spec.lua tests/sync_spec.lua tests/shared_spec.lua tests/manager_spec.lua tests/security_spec.lua" \
 	  LMP_TEST_LUA="$(VALGRIND) $(BUILD)/bin/lmp" tests/run.sh $(BUILD)
 	@if grep -l "definitely lost\|Invalid\|uninitialised\|ERROR SUMMARY: [1-9]" $(BUILD)/valgrind/*.log; then \
 	  echo "valgrind: errors in the worker logs above"; exit 1; fi

@@ -158,10 +158,15 @@ static void deliver_request(void *ctx, const char *body, size_t n) {
 
 /* Writes a handshake message; the socket's buffer is empty at each step
  * (the peer waits for it before it sends more), so it goes at once or the
- * connection is no good. */
+ * connection is no good. A peer gone already must not raise SIGPIPE. */
 static int handshake_write(client *c, const void *data, size_t n) {
-  uv_buf_t buf = uv_buf_init((char *)data, (unsigned int)n);
-  return uv_try_write((uv_stream_t *)&c->pipe, &buf, 1) == (int)n ? 0 : -1;
+  uv_os_fd_t fd;
+  ssize_t put;
+  if (uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0) return -1;
+  do {
+    put = send(fd, data, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+  } while (put < 0 && errno == EINTR);
+  return put == (ssize_t)n ? 0 : -1;
 }
 
 static void drop_client(client *c) {

@@ -211,8 +211,9 @@ int lmp__track(int add, char kind, const char *path) {
   memcpy(record + 2, path, n);
   r = send_record(record, n + 2);
   if (r != 0 && add) {
-    /* The tracker was killed: a new one takes the registrations from now
-     * on (the old one removed what it held when it went). */
+    /* The tracker was killed (nothing else ends it while we hold our
+     * end): what it held is no longer tracked, but a new one takes the
+     * registrations from now on. */
     close(tracker_fd);
     tracker_fd = -1;
     if ((r = start_tracker()) != 0) return r;
