@@ -322,25 +322,37 @@ describe("Manager security", function()
   end)
 
   local root = helpers.run("(test $(id -u) -eq 0 && command -v useradd && command -v runuser)") == 0
-  local another_user = "another local user cannot reach the socket"
+  local another_user = "another local user cannot reach the socket, even under umask 000"
   if not root then
     pending(another_user .. " (skipped: creating a user needs root)")
   else
     it(another_user, function()
-      local m <close> = lmp.Manager()
+      -- The manager's process runs with umask 000: every file it makes
+      -- would be open to all unless lmp sets the modes itself.
+      local script = os.tmpname()
+      local f = assert(io.open(script, "w"))
+      f:write('local lmp = require "lmp" local m = lmp.Manager() '
+        .. 'print(require("lmp.core").getpid(), m.path) io.stdout:flush() lmp.sleep(60)')
+      f:close()
+      local p = assert(io.popen("umask 000; exec lua5.4 " .. script))
+      local pid, path = p:read("l"):match("^(%d+)%s+(%S+)")
+      os.remove(script)
       local user = "lmpsec" .. core.getpid()
-      assert.equal(0, (helpers.run("useradd -M -N -s /usr/sbin/nologin " .. user)))
       local ok, err = pcall(function()
+        assert.equal(0, (helpers.run("useradd -M -N -s /usr/sbin/nologin " .. user)))
         local client = "local uv = require 'luv'; local p = uv.new_pipe(false); "
-          .. "p:connect(arg[1], function(e) print(e or 'connected'); p:close() end); uv.run()"
+          .. "p:connect(PATH, function(e) print(e or 'connected'); p:close() end); uv.run()"
         local status, out, stderr = helpers.run(("runuser -u %s -- lua5.4 -e \"%s\""):format(
-          user, client:gsub("arg%[1%]", ("'%s'"):format(m.path))))
+          user, client:gsub("PATH", ("'%s'"):format(path))))
         assert.equal(0, status, stderr)
         assert.matches("^EACCES", out)
-        status = helpers.run(("runuser -u %s -- ls %s"):format(user, m.dir))
+        status = helpers.run(("runuser -u %s -- ls %s"):format(user, path:match("^(.*)/")))
         assert.are_not.equal(0, status)
       end)
       helpers.run("userdel " .. user)
+      os.execute("kill -KILL " .. pid)
+      p:read("a")
+      p:close()
       assert(ok, err)
     end)
   end
