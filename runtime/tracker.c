@@ -44,7 +44,7 @@ typedef struct entry {
 } entry;
 
 static int tracker_fd = -1;     /* our end, or -1 */
-static long tracker_owner;      /* the process that holds tracker_fd */
+static long tracker_owner;      /* the process whose tracker and registrations these are */
 static long tracker_pid;        /* the tracker's pid */
 
 /* ---- the tracker process -------------------------------------------------- */
@@ -144,6 +144,45 @@ static LMP_NORETURN void run_tracker(int fd) {
 
 /* ---- the registering side ------------------------------------------------- */
 
+/* What this process has registered, in order: a tracker made after the
+ * last one was killed is told all of it again. */
+static char **kept;
+static size_t kept_count, kept_capacity;
+
+static int keep(const char *record, size_t n) {
+  char *copy;
+  if (kept_count == kept_capacity) {
+    size_t more = kept_capacity ? kept_capacity * 2 : 16;
+    char **p = realloc(kept, more * sizeof *kept);
+    if (p == NULL) return -ENOMEM;
+    kept = p;
+    kept_capacity = more;
+  }
+  copy = malloc(n + 1);
+  if (copy == NULL) return -ENOMEM;
+  memcpy(copy, record, n);
+  copy[n] = '\0';
+  kept[kept_count++] = copy;
+  return 0;
+}
+
+/* Drops the latest registration matching record (kind and path). */
+static void forget(const char *record) {
+  size_t i;
+  for (i = kept_count; i-- > 0;) {
+    if (strcmp(kept[i] + 1, record + 1) == 0) {
+      free(kept[i]);
+      memmove(kept + i, kept + i + 1, (kept_count - i - 1) * sizeof *kept);
+      kept_count--;
+      return;
+    }
+  }
+}
+
+static void forget_all(void) {
+  while (kept_count > 0) free(kept[--kept_count]);
+}
+
 /* Makes this process's tracker. Returns 0 or -errno. */
 static int start_tracker(void) {
   int fds[2], status, e;
@@ -195,30 +234,45 @@ static int send_record(const char *record, size_t n) {
   return put == (ssize_t)n ? 0 : -errno;
 }
 
+/* Makes a new tracker and tells it everything kept. */
+static int restart_tracker(void) {
+  size_t i;
+  int r;
+  if (tracker_fd >= 0) close(tracker_fd);
+  tracker_fd = -1;
+  if ((r = start_tracker()) != 0) return r;
+  for (i = 0; i < kept_count; i++)
+    if ((r = send_record(kept[i], strlen(kept[i]))) != 0) return r;
+  return 0;
+}
+
 int lmp__track(int add, char kind, const char *path) {
   char record[2 + TRACK_PATH_MAX + 1];
   size_t n = strlen(path);
   int r;
   if (n == 0 || n > TRACK_PATH_MAX || strchr(path, '\n')) return -ENAMETOOLONG;
-  /* A descriptor inherited through fork is the parent's tracker, not ours. */
-  if (tracker_fd >= 0 && tracker_owner != (long)getpid()) tracker_fd = -1;
-  if (tracker_fd < 0) {
-    if (!add) return 0; /* nothing of ours was registered */
-    if ((r = start_tracker()) != 0) return r;
+  /* A descriptor inherited through fork is the parent's tracker, and what
+   * is kept is the parent's registrations: neither is ours. */
+  if (tracker_owner != (long)getpid()) {
+    tracker_fd = -1;
+    forget_all();
+    tracker_owner = (long)getpid();
   }
   record[0] = add ? '+' : '-';
   record[1] = kind;
   memcpy(record + 2, path, n);
-  r = send_record(record, n + 2);
-  if (r != 0 && add) {
-    /* The tracker was killed (nothing else ends it while we hold our
-     * end): what it held is no longer tracked, but a new one takes the
-     * registrations from now on. */
-    close(tracker_fd);
-    tracker_fd = -1;
-    if ((r = start_tracker()) != 0) return r;
-    r = send_record(record, n + 2);
+  record[n + 2] = '\0';
+  if (!add) {
+    forget(record);
+    /* A tracker gone since holds nothing of ours to forget. */
+    if (tracker_fd >= 0) send_record(record, n + 2);
+    return 0;
   }
+  if ((r = keep(record, n + 2)) != 0) return r;
+  if (tracker_fd >= 0 && send_record(record, n + 2) == 0) return 0;
+  /* No tracker yet, or it was killed (nothing else ends it while we hold
+   * our end): a new one takes over all that this process registered. */
+  if ((r = restart_tracker()) != 0) forget(record);
   return r;
 }
 

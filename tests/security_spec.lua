@@ -433,6 +433,32 @@ describe("resource tracker", function()
     check_removed(fields)
   end)
 
+  it("a tracker killed is replaced, and the new one removes what the old one held", function()
+    local p, fields, line = start_script([[
+      local lmp = require "lmp"
+      local core = require "lmp.core"
+      local first = lmp.shared_memory.SharedMemory{create = true, size = 4096}
+      local old = core.tracker_pid()
+      os.execute("kill -KILL " .. old)
+      repeat
+        local f = io.open("/proc/" .. old .. "/stat")
+        local stat = f and f:read("a") or ""
+        if f then f:close() end
+      until not stat:match("^%d+ %b() [^Z]")
+      local m = lmp.Manager()
+      print(core.getpid(), first.name, m.dir, m.path, core.tracker_pid(), old)
+      io.stdout:flush()
+      while true do end
+    ]])
+    assert.equal(6, #fields, line)
+    assert.are_not.equal(fields[5], fields[6])
+    assert.is_true(exists("/dev/shm" .. fields[2]))
+    os.execute("kill -KILL " .. fields[1])
+    p:read("a")
+    p:close()
+    check_removed(fields)
+  end)
+
   it("is not a child of ours, and forgets what was removed by its owner", function()
     local s = lmp.shared_memory.SharedMemory{create = true, size = 16}
     local tracker = core.tracker_pid()
