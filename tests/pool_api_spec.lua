@@ -20,6 +20,19 @@ local function failing_input(n)
   end
 end
 
+-- Runs a script with the runner; returns its exit status, stdout and
+-- stderr. (os.tmpname makes the file it names: the script goes there, so
+-- that nothing is left in /tmp.)
+local function run_script(code, command)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write(code)
+  f:close()
+  local status, out, err = helpers.run((command or "%s %s"):format(helpers.runner, path))
+  os.remove(path)
+  return status, out, err
+end
+
 local function collect(iterator, ...)
   local got = {}
   for v in iterator, ... do got[#got + 1] = v end
@@ -214,7 +227,7 @@ describe("Pool imap iterators at join", function()
   end)
 
   it("<close> does not raise with an unread imap iterator in the same scope", function()
-    local status, out, err = helpers.run_lua([[
+    local status, out, err = run_script([[
       local lmp = require "lmp"
       do
         local pool <close> = lmp.Pool(2)
@@ -224,7 +237,7 @@ describe("Pool imap iterators at join", function()
         assert(it() == 2)
       end
       print("done")
-    ]], helpers.runner)
+    ]])
     assert.equal(0, status, err)
     assert.equal("done\n", out)
   end)
@@ -292,19 +305,15 @@ describe("options", function()
   end)
 
   it("ex:map draws a progress bar when asked", function()
-    local path = os.tmpname() .. ".lua"
-    local f = assert(io.open(path, "w"))
-    f:write([[
+    -- script(1) gives the runner a pseudo-terminal, where bars are drawn.
+    local status, out = run_script([[
       local lmp = require "lmp"
       local ex <close> = lmp.ProcessPoolExecutor(2)
       local items = {}
       for i = 1, 20 do items[i] = i end
       for _ in ex:map(function(x) return x end, items, {progress = true}) do end
       io.stdout:write("finished\n")
-    ]])
-    f:close()
-    local status, out = helpers.run(("script -qec '%s %s' /dev/null"):format(helpers.runner, path))
-    os.remove(path)
+    ]], "script -qec '%s %s' /dev/null")
     assert.equal(0, status)
     -- the total is unknown (inputs are read lazily): a count and a rate
     assert.matches("\rmap: 20 %[%d%d:%d%d, [%d.]+it/s%]", out)
