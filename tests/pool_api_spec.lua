@@ -178,12 +178,15 @@ describe("Pool chunking", function()
   for m, mix in ipairs(MIXES) do
     for _, method in ipairs{"imap", "imap_unordered"} do
       it(("no chunk size it picks stalls %s (mix %d, generator and array)"):format(method, m), function()
-        local n = 0
-        for _ in pool[method](pool, work, mix_input(mix)) do n = n + 1 end
-        assert.equal(mix_total(mix), n)
+        -- Twice: whether a stall shows depends on how answers interleave.
+        for _ = 1, 2 do
+          local n = 0
+          for _ in pool[method](pool, work, mix_input(mix)) do n = n + 1 end
+          assert.equal(mix_total(mix), n)
+        end
         local array, read = {}, mix_input(mix)
         for v in read do array[#array + 1] = v end
-        n = 0
+        local n = 0
         for _ in pool[method](pool, work, array) do n = n + 1 end
         assert.equal(#array, n)
       end)
