@@ -304,12 +304,22 @@ static int timer_close(lua_State *L) {
   return 0;
 }
 
+/* The longest timer: about 3,000 years, far inside uint64_t milliseconds. */
+#define TIMER_MAX_SECONDS 1e11
+
 /* core.timer(seconds, fn [, repeat_seconds]) */
 static int core_timer(lua_State *L) {
   double seconds = luaL_checknumber(L, 1);
   double repeat = luaL_optnumber(L, 3, 0);
   timer **box;
   timer *t;
+  /* NaN would make a wait that never ends; a span beyond uint64_t
+   * milliseconds would be undefined in the conversion below; longer
+   * than TIMER_MAX_SECONDS is "never" for any timer. */
+  luaL_argcheck(L, seconds == seconds, 1, "seconds must not be NaN");
+  luaL_argcheck(L, repeat == repeat, 3, "seconds must not be NaN");
+  if (seconds > TIMER_MAX_SECONDS) seconds = TIMER_MAX_SECONDS;
+  if (repeat > TIMER_MAX_SECONDS) repeat = TIMER_MAX_SECONDS;
   luaL_checktype(L, 2, LUA_TFUNCTION);
   box = lua_newuserdatauv(L, sizeof *box, 0);
   *box = NULL;

@@ -37,9 +37,7 @@ local function wait_readable(conn, fname, timeout)
 end
 
 function methods.poll(conn, timeout)
-  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
-    errors.argument(1, "poll", "non-negative number of seconds expected")
-  end
+  errors.check_timeout(timeout, 1, "poll")
   return wait_readable(conn, "poll", timeout or 0)
 end
 

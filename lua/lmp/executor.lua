@@ -18,11 +18,7 @@ Future.__index = Future
 Future.__lmp_nosend = "a future belongs to the main process: send its result once it is done"
 Future.__name = "lmp.Future"
 
-local function check_timeout(timeout, n, fname)
-  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
-    errors.argument(n, fname, "timeout must be a non-negative number, got " .. tostring(timeout))
-  end
-end
+local check_timeout = errors.check_timeout
 
 local function new_future(job)
   local future = setmetatable({job = job, callbacks = {}}, Future)
@@ -97,12 +93,19 @@ end
 
 -- ---- the executor --------------------------------------------------------
 
+local EXECUTOR_OPTIONS = {"max_workers", "initializer", "initargs", "max_tasks_per_child",
+  "start_method"}
+local MAP_OPTIONS = {"chunksize", "timeout", "progress"}
+local SHUTDOWN_OPTIONS = {"wait", "cancel_futures"}
+local WAIT_OPTIONS = {"timeout", "return_when"}
+
 function executor.new(opts)
   if opts == nil then opts = {} end
   if math.type(opts) == "integer" then opts = {max_workers = opts} end
   if type(opts) ~= "table" then
     errors.argument(1, "ProcessPoolExecutor", "options table expected, got " .. type(opts))
   end
+  errors.check_options(opts, EXECUTOR_OPTIONS, 1, "ProcessPoolExecutor")
   local workers = opts.max_workers
   if workers ~= nil and (math.type(workers) ~= "integer" or workers < 1) then
     errors.argument(1, "ProcessPoolExecutor", "max_workers must be a positive integer")
@@ -128,21 +131,37 @@ function Executor:submit(fn, ...)
   return future
 end
 
--- ex:map(fn, it1 [, it2 ...] [, {timeout=, chunksize=}]) -> an iterator of
--- results in order; inputs are read lazily, zipped to the shortest.
+-- Whether t is an options table rather than an array: a table with keys
+-- but no items at 1..n.
+local function is_options(t)
+  return type(t) == "table" and t.n == nil and #t == 0 and next(t) ~= nil
+end
+
+-- ex:map(fn, it1 [, it2 ...] [, {timeout=, chunksize=, progress=}]) -> an
+-- iterator of results in order; inputs are read lazily, zipped to the
+-- shortest. The last input may be a generic for's (iterator, state,
+-- control), as pairs(t) gives: an iterator function followed by two
+-- values of which the second is no table or function.
 function Executor:map(fn, ...)
   pool.check_function(fn, "map")
-  local iterables = table.pack(...)
+  local args = table.pack(...)
   local opts = {}
-  local last = iterables[iterables.n]
-  if iterables.n > 1 and type(last) == "table" and #last == 0 and
-     (last.timeout ~= nil or last.chunksize ~= nil) then
-    opts = pool.options_of(last, iterables.n + 1, "map")
-    iterables.n = iterables.n - 1
+  if args.n > 1 and is_options(args[args.n]) then
+    opts = pool.options_of(args[args.n], args.n + 1, "map", MAP_OPTIONS)
+    args.n = args.n - 1
   end
-  if iterables.n == 0 then errors.argument(2, "map", "iterable expected, got no value") end
-  local readers = {}
-  for i = 1, iterables.n do readers[i] = pool.reader_of(iterables[i], i + 1, "map") end
+  if args.n == 0 then errors.argument(2, "map", "iterable expected, got no value") end
+  local readers, i = {}, 1
+  while i <= args.n do
+    local control = args[i + 2]
+    if type(args[i]) == "function" and i + 2 <= args.n and type(control) ~= "table"
+       and type(control) ~= "function" then
+      readers[#readers + 1] = pool.reader_of(args[i], i + 1, "map", true, args[i + 1], control)
+      break
+    end
+    readers[#readers + 1] = pool.reader_of(args[i], i + 1, "map")
+    i = i + 1
+  end
   self:_check_open("map")
   local function read()
     local args = {n = #readers}
@@ -153,7 +172,7 @@ function Executor:map(fn, ...)
     end
     return true, args
   end
-  local stream_opts = {chunksize = opts.chunksize}
+  local stream_opts = {chunksize = opts.chunksize, progress = opts.progress}
   if opts.timeout then
     stream_opts.deadline = core.hrtime() + opts.timeout
     stream_opts.timeout = opts.timeout
@@ -167,6 +186,7 @@ function Executor:shutdown(opts)
   if type(opts) ~= "table" then
     errors.argument(1, "shutdown", "options table expected, got " .. type(opts))
   end
+  errors.check_options(opts, SHUTDOWN_OPTIONS, 1, "shutdown")
   self.shut = true
   if opts.cancel_futures then
     for future in pairs(self.futures) do future:cancel() end
@@ -240,6 +260,7 @@ function executor.wait(futures, opts)
   if type(opts) ~= "table" then
     errors.argument(2, "wait", "options table expected, got " .. type(opts))
   end
+  errors.check_options(opts, WAIT_OPTIONS, 2, "wait")
   check_timeout(opts.timeout, 2, "wait")
   local when = opts.return_when or "ALL_COMPLETED"
   if when ~= "ALL_COMPLETED" and when ~= "FIRST_COMPLETED" and when ~= "FIRST_EXCEPTION" then

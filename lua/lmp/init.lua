@@ -21,6 +21,8 @@ function lmp.dumps(...)
   return core.dumps((...))
 end
 
+local LOADS_OPTIONS = {"functions", "metatables"}
+
 -- lmp.loads(bytes [, {functions = false, metatables = false}]): with
 -- functions = false, bytes holding anything that could run code here (a
 -- function, a value sent by name, a registered constructor's value, the
@@ -34,6 +36,7 @@ function lmp.loads(bytes, opts)
   if opts ~= nil and type(opts) ~= "table" then
     error(("bad argument #2 to 'loads' (options table expected, got %s)"):format(type(opts)), 2)
   end
+  if opts then errors.check_options(opts, LOADS_OPTIONS, 2, "loads") end
   return core.loads(bytes, not opts or opts.functions ~= false,
                     not opts or opts.metatables ~= false)
 end
@@ -115,8 +118,22 @@ function lmp.Event() return sync.new_event() end
 
 -- Shared memory.
 local shared = require "lmp.shared"
-function lmp.Value(code, init, opts) return shared.new_value(code, init, opts) end
-function lmp.Array(code, size_or_init, opts) return shared.new_array(code, size_or_init, opts) end
+local SHARED_OPTIONS = {"lock"}
+local function shared_options(opts, fname)
+  if opts ~= nil then
+    if type(opts) ~= "table" then
+      errors.argument(3, fname, "options table expected, got " .. type(opts))
+    end
+    errors.check_options(opts, SHARED_OPTIONS, 3, fname)
+  end
+  return opts
+end
+function lmp.Value(code, init, opts)
+  return shared.new_value(code, init, shared_options(opts, "Value"))
+end
+function lmp.Array(code, size_or_init, opts)
+  return shared.new_array(code, size_or_init, shared_options(opts, "Array"))
+end
 lmp.shared_memory = {SharedMemory = shared.new_shared_memory}
 
 -- Managers.

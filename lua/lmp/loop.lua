@@ -4,6 +4,7 @@
 -- again instead of nesting inside libuv. Coroutines started by spawn yield
 -- where the main thread would block.
 local core = require "lmp.core"
+local errors = require "lmp.errors"
 
 local loop = {}
 
@@ -169,10 +170,10 @@ function loop.pause(seconds)
 end
 
 function loop.sleep(seconds)
-  if type(seconds) ~= "number" or seconds < 0 then
-    error(("bad argument #1 to 'sleep' (non-negative number expected, got %s)")
-      :format(type(seconds) == "number" and tostring(seconds) or type(seconds)), 2)
+  if seconds == nil then
+    error("bad argument #1 to 'sleep' (number of seconds expected, got no value)", 2)
   end
+  errors.check_timeout(seconds, 1, "sleep", false, "duration")
   loop.wait(function() return false end, seconds)
 end
 

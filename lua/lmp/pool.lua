@@ -52,15 +52,39 @@ local function function_id(fn)
   return id
 end
 
--- An iterable is an array (with an optional n) or an iterator function.
--- Returns a reader giving (true, item) until the end, and the count if known.
-local function reader_of(iterable, argn, fname)
+-- An iterable is an array (with an optional n), an iterator function
+-- called until it returns nil, or the three values a generic for takes
+-- (iterator, state, control: pairs(t), ipairs(t), string.gmatch, ...).
+-- Returns a reader giving (true, item) until the end, and the count if
+-- known. A step of a triplet that gives several values (k, v) has the
+-- second as its item, as the body of `for _, v in pairs(t)` sees it;
+-- with `star`, the item is all the values of the step, as arguments.
+local function reader_of(iterable, argn, fname, triplet, state, control, star)
   local kind = type(iterable)
   if kind == "table" then
-    local n, i = iterable.n or #iterable, 0
+    local n = iterable.n or #iterable
+    if n == 0 and iterable.n == nil and next(iterable) ~= nil then
+      -- A table with only keys outside 1..n would map over nothing.
+      argument_error(argn, fname, "array expected, got a table with no items at 1..n;"
+        .. " for its values use pairs(t)")
+    end
+    local i = 0
     return function()
       if i < n then i = i + 1; return true, iterable[i] end
     end, n
+  elseif kind == "function" and triplet then
+    local stopped = false
+    local function step(first, ...)
+      if first == nil then stopped = true; return nil end
+      control = first
+      if star then return true, table.pack(first, ...) end
+      if select("#", ...) == 0 then return true, first end
+      return true, (...)
+    end
+    return function()
+      if stopped then return nil end
+      return step(iterable(state, control))
+    end, nil
   elseif kind == "function" then
     return function()
       local v = iterable()
@@ -70,9 +94,31 @@ local function reader_of(iterable, argn, fname)
   argument_error(argn, fname, "iterable expected, got " .. kind)
 end
 
+-- The arguments after the function of map, imap, starmap and the _async
+-- forms: (iterable [, opts]) or a generic for's (iterator, state, control
+-- [, closing]), which Lua passes whole only as the last arguments, so
+-- that no options can follow it. Two or more values after an iterator
+-- function make a triplet. Returns reader, count, array, opts.
+local function iterable_of(fname, star, ...)
+  local iterable, opts = ...
+  if type(iterable) == "function" and select("#", ...) >= 3 then
+    local _, state, control = ...
+    return reader_of(iterable, 2, fname, true, state, control, star), nil, nil, nil
+  end
+  local read, total = reader_of(iterable, 2, fname)
+  return read, total, type(iterable) == "table" and iterable or nil, opts
+end
+
 local NO_OPTIONS = setmetatable({}, {__newindex = function() error("lmp: NO_OPTIONS is shared") end})
 
-local function options_of(opts, argn, fname)
+-- The options each call takes.
+local MAP_OPTIONS = {"chunksize", "timeout", "progress"}
+local MAP_ASYNC_OPTIONS = {"chunksize", "timeout", "progress", "callback", "error_callback"}
+local APPLY_ASYNC_OPTIONS = {"timeout", "callback", "error_callback"}
+local POOL_OPTIONS = {"processes", "initializer", "initargs", "maxtasksperchild",
+  "max_tasks_per_child", "task_timeout", "progress", "start_method", "kill_orphans"}
+
+local function options_of(opts, argn, fname, known)
   if opts == nil then return NO_OPTIONS end
   if math.type(opts) == "integer" then
     if opts < 1 then argument_error(argn, fname, "chunksize must be at least 1") end
@@ -81,12 +127,11 @@ local function options_of(opts, argn, fname)
   if type(opts) ~= "table" then
     argument_error(argn, fname, "chunksize or options table expected, got " .. type(opts))
   end
+  errors.check_options(opts, known or MAP_OPTIONS, argn, fname)
   if opts.chunksize ~= nil and (math.type(opts.chunksize) ~= "integer" or opts.chunksize < 1) then
     argument_error(argn, fname, "chunksize must be a positive integer")
   end
-  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout <= 0) then
-    argument_error(argn, fname, "timeout must be a positive number")
-  end
+  errors.check_timeout(opts.timeout, argn, fname, true)
   if opts.progress ~= nil and type(opts.progress) ~= "boolean" then
     argument_error(argn, fname, "progress must be a boolean")
   end
@@ -227,10 +272,7 @@ local function new_pool(opts, fname)
   if maxtasks ~= nil and (math.type(maxtasks) ~= "integer" or maxtasks < 1) then
     argument_error(1, fname, "maxtasksperchild must be a positive integer")
   end
-  local task_timeout = opts.task_timeout
-  if task_timeout ~= nil and (type(task_timeout) ~= "number" or task_timeout <= 0) then
-    argument_error(1, fname, "task_timeout must be a positive number")
-  end
+  local task_timeout = errors.check_timeout(opts.task_timeout, 1, fname, true, "task_timeout")
   if opts.progress ~= nil and type(opts.progress) ~= "boolean" then
     argument_error(1, fname, "progress must be a boolean")
   end
@@ -402,7 +444,7 @@ local function new_task(job, fn, mode, source, from, count, first, timeout)
   task_serial = task_serial + 1
   return {id = task_serial, job = job, fn = fn, function_id = function_id(fn),
           mode = mode, payload = core.encode_list(source, from, count, first), first = first,
-          count = count, timeout = timeout, sent_at = nil, timer = nil}
+          count = count, timeout = timeout, sent_at = nil, timer = nil, took = nil}
 end
 
 -- An idle worker does not keep the event loop alive (luv's uv.run() may
@@ -607,6 +649,7 @@ function Pool:_on_message(w, message, values)
   table.remove(w.inflight, 1)
   local now = core.hrtime()
   local took = now - math.max(task.sent_at, w.last_done or 0)
+  if task.job.stream then task.took = took end
   self.task_time = self.task_time and (self.task_time * 3 + took) / 4 or took
   w.last_done = now
   if task.timer then task.timer:close() end
@@ -735,11 +778,19 @@ end
 function Pool:_submit_all(job, fn, mode, read, total, chunksize, timeout, array)
   if not array then
     array, total = {}, 0
-    while true do
-      local more, item = read()
-      if not more then break end
-      total = total + 1
-      array[total] = item
+    -- An input that raises fails the call before anything is queued; the
+    -- pool is untouched.
+    local ok, err = pcall(function()
+      while true do
+        local more, item = read()
+        if not more then break end
+        total = total + 1
+        array[total] = item
+      end
+    end)
+    if not ok then
+      if job.bar then job.bar:finish() end
+      error(err, 0)
     end
   end
   local sizes
@@ -768,20 +819,20 @@ end
 
 -- ---- the API --------------------------------------------------------------
 
-local function map_job(self, fname, fn, iterable, opts, mode, async)
+local function map_job(self, fname, fn, mode, async, ...)
   check_function(fn, fname)
-  local read, total = reader_of(iterable, 2, fname)
-  opts = options_of(opts, 3, fname)
+  local read, total, array, opts = iterable_of(fname, mode == "star", ...)
+  opts = options_of(opts, 3, fname, async and MAP_ASYNC_OPTIONS or MAP_OPTIONS)
   self:_check_open(fname)
   local job = new_job("map", async, opts.callback, opts.error_callback)
   if self:_wants_progress(opts) then job.bar = progress.new(fname, total) end
-  return self:_submit_all(job, fn, mode, read, total, opts.chunksize, opts.timeout,
-                          type(iterable) == "table" and iterable or nil)
+  return self:_submit_all(job, fn, mode, read, total, opts.chunksize, opts.timeout, array)
 end
 
 local function job_done(job) return job.done end
 
 local function result_of(job, fname, timeout)
+  errors.check_timeout(timeout, 1, fname)
   if not job.done then loop.wait(job_done, timeout, job) end
   if not job.done then
     error(errors.new("timeout", ("%s: no result after %g s"):format(fname, timeout)), 3)
@@ -790,20 +841,22 @@ local function result_of(job, fname, timeout)
   return job.results
 end
 
-function Pool:map(fn, iterable, opts)
-  return result_of((map_job(self, "map", fn, iterable, opts, "map", false)), "map")
+-- pool:map(f, iterable [, chunksize or opts]) or pool:map(f, iterator,
+-- state, control): see iterable_of. The same for the others.
+function Pool:map(fn, ...)
+  return result_of((map_job(self, "map", fn, "map", false, ...)), "map")
 end
 
-function Pool:starmap(fn, arglists, opts)
-  return result_of((map_job(self, "starmap", fn, arglists, opts, "star", false)), "starmap")
+function Pool:starmap(fn, ...)
+  return result_of((map_job(self, "starmap", fn, "star", false, ...)), "starmap")
 end
 
-function Pool:map_async(fn, iterable, opts)
-  return (map_job(self, "map_async", fn, iterable, opts, "map", true))
+function Pool:map_async(fn, ...)
+  return (map_job(self, "map_async", fn, "map", true, ...))
 end
 
-function Pool:starmap_async(fn, arglists, opts)
-  return (map_job(self, "starmap_async", fn, arglists, opts, "star", true))
+function Pool:starmap_async(fn, ...)
+  return (map_job(self, "starmap_async", fn, "star", true, ...))
 end
 
 -- An apply job is also its task: one table per call. The constructor
@@ -815,7 +868,7 @@ function Pool:_apply_job(fname, fn, args, opts, async)
   if args ~= nil and type(args) ~= "table" then
     argument_error(2, fname, "table of arguments expected, got " .. type(args))
   end
-  opts = options_of(opts, 3, fname)
+  opts = options_of(opts, 3, fname, async and APPLY_ASYNC_OPTIONS or {})
   self:_check_open(fname)
   args = args or {}
   local payload = core.encode_list(args, 1, args.n or #args)
@@ -849,10 +902,19 @@ end
 -- items take when none is given. The iterator gives (value, index): a nil
 -- result would end a generic for, so it arrives as lmp.null. The fourth
 -- value is a to-be-closed handle, so that leaving the loop early (break,
--- return, error) stops reading the input at once.
+-- return, error) stops reading the input at once; the iterator is also let
+-- go when it is collected, and join runs the rest of the input of one
+-- still held (see Pool:join).
+--
+-- An input that raises ends the input: the items read before it are run
+-- and given to the caller, then the error is raised from the loop, as
+-- Python's imap does; the pool is not affected.
 
 local StreamCloser = {__name = "lmp.StreamCloser"}
 function StreamCloser.__close(closer) closer.stop() end
+-- Only flags change here: a finalizer may run in the middle of any of the
+-- pool's own work.
+function StreamCloser.__gc(closer) closer.abandon() end
 
 -- Pool:_stream(fname, fn, read, total, opts, ordered [, mode]) -> iterator,
 -- nil, nil, closer; `read` gives (true, item) until the end; mode "star"
@@ -865,6 +927,7 @@ function Pool:_stream(fname, fn, read, total, opts, ordered, mode, array)
   local limit = total and default_chunksize(total, self.processes) or 4096
   local chunksize = fixed or 1
   local read_count, taken, exhausted = 0, 0, false
+  local input_error, input_failed = nil, false  -- what reading the input raised
   -- Arrived results, a chunk (one task's values and errors) at a time:
   -- by first input index for imap, in arrival order for imap_unordered.
   local chunks, fifo, head, tail = {}, {}, 1, 0
@@ -872,10 +935,15 @@ function Pool:_stream(fname, fn, read, total, opts, ordered, mode, array)
   local next_index = 1
   local per_item            -- seconds an item takes, measured
   local function window() return math.max(64, chunksize * self.processes * PIPELINE * 2) end
+  -- Items read and not yet given to the caller: queued, in flight, or
+  -- arrived and waiting, the chunk being read included. The window bounds
+  -- these; were any left out, the caller could wait for results that are
+  -- not on their way while the window holds the input back.
+  local function outstanding() return read_count - taken - position end
 
   job.refill = function()
     if exhausted or job.done then return end
-    if read_count - taken >= window() then return end
+    if not job.draining and outstanding() >= window() then return end
     if not fixed and per_item then
       chunksize = math.max(1, math.min(limit, chunksize * 2, math.floor(0.02 / per_item)))
     end
@@ -886,7 +954,11 @@ function Pool:_stream(fname, fn, read, total, opts, ordered, mode, array)
     else
       source, from = {}, 1
       while count < chunksize do
-        local more, item = read()
+        local ok, more, item = pcall(read)
+        if not ok then
+          input_error, input_failed, exhausted = more, true, true
+          break
+        end
         if not more then exhausted = true; break end
         count = count + 1
         source[count] = item
@@ -901,7 +973,11 @@ function Pool:_stream(fname, fn, read, total, opts, ordered, mode, array)
   end
 
   job.stream = function(task, results, errs)
-    local item_time = (core.hrtime() - task.sent_at) / math.max(1, task.count)
+    -- How long the worker ran the task (see _on_message), not counting
+    -- the time it waited behind another: that time says nothing of these
+    -- items, and counting it would shrink the chunks for no reason.
+    local took = task.took or (core.hrtime() - task.sent_at)
+    local item_time = took / math.max(1, task.count)
     per_item = per_item and (per_item + item_time) / 2 or item_time
     local chunk = {first = task.first, count = task.count, values = results, errs = errs}
     if ordered then
@@ -915,7 +991,7 @@ function Pool:_stream(fname, fn, read, total, opts, ordered, mode, array)
   self.streams[job] = true
   self:_pump()
 
-  local pool = self
+  local pool, owner = self, core.getpid()
   -- Makes `current` a chunk with an item left to take, if one has arrived;
   -- `taken` counts the items of the chunks finished before it.
   local function advance()
@@ -934,7 +1010,7 @@ function Pool:_stream(fname, fn, read, total, opts, ordered, mode, array)
     return true
   end
   local function have()
-    return advance() or job.error ~= nil or (exhausted and taken + position >= read_count)
+    return advance() or job.error ~= nil or (exhausted and outstanding() <= 0)
   end
   -- The next chunk, waiting for it if need be; nil at the end.
   local function next_chunk()
@@ -948,21 +1024,47 @@ function Pool:_stream(fname, fn, read, total, opts, ordered, mode, array)
       if not advance() then
         if bar then bar:finish() end
         if job.error then errors.raise(job.error) end
+        if input_failed then
+          -- Raised once, as it was raised to us; the loop ends with it.
+          input_failed = false
+          error(input_error, 0)
+        end
         return nil
       end
     end
     -- A new chunk frees room in the window: read more input if the
     -- workers could use it.
-    if not exhausted and read_count - taken < window()
+    if not exhausted and outstanding() < window()
       and pool:_queued() < #pool.workers * PIPELINE then pool:_pump() end
     return current
   end
+  local closer = setmetatable({stop = function()
+    if bar then bar:finish() end
+    exhausted = true
+    pool.streams[job] = nil
+    pool:_pump()
+  end, abandon = function()
+    -- A worker started by fork has a copy of this iterator: its collector
+    -- must not touch the parent's pool.
+    if core.getpid() ~= owner then return end
+    -- Nothing will read the results: stop reading the input, and skip the
+    -- tasks still queued (see Pool:_dequeue).
+    exhausted = true
+    job.done = true
+    pool.streams[job] = nil
+    loop.defer(function()
+      if bar then bar:finish() end
+      pool:_pump()
+    end)
+  end}, StreamCloser)
   -- Per item only what must be (the current chunk's fields held in locals
   -- of this closure); the work per chunk is in next_chunk.
   local values, count, base, errs = nil, 0, 0, nil
   local function iterate()
     if position >= count then
-      local chunk = next_chunk()
+      -- The closer lives as long as this iterator does: its finalizer
+      -- lets the stream go once neither is referenced.
+      local chunk = closer and next_chunk()
       if not chunk then return nil end
       values, count, base, errs = chunk.values, chunk.count, chunk.first - 1, chunk.errs
     end
@@ -973,28 +1075,21 @@ function Pool:_stream(fname, fn, read, total, opts, ordered, mode, array)
     if value == nil then value = errors.null end
     return value, base + position
   end
-  local closer = setmetatable({stop = function()
-    if bar then bar:finish() end
-    exhausted = true
-    pool.streams[job] = nil
-    pool:_pump()
-  end}, StreamCloser)
   return iterate, nil, nil, closer
 end
 
-local function stream(self, fname, fn, iterable, opts, ordered)
+local function stream(self, fname, fn, ordered, ...)
   check_function(fn, fname)
-  local read, total = reader_of(iterable, 2, fname)
-  return self:_stream(fname, fn, read, total, options_of(opts, 3, fname), ordered, nil,
-                      type(iterable) == "table" and iterable or nil)
+  local read, total, array, opts = iterable_of(fname, false, ...)
+  return self:_stream(fname, fn, read, total, options_of(opts, 3, fname), ordered, nil, array)
 end
 
-function Pool:imap(fn, iterable, opts)
-  return stream(self, "imap", fn, iterable, opts, true)
+function Pool:imap(fn, ...)
+  return stream(self, "imap", fn, true, ...)
 end
 
-function Pool:imap_unordered(fn, iterable, opts)
-  return stream(self, "imap_unordered", fn, iterable, opts, false)
+function Pool:imap_unordered(fn, ...)
+  return stream(self, "imap_unordered", fn, false, ...)
 end
 
 function Pool:close()
@@ -1024,9 +1119,14 @@ function Pool:join(timeout)
   if self.state == "running" then
     error(errors.new("closed", "join: call close() or terminate() first"), 2)
   end
+  errors.check_timeout(timeout, 1, "join")
   if next(self.streams) then
-    -- Let go of imap iterators the caller abandoned, so they stop feeding.
+    -- Let go of imap iterators the caller abandoned, so they stop feeding;
+    -- those still held may yet be read: run the rest of their input (the
+    -- results wait in the iterator), as Python's join does.
     collectgarbage()
+    loop.drain()
+    for job in pairs(self.streams) do job.draining = true end
     self:_pump()
   end
   return loop.wait(function() return #self.workers == 0 end, timeout)
@@ -1075,6 +1175,7 @@ function AsyncResult:get(timeout)
 end
 
 function AsyncResult:wait(timeout)
+  errors.check_timeout(timeout, 1, "wait")
   if not self.done then loop.wait(job_done, timeout, self) end
   return self.done
 end
@@ -1091,6 +1192,7 @@ function AsyncResult:successful()
 end
 
 local pool = {Pool = Pool, AsyncResult = AsyncResult, reader_of = reader_of,
+              POOL_OPTIONS = POOL_OPTIONS,
               settings = settings,
               worker_executable = worker_executable,
               options_of = options_of, check_function = check_function}
@@ -1101,6 +1203,8 @@ function pool.new(opts, fname)
     opts = {processes = opts}
   elseif type(opts) ~= "table" then
     argument_error(1, fname, "number of processes or options table expected, got " .. type(opts))
+  else
+    errors.check_options(opts, POOL_OPTIONS, 1, fname)
   end
   return new_pool(opts, fname)
 end

@@ -15,10 +15,13 @@ local live = setmetatable({}, {__mode = "k"}) -- started, not yet joined
 
 local SIGNALS = {SIGTERM = 15, SIGKILL = 9}
 
+local PROCESS_OPTIONS = {"target", "args", "name", "daemon"}
+
 local function new(opts)
   if type(opts) ~= "table" then
     errors.argument(1, "Process", "options table expected, got " .. type(opts))
   end
+  errors.check_options(opts, PROCESS_OPTIONS, 1, "Process")
   if type(opts.target) ~= "function" then
     errors.argument(1, "Process", "target must be a function, got " .. type(opts.target))
   end
@@ -88,6 +91,7 @@ end
 -- 0, the status it exited with, or -N when signal N ended it.
 function Process:join(timeout)
   if not self.started then error(errors.new("closed", "join: the process was not started"), 2) end
+  errors.check_timeout(timeout, 1, "join")
   loop.wait(function() return self._state.exitcode ~= nil end, timeout)
   self:_reap()
 end

@@ -46,9 +46,7 @@ function Queue:empty() return self:qsize() == 0 end
 function Queue:full() return self.maxsize > 0 and self:qsize() >= self.maxsize end
 
 local function check_wait(block, timeout, fname)
-  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
-    errors.argument(2, fname, "timeout must be a non-negative number")
-  end
+  errors.check_timeout(timeout, 2, fname)
   return block ~= false, timeout
 end
 

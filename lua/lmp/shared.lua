@@ -154,6 +154,7 @@ function shared.new_shared_memory(opts)
   if type(opts) ~= "table" then
     errors.argument(1, "SharedMemory", "options table expected, got " .. type(opts))
   end
+  errors.check_options(opts, {"name", "create", "size"}, 1, "SharedMemory")
   local name, create, size = opts.name, opts.create == true, opts.size or 0
   if name ~= nil and (type(name) ~= "string" or name:find("/", 2, true)) then
     errors.argument(1, "SharedMemory", "name must be a string without '/'")

@@ -17,10 +17,8 @@ local LOCK, COUNT = 0, 2
 local holds = setmetatable({}, {__mode = "k"}) -- lock -> times held here
 
 
-local function check_wait(block, timeout, fname)
-  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
-    errors.argument(2, fname, "timeout must be a non-negative number")
-  end
+local function check_wait(block, timeout, fname, n)
+  errors.check_timeout(timeout, n or 2, fname)
   return block ~= false, timeout and core.hrtime() + timeout
 end
 
@@ -157,7 +155,7 @@ end
 
 -- event:wait([timeout]) -> whether it is set.
 function Event:wait(timeout)
-  local _, deadline = check_wait(true, timeout, "wait")
+  local _, deadline = check_wait(true, timeout, "wait", 1)
   return wait_for(function() return self:is_set() end, true, deadline)
 end
 
