@@ -52,8 +52,12 @@ describe("start method fork", function()
     local function cmdline(pid)
       return helpers.read_file("/proc/" .. pid .. "/cmdline")
     end
+    -- Under valgrind this process reads its own command line as valgrind
+    -- shows it to the program (without valgrind's own words), and another
+    -- process's as it is (with them): the copy's ends with the original's.
     local forked = pool:apply(function() return core.getpid() end)
-    assert.equal(cmdline(core.getpid()), cmdline(forked))
+    local mine = cmdline(core.getpid())
+    assert.equal(mine, cmdline(forked):sub(-#mine))
     local spawned <close> = lmp.Pool{processes = 1, start_method = "spawn"}
     local other = spawned:apply(function() return core.getpid() end)
     assert.matches(core.worker_flag, cmdline(other), 1, true)
