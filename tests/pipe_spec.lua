@@ -75,6 +75,61 @@ describe("Pipe", function()
     a:close(); b:close()
   end)
 
+  it("Pipe(false) is one way: the receiving end first, the wrong direction refused", function()
+    local r, w = lmp.Pipe(false)
+    assert.equal("receive", r:mode())
+    assert.equal("send", w:mode())
+    w:send({1, 2})
+    assert.same({1, 2}, r:recv())
+    assert.error_matches(function() r:send(1) end, "only receives %(Pipe%(false%) returns the receiving end first")
+    assert.error_matches(function() w:recv() end, "only sends")
+    assert.error_matches(function() w:poll() end, "only sends")
+    -- The direction travels with an end given to a process.
+    local p = lmp.Process{target = function(rr, ww)
+      local recv_refused = not pcall(ww.recv, ww)
+      local send_refused = not pcall(rr.send, rr, "no")
+      os.exit(recv_refused and send_refused and 7 or 1)
+    end, args = {r, w}}
+    p:start()
+    p:join()
+    assert.equal(7, p.exitcode)
+    local x, y = lmp.Pipe()
+    assert.equal("duplex", x:mode())
+    x:close(); y:close(); r:close(); w:close()
+  end)
+
+  -- Sizes about the socket buffer and far above it, through ends the main
+  -- process waited on (which libuv leaves non-blocking, in both processes
+  -- that share them), to a reader in another process that takes its time.
+  it("sends of any size arrive whole after waits, to a slow reader in another process", function()
+    local mine, theirs = lmp.Pipe()
+    local sizes = {10, 200 * 1024, 212992, 300 * 1024, 4 * 1024 * 1024, 24 * 1024 * 1024}
+    local p = lmp.Process{target = function(c, sizes)
+      for i = 1, #sizes do
+        os.execute("sleep 0.05") -- a slow reader
+        local s = c:recv()
+        assert(#s == sizes[i] and s:sub(-6) == ("%6d"):format(i), "bad value " .. i)
+      end
+      -- And back: big values to a main process that waited on its end.
+      for i = 1, #sizes do c:send(("x"):rep(sizes[i] - 6) .. ("%6d"):format(i)) end
+      c:close()
+    end, args = {theirs, sizes}}
+    p:start()
+    theirs:close()
+    for i = 1, #sizes do
+      assert.is_false(mine:poll(0.01)) -- the main process waits on its end
+      mine:send(("y"):rep(sizes[i] - 6) .. ("%6d"):format(i))
+    end
+    for i = 1, #sizes do
+      local s = mine:recv()
+      assert.equal(sizes[i], #s)
+      assert.equal(("%6d"):format(i), s:sub(-6))
+    end
+    p:join()
+    assert.equal(0, p.exitcode)
+    mine:close()
+  end)
+
   it("misuse raises", function()
     assert.error_matches(function() lmp.Pipe(5) end, "bad argument #1 to 'Pipe'")
     local a, b = lmp.Pipe()
