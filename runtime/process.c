@@ -53,6 +53,7 @@ typedef struct child {
 /* Every worker process still running, in all states: on Ctrl-C they are
  * killed and reaped before the process exits. */
 static child *live_children;
+static child *inherited_children; /* in a forked worker: its parent's */
 
 static void add_live(child *c) {
   c->next = live_children;
@@ -430,6 +431,7 @@ static int core_spawn(lua_State *L) {
   char *args[64];
   int nargs, npassed = 0, i, r;
   child **box, *c;
+  uv_loop_t *loop;
   luaL_checktype(L, 2, LUA_TTABLE);
   luaL_checktype(L, 3, LUA_TFUNCTION);
   luaL_checktype(L, 4, LUA_TFUNCTION);
@@ -448,14 +450,17 @@ static int core_spawn(lua_State *L) {
     npassed = (int)lua_rawlen(L, 5);
     if (npassed > LMP_MAX_PASSED_FDS) return luaL_argerror(L, 5, "too many descriptors");
   }
+  loop = lmp__loop(L); /* may refuse: before anything is allocated */
   box = lua_newuserdatauv(L, sizeof *box, 0);
   *box = NULL;
   luaL_setmetatable(L, CHILD_META);
   c = calloc(1, sizeof *c);
-  if (c == NULL) return luaL_error(L, "lmp: not enough memory");
+  if (c == NULL || uv_pipe_init(loop, &c->channel, 0) != 0) {
+    free(c);
+    return luaL_error(L, "lmp: cannot make a channel for a worker");
+  }
   memset(&options, 0, sizeof options);
   memset(stdio, 0, sizeof stdio);
-  uv_pipe_init(lmp__loop(L), &c->channel, 0);
   c->channel.data = c;
   c->process.data = c;
   for (i = 0; i < 3; i++) {
@@ -475,7 +480,7 @@ static int core_spawn(lua_State *L) {
   options.stdio = stdio;
   options.stdio_count = 4 + npassed;
   options.exit_cb = on_process_exit;
-  r = uv_spawn(lmp__loop(L), &c->process, &options);
+  r = uv_spawn(loop, &c->process, &options);
   c->handles_open = 2;
   c->lua_owned = 1;
   if (r != 0) {
@@ -505,7 +510,12 @@ static int child_started(lua_State *L, child *c, child **box, int on_message) {
   c->view_ref = LUA_NOREF;
   *box = c;
   add_live(c);
-  uv_read_start((uv_stream_t *)&c->channel, on_alloc, on_read);
+  if (uv_read_start((uv_stream_t *)&c->channel, on_alloc, on_read) != 0) {
+    /* Nothing it says could be heard: it ends now, and its exit is
+     * reported as any worker's death is. */
+    c->eof = 1;
+    signal_child(c, SIGKILL);
+  }
   return 1;
 }
 
@@ -527,7 +537,10 @@ static void close_from(int from) {
 static LMP_NORETURN void run_forked_worker(lua_State *L, int fd, long parent) {
   int status = 1;
   forked_worker = 1;
-  live_children = NULL; /* the parent's to kill, not ours */
+  /* The parent's workers are its to kill, not ours; the list stays
+   * reachable (not leaked: it is the parent's memory, copied). */
+  inherited_children = live_children;
+  live_children = NULL;
   signal(SIGCHLD, SIG_DFL);
   if (fd != LMP_CHANNEL_FD) {
     dup2(fd, LMP_CHANNEL_FD);
@@ -543,17 +556,23 @@ static LMP_NORETURN void run_forked_worker(lua_State *L, int fd, long parent) {
  * "fork" start method. The child is a copy of this process, with the
  * script and everything it loaded already there: no executable to load,
  * no Lua to start, so a pool is ready in a fraction of the time. */
+static void free_unstarted(uv_handle_t *handle) {
+  free(handle->data);
+}
+
 static int core_fork_worker(lua_State *L) {
-  int fds[2], pidfd;
+  int fds[2], pidfd, r;
   pid_t pid;
   long parent = (long)getpid();
   child **box, *c;
+  uv_loop_t *loop;
   luaL_checktype(L, 1, LUA_TFUNCTION);
   luaL_checktype(L, 2, LUA_TFUNCTION);
   lua_settop(L, 2);
   if (forked_worker)
     return luaL_error(L, "lmp: a forked worker cannot start workers of its own; use the "
                          "'spawn' start method for nested pools");
+  loop = lmp__loop(L);
   box = lua_newuserdatauv(L, sizeof *box, 0);
   *box = NULL;
   luaL_setmetatable(L, CHILD_META);
@@ -563,6 +582,22 @@ static int core_fork_worker(lua_State *L) {
     free(c);
     return luaL_error(L, "lmp: cannot make a channel: %s", strerror(errno));
   }
+  /* The handles that need no process are made before there is one, so
+   * that a failure leaves no process behind. */
+  c->channel.data = c;
+  if ((r = uv_pipe_init(loop, &c->channel, 0)) != 0) free(c);
+  else if ((r = uv_pipe_open(&c->channel, fds[0])) != 0)
+    uv_close((uv_handle_t *)&c->channel, free_unstarted);
+  if (r != 0) {
+    close(fds[0]);
+    close(fds[1]);
+    return luaL_error(L, "lmp: cannot make a channel: %s", uv_strerror(r));
+  }
+  c->handles_open = 1;
+  c->lua_owned = 1;
+  c->exited = c->eof = c->reported = 1; /* till the worker runs */
+  c->owner = (long)getpid();
+  *box = c; /* the box's finalizer closes the channel from here on */
   /* What stdio holds unwritten would otherwise be written twice. */
   fflush(NULL);
   pid = fork();
@@ -570,41 +605,51 @@ static int core_fork_worker(lua_State *L) {
     close(fds[0]);
     run_forked_worker(L, fds[1], parent);
   }
+  r = errno;
   close(fds[1]);
   if (pid < 0) {
-    int e = errno;
-    close(fds[0]);
-    free(c);
-    lua_pushfstring(L, "cannot fork a worker: %s", strerror(e));
+    lua_pushfstring(L, "cannot fork a worker: %s", strerror(r));
     lmp__push_error(L, "worker_lost", lua_tostring(L, -1));
     return lua_error(L);
   }
-  uv_pipe_init(lmp__loop(L), &c->channel, 0);
-  uv_pipe_open(&c->channel, fds[0]);
-  c->channel.data = c;
   c->forked = 1;
   c->pid = (int)pid;
-  c->handles_open = 2;
-  c->lua_owned = 1;
+  c->exited = c->eof = c->reported = 0;
   /* $LMP_NO_PIDFD makes lmp take the SIGCHLD way, for its tests. */
   pidfd = getenv("LMP_NO_PIDFD") ? -1 : (int)syscall(SYS_pidfd_open, pid, 0);
+  if (pidfd >= 0 && uv_poll_init(loop, &c->exit_watch, pidfd) != 0) {
+    close(pidfd);
+    pidfd = -1;
+  }
   if (pidfd >= 0) {
     c->by_pidfd = 1;
     c->pidfd = pidfd;
-    uv_poll_init(lmp__loop(L), &c->exit_watch, pidfd);
     c->exit_watch.data = c;
-    uv_poll_start(&c->exit_watch, UV_READABLE, on_pidfd);
+    c->handles_open++;
+    r = uv_poll_start(&c->exit_watch, UV_READABLE, on_pidfd);
   } else {
     siginfo_t info;
     c->pidfd = -1;
-    uv_signal_init(lmp__loop(L), &c->sigchld);
-    c->sigchld.data = c;
-    uv_signal_start(&c->sigchld, on_sigchld, SIGCHLD);
+    if ((r = uv_signal_init(loop, &c->sigchld)) == 0) {
+      c->sigchld.data = c;
+      c->handles_open++;
+      r = uv_signal_start(&c->sigchld, on_sigchld, SIGCHLD);
+    }
     /* An exit before the watch began raised its SIGCHLD unseen: raise
      * another (the zombie waits to be reaped). */
     memset(&info, 0, sizeof info);
-    if (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid)
+    if (r == 0 && waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+        info.si_pid == pid)
       kill(getpid(), SIGCHLD);
+  }
+  if (r != 0) {
+    /* Its exit could not be watched: the worker goes now, reaped here, and
+     * the box's finalizer closes what was opened. */
+    int status;
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    c->exited = c->eof = c->reported = 1;
+    return luaL_error(L, "lmp: cannot watch a forked worker: %s", uv_strerror(r));
   }
   return child_started(L, c, box, 1);
 }
@@ -845,8 +890,12 @@ static int child_gc(lua_State *L) {
     free(c);
     return 0;
   }
-  if (c->forked) stop_exit_watch(c);
-  close_handle(exit_handle(c));
+  /* The channel is the first handle made; an exit handle exists when a
+   * second one is open (or has been closed already, which is fine). */
+  if (c->handles_open > 1) {
+    if (c->forked) stop_exit_watch(c);
+    close_handle(exit_handle(c));
+  }
   close_handle((uv_handle_t *)&c->channel);
   return 0;
 }

@@ -134,7 +134,10 @@ static void on_connection(uv_stream_t *listener, int status) {
   if (status != 0 || srv->L == NULL) return;
   c = calloc(1, sizeof *c);
   if (c == NULL) return;
-  uv_pipe_init(listener->loop, &c->pipe, 0);
+  if (uv_pipe_init(listener->loop, &c->pipe, 0) != 0) {
+    free(c);
+    return;
+  }
   c->pipe.data = c;
   c->srv = srv;
   srv->open_handles++;
@@ -146,7 +149,8 @@ static void on_connection(uv_stream_t *listener, int status) {
   srv->clients = c;
   /* Requests are served while the loop turns; they never keep it turning. */
   uv_unref((uv_handle_t *)&c->pipe);
-  uv_read_start((uv_stream_t *)&c->pipe, client_alloc, client_read);
+  if (uv_read_start((uv_stream_t *)&c->pipe, client_alloc, client_read) != 0)
+    uv_close((uv_handle_t *)&c->pipe, client_closed);
 }
 
 static int server_close(lua_State *L) {
@@ -168,14 +172,18 @@ static int server_close(lua_State *L) {
 static int core_listen(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   server **box, *srv;
+  uv_loop_t *loop;
   int r;
   luaL_checktype(L, 2, LUA_TFUNCTION);
+  loop = lmp__loop(L); /* may refuse: before anything is allocated */
   box = lua_newuserdatauv(L, sizeof *box, 0);
   *box = NULL;
   luaL_setmetatable(L, SERVER_META);
   srv = calloc(1, sizeof *srv);
-  if (srv == NULL) return luaL_error(L, "lmp: not enough memory");
-  uv_pipe_init(lmp__loop(L), &srv->listener, 0);
+  if (srv == NULL || (r = uv_pipe_init(loop, &srv->listener, 0)) != 0) {
+    free(srv);
+    return luaL_error(L, "lmp: cannot listen on %s", path);
+  }
   srv->listener.data = srv;
   srv->open_handles = 1;
   if ((r = uv_pipe_bind(&srv->listener, path)) != 0 ||
