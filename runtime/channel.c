@@ -223,7 +223,7 @@ static int writev_full(int fd, struct iovec *iov, int n) {
  * Long strings are written from the strings themselves (writev), not
  * copied into the encoding first. */
 static int send_frame(lua_State *L, int fd, int message, int payload, lua_Integer count,
-                      const char *root) {
+                      const char *root, int worker_channel) {
   int r, n = 0, pieces_slot, box;
   lmp_buffer *b;
   size_t pieces = 0, i, from = 0, total, message_end, message_len;
@@ -267,6 +267,11 @@ static int send_frame(lua_State *L, int fd, int message, int payload, lua_Intege
   lmp__set_u32_at(b->data + LMP_FRAME_HEADER, (uint32_t)message_len);
   r = writev_full(fd, iov, n);
   lmp__give_back_encode_box(L, box);
+  /* A worker's channel broken: its main process is gone, and so is
+   * everyone who could hear of this; the worker ends quietly (its output
+   * flushed), as it would at end of file. */
+  if (r < 0 && worker_channel && (r == -EPIPE || r == -ECONNRESET))
+    exit(0);
   if (r < 0) return luaL_error(L, "lmp: channel write failed: %s", strerror(-r));
   return 0;
 }
@@ -277,9 +282,9 @@ static int send_frame(lua_State *L, int fd, int message, int payload, lua_Intege
 static int core_channel_send(lua_State *L) {
   luaL_checkany(L, 1);
   lua_settop(L, 3);
-  if (lua_isnil(L, 2)) return send_frame(L, LMP_CHANNEL_FD, 1, 0, -1, "result");
+  if (lua_isnil(L, 2)) return send_frame(L, LMP_CHANNEL_FD, 1, 0, -1, "result", 1);
   luaL_checktype(L, 2, LUA_TTABLE);
-  return send_frame(L, LMP_CHANNEL_FD, 1, 2, luaL_checkinteger(L, 3), "result");
+  return send_frame(L, LMP_CHANNEL_FD, 1, 2, luaL_checkinteger(L, 3), "result", 1);
 }
 
 /* ---- connections (lmp.Pipe) ------------------------------------------- */
@@ -419,7 +424,7 @@ static int connection_send(lua_State *L) {
   connection *c = check_sending(L);
   luaL_checkany(L, 2);
   lua_settop(L, 2);
-  return send_frame(L, c->fd, 2, 0, -1, "");
+  return send_frame(L, c->fd, 2, 0, -1, "", 0);
 }
 
 /* conn:recv() -> value, or nothing at end of file. */

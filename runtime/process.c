@@ -654,9 +654,14 @@ static int core_fork_worker(lua_State *L) {
   return child_started(L, c, box, 1);
 }
 
+/* Queues a write on libuv, shielded from SIGPIPE until it is done. */
+static int queue_write(write_request *w, uv_stream_t *stream, const uv_buf_t *bufs,
+                       unsigned int nbufs);
+
 static void on_written(uv_write_t *req, int status) {
   write_request *w = (write_request *)req;
   (void)status; /* a failed write shows up as the worker's exit */
+  lmp__shield_sigpipe(-1);
   free(w->data);
   if (w->L) luaL_unref(w->L, LUA_REGISTRYINDEX, w->pin);
   free(w);
@@ -672,7 +677,9 @@ static int write_bytes(child *c, const char *data, size_t len) {
   int r;
   if (uv_stream_get_write_queue_size(stream) == 0) {
     buf = uv_buf_init((char *)data, (unsigned int)len);
+    lmp__shield_sigpipe(1);
     r = uv_try_write(stream, &buf, 1);
+    lmp__shield_sigpipe(-1);
     if (r < 0 && r != UV_EAGAIN) return r;
     if (r > 0) {
       data += r;
@@ -687,7 +694,14 @@ static int write_bytes(child *c, const char *data, size_t len) {
   }
   memcpy(w->data, data, len);
   buf = uv_buf_init(w->data, (unsigned int)len);
-  r = uv_write(&w->req, stream, &buf, 1, on_written);
+  return queue_write(w, stream, &buf, 1);
+}
+
+static int queue_write(write_request *w, uv_stream_t *stream, const uv_buf_t *bufs,
+                       unsigned int nbufs) {
+  int r;
+  lmp__shield_sigpipe(1);
+  r = uv_write(&w->req, stream, bufs, nbufs, on_written);
   if (r != 0) on_written(&w->req, r);
   return r;
 }
@@ -753,7 +767,9 @@ static int send_encoded(lua_State *L, child *c, lmp_buffer *b, int box, lmp_payl
   if (payload && !copy) nbufs += lmp__payload_bufs(payload, bufs + 1);
   total = b->len + (copy ? 0 : payload_len);
   if (uv_stream_get_write_queue_size(stream) == 0) {
+    lmp__shield_sigpipe(1);
     r = uv_try_write(stream, bufs, (unsigned int)nbufs);
+    lmp__shield_sigpipe(-1);
     if (r < 0 && r != UV_EAGAIN) {
       lmp__give_back_encode_box(L, box);
       lua_pushboolean(L, 0);
@@ -784,9 +800,7 @@ static int send_encoded(lua_State *L, child *c, lmp_buffer *b, int box, lmp_payl
   }
   lmp__give_back_encode_box(L, box);
   /* libuv copies bufs, so `few` may go when this returns. */
-  r = uv_write(&w->req, stream, bufs, (unsigned int)nbufs, on_written);
-  if (r != 0) {
-    on_written(&w->req, r);
+  if (queue_write(w, stream, bufs, (unsigned int)nbufs) != 0) {
     lua_pushboolean(L, 0);
     return 1;
   }

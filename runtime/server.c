@@ -57,6 +57,7 @@ static void client_closed(uv_handle_t *handle) {
 static void on_reply_written(uv_write_t *req, int status) {
   reply_write *w = (reply_write *)req;
   (void)status;
+  lmp__shield_sigpipe(-1); /* a client that went away is no reason to die */
   lmp__buffer_free(&w->bytes);
   free(w);
 }
@@ -106,7 +107,9 @@ static void deliver_request(void *ctx, const char *body, size_t n) {
   }
   w->bytes = out;
   buf = uv_buf_init(out.data, (unsigned int)out.len);
+  lmp__shield_sigpipe(1);
   if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &buf, 1, on_reply_written) != 0) {
+    lmp__shield_sigpipe(-1);
     lmp__buffer_free(&w->bytes);
     free(w);
   }
