@@ -400,7 +400,9 @@ static int connection_close(lua_State *L) {
     data->L = NULL;
     stop_watch(c);
   }
-  if (c->fd >= 0) close(c->fd);
+  /* A queue's feeder may still be writing what was put: it closes the
+   * descriptor when it is done. */
+  if (c->fd >= 0 && !lmp__feeder_adopt(c->fd)) close(c->fd);
   c->fd = -1;
   return 0;
 }

@@ -273,5 +273,6 @@ int luaopen_lmp_core(lua_State *L) {
   lmp__open_shared(L);
   lmp__open_server(L);
   lmp__open_terminal(L);
+  lmp__open_feeder(L);
   return 1;
 }

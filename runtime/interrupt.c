@@ -19,6 +19,7 @@ static volatile sig_atomic_t installed;
 
 static void LMP_NORETURN stop_everything(void) {
   int n = lmp__kill_all_workers();
+  lmp__cancel_feeders(); /* exit waits for no reader */
   fflush(stdout);
   if (n > 0)
     fprintf(stderr, "\nlmp: interrupted (Ctrl-C); stopped %d worker process%s\n", n,

@@ -154,6 +154,17 @@ void lmp__close_interrupt(void);
 void lmp__guard_sigpipe(void);
 void lmp__shield_sigpipe(int delta);
 
+/* feeder.c: the feeders of lmp.Queue (see there). core.feeder. */
+void lmp__open_feeder(lua_State *L);
+/* Waits until this process's feeders have written what they hold (except
+ * cancelled ones); runs at exit, and before a forked worker's _exit. */
+void lmp__flush_feeders(void);
+/* Ctrl-C: no feeder is waited for. */
+void lmp__cancel_feeders(void);
+/* Whether a feeder of this process still writes to fd, and takes it over
+ * to close when done (then the caller must not close it). */
+int lmp__feeder_adopt(int fd);
+
 /* process.c: kills and reaps every worker still running; returns how many.
  * Used on Ctrl-C. */
 int lmp__kill_all_workers(void);

@@ -548,6 +548,7 @@ static LMP_NORETURN void run_forked_worker(lua_State *L, int fd, long parent) {
   }
   close_from(LMP_CHANNEL_FD + 1);
   if (lmp__become_worker(parent) == 0) status = lmp__run_worker(L);
+  lmp__flush_feeders(); /* what it put on queues, as exit() would */
   fflush(NULL);
   _exit(status);
 }

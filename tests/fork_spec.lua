@@ -72,6 +72,9 @@ describe("start method fork", function()
   end)
 
   it("refused lmp.sleep calls cost a forked worker no memory", function()
+    -- Under the sanitizers freed memory is held back (and valgrind would
+    -- take minutes): there a few calls run, and the leak check judges.
+    local calls = helpers.instrumented and 1000 or 100000
     local growth_kb = pool:apply(function()
       local function rss_kb()
         return tonumber(helpers.read_file("/proc/self/status"):match("VmRSS:%s*(%d+)"))
@@ -79,12 +82,12 @@ describe("start method fork", function()
       for _ = 1, 1000 do pcall(lmp.sleep, 0.01) end
       collectgarbage()
       local before = rss_kb()
-      for _ = 1, 100000 do pcall(lmp.sleep, 0.01) end
+      for _ = 1, calls do pcall(lmp.sleep, 0.01) end
       collectgarbage()
       return rss_kb() - before
     end)
     -- A timer leaked per call was about 20 MB here.
-    assert.is_true(growth_kb < 4096, growth_kb .. " kB more")
+    if not helpers.instrumented then assert.is_true(growth_kb < 4096, growth_kb .. " kB more") end
   end)
 
   it("a connection made in a forked worker refuses watch and closes cleanly", function()
