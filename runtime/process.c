@@ -885,8 +885,16 @@ static int child_gc(lua_State *L) {
   if (c == NULL) return 0;
   *box = NULL;
   /* A forked worker inherited its parent's handles: they are not its own
-   * to kill or close (the memory is its copy, left as it is). */
-  if (c->owner != (long)getpid()) return 0;
+   * to kill or close (the memory is its copy, left as it is, and kept
+   * reachable with the parent's list, lest valgrind count it lost). */
+  if (c->owner != (long)getpid()) {
+    if (c != inherited_children && c->prev == NULL && c->next == NULL) {
+      c->next = inherited_children;
+      if (inherited_children) inherited_children->prev = c;
+      inherited_children = c;
+    }
+    return 0;
+  }
   unlist_flush(c);
   c->outbox.len = 0;
   forget_lua(c);
