@@ -27,7 +27,7 @@ CFLAGS_ALL = -std=c99 -Wall -Wextra $(WERROR) -fPIC -D_GNU_SOURCE $(OPTFLAGS) $(
 LDFLAGS_ALL = $(SANFLAGS) $(LDFLAGS)
 
 # The runtime: one file per concern (see README "Architecture").
-RUNTIME := buffer memory value names error loop inbox process channel worker interrupt shared server digest tracker terminal embed core
+RUNTIME := buffer memory value names error loop inbox process channel feeder worker interrupt shared server digest tracker terminal embed core
 OBJECTS := $(RUNTIME:%=$(BUILD)/obj/%.o) $(BUILD)/obj/lua_sources.o
 LUA_MODULES := $(wildcard lua/lmp/*.lua)
 

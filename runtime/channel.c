@@ -32,12 +32,31 @@ static void wait_readable_briefly(int fd) {
   while (poll(&pfd, 1, 0) == 0 && uv_hrtime() < deadline) sched_yield();
 }
 
+/* Waits until fd is ready for `events` (POLLIN or POLLOUT). A frame must
+ * go or come whole even on a non-blocking descriptor: libuv makes a Pipe
+ * end non-blocking once the main process watched it on its loop, and that
+ * flag belongs to every process sharing the end. */
+static int wait_ready(int fd, short events) {
+  struct pollfd pfd;
+  int r;
+  pfd.fd = fd;
+  pfd.events = events;
+  do {
+    r = poll(&pfd, 1, -1);
+  } while (r < 0 && errno == EINTR);
+  return r < 0 ? -errno : 0;
+}
+
 static int read_full(int fd, char *p, size_t n) {
   while (n > 0) {
     ssize_t r = read(fd, p, n);
     if (r == 0) return 0;
     if (r < 0) {
       if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        if ((r = wait_ready(fd, POLLIN)) < 0) return (int)r;
+        continue;
+      }
       return -errno;
     }
     p += r;
@@ -158,11 +177,32 @@ static int core_channel_recv(lua_State *L) {
   return recv_buffered(L, LMP_CHANNEL_FD);
 }
 
+/* Writes all of iov. Sockets are written with MSG_NOSIGNAL: a reader that
+ * is gone makes the write fail with EPIPE instead of killing this process
+ * with SIGPIPE, whose default the script and its children keep. */
 static int writev_full(int fd, struct iovec *iov, int n) {
+  int socket = 1;
   while (n > 0) {
-    ssize_t r = writev(fd, iov, n > IOV_MAX ? IOV_MAX : n);
+    ssize_t r;
+    if (socket) {
+      struct msghdr msg;
+      memset(&msg, 0, sizeof msg);
+      msg.msg_iov = iov;
+      msg.msg_iovlen = (size_t)(n > IOV_MAX ? IOV_MAX : n);
+      r = sendmsg(fd, &msg, MSG_NOSIGNAL);
+      if (r < 0 && errno == ENOTSOCK) {
+        socket = 0;
+        continue;
+      }
+    } else {
+      r = writev(fd, iov, n > IOV_MAX ? IOV_MAX : n);
+    }
     if (r < 0) {
       if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        if ((r = wait_ready(fd, POLLOUT)) < 0) return (int)r;
+        continue;
+      }
       return -errno;
     }
     while (n > 0 && (size_t)r >= iov->iov_len) {
@@ -183,7 +223,7 @@ static int writev_full(int fd, struct iovec *iov, int n) {
  * Long strings are written from the strings themselves (writev), not
  * copied into the encoding first. */
 static int send_frame(lua_State *L, int fd, int message, int payload, lua_Integer count,
-                      const char *root) {
+                      const char *root, int worker_channel) {
   int r, n = 0, pieces_slot, box;
   lmp_buffer *b;
   size_t pieces = 0, i, from = 0, total, message_end, message_len;
@@ -227,6 +267,11 @@ static int send_frame(lua_State *L, int fd, int message, int payload, lua_Intege
   lmp__set_u32_at(b->data + LMP_FRAME_HEADER, (uint32_t)message_len);
   r = writev_full(fd, iov, n);
   lmp__give_back_encode_box(L, box);
+  /* A worker's channel broken: its main process is gone, and so is
+   * everyone who could hear of this; the worker ends quietly (its output
+   * flushed), as it would at end of file. */
+  if (r < 0 && worker_channel && (r == -EPIPE || r == -ECONNRESET))
+    exit(0);
   if (r < 0) return luaL_error(L, "lmp: channel write failed: %s", strerror(-r));
   return 0;
 }
@@ -237,17 +282,21 @@ static int send_frame(lua_State *L, int fd, int message, int payload, lua_Intege
 static int core_channel_send(lua_State *L) {
   luaL_checkany(L, 1);
   lua_settop(L, 3);
-  if (lua_isnil(L, 2)) return send_frame(L, LMP_CHANNEL_FD, 1, 0, -1, "result");
+  if (lua_isnil(L, 2)) return send_frame(L, LMP_CHANNEL_FD, 1, 0, -1, "result", 1);
   luaL_checktype(L, 2, LUA_TTABLE);
-  return send_frame(L, LMP_CHANNEL_FD, 1, 2, luaL_checkinteger(L, 3), "result");
+  return send_frame(L, LMP_CHANNEL_FD, 1, 2, luaL_checkinteger(L, 3), "result", 1);
 }
 
 /* ---- connections (lmp.Pipe) ------------------------------------------- */
 
 #define CONNECTION_META "lmp.Connection"
 
+/* What an end may do: both, or one only (the ends of Pipe(false)). */
+enum { DUPLEX, RECEIVE_ONLY, SEND_ONLY };
+
 typedef struct connection {
   int fd;          /* -1 once closed */
+  int mode;        /* DUPLEX, RECEIVE_ONLY or SEND_ONLY */
   uv_poll_t *watch; /* while the main process waits for it to be readable */
   long owner;      /* the process that made it: a forked worker inherits
                       its parent's connections, not theirs to close */
@@ -261,6 +310,23 @@ typedef struct watch_data {
 static connection *check_connection(lua_State *L) {
   connection *c = luaL_checkudata(L, 1, CONNECTION_META);
   if (c->fd < 0) luaL_error(L, "lmp: the connection is closed");
+  return c;
+}
+
+/* The connection at 1, which must be open and able to receive (send). */
+static connection *check_receiving(lua_State *L) {
+  connection *c = check_connection(L);
+  if (c->mode == SEND_ONLY)
+    luaL_error(L, "lmp: this end of a one-way Pipe only sends (Pipe(false) returns the "
+                  "receiving end first, then the sending end)");
+  return c;
+}
+
+static connection *check_sending(lua_State *L) {
+  connection *c = check_connection(L);
+  if (c->mode == RECEIVE_ONLY)
+    luaL_error(L, "lmp: this end of a one-way Pipe only receives (Pipe(false) returns the "
+                  "receiving end first, then the sending end)");
   return c;
 }
 
@@ -288,33 +354,35 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
 
 /* conn:watch(fn): fn() runs on the loop when the connection is readable. */
 static int connection_watch(lua_State *L) {
-  connection *c = check_connection(L);
+  connection *c = check_receiving(L);
   watch_data *data;
+  uv_loop_t *loop;
+  int r;
   luaL_checktype(L, 2, LUA_TFUNCTION);
+  /* Whatever can raise comes before anything is allocated: lmp__loop
+   * refuses in a forked worker, luaL_ref may run out of memory. */
+  loop = lmp__loop(L);
+  lua_pushvalue(L, 2);
+  r = luaL_ref(L, LUA_REGISTRYINDEX);
   if (c->watch == NULL) {
-    c->watch = malloc(sizeof *c->watch);
+    uv_poll_t *watch = malloc(sizeof *watch);
     data = malloc(sizeof *data);
-    if (c->watch == NULL || data == NULL) {
-      free(c->watch);
+    if (watch == NULL || data == NULL || uv_poll_init(loop, watch, c->fd) != 0) {
+      free(watch);
       free(data);
-      c->watch = NULL;
-      return luaL_error(L, "lmp: not enough memory");
+      luaL_unref(L, LUA_REGISTRYINDEX, r);
+      return luaL_error(L, "lmp: cannot watch the connection");
     }
     data->L = lmp__main_thread(L);
     data->callback_ref = LUA_NOREF;
-    if (uv_poll_init(lmp__loop(L), c->watch, c->fd) != 0) {
-      free(c->watch);
-      free(data);
-      c->watch = NULL;
-      return luaL_error(L, "lmp: cannot watch the connection");
-    }
-    c->watch->data = data;
+    watch->data = data;
+    c->watch = watch;
   }
   data = c->watch->data;
   luaL_unref(L, LUA_REGISTRYINDEX, data->callback_ref);
-  lua_pushvalue(L, 2);
-  data->callback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  uv_poll_start(c->watch, UV_READABLE | UV_DISCONNECT, on_readable);
+  data->callback_ref = r;
+  if ((r = uv_poll_start(c->watch, UV_READABLE | UV_DISCONNECT, on_readable)) != 0)
+    return luaL_error(L, "lmp: cannot watch the connection: %s", uv_strerror(r));
   return 0;
 }
 
@@ -332,14 +400,16 @@ static int connection_close(lua_State *L) {
     data->L = NULL;
     stop_watch(c);
   }
-  if (c->fd >= 0) close(c->fd);
+  /* A queue's feeder may still be writing what was put: it closes the
+   * descriptor when it is done. */
+  if (c->fd >= 0 && !lmp__feeder_adopt(c->fd)) close(c->fd);
   c->fd = -1;
   return 0;
 }
 
 /* conn:readable([seconds]) -> whether a message (or end of file) waits. */
 static int connection_readable(lua_State *L) {
-  connection *c = check_connection(L);
+  connection *c = check_receiving(L);
   double seconds = luaL_optnumber(L, 2, 0);
   struct pollfd pfd;
   int r;
@@ -353,15 +423,15 @@ static int connection_readable(lua_State *L) {
 }
 
 static int connection_send(lua_State *L) {
-  connection *c = check_connection(L);
+  connection *c = check_sending(L);
   luaL_checkany(L, 2);
   lua_settop(L, 2);
-  return send_frame(L, c->fd, 2, 0, -1, "");
+  return send_frame(L, c->fd, 2, 0, -1, "", 0);
 }
 
 /* conn:recv() -> value, or nothing at end of file. */
 static int connection_recv(lua_State *L) {
-  connection *c = check_connection(L);
+  connection *c = check_receiving(L);
   int n;
   lua_settop(L, 0);
   n = recv_exact(L, c->fd);
@@ -375,32 +445,47 @@ static int connection_fileno(lua_State *L) {
   return 1;
 }
 
-static int new_connection(lua_State *L, int fd) {
+/* conn:mode() -> "duplex", "receive" or "send". */
+static int connection_mode(lua_State *L) {
+  static const char *const names[] = {"duplex", "receive", "send"};
+  lua_pushstring(L, names[check_connection(L)->mode]);
+  return 1;
+}
+
+static int new_connection(lua_State *L, int fd, int mode) {
   connection *c = lua_newuserdatauv(L, sizeof *c, 0);
   c->fd = fd;
+  c->mode = mode;
   c->watch = NULL;
   c->owner = (long)getpid();
   luaL_setmetatable(L, CONNECTION_META);
   return 1;
 }
 
-static int core_connection_of(lua_State *L, int fd) {
+static int core_connection_of(lua_State *L, int fd, int mode) {
   fcntl(fd, F_SETFD, FD_CLOEXEC);
-  return new_connection(L, fd);
+  return new_connection(L, fd, mode);
 }
 
-/* core.connection(fd) -> connection owning fd (in a child: an inherited one). */
+/* core.connection(fd [, mode]) -> connection owning fd (in a child: an
+ * inherited one); mode as conn:mode() gives it. */
 static int core_connection(lua_State *L) {
-  return core_connection_of(L, (int)luaL_checkinteger(L, 1));
+  static const char *const modes[] = {"duplex", "receive", "send", NULL};
+  int fd = (int)luaL_checkinteger(L, 1);
+  return core_connection_of(L, fd, luaL_checkoption(L, 2, "duplex", modes));
 }
 
-/* core.pipe() -> two connected connections (a socket pair). */
+/* core.pipe([duplex]) -> two connected connections (a socket pair); with
+ * duplex false, the first only receives and the second only sends. */
 static int core_pipe(lua_State *L) {
-  int fds[2];
+  int fds[2], one_way = lua_isboolean(L, 1) && !lua_toboolean(L, 1);
+  /* Both userdata first: an error while making them leaks no descriptor. */
+  connection *a = (new_connection(L, -1, one_way ? RECEIVE_ONLY : DUPLEX), lua_touserdata(L, -1));
+  connection *b = (new_connection(L, -1, one_way ? SEND_ONLY : DUPLEX), lua_touserdata(L, -1));
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
     return luaL_error(L, "lmp: cannot make a pipe: %s", strerror(errno));
-  new_connection(L, fds[0]);
-  new_connection(L, fds[1]);
+  a->fd = fds[0];
+  b->fd = fds[1];
   return 2;
 }
 
@@ -413,14 +498,16 @@ static int core_pipe(lua_State *L) {
 static int core_lockfile(lua_State *L) {
   char path[] = "/tmp/lmp-queue-XXXXXX";
   char zero[16] = {0};
-  int fd = mkstemp(path);
-  if (fd < 0) return luaL_error(L, "lmp: cannot make a queue: %s", strerror(errno));
+  connection *c;
+  int r;
+  new_connection(L, -1, DUPLEX); /* first: it owns the file from here on */
+  c = lua_touserdata(L, -1);
+  c->fd = mkostemp(path, O_CLOEXEC);
+  if (c->fd < 0) return luaL_error(L, "lmp: cannot make a queue: %s", strerror(errno));
   unlink(path);
-  if (write_full(fd, zero, sizeof zero) != 0) {
-    close(fd);
-    return luaL_error(L, "lmp: cannot make a queue: %s", strerror(errno));
-  }
-  return core_connection_of(L, fd);
+  if ((r = write_full(c->fd, zero, sizeof zero)) != 0)
+    return luaL_error(L, "lmp: cannot make a queue: %s", strerror(-r));
+  return 1;
 }
 
 /* core.fd_lock(fd, byte [, wait]) -> whether the lock on that byte is ours. */
@@ -476,6 +563,7 @@ static const luaL_Reg connection_methods[] = {
     {"send", connection_send},         {"recv", connection_recv},
     {"readable", connection_readable}, {"watch", connection_watch},
     {"fileno", connection_fileno},     {"close", connection_close},
+    {"mode", connection_mode},
     {NULL, NULL}};
 
 static const luaL_Reg channel_functions[] = {

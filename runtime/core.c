@@ -258,17 +258,11 @@ static const luaL_Reg core_functions[] = {
     {"isatty", core_isatty},
     {NULL, NULL}};
 
-/* A worker that dies while the main process writes to it must show up as
- * its exit, not kill the main process with SIGPIPE (libuv leaves this to
- * the program; Python ignores SIGPIPE the same way). */
-static void ignore_sigpipe(void) {
-  struct sigaction current;
-  if (sigaction(SIGPIPE, NULL, &current) == 0 && current.sa_handler == SIG_DFL)
-    signal(SIGPIPE, SIG_IGN);
-}
-
 int luaopen_lmp_core(lua_State *L) {
-  ignore_sigpipe();
+  /* A worker that dies while the main process writes to it must show up
+   * as its exit, not kill the main process with SIGPIPE (libuv leaves
+   * this to the program). */
+  lmp__guard_sigpipe();
   luaL_newlib(L, core_functions);
   lmp__push_error_meta(L);
   lua_setfield(L, -2, "Error");
@@ -283,5 +277,6 @@ int luaopen_lmp_core(lua_State *L) {
   lmp__open_digest(L);
   lmp__open_tracker(L);
   lmp__open_terminal(L);
+  lmp__open_feeder(L);
   return 1;
 }

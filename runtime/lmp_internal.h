@@ -201,6 +201,26 @@ void lmp__open_tracker(lua_State *L);
 void lmp__open_terminal(lua_State *L);
 /* interrupt.c: stops watching for Ctrl-C (the lua_State is closing). */
 void lmp__close_interrupt(void);
+/* interrupt.c: SIGPIPE keeps its default for the script and the programs
+ * it starts; only lmp's own writes are shielded from it. Installs (once,
+ * when SIGPIPE has its default) a handler that lets a SIGPIPE pass while
+ * lmp__shield_sigpipe holds a shield up and otherwise does what the
+ * default would have done. lmp__shield_sigpipe(+1) before a write lmp
+ * makes through libuv (or queues on it), -1 once it is done. Writes lmp
+ * makes itself use MSG_NOSIGNAL instead. */
+void lmp__guard_sigpipe(void);
+void lmp__shield_sigpipe(int delta);
+
+/* feeder.c: the feeders of lmp.Queue (see there). core.feeder. */
+void lmp__open_feeder(lua_State *L);
+/* Waits until this process's feeders have written what they hold (except
+ * cancelled ones); runs at exit, and before a forked worker's _exit. */
+void lmp__flush_feeders(void);
+/* Ctrl-C: no feeder is waited for. */
+void lmp__cancel_feeders(void);
+/* Whether a feeder of this process still writes to fd, and takes it over
+ * to close when done (then the caller must not close it). */
+int lmp__feeder_adopt(int fd);
 
 /* process.c: kills and reaps every worker still running; returns how many.
  * Used on Ctrl-C. */
@@ -214,7 +234,7 @@ int lmp__receiving(void);
 int lmp__forked_worker(void);
 
 /* worker.c: the set-up every worker does first, given its parent's pid:
- * dies with the parent, ignores Ctrl-C and SIGPIPE, blocking channel on
+ * dies with the parent, ignores Ctrl-C, guards SIGPIPE, blocking channel on
  * fd 3. Returns 0, or -1 if this process cannot be that worker. */
 int lmp__become_worker(long parent);
 /* worker.c: runs require("lmp.worker").main() in L; the exit status. */

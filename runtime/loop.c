@@ -137,14 +137,16 @@ uv_loop_t *lmp__loop(lua_State *L) {
   if (loop == NULL) luaL_error(L, "lmp: cannot create the event loop");
   state = lua_newuserdatauv(L, sizeof *state, 0);
   memset(state, 0, sizeof *state);
+  luaL_setmetatable(L, LOOP_STATE_META);
+  if (uv_check_init(loop, &state->drainer) != 0) luaL_error(L, "lmp: cannot use the event loop");
+  /* From here the state owns a handle: registered before anything else can
+   * fail, so that its finalizer closes it. */
   state->loop = loop;
   state->L = lmp__main_thread(L);
-  uv_check_init(loop, &state->drainer);
   state->drainer.data = state;
-  uv_check_start(&state->drainer, on_check);
-  uv_unref((uv_handle_t *)&state->drainer);
-  luaL_setmetatable(L, LOOP_STATE_META);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &loop_state_key);
+  if (uv_check_start(&state->drainer, on_check) != 0) luaL_error(L, "lmp: cannot use the event loop");
+  uv_unref((uv_handle_t *)&state->drainer);
   return loop;
 }
 
@@ -311,6 +313,7 @@ static int timer_close(lua_State *L) {
 static int core_timer(lua_State *L) {
   double seconds = luaL_checknumber(L, 1);
   double repeat = luaL_optnumber(L, 3, 0);
+  uv_loop_t *loop;
   timer **box;
   timer *t;
   /* NaN would make a wait that never ends; a span beyond uint64_t
@@ -320,23 +323,32 @@ static int core_timer(lua_State *L) {
   luaL_argcheck(L, repeat == repeat, 3, "seconds must not be NaN");
   if (seconds > TIMER_MAX_SECONDS) seconds = TIMER_MAX_SECONDS;
   if (repeat > TIMER_MAX_SECONDS) repeat = TIMER_MAX_SECONDS;
+  int r;
   luaL_checktype(L, 2, LUA_TFUNCTION);
+  /* The loop first: it refuses in a forked worker, before anything is
+   * allocated (each refused lmp.sleep there leaked a timer). */
+  loop = lmp__loop(L);
   box = lua_newuserdatauv(L, sizeof *box, 0);
   *box = NULL;
   luaL_setmetatable(L, TIMER_META);
+  lua_pushvalue(L, 2);
+  r = luaL_ref(L, LUA_REGISTRYINDEX);
   t = calloc(1, sizeof *t);
-  if (t == NULL) return luaL_error(L, "lmp: not enough memory");
-  uv_timer_init(lmp__loop(L), &t->handle);
+  if (t == NULL || uv_timer_init(loop, &t->handle) != 0) {
+    free(t);
+    luaL_unref(L, LUA_REGISTRYINDEX, r);
+    return luaL_error(L, "lmp: cannot make a timer");
+  }
   t->handle.data = t;
   t->L = lmp__main_thread(L);
-  lua_pushvalue(L, 2);
-  t->callback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  *box = t;
+  t->callback_ref = r;
+  *box = t; /* the box's finalizer closes the handle from here on */
   /* The loop's clock stands still while Lua runs; without this a timer
    * made after a long computation would fire at once. */
-  uv_update_time(lmp__loop(L));
-  uv_timer_start(&t->handle, on_timer, (uint64_t)(seconds > 0 ? seconds * 1000 + 0.999 : 0),
-                 (uint64_t)(repeat > 0 ? repeat * 1000 : 0));
+  uv_update_time(loop);
+  r = uv_timer_start(&t->handle, on_timer, (uint64_t)(seconds > 0 ? seconds * 1000 + 0.999 : 0),
+                     (uint64_t)(repeat > 0 ? repeat * 1000 : 0));
+  if (r != 0) return luaL_error(L, "lmp: cannot start a timer: %s", uv_strerror(r));
   return 1;
 }
 

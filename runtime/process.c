@@ -53,6 +53,7 @@ typedef struct child {
 /* Every worker process still running, in all states: on Ctrl-C they are
  * killed and reaped before the process exits. */
 static child *live_children;
+static child *inherited_children; /* in a forked worker: its parent's */
 
 static void add_live(child *c) {
   c->next = live_children;
@@ -430,6 +431,7 @@ static int core_spawn(lua_State *L) {
   char *args[64];
   int nargs, npassed = 0, i, r;
   child **box, *c;
+  uv_loop_t *loop;
   luaL_checktype(L, 2, LUA_TTABLE);
   luaL_checktype(L, 3, LUA_TFUNCTION);
   luaL_checktype(L, 4, LUA_TFUNCTION);
@@ -448,14 +450,17 @@ static int core_spawn(lua_State *L) {
     npassed = (int)lua_rawlen(L, 5);
     if (npassed > LMP_MAX_PASSED_FDS) return luaL_argerror(L, 5, "too many descriptors");
   }
+  loop = lmp__loop(L); /* may refuse: before anything is allocated */
   box = lua_newuserdatauv(L, sizeof *box, 0);
   *box = NULL;
   luaL_setmetatable(L, CHILD_META);
   c = calloc(1, sizeof *c);
-  if (c == NULL) return luaL_error(L, "lmp: not enough memory");
+  if (c == NULL || uv_pipe_init(loop, &c->channel, 0) != 0) {
+    free(c);
+    return luaL_error(L, "lmp: cannot make a channel for a worker");
+  }
   memset(&options, 0, sizeof options);
   memset(stdio, 0, sizeof stdio);
-  uv_pipe_init(lmp__loop(L), &c->channel, 0);
   c->channel.data = c;
   c->process.data = c;
   for (i = 0; i < 3; i++) {
@@ -475,7 +480,7 @@ static int core_spawn(lua_State *L) {
   options.stdio = stdio;
   options.stdio_count = 4 + npassed;
   options.exit_cb = on_process_exit;
-  r = uv_spawn(lmp__loop(L), &c->process, &options);
+  r = uv_spawn(loop, &c->process, &options);
   c->handles_open = 2;
   c->lua_owned = 1;
   if (r != 0) {
@@ -505,7 +510,12 @@ static int child_started(lua_State *L, child *c, child **box, int on_message) {
   c->view_ref = LUA_NOREF;
   *box = c;
   add_live(c);
-  uv_read_start((uv_stream_t *)&c->channel, on_alloc, on_read);
+  if (uv_read_start((uv_stream_t *)&c->channel, on_alloc, on_read) != 0) {
+    /* Nothing it says could be heard: it ends now, and its exit is
+     * reported as any worker's death is. */
+    c->eof = 1;
+    signal_child(c, SIGKILL);
+  }
   return 1;
 }
 
@@ -527,7 +537,10 @@ static void close_from(int from) {
 static LMP_NORETURN void run_forked_worker(lua_State *L, int fd, long parent) {
   int status = 1;
   forked_worker = 1;
-  live_children = NULL; /* the parent's to kill, not ours */
+  /* The parent's workers are its to kill, not ours; the list stays
+   * reachable (not leaked: it is the parent's memory, copied). */
+  inherited_children = live_children;
+  live_children = NULL;
   signal(SIGCHLD, SIG_DFL);
   if (fd != LMP_CHANNEL_FD) {
     dup2(fd, LMP_CHANNEL_FD);
@@ -535,6 +548,7 @@ static LMP_NORETURN void run_forked_worker(lua_State *L, int fd, long parent) {
   }
   close_from(LMP_CHANNEL_FD + 1);
   if (lmp__become_worker(parent) == 0) status = lmp__run_worker(L);
+  lmp__flush_feeders(); /* what it put on queues, as exit() would */
   fflush(NULL);
   _exit(status);
 }
@@ -543,17 +557,23 @@ static LMP_NORETURN void run_forked_worker(lua_State *L, int fd, long parent) {
  * "fork" start method. The child is a copy of this process, with the
  * script and everything it loaded already there: no executable to load,
  * no Lua to start, so a pool is ready in a fraction of the time. */
+static void free_unstarted(uv_handle_t *handle) {
+  free(handle->data);
+}
+
 static int core_fork_worker(lua_State *L) {
-  int fds[2], pidfd;
+  int fds[2], pidfd, r;
   pid_t pid;
   long parent = (long)getpid();
   child **box, *c;
+  uv_loop_t *loop;
   luaL_checktype(L, 1, LUA_TFUNCTION);
   luaL_checktype(L, 2, LUA_TFUNCTION);
   lua_settop(L, 2);
   if (forked_worker)
     return luaL_error(L, "lmp: a forked worker cannot start workers of its own; use the "
                          "'spawn' start method for nested pools");
+  loop = lmp__loop(L);
   box = lua_newuserdatauv(L, sizeof *box, 0);
   *box = NULL;
   luaL_setmetatable(L, CHILD_META);
@@ -563,6 +583,22 @@ static int core_fork_worker(lua_State *L) {
     free(c);
     return luaL_error(L, "lmp: cannot make a channel: %s", strerror(errno));
   }
+  /* The handles that need no process are made before there is one, so
+   * that a failure leaves no process behind. */
+  c->channel.data = c;
+  if ((r = uv_pipe_init(loop, &c->channel, 0)) != 0) free(c);
+  else if ((r = uv_pipe_open(&c->channel, fds[0])) != 0)
+    uv_close((uv_handle_t *)&c->channel, free_unstarted);
+  if (r != 0) {
+    close(fds[0]);
+    close(fds[1]);
+    return luaL_error(L, "lmp: cannot make a channel: %s", uv_strerror(r));
+  }
+  c->handles_open = 1;
+  c->lua_owned = 1;
+  c->exited = c->eof = c->reported = 1; /* till the worker runs */
+  c->owner = (long)getpid();
+  *box = c; /* the box's finalizer closes the channel from here on */
   /* What stdio holds unwritten would otherwise be written twice. */
   fflush(NULL);
   pid = fork();
@@ -570,48 +606,63 @@ static int core_fork_worker(lua_State *L) {
     close(fds[0]);
     run_forked_worker(L, fds[1], parent);
   }
+  r = errno;
   close(fds[1]);
   if (pid < 0) {
-    int e = errno;
-    close(fds[0]);
-    free(c);
-    lua_pushfstring(L, "cannot fork a worker: %s", strerror(e));
+    lua_pushfstring(L, "cannot fork a worker: %s", strerror(r));
     lmp__push_error(L, "worker_lost", lua_tostring(L, -1));
     return lua_error(L);
   }
-  uv_pipe_init(lmp__loop(L), &c->channel, 0);
-  uv_pipe_open(&c->channel, fds[0]);
-  c->channel.data = c;
   c->forked = 1;
   c->pid = (int)pid;
-  c->handles_open = 2;
-  c->lua_owned = 1;
+  c->exited = c->eof = c->reported = 0;
   /* $LMP_NO_PIDFD makes lmp take the SIGCHLD way, for its tests. */
   pidfd = getenv("LMP_NO_PIDFD") ? -1 : (int)syscall(SYS_pidfd_open, pid, 0);
+  if (pidfd >= 0 && uv_poll_init(loop, &c->exit_watch, pidfd) != 0) {
+    close(pidfd);
+    pidfd = -1;
+  }
   if (pidfd >= 0) {
     c->by_pidfd = 1;
     c->pidfd = pidfd;
-    uv_poll_init(lmp__loop(L), &c->exit_watch, pidfd);
     c->exit_watch.data = c;
-    uv_poll_start(&c->exit_watch, UV_READABLE, on_pidfd);
+    c->handles_open++;
+    r = uv_poll_start(&c->exit_watch, UV_READABLE, on_pidfd);
   } else {
     siginfo_t info;
     c->pidfd = -1;
-    uv_signal_init(lmp__loop(L), &c->sigchld);
-    c->sigchld.data = c;
-    uv_signal_start(&c->sigchld, on_sigchld, SIGCHLD);
+    if ((r = uv_signal_init(loop, &c->sigchld)) == 0) {
+      c->sigchld.data = c;
+      c->handles_open++;
+      r = uv_signal_start(&c->sigchld, on_sigchld, SIGCHLD);
+    }
     /* An exit before the watch began raised its SIGCHLD unseen: raise
      * another (the zombie waits to be reaped). */
     memset(&info, 0, sizeof info);
-    if (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid)
+    if (r == 0 && waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+        info.si_pid == pid)
       kill(getpid(), SIGCHLD);
+  }
+  if (r != 0) {
+    /* Its exit could not be watched: the worker goes now, reaped here, and
+     * the box's finalizer closes what was opened. */
+    int status;
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    c->exited = c->eof = c->reported = 1;
+    return luaL_error(L, "lmp: cannot watch a forked worker: %s", uv_strerror(r));
   }
   return child_started(L, c, box, 1);
 }
 
+/* Queues a write on libuv, shielded from SIGPIPE until it is done. */
+static int queue_write(write_request *w, uv_stream_t *stream, const uv_buf_t *bufs,
+                       unsigned int nbufs);
+
 static void on_written(uv_write_t *req, int status) {
   write_request *w = (write_request *)req;
   (void)status; /* a failed write shows up as the worker's exit */
+  lmp__shield_sigpipe(-1);
   free(w->data);
   if (w->L) luaL_unref(w->L, LUA_REGISTRYINDEX, w->pin);
   free(w);
@@ -627,7 +678,9 @@ static int write_bytes(child *c, const char *data, size_t len) {
   int r;
   if (uv_stream_get_write_queue_size(stream) == 0) {
     buf = uv_buf_init((char *)data, (unsigned int)len);
+    lmp__shield_sigpipe(1);
     r = uv_try_write(stream, &buf, 1);
+    lmp__shield_sigpipe(-1);
     if (r < 0 && r != UV_EAGAIN) return r;
     if (r > 0) {
       data += r;
@@ -642,7 +695,14 @@ static int write_bytes(child *c, const char *data, size_t len) {
   }
   memcpy(w->data, data, len);
   buf = uv_buf_init(w->data, (unsigned int)len);
-  r = uv_write(&w->req, stream, &buf, 1, on_written);
+  return queue_write(w, stream, &buf, 1);
+}
+
+static int queue_write(write_request *w, uv_stream_t *stream, const uv_buf_t *bufs,
+                       unsigned int nbufs) {
+  int r;
+  lmp__shield_sigpipe(1);
+  r = uv_write(&w->req, stream, bufs, nbufs, on_written);
   if (r != 0) on_written(&w->req, r);
   return r;
 }
@@ -708,7 +768,9 @@ static int send_encoded(lua_State *L, child *c, lmp_buffer *b, int box, lmp_payl
   if (payload && !copy) nbufs += lmp__payload_bufs(payload, bufs + 1);
   total = b->len + (copy ? 0 : payload_len);
   if (uv_stream_get_write_queue_size(stream) == 0) {
+    lmp__shield_sigpipe(1);
     r = uv_try_write(stream, bufs, (unsigned int)nbufs);
+    lmp__shield_sigpipe(-1);
     if (r < 0 && r != UV_EAGAIN) {
       lmp__give_back_encode_box(L, box);
       lua_pushboolean(L, 0);
@@ -739,9 +801,7 @@ static int send_encoded(lua_State *L, child *c, lmp_buffer *b, int box, lmp_payl
   }
   lmp__give_back_encode_box(L, box);
   /* libuv copies bufs, so `few` may go when this returns. */
-  r = uv_write(&w->req, stream, bufs, (unsigned int)nbufs, on_written);
-  if (r != 0) {
-    on_written(&w->req, r);
+  if (queue_write(w, stream, bufs, (unsigned int)nbufs) != 0) {
     lua_pushboolean(L, 0);
     return 1;
   }
@@ -825,8 +885,16 @@ static int child_gc(lua_State *L) {
   if (c == NULL) return 0;
   *box = NULL;
   /* A forked worker inherited its parent's handles: they are not its own
-   * to kill or close (the memory is its copy, left as it is). */
-  if (c->owner != (long)getpid()) return 0;
+   * to kill or close (the memory is its copy, left as it is, and kept
+   * reachable with the parent's list, lest valgrind count it lost). */
+  if (c->owner != (long)getpid()) {
+    if (c != inherited_children && c->prev == NULL && c->next == NULL) {
+      c->next = inherited_children;
+      if (inherited_children) inherited_children->prev = c;
+      inherited_children = c;
+    }
+    return 0;
+  }
   unlist_flush(c);
   c->outbox.len = 0;
   forget_lua(c);
@@ -845,8 +913,12 @@ static int child_gc(lua_State *L) {
     free(c);
     return 0;
   }
-  if (c->forked) stop_exit_watch(c);
-  close_handle(exit_handle(c));
+  /* The channel is the first handle made; an exit handle exists when a
+   * second one is open (or has been closed already, which is fine). */
+  if (c->handles_open > 1) {
+    if (c->forked) stop_exit_watch(c);
+    close_handle(exit_handle(c));
+  }
   close_handle((uv_handle_t *)&c->channel);
   return 0;
 }

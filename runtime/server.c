@@ -82,6 +82,7 @@ static void client_closed(uv_handle_t *handle) {
 static void on_reply_written(uv_write_t *req, int status) {
   reply_write *w = (reply_write *)req;
   (void)status;
+  lmp__shield_sigpipe(-1); /* a client that went away is no reason to die */
   lmp__buffer_free(&w->bytes);
   free(w);
 }
@@ -150,7 +151,9 @@ static void deliver_request(void *ctx, const char *body, size_t n) {
   }
   w->bytes = out;
   buf = uv_buf_init(out.data, (unsigned int)out.len);
+  lmp__shield_sigpipe(1);
   if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &buf, 1, on_reply_written) != 0) {
+    lmp__shield_sigpipe(-1);
     lmp__buffer_free(&w->bytes);
     free(w);
   }
@@ -280,9 +283,11 @@ static int core_listen(lua_State *L) {
   size_t key_len;
   const char *key = luaL_checklstring(L, 3, &key_len);
   server **box, *srv;
+  uv_loop_t *loop;
   int r;
   luaL_checktype(L, 2, LUA_TFUNCTION);
   luaL_argcheck(L, key_len > 0, 3, "key must not be empty");
+  loop = lmp__loop(L); /* may refuse: before anything is allocated */
   box = lua_newuserdatauv(L, sizeof *box, 0);
   *box = NULL;
   luaL_setmetatable(L, SERVER_META);
@@ -295,7 +300,7 @@ static int core_listen(lua_State *L) {
   }
   memcpy(srv->key, key, key_len);
   srv->key_len = key_len;
-  if ((r = uv_pipe_init(lmp__loop(L), &srv->listener, 0)) != 0) {
+  if ((r = uv_pipe_init(loop, &srv->listener, 0)) != 0) {
     free_server(srv);
     return luaL_error(L, "lmp: cannot listen on %s: %s", path, uv_strerror(r));
   }

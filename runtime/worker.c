@@ -40,7 +40,7 @@ int lmp__become_worker(long parent) {
   /* Ctrl-C reaches the whole process group; the parent decides what it
    * means, so that one message is printed, not one per worker. */
   signal(SIGINT, SIG_IGN);
-  signal(SIGPIPE, SIG_IGN);
+  lmp__guard_sigpipe();
   flags = fcntl(LMP_CHANNEL_FD, F_GETFL);
   if (flags < 0) {
     fprintf(stderr, "lmp worker: no channel on fd %d\n", LMP_CHANNEL_FD);

@@ -79,15 +79,14 @@ end
 
 -- Runs a Lua script (a string) with lua5.4 or the runner; same return.
 function helpers.run_lua(code, interpreter, args)
-  -- os.tmpname makes the file it names: the script is that name plus .lua.
-  local base = os.tmpname()
-  os.remove(base)
+  local base = os.tmpname() -- made by os.tmpname: removed too
   local path = base .. ".lua"
   local f = assert(io.open(path, "w"))
   f:write(code)
   f:close()
   local status, out, err = helpers.run((interpreter or "lua5.4") .. " " .. path .. " " .. (args or ""))
   os.remove(path)
+  os.remove(base)
   return status, out, err
 end
 

@@ -75,6 +75,61 @@ describe("Pipe", function()
     a:close(); b:close()
   end)
 
+  it("Pipe(false) is one way: the receiving end first, the wrong direction refused", function()
+    local r, w = lmp.Pipe(false)
+    assert.equal("receive", r:mode())
+    assert.equal("send", w:mode())
+    w:send({1, 2})
+    assert.same({1, 2}, r:recv())
+    assert.error_matches(function() r:send(1) end, "only receives %(Pipe%(false%) returns the receiving end first")
+    assert.error_matches(function() w:recv() end, "only sends")
+    assert.error_matches(function() w:poll() end, "only sends")
+    -- The direction travels with an end given to a process.
+    local p = lmp.Process{target = function(rr, ww)
+      local recv_refused = not pcall(ww.recv, ww)
+      local send_refused = not pcall(rr.send, rr, "no")
+      os.exit(recv_refused and send_refused and 7 or 1)
+    end, args = {r, w}}
+    p:start()
+    p:join()
+    assert.equal(7, p.exitcode)
+    local x, y = lmp.Pipe()
+    assert.equal("duplex", x:mode())
+    x:close(); y:close(); r:close(); w:close()
+  end)
+
+  -- Sizes about the socket buffer and far above it, through ends the main
+  -- process waited on (which libuv leaves non-blocking, in both processes
+  -- that share them), to a reader in another process that takes its time.
+  it("sends of any size arrive whole after waits, to a slow reader in another process", function()
+    local mine, theirs = lmp.Pipe()
+    local sizes = {10, 200 * 1024, 212992, 300 * 1024, 4 * 1024 * 1024, 24 * 1024 * 1024}
+    local p = lmp.Process{target = function(c, sizes)
+      for i = 1, #sizes do
+        os.execute("sleep 0.05") -- a slow reader
+        local s = c:recv()
+        assert(#s == sizes[i] and s:sub(-6) == ("%6d"):format(i), "bad value " .. i)
+      end
+      -- And back: big values to a main process that waited on its end.
+      for i = 1, #sizes do c:send(("x"):rep(sizes[i] - 6) .. ("%6d"):format(i)) end
+      c:close()
+    end, args = {theirs, sizes}}
+    p:start()
+    theirs:close()
+    for i = 1, #sizes do
+      assert.is_false(mine:poll(0.01)) -- the main process waits on its end
+      mine:send(("y"):rep(sizes[i] - 6) .. ("%6d"):format(i))
+    end
+    for i = 1, #sizes do
+      local s = mine:recv()
+      assert.equal(sizes[i], #s)
+      assert.equal(("%6d"):format(i), s:sub(-6))
+    end
+    p:join()
+    assert.equal(0, p.exitcode)
+    mine:close()
+  end)
+
   it("misuse raises", function()
     assert.error_matches(function() lmp.Pipe(5) end, "bad argument #1 to 'Pipe'")
     local a, b = lmp.Pipe()
@@ -133,7 +188,7 @@ describe("Queue", function()
     for _ = 1, 3 do tasks:put("stop") end
     local seen = {}
     for _ = 1, 60 do
-      local r = results:get(true, 10)
+      local r = results:get(true, 60) -- workers under valgrind start slowly
       assert.equal(r[1] * r[1], r[2])
       assert.is_nil(seen[r[1]])
       seen[r[1]] = true
@@ -141,6 +196,100 @@ describe("Queue", function()
     for _, p in ipairs(procs) do p:join(); assert.equal(0, p.exitcode) end
     assert.is_true(results:empty())
     tasks:close(); results:close()
+  end)
+
+  -- Each of these runs in a script of its own, under a timeout: put used
+  -- to wait for a reader, and a test that hangs tells nothing.
+  local function run_script(code, interpreter)
+    local status, out, err = helpers.run_lua(code, "timeout -s KILL 120 "
+      .. (interpreter or helpers.runner))
+    assert.equal(0, status, err)
+    return out
+  end
+
+  it("put returns at once with nobody reading; a reader in another process gets all in order", function()
+    assert.equal("put returned\nall in order\n", run_script([[
+      local lmp = require "lmp"
+      local q, results = lmp.Queue(), lmp.Queue()
+      for i = 1, 10000 do q:put(i) end
+      q:put(string.rep("z", 10 << 20))
+      q:put("last")
+      print("put returned")
+      local p = lmp.Process{target = function(q, out)
+        os.execute("sleep 0.2") -- a reader that comes late
+        for i = 1, 10000 do
+          local v = q:get()
+          if v ~= i then out:put("item " .. i .. " is " .. tostring(v)); return end
+        end
+        local big, last = q:get(), q:get()
+        out:put((#big == 10 << 20 and last == "last") and "all in order" or "wrong end")
+      end, args = {q, results}}
+      p:start()
+      print(results:get())
+      p:join()
+      assert(p.exitcode == 0 and q:empty())
+    ]]))
+  end)
+
+  it("a process that put values and exits leaves them all for a reader", function()
+    assert.equal("the child put all\nall in order\n0\n", run_script([[
+      local lmp = require "lmp"
+      local q = lmp.Queue()
+      local mine, theirs = lmp.Pipe()
+      local p = lmp.Process{target = function(q, c)
+        for i = 1, 10000 do q:put(i) end
+        q:put(string.rep("z", 10 << 20))
+        c:send("the child put all") -- before anyone reads: put did not wait
+      end, args = {q, theirs}}
+      p:start()
+      theirs:close()
+      print(mine:recv())
+      os.execute("sleep 0.2") -- the child is at its exit, waiting for a reader
+      local ok = true
+      for i = 1, 10000 do ok = ok and q:get() == i end
+      ok = ok and #q:get() == 10 << 20
+      print(ok and "all in order" or "wrong")
+      p:join()
+      print(p.exitcode)
+    ]]))
+  end)
+
+  it("the main process waits at exit until a reader took what it put", function()
+    -- Under lua5.4 nothing joins the child at exit, which then goes with
+    -- its parent: there the run only proves that the exit is clean while
+    -- the feeder's thread writes (lua_close unloads C modules).
+    for _, interpreter in ipairs{helpers.runner, "lua5.4"} do
+      local out = run_script([[
+      local lmp = require "lmp"
+      local q = lmp.Queue()
+      local p = lmp.Process{target = function(q)
+        os.execute("sleep 0.3")
+        print(#q:get())
+      end, args = {q}}
+      p:start()
+      q:put(string.rep("z", 10 << 20))
+    ]], interpreter)
+      if interpreter == helpers.runner then assert.equal("10485760\n", out) end
+    end
+  end)
+
+  it("maxsize still makes put wait; cancel_join_thread lets a process exit without a reader", function()
+    assert.equal("timeout\n0\n", run_script([[
+      local lmp = require "lmp"
+      local q = lmp.Queue(2)
+      q:put(1); q:put(2)
+      local ok, err = pcall(q.put, q, 3, true, 0.1)
+      print(err.kind)
+      local unread = lmp.Queue()
+      local p = lmp.Process{target = function(q)
+        q:put(string.rep("z", 10 << 20))
+        q:cancel_join_thread()
+      end, args = {unread}}
+      p:start()
+      p:join(60)
+      print(p.exitcode)
+      unread:close()
+    ]]))
   end)
 
   it("refuses what cannot be sent before queueing it", function()

@@ -82,6 +82,21 @@ describe("shared memory", function()
     assert.matches("cannot be opened", err.message)
   end)
 
+  it("a segment that cannot be mapped leaves no descriptor and no name behind", function()
+    -- 256 TB: the file can have that size, no address space can map it.
+    local name = "lmp_unmappable_" .. require("lmp.core").getpid()
+    local fds = helpers.open_fds()
+    for _ = 1, 3 do
+      local ok, err = pcall(lmp.shared_memory.SharedMemory, {name = name, create = true,
+                                                              size = 1 << 48})
+      assert.is_false(ok)
+      assert.equal("closed", err.kind)
+      assert.matches("cannot be mapped", err.message)
+      assert.is_nil(io.open("/dev/shm/" .. name))
+    end
+    assert.equal(fds, helpers.open_fds())
+  end)
+
   it("a segment nobody unlinked is removed when its creator lets go", function()
     local status = helpers.run_lua([[
       local lmp = require "lmp"

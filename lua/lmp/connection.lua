@@ -23,7 +23,9 @@ function Connection.__lmp_serialize(conn)
     error("lmp: a Connection can be given to an lmp.Process only, as an argument "
       .. "when it starts; pool workers cannot receive one", 0)
   end
-  return "lmp.Connection", fd
+  local mode = conn:mode()
+  if mode == "duplex" then return "lmp.Connection", fd end
+  return "lmp.Connection", {fd, mode}
 end
 
 -- Waits until conn has something to read (or timeout seconds).
@@ -54,13 +56,14 @@ function methods.recv(conn)
   return results[2]
 end
 
--- lmp.Pipe([duplex]) -> conn1, conn2. Both ends can send and receive (a
--- duplex=false pipe is the same pair; use conn1 to receive, conn2 to send).
+-- lmp.Pipe([duplex]) -> conn1, conn2. Both ends can send and receive;
+-- with duplex = false, as in Python, conn1 only receives and conn2 only
+-- sends, and the wrong direction raises.
 function connection.Pipe(duplex)
   if duplex ~= nil and type(duplex) ~= "boolean" then
     errors.argument(1, "Pipe", "boolean expected, got " .. type(duplex))
   end
-  return core.pipe()
+  return core.pipe(duplex ~= false)
 end
 
 -- For lmp.Process: the connections found in args (to any depth), numbered
@@ -85,6 +88,9 @@ end
 function connection.passing(map) passing = map end
 
 -- In a child: rebuild an inherited end.
-function connection.from_fd(fd) return core.connection(fd) end
+function connection.from_fd(data)
+  if type(data) == "table" then return core.connection(data[1], data[2]) end
+  return core.connection(data)
+end
 
 return connection

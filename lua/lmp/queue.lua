@@ -2,7 +2,9 @@
 -- lmp.Process children it is given to, as Python's multiprocessing.Queue.
 -- Values travel framed over a socket pair; a shared lock file keeps one
 -- writer and one reader at a time on it (fcntl locks, which hold across
--- processes) and counts the values in it (qsize, maxsize).
+-- processes) and counts the values in it (qsize, maxsize). Each process
+-- puts through a feeder of its own (runtime/feeder.c), so that put never
+-- waits for a reader: only maxsize makes it wait.
 local core = require "lmp.core"
 local loop = require "lmp.loop"
 local errors = require "lmp.errors"
@@ -14,7 +16,19 @@ Queue.__index = Queue
 Queue.__name = "lmp.Queue"
 queue.Queue = Queue -- reachable from package.loaded: travels by name
 
-local WRITE, READ, COUNT = 0, 1, 2
+local READ, COUNT = 1, 2 -- byte 0 is the feeders' write lock
+
+-- This process's feeder of each queue; it never travels with the queue.
+local feeders = setmetatable({}, {__mode = "k"})
+
+local function feeder_of(q)
+  local f = feeders[q]
+  if not f then
+    f = core.feeder(q.writer, q.lock)
+    feeders[q] = f
+  end
+  return f
+end
 
 
 local function now() return core.hrtime() end
@@ -50,24 +64,44 @@ local function check_wait(block, timeout, fname)
   return block ~= false, timeout
 end
 
--- q:put(value [, block = true [, timeout]]): raises kind "timeout" when
--- the queue stays full (block = false: at once).
+-- q:put(value [, block = true [, timeout]]): returns at once on a queue
+-- without maxsize (the value is written when the socket takes it, in
+-- order, while this process goes on); with maxsize it waits for room, and
+-- raises kind "timeout" when the queue stays full (block = false: at
+-- once). What cannot be sent raises kind "serialize" before anything is
+-- kept.
 function Queue:put(value, block, timeout)
   block, timeout = check_wait(block, timeout, "put")
-  -- Refuse what cannot be sent before waiting for room.
-  local ok, err = pcall(core.dumps, value)
-  if not ok then errors.raise(err) end
-  local deadline = timeout and now() + timeout
-  while self.maxsize > 0 and self:qsize() >= self.maxsize do
-    if not block or (deadline and now() >= deadline) then
-      errors.raise(errors.new("timeout", "put: the queue is full"))
+  local feeder = feeder_of(self)
+  if self.maxsize > 0 then
+    -- Refuse what cannot be sent before waiting for room.
+    local ok, err = pcall(core.dumps, value)
+    if not ok then errors.raise(err) end
+    local deadline = timeout and now() + timeout
+    while self:qsize() >= self.maxsize do
+      if not block or (deadline and now() >= deadline) then
+        errors.raise(errors.new("timeout", "put: the queue is full"))
+      end
+      loop.pause(0.001)
     end
-    loop.pause(0.001)
   end
-  with_lock(self.lock, WRITE, function()
-    self.writer:send(value)
-    with_lock(self.lock, COUNT, core.fd_count, self.lock:fileno(), 1)
-  end)
+  local ok, err = pcall(feeder.put, feeder, value)
+  if not ok then errors.raise(err) end
+  with_lock(self.lock, COUNT, core.fd_count, self.lock:fileno(), 1)
+end
+
+-- q:join_thread(): waits until everything this process put is written
+-- (Python's name; the "thread" is the feeder). At exit a process waits
+-- for that by itself, unless cancel_join_thread was called.
+function Queue:join_thread()
+  local f = feeders[self]
+  if f then f:flush() end
+end
+
+-- q:cancel_join_thread(): this process will not wait at exit for what it
+-- put to be written (it may be lost), as in Python.
+function Queue:cancel_join_thread()
+  feeder_of(self):cancel()
 end
 
 -- q:get([block = true [, timeout]]) -> the oldest value; raises kind
@@ -101,8 +135,12 @@ end
 function Queue:put_nowait(value) return self:put(value, false) end
 function Queue:get_nowait() return self:get(false) end
 
--- Closes this process's ends; other processes keep theirs.
+-- Closes this process's ends; other processes keep theirs. What this
+-- process put is still written (the feeder keeps the write end open till
+-- then); put raises afterwards.
 function Queue:close()
+  local f = feeders[self]
+  if f then f:close() end
   self.reader:close()
   self.writer:close()
   self.lock:close()

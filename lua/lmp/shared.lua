@@ -135,6 +135,15 @@ function shared.random_name()
   return "/lmp_" .. core.random_bytes(12):gsub(".", function(c) return ("%02x"):format(c:byte()) end)
 end
 
+-- Maps size bytes of the open descriptor fd, which is closed whatever
+-- happens (the mapping keeps the memory); a failure raises after that.
+local function map_and_close(fd, size)
+  local ok, m = pcall(core.map, fd, size)
+  core.fd_close(fd)
+  if not ok then error(m, 0) end
+  return m
+end
+
 local function shm_mapping(s)
   local m = mappings[s]
   if not m then
@@ -142,8 +151,7 @@ local function shm_mapping(s)
     if not fd then
       error(errors.new("closed", ("shared memory '%s' cannot be opened: %s"):format(s.name, size)), 3)
     end
-    m = core.map(fd, s.size)
-    core.fd_close(fd)
+    m = map_and_close(fd, s.size)
     mappings[s] = m
   end
   return m
@@ -191,11 +199,13 @@ function shared.new_shared_memory(opts)
   end
   local s = setmetatable({name = path, size = create and size or actual,
                           owner = create and core.getpid() or nil}, SharedMemory)
-  local ok, m = pcall(core.map, fd, s.size)
-  core.fd_close(fd)
+  local ok, m = pcall(map_and_close, fd, s.size)
   if not ok then
+    -- A name made here and not mappable (too big for the address space)
+    -- goes now, not when the collector finds s.
     if create then s:unlink() end
-    error(m, 2)
+    error(errors.new("closed", ("shared memory '%s' cannot be mapped: %s")
+      :format(name, tostring(m):gsub("^lmp: ", ""))), 2)
   end
   mappings[s] = m
   return s

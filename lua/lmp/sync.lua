@@ -57,18 +57,25 @@ function sync.new_lock(class)
 end
 
 -- lock:acquire([block = true [, timeout]]) -> whether it is held now.
--- A Lock already held by this process raises (in Python it would hang);
--- an RLock counts.
+-- An RLock counts. A Lock this process holds already is not taken again:
+-- acquire(false) returns false, a timeout waits for a release (by another
+-- coroutine) or returns false, as in Python; waiting for ever raises, as
+-- it could only hang.
 function Lock:acquire(block, timeout)
   local deadline
   block, deadline = check_wait(block, timeout, "acquire")
   local held = holds[self] or 0
   if held > 0 then
     if getmetatable(self) == RLock then holds[self] = held + 1; return true end
-    error(errors.new("closed", "acquire: this process holds the lock already"), 2)
+    if block and not deadline then
+      error(errors.new("closed", "acquire: this process holds the lock already "
+        .. "(acquire(false) tries without waiting)"), 2)
+    end
   end
   local fd = self.file:fileno()
-  local ok = wait_for(function() return core.fd_lock(fd, LOCK, false) end, block, deadline)
+  local ok = wait_for(function()
+    return (holds[self] or 0) == 0 and core.fd_lock(fd, LOCK, false)
+  end, block, deadline)
   if ok then holds[self] = 1 end
   return ok
 end
