@@ -13,7 +13,7 @@ export LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;$ROOT/tests/?.lua;/usr/loc
 export LUA_CPATH="$BUILD/?.so;$BUILD/test/?.so;/usr/local/lib/lua/5.4/?.so;/usr/lib/x86_64-linux-gnu/lua/5.4/?.so;;"
 export LMP_BUILD="$BUILD" LMP_ROOT="$ROOT"
 out=$(mktemp)
-specs=${LMP_SPECS:-$(ls tests/*_spec.lua)}
+specs=${LMP_SPECS:-$(ls tests/*_spec.lua tests/peer/*_spec.lua)}
 # shellcheck disable=SC2086
 set -o pipefail
 $LUA_CMD /usr/bin/busted -o TAP $specs 2>&1 | tee "$out"
