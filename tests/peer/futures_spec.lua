@@ -173,7 +173,7 @@ describe("peer: ProcessPoolExecutorTest", function()
   -- only what the dead worker held, replaces it and goes on.
   it("test_killed_child: only the dead worker's future fails; the executor goes on (differs)", function()
     local ex <close> = lmp.ProcessPoolExecutor{max_workers = 1}
-    local gate = common.gate()
+    local gate <close> = common.gate()
     local f = ex:submit(common.wait_gate, gate.shm)
     local victim = ex:submit(pid_of_task)
     local pid = common.children()[1]
@@ -190,7 +190,7 @@ describe("peer: ProcessPoolExecutorTest", function()
 
   it("test_broken_process_pool_traceback: each failed future has an error of its own", function()
     local ex <close> = lmp.ProcessPoolExecutor{max_workers = 2}
-    local gate = common.gate()
+    local gate <close> = common.gate()
     local futures = {ex:submit(common.wait_gate, gate.shm), ex:submit(common.wait_gate, gate.shm)}
     eventually(function() return futures[1]:running() and futures[2]:running() end)
     lmp.sleep(0.05)
@@ -312,8 +312,8 @@ describe("peer: FutureTests", function()
 
   -- Bug (issue 11, item 7): Python runs the callbacks inside cancel().
   pending("bug: add_done_callback callbacks do not run when the future is cancelled (test_done_callback_with_cancel)", function()
-    local g = common.gate()
     local e <close> = lmp.ProcessPoolExecutor{max_workers = 1}
+    local g <close> = common.gate()
     local blockers = {e:submit(common.wait_gate, g.shm), e:submit(common.wait_gate, g.shm)}
     local f = e:submit(sleepy, 1)
     local was_cancelled
@@ -383,8 +383,8 @@ describe("peer: FutureTests", function()
   end)
 
   it("test_cancel", function()
-    local g = common.gate()
     local e <close> = lmp.ProcessPoolExecutor{max_workers = 1}
+    local g <close> = common.gate()
     local f2 = e:submit(common.wait_gate, g.shm)
     local queued = {e:submit(common.wait_gate, g.shm)}
     local f1 = e:submit(sleepy, 1)
@@ -439,7 +439,7 @@ describe("peer: FutureTests", function()
   end)
 
   it("test_result_with_success: result waits while another coroutine lets the task finish", function()
-    local g = common.gate()
+    local g <close> = common.gate()
     local f = ex:submit(common.wait_gate, g.shm, 42)
     lmp.spawn(function() lmp.sleep(0.1); g:open() end)
     assert.equal(42, f:result(30))
@@ -448,8 +448,8 @@ describe("peer: FutureTests", function()
   end)
 
   it("test_result_with_cancel: result raises when another coroutine cancels the future", function()
-    local g = common.gate()
     local e <close> = lmp.ProcessPoolExecutor{max_workers = 1}
+    local g <close> = common.gate()
     local blockers = {}
     local f
     repeat
@@ -477,7 +477,7 @@ describe("peer: FutureTests", function()
   end)
 
   it("test_exception_with_success", function()
-    local g = common.gate()
+    local g <close> = common.gate()
     local f = ex:submit(function(shm)
       local l = require "lmp"
       while shm:read(0, 1) ~= "\1" do l.sleep(0.002) end
@@ -512,7 +512,7 @@ describe("peer: AsCompletedTests", function()
 
   it("test_future_times_out", function()
     for _, timeout in ipairs{0, 0.1} do
-      local g = common.gate()
+      local g <close> = common.gate()
       local future = ex:submit(common.wait_gate, g.shm)
       local completed = {}
       local ok, err = pcall(function()
@@ -569,7 +569,7 @@ describe("peer: WaitTests", function()
   end)
 
   it("test_first_completed", function()
-    local g = common.gate()
+    local g <close> = common.gate()
     local future1 = ex:submit(mul, 21, 2)
     local future2 = ex:submit(common.wait_gate, g.shm)
     local done, not_done = wait_for({s.CANCELLED, future1, future2}, {return_when = "FIRST_COMPLETED"})
@@ -582,7 +582,7 @@ describe("peer: WaitTests", function()
   end)
 
   it("test_first_completed_some_already_completed", function()
-    local g = common.gate()
+    local g <close> = common.gate()
     local future1 = ex:submit(common.wait_gate, g.shm)
     local done, not_done = wait_for({s.CANCELLED_AND_NOTIFIED, s.SUCCESSFUL, future1},
       {return_when = "FIRST_COMPLETED"})
@@ -593,7 +593,8 @@ describe("peer: WaitTests", function()
   end)
 
   it("test_first_exception", function()
-    local g1, g2 = common.gate(), common.gate()
+    local g1 <close> = common.gate()
+    local g2 <close> = common.gate()
     local future1 = ex:submit(mul, 2, 21)
     local future2 = ex:submit(function(shm)
       local l = require "lmp"
@@ -612,7 +613,7 @@ describe("peer: WaitTests", function()
   end)
 
   it("test_first_exception_some_already_complete", function()
-    local g = common.gate()
+    local g <close> = common.gate()
     local future1 = ex:submit(function(a, b) return a // b end, 21, 0)
     local future2 = ex:submit(common.wait_gate, g.shm)
     local done, not_done = wait_for({s.SUCCESSFUL, s.CANCELLED, future1, future2},
@@ -624,7 +625,7 @@ describe("peer: WaitTests", function()
   end)
 
   it("test_first_exception_one_already_failed", function()
-    local g = common.gate()
+    local g <close> = common.gate()
     local future1 = ex:submit(common.wait_gate, g.shm)
     local done, not_done = wait_for({s.EXCEPTION, future1}, {return_when = "FIRST_EXCEPTION"})
     g:open()
@@ -643,7 +644,7 @@ describe("peer: WaitTests", function()
   end)
 
   it("test_timeout", function()
-    local g = common.gate()
+    local g <close> = common.gate()
     local future = ex:submit(common.wait_gate, g.shm)
     local done, not_done = wait_for({s.CANCELLED_AND_NOTIFIED, s.EXCEPTION, s.SUCCESSFUL, future},
       {timeout = 0.05, return_when = "ALL_COMPLETED"})
