@@ -79,12 +79,16 @@ end
 
 -- Runs a Lua script (a string) with lua5.4 or the runner; same return.
 function helpers.run_lua(code, interpreter, args)
-  local path = os.tmpname() .. ".lua"
+  -- os.tmpname creates the file it names: remove it as well as the
+  -- script beside it, or every call leaves an empty file in /tmp.
+  local base = os.tmpname()
+  local path = base .. ".lua"
   local f = assert(io.open(path, "w"))
   f:write(code)
   f:close()
   local status, out, err = helpers.run((interpreter or "lua5.4") .. " " .. path .. " " .. (args or ""))
   os.remove(path)
+  os.remove(base)
   return status, out, err
 end
 
