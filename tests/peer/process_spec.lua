@@ -291,26 +291,42 @@ describe("peer: TestCloseFds", function()
   it("test_closefd: a spawned child does not inherit the parent's descriptors", function()
     -- A file only this test opens (without close-on-exec, as io.open
     -- does): the child must not find it among its descriptors.
+    -- Python makes the descriptor's number high (>= 50) so that the
+    -- child's own descriptors cannot land on it; so does this test.
+    local fillers = {}
+    for i = 1, 50 do fillers[i] = assert(io.open("/dev/null")) end
     local path = os.tmpname()
     local f = assert(io.open(path, "w"))
-    local reader, writer = lmp.Pipe()
-    local p = lmp.Process{target = function(conn, name)
+    local function holds(name)
       local lfs = require "lfs"
-      local found = false
       for entry in lfs.dir("/proc/self/fd") do
         if entry:match("^%d+$") and lfs.symlinkattributes("/proc/self/fd/" .. entry, "target") == name then
-          found = true
+          return true
         end
       end
-      conn:send(found)
-    end, args = {writer, path}}
+      return false
+    end
+    local reader, writer = lmp.Pipe()
+    local p = lmp.Process{target = function(conn, name) conn:send(holds(name)) end,
+                          args = {writer, path}}
     p:start()
     writer:close()
     local inherited = reader:recv()
     p:join()
+    -- Nor does a pool worker started after the file was opened.
+    local pool <close> = lmp.Pool(1)
+    assert.is_false(pool:apply(holds, {path}))
     f:close(); reader:close()
+    for _, filler in ipairs(fillers) do filler:close() end
     os.remove(path)
     assert.is_false(inherited)
+    -- The script's own children still inherit it, as they would without
+    -- lmp: only lmp's workers are spared it.
+    f = assert(io.open(path, "w"))
+    local seen = io.popen("ls -l /proc/self/fd/ 2>/dev/null"):read("a")
+    f:close()
+    os.remove(path)
+    assert.matches(path, seen, 1, true)
   end)
 end)
 
