@@ -533,6 +533,29 @@ describe("peer: AsCompletedTests", function()
     assert.equal(1, #collect(lmp.as_completed({f1, f1, f1})))
   end)
 
+  it("test_free_reference_yielded_future: as_completed keeps no future it gave out", function()
+    local futures_list = {}
+    for i = 1, 8 do futures_list[i] = ex:submit(sleepy, i, 0.01 * i) end
+    local next_future = lmp.as_completed(futures_list)
+    -- The next future, dropped from the list at once and held weakly only
+    -- (a generic for would keep it in its hidden control variable).
+    local function take()
+      local future = next_future()
+      if future == nil then return nil end
+      for i, f in ipairs(futures_list) do
+        if f == future then table.remove(futures_list, i); break end
+      end
+      return setmetatable({[future] = true}, {__mode = "k"})
+    end
+    while true do
+      local weak = take()
+      if weak == nil then break end
+      collectgarbage(); collectgarbage()
+      assert.is_nil(next(weak))
+    end
+    assert.equal(0, #futures_list)
+  end)
+
   it("test_correct_timeout_exception_msg", function()
     local ok, err = pcall(function()
       collect(lmp.as_completed({s.CANCELLED_AND_NOTIFIED, s.PENDING, s.RUNNING, s.SUCCESSFUL}, 0))
