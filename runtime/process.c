@@ -3,7 +3,9 @@
  * the terminal's), frames values onto the channel, and hands each arriving
  * value to a Lua function. When the process has exited and its channel is
  * drained, one exit callback reports how it ended. */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -11,6 +13,7 @@
 #include <limits.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -423,13 +426,69 @@ static child *check_child(lua_State *L) {
 
 static int child_started(lua_State *L, child *c, child **box, int on_message);
 
+/* Descriptors the script opened itself (io.open, io.popen, a luv socket)
+ * have no close-on-exec flag, so a worker would inherit every one and keep
+ * it open for its whole life: the reader of an io.popen pipe would not see
+ * end of file while workers live. Python's spawn closes them in the child;
+ * lmp's child cannot tell them from its own, so the parent marks them
+ * close-on-exec for the moment of the spawn (libuv's child clears the flag
+ * on the descriptors it is told to pass) and clears the marks afterwards,
+ * so that the script's own children (os.execute, io.popen) inherit them
+ * as before. Descriptors from the soft RLIMIT_NOFILE up are left alone:
+ * valgrind keeps its own there. Returns the marked descriptors (to give
+ * to unmark_descriptors), or NULL with *count 0 if none or out of memory,
+ * in which case the child simply inherits them, as before. */
+static int *mark_descriptors(int *count) {
+  struct rlimit limit;
+  long ceiling = LONG_MAX;
+  int *marked = NULL, capacity = 0, self;
+  DIR *dir;
+  struct dirent *entry;
+  *count = 0;
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY)
+    ceiling = (long)limit.rlim_cur;
+  dir = opendir("/proc/self/fd");
+  if (dir == NULL) return NULL;
+  self = dirfd(dir);
+  while ((entry = readdir(dir)) != NULL) {
+    char *end;
+    long fd = strtol(entry->d_name, &end, 10);
+    int flags;
+    if (*end != '\0' || end == entry->d_name || fd < 3 || fd >= ceiling || fd == self) continue;
+    flags = fcntl((int)fd, F_GETFD);
+    if (flags < 0 || (flags & FD_CLOEXEC)) continue;
+    if (*count == capacity) {
+      int *grown = realloc(marked, (size_t)(capacity ? capacity * 2 : 16) * sizeof *marked);
+      if (grown == NULL) break;
+      marked = grown;
+      capacity = capacity ? capacity * 2 : 16;
+    }
+    if (fcntl((int)fd, F_SETFD, flags | FD_CLOEXEC) == 0) marked[(*count)++] = (int)fd;
+  }
+  closedir(dir);
+  if (*count == 0) {
+    free(marked);
+    return NULL;
+  }
+  return marked;
+}
+
+static void unmark_descriptors(int *marked, int count) {
+  int i;
+  for (i = 0; i < count; i++) {
+    int flags = fcntl(marked[i], F_GETFD);
+    if (flags >= 0) fcntl(marked[i], F_SETFD, flags & ~FD_CLOEXEC);
+  }
+  free(marked);
+}
+
 /* core.spawn(file, args, on_message, on_exit [, fds]) -> handle */
 static int core_spawn(lua_State *L) {
   const char *file = luaL_checkstring(L, 1);
   uv_process_options_t options;
   uv_stdio_container_t stdio[4 + LMP_MAX_PASSED_FDS];
   char *args[64];
-  int nargs, npassed = 0, i, r;
+  int nargs, npassed = 0, i, r, nmarked, *marked;
   child **box, *c;
   uv_loop_t *loop;
   luaL_checktype(L, 2, LUA_TTABLE);
@@ -480,7 +539,9 @@ static int core_spawn(lua_State *L) {
   options.stdio = stdio;
   options.stdio_count = 4 + npassed;
   options.exit_cb = on_process_exit;
+  marked = mark_descriptors(&nmarked);
   r = uv_spawn(loop, &c->process, &options);
+  if (marked != NULL) unmark_descriptors(marked, nmarked);
   c->handles_open = 2;
   c->lua_owned = 1;
   if (r != 0) {

@@ -18,7 +18,7 @@ lmp_entries() { ls -d /tmp/lmp[-_]* /dev/shm/lmp[-_]* 2>/dev/null | sort; }
 before=$(mktemp)
 lmp_entries >"$before"
 out=$(mktemp)
-specs=${LMP_SPECS:-$(ls tests/*_spec.lua)}
+specs=${LMP_SPECS:-$(ls tests/*_spec.lua tests/peer/*_spec.lua)}
 # shellcheck disable=SC2086
 set -o pipefail
 $LUA_CMD /usr/bin/busted -o TAP $specs 2>&1 | tee "$out"

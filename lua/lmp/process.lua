@@ -70,6 +70,9 @@ function Process:start()
   handle:send(message)
   conn.passing(nil)
   handle:close_input()
+  -- The child has its own copy now: let go of the target and arguments
+  -- (and whatever they hold), as Python's Process does once started.
+  self.target, self.args = nil, nil
   live[self] = true
 end
 

@@ -2,7 +2,10 @@
  * a careless task does to a worker. crash.segfault() dies of SIGSEGV;
  * crash.write(fd, bytes) writes raw bytes to a descriptor (garbage on a
  * worker's channel); crash.fork_sleeper(seconds) forks a child that keeps
- * every descriptor, the worker's channel included, and sleeps. */
+ * every descriptor, the worker's channel included, and sleeps;
+ * crash.userdata(metatable) makes a userdata with that metatable, which
+ * plain Lua cannot, so that a spec can give a userdata a __lmp_serialize
+ * that misbehaves (raises, exits, crashes) while it is being sent. */
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
@@ -43,10 +46,19 @@ static int crash_fork_sleeper(lua_State *L) {
   return 1;
 }
 
+static int crash_userdata(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_newuserdatauv(L, 1, 0);
+  lua_pushvalue(L, 1);
+  lua_setmetatable(L, -2);
+  return 1;
+}
+
 int luaopen_crash(lua_State *L) {
   static const luaL_Reg functions[] = {{"segfault", crash_segfault},
                                        {"write", crash_write},
                                        {"fork_sleeper", crash_fork_sleeper},
+                                       {"userdata", crash_userdata},
                                        {NULL, NULL}};
   luaL_newlib(L, functions);
   return 1;

@@ -1,0 +1,163 @@
+-- CPython's Lib/test/_test_multiprocessing.py, the manager tests
+-- (_TestContainers, TestSyncManagerTypes.test_list/test_dict), translated
+-- to lmp.Manager's dict and list proxies. Python's proxies take Python
+-- syntax (d[k] = v, l[i], len(l)); lmp's take methods (d:set(k, v),
+-- l:get(i), #l), with list indexes from 1. tests/peer/README.md says
+-- what was ported and what differs.
+local describe, it, setup, teardown, after_each, pending, assert, pcall =
+  describe, it, setup, teardown, after_each, pending, assert, pcall
+local _ENV = _G
+local lmp = require "lmp"
+local helpers = require "helpers"
+
+local function range(n)
+  local t = {}
+  for i = 0, n - 1 do t[#t + 1] = i end
+  return t
+end
+
+local function plain(t)
+  local r = {}
+  for i = 1, t.n or #t do r[i] = t[i] end
+  return r
+end
+
+describe("peer: _TestContainers", function()
+  local m
+  setup(function() m = lmp.Manager() end)
+  teardown(function() m:shutdown() end)
+
+  it("test_list", function()
+    local a = m:list(range(10))
+    assert.same(range(10), plain(a:copy()))
+    local b = m:list()
+    assert.same({}, plain(b:copy()))
+    b:extend(range(5))
+    assert.same(range(5), plain(b:copy()))
+    assert.equal(2, b:get(3))
+    b:extend(b:copy()) -- Python's b *= 2
+    assert.same({0, 1, 2, 3, 4, 0, 1, 2, 3, 4}, plain(b:copy()))
+    assert.same(range(10), plain(a:copy()))
+    -- Proxies inside a managed list stay proxies of the same objects.
+    local e = m:list({a, b})
+    assert.same(range(10), plain(e:get(1):copy()))
+    assert.same({0, 1, 2, 3, 4, 0, 1, 2, 3, 4}, plain(e:get(2):copy()))
+    local f = m:list({a})
+    a:append("hello")
+    local expected = range(10)
+    expected[11] = "hello"
+    assert.same(expected, plain(f:get(1):copy()))
+  end)
+
+  it("test_list_proxy_in_list", function()
+    local a = m:list({m:list(range(3)), m:list(range(3)), m:list(range(3))})
+    for i = 1, 3 do assert.same({0, 1, 2}, plain(a:get(i):copy())) end
+    a:get(1):set(3, 55)
+    assert.same({0, 1, 55}, plain(a:get(1):copy()))
+    for i = 2, 3 do assert.same({0, 1, 2}, plain(a:get(i):copy())) end
+    assert.equal(2, a:get(2):pop())
+    assert.equal(2, #a:get(2))
+    assert.equal(3, #a:get(1))
+    assert.equal(3, #a:get(3))
+    local b = m:list()
+    b:append(b)
+    assert.equal(1, #b:get(1))
+  end)
+
+  it("test_dict", function()
+    local d = m:dict()
+    local indices = {65, 66, 67, 68, 69}
+    for _, i in ipairs(indices) do d:set(i, string.char(i)) end
+    local copy = {}
+    for _, i in ipairs(indices) do copy[i] = string.char(i) end
+    assert.same(copy, d:copy())
+    local keys = d:keys(); table.sort(keys)
+    assert.same(indices, keys)
+    local values = d:values(); table.sort(values)
+    assert.same({"A", "B", "C", "D", "E"}, values)
+    assert.same(copy, d:items())
+  end)
+
+  it("test_dict_proxy_nested", function()
+    local pets = m:dict({ferrets = 2, hamsters = 4})
+    local supplies = m:dict({water = 10, feed = 3})
+    local d = m:dict({pets = pets, supplies = supplies})
+    assert.equal(10, supplies:get("water"))
+    assert.equal(10, d:get("supplies"):get("water"))
+    d:get("supplies"):set("blankets", 5)
+    assert.equal(5, supplies:get("blankets"))
+    assert.equal(5, d:get("supplies"):get("blankets"))
+    d:get("supplies"):set("water", 7)
+    assert.equal(7, supplies:get("water"))
+    pets, supplies = nil, nil
+    collectgarbage()
+    assert.equal(2, d:get("pets"):get("ferrets"))
+    d:get("supplies"):set("blankets", 11)
+    assert.equal(11, d:get("supplies"):get("blankets"))
+    pets, supplies = d:get("pets"), d:get("supplies")
+    local l = m:list({pets, supplies})
+    l:get(1):set("marmots", 1)
+    assert.equal(1, pets:get("marmots"))
+    assert.equal(1, l:get(1):get("marmots"))
+    local outer = m:list({{88, 99}, l})
+    assert.same({88, 99}, outer:get(1)) -- a plain table, not a proxy
+    assert.equal(3, outer:get(2):get(2):get("feed"))
+  end)
+end)
+
+describe("peer: TestSyncManagerTypes", function()
+  local m
+  setup(function() m = lmp.Manager() end)
+  teardown(function() m:shutdown() end)
+  after_each(function() assert.is_true(helpers.no_children(5)) end)
+
+  -- Python's run_worker: the child works on the proxy, then exits 0.
+  local function run_worker(worker, object)
+    local p = lmp.Process{target = worker, args = {object}, daemon = true}
+    p:start()
+    p:join(30)
+    assert.equal(0, p.exitcode)
+  end
+
+  it("test_list", function()
+    local o = m:list()
+    o:append(5)
+    run_worker(function(obj)
+      assert(obj:get(1) == 5)
+      assert(#obj == 1)
+      obj:extend({7})
+      local copy = obj:copy()
+      assert(copy[1] == 5 and copy[2] == 7 and copy.n == 2)
+      obj:extend(copy)
+      assert(#obj == 4)
+      assert(obj:pop(1) == 5)
+      while #obj > 0 do obj:pop() end
+    end, o)
+    assert.equal(0, #o)
+  end)
+
+  it("test_dict", function()
+    local o = m:dict()
+    o:set("foo", 5)
+    run_worker(function(obj)
+      assert(#obj == 1)
+      assert(obj:get("foo") == 5)
+      local items = obj:items()
+      assert(items.foo == 5)
+      assert(obj:keys()[1] == "foo" and obj:values()[1] == 5)
+      obj:update({bar = 6})
+      assert(obj:copy().bar == 6)
+      assert(obj:pop("bar") == 6)
+      obj:pop("foo")
+    end, o)
+    assert.equal(0, #o)
+  end)
+
+  it("test_dict from a pool worker (beyond Python: proxies go to pool workers as arguments)", function()
+    local o = m:dict()
+    local pool <close> = lmp.Pool(2)
+    pool:map(function(word) o:add(word, 1) end, {"a", "b", "a"})
+    assert.equal(2, o:get("a"))
+    assert.equal(1, o:get("b"))
+  end)
+end)

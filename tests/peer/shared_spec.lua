@@ -1,0 +1,253 @@
+-- CPython's Lib/test/_test_multiprocessing.py, the shared memory tests
+-- (_TestValue, _TestArray, _TestSharedCTypes, _TestSharedMemory),
+-- translated to lmp.Value, lmp.Array and lmp.shared_memory.SharedMemory.
+-- tests/peer/README.md says what was ported and what differs.
+local describe, it, after_each, pending, assert, pcall =
+  describe, it, after_each, pending, assert, pcall
+local _ENV = _G
+local lmp = require "lmp"
+local core = require "lmp.core"
+local helpers = require "helpers"
+local SharedMemory = lmp.shared_memory.SharedMemory
+
+local function shm_exists(name)
+  return helpers.read_file("/dev/shm/" .. name:gsub("^/", "")) ~= nil
+end
+
+describe("peer: _TestValue", function()
+  after_each(function() assert.is_true(helpers.no_children(5)) end)
+
+  -- Python's 'c' (one byte) has no counterpart: lmp's codes are numbers.
+  local codes_values = {{"i", 4343, 24234}, {"d", 3.625, -4.25}, {"h", -232, 234},
+                        {"q", 2 ^ 33 // 1, 2 ^ 34 // 1}}
+
+  local function test_value(opts)
+    local values = {}
+    for i, cv in ipairs(codes_values) do values[i] = lmp.Value(cv[1], cv[2], opts) end
+    for i, cv in ipairs(codes_values) do assert.equal(cv[2], values[i].value) end
+    local proc = lmp.Process{target = function(vs, cvs)
+      for i, cv in ipairs(cvs) do vs[i].value = cv[3] end
+    end, args = {values, codes_values}, daemon = true}
+    proc:start(); proc:join()
+    assert.equal(0, proc.exitcode)
+    for i, cv in ipairs(codes_values) do assert.equal(cv[3], values[i].value) end
+  end
+
+  it("test_value", function() test_value() end)
+
+  -- Python's RawValue is a Value without a lock.
+  it("test_rawvalue (Value with {lock = false})", function() test_value({lock = false}) end)
+
+  it("test_getobj_getlock", function()
+    local val1 = lmp.Value("i", 5)
+    assert.is_truthy(val1:get_lock())
+    assert.is_true(val1:get_lock():acquire())
+    val1:get_lock():release()
+    local val2 = lmp.Value("i", 5, {lock = false})
+    assert.is_false(val2:get_lock())
+  end)
+
+  it("test_invalid_typecode", function()
+    assert.has_error(function() lmp.Value("x", nil) end)
+  end)
+end)
+
+describe("peer: _TestArray", function()
+  after_each(function() assert.is_true(helpers.no_children(5)) end)
+
+  local function running_sums(seq)
+    for i = 2, #seq do seq[i] = seq[i] + seq[i - 1] end
+  end
+
+  local function test_array(opts)
+    local seq = {680, 626, 934, 821, 150, 233, 548, 982, 714, 831}
+    local arr = lmp.Array("i", seq, opts)
+    assert.equal(#seq, #arr)
+    assert.equal(seq[4], arr[4])
+    for i = 5, 8 do arr[i] = i - 4; seq[i] = i - 4 end
+    assert.same(seq, arr:totable())
+    running_sums(seq)
+    local p = lmp.Process{target = function(a)
+      for i = 2, #a do a[i] = a[i] + a[i - 1] end
+    end, args = {arr}, daemon = true}
+    p:start(); p:join()
+    assert.same(seq, arr:totable())
+  end
+
+  it("test_array", function() test_array() end)
+
+  it("test_array_from_size: zeroed", function()
+    for _ = 1, 3 do
+      local arr = lmp.Array("i", 10)
+      assert.equal(10, #arr)
+      assert.same({0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, arr:totable())
+      for i = 1, 10 do arr[i] = i - 1 end
+      assert.same({0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, arr:totable())
+    end
+  end)
+
+  it("test_rawarray (Array with {lock = false})", function() test_array({lock = false}) end)
+
+  it("test_getobj_getlock_obj", function()
+    assert.is_truthy(lmp.Array("i", {0, 1, 2}):get_lock())
+    assert.is_false(lmp.Array("i", {0, 1, 2}, {lock = false}):get_lock())
+  end)
+
+  it("test_invalid_typecode", function()
+    assert.has_error(function() lmp.Array("x", {}) end)
+  end)
+end)
+
+describe("peer: _TestSharedCTypes", function()
+  after_each(function() assert.is_true(helpers.no_children(5)) end)
+
+  -- Python's ctypes Structure and char arrays have no lmp counterpart;
+  -- the numbers do.
+  local function test_sharedctypes(opts)
+    local x, y, z = lmp.Value("i", 7, opts), lmp.Value("d", 1.0 / 3.0, opts), lmp.Value("q", 2 ^ 33 // 1, opts)
+    local arr = lmp.Array("d", {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, opts)
+    local p = lmp.Process{target = function(a, b, c, d)
+      a.value = a.value * 2
+      b.value = b.value * 2
+      c.value = c.value * 2
+      for i = 1, #d do d[i] = d[i] * 2 end
+    end, args = {x, y, z, arr}, daemon = true}
+    p:start(); p:join()
+    assert.equal(14, x.value)
+    assert.near(2.0 / 3.0, y.value, 1e-12)
+    assert.equal(2 ^ 34 // 1, z.value)
+    for i = 1, 10 do assert.equal((i - 1) * 2, arr[i]) end
+  end
+
+  it("test_sharedctypes", function() test_sharedctypes({lock = false}) end)
+  it("test_synchronize", function() test_sharedctypes() end)
+end)
+
+describe("peer: _TestSharedMemory", function()
+  after_each(function() assert.is_true(helpers.no_children(5)) end)
+
+  local function new_name(prefix) return prefix .. core.getpid() end
+
+  it("test_shared_memory_basics", function()
+    local name = new_name("test01_tsmb")
+    local sms = SharedMemory{name = name, create = true, size = 512}
+    assert.equal("/" .. name, sms.name)
+    assert.is_true(sms.size >= 512)
+    assert.matches(name, tostring(sms.name))
+    sms:write(0, "\42")
+    assert.equal("\42", sms:read(0, 1))
+    local also = SharedMemory{name = name}
+    assert.equal("\42", also:read(0, 1))
+    also:close()
+    -- Attaching with another size keeps the segment's own.
+    local same = SharedMemory{name = name, size = 20 * sms.size}
+    assert.equal(sms.size, same.size)
+    same:close()
+    assert.has_error(function() SharedMemory{create = true, size = -2} end)
+    assert.has_error(function() SharedMemory{create = false} end)
+    -- Creating a name that exists fails; attaching a missing one fails.
+    assert.has_error(function() SharedMemory{name = name, create = true, size = 512} end)
+    assert.has_error(function() SharedMemory{name = "test01_notthere" .. core.getpid()} end)
+    sms:close()
+    sms:unlink()
+    assert.is_false(shm_exists(name))
+  end)
+
+  -- Bug: the name goes to shm_open as a C string, which ends at the NUL:
+  -- "name\0a" silently attaches to "name". It must raise bad argument.
+  pending("bug: a SharedMemory name with an embedded NUL attaches to the name before the NUL (test_shared_memory_name_with_embedded_null)", function()
+    local name = new_name("test01_null")
+    local sms = SharedMemory{name = name, create = true, size = 512}
+    assert.has_error(function() SharedMemory{name = name .. "\0a", size = 512} end)
+    sms:close(); sms:unlink()
+  end)
+
+  it("test_invalid_shared_memory_creation", function()
+    assert.has_error(function() SharedMemory{create = true, size = -1} end)
+    assert.has_error(function() SharedMemory{create = true, size = 0} end)
+    assert.has_error(function() SharedMemory{create = true} end)
+  end)
+
+  it("test_shared_memory_pickle_unpickle: a copy through dumps/loads is the same memory", function()
+    local sms = SharedMemory{create = true, size = 512}
+    sms:write(0, "pickle")
+    local sms2 = lmp.loads(lmp.dumps(sms))
+    assert.equal(sms.name, sms2.name)
+    assert.equal("pickle", sms2:read(0, 6))
+    sms:write(0, "newval")
+    assert.equal("newval", sms2:read(0, 6))
+    sms2:write(0, "oldval")
+    assert.equal("oldval", sms:read(0, 6))
+    sms2:close()
+    sms:close(); sms:unlink()
+  end)
+
+  -- Bug: the copy made by loads carries the creator's pid as its owner,
+  -- so when the copy is collected its __gc (shared.lua) unlinks the name
+  -- while the original is still in use: attaching by name then fails.
+  pending("bug: collecting a loads() copy of a SharedMemory unlinks the creator's segment", function()
+    local sms = SharedMemory{create = true, size = 512}
+    do local copy = lmp.loads(lmp.dumps(sms)); copy:close() end
+    collectgarbage(); collectgarbage()
+    assert.is_true(shm_exists(sms.name))
+    local again = SharedMemory{name = sms.name}
+    again:close()
+    sms:close(); sms:unlink()
+  end)
+
+  it("test_shared_memory_pickle_unpickle_dead_object", function()
+    local sms = SharedMemory{create = true, size = 512}
+    local bytes = lmp.dumps(sms)
+    sms:close(); sms:unlink()
+    local copy = lmp.loads(bytes)
+    assert.has_error(function() copy:read(0, 6) end)
+  end)
+
+  it("test_shared_memory_across_processes", function()
+    local sms = SharedMemory{create = true, size = 512}
+    local function attach_then_write(name_or_object, data)
+      local l = require "lmp"
+      local local_sms = type(name_or_object) == "string"
+        and l.shared_memory.SharedMemory{name = name_or_object} or name_or_object
+      local_sms:write(0, data)
+      local_sms:close()
+    end
+    local p = lmp.Process{target = attach_then_write, args = {sms.name, "howdy"}, daemon = true}
+    p:start(); p:join()
+    assert.equal("howdy", sms:read(0, 5))
+    p = lmp.Process{target = attach_then_write, args = {sms, "HELLO"}, daemon = true}
+    p:start(); p:join()
+    assert.equal("HELLO", sms:read(0, 5))
+    -- And a pool worker, which Python's test does not try.
+    local pool <close> = lmp.Pool(1)
+    pool:apply(attach_then_write, {sms, "pool!"})
+    assert.equal("pool!", sms:read(0, 5))
+    sms:close(); sms:unlink()
+  end)
+
+  -- Bug: a process killed by SIGTERM never runs the finalizer that
+  -- unlinks the segments it created, so they stay in /dev/shm. Python's
+  -- resource tracker unlinks them. (lmp promises that nothing it creates
+  -- outlives the processes that made it.)
+  pending("bug: a SharedMemory segment outlives its creator when the creator is killed (test_shared_memory_cleaned_after_process_termination)", function()
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([[
+      local lmp = require "lmp"
+      local sm = lmp.shared_memory.SharedMemory{create = true, size = 10}
+      io.write(require("lmp.core").getpid(), " ", sm.name, "\n"); io.flush()
+      lmp.sleep(100)
+    ]])
+    f:close()
+    local out = io.popen("exec lua5.4 " .. script)
+    local pid, name = out:read("l"):match("^(%d+) (%S+)$")
+    os.execute("kill -TERM " .. pid)
+    out:close()
+    os.remove(script)
+    local deadline = os.time() + 5
+    while shm_exists(name) and os.time() <= deadline do lmp.sleep(0.05) end
+    local leaked = shm_exists(name)
+    if leaked then core.shm_unlink(name) end
+    assert.is_false(leaked)
+  end)
+end)
