@@ -229,7 +229,7 @@ describe("peer: _TestSharedMemory", function()
   -- unlinks the segments it created, so they stay in /dev/shm. Python's
   -- resource tracker unlinks them. (lmp promises that nothing it creates
   -- outlives the processes that made it.)
-  pending("bug: a SharedMemory segment outlives its creator when the creator is killed (test_shared_memory_cleaned_after_process_termination)", function()
+  it("test_shared_memory_cleaned_after_process_termination: a killed creator's segment is removed", function()
     local script = os.tmpname()
     local f = assert(io.open(script, "w"))
     f:write([[
