@@ -125,6 +125,10 @@ end
 
 local SharedMemory = {}
 SharedMemory.__index = SharedMemory
+-- The process that created each segment, kept here and not in the object:
+-- a copy made by loads (a segment sent to another process, or dumps and
+-- loads here) must not remove the creator's name when it is collected.
+local creators = setmetatable({}, {__mode = "k"})
 SharedMemory.__name = "lmp.SharedMemory"
 shared.SharedMemory = SharedMemory
 
@@ -167,6 +171,10 @@ function shared.new_shared_memory(opts)
   if name ~= nil and (type(name) ~= "string" or name:find("/", 2, true)) then
     errors.argument(1, "SharedMemory", "name must be a string without '/'")
   end
+  if name and name:find("\0", 1, true) then
+    -- The system would see only the part before it: another segment.
+    errors.argument(1, "SharedMemory", "name must not contain a NUL byte")
+  end
   if math.type(size) ~= "integer" or size < 0 or (create and size == 0) then
     errors.argument(1, "SharedMemory", "size must be a positive integer when creating")
   end
@@ -197,8 +205,8 @@ function shared.new_shared_memory(opts)
       error(errors.new("closed", ("shared memory '%s' cannot be created: %s"):format(name, err)), 2)
     end
   end
-  local s = setmetatable({name = path, size = create and size or actual,
-                          owner = create and core.getpid() or nil}, SharedMemory)
+  local s = setmetatable({name = path, size = create and size or actual}, SharedMemory)
+  if create then creators[s] = core.getpid() end
   local ok, m = pcall(map_and_close, fd, s.size)
   if not ok then
     -- A name made here and not mappable (too big for the address space)
@@ -229,12 +237,12 @@ end
 function SharedMemory:unlink()
   self.unlinked = true
   core.shm_unlink(self.name)
-  if self.owner == core.getpid() then core.untrack("shm", self.name) end
+  if creators[self] == core.getpid() then core.untrack("shm", self.name) end
 end
 
 -- The creating process removes a name nobody unlinked, so none leaks.
 function SharedMemory:__gc()
-  if self.owner == core.getpid() and not self.unlinked then
+  if creators[self] == core.getpid() and not self.unlinked then
     core.shm_unlink(self.name)
     core.untrack("shm", self.name)
   end

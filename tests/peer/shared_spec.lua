@@ -153,9 +153,9 @@ describe("peer: _TestSharedMemory", function()
     assert.is_false(shm_exists(name))
   end)
 
-  -- Bug: the name goes to shm_open as a C string, which ends at the NUL:
-  -- "name\0a" silently attaches to "name". It must raise bad argument.
-  pending("bug: a SharedMemory name with an embedded NUL attaches to the name before the NUL (test_shared_memory_name_with_embedded_null)", function()
+  -- The name goes to shm_open as a C string, which ends at the NUL:
+  -- "name\0a" would attach to "name". It raises bad argument.
+  it("test_shared_memory_name_with_embedded_null: refused", function()
     local name = new_name("test01_null")
     local sms = SharedMemory{name = name, create = true, size = 512}
     assert.has_error(function() SharedMemory{name = name .. "\0a", size = 512} end)
@@ -182,10 +182,9 @@ describe("peer: _TestSharedMemory", function()
     sms:close(); sms:unlink()
   end)
 
-  -- Bug: the copy made by loads carries the creator's pid as its owner,
-  -- so when the copy is collected its __gc (shared.lua) unlinks the name
-  -- while the original is still in use: attaching by name then fails.
-  pending("bug: collecting a loads() copy of a SharedMemory unlinks the creator's segment", function()
+  -- A copy made by loads is not the creator: collecting it leaves the
+  -- name in place for the original and anyone attaching by name.
+  it("collecting a loads() copy of a SharedMemory leaves the creator's segment", function()
     local sms = SharedMemory{create = true, size = 512}
     do local copy = lmp.loads(lmp.dumps(sms)); copy:close() end
     collectgarbage(); collectgarbage()
