@@ -81,6 +81,26 @@ describe("worker death", function()
     assert.equal(42, pool:apply(function() return 42 end, {}))
   end)
 
+  it("a result whose constructor raises in the main process fails that task with kind serialize", function()
+    lmp.register("failure_spec.bad_constructor", function() error("error at load", 0) end)
+    local function make()
+      return require("crash").userdata({__lmp_serialize = function()
+        return "failure_spec.bad_constructor", {} end})
+    end
+    local calls = {
+      apply = function() return pool:apply(make, {}) end,
+      map = function() return pool:map(function() return make() end, {1, 2}) end,
+      imap = function() for _ in pool:imap(function() return make() end, {1, 2}) do end end,
+    }
+    for how, call in pairs(calls) do
+      local ok, err = pcall(call)
+      assert.is_false(ok, how)
+      assert.equal("serialize", err.kind, how)
+      assert.matches("cannot be loaded in the main process: error at load", err.message)
+    end
+    assert.equal(5, pool:apply(function() return 5 end, {}))
+  end)
+
   it("imap and imap_unordered deliver the failure for that item alone", function()
     for _, method in ipairs{"imap", "imap_unordered"} do
       local good, failures = 0, {}

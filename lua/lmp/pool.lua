@@ -224,13 +224,33 @@ end
 -- (nil, or item index within the task -> error object).
 -- `values` is a table, or a view of the encoded values valid only during
 -- this call (see core.payload_value).
+--
+-- Loading the values can fail here, in the main process (a registered
+-- constructor that raises): that fails the task's items with kind
+-- serialize, as a value that cannot be sent does, and the job goes on.
+local function load_failure(task, err)
+  return errors.new("serialize", "a result cannot be loaded in the main process: "
+    .. tostring(err), {index = task.first})
+end
+
 function Job:_deliver(task, values, errs)
   if self.kind == "apply" then
-    self.results = core.payload_value(values)
+    local ok, results = pcall(core.payload_value, values)
+    if not ok then
+      self.results = {n = 0}
+      return self:_finish(load_failure(task, results))
+    end
+    self.results = results
     return self:_finish(errs and errs[1] or nil)
   end
   if self.stream then
-    return self.stream(task, core.payload_value(values), errs)
+    local ok, loaded = pcall(core.payload_value, values)
+    if not ok then
+      local failure = load_failure(task, loaded)
+      loaded, errs = {n = task.count}, errs or {}
+      for i = 1, task.count do errs[i] = errs[i] or failure end
+    end
+    return self.stream(task, loaded, errs)
   end
   if self.done then return end
   if errs then
@@ -244,7 +264,8 @@ function Job:_deliver(task, values, errs)
     results.n = self.total
     self.results = results
   end
-  core.payload_into(values, results, task.first, task.count)
+  local ok, err = pcall(core.payload_into, values, results, task.first, task.count)
+  if not ok then return self:_finish(load_failure(task, err)) end
   if self.bar then self.bar:advance(task.count) end
   self.received = self.received + task.count
   if self.received >= self.total then self:_finish(nil) end

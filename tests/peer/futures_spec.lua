@@ -942,12 +942,9 @@ describe("peer: ExecutorDeadlockTest", function()
     end)
   end)
 
-  -- Bug: the constructor's error escapes Pool:_deliver (pool.lua, decoding
-  -- the result with core.payload_value inside the loop callback): it is
-  -- printed as "lmp: error in callback: error at load" and the future
-  -- never finishes, so result() waits forever. Python fails the future
-  -- (BrokenProcessPool); lmp should fail it with kind serialize.
-  pending("bug: a result whose constructor raises in the main process leaves its future unfinished forever (test_error_during_result_unpickle_in_result_handler)", function()
+  -- Python fails the future (BrokenProcessPool); lmp fails that task
+  -- alone with kind serialize, and the executor goes on.
+  it("test_error_during_result_unpickle_in_result_handler: the future fails with kind serialize", function()
     lmp.register("peer.error_at_result_load", function() error("error at load", 0) end)
     local err = check_error("serialize", function()
       return require("crash").userdata({__lmp_serialize = function() return "peer.error_at_result_load", {} end})
