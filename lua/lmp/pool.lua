@@ -1092,7 +1092,10 @@ function Pool:_stream(fname, fn, read, total, opts, ordered, mode, array)
     position = position + 1
     if bar then bar:advance(1) end
     if errs and errs[position] then errors.raise(errs[position]) end
+    -- Handed out, a result is the caller's alone: the chunk keeps no
+    -- reference to it (as Python's iterator does not).
     local value = values[position]
+    values[position] = nil
     if value == nil then value = errors.null end
     return value, base + position
   end
