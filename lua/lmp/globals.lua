@@ -6,7 +6,8 @@
 -- and again only when they changed (by identity: a global table's
 -- contents changing in place is not noticed). Values that cannot be sent
 -- (open files, pools, coroutines), and any over globals.LIMIT bytes, are
--- left out.
+-- left out. In a worker, the names the pool's initializer set or changed
+-- are the worker's own: the script's values never replace them.
 local core = require "lmp.core"
 
 local globals = {}
@@ -58,9 +59,12 @@ function globals.snapshot(last)
   return snapshot
 end
 
--- In a worker: make them globals.
-function globals.install(snapshot)
-  for name, value in pairs(snapshot) do rawset(_G, name, value) end
+-- In a worker: make them globals, except the names in `owned` (those
+-- the pool's initializer set or changed, which stay as it left them).
+function globals.install(snapshot, owned)
+  for name, value in pairs(snapshot) do
+    if not (owned and owned[name]) then rawset(_G, name, value) end
+  end
 end
 
 return globals

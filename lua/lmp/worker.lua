@@ -117,13 +117,27 @@ function worker.main()
   -- Who this worker is, for lmp.current_process() should a task require
   -- lmp; loading the whole module here would only slow the start.
   core.worker_identity = {name = config.name, pid = core.getpid(), identity = config.identity}
+  -- The globals the initializer set or changed belong to this worker:
+  -- the script's values for those names, which travel with tasks, never
+  -- replace them (not with the first task, not when the script changes
+  -- them later), as in Python, where the initializer runs after the main
+  -- module's globals exist and nothing the parent changes later arrives.
+  local owned = {}
   if config.initializer then
+    local before = {}
+    for name, value in pairs(_G) do before[name] = value end
     local args = config.initargs or {n = 0}
     local ok, failure = xpcall(config.initializer, handler,
                                table.unpack(args, 1, args.n or #args))
     if not ok then
       core.channel_send({"init_error", error_info(failure.err, failure.traceback)})
       return 1
+    end
+    for name, value in pairs(_G) do
+      if not rawequal(before[name], value) then owned[name] = true end
+    end
+    for name in pairs(before) do
+      if rawget(_G, name) == nil then owned[name] = true end
     end
   end
   core.channel_send({"ready"})
@@ -132,13 +146,13 @@ function worker.main()
     local message, args, size = core.channel_recv()
     if message == nil then return 0 end
     if message[1] == "process" then
-      if message[4] then require("lmp.globals").install(message[4]) end
+      if message[4] then require("lmp.globals").install(message[4], owned) end
       return worker.run_process(message[2], message[3])
     end
     local id, function_id, fn, mode, reset, script_globals =
       message[2], message[3], message[4], message[5], message[6], message[7]
     if reset then functions = {} end
-    if script_globals then require("lmp.globals").install(script_globals) end
+    if script_globals then require("lmp.globals").install(script_globals, owned) end
     if fn then functions[function_id] = fn else fn = functions[function_id] end
     local values, errors = run(fn, mode, args)
     io.stdout:flush()
