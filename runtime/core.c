@@ -269,6 +269,7 @@ int luaopen_lmp_core(lua_State *L) {
   lua_pushinteger(L, LMP_FORMAT_VERSION);
   lua_setfield(L, -2, "format_version");
   lmp__open_loop(L);
+  lmp__open_names(L);
   lmp__open_process(L);
   lmp__open_worker(L);
   lmp__open_interrupt(L);

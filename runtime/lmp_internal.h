@@ -74,6 +74,15 @@ void lmp__names_resolve(lua_State *L, const char *record, size_t len);
 void lmp__names_register(lua_State *L, const char *name, int idx);
 /* Pushes the value registered under `name`, or nil. */
 void lmp__names_push_registered(lua_State *L, const char *name);
+/* Pushes the constructor registered under `name`, or raises; while names
+ * are lenient (a worker reading its channel), pushes instead a function
+ * that records the missing name and returns a placeholder. */
+void lmp__names_push_constructor(lua_State *L, const char *name);
+/* The placeholder's metatable: what a worker decodes in place of a name
+ * it does not know while names are lenient (core.lenient_names). */
+#define LMP_MISSING_NAME_META "lmp.MissingName"
+/* Adds lenient_names and take_missing_names to the table on top. */
+void lmp__open_names(lua_State *L);
 
 /* digest.c: SHA-256 (FIPS 180-4), HMAC-SHA256 (RFC 2104), random bytes,
  * and the challenge and answer that prove a key on a connection. */

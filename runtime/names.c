@@ -5,6 +5,7 @@
  *
  * A name record is a string: "R" .. registered_name, or
  * "M" .. module .. "\0" .. field (field empty for the module itself). */
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -161,16 +162,79 @@ void lmp__names_push_registered(lua_State *L, const char *name) {
 }
 
 
+/* ---- names this process does not know ----------------------------------
+ *
+ * A worker that cannot resolve a name in a task must fail that task, not
+ * die: while the worker reads its channel, names are "lenient". A name
+ * that cannot be resolved then decodes as a placeholder (a table with
+ * metatable lmp.MissingName holding the reason in `message`), and the
+ * reason is kept in a list that core.take_missing_names() hands over, so
+ * the worker can find which part of the message holds it. */
+
+static const char lenient_key = 'n';  /* registry: true while lenient */
+static const char missing_key = 'x';  /* registry: array of reasons */
+
+static int missing_name_index(lua_State *L) {
+  lua_getfield(L, 1, "message");
+  return lua_error(L);
+}
+
+static int is_lenient(lua_State *L) {
+  int lenient = lua_rawgetp(L, LUA_REGISTRYINDEX, &lenient_key) == LUA_TBOOLEAN &&
+                lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return lenient;
+}
+
+/* Given the reason on top of the stack: raises it, or, when lenient,
+ * replaces it with a placeholder and records it. */
+static void missing(lua_State *L) {
+  int reason = lua_gettop(L);
+  if (!is_lenient(L)) lua_error(L);
+  luaL_checkstack(L, 4, "lmp names");
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &missing_key) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &missing_key);
+  }
+  lua_pushvalue(L, reason);
+  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+  lua_pop(L, 1);
+  lua_createtable(L, 0, 1);
+  lua_pushvalue(L, reason);
+  lua_setfield(L, -2, "message");
+  /* Used by mistake, it says why it is there. */
+  if (luaL_newmetatable(L, LMP_MISSING_NAME_META)) {
+    lua_pushcfunction(L, missing_name_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, missing_name_index);
+    lua_setfield(L, -2, "__call");
+  }
+  lua_setmetatable(L, -2);
+  lua_replace(L, reason);
+}
+
+/* Pushes the reason a name record cannot be resolved, formatted. */
+static void push_reason(lua_State *L, const char *format, ...) {
+  va_list args;
+  va_start(args, format);
+  lua_pushvfstring(L, format, args);
+  va_end(args);
+}
+
 void lmp__names_resolve(lua_State *L, const char *record, size_t len) {
   const char *module, *field, *sep;
   int base = lua_gettop(L);
   if (len >= 1 && record[0] == 'R') {
     lua_pushlstring(L, record + 1, len - 1);
     lmp__names_push_registered(L, lua_tostring(L, -1));
-    if (lua_isnil(L, -1))
-      lmp__raisef(L, "lmp: no value is registered as '%s' in this process "
-                       "(call lmp.register in it, for example in the pool's "
-                       "initializer)", lua_tostring(L, -2));
+    if (lua_isnil(L, -1)) {
+      push_reason(L, "lmp: no value is registered as '%s' in this process (call "
+                     "lmp.register('%s', value) in it too, for a pool in its "
+                     "initializer)", lua_tostring(L, -2), lua_tostring(L, -2));
+      goto unresolved;
+    }
     lua_remove(L, -2);
     return;
   }
@@ -186,16 +250,66 @@ void lmp__names_resolve(lua_State *L, const char *record, size_t len) {
     lua_pop(L, 1);
     lua_getglobal(L, "require");
     lua_pushstring(L, module);
-    if (lua_pcall(L, 1, 1, 0) != LUA_OK)
-      lmp__raisef(L, "lmp: cannot find module '%s' here, needed for a value "
-                       "sent by name: %s", module, luaL_tolstring(L, -1, NULL));
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+      push_reason(L, "lmp: cannot find module '%s' here, needed for a value "
+                     "sent by name: %s", module, luaL_tolstring(L, -1, NULL));
+      goto unresolved;
+    }
   }
   if (*field) {
-    if (lua_type(L, -1) != LUA_TTABLE)
-      lmp__raisef(L, "lmp: '%s.%s' is not defined in this process", module, field);
-    if (lua_getfield(L, -1, field) == LUA_TNIL)
-      lmp__raisef(L, "lmp: '%s.%s' is not defined in this process", module, field);
+    if (lua_type(L, -1) != LUA_TTABLE || lua_getfield(L, -1, field) == LUA_TNIL) {
+      push_reason(L, "lmp: '%s.%s' is not defined in this process", module, field);
+      goto unresolved;
+    }
   }
   lua_replace(L, base + 1);
   lua_settop(L, base + 1);
+  return;
+unresolved:
+  missing(L);
+  lua_replace(L, base + 1);
+  lua_settop(L, base + 1);
+}
+
+static int missing_constructor(lua_State *L) {
+  lua_pushvalue(L, lua_upvalueindex(1));
+  missing(L);
+  return 1;
+}
+
+void lmp__names_push_constructor(lua_State *L, const char *name) {
+  lmp__names_push_registered(L, name);
+  if (!lua_isnil(L, -1)) return;
+  lua_pop(L, 1);
+  push_reason(L, "lmp.loads: no constructor is registered as '%s' in this process "
+                 "(call lmp.register('%s', constructor) in it too, for a pool in "
+                 "its initializer)", name, name);
+  if (!is_lenient(L)) lua_error(L);
+  lua_pushcclosure(L, missing_constructor, 1);
+}
+
+/* core.lenient_names(on): whether names this process does not know decode
+ * as placeholders (see above) instead of raising. */
+static int core_lenient_names(lua_State *L) {
+  lua_pushboolean(L, lua_toboolean(L, 1));
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &lenient_key);
+  return 0;
+}
+
+/* core.take_missing_names() -> array of reasons recorded since the last
+ * call, or nil. */
+static int core_take_missing_names(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &missing_key) != LUA_TTABLE) return 1;
+  lua_pushnil(L);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &missing_key);
+  return 1;
+}
+
+static const luaL_Reg names_functions[] = {
+    {"lenient_names", core_lenient_names},
+    {"take_missing_names", core_take_missing_names},
+    {NULL, NULL}};
+
+void lmp__open_names(lua_State *L) {
+  luaL_setfuncs(L, names_functions, 0);
 }

@@ -1004,11 +1004,7 @@ static void decode_custom(decoder *d) {
   enter_decode(d);
   lua_pushlstring(L, (const char *)d->p, len);
   d->p += len;
-  lmp__names_push_registered(L, lua_tostring(L, -1));
-  if (lua_isnil(L, -1))
-    lmp__raisef(L, "lmp.loads: no constructor is registered as '%s' in this "
-                 "process (call lmp.register(name, constructor) in it)",
-                 lua_tostring(L, -2));
+  lmp__names_push_constructor(L, lua_tostring(L, -1));
   lua_remove(L, -2);
   decode_value(d);
   lua_call(L, 1, 1);

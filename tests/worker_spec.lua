@@ -41,4 +41,82 @@ describe("worker", function()
       assert.equal(expected, run((script:gsub("%.%.%.", "'fork'", 1))))
     end)
   end)
+  describe("a name the worker does not know", function()
+    it("fails the task with kind serialize naming it and the fix; the worker lives on", function()
+      local out = run([[
+        local lmp = require "lmp"
+        local thing = lmp.register("spec.thing", {v = 1})
+        UNUSED_THING = thing  -- a global the tasks never use: left behind
+        local pool <close> = lmp.Pool{processes = 2}
+        local pids = {}
+        for _, w in ipairs(pool.workers) do pids[#pids + 1] = w.pid end
+        local kinds, messages = {}, {}
+        for i = 1, 200 do
+          local ok, err = pcall(pool.apply, pool, function(t) return t.v end, {thing})
+          kinds[tostring(ok) .. " " .. tostring(err.kind)] = true
+          messages[err.message:match("no value is registered as 'spec%.thing'.*initializer")
+                   or err.message] = true
+        end
+        for k in pairs(kinds) do print(k) end
+        for m in pairs(messages) do print(m) end
+        -- In a map only the items that hold it fail.
+        local ok, err = pcall(pool.map, pool, function(x) return type(x) end, {1, thing, "s"}, 3)
+        print(ok, err.kind, err.index)
+        print(table.concat(pool:map(function(x) return x * 2 end, {1, 2, 3}), ","))
+        local now = {}
+        for _, w in ipairs(pool.workers) do now[#now + 1] = w.pid end
+        print(table.concat(pids, ",") == table.concat(now, ","))
+      ]])
+      assert.equal("false serialize\n"
+        .. "no value is registered as 'spec.thing' in this process (call "
+        .. "lmp.register('spec.thing', value) in it too, for a pool in its initializer\n"
+        .. "false\tserialize\t2\n2,4,6\ntrue\n", out)
+    end)
+
+    it("in a function's upvalues fails every task of that function, and only those", function()
+      local out = run([[
+        local lmp = require "lmp"
+        local thing = lmp.register("spec.thing", {v = 1})
+        local pool <close> = lmp.Pool{processes = 1}
+        local function uses() return thing.v end
+        for i = 1, 2 do
+          local ok, err = pcall(pool.apply, pool, uses, {})
+          print(ok, err.kind, err.message:match("the task's function") ~= nil)
+        end
+        print(pool:apply(function() return "other" end, {}))
+      ]])
+      assert.equal("false\tserialize\ttrue\nfalse\tserialize\ttrue\nother\n", out)
+    end)
+
+    it("a module or constructor the worker lacks fails the task alike", function()
+      local out = run([[
+        local lmp = require "lmp"
+        package.loaded["spec.only_in_main"] = {f = function() end}
+        local f = package.loaded["spec.only_in_main"].f
+        local pool <close> = lmp.Pool{processes = 1}
+        local ok, err = pcall(pool.apply, pool, function(g) return g end, {f})
+        print(ok, err.kind, err.message:match("cannot find module 'spec.only_in_main'") ~= nil)
+        -- A userdata sent through a constructor only the main process has.
+        local Point = {__lmp_serialize = function() return "spec.Point", {1, 2} end}
+        local file = io.tmpfile(); file:close()
+        local p = debug.setmetatable(file, Point)
+        lmp.register("spec.Point", function(data) return data end)
+        ok, err = pcall(pool.apply, pool, function(x) return x end, {p})
+        print(ok, err.kind, err.message:match("no constructor is registered as 'spec.Point'") ~= nil)
+        print(pool:apply(function() return "alive" end, {}))
+      ]])
+      assert.equal("false\tserialize\ttrue\nfalse\tserialize\ttrue\nalive\n", out)
+    end)
+
+    it("in the initializer fails pool creation with kind initializer, naming it", function()
+      local out = run([[
+        local lmp = require "lmp"
+        local thing = lmp.register("spec.thing", {v = 1})
+        local ok, err = pcall(lmp.Pool, {processes = 1, initializer = function(t) X = t end,
+                                         initargs = {thing}})
+        print(ok, err.kind, err.message:match("no value is registered as 'spec.thing'") ~= nil)
+      ]])
+      assert.equal("false\tinitializer\ttrue\n", out)
+    end)
+  end)
 end)

@@ -92,6 +92,90 @@ local function send_result(id, values, errors)
   core.channel_send({"done", id, errors}, values, n)
 end
 
+-- ---- names this worker does not know --------------------------------------
+-- A value sent by name (lmp.register, a module) that this process lacks
+-- arrives as a placeholder while the channel is read (see names.c); the
+-- task whose function or arguments hold one fails with kind "serialize"
+-- naming it, and the worker goes on.
+
+-- Reads the next frame; the last value is the reasons of the names it
+-- could not resolve (nil when there were none).
+local function receive()
+  core.lenient_names(true)
+  local ok, message, args, size = pcall(core.channel_recv)
+  core.lenient_names(false)
+  if not ok then error(message, 0) end
+  return message, args, size, core.take_missing_names()
+end
+
+-- The reasons of the placeholders inside v (through tables, keys,
+-- metatables and upvalues), as a string, or nil when it holds none.
+local function missing_in(v)
+  local seen, found, reasons = {[_G] = true}, {}, {}
+  local function walk(x)
+    local kind = type(x)
+    if (kind ~= "table" and kind ~= "function" and kind ~= "userdata") or seen[x] then return end
+    seen[x] = true
+    local mt = debug.getmetatable(x)
+    if mt and rawget(mt, "__name") == "lmp.MissingName" then
+      local reason = tostring(rawget(x, "message")):gsub("^lmp: ", "")
+      if not found[reason] then
+        found[reason] = true
+        reasons[#reasons + 1] = reason
+      end
+      return
+    end
+    if kind == "table" then
+      for key, value in next, x do
+        walk(key)
+        walk(value)
+      end
+    elseif kind == "function" then
+      for i = 1, math.huge do
+        local name, value = debug.getupvalue(x, i)
+        if not name then break end
+        walk(value)
+      end
+    end
+    if mt then walk(mt) end
+  end
+  walk(v)
+  if #reasons > 0 then return table.concat(reasons, "; ") end
+end
+
+local function serialize_failure(what, reason)
+  local message = ("cannot receive %s in worker %d: %s"):format(what, core.getpid(), reason)
+  return {kind = "serialize", message = message, value = message}
+end
+
+-- Leaves out of a snapshot of the script's globals those that hold a
+-- name this worker does not know: a task that does not use them runs.
+local function without_missing(snapshot)
+  for name, value in pairs(snapshot) do
+    if missing_in(value) then snapshot[name] = nil end
+  end
+end
+
+-- A task some of whose arguments could not be received: those items fail
+-- with kind "serialize", the others run.
+local function run_partially(fn, mode, args)
+  local n = args.n or #args
+  if mode == "apply" then
+    return {n = 0}, {serialize_failure("the arguments", missing_in(args))}
+  end
+  local values, errors = {n = n}, {}
+  for k = 1, n do
+    local reason = missing_in(args[k])
+    if reason then
+      errors[k] = serialize_failure("this item", reason)
+    else
+      local v, e = run(fn, mode, {n = 1, args[k]})
+      values[k], errors[k] = v[1], e and e[1]
+    end
+  end
+  return values, errors
+end
+
 -- An lmp.Process: run its target once; the exit status says how it went
 -- (0, or 1 with the error and traceback on stderr, as Python does).
 function worker.run_process(target, args)
@@ -108,9 +192,14 @@ end
 function worker.main()
   -- A Pipe end given to an lmp.Process arrives as the descriptor inherited.
   core.register("lmp.Connection", function(fd) return require("lmp.connection").from_fd(fd) end)
-  local init = core.channel_recv()
+  local init, _, _, init_missing = receive()
   if init == nil then return 0 end
   local config = init[2]
+  if init_missing then
+    core.channel_send({"init_error", serialize_failure("the initializer or its arguments",
+      missing_in(config) or table.concat(init_missing, "; "))})
+    return 1
+  end
   package.path, package.cpath = config.path, config.cpath
   -- Before the initializer or any task can start a process of its own.
   if config.own_process_group then assert(core.new_process_group()) end
@@ -142,19 +231,50 @@ function worker.main()
   end
   core.channel_send({"ready"})
   local functions = {}
+  -- function id -> why this worker could not receive that function.
+  local unreceived = {}
   while true do
-    local message, args, size = core.channel_recv()
+    local message, args, size, missing = receive()
     if message == nil then return 0 end
     if message[1] == "process" then
+      if missing and message[4] then without_missing(message[4]) end
       if message[4] then require("lmp.globals").install(message[4], owned) end
+      local reason = missing and missing_in({message[2], message[3]})
+      if reason then
+        io.stderr:write(("Process %s (pid %d) failed:\n%s\n"):format(
+          config.name, core.getpid(), serialize_failure("its target or arguments", reason).message))
+        return 1
+      end
       return worker.run_process(message[2], message[3])
     end
     local id, function_id, fn, mode, reset, script_globals =
       message[2], message[3], message[4], message[5], message[6], message[7]
-    if reset then functions = {} end
+    if reset then functions, unreceived = {}, {} end
+    if missing and script_globals then without_missing(script_globals) end
     if script_globals then require("lmp.globals").install(script_globals, owned) end
-    if fn then functions[function_id] = fn else fn = functions[function_id] end
-    local values, errors = run(fn, mode, args)
+    if fn then
+      local reason = missing and missing_in(fn)
+      if reason then
+        -- The main process sends a function once: later tasks of it fail
+        -- alike.
+        unreceived[function_id] = serialize_failure("the task's function", reason)
+        fn = nil
+      end
+      functions[function_id] = fn
+    else
+      fn = functions[function_id]
+    end
+    local values, errors
+    if not fn and unreceived[function_id] then
+      values, errors = {n = 0}, {}
+      for i = 1, mode == "apply" and 1 or (args.n or #args) do
+        errors[i] = unreceived[function_id]
+      end
+    elseif missing and missing_in(args) then
+      values, errors = run_partially(fn, mode, args)
+    else
+      values, errors = run(fn, mode, args)
+    end
     io.stdout:flush()
     send_result(id, values, errors)
     -- Big arguments go back to the memory kept for the next big message
