@@ -119,4 +119,56 @@ describe("worker", function()
       assert.equal("false\tinitializer\ttrue\n", out)
     end)
   end)
+  describe("errors a worker cannot describe plainly", function()
+    it("running out of memory fails the task with 'not enough memory'; the worker goes on", function()
+      -- The worker's address space is limited from outside (prlimit), as
+      -- a container's or a ulimit's would be, so the task fails fast and
+      -- without pressing on the machine's memory.
+      local out = run([[
+        local lmp = require "lmp"
+        local pool <close> = lmp.Pool{processes = 1}
+        local pid = pool.workers[1].pid
+        local status = io.open("/proc/" .. pid .. "/status"):read("a")
+        local size = tonumber(status:match("VmSize:%s*(%d+) kB")) * 1024
+        assert(os.execute(("prlimit --pid %d --as=%d"):format(pid, size + 48 * 1024 * 1024)))
+        local function grow()
+          local t = {}
+          for i = 1, math.huge do t[i] = string.rep("x", 1024 * 1024 - 64) .. i end
+        end
+        local ok, err = pcall(pool.apply, pool, grow, {})
+        print(ok, err.kind, err.message)
+        -- In a map, the item that ran out fails; the others have results.
+        local r = pool:map_async(function(x) if x == 2 then grow() end return x end, {1, 2, 3}, 3)
+        r:wait()
+        print(r:successful(), select(2, pcall(r.get, r)).index)
+        print(pool:apply(function() return "alive" end, {}), pool.workers[1].pid == pid)
+      ]])
+      assert.equal("false\ttask\tnot enough memory\nfalse\t2\nalive\ttrue\n", out)
+    end)
+
+    it("an error object whose __tostring raises or returns a non-string fails only the task", function()
+      local out = run([[
+        local lmp = require "lmp"
+        local pool <close> = lmp.Pool{processes = 1}
+        local pid = pool.workers[1].pid
+        local ok, err = pcall(pool.apply, pool, function()
+          error(setmetatable({}, {__tostring = function() error("broken tostring", 0) end}))
+        end, {})
+        print(ok, err.kind, err.message)
+        ok, err = pcall(pool.apply, pool, function()
+          error(setmetatable({}, {__tostring = function() return {} end}))
+        end, {})
+        print(ok, err.kind, err.message)
+        ok, err = pcall(pool.map, pool, function(x)
+          error(setmetatable({}, {__tostring = function() error({}) end}))
+        end, {1, 2})
+        print(ok, err.kind, err.message)
+        print(pool:apply(function() return "alive" end, {}), pool.workers[1].pid == pid)
+      ]])
+      assert.equal("false\ttask\terror object whose __tostring failed: broken tostring\n"
+        .. "false\ttask\terror object whose __tostring failed: '__tostring' must return a string\n"
+        .. "false\ttask\terror object whose __tostring failed: (error object: table)\n"
+        .. "alive\ttrue\n", out)
+    end)
+  end)
 end)

@@ -6,21 +6,46 @@ local worker = {}
 
 local BIG_MESSAGE = 4 * 1024 * 1024 -- bytes (memory.c keeps blocks this big)
 
-local function error_info(err, traceback)
-  local info = {traceback = traceback}
-  if type(err) == "string" then
-    info.message = err
-  else
-    local mt = getmetatable(err)
-    info.message = (mt and mt.__tostring) and tostring(err)
-      or ("(error object: %s)"):format(type(err))
+-- A readable line for any error value. tostring would raise for an
+-- object whose __tostring raises or returns a non-string, and that must
+-- fail the task, not the worker.
+local function describe(err)
+  local kind = type(err)
+  if kind == "string" then return err end
+  if kind == "number" then return tostring(err) end
+  local mt = debug.getmetatable(err)
+  if not (mt and rawget(mt, "__tostring")) then
+    return ("(error object: %s)"):format(kind)
   end
+  local ok, text = pcall(tostring, err)
+  if ok and type(text) == "string" then return text end
+  return "error object whose __tostring failed: " .. (type(text) == "string" and text
+    or ("(error object: %s)"):format(type(text)))
+end
+
+-- What went wrong, as sent back: message, traceback, and the error value
+-- itself when it can be sent (its message otherwise).
+local function error_info(err, traceback)
+  local info = {traceback = traceback, message = describe(err)}
   if pcall(core.dumps, err) then info.value = err else info.value = info.message end
   return info
 end
 
+-- What the message handler returns, marked so that a failure it never saw
+-- can be told apart: Lua calls no handler when memory runs out (xpcall
+-- then returns "not enough memory" as it is), nor for an error inside
+-- the handler.
+local Failure = {}
+
 local function handler(err)
-  return {err = err, traceback = debug.traceback(type(err) == "string" and err or nil, 2)}
+  return setmetatable({err = err, traceback = debug.traceback(type(err) == "string" and err or nil, 2)},
+    Failure)
+end
+
+-- The error value and traceback of a failed xpcall with `handler`.
+local function failure_of(v)
+  if getmetatable(v) == Failure then return v.err, v.traceback end
+  return v, nil
 end
 
 -- xpcall's status, and what followed it packed in one table.
@@ -33,7 +58,7 @@ local function run(fn, mode, args)
   if mode == "apply" then
     local ok, r = status_and_values(xpcall(fn, handler, table.unpack(args, 1, n)))
     if ok then return r, nil end
-    return {n = 0}, {error_info(r[1].err, r[1].traceback)}
+    return {n = 0}, {error_info(failure_of(r[1]))}
   end
   local values, errors = core.new_table(n, 1), nil
   values.n = n
@@ -62,7 +87,7 @@ local function run(fn, mode, args)
     local ok, v = xpcall(chunk, handler)
     if not ok then
       errors = errors or {}
-      errors[i] = error_info(v.err, v.traceback)
+      errors[i] = error_info(failure_of(v))
     end
   end
   return values, errors
@@ -182,7 +207,7 @@ function worker.run_process(target, args)
   local ok, failure = xpcall(target, handler, table.unpack(args, 1, args.n or #args))
   io.stdout:flush()
   if ok then return 0 end
-  local info = error_info(failure.err, failure.traceback)
+  local info = error_info(failure_of(failure))
   io.stderr:write(("Process %s (pid %d) failed:\n%s\n"):format(
     core.worker_identity.name, core.getpid(), info.traceback or info.message))
   io.stderr:flush()
@@ -219,7 +244,7 @@ function worker.main()
     local ok, failure = xpcall(config.initializer, handler,
                                table.unpack(args, 1, args.n or #args))
     if not ok then
-      core.channel_send({"init_error", error_info(failure.err, failure.traceback)})
+      core.channel_send({"init_error", error_info(failure_of(failure))})
       return 1
     end
     for name, value in pairs(_G) do
