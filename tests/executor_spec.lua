@@ -199,6 +199,69 @@ describe("as_completed and wait", function()
   end)
 end)
 
+describe("done callbacks", function()
+  after_each(function()
+    lmp.on_error(nil)
+    assert.is_true(helpers.no_children())
+  end)
+
+  it("an error in a callback added to a finished future is reported, not raised", function()
+    local ex <close> = lmp.ProcessPoolExecutor{max_workers = 1}
+    local f = ex:submit(function() return 1 end)
+    f:result()
+    local reported, seen = {}, {}
+    lmp.on_error(function(err) reported[#reported + 1] = tostring(err) end)
+    f:add_done_callback(function() error("callback failed", 0) end)
+    f:add_done_callback(function(fut) seen[#seen + 1] = fut:result() end)
+    assert.same({"callback failed"}, reported)
+    assert.same({1}, seen)
+  end)
+
+  it("cancel() runs the callbacks before it returns, as Python's does", function()
+    local ex <close> = lmp.ProcessPoolExecutor{max_workers = 1}
+    local busy = ex:submit(sleepy, 1, 0.3)
+    local fillers = {ex:submit(sleepy, 2, 0), ex:submit(sleepy, 3, 0)}
+    local queued = ex:submit(sleepy, 4, 0)
+    local reported, seen = {}, {}
+    lmp.on_error(function(err) reported[#reported + 1] = tostring(err) end)
+    queued:add_done_callback(function(fut) seen[#seen + 1] = fut:cancelled() end)
+    queued:add_done_callback(function() error("in cancel", 0) end)
+    assert.is_true(queued:cancel())
+    assert.same({true}, seen)
+    assert.same({"in cancel"}, reported)
+    -- They ran once: nothing more when the loop turns.
+    assert.equal(1, busy:result())
+    for _, f in ipairs(fillers) do f:result() end
+    lmp.run()
+    assert.same({true}, seen)
+  end)
+
+  local script = [[
+    local lmp = require "lmp"
+    local ex = lmp.ProcessPoolExecutor(1)
+    local f = ex:submit(function(x)
+      local t = os.clock() while os.clock() - t < 0.1 do end
+      return x
+    end, "late")
+    f:add_done_callback(function(fut) print("callback", fut:result()) end)
+    if ... then ex:shutdown{wait = false} end
+    print("end of script")
+  ]]
+
+  it("run at the end of a plain lua5.4 script that never waited for them", function()
+    for _, shutdown in ipairs({"false", "true"}) do
+      local status, out, err = helpers.run_lua((script:gsub("%.%.%.", shutdown, 1)))
+      assert.equal("", err)
+      assert.equal(0, status)
+      assert.equal("end of script\ncallback\tlate\n", out)
+    end
+    local status, out, err = helpers.run_lua((script:gsub("%.%.%.", "false", 1)), helpers.runner)
+    assert.equal("", err)
+    assert.equal(0, status)
+    assert.equal("end of script\ncallback\tlate\n", out)
+  end)
+end)
+
 describe("shutdown", function()
   after_each(function() assert.is_true(helpers.no_children()) end)
 

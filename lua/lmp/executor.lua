@@ -20,9 +20,15 @@ Future.__name = "lmp.Future"
 
 local check_timeout = errors.check_timeout
 
+-- Done callbacks run on the main thread, in the order they were added,
+-- each protected: an error one raises is reported (lmp.on_error), never
+-- raised into whoever made the future finish. A future that finishes in
+-- a worker has them queued for the next turn of the loop; cancel() runs
+-- them before it returns, as Python's does.
 local function new_future(job)
-  local future = setmetatable({job = job, callbacks = {}}, Future)
+  local future = setmetatable({job = job, callbacks = {}, cancelling = false}, Future)
   job.listeners = {function()
+    if future.cancelling then return end
     for _, fn in ipairs(future.callbacks) do loop.defer(fn, future) end
   end}
   return future
@@ -46,7 +52,10 @@ end
 function Future:cancel()
   if self:cancelled() then return true end
   if self.job.done or self.job.sent_at ~= nil then return false end
+  self.cancelling = true
   self.job:_finish(errors.new("cancelled", "the future was cancelled"))
+  self.cancelling = false
+  for _, fn in ipairs(self.callbacks) do loop.call(fn, self) end
   return true
 end
 
@@ -73,13 +82,13 @@ function Future:exception(timeout)
 end
 
 -- fn(future) runs on the main thread once the future is done; at once if
--- it is done already.
+-- it is done already (an error it raises is reported, not raised here).
 function Future:add_done_callback(fn)
   if type(fn) ~= "function" then
     errors.argument(1, "add_done_callback", "function expected, got " .. type(fn))
   end
   if self.job.done then
-    fn(self)
+    loop.call(fn, self)
   else
     self.callbacks[#self.callbacks + 1] = fn
   end
@@ -99,6 +108,33 @@ local MAP_OPTIONS = {"chunksize", "timeout", "progress"}
 local SHUTDOWN_OPTIONS = {"wait", "cancel_futures"}
 local WAIT_OPTIONS = {"timeout", "return_when"}
 
+-- At the end of a script run by plain lua5.4 nothing turns the loop, and
+-- closing the Lua state would kill the workers of every executor, leaving
+-- its futures unfinished and their done callbacks never run. So, as
+-- Python's interpreter joins its executors at exit, every executor not yet
+-- shut down and waited for is then, and the callbacks run. The hook is a
+-- table whose finalizer does it when the state closes; Lua finalizes the
+-- newest first, so a new one after every executor and submit is finalized
+-- before the workers and the loop the executor needs.
+local live = setmetatable({}, {__mode = "k"})
+local exit_hook
+local ExitHook = {}
+
+function ExitHook.__gc(hook)
+  -- Older hooks are collected along the way: only the newest acts.
+  if hook ~= exit_hook then return end
+  exit_hook = nil
+  for ex in pairs(live) do
+    live[ex] = nil
+    loop.call(ex.shutdown, ex, {wait = true})
+  end
+  loop.drain()
+end
+
+local function renew_exit_hook()
+  exit_hook = setmetatable({}, ExitHook)
+end
+
 function executor.new(opts)
   if opts == nil then opts = {} end
   if math.type(opts) == "integer" then opts = {max_workers = opts} end
@@ -114,7 +150,10 @@ function executor.new(opts)
                       initargs = opts.initargs, maxtasksperchild = opts.max_tasks_per_child,
                       start_method = opts.start_method},
                      "ProcessPoolExecutor")
-  return setmetatable({pool = p, futures = setmetatable({}, {__mode = "k"})}, Executor)
+  local ex = setmetatable({pool = p, futures = setmetatable({}, {__mode = "k"})}, Executor)
+  live[ex] = true
+  renew_exit_hook()
+  return ex
 end
 
 function Executor:_check_open(fname)
@@ -128,6 +167,7 @@ function Executor:submit(fn, ...)
   self:_check_open("submit")
   local future = new_future(self.pool:_apply_job("submit", fn, table.pack(...), nil, true))
   self.futures[future] = true
+  renew_exit_hook()
   return future
 end
 
@@ -192,7 +232,10 @@ function Executor:shutdown(opts)
     for future in pairs(self.futures) do future:cancel() end
   end
   self.pool:close()
-  if opts.wait ~= false then self.pool:join() end
+  if opts.wait ~= false then
+    self.pool:join()
+    live[self] = nil
+  end
 end
 
 function Executor:__close()

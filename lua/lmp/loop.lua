@@ -52,14 +52,27 @@ local function resume(co, ...)
   if not ok then loop.report(err, debug.traceback(co)) end
 end
 
+-- Calls fn(...) now; an error it raises is reported (lmp.on_error), not
+-- raised: what user callbacks get wherever they run.
+function loop.call(fn, ...)
+  local ok, failure = xpcall(fn, traceback_handler, ...)
+  if not ok then
+    -- Lua calls no handler when memory runs out: the failure is as raised.
+    if type(failure) == "table" and failure.traceback then
+      loop.report(failure.value, failure.traceback)
+    else
+      loop.report(failure)
+    end
+  end
+end
+
 -- Runs queued callbacks, then resumes coroutines whose wait is over.
 function loop.drain()
   while head <= tail do
     local entry = queue[head]
     queue[head] = nil
     head = head + 1
-    local ok, failure = xpcall(entry[1], traceback_handler, table.unpack(entry, 2, entry.n))
-    if not ok then loop.report(failure.value, failure.traceback) end
+    loop.call(table.unpack(entry, 1, entry.n))
   end
   if next(waiting) then
     local now, ready = core.hrtime(), {}
