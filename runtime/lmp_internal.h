@@ -81,6 +81,10 @@ void lmp__names_push_constructor(lua_State *L, const char *name);
 /* The placeholder's metatable: what a worker decodes in place of a name
  * it does not know while names are lenient (core.lenient_names). */
 #define LMP_MISSING_NAME_META "lmp.MissingName"
+/* Watches package.loaded for new modules (idempotent): lmp__names_push_map
+ * learns that its map is stale, and lmp__loop_luv_loaded runs when luv
+ * arrives. */
+void lmp__names_watch_loaded(lua_State *L);
 /* Adds lenient_names and take_missing_names to the table on top. */
 void lmp__open_names(lua_State *L);
 
@@ -186,6 +190,10 @@ void lmp__install_preload(lua_State *L);
 /* The loop lmp runs on in L, chosen at its first use: the host's, luv's,
  * or libuv's default loop. */
 uv_loop_t *lmp__loop(lua_State *L);
+/* Called when the script loads luv: if lmp already runs on another loop,
+ * that loop is embedded in luv's, so that uv.run() serves both. Never
+ * raises (it runs inside require); a failure is printed on stderr. */
+void lmp__loop_luv_loaded(lua_State *L);
 /* The main thread of L's state: libuv callbacks call Lua there. */
 lua_State *lmp__main_thread(lua_State *L);
 /* How long to watch for an answer before sleeping, in ns ($LMP_SPIN_US). */

@@ -147,7 +147,207 @@ uv_loop_t *lmp__loop(lua_State *L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &loop_state_key);
   if (uv_check_start(&state->drainer, on_check) != 0) luaL_error(L, "lmp: cannot use the event loop");
   uv_unref((uv_handle_t *)&state->drainer);
+  /* Should the script load luv later, lmp's loop joins luv's then. */
+  if (loop != luv_loop_of(L)) lmp__names_watch_loaded(L);
   return loop;
+}
+
+/* ---- lmp's loop inside luv's ---------------------------------------------
+ *
+ * A script that made a pool before it loaded luv has two loops: lmp's and
+ * the one luv made for itself, which is all uv.run() turns. Handles cannot
+ * move between loops, so lmp's loop is embedded in luv's, as uv_backend_fd
+ * allows: a poll handle on lmp's backend descriptor (readable whenever one
+ * of lmp's descriptors has an event) and a timer for lmp's next timeout
+ * turn lmp's loop without waiting, and so does a prepare handle before luv's
+ * loop waits (which also makes lmp's loop watch descriptors it was asked
+ * to watch since its last turn). Queued callbacks are delivered by lmp's
+ * drainer at the end of each such turn.
+ *
+ * The poll handle and the timer keep luv's loop alive only while lmp has
+ * callbacks due (core.embed_busy, told by the Lua layer), so uv.run()
+ * still returns once both sides are idle. The box's finalizer closes the
+ * handles; it is made after luv's loop, so it runs before luv closes that
+ * loop (which would close foreign handles as if they were luv's). */
+#define EMBED_META "lmp.LoopEmbed"
+static const char embed_key = 'b';
+
+typedef struct embed {
+  uv_poll_t poll;
+  uv_timer_t timer;
+  uv_prepare_t prepare;
+  loop_state *state; /* lmp's: outlives the box, finalized after it */
+  int busy;
+  int driving; /* a blocking lmp call is turning luv's loop */
+  int turning;
+  int initialized;  /* bits: POLL_READY, TIMER_READY, PREPARE_READY */
+  int open_handles; /* freed when the last one is closed */
+} embed;
+
+enum { POLL_READY = 1, TIMER_READY = 2, PREPARE_READY = 4 };
+
+static void embed_turn(embed *e) {
+  if ((e->state->running && !e->driving) || e->turning || e->state->L == NULL) return;
+  e->turning = 1;
+  uv_run(e->state->loop, UV_RUN_NOWAIT);
+  e->turning = 0;
+}
+
+/* When a blocking lmp call turns luv's loop (e->driving), a turn of lmp's
+ * loop that had work to do may have made the call's answer ready: luv's
+ * loop must then return at the end of this iteration, not wait in its
+ * poll phase, so that the caller looks. */
+static void embed_turn_and_yield(embed *e, int had_work) {
+  embed_turn(e);
+  if (e->driving && had_work) uv_stop(e->poll.loop);
+}
+
+static int inner_has_work(embed *e) {
+  struct pollfd pfd;
+  pfd.fd = uv_backend_fd(e->state->loop);
+  pfd.events = POLLIN;
+  return uv_backend_timeout(e->state->loop) == 0 || poll(&pfd, 1, 0) > 0;
+}
+
+static void on_embed_timer(uv_timer_t *handle) {
+  embed_turn_and_yield(handle->data, 1);
+}
+
+/* Keeps luv's loop alive for lmp's sake only while lmp has callbacks due
+ * and something that can deliver them, and wakes it when lmp's next timer
+ * is due. */
+static void embed_arm(embed *e) {
+  uv_loop_t *inner = e->state->loop;
+  int alive = uv_loop_alive(inner);
+  void (*set)(uv_handle_t *) = (e->busy || e->driving) && alive ? uv_ref : uv_unref;
+  int timeout = alive ? uv_backend_timeout(inner) : -1;
+  set((uv_handle_t *)&e->poll);
+  set((uv_handle_t *)&e->timer);
+  if (timeout < 0 || uv_timer_start(&e->timer, on_embed_timer, (uint64_t)timeout, 0) != 0)
+    uv_timer_stop(&e->timer);
+}
+
+static void on_embed_poll(uv_poll_t *handle, int status, int events) {
+  (void)status;
+  (void)events;
+  embed_turn_and_yield(handle->data, 1);
+  embed_arm(handle->data);
+}
+
+static void on_embed_prepare(uv_prepare_t *handle) {
+  embed *e = handle->data;
+  embed_turn_and_yield(e, e->driving && inner_has_work(e));
+  embed_arm(e);
+}
+
+static void embed_handle_closed(uv_handle_t *handle) {
+  embed *e = handle->data;
+  if (--e->open_handles == 0) free(e);
+}
+
+static embed **check_embed(lua_State *L, int idx) {
+  return luaL_checkudata(L, idx, EMBED_META);
+}
+
+static int embed_gc(lua_State *L) {
+  embed **box = check_embed(L, 1);
+  embed *e = *box;
+  if (e == NULL) return 0;
+  *box = NULL;
+  e->open_handles = 0;
+  if (e->initialized & POLL_READY) e->open_handles++;
+  if (e->initialized & TIMER_READY) e->open_handles++;
+  if (e->initialized & PREPARE_READY) e->open_handles++;
+  if (e->open_handles == 0) {
+    free(e);
+    return 0;
+  }
+  if (e->initialized & POLL_READY) uv_close((uv_handle_t *)&e->poll, embed_handle_closed);
+  if (e->initialized & TIMER_READY) uv_close((uv_handle_t *)&e->timer, embed_handle_closed);
+  if (e->initialized & PREPARE_READY)
+    uv_close((uv_handle_t *)&e->prepare, embed_handle_closed);
+  return 0;
+}
+
+/* Runs inside require "luv": reports a failure instead of raising. */
+static int embed_in_luv(lua_State *L) {
+  loop_state *state = get_state(L);
+  uv_loop_t *outer = luv_loop_of(L);
+  embed **box;
+  embed *e;
+  int fd, err;
+  if (state == NULL || state->loop == NULL || outer == NULL || outer == state->loop) return 0;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &embed_key) != LUA_TNIL) return 0;
+  fd = uv_backend_fd(state->loop);
+  if (fd < 0) return luaL_error(L, "lmp's loop has no backend descriptor to embed");
+  box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  if (luaL_newmetatable(L, EMBED_META)) {
+    lua_pushcfunction(L, embed_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  e = calloc(1, sizeof *e);
+  if (e == NULL) return luaL_error(L, "not enough memory");
+  e->state = state;
+  /* The box owns e from here: its finalizer closes what was initialized. */
+  *box = e;
+  e->poll.data = e->timer.data = e->prepare.data = e;
+  if ((err = uv_poll_init(outer, &e->poll, fd)) != 0)
+    return luaL_error(L, "cannot watch lmp's loop: %s", uv_strerror(err));
+  e->initialized |= POLL_READY;
+  if ((err = uv_timer_init(outer, &e->timer)) != 0)
+    return luaL_error(L, "cannot make a timer: %s", uv_strerror(err));
+  e->initialized |= TIMER_READY;
+  if ((err = uv_prepare_init(outer, &e->prepare)) != 0)
+    return luaL_error(L, "cannot make a prepare handle: %s", uv_strerror(err));
+  e->initialized |= PREPARE_READY;
+  if ((err = uv_poll_start(&e->poll, UV_READABLE, on_embed_poll)) != 0 ||
+      (err = uv_prepare_start(&e->prepare, on_embed_prepare)) != 0)
+    return luaL_error(L, "cannot watch lmp's loop: %s", uv_strerror(err));
+  uv_unref((uv_handle_t *)&e->prepare);
+  /* Until the Lua layer says otherwise, callbacks may be due. */
+  e->busy = 1;
+  embed_arm(e);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &embed_key);
+  return 0;
+}
+
+void lmp__loop_luv_loaded(lua_State *L) {
+  lua_pushcfunction(L, embed_in_luv);
+  if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+    fprintf(stderr, "lmp: cannot join luv's loop: %s\n", luaL_tolstring(L, -1, NULL));
+    lua_pop(L, 2);
+  }
+}
+
+/* The embedding in luv's loop, or NULL. */
+static embed *current_embed(lua_State *L) {
+  embed **box;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &embed_key);
+  box = luaL_testudata(L, -1, EMBED_META);
+  lua_pop(L, 1);
+  return box ? *box : NULL;
+}
+
+/* core.embed_busy(busy): whether lmp has callbacks due, for the embedding
+ * in luv's loop (nothing to do when there is none). */
+static int core_embed_busy(lua_State *L) {
+  embed **box;
+  int busy = lua_toboolean(L, 1);
+  if (lmp__forked_worker()) return 0; /* the parent's embedding, in a copy */
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &embed_key) == LUA_TUSERDATA &&
+      (box = luaL_testudata(L, -1, EMBED_META)) != NULL && *box != NULL && (*box)->busy != busy) {
+    (*box)->busy = busy;
+    /* Becoming busy, keep luv's loop alive at once: lmp's handles may not
+     * have been started yet (the next prepare settles it). */
+    if (busy) {
+      uv_ref((uv_handle_t *)&(*box)->poll);
+    } else {
+      embed_arm(*box);
+    }
+  }
+  return 0;
 }
 
 /* Calls the function below its `nargs` arguments on the stack in protected
@@ -237,6 +437,7 @@ static void spin_until_ready(uv_loop_t *loop) {
  * still active. Refuses to nest, which libuv does not allow. */
 static int core_run_once(lua_State *L) {
   loop_state *state;
+  embed *e;
   int block = lua_toboolean(L, 1), alive;
   lmp__loop(L);
   state = get_state(L);
@@ -245,8 +446,24 @@ static int core_run_once(lua_State *L) {
                          "is running (inside a libuv callback); use a callback "
                          "or lmp.spawn instead");
   state->running = 1;
-  if (block) spin_until_ready(state->loop);
-  alive = uv_run(state->loop, block ? UV_RUN_ONCE : UV_RUN_NOWAIT);
+  e = current_embed(L);
+  if (e != NULL) {
+    /* Embedded in luv's loop: turning that one turns lmp's too, and
+     * luv's timers and sockets keep going while a blocking call waits,
+     * as they do when lmp runs on luv's loop itself. */
+    uv_loop_t *outer = e->poll.loop;
+    e->driving = 1;
+    embed_arm(e);
+    if (block) spin_until_ready(state->loop);
+    alive = uv_run(outer, block ? UV_RUN_ONCE : UV_RUN_NOWAIT);
+    embed_turn(e);
+    e->driving = 0;
+    embed_arm(e);
+    alive = alive || uv_loop_alive(state->loop);
+  } else {
+    if (block) spin_until_ready(state->loop);
+    alive = uv_run(state->loop, block ? UV_RUN_ONCE : UV_RUN_NOWAIT);
+  }
   state->running = 0;
   lua_pushboolean(L, alive);
   return 1;
@@ -361,6 +578,7 @@ static const luaL_Reg loop_functions[] = {
     {"set_reporter", core_set_reporter},
     {"set_drain", core_set_drain},
     {"loop_is_luv", core_loop_is_luv},
+    {"embed_busy", core_embed_busy},
     {"worker_executable", core_worker_executable},
     {NULL, NULL}};
 

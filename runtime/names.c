@@ -99,7 +99,8 @@ static const char names_gen_key = 'g';   /* registry: package.loaded generation 
 static const char map_gen_key = 'G';     /* registry: generation the map was built at */
 
 /* package.loaded[k] = v for a new k (require, luaL_requiref) bumps the
- * generation, so the map is rebuilt only after a module was added. */
+ * generation, so the map is rebuilt only after a module was added; and
+ * luv arriving after lmp made its loop is joined to it (loop.c). */
 static int loaded_newindex(lua_State *L) {
   lua_Integer g;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &names_gen_key);
@@ -108,8 +109,32 @@ static int loaded_newindex(lua_State *L) {
   lua_pushinteger(L, g);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &names_gen_key);
   lua_settop(L, 3);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
   lua_rawset(L, 1);
+  if (lua_type(L, 2) == LUA_TSTRING && strcmp(lua_tostring(L, 2), "luv") == 0)
+    lmp__loop_luv_loaded(L);
   return 0;
+}
+
+/* Gives package.loaded the metatable above; returns whether it was not
+ * there before. */
+static int watch_loaded(lua_State *L, int loaded) {
+  if (lua_getmetatable(L, loaded)) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, loaded_newindex);
+  lua_setfield(L, -2, "__newindex");
+  lua_setmetatable(L, loaded);
+  return 1;
+}
+
+void lmp__names_watch_loaded(lua_State *L) {
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  watch_loaded(L, lua_gettop(L));
+  lua_pop(L, 1);
 }
 
 void lmp__names_push_map(lua_State *L, int rebuild) {
@@ -117,13 +142,7 @@ void lmp__names_push_map(lua_State *L, int rebuild) {
   lua_Integer gen;
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   loaded = lua_gettop(L);
-  if (!lua_getmetatable(L, loaded)) {
-    lua_createtable(L, 0, 1);
-    lua_pushcfunction(L, loaded_newindex);
-    lua_setfield(L, -2, "__newindex");
-    lua_setmetatable(L, loaded);
-    rebuild = 1;
-  } else lua_pop(L, 1);
+  if (watch_loaded(L, loaded)) rebuild = 1;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &names_gen_key);
   gen = lua_tointeger(L, -1);
   lua_pop(L, 1);

@@ -146,7 +146,24 @@ lmp.spawn = loop.spawn
 lmp.sleep = loop.sleep
 lmp.on_error = loop.on_error
 
--- Called by the runner after lmp.run(): lets live pools finish and go.
+-- Called by the runner once the script has returned: turns the loop until
+-- no callback is due, lmp's or luv's when the script loaded luv (its
+-- handles are the runner's to serve, as a uv.run() at the end of the
+-- script would), then lets live pools finish and go.
+function lmp._finish()
+  while true do
+    loop.run()
+    local luv = package.loaded.luv
+    if type(luv) ~= "table" or type(luv.loop_alive) ~= "function"
+       or type(luv.run) ~= "function" or not luv.loop_alive() then
+      break
+    end
+    luv.run()
+  end
+  lmp._shutdown()
+end
+
+-- Called by lmp._finish: lets live pools finish and go.
 local live_pools = setmetatable({}, {__mode = "k"})
 local new = pool.new
 pool.new = function(...)

@@ -39,13 +39,23 @@ local function traceback_handler(err)
   return {value = err, traceback = debug.traceback(type(err) == "string" and err or nil, 2)}
 end
 
+-- When lmp's loop is embedded in luv's (the script loaded luv after lmp
+-- made its loop), uv.run() must keep turning while callbacks are due.
+local function tell_embedding()
+  core.embed_busy(pending > 0 or head <= tail or next(waiting) ~= nil)
+end
+
 -- Queues fn(...) to run on the main thread once the loop returns.
 function loop.defer(fn, ...)
   tail = tail + 1
   queue[tail] = table.pack(fn, ...)
+  if tail == head then tell_embedding() end
 end
 
-function loop.add_pending(n) pending = pending + n end
+function loop.add_pending(n)
+  pending = pending + n
+  tell_embedding()
+end
 
 local function resume(co, ...)
   local ok, err = coroutine.resume(co, ...)
@@ -88,6 +98,7 @@ function loop.drain()
       resume(r[1], r[2])
     end
   end
+  tell_embedding()
 end
 
 local function idle_wakeup() end
@@ -106,6 +117,7 @@ function loop.wait(ready, timeout, subject)
   local co = coroutine.running()
   if spawned[co] then
     waiting[co] = {ready = ready, subject = subject, deadline = deadline}
+    tell_embedding()
     return coroutine.yield()
   end
   local luv = package.loaded.luv

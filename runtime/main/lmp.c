@@ -398,9 +398,7 @@ static int finish(lua_State *L) {
   lua_getglobal(L, "require");
   lua_pushliteral(L, "lmp");
   lua_call(L, 1, 1);
-  lua_getfield(L, -1, "run");
-  lua_call(L, 0, 0);
-  lua_getfield(L, -1, "_shutdown");
+  lua_getfield(L, -1, "_finish");
   lua_call(L, 0, 0);
   return 0;
 }
