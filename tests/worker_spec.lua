@@ -108,6 +108,20 @@ describe("worker", function()
       assert.equal("false\tserialize\ttrue\nfalse\tserialize\ttrue\nalive\n", out)
     end)
 
+    it("in an lmp.Process's arguments ends it with status 1, naming it", function()
+      local status, out, err = helpers.run_lua([[
+        local lmp = require "lmp"
+        local thing = lmp.register("spec.thing", {v = 1})
+        local p = lmp.Process{target = function(t) print(t.v) end, args = {thing}}
+        p:start()
+        p:join()
+        print(p.exitcode)
+      ]])
+      assert.equal(0, status)
+      assert.equal("1\n", out)
+      assert.truthy(err:find("no value is registered as 'spec.thing'", 1, true))
+    end)
+
     it("in the initializer fails pool creation with kind initializer, naming it", function()
       local out = run([[
         local lmp = require "lmp"
