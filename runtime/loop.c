@@ -276,6 +276,8 @@ static int embed_in_luv(lua_State *L) {
   embed **box;
   embed *e;
   int fd, err;
+  /* A forked worker's copy of lmp's loop is not usable (see lmp__loop). */
+  if (lmp__forked_worker()) return 0;
   if (state == NULL || state->loop == NULL || outer == NULL || outer == state->loop) return 0;
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &embed_key) != LUA_TNIL) return 0;
   fd = uv_backend_fd(state->loop);
