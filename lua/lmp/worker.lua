@@ -95,18 +95,24 @@ end
 
 -- A task's answer: its id alone when every item succeeded, else
 -- {"done", id, errors}; the values follow as the frame's payload.
--- A result that cannot be sent fails its own item with kind "serialize".
+-- A result that cannot be sent fails its own item with kind "serialize",
+-- whether it was refused or its __lmp_serialize raised. (Should the
+-- channel itself fail, every item encodes alone and the last send raises:
+-- the main process is gone, and so goes this worker.)
 local function send_result(id, values, errors)
   local n = values.n or #values
-  local ok, err = pcall(core.channel_send, errors and {"done", id, errors} or id, values, n)
+  local ok = pcall(core.channel_send, errors and {"done", id, errors} or id, values, n)
   if ok then return end
-  if type(err) ~= "table" or err.kind ~= "serialize" then error(err, 0) end
   errors = errors or {}
   for i = 1, values.n or #values do
-    local sendable, refusal = pcall(core.dumps, values[i], ("result[%d]"):format(i))
+    local where = ("result[%d]"):format(i)
+    local sendable, refusal = pcall(core.dumps, values[i], where)
     if not sendable then
+      local message = type(refusal) == "table" and refusal.kind == "serialize"
+        and tostring(refusal.message)
+        or ("cannot send %s: encoding it raised: %s"):format(where, tostring(refusal))
       values[i] = nil
-      errors[i] = {message = refusal.message, kind = "serialize", value = refusal.message}
+      errors[i] = {message = message, kind = "serialize", value = message}
     end
   end
   for i, e in pairs(errors) do

@@ -308,8 +308,8 @@ describe("peer: FutureTests", function()
     assert.equal("test", exception.value)
   end)
 
-  -- Bug (issue 11, item 7): Python runs the callbacks inside cancel().
-  pending("bug: add_done_callback callbacks do not run when the future is cancelled (test_done_callback_with_cancel)", function()
+  -- As Python's, cancel() runs the callbacks before it returns.
+  it("test_done_callback_with_cancel", function()
     local e <close> = lmp.ProcessPoolExecutor{max_workers = 1}
     local g <close> = common.gate()
     local blockers = {e:submit(common.wait_gate, g.shm), e:submit(common.wait_gate, g.shm)}
@@ -360,9 +360,9 @@ describe("peer: FutureTests", function()
     assert.is_true(was_cancelled)
   end)
 
-  -- Bug (issue 11, item 7): the callback's error is raised into the
-  -- caller of add_done_callback instead of being reported.
-  pending("bug: add_done_callback on a finished future raises the callback's error into the caller (test_done_callback_raises_already_succeeded)", function()
+  -- The callback's error is reported (lmp.on_error), not raised into the
+  -- caller of add_done_callback.
+  it("test_done_callback_raises_already_succeeded", function()
     local reported = {}
     lmp.on_error(function(err) reported[#reported + 1] = tostring(err) end)
     local ok = pcall(s.SUCCESSFUL.add_done_callback, s.SUCCESSFUL, function() error("doh!") end)
@@ -812,9 +812,9 @@ end)
 -- ---- test_init.py ------------------------------------------------------------------------------
 
 describe("peer: InitializerTest", function()
-  -- Bug (issue 11, item 6): the script's globals sent with the first task
-  -- overwrite what the initializer set.
-  pending("bug: an initializer's globals are overwritten by the script's globals (test_initializer)", function()
+  -- What the initializer sets wins over the script's globals that travel
+  -- with the tasks.
+  it("test_initializer", function()
     INITIALIZER_STATUS = "uninitialized"
     local ex <close> = lmp.ProcessPoolExecutor{max_workers = 2,
       initializer = function(x) INITIALIZER_STATUS = x end, initargs = {"initialized"}}
@@ -928,12 +928,8 @@ describe("peer: ExecutorDeadlockTest", function()
     end)
   end)
 
-  -- Bug: the error escapes the worker's encoding of the result: the
-  -- worker prints "lmp worker N: ...: Error in pickle" and dies, and the
-  -- task fails with kind worker_lost. A result that cannot be sent must
-  -- fail its task with kind serialize and leave the worker alive (as a
-  -- coroutine result does, see pool_spec's test_unpickleable_result).
-  pending("bug: a result whose __lmp_serialize raises kills the worker instead of failing the task with kind serialize (test_error_during_result_pickle_on_worker)", function()
+  -- The task fails with kind serialize and its worker lives on.
+  it("test_error_during_result_pickle_on_worker: the task fails with kind serialize", function()
     check_error("serialize", function()
       return require("crash").userdata({__lmp_serialize = function() error("Error in pickle") end})
     end)
