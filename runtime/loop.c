@@ -443,10 +443,13 @@ static int core_run_once(lua_State *L) {
   int block = lua_toboolean(L, 1), alive;
   lmp__loop(L);
   state = get_state(L);
-  if (state->running)
-    return luaL_error(L, "lmp: a blocking call was made while the event loop "
-                         "is running (inside a libuv callback); use a callback "
-                         "or lmp.spawn instead");
+  if (state->running) {
+    lmp__push_error(L, "in_callback",
+                    "a blocking call was made while the event loop is running (inside a "
+                    "libuv callback), where waiting would stop the loop it waits on; use "
+                    "the _async form with a callback, or run the code in lmp.spawn(fn)");
+    return lua_error(L);
+  }
   state->running = 1;
   e = current_embed(L);
   if (e != NULL) {

@@ -70,16 +70,18 @@ describe("luv", function()
       local lmp = require "lmp"
       local pool <close> = lmp.Pool(1)
       local timer = uv.new_timer()
-      local message
+      local message, kind
       timer:start(1, 0, function()
         local ok, err = pcall(pool.apply, pool, function() return 1 end, {})
         message = tostring(err)
+        kind = err.kind
         timer:close()
       end)
       uv.run()
-      print(message:match("blocking call was made while the event loop is running") ~= nil)
+      print(message:match("blocking call was made while the event loop is running") ~= nil,
+            kind, message:match("apply_async") ~= nil and message:match("lmp.spawn") ~= nil)
     ]])
-    assert.equal("true\n", out)
+    assert.equal("true\tin_callback\ttrue\n", out)
   end)
   -- A luv TCP server whose answers are computed by the pool, with lmp
   -- loaded and its pool made before or after luv.

@@ -129,8 +129,10 @@ function loop.wait(ready, timeout, subject)
       local info = debug.getinfo(level, "f")
       if not info then break end
       if info.func == luv.run then
-        error(core.error("closed", "a blocking call was made while the event loop is "
-          .. "running (inside a luv callback); use a callback or lmp.spawn instead"), 0)
+        error(core.error("in_callback", "a blocking call was made while the event loop is "
+          .. "running (inside a luv callback), where waiting would stop the loop it waits "
+          .. "on; use the _async form with a callback (apply_async, map_async, submit "
+          .. "and add_done_callback), or run the code in lmp.spawn(fn)"), 0)
       end
       level = level + 1
     end
