@@ -115,6 +115,22 @@ describe("progress bars", function()
     assert.matches("| 1/2 %[00:%d%d<00:%d%d, %d+%.%d%ds/it%]", out)
   end)
 
+  it("as_completed(futures, {progress = true}) counts the futures as they come", function()
+    local status, out = under_terminal([[
+      local lmp = require "lmp"
+      local ex <close> = lmp.ProcessPoolExecutor{max_workers = 2}
+      local futures = {}
+      for i = 1, 6 do futures[i] = ex:submit(function(x) return x end, i) end
+      local n = 0
+      for f in lmp.as_completed(futures, {progress = true, timeout = 60}) do n = n + f:result() end
+      io.stdout:write("sum ", n, "\n")
+    ]])
+    assert.equal(0, status)
+    assert.matches("as_completed:   0%%|[ #]*| 0/6 ", out)
+    assert.matches("\ras_completed: 100%%|#+| 6/6 %[", out)
+    assert.matches("sum 21", out)
+  end)
+
   it("draws nothing when stderr is not a terminal", function()
     local status, out, err = helpers.run_lua(SCRIPT:format("true", "true"), helpers.runner)
     assert.equal(0, status)

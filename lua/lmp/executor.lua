@@ -4,6 +4,7 @@
 local core = require "lmp.core"
 local loop = require "lmp.loop"
 local errors = require "lmp.errors"
+local progress = require "lmp.progress"
 local pool = require "lmp.pool"
 
 local executor = {}
@@ -263,14 +264,31 @@ end
 -- lmp.as_completed(futures [, timeout]): an iterator giving each future as
 -- it completes (those done already first); raises kind "timeout" if they
 -- are not all done within timeout seconds of the call.
+-- The second argument is the timeout, or {timeout=, progress=}: with
+-- progress = true a bar counts the futures as they come.
+local AS_COMPLETED_OPTIONS = {"timeout", "progress"}
+
 function executor.as_completed(futures, timeout)
   check_futures(futures, "as_completed")
+  local show_progress = false
+  if type(timeout) == "table" then
+    local opts = timeout
+    errors.check_options(opts, AS_COMPLETED_OPTIONS, 2, "as_completed")
+    if opts.progress ~= nil and type(opts.progress) ~= "boolean" then
+      errors.argument(2, "as_completed", "progress must be a boolean")
+    end
+    show_progress, timeout = opts.progress == true, opts.timeout
+  end
   check_timeout(timeout, 2, "as_completed")
   local deadline = timeout and core.hrtime() + timeout
   local pending = {}
   for i = 1, #futures do pending[futures[i]] = true end
+  local bar = show_progress and progress.new("as_completed", #futures)
   return function()
-    if next(pending) == nil then return nil end
+    if next(pending) == nil then
+      if bar then bar:finish() end
+      return nil
+    end
     local function earliest()
       local best
       for f in pairs(pending) do
@@ -287,11 +305,16 @@ function executor.as_completed(futures, timeout)
       if not found then
         local left = 0
         for _ in pairs(pending) do left = left + 1 end
+        if bar then bar:finish() end
         errors.raise(errors.new("timeout", ("as_completed: %d of %d futures unfinished after %g s")
           :format(left, #futures, timeout)))
       end
     end
     pending[found] = nil
+    if bar then
+      bar:advance(1)
+      if next(pending) == nil then bar:finish() end
+    end
     return found
   end
 end
