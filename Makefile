@@ -38,7 +38,7 @@ all: $(BUILD)/lmp/core.so $(BUILD)/liblmp.a $(BUILD)/bin/lmp $(BUILD)/bin/lmp-wo
 $(BUILD)/obj/%.o: runtime/%.c | $(BUILD)/obj
 	$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
 
--include $(OBJECTS:.o=.d)
+-include $(RUNTIME:%=$(BUILD)/obj/%.d)
 
 # The Lua half is compiled into the library too, so that workers, the
 # runner and embedding hosts never depend on package.path to find it.
