@@ -50,20 +50,25 @@ void lmp__give_back_encode_box(lua_State *L, int idx) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &spare_box_key);
 }
 
-/* core.dumps(value [, root]) -> string. Long strings in the value are not
- * copied into the buffer: the result is joined from the buffer's pieces and
- * the strings themselves, so each byte of them is copied once. */
+/* core.dumps(value [, root [, envelope]]) -> string. Long strings in the
+ * value are not copied into the buffer: the result is joined from the
+ * buffer's pieces and the strings themselves, so each byte of them is
+ * copied once. `envelope` (default 0) is the number of levels of a message
+ * around the values it carries (see LMP_ENVELOPE_DEPTH): checking a
+ * message before sending it, they do not count against the nesting limit. */
 static int core_dumps(lua_State *L) {
   const char *root;
   lmp_buffer *b;
-  lua_Integer n, i;
+  lua_Integer n, i, envelope;
   size_t from = 0;
   luaL_checkany(L, 1);
   root = luaL_optstring(L, 2, "");
+  envelope = luaL_optinteger(L, 3, 0);
+  luaL_argcheck(L, envelope >= 0 && envelope <= LMP_ENVELOPE_DEPTH, 3, "envelope out of range");
   lua_settop(L, 2);
   lua_pushnil(L); /* 3: the long strings left out */
   b = lmp__take_encode_box(L);
-  if (lmp__encode_pieces(L, 1, b, root, 3) != 0) return lua_error(L);
+  if (lmp__encode_message(L, 1, b, root, 3, (int)envelope) != 0) return lua_error(L);
   if (lua_isnil(L, 3)) {
     lua_pushlstring(L, b->data, b->len);
     lmp__give_back_encode_box(L, 4);
@@ -181,14 +186,19 @@ static int core_encode(lua_State *L) {
   return 1;
 }
 
+/* core.loads(bytes [, functions [, metatables [, envelope]]]) -> value; as
+ * core.dumps, `envelope` levels more may nest (what core.dumps made with
+ * as many). */
 static int core_loads(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
   int flags = 0;
+  lua_Integer envelope = luaL_optinteger(L, 4, 0);
   if (!lua_isnoneornil(L, 2) && !lua_toboolean(L, 2)) flags |= LMP_DECODE_DATA;
   if (!lua_isnoneornil(L, 3) && !lua_toboolean(L, 3)) flags |= LMP_DECODE_NO_METATABLES;
+  luaL_argcheck(L, envelope >= 0 && envelope <= LMP_ENVELOPE_DEPTH, 4, "envelope out of range");
   lua_settop(L, 1);
-  lmp__decode_with(L, s, len, flags);
+  lmp__decode_enveloped(L, s, len, flags, (int)envelope);
   return 1;
 }
 

@@ -20,6 +20,13 @@
 /* value.c: the value format (see value_format.md). */
 #define LMP_FORMAT_VERSION 1
 #define LMP_MAX_DEPTH 200
+/* The levels a message may wrap around the values it carries (an
+ * lmp.Process message: {"process", target, args}; a pool worker's start:
+ * {"init", {initargs = {...}}}). A user's value may nest LMP_MAX_DEPTH
+ * deep on every path, as lmp.dumps allows: encoders of messages allow
+ * these levels more, and so does the decoder of messages (lmp__decode),
+ * while lmp.loads keeps to LMP_MAX_DEPTH. */
+#define LMP_ENVELOPE_DEPTH 3
 
 /* Appends the encoding of the value at `idx` to `out`. Returns 0 on success.
  * A value that cannot be sent makes it return -1 with an lmp.Error (kind
@@ -35,6 +42,11 @@ int lmp__encode(lua_State *L, int idx, lmp_buffer *out, const char *root);
 #define LMP_LONG_STRING 65536
 int lmp__encode_pieces(lua_State *L, int idx, lmp_buffer *out, const char *root,
                        int pieces);
+/* As lmp__encode_pieces (`pieces` may be 0: none kept out), for a message
+ * whose first `envelope` levels (at most LMP_ENVELOPE_DEPTH) wrap the
+ * values it carries: those may nest LMP_MAX_DEPTH deep below them. */
+int lmp__encode_message(lua_State *L, int idx, lmp_buffer *out, const char *root,
+                        int pieces, int envelope);
 /* Encodes the list t[first .. first + count - 1] (t at `idx`) as the table
  * {n = count, ...} of those values, without making that table: how a
  * task's arguments travel. Refusals name the item as root[name_first + k]
@@ -52,17 +64,22 @@ void lmp__encode_task_message(lua_State *L, lmp_buffer *out, lua_Integer id,
  * caller then decodes them as a value). Malformed bytes raise. */
 int lmp__decode_list_into(lua_State *L, const char *p, size_t n, int dst,
                           lua_Integer first, lua_Integer count);
-/* Decodes the n bytes at p and pushes the value. Malformed bytes raise a
- * Lua error; nothing is allocated beyond what the bytes can justify. */
+/* Decodes the n bytes at p, a message (nesting up to LMP_MAX_DEPTH +
+ * LMP_ENVELOPE_DEPTH levels), and pushes the value. Malformed bytes raise
+ * a Lua error; nothing is allocated beyond what the bytes can justify. */
 void lmp__decode(lua_State *L, const char *p, size_t n);
 /* The same, for bytes not trusted: with LMP_DECODE_DATA in flags, what
  * could run code in this process (a function, a value sent by name, which
  * may require a module, a value made by a registered constructor, the
  * globals table) is refused with an error instead of loaded; with
- * LMP_DECODE_NO_METATABLES, metatables are refused too. */
+ * LMP_DECODE_NO_METATABLES, metatables are refused too. Nesting is
+ * limited to LMP_MAX_DEPTH levels, as lmp.loads limits it. */
 #define LMP_DECODE_DATA 1
 #define LMP_DECODE_NO_METATABLES 2
 void lmp__decode_with(lua_State *L, const char *p, size_t n, int flags);
+/* As lmp__decode_with, `envelope` (at most LMP_ENVELOPE_DEPTH) levels
+ * more allowed: for what lmp__encode_message made with as many. */
+void lmp__decode_enveloped(lua_State *L, const char *p, size_t n, int flags, int envelope);
 
 /* names.c: C functions and module tables travel by name. */
 /* Pushes the map value -> name record, rebuilt when package.loaded changed

@@ -885,7 +885,9 @@ static int child_send(lua_State *L) {
   b = lmp__take_encode_box(L);
   if (lmp__buffer_reserve(b, LMP_FRAME_PREFIX) != 0) return luaL_error(L, "lmp: not enough memory");
   b->len = LMP_FRAME_PREFIX;
-  if (lmp__encode(L, 2, b, root) != 0) return lua_error(L);
+  /* A message to a worker wraps the values it carries in levels of its own
+   * ({"init", {initargs = {...}}}): they may nest as deep as dumps allows. */
+  if (lmp__encode_message(L, 2, b, root, 0, LMP_ENVELOPE_DEPTH) != 0) return lua_error(L);
   return send_encoded(L, c, b, 5, payload, 3);
 }
 

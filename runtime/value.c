@@ -50,6 +50,7 @@ typedef struct encoder {
   const void *globals;
   lua_Integer next_id;
   int depth;
+  int max_depth; /* LMP_MAX_DEPTH, plus the levels of a message's envelope */
   /* A refusal: what could not be sent, the fix, and the path to it, built
    * back to front while the recursion unwinds. */
   char what[96];
@@ -241,7 +242,7 @@ static int encode_if_named(encoder *e, int idx, int rebuild) {
 }
 
 static int enter(encoder *e) {
-  if (++e->depth > LMP_MAX_DEPTH)
+  if (++e->depth > e->max_depth)
     return refuse(e, "a value nested deeper than 200 levels",
                   "flatten it, or send it in parts");
   luaL_checkstack(e->L, 8, "lmp: encoding");
@@ -538,6 +539,7 @@ static void encoder_start(encoder *e, lua_State *L, lmp_buffer *out, int pieces)
   e->out = out;
   e->path_start = sizeof e->path - 1;
   e->next_id = 1;
+  e->max_depth = LMP_MAX_DEPTH;
   luaL_checkstack(L, 16, "lmp: encoding");
   /* Three slots filled when first needed: plain data needs none of them. */
   lua_pushnil(L);
@@ -581,10 +583,17 @@ static int encoder_finish(encoder *e, int status, int top, const char *root) {
 
 int lmp__encode_pieces(lua_State *L, int idx, lmp_buffer *out, const char *root,
                        int pieces) {
+  return lmp__encode_message(L, idx, out, root, pieces, 0);
+}
+
+int lmp__encode_message(lua_State *L, int idx, lmp_buffer *out, const char *root,
+                        int pieces, int envelope) {
   encoder e;
   int top = lua_gettop(L);
+  if (envelope < 0 || envelope > LMP_ENVELOPE_DEPTH) luaL_error(L, "lmp: bad envelope depth");
   idx = lua_absindex(L, idx);
   encoder_start(&e, L, out, pieces);
+  e.max_depth += envelope;
   return encoder_finish(&e, encode_value(&e, idx), top, root);
 }
 
@@ -658,6 +667,7 @@ typedef struct decoder {
   int refs; /* stack index: id -> object */
   lua_Integer next_id;
   int depth;
+  int max_depth; /* LMP_MAX_DEPTH for lmp.loads; more for a message */
   /* Table slots the input can still justify. Every array element, key and
    * value starts with a tag byte of its own, so the slots of all tables
    * together never outnumber the bytes; presizing from this budget bounds
@@ -746,7 +756,9 @@ static void give_back_decode_refs(decoder *d) {
 }
 
 static void enter_decode(decoder *d) {
-  if (++d->depth > LMP_MAX_DEPTH) malformed(d, "nested deeper than 200 levels");
+  if (++d->depth > d->max_depth)
+    malformed(d, d->max_depth == LMP_MAX_DEPTH ? "nested deeper than 200 levels"
+                                               : "nested too deep");
   luaL_checkstack(d->L, 8, "lmp: decoding");
 }
 
@@ -1112,6 +1124,7 @@ int lmp__decode_list_into(lua_State *L, const char *p, size_t n, int dst,
   d.p = d.start + 2;
   d.end = d.start + n;
   d.next_id = 1;
+  d.max_depth = LMP_MAX_DEPTH + LMP_ENVELOPE_DEPTH;
   d.slot_budget = n;
   narray = get_u32(&d);
   nhash = get_u32(&d);
@@ -1138,11 +1151,25 @@ int lmp__decode_list_into(lua_State *L, const char *p, size_t n, int dst,
   return 1;
 }
 
+static void decode_bytes(lua_State *L, const char *p, size_t n, int flags, int max_depth);
+
+/* A message's values were encoded as lmp.dumps encodes them, below the
+ * levels of the message around them (lmp__encode_message, and a task's
+ * argument list, which the encoder does not count): the limit has room for
+ * both, so that whatever dumps accepts goes through every path. */
 void lmp__decode(lua_State *L, const char *p, size_t n) {
-  lmp__decode_with(L, p, n, 0);
+  decode_bytes(L, p, n, 0, LMP_MAX_DEPTH + LMP_ENVELOPE_DEPTH);
 }
 
 void lmp__decode_with(lua_State *L, const char *p, size_t n, int flags) {
+  decode_bytes(L, p, n, flags, LMP_MAX_DEPTH);
+}
+
+void lmp__decode_enveloped(lua_State *L, const char *p, size_t n, int flags, int envelope) {
+  decode_bytes(L, p, n, flags, LMP_MAX_DEPTH + envelope);
+}
+
+static void decode_bytes(lua_State *L, const char *p, size_t n, int flags, int max_depth) {
   decoder d;
   int top = lua_gettop(L);
   memset(&d, 0, sizeof d);
@@ -1152,6 +1179,7 @@ void lmp__decode_with(lua_State *L, const char *p, size_t n, int flags) {
   d.next_id = 1;
   d.slot_budget = n;
   d.flags = flags;
+  d.max_depth = max_depth;
   luaL_checkstack(L, 16, "lmp: decoding");
   lua_pushnil(L); /* refs, made by the first object */
   d.refs = lua_gettop(L);

@@ -50,7 +50,9 @@ function Process:start()
   local conn = require "lmp.connection"
   local fds_of, fds = conn.collect(self.args)
   conn.passing(fds_of)
-  local ok, err = pcall(core.dumps, message, "")
+  -- The message wraps target and args in two levels of its own: each may
+  -- nest as deep as lmp.dumps allows.
+  local ok, err = pcall(core.dumps, message, "", 2)
   if not ok then conn.passing(nil); error(err, 0) end
   core.handle_interrupts()
   local exe = require("lmp.pool").worker_executable()
