@@ -40,12 +40,14 @@ end
 
 -- A test of a bug that is known and not fixed yet: it runs, and is
 -- reported pending while it fails; once it passes it fails, so that the
--- mark is taken off. A race (`tries` > 1) is tried that many times and
--- counts as fixed only when no try fails.
+-- mark is taken off. A race (`tries` given) is tried that many times and
+-- stays pending either way: whether it shows depends on which process is
+-- faster (under valgrind it hardly ever does).
 local function known_bug(message, body, tries)
   for _ = 1, tries or 1 do
     if not pcall(body) then return pending(message) end
   end
+  if tries then return pending(message .. " (a race: it did not show this time)") end
   error("this passes now (" .. message .. "): make it an ordinary test")
 end
 
