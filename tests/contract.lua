@@ -240,7 +240,7 @@ function contract.pack(list)
 end
 
 function contract.unpack(bytes)
-  return core.loads(bytes, true, 1)
+  return core.loads(bytes, true, true, 1)
 end
 
 -- ---- the corpus ----------------------------------------------------------

@@ -443,7 +443,7 @@ describe("Manager dict and list values", function()
   it("set in a worker, read in the main process and the other way", function()
     local d, l = m:dict(), m:list()
     for _, case in ipairs(cases) do
-      if not case.deep then
+      do
         local args = case.args()
         local value = value_of(args)
         local bytes = contract.pack(table.pack(value))
@@ -465,34 +465,23 @@ describe("Manager dict and list values", function()
   end)
 
   it("values nested at the limit", function()
-    -- A proxy's request ({id=, op=, a=, b=}) and the reply ({true, v})
-    -- are encoded with their levels counted: a value lmp.dumps accepts is
-    -- refused, and a refused reply closes the worker's connection.
-    known_bug("Manager requests and replies refuse values nested 199-200 deep "
-      .. "(manager.lua, server.c: encode them with an envelope)", function()
-      local d = m:dict()
-      d:set("deep", contract.nest(200))
-      assert.equal(200, pool:apply(function(dict)
-        return contract.depth_of(dict:get("deep"))
-      end, {d}))
-      pool:apply(function(dict) dict:set("back", contract.nest(200)) end, {d})
-      assert.equal(200, contract.depth_of(d:get("back")))
-    end)
+    local d = m:dict()
+    d:set("deep", contract.nest(200))
+    assert.equal(200, pool:apply(function(dict)
+      return contract.depth_of(dict:get("deep"))
+    end, {d}))
+    pool:apply(function(dict) dict:set("back", contract.nest(200)) end, {d})
+    assert.equal(200, contract.depth_of(d:get("back")))
   end)
 
   it("a value set is a copy, as it would be in another process", function()
-    -- In the main process a proxy calls the dict directly: the value set
-    -- is the caller's own table, and what get returns is the dict's.
-    known_bug("Manager proxies in the main process store and return the caller's own "
-      .. "objects, not copies (manager.lua)", function()
-      local d = m:dict()
-      local t = {x = 1}
-      d:set("t", t)
-      t.x = 2
-      assert.equal(1, d:get("t").x)
-      d:get("t").x = 3
-      assert.equal(1, d:get("t").x)
-    end)
+    local d = m:dict()
+    local t = {x = 1}
+    d:set("t", t)
+    t.x = 2
+    assert.equal(1, d:get("t").x)
+    d:get("t").x = 3
+    assert.equal(1, d:get("t").x)
   end)
 end)
 
