@@ -32,6 +32,7 @@ if [ "$QUICK" = 1 ]; then REPEAT=${2:-3}; else REPEAT=${2:-5}; fi
 export QUICK
 PYTHON=${PYTHON:-python3}
 export PYTHON
+# A command with its arguments, perhaps ("valgrind lua5.4"): used unquoted.
 LUA=${LMP_BENCH_LUA:-lua5.4}
 if [ -n "$SUMMARY_ONLY" ]; then
   results=$SUMMARY_ONLY
@@ -69,6 +70,7 @@ measure() {
   # "way workload seconds", its checksum is compared with the serial one.
   run() {
     way=$1 workload=$2
+    # shellcheck disable=SC2086
     case $way in
       python_serial) timeout 1800 "$PYTHON" tests/bench/workloads/run.py serial "$workload" ;;
       python_pool) timeout 1800 "$PYTHON" tests/bench/workloads/run.py pool "$workload" ;;
@@ -153,7 +155,7 @@ awk -v workloads="$WORKLOADS" '
   function num(x, f) { return x == "" ? "-" : sprintf(f, x) }
   END {
     print "# efficiency: serial time / (2 x parallel time); ceiling: serial time / the time of two"
-    print "# serial copies at once; lmp/ceil: lmp's efficiency over the ceiling's. Lanes and lmp"
+    print "# serial copies at once; lmp/ceil: lmp efficiency over the ceiling. Lanes and lmp"
     print "# against the Lua serial time, CPython against its own (Py ser s)."
     printf "%-15s %8s %6s %8s %8s %6s %8s %8s  %s\n", "workload", "serial s", "lmp",
       "ceiling", "lmp/ceil", "Lanes", "Py ser s", "CPython", "targets (lmp >= 95% ceiling, >= Lanes)"
