@@ -92,7 +92,8 @@ measure() {
       *)
         if [ -f "$reference" ] && ! sed '1,/^checksum$/d' "$out" | cmp -s - "$reference"; then
           echo
-          echo "# $way $workload: checksum differs from the serial run's"
+          echo "# $way $workload: checksum differs from the serial run's (<serial, >$way):"
+          sed '1,/^checksum$/d' "$out" | diff "$reference" - | sed -n 's/^[<>]/#   &/p' | head -n 10
           echo "checksum_wrong $way.$workload 1" >>"$results"
         fi ;;
     esac
