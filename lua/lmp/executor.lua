@@ -7,6 +7,8 @@ local errors = require "lmp.errors"
 local progress = require "lmp.progress"
 local pool = require "lmp.pool"
 
+local internal = pool.internal
+
 local executor = {}
 
 local Executor = {}
@@ -45,16 +47,16 @@ end
 
 -- Running: handed to a worker and not finished.
 function Future:running()
-  return not self.job.done and self.job.sent_at ~= nil
+  return not self.job.done and internal.started(self.job)
 end
 
 -- A queued future is cancelled; a running or finished one is not (a
 -- cancelled one stays cancelled), as in Python.
 function Future:cancel()
   if self:cancelled() then return true end
-  if self.job.done or self.job.sent_at ~= nil then return false end
+  if self.job.done or internal.started(self.job) then return false end
   self.cancelling = true
-  self.job:_finish(errors.new("cancelled", "the future was cancelled"))
+  internal.finish(self.job, errors.new("cancelled", "the future was cancelled"))
   self.cancelling = false
   for _, fn in ipairs(self.callbacks) do loop.call(fn, self) end
   return true
@@ -164,9 +166,9 @@ function Executor:_check_open(fname)
 end
 
 function Executor:submit(fn, ...)
-  pool.check_function(fn, "submit")
+  internal.check_function(fn, "submit")
   self:_check_open("submit")
-  local future = new_future(self.pool:_apply_job("submit", fn, table.pack(...), nil, true))
+  local future = new_future(internal.submit_apply(self.pool, "submit", fn, table.pack(...), nil, true))
   self.futures[future] = true
   renew_exit_hook()
   return future
@@ -184,11 +186,11 @@ end
 -- control), as pairs(t) gives: an iterator function followed by two
 -- values of which the second is no table or function.
 function Executor:map(fn, ...)
-  pool.check_function(fn, "map")
+  internal.check_function(fn, "map")
   local args = table.pack(...)
   local opts = {}
   if args.n > 1 and is_options(args[args.n]) then
-    opts = pool.options_of(args[args.n], args.n + 1, "map", MAP_OPTIONS)
+    opts = internal.options_of(args[args.n], args.n + 1, "map", MAP_OPTIONS)
     args.n = args.n - 1
   end
   if args.n == 0 then errors.argument(2, "map", "iterable expected, got no value") end
@@ -197,10 +199,10 @@ function Executor:map(fn, ...)
     local control = args[i + 2]
     if type(args[i]) == "function" and i + 2 <= args.n and type(control) ~= "table"
        and type(control) ~= "function" then
-      readers[#readers + 1] = pool.reader_of(args[i], i + 1, "map", true, args[i + 1], control)
+      readers[#readers + 1] = internal.reader_of(args[i], i + 1, "map", true, args[i + 1], control)
       break
     end
-    readers[#readers + 1] = pool.reader_of(args[i], i + 1, "map")
+    readers[#readers + 1] = internal.reader_of(args[i], i + 1, "map")
     i = i + 1
   end
   self:_check_open("map")
@@ -213,12 +215,12 @@ function Executor:map(fn, ...)
     end
     return true, args
   end
-  local stream_opts = {chunksize = opts.chunksize, progress = opts.progress}
+  local imap_opts = {chunksize = opts.chunksize, progress = opts.progress}
   if opts.timeout then
-    stream_opts.deadline = core.hrtime() + opts.timeout
-    stream_opts.timeout = opts.timeout
+    imap_opts.deadline = core.hrtime() + opts.timeout
+    imap_opts.timeout = opts.timeout
   end
-  local iterate, _, _, closer = self.pool:_stream("map", fn, read, nil, stream_opts, true, "star")
+  local iterate, _, _, closer = internal.imap(self.pool, "map", fn, read, nil, imap_opts, true, "star")
   return function() return (iterate()) end, nil, nil, closer
 end
 

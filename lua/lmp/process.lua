@@ -4,6 +4,8 @@
 local core = require "lmp.core"
 local loop = require "lmp.loop"
 local errors = require "lmp.errors"
+local protocol = require "lmp.protocol"
+local workers = require "lmp.workers"
 
 local Process = {}
 Process.__index = Process
@@ -45,7 +47,7 @@ end
 function Process:start()
   if self.started then error(errors.new("closed", "start: a process can be started once"), 2) end
   -- Refuse what cannot be sent before a process exists.
-  local message = {"process", self.target, self.args, require("lmp.globals").snapshot()}
+  local message = protocol.process(self.target, self.args, require("lmp.globals").snapshot())
   -- Pipe ends among the arguments become descriptors the child inherits.
   local conn = require "lmp.connection"
   local fds_of, fds = conn.collect(self.args)
@@ -55,11 +57,9 @@ function Process:start()
   local ok, err = pcall(core.dumps, message, "", 2)
   if not ok then conn.passing(nil); error(err, 0) end
   core.handle_interrupts()
-  local exe = require("lmp.pool").worker_executable()
   local state = {}
   self._state = state
-  local spawned, handle = pcall(core.spawn, exe, {exe, core.worker_flag, tostring(core.getpid())},
-    function() end,
+  local spawned, handle = pcall(workers.spawn, function() end,
     function(status, signal)
       state.exitcode = signal ~= 0 and -signal or status
     end, fds)
@@ -67,8 +67,8 @@ function Process:start()
   self.started = true
   self.pid = handle:pid()
   self._handle = handle
-  handle:send({"init", {path = package.path, cpath = package.cpath, name = self.name,
-                        identity = self.identity}})
+  handle:send(protocol.init({path = package.path, cpath = package.cpath, name = self.name,
+                             identity = self.identity}))
   handle:send(message)
   conn.passing(nil)
   handle:close_input()

@@ -1,6 +1,7 @@
 -- A worker's life: read a message from the channel, run it, answer.
 -- Functions arrive once and are kept by id; each task names its function.
 local core = require "lmp.core"
+local protocol = require "lmp.protocol"
 
 local worker = {}
 
@@ -93,15 +94,16 @@ local function run(fn, mode, args)
   return values, errors
 end
 
--- A task's answer: its id alone when every item succeeded, else
--- {"done", id, errors}; the values follow as the frame's payload.
+-- A task's answer (protocol.answer): its id alone when every item
+-- succeeded, else {"done", id, errors}; the values follow as the frame's
+-- payload.
 -- A result that cannot be sent fails its own item with kind "serialize",
 -- whether it was refused or its __lmp_serialize raised. (Should the
 -- channel itself fail, every item encodes alone and the last send raises:
 -- the main process is gone, and so goes this worker.)
 local function send_result(id, values, errors)
   local n = values.n or #values
-  local ok = pcall(core.channel_send, errors and {"done", id, errors} or id, values, n)
+  local ok = pcall(core.channel_send, protocol.answer(id, errors), values, n)
   if ok then return end
   errors = errors or {}
   for i = 1, values.n or #values do
@@ -120,7 +122,7 @@ local function send_result(id, values, errors)
       errors[i] = {message = tostring(e.message), traceback = e.traceback, value = tostring(e.message)}
     end
   end
-  core.channel_send({"done", id, errors}, values, n)
+  core.channel_send(protocol.answer(id, errors), values, n)
 end
 
 -- ---- names this worker does not know --------------------------------------
@@ -220,15 +222,25 @@ function worker.run_process(target, args)
   return 1
 end
 
+-- A message this worker cannot read (no main process of this version sends
+-- one): it says so on stderr and exits with status 1, which the main
+-- process sees as the worker's death.
+local function unknown_message(message)
+  io.stderr:write(("lmp worker %d: a message it does not know (%s), from a main process"
+    .. " of another version?\n"):format(core.getpid(), protocol.tag(message) or type(message)))
+  return 1
+end
+
 function worker.main()
   -- A Pipe end given to an lmp.Process arrives as the descriptor inherited.
   core.register("lmp.Connection", function(fd) return require("lmp.connection").from_fd(fd) end)
   local init, _, _, init_missing = receive()
   if init == nil then return 0 end
-  local config = init[2]
+  if protocol.tag(init) ~= "init" then return unknown_message(init) end
+  local config = protocol.read_init(init)
   if init_missing then
-    core.channel_send({"init_error", serialize_failure("the initializer or its arguments",
-      missing_in(config) or table.concat(init_missing, "; "))})
+    core.channel_send(protocol.init_error(serialize_failure("the initializer or its arguments",
+      missing_in(config) or table.concat(init_missing, "; "))))
     return 1
   end
   package.path, package.cpath = config.path, config.cpath
@@ -250,7 +262,7 @@ function worker.main()
     local ok, failure = xpcall(config.initializer, handler,
                                table.unpack(args, 1, args.n or #args))
     if not ok then
-      core.channel_send({"init_error", error_info(failure_of(failure))})
+      core.channel_send(protocol.init_error(error_info(failure_of(failure))))
       return 1
     end
     for name, value in pairs(_G) do
@@ -260,26 +272,28 @@ function worker.main()
       if rawget(_G, name) == nil then owned[name] = true end
     end
   end
-  core.channel_send({"ready"})
+  core.channel_send(protocol.ready())
   local functions = {}
   -- function id -> why this worker could not receive that function.
   local unreceived = {}
   while true do
     local message, args, size, missing = receive()
     if message == nil then return 0 end
-    if message[1] == "process" then
-      if missing and message[4] then without_missing(message[4]) end
-      if message[4] then require("lmp.globals").install(message[4], owned) end
-      local reason = missing and missing_in({message[2], message[3]})
+    local tag = protocol.tag(message)
+    if tag == "process" then
+      local target, process_args, process_globals = protocol.read_process(message)
+      if missing and process_globals then without_missing(process_globals) end
+      if process_globals then require("lmp.globals").install(process_globals, owned) end
+      local reason = missing and missing_in({target, process_args})
       if reason then
         io.stderr:write(("Process %s (pid %d) failed:\n%s\n"):format(
           config.name, core.getpid(), serialize_failure("its target or arguments", reason).message))
         return 1
       end
-      return worker.run_process(message[2], message[3])
+      return worker.run_process(target, process_args)
     end
-    local id, function_id, fn, mode, reset, script_globals =
-      message[2], message[3], message[4], message[5], message[6], message[7]
+    if tag ~= "task" then return unknown_message(message) end
+    local id, function_id, fn, mode, reset, script_globals = protocol.read_task(message)
     if reset then functions, unreceived = {}, {} end
     if missing and script_globals then without_missing(script_globals) end
     if script_globals then require("lmp.globals").install(script_globals, owned) end

@@ -1,0 +1,71 @@
+-- How a pool cuts its input into tasks: pure functions of sizes and
+-- timings, with no pool, worker or loop in them, so that they can be
+-- tested alone.
+local chunking = {}
+
+-- Tasks in flight per worker when tasks are short: a second one hides the
+-- round trip (the worker need not wait for the main process between
+-- tasks). The scheduler and the imap window both count with it.
+chunking.PIPELINE = 2
+
+-- How long a chunk of an imap should take, in seconds, once the time of
+-- an item is known: long enough that the per-task cost is small beside it,
+-- short enough that results keep coming.
+local CHUNK_TIME = 0.02
+
+-- The smallest imap window, in items: even with chunks of one item, this
+-- many may be read ahead so that the workers have tasks waiting.
+local MIN_WINDOW = 64
+
+-- Python's chunk size for a map of `total` items: total / (4 x processes),
+-- rounded up. The imap uses it as the largest chunk it grows to when the
+-- input's length is known.
+function chunking.default_chunksize(total, processes)
+  if not total or total == 0 then return 1 end
+  local size = total // (processes * 4)
+  if total % (processes * 4) ~= 0 then size = size + 1 end
+  return size
+end
+
+-- The chunk sizes for a map of `total` items when the caller gave none:
+-- each chunk takes an eighth of a worker's share of what is left ("guided"
+-- scheduling), so chunks shrink towards the end and the workers finish
+-- together even when later items cost more; a floor keeps tiny items from
+-- being swamped by per-task overhead (at most about 32 chunks per worker).
+-- Measured on 1M trivial items and on 64 prime-counting ranges of rising
+-- cost: both beat Python's fixed total/(4 x processes).
+function chunking.chunk_plan(total, processes)
+  local floor = math.max(1, -(-total // (processes * 32)))
+  local sizes, left = {}, total
+  while left > 0 do
+    local size = math.min(left, math.max(floor, -(-left // (processes * 8))))
+    sizes[#sizes + 1] = size
+    left = left - size
+  end
+  return sizes
+end
+
+-- The chunk sizes for a map of `total` items in chunks of `chunksize`
+-- given by the caller: all that size but the last.
+function chunking.fixed_plan(total, chunksize)
+  local sizes = {}
+  for first = 1, total, chunksize do sizes[#sizes + 1] = math.min(chunksize, total - first + 1) end
+  return sizes
+end
+
+-- The next chunk size of an imap that picks its own: double the last one,
+-- at most `limit` and at most what runs in CHUNK_TIME given `per_item`,
+-- the measured seconds an item takes; never below 1.
+function chunking.grow(chunksize, limit, per_item)
+  return math.max(1, math.min(limit, chunksize * 2, math.floor(CHUNK_TIME / per_item)))
+end
+
+-- How many items an imap lets be outstanding (read and not yet given to
+-- the caller) with chunks of `chunksize` on `processes` workers: enough
+-- that every worker has PIPELINE tasks in flight and as many again
+-- queued, so the pipeline never runs dry while the caller keeps reading.
+function chunking.window(chunksize, processes)
+  return math.max(MIN_WINDOW, chunksize * processes * chunking.PIPELINE * 2)
+end
+
+return chunking

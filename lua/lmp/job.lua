@@ -1,0 +1,212 @@
+-- Jobs and tasks. A job is one call (map, imap, apply_async...): it knows
+-- how many items it has, receives each task's values and errors, and
+-- finishes once. The job of an async call is the AsyncResult its caller
+-- holds, and an apply job is its own single task: a burst of apply_async
+-- keeps thousands alive, and each table fewer is less for the collector
+-- to walk. A task is a chunk of a job's items, encoded once when it is
+-- made.
+local core = require "lmp.core"
+local loop = require "lmp.loop"
+local errors = require "lmp.errors"
+
+local Job = {}
+Job.__index = Job
+Job.__lmp_nosend = "a result handle belongs to the main process: send the value once it is ready"
+Job.__name = "lmp.AsyncResult"
+local AsyncResult = Job
+
+local function_ids = setmetatable({}, {__mode = "k"})
+local next_function_id = 0
+local task_serial = 0
+local finish_serial = 0
+
+-- The number under which workers keep a function: one per function for
+-- the life of this process, so that a worker that has it is sent only
+-- the number.
+local function function_id(fn)
+  local id = function_ids[fn]
+  if not id then
+    -- Refuse an unsendable function now, from the call that submitted it.
+    local ok, err = pcall(core.dumps, fn, "function")
+    if not ok then error(err, 0) end
+    next_function_id = next_function_id + 1
+    id = next_function_id
+    function_ids[fn] = id
+  end
+  return id
+end
+
+-- The fields a job gets are named here, so that its table is made at its
+-- final size.
+local function new_job(kind, async, callback, error_callback)
+  return setmetatable({kind = kind, async = async, callback = callback,
+    error_callback = error_callback, received = 0, total = 0, done = false, pending = false,
+    results = nil, error = nil, finish_serial = nil}, Job)
+end
+
+-- What every apply job has as a task, kept here rather than in each of
+-- them (see new_apply_job).
+Job.mode, Job.first, Job.count = "apply", 1, 1
+
+-- An apply job is also its task: one table per call. The constructor
+-- names 15 fields, so the table is made with room for 16 (its timer, when
+-- it has a timeout, fills the last): thousands wait in a burst of
+-- apply_async, and the collector walks every slot of each.
+local function new_apply_job(fn, args, opts, async)
+  local payload = core.encode_list(args, 1, args.n or #args)
+  task_serial = task_serial + 1
+  local job = setmetatable({kind = "apply", async = async, done = false, pending = false,
+    callback = opts.callback, error_callback = opts.error_callback, results = nil,
+    finish_serial = nil, id = task_serial, job = false, fn = fn,
+    function_id = function_id(fn), payload = payload, timeout = opts.timeout,
+    sent_at = nil}, Job)
+  job.job = job
+  return job
+end
+
+-- A task of `count` items, source[from] onwards, which are items `first`
+-- onwards of the whole input (a refusal names the item by that index).
+-- The items are encoded now, straight from the source, so that an
+-- unsendable one raises from the call that submitted it.
+local function new_task(job, fn, mode, source, from, count, first, timeout)
+  task_serial = task_serial + 1
+  return {id = task_serial, job = job, fn = fn, function_id = function_id(fn),
+          mode = mode, payload = core.encode_list(source, from, count, first), first = first,
+          count = count, timeout = timeout, sent_at = nil, timer = nil, took = nil}
+end
+
+-- Once its tasks are queued, an async job keeps lmp.run() turning until it
+-- finishes; a call that raised before queueing leaves nothing pending.
+function Job:_queued()
+  if self.async and not self.done and not self.pending then
+    self.pending = true
+    loop.add_pending(1)
+  end
+end
+
+function Job:_finish(err)
+  if self.done then return end
+  self.done = true
+  if self.bar then self.bar:finish() end
+  self.error = err
+  finish_serial = finish_serial + 1
+  self.finish_serial = finish_serial -- completion order, for as_completed
+  if self.listeners then
+    for _, listener in ipairs(self.listeners) do listener(self) end
+  end
+  if self.pending then loop.add_pending(-1) end
+  if err then
+    if self.error_callback then loop.defer(self.error_callback, err) end
+  elseif self.callback then
+    if self.kind == "apply" then
+      local r = self.results
+      loop.defer(function() self.callback(table.unpack(r, 1, r.n)) end)
+    else
+      loop.defer(self.callback, self.results)
+    end
+  end
+end
+
+-- Gives a task's outcome to its job: values (an array with n) and errors
+-- (nil, or item index within the task -> error object).
+-- `values` is a table, or a view of the encoded values valid only during
+-- this call (see core.payload_value). An imap job hands each chunk to its
+-- iterator (job.on_chunk, see lmp.imap).
+--
+-- Loading the values can fail here, in the main process (a registered
+-- constructor that raises): that fails the task's items with kind
+-- serialize, as a value that cannot be sent does, and the job goes on.
+local function load_failure(task, err)
+  return errors.new("serialize", "a result cannot be loaded in the main process: "
+    .. tostring(err), {index = task.first})
+end
+
+function Job:_deliver(task, values, errs)
+  if self.kind == "apply" then
+    local ok, results = pcall(core.payload_value, values)
+    if not ok then
+      self.results = {n = 0}
+      return self:_finish(load_failure(task, results))
+    end
+    self.results = results
+    return self:_finish(errs and errs[1] or nil)
+  end
+  if self.on_chunk then
+    local ok, loaded = pcall(core.payload_value, values)
+    if not ok then
+      local failure = load_failure(task, loaded)
+      loaded, errs = {n = task.count}, errs or {}
+      for i = 1, task.count do errs[i] = errs[i] or failure end
+    end
+    return self.on_chunk(task, loaded, errs)
+  end
+  if self.done then return end
+  if errs then
+    for i = 1, task.count do
+      if errs[i] then return self:_finish(errs[i]) end
+    end
+  end
+  local results = self.results
+  if not results then
+    results = core.new_table(self.total, 1)
+    results.n = self.total
+    self.results = results
+  end
+  local ok, err = pcall(core.payload_into, values, results, task.first, task.count)
+  if not ok then return self:_finish(load_failure(task, err)) end
+  if self.bar then self.bar:advance(task.count) end
+  self.received = self.received + task.count
+  if self.received >= self.total then self:_finish(nil) end
+end
+
+-- A task that failed as a whole fails each of its items.
+local function fail_task(task, err)
+  local errs = {}
+  for i = 1, task.count do errs[i] = err end
+  task.job:_deliver(task, {n = task.count}, errs)
+end
+
+local function job_done(job) return job.done end
+
+-- The results of a job, waiting for them (timeout seconds at most);
+-- raises its error, or kind "timeout". Raises at level 3: the caller of
+-- the public function that called this.
+local function result_of(job, fname, timeout)
+  errors.check_timeout(timeout, 1, fname)
+  if not job.done then loop.wait(job_done, timeout, job) end
+  if not job.done then
+    error(errors.new("timeout", ("%s: no result after %g s"):format(fname, timeout)), 3)
+  end
+  if job.error then error(job.error, 3) end
+  return job.results
+end
+
+-- ---- AsyncResult -------------------------------------------------------------
+-- What map_async, starmap_async and apply_async return: the job itself.
+
+function AsyncResult:get(timeout)
+  local r = result_of(self, "get", timeout)
+  if self.kind == "apply" then return table.unpack(r, 1, r.n) end
+  return r
+end
+
+function AsyncResult:wait(timeout)
+  errors.check_timeout(timeout, 1, "wait")
+  if not self.done then loop.wait(job_done, timeout, self) end
+  return self.done
+end
+
+function AsyncResult:ready()
+  return self.done
+end
+
+function AsyncResult:successful()
+  if not self.done then
+    error(errors.new("closed", "successful: the result is not ready"), 2)
+  end
+  return self.error == nil
+end
+
+return {Job = Job, AsyncResult = AsyncResult, new_job = new_job,
+        new_apply_job = new_apply_job, new_task = new_task, fail_task = fail_task,
+        result_of = result_of}

@@ -1,0 +1,433 @@
+-- The pool's scheduling: its workers' lives, the task queue, which worker
+-- gets which task, and what their answers and deaths do. lmp.pool makes
+-- the pool and gives it its public calls; the methods here are the pool's
+-- own (underscored: no caller outside lmp uses them).
+--
+-- The path of a task: a call makes its tasks (lmp.job), each encoded once
+-- at submission so that an unsendable argument raises there, and queues
+-- them; _pump hands queued tasks to workers with room (one, two or eight
+-- in flight each, by how long tasks take, so that a worker never waits
+-- for the round trip); a worker answers each task (lmp.protocol);
+-- _on_message gives the values to the task's job, which fills a result,
+-- feeds an imap iterator, or calls a callback.
+--
+-- Nothing that the C side holds on to (worker handlers, timers) refers to
+-- the pool itself, only to a weak reference (pool.ref), so an unclosed
+-- pool can be collected; its finalizer stops its workers.
+local core = require "lmp.core"
+local errors = require "lmp.errors"
+local globals = require "lmp.globals"
+local chunking = require "lmp.chunking"
+local job_module = require "lmp.job"
+local protocol = require "lmp.protocol"
+local workers = require "lmp.workers"
+
+local new_task, fail_task = job_module.new_task, job_module.fail_task
+
+local PIPELINE = chunking.PIPELINE -- tasks in flight per worker, when tasks are short
+local SHORT_TASK = 0.002    -- seconds: below this a second task in flight pays
+local DEEP_PIPELINE = 8     -- in flight per worker when tasks are tiny:
+local TINY_TASK = 0.0001    -- seconds: below this; answers then come in batches
+local START_FAILURES = 3    -- workers dying at start before the pool gives up
+local FUNCTION_CACHE = 256  -- functions a worker keeps before it is told to forget
+
+local Pool = {}
+Pool.__index = Pool
+
+local worker_serial = 0
+
+function Pool:_all_ready()
+  for _, w in ipairs(self.workers) do
+    if not w.ready then return false end
+  end
+  return true
+end
+
+function Pool:_active_workers()
+  local n = 0
+  for _, w in ipairs(self.workers) do
+    if not w.retiring then n = n + 1 end
+  end
+  return n
+end
+
+-- Whether a worker that died is replaced: always while the pool runs; once
+-- it is closed, while work is left that needs a worker (a closed pool keeps
+-- its size until its queue is empty); never once it is terminated.
+function Pool:_replaces_workers()
+  if self.broken or self.state == "terminated" then return false end
+  if self.state == "running" then return true end
+  return self:_queued() > 0 or next(self.imaps) ~= nil
+end
+
+function Pool:_start_worker()
+  worker_serial = worker_serial + 1
+  local ref = self.ref
+  local w = {inflight = {}, functions = {}, function_count = 0, sent = 0,
+             ready = false, identity = worker_serial}
+  local function on_message(message, payload)
+    local pool = ref.pool
+    if pool then pool:_on_message(w, message, payload) end
+  end
+  local function on_exit(status, signal)
+    local pool = ref.pool
+    if pool then pool:_on_exit(w, status, signal) end
+  end
+  local ok, handle = workers.start(self.start_method, on_message, on_exit)
+  if not ok then
+    self:_break(handle)
+    return
+  end
+  w.handle = handle
+  w.pid = handle:pid()
+  self.workers[#self.workers + 1] = w
+  local config = self.config
+  config.name = "PoolWorker-" .. w.identity
+  config.identity = {w.identity}
+  handle:send(protocol.init(config), nil, "initializer")
+end
+
+-- The pool cannot go on (workers keep dying at start, or the initializer
+-- raises): every job waiting on it fails with this error.
+function Pool:_break(err)
+  if self.broken then return end
+  self.broken = err
+  self:_fail_queued(err)
+  for _, w in ipairs(self.workers) do
+    for _, task in ipairs(w.inflight) do task.job:_finish(err) end
+    w.inflight = {}
+  end
+  for job in pairs(self.imaps) do job:_finish(err) end
+end
+
+function Pool:_fail_queued(err)
+  for i = self.queue_head, self.queue_tail do
+    self.queue[i].job:_finish(err)
+    self.queue[i] = nil
+  end
+  self.queue_head, self.queue_tail = 1, 0
+end
+
+function Pool:_enqueue(task, front)
+  if front then
+    self.queue_head = self.queue_head - 1
+    self.queue[self.queue_head] = task
+  else
+    self.queue_tail = self.queue_tail + 1
+    self.queue[self.queue_tail] = task
+  end
+end
+
+function Pool:_dequeue()
+  while self.queue_head <= self.queue_tail do
+    local task = self.queue[self.queue_head]
+    self.queue[self.queue_head] = nil
+    self.queue_head = self.queue_head + 1
+    if not task.job.done then return task end
+  end
+end
+
+function Pool:_queued()
+  return self.queue_tail - self.queue_head + 1
+end
+
+-- An idle worker does not keep the event loop alive (luv's uv.run() may
+-- return); one that is starting, working or leaving does.
+function Pool:_keep_alive(w)
+  local keep = #w.inflight > 0 or not w.ready or w.retiring == true or w.lost == true
+  if keep ~= w.keeps_loop_alive then
+    w.keeps_loop_alive = keep
+    w.handle:keep_loop_alive(keep)
+  end
+end
+
+function Pool:_free_worker()
+  -- A second task in flight hides the round trip (the worker need not wait
+  -- for the main process between tasks). Long tasks get one only while
+  -- plenty are queued: near the end of the queue it would wait behind the
+  -- first while another worker is free.
+  local depth = 1
+  if self.task_time and self.task_time < TINY_TASK then
+    depth = DEEP_PIPELINE
+  elseif (self.task_time and self.task_time < SHORT_TASK)
+     or self:_queued() >= PIPELINE * #self.workers then
+    depth = PIPELINE
+  end
+  local best, best_load = nil, depth
+  for _, w in ipairs(self.workers) do
+    local load = #w.inflight
+    -- A worker still starting takes tasks too: they wait in its channel
+    -- and run as soon as it is up, rather than behind a long one elsewhere.
+    if not w.retiring and not w.lost and load < best_load then
+      best, best_load = w, load
+      if load == 0 then break end
+    end
+  end
+  return best
+end
+
+-- Hands queued tasks to workers with room; pulls more from lazy jobs.
+function Pool:_pump()
+  if self.broken then return end
+  while true do
+    if self:_queued() < #self.workers * PIPELINE then
+      if next(self.imaps) == nil then
+        if self.queue_head > self.queue_tail then break end
+      else
+        for job in pairs(self.imaps) do job.refill() end
+      end
+    end
+    local w = self:_free_worker()
+    if not w then break end
+    local task = self:_dequeue()
+    if not task then break end
+    self:_send(w, task)
+  end
+  if self.state == "closed" and self:_queued() == 0 and next(self.imaps) == nil then
+    for _, w in ipairs(self.workers) do
+      if #w.inflight == 0 and not w.retiring then
+        w.retiring = true
+        self:_keep_alive(w)
+        w.handle:close_input()
+      end
+    end
+  end
+end
+
+function Pool:_send(w, task)
+  local fn, reset, script_globals = false, false, false
+  if not w.functions[task.function_id] then
+    if w.function_count >= FUNCTION_CACHE then
+      w.functions, w.function_count, reset = {}, 0, true
+    end
+    w.functions[task.function_id] = true
+    w.function_count = w.function_count + 1
+    fn = task.fn
+    -- A new function may call the script's other globals: send them too,
+    -- when they changed since this worker last had them.
+    local snapshot = globals.snapshot(w.globals)
+    if snapshot then
+      w.globals = snapshot
+      script_globals = snapshot
+    end
+  end
+  local sent = protocol.send_task(w.handle, task.id, task.function_id, fn, task.mode, reset,
+                                  script_globals, task.payload)
+  if not sent then
+    -- The channel is broken: the worker died (perhaps while this process
+    -- was busy and did not turn its loop). It is not retiring: its exit,
+    -- reported soon, fails what it held and starts its replacement.
+    w.functions[task.function_id] = nil
+    self:_enqueue(task, true)
+    w.lost = true
+    self:_keep_alive(w)
+    return
+  end
+  w.sent = w.sent + 1
+  task.sent_at = core.hrtime()
+  w.inflight[#w.inflight + 1] = task
+  if self.maxtasks and w.sent >= self.maxtasks then
+    -- Replaced after its last task: nothing it was given is lost or repeated.
+    w.retiring = true
+    self:_keep_alive(w)
+    w.handle:close_input()
+    self:_start_worker()
+  end
+  if #w.inflight == 1 then self:_task_started(w, task) end
+  self:_keep_alive(w)
+end
+
+-- A worker runs its tasks in order: the first in flight is the running one.
+function Pool:_task_started(w, task)
+  local timeout = task.timeout or self.task_timeout
+  if not timeout then return end
+  local ref = self.ref
+  task.timer = core.timer(timeout, function()
+    local pool = ref.pool
+    if pool and w.inflight[1] == task and not w.timed_out then
+      w.timed_out = task
+      w.handle:kill(9)
+    end
+  end)
+end
+
+-- The pool gives up on a worker whose channel says something it cannot
+-- trust (a malformed frame, an answer out of order, a message it does not
+-- expect): nothing more it sends is read, it is killed, and its exit fails
+-- the task it was running as worker_lost with `reason` in the message.
+function Pool:_lose(w, reason)
+  if w.protocol_error then return end
+  w.lost = true
+  w.protocol_error = reason
+  self:_keep_alive(w)
+  w.handle:kill(9)
+end
+
+local function describe_value(v)
+  if math.type(v) then return tostring(v) end
+  return "(a " .. type(v) .. ")"
+end
+
+-- A worker's messages (see lmp.protocol): a task's answer with its
+-- values; "ready" once started; "init_error" when the initializer failed.
+-- Each answer must be for the task the worker is running (the first in
+-- flight): anything else ends the worker (see Pool:_lose).
+function Pool:_on_message(w, message, values)
+  if w.protocol_error then return end -- nothing it says is trusted now
+  if message == nil then return self:_lose(w, values) end -- a malformed frame (process.c)
+  local kind, id, errs = protocol.read(message)
+  if kind ~= "answer" then return self:_on_control(w, kind, message, id) end
+  local task = w.inflight[1]
+  if not task then
+    -- An answer still in the pipe when the pool was terminated: its job
+    -- has already failed.
+    if self.state == "terminated" then return end
+    return self:_lose(w, ("an answer for task %s while it had no task"):format(describe_value(id)))
+  end
+  if id ~= task.id then
+    return self:_lose(w, ("an answer for task %s while it was running task %d")
+      :format(describe_value(id), task.id))
+  end
+  if values == nil or (errs ~= nil and not protocol.valid_errors(errs, task.count)) then
+    return self:_lose(w, ("a malformed answer for task %d"):format(task.id))
+  end
+  table.remove(w.inflight, 1)
+  local now = core.hrtime()
+  local took = now - math.max(task.sent_at, w.last_done or 0)
+  if task.job.on_chunk then task.took = took end
+  self.task_time = self.task_time and (self.task_time * 3 + took) / 4 or took
+  w.last_done = now
+  if task.timer then task.timer:close() end
+  if w.inflight[1] then self:_task_started(w, w.inflight[1]) end
+  if errs then
+    for i, info in pairs(errs) do
+      errs[i] = errors.new(info.kind or "task", info.message, {
+        traceback = info.traceback, value = info.value, pid = w.pid,
+        index = task.first + i - 1})
+    end
+  end
+  task.job:_deliver(task, values, errs)
+  self:_keep_alive(w)
+  self:_pump()
+end
+
+-- A message other than an answer: "ready" and "init_error" are expected
+-- once, before the worker is ready; anything else ends the worker.
+function Pool:_on_control(w, kind, message, info)
+  if kind == "ready" and not w.ready then
+    w.ready = true
+    self.start_failures = 0
+    self:_keep_alive(w)
+    self:_pump()
+  elseif kind == "init_error" and not w.ready then
+    self:_break(errors.new("initializer", "the pool's initializer failed: " .. info.message,
+      {traceback = info.traceback, value = info.value, pid = w.pid}))
+  elseif type(message) ~= "table" then
+    self:_lose(w, protocol.describe(message))
+  elseif self.state ~= "terminated" then
+    self:_lose(w, ("%s it did not expect"):format(protocol.describe(message)))
+  end
+end
+
+function Pool:_on_exit(w, status, signal)
+  -- With kill_orphans, each worker leads its own process group: whatever
+  -- its tasks started and left there ends with it.
+  if self.kill_orphans then core.kill(-w.pid, 9) end
+  for i, other in ipairs(self.workers) do
+    if other == w then table.remove(self.workers, i); break end
+  end
+  local clean = w.retiring and #w.inflight == 0
+  if not clean and self.state ~= "terminated" then
+    -- A worker that died before it was ready ran nothing it was given.
+    local running = w.ready and table.remove(w.inflight, 1)
+    if running then
+      if running.timer then running.timer:close() end
+      local err
+      if w.timed_out == running then
+        err = errors.new("timeout", ("task timed out after %g s; its worker %d was killed"
+          .. " and replaced"):format(running.timeout or self.task_timeout, w.pid),
+          {pid = w.pid, index = running.first})
+      else
+        local message = w.protocol_error
+          and ("worker process %d was killed by the pool: it sent %s"):format(w.pid, w.protocol_error)
+          or workers.death_message(w.pid, status, signal)
+        err = errors.new("worker_lost", message,
+          {pid = w.pid, index = running.first, exitcode = status, signal = signal})
+      end
+      fail_task(running, err)
+    end
+    -- Tasks behind the running one never started: run them elsewhere.
+    for i = #w.inflight, 1, -1 do self:_enqueue(w.inflight[i], true) end
+    w.inflight = {}
+    if not w.ready then
+      self.start_failures = self.start_failures + 1
+      if self.start_failures >= START_FAILURES and not self.broken then
+        self:_break(errors.new("worker_lost", ("workers keep dying at start (%d in a row);"
+          .. " last: %s"):format(self.start_failures, workers.death_message(w.pid, status, signal)),
+          {pid = w.pid}))
+      end
+    end
+    if self:_replaces_workers() and self:_active_workers() < self.processes then
+      self:_start_worker()
+    end
+  end
+  self:_pump()
+end
+
+
+function Pool:_wants_progress(opts)
+  if opts.progress ~= nil then return opts.progress end
+  return self.progress
+end
+
+function Pool:_check_open(fname)
+  if self.state ~= "running" then
+    error(errors.new("closed", ("%s on a pool that is %s"):format(fname, self.state)), 3)
+  end
+  if self.broken then error(self.broken, 3) end
+end
+
+-- Splits the items into tasks, all encoded before any is queued (map reads
+-- its whole input, as Python's does).
+function Pool:_submit_all(job, fn, mode, read, total, chunksize, timeout, array)
+  if not array then
+    array, total = {}, 0
+    -- An input that raises fails the call before anything is queued; the
+    -- pool is untouched.
+    local ok, err = pcall(function()
+      while true do
+        local more, item = read()
+        if not more then break end
+        total = total + 1
+        array[total] = item
+      end
+    end)
+    if not ok then
+      if job.bar then job.bar:finish() end
+      error(err, 0)
+    end
+  end
+  local sizes
+  if chunksize then
+    sizes = chunking.fixed_plan(total, chunksize)
+  else
+    sizes = chunking.chunk_plan(total, self.processes)
+  end
+  local tasks, first = {}, 1
+  for i, size in ipairs(sizes) do
+    tasks[i] = new_task(job, fn, mode, array, first, size, first, timeout)
+    first = first + size
+  end
+  job.total = total
+  -- The result table (made at its final size when the first chunk comes
+  -- back, while the workers run the next ones).
+  if total == 0 then job.results = {n = 0} end
+  if job.bar then job.bar.total = total end
+  for _, task in ipairs(tasks) do self:_enqueue(task) end
+  job:_queued()
+  if total == 0 then job:_finish(nil) end
+  self:_pump()
+  return job
+end
+
+return {Pool = Pool}
