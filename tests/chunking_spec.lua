@@ -1,0 +1,157 @@
+-- lmp.chunking alone: the pure functions that cut a pool's input into
+-- tasks and bound an imap's read-ahead, with no pool, worker or loop.
+local describe, it, assert = describe, it, assert
+local _ENV = _G
+local chunking = require "lmp.chunking"
+
+local function sum(sizes)
+  local total = 0
+  for _, size in ipairs(sizes) do total = total + size end
+  return total
+end
+
+-- Sizes and worker counts chosen to hit the edges: empty, one item, fewer
+-- items than workers, exact and inexact multiples, primes, large.
+local TOTALS = {0, 1, 2, 3, 7, 31, 32, 33, 63, 64, 65, 100, 127, 1000, 1023, 4096, 99991,
+  1000000}
+local PROCESSES = {1, 2, 3, 4, 7, 16, 64}
+
+describe("chunking", function()
+  it("default_chunksize is Python's total / (4 x processes), rounded up, at least 1", function()
+    assert.equal(1, chunking.default_chunksize(nil, 4))
+    assert.equal(1, chunking.default_chunksize(0, 4))
+    for _, total in ipairs(TOTALS) do
+      for _, p in ipairs(PROCESSES) do
+        local size = chunking.default_chunksize(total, p)
+        assert.equal(math.max(1, math.ceil(total / (4 * p))), size)
+      end
+    end
+  end)
+
+  it("chunk_plan's sizes sum to the total, each at least 1", function()
+    for _, total in ipairs(TOTALS) do
+      for _, p in ipairs(PROCESSES) do
+        local sizes = chunking.chunk_plan(total, p)
+        assert.equal(total, sum(sizes), ("total %d, %d processes"):format(total, p))
+        for _, size in ipairs(sizes) do
+          assert.is_true(math.type(size) == "integer" and size >= 1)
+        end
+      end
+    end
+  end)
+
+  it("chunk_plan's chunks shrink towards the end, never growing", function()
+    for _, total in ipairs(TOTALS) do
+      for _, p in ipairs(PROCESSES) do
+        local sizes = chunking.chunk_plan(total, p)
+        for i = 2, #sizes do
+          assert.is_true(sizes[i] <= sizes[i - 1],
+            ("total %d, %d processes: chunk %d (%d) after %d"):format(total, p, i, sizes[i],
+              sizes[i - 1]))
+        end
+      end
+    end
+    local sizes = chunking.chunk_plan(1000000, 4)
+    assert.is_true(sizes[#sizes] < sizes[1] / 4)
+  end)
+
+  it("chunk_plan keeps a floor: at most 32 chunks per worker, all but the last at the floor or above",
+    function()
+    for _, total in ipairs(TOTALS) do
+      for _, p in ipairs(PROCESSES) do
+        local sizes = chunking.chunk_plan(total, p)
+        local floor = math.max(1, math.ceil(total / (p * 32)))
+        assert.is_true(#sizes <= 32 * p, ("total %d, %d processes: %d chunks"):format(total, p,
+          #sizes))
+        for i = 1, #sizes - 1 do assert.is_true(sizes[i] >= floor) end
+      end
+    end
+  end)
+
+  it("fixed_plan gives chunks of the size asked but the last, summing to the total", function()
+    assert.same({}, chunking.fixed_plan(0, 5))
+    assert.same({5, 5, 2}, chunking.fixed_plan(12, 5))
+    assert.same({1, 1, 1}, chunking.fixed_plan(3, 1))
+    assert.same({3}, chunking.fixed_plan(3, 100))
+    for _, total in ipairs(TOTALS) do
+      for _, size in ipairs{1, 2, 7, 64, 5000} do
+        local sizes = chunking.fixed_plan(total, size)
+        assert.equal(total, sum(sizes))
+        for i = 1, #sizes - 1 do assert.equal(size, sizes[i]) end
+      end
+    end
+  end)
+
+  it("grow at most doubles, stays within 1 and the limit, for any measured item time", function()
+    local times = {0, 1e-12, 1e-9, 1e-6, 1e-4, 0.01, 0.02, 0.5, 1, 1e6, math.huge}
+    for _, chunksize in ipairs{1, 2, 3, 100, 4096} do
+      for _, limit in ipairs{1, 10, 4096} do
+        for _, t in ipairs(times) do
+          local next_size = chunking.grow(chunksize, limit, t)
+          assert.is_true(next_size >= 1)
+          assert.is_true(next_size <= math.max(1, limit))
+          assert.is_true(next_size <= chunksize * 2)
+        end
+      end
+    end
+    -- Instant items grow to the limit by doubling; slow ones fall to one.
+    assert.equal(8, chunking.grow(4, 4096, 0))
+    assert.equal(1, chunking.grow(4096, 4096, 1))
+  end)
+
+  -- The imap reads another chunk whenever fewer items than the window are
+  -- outstanding. Were the window smaller than every worker's pipeline of
+  -- chunks plus the chunk being read, a reader keeping up would still see
+  -- workers wait for work.
+  it("the imap window always has room for every worker's pipeline and the next chunk", function()
+    for _, p in ipairs(PROCESSES) do
+      for _, chunksize in ipairs{1, 2, 3, 15, 16, 17, 1000, 4096, 1000000} do
+        local window = chunking.window(chunksize, p)
+        assert.is_true(window >= chunksize * p * chunking.PIPELINE + chunksize,
+          ("chunksize %d, %d processes: window %d"):format(chunksize, p, window))
+        assert.is_true(window >= 64)
+      end
+    end
+  end)
+
+  -- An imap picking its own chunk size, fed adversarial item times (a
+  -- run of instant items, then very slow ones, alternating, falling by
+  -- tenfold steps): in a model of its read-ahead (read while fewer items
+  -- than the window are outstanding, then every worker takes a task),
+  -- each refill leaves a task queued for every worker.
+  it("with chunk sizes picked from adversarial timings, each refill queues a task per worker",
+    function()
+    local patterns = {
+      function() return 0 end,
+      function(i) return i < 50 and 0 or 1 end,
+      function(i) return i % 2 == 0 and 1e-7 or 0.5 end,
+      function(i) return 10 ^ -(i % 9) end,
+    }
+    for _, p in ipairs{1, 2, 4, 16} do
+      for _, time_of in ipairs(patterns) do
+        local chunksize, limit, per_item = 1, chunking.default_chunksize(100000, p), nil
+        local queue = {}
+        for step = 1, 200 do
+          -- Read while the window has room, at the size of this step.
+          if per_item then chunksize = chunking.grow(chunksize, limit, per_item) end
+          local outstanding = 0
+          for _, size in ipairs(queue) do outstanding = outstanding + size end
+          local read = false
+          while outstanding < chunking.window(chunksize, p) do
+            queue[#queue + 1] = chunksize
+            outstanding = outstanding + chunksize
+            read = true
+          end
+          -- Every worker has a task to run: the queue holds at least one
+          -- per worker whenever the window just let input in.
+          if read then assert.is_true(#queue >= p, ("step %d: %d queued for %d workers")
+            :format(step, #queue, p)) end
+          -- The workers take and finish one round of tasks.
+          for _ = 1, math.min(p, #queue) do table.remove(queue, 1) end
+          local item_time = time_of(step)
+          per_item = per_item and (per_item + item_time) / 2 or item_time
+        end
+      end
+    end
+  end)
+end)
