@@ -8,6 +8,7 @@ local loop = require "lmp.loop"
 local errors = require "lmp.errors"
 local progress = require "lmp.progress"
 local arguments = require "lmp.arguments"
+local chunking = require "lmp.chunking"
 local job_module = require "lmp.job"
 local imap = require "lmp.imap"
 local scheduler = require "lmp.scheduler"
@@ -17,7 +18,7 @@ Pool.__lmp_nosend = "a pool belongs to the process that made it: send the data a
 Pool.__name = "lmp.Pool"
 
 local AsyncResult = job_module.AsyncResult
-local new_job, result_of = job_module.new_job, job_module.result_of
+local new_job, new_task, result_of = job_module.new_job, job_module.new_task, job_module.result_of
 local reader_of, iterable_of = arguments.reader_of, arguments.iterable_of
 local options_of, check_function = arguments.options_of, arguments.check_function
 local MAP_OPTIONS, MAP_ASYNC_OPTIONS = arguments.MAP_OPTIONS, arguments.MAP_ASYNC_OPTIONS
@@ -99,6 +100,49 @@ local function new_pool(opts, fname)
   return self
 end
 
+-- Splits the items into tasks, all encoded before any is queued (map reads
+-- its whole input, as Python's does).
+local function submit_all(self, job, fn, mode, read, total, chunksize, timeout, array)
+  if not array then
+    array, total = {}, 0
+    -- An input that raises fails the call before anything is queued; the
+    -- pool is untouched.
+    local ok, err = pcall(function()
+      while true do
+        local more, item = read()
+        if not more then break end
+        total = total + 1
+        array[total] = item
+      end
+    end)
+    if not ok then
+      if job.bar then job.bar:finish() end
+      error(err, 0)
+    end
+  end
+  local sizes
+  if chunksize then
+    sizes = chunking.fixed_plan(total, chunksize)
+  else
+    sizes = chunking.chunk_plan(total, self.processes)
+  end
+  local tasks, first = {}, 1
+  for i, size in ipairs(sizes) do
+    tasks[i] = new_task(job, fn, mode, array, first, size, first, timeout)
+    first = first + size
+  end
+  job.total = total
+  -- The result table (made at its final size when the first chunk comes
+  -- back, while the workers run the next ones).
+  if total == 0 then job.results = {n = 0} end
+  if job.bar then job.bar.total = total end
+  for _, task in ipairs(tasks) do self:_enqueue(task) end
+  job:_queued()
+  if total == 0 then job:_finish(nil) end
+  self:_pump()
+  return job
+end
+
 -- ---- the API --------------------------------------------------------------
 
 local function map_job(self, fname, fn, mode, async, ...)
@@ -108,7 +152,7 @@ local function map_job(self, fname, fn, mode, async, ...)
   self:_check_open(fname)
   local job = new_job("map", async, opts.callback, opts.error_callback)
   if self:_wants_progress(opts) then job.bar = progress.new(fname, total) end
-  return self:_submit_all(job, fn, mode, read, total, opts.chunksize, opts.timeout, array)
+  return submit_all(self, job, fn, mode, read, total, opts.chunksize, opts.timeout, array)
 end
 
 -- pool:map(f, iterable [, chunksize or opts]) or pool:map(f, iterator,

@@ -107,7 +107,8 @@ function protocol.read(message)
   if tag == "ready" then return "ready" end
   if tag == "init_error" then
     local info = rawget(message, 2)
-    if protocol.valid_errors({info}, 1) then return "init_error", info end
+    -- {info} alone would pass with info nil, as an empty error table.
+    if type(info) == "table" and protocol.valid_errors({info}, 1) then return "init_error", info end
   end
   return "unknown"
 end

@@ -22,7 +22,7 @@ local job_module = require "lmp.job"
 local protocol = require "lmp.protocol"
 local workers = require "lmp.workers"
 
-local new_task, fail_task = job_module.new_task, job_module.fail_task
+local fail_task = job_module.fail_task
 
 local PIPELINE = chunking.PIPELINE -- tasks in flight per worker, when tasks are short
 local SHORT_TASK = 0.002    -- seconds: below this a second task in flight pays
@@ -385,49 +385,6 @@ function Pool:_check_open(fname)
     error(errors.new("closed", ("%s on a pool that is %s"):format(fname, self.state)), 3)
   end
   if self.broken then error(self.broken, 3) end
-end
-
--- Splits the items into tasks, all encoded before any is queued (map reads
--- its whole input, as Python's does).
-function Pool:_submit_all(job, fn, mode, read, total, chunksize, timeout, array)
-  if not array then
-    array, total = {}, 0
-    -- An input that raises fails the call before anything is queued; the
-    -- pool is untouched.
-    local ok, err = pcall(function()
-      while true do
-        local more, item = read()
-        if not more then break end
-        total = total + 1
-        array[total] = item
-      end
-    end)
-    if not ok then
-      if job.bar then job.bar:finish() end
-      error(err, 0)
-    end
-  end
-  local sizes
-  if chunksize then
-    sizes = chunking.fixed_plan(total, chunksize)
-  else
-    sizes = chunking.chunk_plan(total, self.processes)
-  end
-  local tasks, first = {}, 1
-  for i, size in ipairs(sizes) do
-    tasks[i] = new_task(job, fn, mode, array, first, size, first, timeout)
-    first = first + size
-  end
-  job.total = total
-  -- The result table (made at its final size when the first chunk comes
-  -- back, while the workers run the next ones).
-  if total == 0 then job.results = {n = 0} end
-  if job.bar then job.bar.total = total end
-  for _, task in ipairs(tasks) do self:_enqueue(task) end
-  job:_queued()
-  if total == 0 then job:_finish(nil) end
-  self:_pump()
-  return job
 end
 
 return {Pool = Pool}

@@ -1,0 +1,116 @@
+-- lmp.protocol: the messages between the main process and a worker
+-- (docs/protocol.md), built and read in one module; the C fast path of
+-- the task message; a worker given a message it does not know.
+local describe, it, assert = describe, it, assert
+local _ENV = _G
+local lmp = require "lmp"
+local core = require "lmp.core"
+local protocol = require "lmp.protocol"
+local helpers = require "helpers"
+
+describe("protocol", function()
+  it("the worker reads back every field of the messages the main process builds", function()
+    local fn = function() end
+    local task = protocol.task(7, 3, fn, "star", true, {x = 1})
+    assert.equal("task", protocol.tag(task))
+    local id, function_id, got_fn, mode, reset, globals = protocol.read_task(task)
+    assert.same({7, 3, "star", true, {x = 1}}, {id, function_id, mode, reset, globals})
+    assert.equal(fn, got_fn)
+    -- A function the worker has, nothing to reset, no globals: false.
+    assert.same({"task", 8, 3, false, "map", false, false}, protocol.task(8, 3, nil, "map"))
+    local init = protocol.init({path = "p"})
+    assert.equal("init", protocol.tag(init))
+    assert.same({path = "p"}, protocol.read_init(init))
+    local process = protocol.process(fn, {n = 1, 2}, {g = 1})
+    assert.equal("process", protocol.tag(process))
+    local target, args, process_globals = protocol.read_process(process)
+    assert.equal(fn, target)
+    assert.same({n = 1, 2}, args)
+    assert.same({g = 1}, process_globals)
+    assert.is_nil(protocol.tag(5))
+    assert.is_nil(protocol.tag({5}))
+  end)
+
+  it("the main process reads every message a worker builds, and nothing else", function()
+    assert.same({"answer", 5}, {protocol.read(protocol.answer(5, nil))})
+    local errs = {[2] = {message = "boom", kind = "task"}}
+    local kind, id, got = protocol.read(protocol.answer(5, errs))
+    assert.same({"answer", 5, errs}, {kind, id, got})
+    assert.is_true(protocol.valid_errors(errs, 2))
+    assert.is_false(protocol.valid_errors(errs, 1)) -- an index past the task's items
+    assert.is_false(protocol.valid_errors({{message = 1}}, 1))
+    assert.is_false(protocol.valid_errors({{message = "m", kind = 2}}, 1))
+    assert.equal("ready", protocol.read(protocol.ready()))
+    local info = {message = "init failed", traceback = "tb"}
+    assert.same({"init_error", info}, {protocol.read(protocol.init_error(info))})
+    for _, message in ipairs{"x", 1.5, true, {}, {"nonsense"}, {"init_error", {message = 7}},
+        {"init_error"}, {"task", 1, 1, false, "map", false, false}} do
+      assert.equal("unknown", protocol.read(message))
+    end
+  end)
+
+  it("a forged message with metamethods runs none of them in the main process", function()
+    local ran = false
+    local trap = function() ran = true; error("ran") end
+    local forged = {
+      setmetatable({}, {__index = trap, __len = trap, __pairs = trap}),
+      setmetatable({"done", 1}, {__index = trap}),
+      setmetatable({"init_error"}, {__index = trap}),
+      {"init_error", setmetatable({}, {__index = trap})},
+      {"done", 1, setmetatable({}, {__index = trap, __pairs = trap})},
+    }
+    for _, message in ipairs(forged) do
+      local kind, _, errs = protocol.read(message)
+      if kind == "answer" and errs then protocol.valid_errors(errs, 1) end
+      protocol.describe(message)
+    end
+    assert.is_false(ran)
+  end)
+
+  -- A stand-in for a worker that sends back every frame it is given (cat
+  -- on its channel): what the main process reads is what it wrote.
+  it("the C fast path writes the message protocol.task builds", function()
+    local echoed = {}
+    local exited = false
+    local handle = core.spawn("/bin/sh", {"/bin/sh", "-c", "exec cat <&3 >&3"},
+      function(message, payload)
+        echoed[#echoed + 1] = {message = message, values = payload and core.payload_value(payload)}
+      end,
+      function() exited = true end)
+    local payload = core.encode_list({10, "twenty", {30}}, 1, 3)
+    handle:send_task(41, 6, "star", payload)
+    handle:send(protocol.task(41, 6, false, "star", false, false), payload)
+    local deadline = core.hrtime() + 30
+    while #echoed < 2 and core.hrtime() < deadline do core.run_once(true) end
+    handle:close_input()
+    while not exited and core.hrtime() < deadline do core.run_once(true) end
+    assert.equal(2, #echoed)
+    assert.same(echoed[2].message, echoed[1].message)
+    assert.same({protocol.read_task(echoed[2].message)}, {protocol.read_task(echoed[1].message)})
+    assert.same({10, "twenty", {30}, n = 3}, echoed[1].values)
+    assert.same(echoed[2].values, echoed[1].values)
+    assert.is_true(exited)
+    assert.is_true(helpers.no_children())
+  end)
+
+  it("a worker given a message it does not know says so and exits; the pool replaces it",
+    function()
+    local status, out, err = helpers.run_lua([[
+      local lmp = require "lmp"
+      local pool <close> = lmp.Pool(1)
+      local w = pool.workers[1]
+      local first = pool:apply_async(function() return "first" end, {})
+      -- Queued on the channel behind the task: read once it is answered.
+      w.handle:send({"no such message"})
+      print(first:get(30))
+      local deadline = require("lmp.core").hrtime() + 30
+      while (#pool.workers == 0 or pool.workers[1] == w) and require("lmp.core").hrtime() < deadline do
+        lmp.sleep(0.01)
+      end
+      print(pool:apply(function() return "after" end, {}))
+    ]], helpers.runner)
+    assert.equal(0, status, err)
+    assert.equal("first\nafter\n", out)
+    assert.matches("a message it does not know (no such message)", err, 1, true)
+  end)
+end)
