@@ -22,8 +22,7 @@
 #include <uv.h>
 
 #include "channel.h"
-#include "inbox.h"
-#include "lmp_internal.h"
+#include "transport.h"
 
 #define CHILD_META "lmp.WorkerProcess"
 #define LMP_MAX_PASSED_FDS 32
@@ -71,10 +70,6 @@ static void remove_live(child *c) {
   c->prev = c->next = NULL;
 }
 
-static int forked_worker;
-
-int lmp__forked_worker(void) { return forked_worker; }
-
 /* The handle that tells of the worker's exit: libuv's process handle, or
  * the poll on a forked worker's pidfd. */
 static uv_handle_t *exit_handle(child *c) {
@@ -87,7 +82,9 @@ static void signal_child(child *c, int sig) {
   else uv_process_kill(&c->process, sig);
 }
 
-int lmp__receiving(void) {
+/* Whether part of a message from a worker has arrived and the rest is on
+ * its way: the probe the loop asks before it spins (lmp__receiving). */
+static int receiving(void) {
   child *c;
   for (c = live_children; c; c = c->next)
     if (c->inbox.bytes.len > c->inbox.used) return 1;
@@ -595,9 +592,15 @@ static void close_from(int from) {
 
 /* In the child of core.fork_worker: becomes the worker on `fd`, running in
  * the Lua state it inherited, and never returns. */
+static int (*forked_worker_run)(lua_State *L, long parent);
+
+void lmp__on_forked_worker(int (*run)(lua_State *L, long parent)) {
+  forked_worker_run = run;
+}
+
 static LMP_NORETURN void run_forked_worker(lua_State *L, int fd, long parent) {
   int status = 1;
-  forked_worker = 1;
+  lmp__become_forked_worker();
   /* The parent's workers are its to kill, not ours; the list stays
    * reachable (not leaked: it is the parent's memory, copied). */
   inherited_children = live_children;
@@ -608,7 +611,7 @@ static LMP_NORETURN void run_forked_worker(lua_State *L, int fd, long parent) {
     close(fd);
   }
   close_from(LMP_CHANNEL_FD + 1);
-  if (lmp__become_worker(parent) == 0) status = lmp__run_worker(L);
+  if (forked_worker_run) status = forked_worker_run(L, parent);
   lmp__flush_feeders(); /* what it put on queues, as exit() would */
   fflush(NULL);
   _exit(status);
@@ -631,7 +634,7 @@ static int core_fork_worker(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
   luaL_checktype(L, 2, LUA_TFUNCTION);
   lua_settop(L, 2);
-  if (forked_worker)
+  if (lmp__forked_worker())
     return luaL_error(L, "lmp: a forked worker cannot start workers of its own; use the "
                          "'spawn' start method for nested pools");
   loop = lmp__loop(L);
@@ -1018,9 +1021,21 @@ static int core_kill(lua_State *L) {
   return 1;
 }
 
+static int core_cpu_count(lua_State *L) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  lua_pushinteger(L, n > 0 ? n : 1);
+  return 1;
+}
+
+static int core_getpid(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)getpid());
+  return 1;
+}
+
 static const luaL_Reg process_functions[] = {
     {"spawn", core_spawn}, {"fork_worker", core_fork_worker}, {"kill", core_kill},
     {"payload_value", core_payload_value}, {"payload_into", core_payload_into},
+    {"cpu_count", core_cpu_count}, {"getpid", core_getpid},
     {NULL, NULL}};
 
 void lmp__open_process(lua_State *L) {
@@ -1034,5 +1049,5 @@ void lmp__open_process(lua_State *L) {
   }
   lua_rawsetp(L, LUA_REGISTRYINDEX, &child_meta_key);
   luaL_setfuncs(L, process_functions, 0);
-  lmp__open_channel(L);
+  lmp__loop_watch_receiving(receiving);
 }

@@ -20,8 +20,7 @@
 #include <unistd.h>
 
 #include "channel.h"
-#include "inbox.h"
-#include "lmp_internal.h"
+#include "transport.h"
 
 #define SERVER_META "lmp.Server"
 

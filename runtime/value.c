@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lmp_internal.h"
+#include "value.h"
 
 /* Numbers and counts are stored in the host's byte order, which the format
  * defines as little-endian (value_format.md). */
