@@ -34,9 +34,9 @@ LDFLAGS_ALL = $(SANFLAGS) $(LDFLAGS)
 #   embedding
 RUNTIME := memory buffer \
            inbox \
-           error names value payload \
+           error names encode decode payload \
            loop \
-           sigpipe digest tracker terminal shared feeder channel process server \
+           sigpipe digest tracker terminal shared feeder channel process spawn server \
            worker interrupt \
            core embed
 OBJECTS := $(RUNTIME:%=$(BUILD)/obj/%.o) $(BUILD)/obj/lua_sources.o

@@ -1,7 +1,7 @@
 /* The layer of transports and OS objects: SIGPIPE shielding (sigpipe.c),
  * digests (digest.c), the resource tracker (tracker.c), the terminal
  * (terminal.c), shared memory (shared.c), feeders (feeder.c), worker
- * processes (spawn.c, process.c) and servers (server.c). The channel has
+ * processes (process.c, spawn.c) and servers (server.c). The channel has
  * its own header (channel.h). Internal; uses only the layers below it. */
 #ifndef LMP_TRANSPORT_H
 #define LMP_TRANSPORT_H
@@ -83,13 +83,14 @@ int lmp__feeder_adopt(int fd);
 /* process.c: kills and reaps every worker still running; returns how many.
  * Used on Ctrl-C. */
 int lmp__kill_all_workers(void);
-/* process.c: how a forked worker runs (the worker layer registers it when
+/* spawn.c: how a forked worker runs (the worker layer registers it when
  * lmp.core opens): given the Lua state it inherited and its parent's pid,
  * returns the exit status. Without it, a forked worker exits with 1. */
 void lmp__on_forked_worker(int (*run)(lua_State *L, long parent));
 
 /* Each binding file adds its functions to the lmp.core table on top. */
 void lmp__open_process(lua_State *L);
+void lmp__open_spawn(lua_State *L);
 void lmp__open_shared(lua_State *L);
 void lmp__open_server(lua_State *L);
 void lmp__open_digest(lua_State *L);

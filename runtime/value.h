@@ -1,4 +1,4 @@
-/* The value format layer: the encoder and decoder (value.c, see
+/* The value format layer: the encoder and decoder (encode.c, decode.c, see
  * value_format.md), names (names.c), error objects (error.c) and payloads,
  * values encoded once and sent as they are (payload.c). Internal; uses
  * only the layers below it (memory, buffer). */
@@ -20,7 +20,7 @@
 #define LMP_NORETURN
 #endif
 
-/* value.c: the value format (see value_format.md). */
+/* encode.c, decode.c: the value format (see value_format.md). */
 #define LMP_FORMAT_VERSION 1
 #define LMP_MAX_DEPTH 200
 /* The levels a message may wrap around the values it carries (an

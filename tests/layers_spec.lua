@@ -58,7 +58,7 @@ describe("the runtime's layers", function()
     -- A header named after a file belongs to that file's layer; these
     -- headers declare a whole layer. lmp.h is the public API, for all.
     local header_layer = {
-      value = layer_of.value, transport = layer_of.process, worker = layer_of.worker,
+      value = layer_of.encode, value_tags = layer_of.encode, transport = layer_of.process, worker = layer_of.worker,
     }
     for _, files in ipairs(layers) do
       for _, name in ipairs(files) do
