@@ -1,6 +1,7 @@
-/* The worker process handle (lmp.WorkerProcess), shared by the files that
- * make one (spawn.c: the spawn and fork start methods) and the file that
- * runs it (process.c: its channel, frames, exit watch and methods). Part
+/* The worker process handle (lmp.WorkerProcess), shared by the file that
+ * writes on its channel (process_send.c), the file that runs it
+ * (process.c: reading its channel, its exit watch, its methods) and the
+ * file that makes one (spawn.c: the spawn and fork start methods). Part
  * of the transport layer; internal. */
 #ifndef LMP_PROCESS_H
 #define LMP_PROCESS_H
@@ -39,7 +40,7 @@ typedef struct child {
   struct child *prev, *next; /* the live workers, for an interrupt */
 } child;
 
-/* Closes one of the handle's libuv handles; the last one closed frees it
+/* process.c: closes one of the handle's libuv handles; the last one closed frees it
  * once Lua let go. */
 void lmp__child_close_handle(uv_handle_t *handle);
 /* How the handle learns of its worker's exit: libuv's exit callback for a
@@ -52,6 +53,23 @@ void lmp__child_on_sigchld(uv_signal_t *handle, int signum);
  * Lua callbacks at on_message and on_message + 1, the box at the top.
  * Returns 1 (the box). */
 int lmp__child_started(lua_State *L, child *c, child **box, int on_message);
+/* process_send.c: the handle's metatable key, the handle at stack index 1
+ * (raises if it is not one or is closed), and a signal to its worker. */
+extern const char lmp__child_meta_key;
+child *lmp__check_child(lua_State *L);
+void lmp__child_signal(child *c, int sig);
+/* Corking: between lmp__child_cork and lmp__child_uncork (nested), small
+ * frames wait in their worker's outbox; the last uncork writes them, one
+ * write per worker. */
+void lmp__child_cork(void);
+void lmp__child_uncork(void);
+/* Takes the handle off the list of outboxes to write at uncork. */
+void lmp__child_unlist_flush(child *c);
+/* The sending methods: handle:send, handle:send_task, handle:close_input. */
+int lmp__child_send(lua_State *L);
+int lmp__child_send_task(lua_State *L);
+int lmp__child_close_input(lua_State *L);
+
 /* In a forked worker: the handles it inherited are its parent's, not to
  * be killed or reaped here. */
 void lmp__child_forget_parents(void);

@@ -1,8 +1,9 @@
 /* The layer of transports and OS objects: SIGPIPE shielding (sigpipe.c),
  * digests (digest.c), the resource tracker (tracker.c), the terminal
  * (terminal.c), shared memory (shared.c), feeders (feeder.c), worker
- * processes (process.c, spawn.c) and servers (server.c). The channel has
- * its own header (channel.h). Internal; uses only the layers below it. */
+ * processes (process_send.c, process.c, spawn.c) and servers (server.c).
+ * The channel and the worker process handle have their own headers
+ * (channel.h, process.h). Internal; uses only the layers below it. */
 #ifndef LMP_TRANSPORT_H
 #define LMP_TRANSPORT_H
 
