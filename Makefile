@@ -26,8 +26,19 @@ CFLAGS_ALL = -std=c99 -Wall -Wextra $(WERROR) -fPIC -D_GNU_SOURCE $(OPTFLAGS) $(
              $(LUA_CFLAGS) $(UV_CFLAGS) -Iruntime -I$(BUILD)/gen $(CFLAGS)
 LDFLAGS_ALL = $(SANFLAGS) $(LDFLAGS)
 
-# The runtime: one file per concern (see README "Architecture").
-RUNTIME := buffer memory value names error loop inbox process channel feeder worker interrupt shared server digest tracker terminal embed core
+# The runtime: one file per concern, in layers (docs/architecture.md), listed
+# bottom up; a file uses only files of its own layer listed before it and
+# those of the layers below (tools/layers.sh checks the graph has no cycle).
+#   memory and buffers | frames and inbox | the value format | the loop |
+#   transports and OS objects | worker and Ctrl-C | the Lua binding and
+#   embedding
+RUNTIME := memory buffer \
+           inbox \
+           error names encode decode payload \
+           loop \
+           sigpipe digest tracker terminal shared feeder channel process_send process spawn server \
+           worker interrupt \
+           core embed
 OBJECTS := $(RUNTIME:%=$(BUILD)/obj/%.o) $(BUILD)/obj/lua_sources.o
 LUA_MODULES := $(wildcard lua/lmp/*.lua)
 

@@ -15,8 +15,7 @@
 #include <unistd.h>
 
 #include "channel.h"
-#include "inbox.h"
-#include "lmp_internal.h"
+#include "transport.h"
 
 #define RECV_BOX_META "lmp.RecvBuffer"
 
@@ -76,12 +75,6 @@ static int write_full(int fd, const char *p, size_t n) {
     n -= (size_t)r;
   }
   return 0;
-}
-
-size_t lmp__frame_message(lua_State *L, const char *body, size_t n) {
-  uint32_t message = n >= 4 ? lmp__u32_at(body) : 0;
-  if (n < 4 || message > n - 4) luaL_error(L, "lmp: malformed frame on the channel");
-  return message;
 }
 
 void lmp__decode_frame(lua_State *L, const char *body, size_t n) {

@@ -9,7 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "lmp_internal.h"
+#include "transport.h"
 
 /* FIPS 180-4, 4.2.2: the first 32 bits of the fractional parts of the cube
  * roots of the first 64 primes. */

@@ -1,6 +1,9 @@
-/* luaopen_lmp: the whole module from the library alone. The Lua modules
- * compiled into the library are installed as package.preload entries, so
- * a host, the runner and workers never search package.path for them. */
+/* Embedding: luaopen_lmp, the whole module from the library alone, lmp_run
+ * and lmp_worker_main, which turns a process started by a pool into a
+ * worker. The Lua modules compiled into the library are installed as
+ * package.preload entries, so a host, the runner and workers never search
+ * package.path for them. */
+#include <stdlib.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -8,7 +11,7 @@
 
 #include "embed.h"
 #include "lmp.h"
-#include "lmp_internal.h"
+#include "worker.h"
 
 static int load_embedded(lua_State *L) {
   const lmp__lua_source *source = lua_touserdata(L, lua_upvalueindex(1));
@@ -19,7 +22,7 @@ static int load_embedded(lua_State *L) {
   return 1;
 }
 
-void lmp__install_preload(lua_State *L) {
+static void install_preload(lua_State *L) {
   const lmp__lua_source *source;
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   for (source = lmp__lua_sources; source->module; source++) {
@@ -33,7 +36,7 @@ void lmp__install_preload(lua_State *L) {
 }
 
 int luaopen_lmp(lua_State *L) {
-  lmp__install_preload(L);
+  install_preload(L);
   lua_getglobal(L, "require");
   lua_pushstring(L, "lmp");
   lua_call(L, 1, 1);
@@ -48,4 +51,20 @@ int lmp_run(lua_State *L) {
   lua_remove(L, -2);
   if (lua_pcall(L, 0, 0, 0) != LUA_OK) return -1;
   return 0;
+}
+
+int lmp_worker_main(int argc, char **argv, lmp_setup_fn setup, void *ud) {
+  lua_State *L;
+  int status;
+  if (argc < 3 || strcmp(argv[1], LMP_WORKER_FLAG) != 0) return -1;
+  if (lmp__become_worker(strtol(argv[2], NULL, 10)) != 0) return 1;
+  L = luaL_newstate();
+  if (L == NULL) return 1;
+  lmp_use_huge_pages(L);
+  luaL_openlibs(L);
+  install_preload(L);
+  if (setup) setup(L, ud);
+  status = lmp__run_worker(L);
+  lua_close(L);
+  return status;
 }

@@ -4,7 +4,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 
-#include "lmp_internal.h"
+#include "value.h"
 
 static int error_tostring(lua_State *L) {
   luaL_Buffer b;
@@ -62,4 +62,17 @@ void lmp__raisef(lua_State *L, const char *format, ...) {
   va_end(args);
   lua_error(L);
   abort(); /* not reached: lua_error does not return */
+}
+
+/* core.error(kind, message) -> an error object, made and not raised. */
+static int error_new(lua_State *L) {
+  lmp__push_error(L, luaL_checkstring(L, 1), luaL_checkstring(L, 2));
+  return 1;
+}
+
+void lmp__open_error(lua_State *L) {
+  lmp__push_error_meta(L);
+  lua_setfield(L, -2, "Error");
+  lua_pushcfunction(L, error_new);
+  lua_setfield(L, -2, "error");
 }

@@ -22,8 +22,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "channel.h"
-#include "lmp_internal.h"
+#include "inbox.h"
+#include "transport.h"
 
 #define FEEDER_META "lmp.QueueFeeder"
 #define WRITE_LOCK_BYTE 0

@@ -2,7 +2,7 @@
 
 #include <string.h>
 
-#include "channel.h"
+#include <lauxlib.h>
 
 #define INBOX_CHUNK 65536
 #define INBOX_KEEP (1 << 20)
@@ -61,4 +61,10 @@ int lmp__inbox_frames(lmp_inbox *in, void (*deliver)(void *ctx, const char *body
 void lmp__inbox_free(lmp_inbox *in) {
   lmp__buffer_free(&in->bytes);
   in->used = 0;
+}
+
+size_t lmp__frame_message(lua_State *L, const char *body, size_t n) {
+  uint32_t message = n >= 4 ? lmp__u32_at(body) : 0;
+  if (n < 4 || message > n - 4) luaL_error(L, "lmp: malformed frame on the channel");
+  return message;
 }

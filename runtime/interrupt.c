@@ -10,7 +10,7 @@
 
 #include <uv.h>
 
-#include "lmp_internal.h"
+#include "worker.h"
 
 static uv_async_t interrupt_async;
 static lua_State *interrupted_state;
@@ -49,6 +49,15 @@ static void on_sigint(int sig) {
                 LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
 
+/* Called when the lua_State closes: the handler must not touch it after. */
+static void close_interrupt(void) {
+  if (!installed) return;
+  sigaction(SIGINT, &previous_action, NULL);
+  interrupted_state = NULL;
+  uv_close((uv_handle_t *)&interrupt_async, NULL);
+  installed = 0;
+}
+
 /* core.handle_interrupts(): installed when the first pool starts. */
 static int core_handle_interrupts(lua_State *L) {
   struct sigaction action;
@@ -65,54 +74,8 @@ static int core_handle_interrupts(lua_State *L) {
   sigemptyset(&action.sa_mask);
   sigaction(SIGINT, &action, &previous_action);
   installed = 1;
+  lmp__loop_at_close(close_interrupt);
   return 0;
-}
-
-/* Called when the lua_State closes: the handler must not touch it after. */
-void lmp__close_interrupt(void) {
-  if (!installed) return;
-  sigaction(SIGINT, &previous_action, NULL);
-  interrupted_state = NULL;
-  uv_close((uv_handle_t *)&interrupt_async, NULL);
-  installed = 0;
-}
-
-/* SIGPIPE. Python ignores it for the whole process, and can, since every
- * failed write raises there; Lua's print ignores a failed write, so a
- * script whose reader went away (`lmp script.lua | head`) would print for
- * ever, and the programs it starts would inherit the ignored signal. So
- * the default stays, and only the writes lmp makes on its channels are
- * shielded: a worker that died must show up as its exit, not kill the
- * main process. A handler, unlike SIG_IGN, is reset to the default in a
- * program the script executes. */
-static volatile sig_atomic_t sigpipe_shield;
-
-static void on_sigpipe(int sig) {
-  struct sigaction action;
-  if (sigpipe_shield > 0) return; /* lmp's write: it fails with EPIPE */
-  /* Someone else's write: what the default does. The signal is blocked
-   * while this runs and arrives again when it returns. */
-  memset(&action, 0, sizeof action);
-  action.sa_handler = SIG_DFL;
-  sigemptyset(&action.sa_mask);
-  sigaction(sig, &action, NULL);
-  raise(sig);
-}
-
-void lmp__guard_sigpipe(void) {
-  struct sigaction current, action;
-  if (sigaction(SIGPIPE, NULL, &current) != 0 || (current.sa_flags & SA_SIGINFO) ||
-      current.sa_handler != SIG_DFL)
-    return; /* ignored or handled by the host already: its choice */
-  memset(&action, 0, sizeof action);
-  action.sa_handler = on_sigpipe;
-  sigemptyset(&action.sa_mask);
-  action.sa_flags = SA_RESTART;
-  sigaction(SIGPIPE, &action, NULL);
-}
-
-void lmp__shield_sigpipe(int delta) {
-  sigpipe_shield += delta;
 }
 
 static const luaL_Reg interrupt_functions[] = {

@@ -10,7 +10,7 @@
 #include <uv.h>
 
 #include "lmp.h"
-#include "lmp_internal.h"
+#include "loop.h"
 
 #define LOOP_STATE_META "lmp.LoopState"
 #define TIMER_META "lmp.Timer"
@@ -99,6 +99,18 @@ static void on_check(uv_check_t *handle) {
   state->running = 0;
 }
 
+/* Process-wide state the loop consults. It lives here, the lowest layer
+ * that needs it; the layers above set it. */
+static int forked_worker;
+static int (*receiving_probe)(void);
+static void (*at_close)(void);
+
+int lmp__forked_worker(void) { return forked_worker; }
+void lmp__become_forked_worker(void) { forked_worker = 1; }
+int lmp__receiving(void) { return receiving_probe ? receiving_probe() : 0; }
+void lmp__loop_watch_receiving(int (*probe)(void)) { receiving_probe = probe; }
+void lmp__loop_at_close(void (*hook)(void)) { at_close = hook; }
+
 /* Runs when the lua_State closes, after every object made later has been
  * finalized: their handles are closing, so a few turns free them. It is
  * made when lmp first needs the loop, after luv if luv is used, so it runs
@@ -107,7 +119,7 @@ static int loop_state_gc(lua_State *L) {
   loop_state *state = luaL_checkudata(L, 1, LOOP_STATE_META);
   int i;
   if (state->loop == NULL || state->running) return 0;
-  lmp__close_interrupt();
+  if (at_close) at_close();
   uv_close((uv_handle_t *)&state->drainer, NULL);
   state->L = NULL;
   for (i = 0; i < 4; i++) uv_run(state->loop, UV_RUN_NOWAIT);
@@ -148,7 +160,10 @@ uv_loop_t *lmp__loop(lua_State *L) {
   if (uv_check_start(&state->drainer, on_check) != 0) luaL_error(L, "lmp: cannot use the event loop");
   uv_unref((uv_handle_t *)&state->drainer);
   /* Should the script load luv later, lmp's loop joins luv's then. */
-  if (loop != luv_loop_of(L)) lmp__names_watch_loaded(L);
+  if (loop != luv_loop_of(L)) {
+    lmp__names_on_luv_loaded(lmp__loop_luv_loaded);
+    lmp__names_watch_loaded(L);
+  }
   return loop;
 }
 

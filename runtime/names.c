@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lmp_internal.h"
+#include "value.h"
 
 static const char names_map_key = 'm';   /* registry: value -> record */
 static const char registered_key = 'r';  /* registry: name -> value */
@@ -95,12 +95,20 @@ static void build_map(lua_State *L, int loaded) {
   }
 }
 
+/* Set by the loop layer before it watches package.loaded for luv. */
+static void (*luv_loaded_hook)(lua_State *L);
+
+void lmp__names_on_luv_loaded(void (*hook)(lua_State *L)) {
+  luv_loaded_hook = hook;
+}
+
 static const char names_gen_key = 'g';   /* registry: package.loaded generation */
 static const char map_gen_key = 'G';     /* registry: generation the map was built at */
 
 /* package.loaded[k] = v for a new k (require, luaL_requiref) bumps the
  * generation, so the map is rebuilt only after a module was added; and
- * luv arriving after lmp made its loop is joined to it (loop.c). */
+ * luv arriving after lmp made its loop is joined to it (the loop layer's
+ * hook). */
 static int loaded_newindex(lua_State *L) {
   lua_Integer g;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &names_gen_key);
@@ -112,8 +120,9 @@ static int loaded_newindex(lua_State *L) {
   lua_pushvalue(L, 2);
   lua_pushvalue(L, 3);
   lua_rawset(L, 1);
-  if (lua_type(L, 2) == LUA_TSTRING && strcmp(lua_tostring(L, 2), "luv") == 0)
-    lmp__loop_luv_loaded(L);
+  if (luv_loaded_hook && lua_type(L, 2) == LUA_TSTRING &&
+      strcmp(lua_tostring(L, 2), "luv") == 0)
+    luv_loaded_hook(L);
   return 0;
 }
 
@@ -324,7 +333,16 @@ static int core_take_missing_names(lua_State *L) {
   return 1;
 }
 
+static int names_register(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  luaL_checkany(L, 2);
+  if (lua_isnil(L, 2)) luaL_argerror(L, 2, "value expected, got nil");
+  lmp__names_register(L, name, 2);
+  return 0;
+}
+
 static const luaL_Reg names_functions[] = {
+    {"register", names_register},
     {"lenient_names", core_lenient_names},
     {"take_missing_names", core_take_missing_names},
     {NULL, NULL}};

@@ -22,36 +22,7 @@
 #include <uv.h>
 
 #include "channel.h"
-#include "inbox.h"
-#include "lmp_internal.h"
-
-#define CHILD_META "lmp.WorkerProcess"
-#define LMP_MAX_PASSED_FDS 32
-
-typedef struct child {
-  uv_process_t process; /* a spawned worker's; */
-  uv_poll_t exit_watch; /* a forked one's: its pidfd turns readable at exit, */
-  uv_signal_t sigchld;  /* or, without pidfd (old kernels, valgrind), SIGCHLD */
-  int forked, by_pidfd, pidfd;
-  long owner;           /* the process this handle belongs to */
-  uv_pipe_t channel;
-  lua_State *L; /* NULL once the Lua object is collected */
-  int on_message_ref;
-  int on_exit_ref;
-  int view_ref;   /* the payload view lent to on_message (deliver_frame) */
-  lmp_inbox inbox;
-  lmp_buffer outbox;  /* frames sent while corked (see on_read) */
-  struct child *flush_next;
-  int flush_pending;
-  int handles_open; /* freed when no handle is open and Lua let go */
-  int lua_owned;
-  int exited, eof, reported, input_closed;
-  int broken;   /* the channel carried garbage: it is read no more */
-  int64_t exit_status;
-  int term_signal;
-  int pid;
-  struct child *prev, *next; /* the live workers, for an interrupt */
-} child;
+#include "process.h"
 
 /* Every worker process still running, in all states: on Ctrl-C they are
  * killed and reaped before the process exits. */
@@ -71,10 +42,6 @@ static void remove_live(child *c) {
   c->prev = c->next = NULL;
 }
 
-static int forked_worker;
-
-int lmp__forked_worker(void) { return forked_worker; }
-
 /* The handle that tells of the worker's exit: libuv's process handle, or
  * the poll on a forked worker's pidfd. */
 static uv_handle_t *exit_handle(child *c) {
@@ -82,12 +49,16 @@ static uv_handle_t *exit_handle(child *c) {
   return c->by_pidfd ? (uv_handle_t *)&c->exit_watch : (uv_handle_t *)&c->sigchld;
 }
 
-static void signal_child(child *c, int sig) {
-  if (c->forked) kill(c->pid, sig);
-  else uv_process_kill(&c->process, sig);
+void lmp__child_forget_parents(void) {
+  /* The parent's workers are its to kill, not ours; the list stays
+   * reachable (not leaked: it is the parent's memory, copied). */
+  inherited_children = live_children;
+  live_children = NULL;
 }
 
-int lmp__receiving(void) {
+/* Whether part of a message from a worker has arrived and the rest is on
+ * its way: the probe the loop asks before it spins (lmp__receiving). */
+static int receiving(void) {
   child *c;
   for (c = live_children; c; c = c->next)
     if (c->inbox.bytes.len > c->inbox.used) return 1;
@@ -113,15 +84,6 @@ int lmp__kill_all_workers(void) {
   return n;
 }
 
-typedef struct write_request {
-  uv_write_t req;
-  char *data;             /* the frame's prefix and message (and a small
-                             payload, copied), ours to free */
-  lua_State *L;           /* the main thread, while `pin` holds a reference */
-  int pin;                /* a payload written from where it is: its Lua
-                             object, kept alive until written */
-} write_request;
-
 static void on_handle_closed(uv_handle_t *handle) {
   child *c = handle->data;
   if (--c->handles_open == 0 && !c->lua_owned) {
@@ -131,7 +93,7 @@ static void on_handle_closed(uv_handle_t *handle) {
   }
 }
 
-static void close_handle(uv_handle_t *handle) {
+void lmp__child_close_handle(uv_handle_t *handle) {
   if (!uv_is_closing(handle)) uv_close(handle, on_handle_closed);
 }
 
@@ -150,7 +112,7 @@ static void report_if_gone(child *c) {
   lua_State *L = c->L;
   if (!c->exited || !c->eof || c->reported) return;
   c->reported = 1;
-  close_handle((uv_handle_t *)&c->channel);
+  lmp__child_close_handle((uv_handle_t *)&c->channel);
   if (L == NULL) return;
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->on_exit_ref);
   lua_pushinteger(L, (lua_Integer)c->exit_status);
@@ -170,7 +132,7 @@ static void worker_exited(child *c, int64_t exit_status, int term_signal) {
   c->exited = 1;
   c->exit_status = exit_status;
   c->term_signal = term_signal;
-  close_handle(exit_handle(c));
+  lmp__child_close_handle(exit_handle(c));
   drain_channel(c);
   if (!c->eof) {
     c->eof = 1;
@@ -179,7 +141,7 @@ static void worker_exited(child *c, int64_t exit_status, int term_signal) {
   report_if_gone(c);
 }
 
-static void on_process_exit(uv_process_t *process, int64_t exit_status, int term_signal) {
+void lmp__child_on_exit(uv_process_t *process, int64_t exit_status, int term_signal) {
   worker_exited(process->data, exit_status, term_signal);
 }
 
@@ -205,14 +167,14 @@ static void reap_forked(child *c) {
 }
 
 /* A forked worker's pidfd is readable once it has exited. */
-static void on_pidfd(uv_poll_t *watch, int status, int events) {
+void lmp__child_on_pidfd(uv_poll_t *watch, int status, int events) {
   (void)status;
   (void)events;
   reap_forked(watch->data);
 }
 
 /* Any child's exit raises SIGCHLD: it may be this one's. */
-static void on_sigchld(uv_signal_t *handle, int signum) {
+void lmp__child_on_sigchld(uv_signal_t *handle, int signum) {
   (void)signum;
   reap_forked(handle->data);
 }
@@ -233,7 +195,7 @@ typedef struct payload_view {
 
 #define VIEW_META "lmp.PayloadView"
 
-static const char view_meta_key = 'v', child_meta_key = 'c';
+static const char view_meta_key = 'v';
 
 static payload_view *check_view(lua_State *L, int idx) {
   payload_view *view = lmp__to_class(L, idx, &view_meta_key);
@@ -337,52 +299,15 @@ static void deliver_frame(void *ctx, const char *body, size_t n) {
   lua_pop(L, 1);
 }
 
-/* Corking. The answers a read brings make the pool send the next tasks,
- * often several to the same worker: while they are handled, small frames
- * wait in the worker's outbox, and go out in one write per worker after
- * the last answer instead of one each. */
-static int corked;
-static child *flush_list;
-
-static int write_bytes(child *c, const char *data, size_t len);
-
-static void flush_outbox(child *c) {
-  if (c->outbox.len == 0) return;
-  if (!c->exited && !c->eof) write_bytes(c, c->outbox.data, c->outbox.len);
-  c->outbox.len = 0;
-  if (c->outbox.cap > 65536) lmp__buffer_free(&c->outbox);
-}
-
-static void unlist_flush(child *c) {
-  child **p;
-  if (!c->flush_pending) return;
-  for (p = &flush_list; *p; p = &(*p)->flush_next) {
-    if (*p == c) {
-      *p = c->flush_next;
-      break;
-    }
-  }
-  c->flush_pending = 0;
-}
-
-static void flush_all(void) {
-  while (flush_list) {
-    child *c = flush_list;
-    flush_list = c->flush_next;
-    c->flush_pending = 0;
-    flush_outbox(c);
-  }
-}
-
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   child *c = stream->data;
   (void)buf;
   if (nread > 0) {
     c->inbox.bytes.len += (size_t)nread;
-    corked++;
+    lmp__child_cork();
     if (lmp__inbox_frames(&c->inbox, deliver_frame, c) < 0) channel_broken(c, GARBAGE_HEADER);
     if (c->broken) c->inbox.bytes.len = c->inbox.used = 0;
-    if (--corked == 0) flush_all();
+    lmp__child_uncork();
   } else if (nread < 0) {
     uv_read_stop(stream);
     c->eof = 1;
@@ -398,7 +323,7 @@ static void drain_channel(child *c) {
   if (c->eof || c->broken || uv_is_closing((uv_handle_t *)&c->channel)) return;
   if (uv_fileno((uv_handle_t *)&c->channel, &fd) != 0) return;
   if (ioctl(fd, FIONREAD, &available) != 0) return;
-  corked++;
+  lmp__child_cork();
   while (available > 0) {
     uv_buf_t buf;
     ssize_t r;
@@ -414,152 +339,12 @@ static void drain_channel(child *c) {
     if (lmp__inbox_frames(&c->inbox, deliver_frame, c) < 0) channel_broken(c, GARBAGE_HEADER);
   }
   if (c->broken) c->inbox.bytes.len = c->inbox.used = 0;
-  if (--corked == 0) flush_all();
-}
-
-static child *check_child(lua_State *L) {
-  child **box = lmp__to_class(L, 1, &child_meta_key);
-  if (box == NULL) luaL_typeerror(L, 1, CHILD_META);
-  if (*box == NULL) luaL_error(L, "lmp: worker process handle is closed");
-  return *box;
-}
-
-static int child_started(lua_State *L, child *c, child **box, int on_message);
-
-/* Descriptors the script opened itself (io.open, io.popen, a luv socket)
- * have no close-on-exec flag, so a worker would inherit every one and keep
- * it open for its whole life: the reader of an io.popen pipe would not see
- * end of file while workers live. Python's spawn closes them in the child;
- * lmp's child cannot tell them from its own, so the parent marks them
- * close-on-exec for the moment of the spawn (libuv's child clears the flag
- * on the descriptors it is told to pass) and clears the marks afterwards,
- * so that the script's own children (os.execute, io.popen) inherit them
- * as before. Descriptors from the soft RLIMIT_NOFILE up are left alone:
- * valgrind keeps its own there. Returns the marked descriptors (to give
- * to unmark_descriptors), or NULL with *count 0 if none or out of memory,
- * in which case the child simply inherits them, as before. */
-static int *mark_descriptors(int *count) {
-  struct rlimit limit;
-  long ceiling = LONG_MAX;
-  int *marked = NULL, capacity = 0, self;
-  DIR *dir;
-  struct dirent *entry;
-  *count = 0;
-  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY)
-    ceiling = (long)limit.rlim_cur;
-  dir = opendir("/proc/self/fd");
-  if (dir == NULL) return NULL;
-  self = dirfd(dir);
-  while ((entry = readdir(dir)) != NULL) {
-    char *end;
-    long fd = strtol(entry->d_name, &end, 10);
-    int flags;
-    if (*end != '\0' || end == entry->d_name || fd < 3 || fd >= ceiling || fd == self) continue;
-    flags = fcntl((int)fd, F_GETFD);
-    if (flags < 0 || (flags & FD_CLOEXEC)) continue;
-    if (*count == capacity) {
-      int *grown = realloc(marked, (size_t)(capacity ? capacity * 2 : 16) * sizeof *marked);
-      if (grown == NULL) break;
-      marked = grown;
-      capacity = capacity ? capacity * 2 : 16;
-    }
-    if (fcntl((int)fd, F_SETFD, flags | FD_CLOEXEC) == 0) marked[(*count)++] = (int)fd;
-  }
-  closedir(dir);
-  if (*count == 0) {
-    free(marked);
-    return NULL;
-  }
-  return marked;
-}
-
-static void unmark_descriptors(int *marked, int count) {
-  int i;
-  for (i = 0; i < count; i++) {
-    int flags = fcntl(marked[i], F_GETFD);
-    if (flags >= 0) fcntl(marked[i], F_SETFD, flags & ~FD_CLOEXEC);
-  }
-  free(marked);
-}
-
-/* core.spawn(file, args, on_message, on_exit [, fds]) -> handle */
-static int core_spawn(lua_State *L) {
-  const char *file = luaL_checkstring(L, 1);
-  uv_process_options_t options;
-  uv_stdio_container_t stdio[4 + LMP_MAX_PASSED_FDS];
-  char *args[64];
-  int nargs, npassed = 0, i, r, nmarked, *marked;
-  child **box, *c;
-  uv_loop_t *loop;
-  luaL_checktype(L, 2, LUA_TTABLE);
-  luaL_checktype(L, 3, LUA_TFUNCTION);
-  luaL_checktype(L, 4, LUA_TFUNCTION);
-  nargs = (int)lua_rawlen(L, 2);
-  if (nargs > 62) return luaL_argerror(L, 2, "too many arguments");
-  for (i = 0; i < nargs; i++) {
-    lua_rawgeti(L, 2, i + 1);
-    args[i] = (char *)luaL_checkstring(L, -1); /* anchored by the table */
-    lua_pop(L, 1);
-  }
-  args[nargs] = NULL;
-  /* Optional 5th argument: descriptors the child inherits as fd 4, 5, ...
-   * (the connections an lmp.Process was given). */
-  if (!lua_isnoneornil(L, 5)) {
-    luaL_checktype(L, 5, LUA_TTABLE);
-    npassed = (int)lua_rawlen(L, 5);
-    if (npassed > LMP_MAX_PASSED_FDS) return luaL_argerror(L, 5, "too many descriptors");
-  }
-  loop = lmp__loop(L); /* may refuse: before anything is allocated */
-  box = lua_newuserdatauv(L, sizeof *box, 0);
-  *box = NULL;
-  luaL_setmetatable(L, CHILD_META);
-  c = calloc(1, sizeof *c);
-  if (c == NULL || uv_pipe_init(loop, &c->channel, 0) != 0) {
-    free(c);
-    return luaL_error(L, "lmp: cannot make a channel for a worker");
-  }
-  memset(&options, 0, sizeof options);
-  memset(stdio, 0, sizeof stdio);
-  c->channel.data = c;
-  c->process.data = c;
-  for (i = 0; i < 3; i++) {
-    stdio[i].flags = UV_INHERIT_FD;
-    stdio[i].data.fd = i;
-  }
-  stdio[3].flags = UV_CREATE_PIPE | UV_READABLE_PIPE | UV_WRITABLE_PIPE;
-  stdio[3].data.stream = (uv_stream_t *)&c->channel;
-  for (i = 0; i < npassed; i++) {
-    lua_rawgeti(L, 5, i + 1);
-    stdio[4 + i].flags = UV_INHERIT_FD;
-    stdio[4 + i].data.fd = (int)lua_tointeger(L, -1);
-    lua_pop(L, 1);
-  }
-  options.file = file;
-  options.args = args;
-  options.stdio = stdio;
-  options.stdio_count = 4 + npassed;
-  options.exit_cb = on_process_exit;
-  marked = mark_descriptors(&nmarked);
-  r = uv_spawn(loop, &c->process, &options);
-  if (marked != NULL) unmark_descriptors(marked, nmarked);
-  c->handles_open = 2;
-  c->lua_owned = 1;
-  if (r != 0) {
-    c->lua_owned = 0;
-    c->exited = c->eof = c->reported = 1;
-    close_handle((uv_handle_t *)&c->process);
-    close_handle((uv_handle_t *)&c->channel);
-    lua_pushfstring(L, "cannot start worker '%s': %s", file, uv_strerror(r));
-    lmp__push_error(L, "worker_lost", lua_tostring(L, -1));
-    return lua_error(L);
-  }
-  c->pid = c->process.pid;
-  return child_started(L, c, box, 3);
+  lmp__child_uncork();
 }
 
 /* The parent's side once a worker runs, whichever way it was started: the
  * Lua callbacks at on_message and on_message + 1, the box at the top. */
-static int child_started(lua_State *L, child *c, child **box, int on_message) {
+int lmp__child_started(lua_State *L, child *c, child **box, int on_message) {
   uv_os_fd_t fd;
   if (uv_fileno((uv_handle_t *)&c->channel, &fd) == 0) lmp__widen_socket(fd);
   c->owner = (long)getpid();
@@ -575,368 +360,20 @@ static int child_started(lua_State *L, child *c, child **box, int on_message) {
     /* Nothing it says could be heard: it ends now, and its exit is
      * reported as any worker's death is. */
     c->eof = 1;
-    signal_child(c, SIGKILL);
+    lmp__child_signal(c, SIGKILL);
   }
   return 1;
-}
-
-/* Closes every descriptor from `from` on (close_range, or one by one
- * where the kernel lacks it). */
-static void close_from(int from) {
-#ifdef SYS_close_range
-  if (syscall(SYS_close_range, (unsigned)from, ~0U, 0) == 0) return;
-#endif
-  {
-    long max = sysconf(_SC_OPEN_MAX), fd;
-    if (max < 0 || max > 65536) max = 65536;
-    for (fd = from; fd < max; fd++) close((int)fd);
-  }
-}
-
-/* In the child of core.fork_worker: becomes the worker on `fd`, running in
- * the Lua state it inherited, and never returns. */
-static LMP_NORETURN void run_forked_worker(lua_State *L, int fd, long parent) {
-  int status = 1;
-  forked_worker = 1;
-  /* The parent's workers are its to kill, not ours; the list stays
-   * reachable (not leaked: it is the parent's memory, copied). */
-  inherited_children = live_children;
-  live_children = NULL;
-  signal(SIGCHLD, SIG_DFL);
-  if (fd != LMP_CHANNEL_FD) {
-    dup2(fd, LMP_CHANNEL_FD);
-    close(fd);
-  }
-  close_from(LMP_CHANNEL_FD + 1);
-  if (lmp__become_worker(parent) == 0) status = lmp__run_worker(L);
-  lmp__flush_feeders(); /* what it put on queues, as exit() would */
-  fflush(NULL);
-  _exit(status);
-}
-
-/* core.fork_worker(on_message, on_exit) -> handle, as core.spawn gives: the
- * "fork" start method. The child is a copy of this process, with the
- * script and everything it loaded already there: no executable to load,
- * no Lua to start, so a pool is ready in a fraction of the time. */
-static void free_unstarted(uv_handle_t *handle) {
-  free(handle->data);
-}
-
-static int core_fork_worker(lua_State *L) {
-  int fds[2], pidfd, r;
-  pid_t pid;
-  long parent = (long)getpid();
-  child **box, *c;
-  uv_loop_t *loop;
-  luaL_checktype(L, 1, LUA_TFUNCTION);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
-  lua_settop(L, 2);
-  if (forked_worker)
-    return luaL_error(L, "lmp: a forked worker cannot start workers of its own; use the "
-                         "'spawn' start method for nested pools");
-  loop = lmp__loop(L);
-  box = lua_newuserdatauv(L, sizeof *box, 0);
-  *box = NULL;
-  luaL_setmetatable(L, CHILD_META);
-  c = calloc(1, sizeof *c);
-  if (c == NULL) return luaL_error(L, "lmp: not enough memory");
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
-    free(c);
-    return luaL_error(L, "lmp: cannot make a channel: %s", strerror(errno));
-  }
-  /* The handles that need no process are made before there is one, so
-   * that a failure leaves no process behind. */
-  c->channel.data = c;
-  if ((r = uv_pipe_init(loop, &c->channel, 0)) != 0) free(c);
-  else if ((r = uv_pipe_open(&c->channel, fds[0])) != 0)
-    uv_close((uv_handle_t *)&c->channel, free_unstarted);
-  if (r != 0) {
-    close(fds[0]);
-    close(fds[1]);
-    return luaL_error(L, "lmp: cannot make a channel: %s", uv_strerror(r));
-  }
-  c->handles_open = 1;
-  c->lua_owned = 1;
-  c->exited = c->eof = c->reported = 1; /* till the worker runs */
-  c->owner = (long)getpid();
-  *box = c; /* the box's finalizer closes the channel from here on */
-  /* What stdio holds unwritten would otherwise be written twice. */
-  fflush(NULL);
-  pid = fork();
-  if (pid == 0) {
-    close(fds[0]);
-    run_forked_worker(L, fds[1], parent);
-  }
-  r = errno;
-  close(fds[1]);
-  if (pid < 0) {
-    lua_pushfstring(L, "cannot fork a worker: %s", strerror(r));
-    lmp__push_error(L, "worker_lost", lua_tostring(L, -1));
-    return lua_error(L);
-  }
-  c->forked = 1;
-  c->pid = (int)pid;
-  c->exited = c->eof = c->reported = 0;
-  /* $LMP_NO_PIDFD makes lmp take the SIGCHLD way, for its tests. */
-  pidfd = getenv("LMP_NO_PIDFD") ? -1 : (int)syscall(SYS_pidfd_open, pid, 0);
-  if (pidfd >= 0 && uv_poll_init(loop, &c->exit_watch, pidfd) != 0) {
-    close(pidfd);
-    pidfd = -1;
-  }
-  if (pidfd >= 0) {
-    c->by_pidfd = 1;
-    c->pidfd = pidfd;
-    c->exit_watch.data = c;
-    c->handles_open++;
-    r = uv_poll_start(&c->exit_watch, UV_READABLE, on_pidfd);
-  } else {
-    siginfo_t info;
-    c->pidfd = -1;
-    if ((r = uv_signal_init(loop, &c->sigchld)) == 0) {
-      c->sigchld.data = c;
-      c->handles_open++;
-      r = uv_signal_start(&c->sigchld, on_sigchld, SIGCHLD);
-    }
-    /* An exit before the watch began raised its SIGCHLD unseen: raise
-     * another (the zombie waits to be reaped). */
-    memset(&info, 0, sizeof info);
-    if (r == 0 && waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
-        info.si_pid == pid)
-      kill(getpid(), SIGCHLD);
-  }
-  if (r != 0) {
-    /* Its exit could not be watched: the worker goes now, reaped here, and
-     * the box's finalizer closes what was opened. */
-    int status;
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    c->exited = c->eof = c->reported = 1;
-    return luaL_error(L, "lmp: cannot watch a forked worker: %s", uv_strerror(r));
-  }
-  return child_started(L, c, box, 1);
-}
-
-/* Queues a write on libuv, shielded from SIGPIPE until it is done. */
-static int queue_write(write_request *w, uv_stream_t *stream, const uv_buf_t *bufs,
-                       unsigned int nbufs);
-
-static void on_written(uv_write_t *req, int status) {
-  write_request *w = (write_request *)req;
-  (void)status; /* a failed write shows up as the worker's exit */
-  lmp__shield_sigpipe(-1);
-  free(w->data);
-  if (w->L) luaL_unref(w->L, LUA_REGISTRYINDEX, w->pin);
-  free(w);
-}
-
-/* Writes bytes that are ours (copied if the channel cannot take them at
- * once). Returns 0, or a libuv error: a failed write shows up as the
- * worker's exit. */
-static int write_bytes(child *c, const char *data, size_t len) {
-  uv_stream_t *stream = (uv_stream_t *)&c->channel;
-  uv_buf_t buf;
-  write_request *w;
-  int r;
-  if (uv_stream_get_write_queue_size(stream) == 0) {
-    buf = uv_buf_init((char *)data, (unsigned int)len);
-    lmp__shield_sigpipe(1);
-    r = uv_try_write(stream, &buf, 1);
-    lmp__shield_sigpipe(-1);
-    if (r < 0 && r != UV_EAGAIN) return r;
-    if (r > 0) {
-      data += r;
-      len -= (size_t)r;
-    }
-  }
-  if (len == 0) return 0;
-  w = calloc(1, sizeof *w);
-  if (w == NULL || (w->data = malloc(len)) == NULL) {
-    free(w);
-    return UV_ENOMEM;
-  }
-  memcpy(w->data, data, len);
-  buf = uv_buf_init(w->data, (unsigned int)len);
-  return queue_write(w, stream, &buf, 1);
-}
-
-static int queue_write(write_request *w, uv_stream_t *stream, const uv_buf_t *bufs,
-                       unsigned int nbufs) {
-  int r;
-  lmp__shield_sigpipe(1);
-  r = uv_write(&w->req, stream, bufs, nbufs, on_written);
-  if (r != 0) on_written(&w->req, r);
-  return r;
-}
-
-/* A payload this small is copied into the frame: one buffer, one write. */
-#define COPY_PAYLOAD_MAX 65536
-
-/* Drops the first `n` bytes of bufs; returns how many buffers are left,
- * moved to the front. */
-static size_t skip_written(uv_buf_t *bufs, size_t count, size_t n) {
-  size_t i = 0, j;
-  while (i < count && n >= bufs[i].len) n -= bufs[i++].len;
-  if (i < count) {
-    bufs[i].base += n;
-    bufs[i].len -= (unsigned int)n;
-  }
-  for (j = 0; i + j < count; j++) bufs[j] = bufs[i + j];
-  return j;
-}
-
-/* Sends the frame whose prefix and message the encode box at `box` holds
- * (b), with the payload at `payload_idx` (NULL for none); pushes whether
- * it went (false once the worker is gone or leaving). */
-static int send_encoded(lua_State *L, child *c, lmp_buffer *b, int box, lmp_payload *payload,
-                        int payload_idx) {
-  uv_stream_t *stream = (uv_stream_t *)&c->channel;
-  size_t payload_len = payload ? payload->length : 0, message_len, total, nbufs = 1;
-  size_t written = 0, head_left;
-  int copy = payload && payload->piece_count == 0 && payload_len <= COPY_PAYLOAD_MAX;
-  write_request *w;
-  uv_buf_t few[8], *bufs = few;
-  int r;
-  message_len = b->len - LMP_FRAME_PREFIX;
-  if (message_len > UINT32_MAX) return luaL_error(L, "lmp: a message over 4 GB cannot be sent");
-  if (payload_len > UINT_MAX) return luaL_error(L, "lmp: a payload over 4 GB cannot be sent");
-  if (copy && lmp__buffer_append(b, LMP_PAYLOAD_BYTES(payload), payload_len) != 0)
-    return luaL_error(L, "lmp: not enough memory");
-  if (c->exited || c->eof || c->input_closed || c->broken) {
-    lmp__give_back_encode_box(L, box);
-    lua_pushboolean(L, 0);
-    return 1;
-  }
-  lmp__frame_set_length(b->data, LMP_FRAME_PREFIX - LMP_FRAME_HEADER + message_len + payload_len);
-  lmp__set_u32_at(b->data + LMP_FRAME_HEADER, (uint32_t)message_len);
-  if (corked && (copy || !payload)) {
-    if (lmp__buffer_append(&c->outbox, b->data, b->len) != 0)
-      return luaL_error(L, "lmp: not enough memory");
-    if (!c->flush_pending) {
-      c->flush_pending = 1;
-      c->flush_next = flush_list;
-      flush_list = c;
-    }
-    lmp__give_back_encode_box(L, box);
-    lua_pushboolean(L, 1);
-    return 1;
-  }
-  /* Frames corked earlier go first. */
-  unlist_flush(c);
-  flush_outbox(c);
-  if (payload && !copy && 2 * payload->piece_count + 2 > sizeof few / sizeof few[0])
-    bufs = lua_newuserdatauv(L, (2 * payload->piece_count + 2) * sizeof *bufs, 0);
-  bufs[0] = uv_buf_init(b->data, (unsigned int)b->len);
-  if (payload && !copy) nbufs += lmp__payload_bufs(payload, bufs + 1);
-  total = b->len + (copy ? 0 : payload_len);
-  if (uv_stream_get_write_queue_size(stream) == 0) {
-    lmp__shield_sigpipe(1);
-    r = uv_try_write(stream, bufs, (unsigned int)nbufs);
-    lmp__shield_sigpipe(-1);
-    if (r < 0 && r != UV_EAGAIN) {
-      lmp__give_back_encode_box(L, box);
-      lua_pushboolean(L, 0);
-      return 1;
-    }
-    if (r > 0) written = (size_t)r;
-  }
-  if (written == total) {
-    lmp__give_back_encode_box(L, box);
-    lua_pushboolean(L, 1);
-    return 1;
-  }
-  /* The channel is full: queue the rest. The head is copied out of the
-   * encode box, which goes back for reuse. */
-  head_left = written < b->len ? b->len - written : 0;
-  w = calloc(1, sizeof *w);
-  if (w == NULL || (head_left && (w->data = malloc(head_left)) == NULL)) {
-    free(w);
-    return luaL_error(L, "lmp: not enough memory");
-  }
-  if (head_left) memcpy(w->data, b->data + written, head_left);
-  nbufs = skip_written(bufs, nbufs, written);
-  if (head_left) bufs[0] = uv_buf_init(w->data, (unsigned int)head_left);
-  if (payload && !copy) {
-    lua_pushvalue(L, payload_idx);
-    w->pin = luaL_ref(L, LUA_REGISTRYINDEX);
-    w->L = c->L;
-  }
-  lmp__give_back_encode_box(L, box);
-  /* libuv copies bufs, so `few` may go when this returns. */
-  if (queue_write(w, stream, bufs, (unsigned int)nbufs) != 0) {
-    lua_pushboolean(L, 0);
-    return 1;
-  }
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
-/* handle:send(message [, payload [, root]]) encodes everything before
- * writing anything, so a value that cannot be sent raises and leaves the
- * channel as it was. The frame is written at once when the channel takes
- * it (the usual case: no allocation, no callback); what it does not take
- * is queued on libuv with a copy of the frame's head, the payload pinned. */
-static int child_send(lua_State *L) {
-  child *c = check_child(L);
-  lmp_payload *payload = lua_isnoneornil(L, 3) ? NULL : lmp__check_payload(L, 3);
-  const char *root = luaL_optstring(L, 4, "");
-  lmp_buffer *b;
-  luaL_checkany(L, 2);
-  lua_settop(L, 4);
-  b = lmp__take_encode_box(L);
-  if (lmp__buffer_reserve(b, LMP_FRAME_PREFIX) != 0) return luaL_error(L, "lmp: not enough memory");
-  b->len = LMP_FRAME_PREFIX;
-  /* A message to a worker wraps the values it carries in levels of its own
-   * ({"init", {initargs = {...}}}): they may nest as deep as dumps allows. */
-  if (lmp__encode_message(L, 2, b, root, 0, LMP_ENVELOPE_DEPTH) != 0) return lua_error(L);
-  return send_encoded(L, c, b, 5, payload, 3);
-}
-
-/* handle:send_task(id, function_id, mode, payload): handle:send of
- * {"task", id, function_id, false, mode, false, false}, the message of a
- * task whose function the worker has, written without making the table. */
-static int child_send_task(lua_State *L) {
-  child *c = check_child(L);
-  lua_Integer id = luaL_checkinteger(L, 2), function_id = luaL_checkinteger(L, 3);
-  const char *mode = luaL_checkstring(L, 4);
-  lmp_payload *payload = lmp__check_payload(L, 5);
-  lmp_buffer *b;
-  lua_settop(L, 5);
-  b = lmp__take_encode_box(L);
-  if (lmp__buffer_reserve(b, LMP_FRAME_PREFIX) != 0) return luaL_error(L, "lmp: not enough memory");
-  b->len = LMP_FRAME_PREFIX;
-  lmp__encode_task_message(L, b, id, function_id, mode);
-  return send_encoded(L, c, b, 6, payload, 5);
-}
-
-static void on_shutdown(uv_shutdown_t *req, int status) {
-  (void)status;
-  free(req);
-}
-
-/* handle:close_input(): the worker reads end-of-file after what was sent
- * and exits; the way a pool lets its workers go. */
-static int child_close_input(lua_State *L) {
-  child *c = check_child(L);
-  uv_shutdown_t *req;
-  if (c->input_closed || c->eof) return 0;
-  unlist_flush(c);
-  flush_outbox(c); /* what was sent goes before the end */
-  c->input_closed = 1;
-  req = malloc(sizeof *req);
-  if (req == NULL) return luaL_error(L, "lmp: not enough memory");
-  if (uv_shutdown(req, (uv_stream_t *)&c->channel, on_shutdown) != 0) free(req);
-  return 0;
 }
 
 static int child_kill(lua_State *L) {
-  child *c = check_child(L);
+  child *c = lmp__check_child(L);
   int sig = (int)luaL_optinteger(L, 2, SIGKILL);
-  if (!c->exited) signal_child(c, sig);
+  if (!c->exited) lmp__child_signal(c, sig);
   return 0;
 }
 
 static int child_pid(lua_State *L) {
-  lua_pushinteger(L, check_child(L)->pid);
+  lua_pushinteger(L, lmp__check_child(L)->pid);
   return 1;
 }
 
@@ -958,7 +395,7 @@ static int child_gc(lua_State *L) {
     }
     return 0;
   }
-  unlist_flush(c);
+  lmp__child_unlist_flush(c);
   c->outbox.len = 0;
   forget_lua(c);
   if (!c->exited) {
@@ -980,9 +417,9 @@ static int child_gc(lua_State *L) {
    * second one is open (or has been closed already, which is fine). */
   if (c->handles_open > 1) {
     if (c->forked) stop_exit_watch(c);
-    close_handle(exit_handle(c));
+    lmp__child_close_handle(exit_handle(c));
   }
-  close_handle((uv_handle_t *)&c->channel);
+  lmp__child_close_handle((uv_handle_t *)&c->channel);
   return 0;
 }
 
@@ -990,7 +427,7 @@ static int child_gc(lua_State *L) {
  * the loop running (so that luv's uv.run() can return); one with work or
  * on its way out must. */
 static int child_keep_loop_alive(lua_State *L) {
-  child *c = check_child(L);
+  child *c = lmp__check_child(L);
   void (*set)(uv_handle_t *) = lua_toboolean(L, 2) ? uv_ref : uv_unref;
   if (!uv_is_closing(exit_handle(c))) set(exit_handle(c));
   if (!uv_is_closing((uv_handle_t *)&c->channel)) set((uv_handle_t *)&c->channel);
@@ -999,27 +436,12 @@ static int child_keep_loop_alive(lua_State *L) {
 
 static const luaL_Reg child_methods[] = {
     {"keep_loop_alive", child_keep_loop_alive},
-    {"send", child_send},       {"send_task", child_send_task},
-    {"close_input", child_close_input},
+    {"send", lmp__child_send},  {"send_task", lmp__child_send_task},
+    {"close_input", lmp__child_close_input},
     {"kill", child_kill},       {"pid", child_pid}, {"close", child_gc},
     {NULL, NULL}};
 
-/* core.kill(pid [, signal]) -> true, or nil and a message. */
-static int core_kill(lua_State *L) {
-  int pid = (int)luaL_checkinteger(L, 1);
-  int sig = (int)luaL_optinteger(L, 2, SIGTERM);
-  int r = uv_kill(pid, sig);
-  if (r != 0) {
-    lua_pushnil(L);
-    lua_pushstring(L, uv_strerror(r));
-    return 2;
-  }
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
 static const luaL_Reg process_functions[] = {
-    {"spawn", core_spawn}, {"fork_worker", core_fork_worker}, {"kill", core_kill},
     {"payload_value", core_payload_value}, {"payload_into", core_payload_into},
     {NULL, NULL}};
 
@@ -1032,7 +454,7 @@ void lmp__open_process(lua_State *L) {
     lua_pushcfunction(L, child_gc);
     lua_setfield(L, -2, "__gc");
   }
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &child_meta_key);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &lmp__child_meta_key);
   luaL_setfuncs(L, process_functions, 0);
-  lmp__open_channel(L);
+  lmp__loop_watch_receiving(receiving);
 }

@@ -7,7 +7,7 @@
  * The socket lives in a private directory (core.private_dir: mode 0700,
  * a random name) and is itself mode 0600, so no other user reaches it.
  * Every connection proves the server's key before anything it sends is
- * read as a frame (the handshake in lmp_internal.h, both ways), and
+ * read as a frame (the handshake in transport.h, both ways), and
  * requests are decoded as plain data: no function, no value by name (which
  * may require a module), no metatable, so a request cannot run code here. */
 #include <errno.h>
@@ -20,8 +20,7 @@
 #include <unistd.h>
 
 #include "channel.h"
-#include "inbox.h"
-#include "lmp_internal.h"
+#include "transport.h"
 
 #define SERVER_META "lmp.Server"
 

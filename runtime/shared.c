@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "lmp_internal.h"
+#include "transport.h"
 
 #define MAPPING_META "lmp.Mapping"
 

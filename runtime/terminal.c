@@ -10,7 +10,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#include "lmp_internal.h"
+#include "transport.h"
 
 /* The descriptor whose terminal has a region set, or -1, and the process
  * that set it: a forked worker inherits both, and must not reset the
@@ -71,7 +71,13 @@ static int core_terminal_region(lua_State *L) {
   return 1;
 }
 
+static int core_isatty(lua_State *L) {
+  lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+  return 1;
+}
+
 static const luaL_Reg terminal_functions[] = {
+    {"isatty", core_isatty},
     {"terminal_size", core_terminal_size},
     {"terminal_region", core_terminal_region},
     {NULL, NULL}};

@@ -32,7 +32,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "lmp_internal.h"
+#include "transport.h"
 
 /* Longest path a record holds: shared memory names are at most NAME_MAX,
  * socket paths at most 107 bytes. */

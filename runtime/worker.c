@@ -1,5 +1,6 @@
-/* Being a worker: lmp_worker_main turns a process started by a pool into a
- * worker, and core.find_worker tells a pool which executable to start. */
+/* Being a worker: the set-up every worker does first, running
+ * lmp.worker's main, and core.find_worker, which tells a pool which
+ * executable to start. lmp_worker_main (embed.c) uses the first two. */
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -15,10 +16,7 @@
 #include <lualib.h>
 
 #include "channel.h"
-#include "lmp.h"
-#include "lmp_internal.h"
-
-#define WORKER_FLAG "--lmp-worker"
+#include "worker.h"
 
 static int run_worker(lua_State *L) {
   lua_getglobal(L, "require");
@@ -65,22 +63,6 @@ int lmp__run_worker(lua_State *L) {
   return status;
 }
 
-int lmp_worker_main(int argc, char **argv, lmp_setup_fn setup, void *ud) {
-  lua_State *L;
-  int status;
-  if (argc < 3 || strcmp(argv[1], WORKER_FLAG) != 0) return -1;
-  if (lmp__become_worker(strtol(argv[2], NULL, 10)) != 0) return 1;
-  L = luaL_newstate();
-  if (L == NULL) return 1;
-  lmp_use_huge_pages(L);
-  luaL_openlibs(L);
-  lmp__install_preload(L);
-  if (setup) setup(L, ud);
-  status = lmp__run_worker(L);
-  lua_close(L);
-  return status;
-}
-
 static int executable(const char *path) {
   return access(path, X_OK) == 0;
 }
@@ -98,7 +80,8 @@ static int core_find_worker(lua_State *L) {
     lua_pushstring(L, env);
     return 1;
   }
-  if (dladdr((void *)luaopen_lmp_core, &info) && info.dli_fname) {
+  /* This function's own address names the file lmp was loaded from. */
+  if (dladdr((void *)core_find_worker, &info) && info.dli_fname) {
     const char *module_dir;
     snprintf(dir, sizeof dir, "%s", info.dli_fname);
     module_dir = dirname(dir);
@@ -131,8 +114,16 @@ static const luaL_Reg worker_functions[] = {{"find_worker", core_find_worker},
                                             {"new_process_group", core_new_process_group},
                                             {NULL, NULL}};
 
+/* A worker made by fork: the set-up, then lmp.worker's main, in the Lua
+ * state it inherited. */
+static int run_forked(lua_State *L, long parent) {
+  if (lmp__become_worker(parent) != 0) return 1;
+  return lmp__run_worker(L);
+}
+
 void lmp__open_worker(lua_State *L) {
+  lmp__on_forked_worker(run_forked);
   luaL_setfuncs(L, worker_functions, 0);
-  lua_pushliteral(L, WORKER_FLAG);
+  lua_pushliteral(L, LMP_WORKER_FLAG);
   lua_setfield(L, -2, "worker_flag");
 }

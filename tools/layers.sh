@@ -6,9 +6,15 @@ BUILD=${1:-build}
 cd "$(dirname "$0")/.." || exit 1
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-for o in "$BUILD"/obj/*.o; do
-  f=$(basename "$o" .o)
-  [ "$f" = lua_sources ] && continue
+# The files are those of the Makefile's RUNTIME list (its lines joined),
+# so that an object left in the build directory by an older tree is not
+# taken for one of them.
+files=$(awk '/^RUNTIME :=/ {on = 1; sub(/^RUNTIME :=/, "")}
+             on {more = /\\$/; sub(/\\$/, ""); printf "%s ", $0; if (!more) exit}' Makefile)
+[ -n "$files" ] || { echo "no RUNTIME list in the Makefile" >&2; exit 2; }
+for f in $files; do
+  o="$BUILD/obj/$f.o"
+  [ -f "$o" ] || { echo "$o is missing: run make all first" >&2; exit 2; }
   nm "$o" | awk '$1 != "U" && $3 ~ /^(lmp_|lmp__|luaopen_)/ {print $3}' | sed "s/\$/ $f/" >> "$tmp/defined"
   nm "$o" | awk '$1 == "U" && $2 ~ /^(lmp_|lmp__|luaopen_)/ {print $2}' | sed "s/\$/ $f/" >> "$tmp/needed"
 done

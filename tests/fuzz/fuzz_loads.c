@@ -1,4 +1,4 @@
-/* libFuzzer target for the value decoder (runtime/value.c): whatever the
+/* libFuzzer target for the value decoder (runtime/decode.c): whatever the
  * bytes, lmp__decode must return a value or raise a Lua error, never crash
  * and never allocate more than the bytes can justify. A value it returns
  * must encode again, and that encoding must decode.
@@ -20,7 +20,7 @@
 #include <lua.h>
 #include <lualib.h>
 
-#include "lmp_internal.h"
+#include "value.h"
 
 /* ---- an arena allocator: every block is on one list ------------------- */
 

@@ -10,7 +10,7 @@ local lmp = require "lmp"
 
 local dir = (os.getenv("LMP_ROOT") or ".") .. "/tests/fuzz/corpus/"
 
--- The tags of runtime/value.c (value_format.md).
+-- The tags of runtime/value_tags.h (value_format.md).
 local T = {NIL = 0, FALSE = 1, TRUE = 2, INT8 = 3, INT32 = 4, INT64 = 5, FLOAT = 6,
            STRING = 7, TABLE = 8, TABLE_MT = 9, REF = 10, GLOBALS = 11, FUNCTION = 12,
            NAMED = 13, CUSTOM = 14, UPVALUE_REF = 15}

@@ -4,7 +4,7 @@
 # on a copy of tests/fuzz/corpus in tests/fuzz/corpus-work/ (git-ignored,
 # kept between runs so coverage accumulates). A crash leaves its input in
 # build-fuzz/ as crash-*, leak-* or oom-*; add it to the corpus as
-# tests/fuzz/corpus/malformed-found-<what>.bin once value.c is fixed.
+# tests/fuzz/corpus/malformed-found-<what>.bin once decode.c is fixed.
 # Usage: tests/fuzz/run.sh [seconds]    (make fuzz FUZZ_SECONDS=600)
 set -e
 SECONDS_TO_RUN=${1:-60}
@@ -19,7 +19,7 @@ cp tests/fuzz/corpus/* tests/fuzz/corpus-work/
 $CLANG -g -O1 -fno-omit-frame-pointer -D_GNU_SOURCE \
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
   $($PKG_CONFIG --cflags lua5.4 libuv) -Iruntime \
-  tests/fuzz/fuzz_loads.c runtime/value.c runtime/names.c runtime/error.c runtime/buffer.c runtime/memory.c \
+  tests/fuzz/fuzz_loads.c runtime/encode.c runtime/decode.c runtime/names.c runtime/error.c runtime/buffer.c runtime/memory.c \
   $($PKG_CONFIG --libs lua5.4) -lm -o "$OUT/fuzz_loads"
 # One job (-jobs would take every core). A single allocation over 64 MB is
 # a finding: inputs are at most 64 KB, and the decoder allocates no more

@@ -1,0 +1,298 @@
+/* The sending side of a worker process handle: frames written on its
+ * channel at once when the socket takes them, queued on libuv otherwise;
+ * corking, which gathers the small frames sent while answers are handled
+ * into one write per worker; closing the input. The reading side and the
+ * rest of the handle are process.c's. */
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "process.h"
+
+/* The registry key of the handle's metatable (lmp.WorkerProcess). */
+const char lmp__child_meta_key = 'c';
+
+child *lmp__check_child(lua_State *L) {
+  child **box = lmp__to_class(L, 1, &lmp__child_meta_key);
+  if (box == NULL) luaL_typeerror(L, 1, CHILD_META);
+  if (*box == NULL) luaL_error(L, "lmp: worker process handle is closed");
+  return *box;
+}
+
+void lmp__child_signal(child *c, int sig) {
+  if (c->forked) kill(c->pid, sig);
+  else uv_process_kill(&c->process, sig);
+}
+
+typedef struct write_request {
+  uv_write_t req;
+  char *data;             /* the frame's prefix and message (and a small
+                             payload, copied), ours to free */
+  lua_State *L;           /* the main thread, while `pin` holds a reference */
+  int pin;                /* a payload written from where it is: its Lua
+                             object, kept alive until written */
+} write_request;
+
+/* Corking. The answers a read brings make the pool send the next tasks,
+ * often several to the same worker: while they are handled, small frames
+ * wait in the worker's outbox, and go out in one write per worker after
+ * the last answer instead of one each. */
+static int corked;
+static child *flush_list;
+
+static int write_bytes(child *c, const char *data, size_t len);
+
+static void flush_outbox(child *c) {
+  if (c->outbox.len == 0) return;
+  if (!c->exited && !c->eof) write_bytes(c, c->outbox.data, c->outbox.len);
+  c->outbox.len = 0;
+  if (c->outbox.cap > 65536) lmp__buffer_free(&c->outbox);
+}
+
+void lmp__child_unlist_flush(child *c) {
+  child **p;
+  if (!c->flush_pending) return;
+  for (p = &flush_list; *p; p = &(*p)->flush_next) {
+    if (*p == c) {
+      *p = c->flush_next;
+      break;
+    }
+  }
+  c->flush_pending = 0;
+}
+
+static void flush_all(void) {
+  while (flush_list) {
+    child *c = flush_list;
+    flush_list = c->flush_next;
+    c->flush_pending = 0;
+    flush_outbox(c);
+  }
+}
+
+void lmp__child_cork(void) {
+  corked++;
+}
+
+void lmp__child_uncork(void) {
+  if (--corked == 0) flush_all();
+}
+
+/* Queues a write on libuv, shielded from SIGPIPE until it is done. */
+static int queue_write(write_request *w, uv_stream_t *stream, const uv_buf_t *bufs,
+                       unsigned int nbufs);
+
+static void on_written(uv_write_t *req, int status) {
+  write_request *w = (write_request *)req;
+  (void)status; /* a failed write shows up as the worker's exit */
+  lmp__shield_sigpipe(-1);
+  free(w->data);
+  if (w->L) luaL_unref(w->L, LUA_REGISTRYINDEX, w->pin);
+  free(w);
+}
+
+/* Writes bytes that are ours (copied if the channel cannot take them at
+ * once). Returns 0, or a libuv error: a failed write shows up as the
+ * worker's exit. */
+static int write_bytes(child *c, const char *data, size_t len) {
+  uv_stream_t *stream = (uv_stream_t *)&c->channel;
+  uv_buf_t buf;
+  write_request *w;
+  int r;
+  if (uv_stream_get_write_queue_size(stream) == 0) {
+    buf = uv_buf_init((char *)data, (unsigned int)len);
+    lmp__shield_sigpipe(1);
+    r = uv_try_write(stream, &buf, 1);
+    lmp__shield_sigpipe(-1);
+    if (r < 0 && r != UV_EAGAIN) return r;
+    if (r > 0) {
+      data += r;
+      len -= (size_t)r;
+    }
+  }
+  if (len == 0) return 0;
+  w = calloc(1, sizeof *w);
+  if (w == NULL || (w->data = malloc(len)) == NULL) {
+    free(w);
+    return UV_ENOMEM;
+  }
+  memcpy(w->data, data, len);
+  buf = uv_buf_init(w->data, (unsigned int)len);
+  return queue_write(w, stream, &buf, 1);
+}
+
+static int queue_write(write_request *w, uv_stream_t *stream, const uv_buf_t *bufs,
+                       unsigned int nbufs) {
+  int r;
+  lmp__shield_sigpipe(1);
+  r = uv_write(&w->req, stream, bufs, nbufs, on_written);
+  if (r != 0) on_written(&w->req, r);
+  return r;
+}
+
+/* A payload this small is copied into the frame: one buffer, one write. */
+#define COPY_PAYLOAD_MAX 65536
+
+/* Drops the first `n` bytes of bufs; returns how many buffers are left,
+ * moved to the front. */
+static size_t skip_written(uv_buf_t *bufs, size_t count, size_t n) {
+  size_t i = 0, j;
+  while (i < count && n >= bufs[i].len) n -= bufs[i++].len;
+  if (i < count) {
+    bufs[i].base += n;
+    bufs[i].len -= (unsigned int)n;
+  }
+  for (j = 0; i + j < count; j++) bufs[j] = bufs[i + j];
+  return j;
+}
+
+/* Sends the frame whose prefix and message the encode box at `box` holds
+ * (b), with the payload at `payload_idx` (NULL for none); pushes whether
+ * it went (false once the worker is gone or leaving). */
+static int send_encoded(lua_State *L, child *c, lmp_buffer *b, int box, lmp_payload *payload,
+                        int payload_idx) {
+  uv_stream_t *stream = (uv_stream_t *)&c->channel;
+  size_t payload_len = payload ? payload->length : 0, message_len, total, nbufs = 1;
+  size_t written = 0, head_left;
+  int copy = payload && payload->piece_count == 0 && payload_len <= COPY_PAYLOAD_MAX;
+  write_request *w;
+  uv_buf_t few[8], *bufs = few;
+  int r;
+  message_len = b->len - LMP_FRAME_PREFIX;
+  if (message_len > UINT32_MAX) return luaL_error(L, "lmp: a message over 4 GB cannot be sent");
+  if (payload_len > UINT_MAX) return luaL_error(L, "lmp: a payload over 4 GB cannot be sent");
+  if (copy && lmp__buffer_append(b, LMP_PAYLOAD_BYTES(payload), payload_len) != 0)
+    return luaL_error(L, "lmp: not enough memory");
+  if (c->exited || c->eof || c->input_closed || c->broken) {
+    lmp__give_back_encode_box(L, box);
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  lmp__frame_set_length(b->data, LMP_FRAME_PREFIX - LMP_FRAME_HEADER + message_len + payload_len);
+  lmp__set_u32_at(b->data + LMP_FRAME_HEADER, (uint32_t)message_len);
+  if (corked && (copy || !payload)) {
+    if (lmp__buffer_append(&c->outbox, b->data, b->len) != 0)
+      return luaL_error(L, "lmp: not enough memory");
+    if (!c->flush_pending) {
+      c->flush_pending = 1;
+      c->flush_next = flush_list;
+      flush_list = c;
+    }
+    lmp__give_back_encode_box(L, box);
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  /* Frames corked earlier go first. */
+  lmp__child_unlist_flush(c);
+  flush_outbox(c);
+  if (payload && !copy && 2 * payload->piece_count + 2 > sizeof few / sizeof few[0])
+    bufs = lua_newuserdatauv(L, (2 * payload->piece_count + 2) * sizeof *bufs, 0);
+  bufs[0] = uv_buf_init(b->data, (unsigned int)b->len);
+  if (payload && !copy) nbufs += lmp__payload_bufs(payload, bufs + 1);
+  total = b->len + (copy ? 0 : payload_len);
+  if (uv_stream_get_write_queue_size(stream) == 0) {
+    lmp__shield_sigpipe(1);
+    r = uv_try_write(stream, bufs, (unsigned int)nbufs);
+    lmp__shield_sigpipe(-1);
+    if (r < 0 && r != UV_EAGAIN) {
+      lmp__give_back_encode_box(L, box);
+      lua_pushboolean(L, 0);
+      return 1;
+    }
+    if (r > 0) written = (size_t)r;
+  }
+  if (written == total) {
+    lmp__give_back_encode_box(L, box);
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  /* The channel is full: queue the rest. The head is copied out of the
+   * encode box, which goes back for reuse. */
+  head_left = written < b->len ? b->len - written : 0;
+  w = calloc(1, sizeof *w);
+  if (w == NULL || (head_left && (w->data = malloc(head_left)) == NULL)) {
+    free(w);
+    return luaL_error(L, "lmp: not enough memory");
+  }
+  if (head_left) memcpy(w->data, b->data + written, head_left);
+  nbufs = skip_written(bufs, nbufs, written);
+  if (head_left) bufs[0] = uv_buf_init(w->data, (unsigned int)head_left);
+  if (payload && !copy) {
+    lua_pushvalue(L, payload_idx);
+    w->pin = luaL_ref(L, LUA_REGISTRYINDEX);
+    w->L = c->L;
+  }
+  lmp__give_back_encode_box(L, box);
+  /* libuv copies bufs, so `few` may go when this returns. */
+  if (queue_write(w, stream, bufs, (unsigned int)nbufs) != 0) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* handle:send(message [, payload [, root]]) encodes everything before
+ * writing anything, so a value that cannot be sent raises and leaves the
+ * channel as it was. The frame is written at once when the channel takes
+ * it (the usual case: no allocation, no callback); what it does not take
+ * is queued on libuv with a copy of the frame's head, the payload pinned. */
+int lmp__child_send(lua_State *L) {
+  child *c = lmp__check_child(L);
+  lmp_payload *payload = lua_isnoneornil(L, 3) ? NULL : lmp__check_payload(L, 3);
+  const char *root = luaL_optstring(L, 4, "");
+  lmp_buffer *b;
+  luaL_checkany(L, 2);
+  lua_settop(L, 4);
+  b = lmp__take_encode_box(L);
+  if (lmp__buffer_reserve(b, LMP_FRAME_PREFIX) != 0) return luaL_error(L, "lmp: not enough memory");
+  b->len = LMP_FRAME_PREFIX;
+  /* A message to a worker wraps the values it carries in levels of its own
+   * ({"init", {initargs = {...}}}): they may nest as deep as dumps allows. */
+  if (lmp__encode_message(L, 2, b, root, 0, LMP_ENVELOPE_DEPTH) != 0) return lua_error(L);
+  return send_encoded(L, c, b, 5, payload, 3);
+}
+
+/* handle:send_task(id, function_id, mode, payload): handle:send of
+ * {"task", id, function_id, false, mode, false, false}, the message of a
+ * task whose function the worker has, written without making the table. */
+int lmp__child_send_task(lua_State *L) {
+  child *c = lmp__check_child(L);
+  lua_Integer id = luaL_checkinteger(L, 2), function_id = luaL_checkinteger(L, 3);
+  const char *mode = luaL_checkstring(L, 4);
+  lmp_payload *payload = lmp__check_payload(L, 5);
+  lmp_buffer *b;
+  lua_settop(L, 5);
+  b = lmp__take_encode_box(L);
+  if (lmp__buffer_reserve(b, LMP_FRAME_PREFIX) != 0) return luaL_error(L, "lmp: not enough memory");
+  b->len = LMP_FRAME_PREFIX;
+  lmp__encode_task_message(L, b, id, function_id, mode);
+  return send_encoded(L, c, b, 6, payload, 5);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  (void)status;
+  free(req);
+}
+
+/* handle:close_input(): the worker reads end-of-file after what was sent
+ * and exits; the way a pool lets its workers go. */
+int lmp__child_close_input(lua_State *L) {
+  child *c = lmp__check_child(L);
+  uv_shutdown_t *req;
+  if (c->input_closed || c->eof) return 0;
+  lmp__child_unlist_flush(c);
+  flush_outbox(c); /* what was sent goes before the end */
+  c->input_closed = 1;
+  req = malloc(sizeof *req);
+  if (req == NULL) return luaL_error(L, "lmp: not enough memory");
+  if (uv_shutdown(req, (uv_stream_t *)&c->channel, on_shutdown) != 0) free(req);
+  return 0;
+}
+

@@ -1,0 +1,328 @@
+/* Starting a worker process: the "spawn" start method (libuv starts an
+ * executable with a channel on its fd 3, so its stdin, stdout and stderr
+ * stay the terminal's) and the "fork" one (a copy of this process, its
+ * channel moved to fd 3). Either way the result is a worker process
+ * handle (process.c). Also core.kill, core.cpu_count and core.getpid. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "channel.h"
+#include "process.h"
+
+#define LMP_MAX_PASSED_FDS 32
+
+/* Descriptors the script opened itself (io.open, io.popen, a luv socket)
+ * have no close-on-exec flag, so a worker would inherit every one and keep
+ * it open for its whole life: the reader of an io.popen pipe would not see
+ * end of file while workers live. Python's spawn closes them in the child;
+ * lmp's child cannot tell them from its own, so the parent marks them
+ * close-on-exec for the moment of the spawn (libuv's child clears the flag
+ * on the descriptors it is told to pass) and clears the marks afterwards,
+ * so that the script's own children (os.execute, io.popen) inherit them
+ * as before. Descriptors from the soft RLIMIT_NOFILE up are left alone:
+ * valgrind keeps its own there. Returns the marked descriptors (to give
+ * to unmark_descriptors), or NULL with *count 0 if none or out of memory,
+ * in which case the child simply inherits them, as before. */
+static int *mark_descriptors(int *count) {
+  struct rlimit limit;
+  long ceiling = LONG_MAX;
+  int *marked = NULL, capacity = 0, self;
+  DIR *dir;
+  struct dirent *entry;
+  *count = 0;
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY)
+    ceiling = (long)limit.rlim_cur;
+  dir = opendir("/proc/self/fd");
+  if (dir == NULL) return NULL;
+  self = dirfd(dir);
+  while ((entry = readdir(dir)) != NULL) {
+    char *end;
+    long fd = strtol(entry->d_name, &end, 10);
+    int flags;
+    if (*end != '\0' || end == entry->d_name || fd < 3 || fd >= ceiling || fd == self) continue;
+    flags = fcntl((int)fd, F_GETFD);
+    if (flags < 0 || (flags & FD_CLOEXEC)) continue;
+    if (*count == capacity) {
+      int *grown = realloc(marked, (size_t)(capacity ? capacity * 2 : 16) * sizeof *marked);
+      if (grown == NULL) break;
+      marked = grown;
+      capacity = capacity ? capacity * 2 : 16;
+    }
+    if (fcntl((int)fd, F_SETFD, flags | FD_CLOEXEC) == 0) marked[(*count)++] = (int)fd;
+  }
+  closedir(dir);
+  if (*count == 0) {
+    free(marked);
+    return NULL;
+  }
+  return marked;
+}
+
+static void unmark_descriptors(int *marked, int count) {
+  int i;
+  for (i = 0; i < count; i++) {
+    int flags = fcntl(marked[i], F_GETFD);
+    if (flags >= 0) fcntl(marked[i], F_SETFD, flags & ~FD_CLOEXEC);
+  }
+  free(marked);
+}
+
+/* core.spawn(file, args, on_message, on_exit [, fds]) -> handle */
+static int core_spawn(lua_State *L) {
+  const char *file = luaL_checkstring(L, 1);
+  uv_process_options_t options;
+  uv_stdio_container_t stdio[4 + LMP_MAX_PASSED_FDS];
+  char *args[64];
+  int nargs, npassed = 0, i, r, nmarked, *marked;
+  child **box, *c;
+  uv_loop_t *loop;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  luaL_checktype(L, 4, LUA_TFUNCTION);
+  nargs = (int)lua_rawlen(L, 2);
+  if (nargs > 62) return luaL_argerror(L, 2, "too many arguments");
+  for (i = 0; i < nargs; i++) {
+    lua_rawgeti(L, 2, i + 1);
+    args[i] = (char *)luaL_checkstring(L, -1); /* anchored by the table */
+    lua_pop(L, 1);
+  }
+  args[nargs] = NULL;
+  /* Optional 5th argument: descriptors the child inherits as fd 4, 5, ...
+   * (the connections an lmp.Process was given). */
+  if (!lua_isnoneornil(L, 5)) {
+    luaL_checktype(L, 5, LUA_TTABLE);
+    npassed = (int)lua_rawlen(L, 5);
+    if (npassed > LMP_MAX_PASSED_FDS) return luaL_argerror(L, 5, "too many descriptors");
+  }
+  loop = lmp__loop(L); /* may refuse: before anything is allocated */
+  box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  luaL_setmetatable(L, CHILD_META);
+  c = calloc(1, sizeof *c);
+  if (c == NULL || uv_pipe_init(loop, &c->channel, 0) != 0) {
+    free(c);
+    return luaL_error(L, "lmp: cannot make a channel for a worker");
+  }
+  memset(&options, 0, sizeof options);
+  memset(stdio, 0, sizeof stdio);
+  c->channel.data = c;
+  c->process.data = c;
+  for (i = 0; i < 3; i++) {
+    stdio[i].flags = UV_INHERIT_FD;
+    stdio[i].data.fd = i;
+  }
+  stdio[3].flags = UV_CREATE_PIPE | UV_READABLE_PIPE | UV_WRITABLE_PIPE;
+  stdio[3].data.stream = (uv_stream_t *)&c->channel;
+  for (i = 0; i < npassed; i++) {
+    lua_rawgeti(L, 5, i + 1);
+    stdio[4 + i].flags = UV_INHERIT_FD;
+    stdio[4 + i].data.fd = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+  }
+  options.file = file;
+  options.args = args;
+  options.stdio = stdio;
+  options.stdio_count = 4 + npassed;
+  options.exit_cb = lmp__child_on_exit;
+  marked = mark_descriptors(&nmarked);
+  r = uv_spawn(loop, &c->process, &options);
+  if (marked != NULL) unmark_descriptors(marked, nmarked);
+  c->handles_open = 2;
+  c->lua_owned = 1;
+  if (r != 0) {
+    c->lua_owned = 0;
+    c->exited = c->eof = c->reported = 1;
+    lmp__child_close_handle((uv_handle_t *)&c->process);
+    lmp__child_close_handle((uv_handle_t *)&c->channel);
+    lua_pushfstring(L, "cannot start worker '%s': %s", file, uv_strerror(r));
+    lmp__push_error(L, "worker_lost", lua_tostring(L, -1));
+    return lua_error(L);
+  }
+  c->pid = c->process.pid;
+  return lmp__child_started(L, c, box, 3);
+}
+
+/* Closes every descriptor from `from` on (close_range, or one by one
+ * where the kernel lacks it). */
+static void close_from(int from) {
+#ifdef SYS_close_range
+  if (syscall(SYS_close_range, (unsigned)from, ~0U, 0) == 0) return;
+#endif
+  {
+    long max = sysconf(_SC_OPEN_MAX), fd;
+    if (max < 0 || max > 65536) max = 65536;
+    for (fd = from; fd < max; fd++) close((int)fd);
+  }
+}
+
+/* In the child of core.fork_worker: becomes the worker on `fd`, running in
+ * the Lua state it inherited, and never returns. */
+static int (*forked_worker_run)(lua_State *L, long parent);
+
+void lmp__on_forked_worker(int (*run)(lua_State *L, long parent)) {
+  forked_worker_run = run;
+}
+
+static LMP_NORETURN void run_forked_worker(lua_State *L, int fd, long parent) {
+  int status = 1;
+  lmp__become_forked_worker();
+  lmp__child_forget_parents();
+  signal(SIGCHLD, SIG_DFL);
+  if (fd != LMP_CHANNEL_FD) {
+    dup2(fd, LMP_CHANNEL_FD);
+    close(fd);
+  }
+  close_from(LMP_CHANNEL_FD + 1);
+  if (forked_worker_run) status = forked_worker_run(L, parent);
+  lmp__flush_feeders(); /* what it put on queues, as exit() would */
+  fflush(NULL);
+  _exit(status);
+}
+
+/* core.fork_worker(on_message, on_exit) -> handle, as core.spawn gives: the
+ * "fork" start method. The child is a copy of this process, with the
+ * script and everything it loaded already there: no executable to load,
+ * no Lua to start, so a pool is ready in a fraction of the time. */
+static void free_unstarted(uv_handle_t *handle) {
+  free(handle->data);
+}
+
+static int core_fork_worker(lua_State *L) {
+  int fds[2], pidfd, r;
+  pid_t pid;
+  long parent = (long)getpid();
+  child **box, *c;
+  uv_loop_t *loop;
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_settop(L, 2);
+  if (lmp__forked_worker())
+    return luaL_error(L, "lmp: a forked worker cannot start workers of its own; use the "
+                         "'spawn' start method for nested pools");
+  loop = lmp__loop(L);
+  box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  luaL_setmetatable(L, CHILD_META);
+  c = calloc(1, sizeof *c);
+  if (c == NULL) return luaL_error(L, "lmp: not enough memory");
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+    free(c);
+    return luaL_error(L, "lmp: cannot make a channel: %s", strerror(errno));
+  }
+  /* The handles that need no process are made before there is one, so
+   * that a failure leaves no process behind. */
+  c->channel.data = c;
+  if ((r = uv_pipe_init(loop, &c->channel, 0)) != 0) free(c);
+  else if ((r = uv_pipe_open(&c->channel, fds[0])) != 0)
+    uv_close((uv_handle_t *)&c->channel, free_unstarted);
+  if (r != 0) {
+    close(fds[0]);
+    close(fds[1]);
+    return luaL_error(L, "lmp: cannot make a channel: %s", uv_strerror(r));
+  }
+  c->handles_open = 1;
+  c->lua_owned = 1;
+  c->exited = c->eof = c->reported = 1; /* till the worker runs */
+  c->owner = (long)getpid();
+  *box = c; /* the box's finalizer closes the channel from here on */
+  /* What stdio holds unwritten would otherwise be written twice. */
+  fflush(NULL);
+  pid = fork();
+  if (pid == 0) {
+    close(fds[0]);
+    run_forked_worker(L, fds[1], parent);
+  }
+  r = errno;
+  close(fds[1]);
+  if (pid < 0) {
+    lua_pushfstring(L, "cannot fork a worker: %s", strerror(r));
+    lmp__push_error(L, "worker_lost", lua_tostring(L, -1));
+    return lua_error(L);
+  }
+  c->forked = 1;
+  c->pid = (int)pid;
+  c->exited = c->eof = c->reported = 0;
+  /* $LMP_NO_PIDFD makes lmp take the SIGCHLD way, for its tests. */
+  pidfd = getenv("LMP_NO_PIDFD") ? -1 : (int)syscall(SYS_pidfd_open, pid, 0);
+  if (pidfd >= 0 && uv_poll_init(loop, &c->exit_watch, pidfd) != 0) {
+    close(pidfd);
+    pidfd = -1;
+  }
+  if (pidfd >= 0) {
+    c->by_pidfd = 1;
+    c->pidfd = pidfd;
+    c->exit_watch.data = c;
+    c->handles_open++;
+    r = uv_poll_start(&c->exit_watch, UV_READABLE, lmp__child_on_pidfd);
+  } else {
+    siginfo_t info;
+    c->pidfd = -1;
+    if ((r = uv_signal_init(loop, &c->sigchld)) == 0) {
+      c->sigchld.data = c;
+      c->handles_open++;
+      r = uv_signal_start(&c->sigchld, lmp__child_on_sigchld, SIGCHLD);
+    }
+    /* An exit before the watch began raised its SIGCHLD unseen: raise
+     * another (the zombie waits to be reaped). */
+    memset(&info, 0, sizeof info);
+    if (r == 0 && waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+        info.si_pid == pid)
+      kill(getpid(), SIGCHLD);
+  }
+  if (r != 0) {
+    /* Its exit could not be watched: the worker goes now, reaped here, and
+     * the box's finalizer closes what was opened. */
+    int status;
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    c->exited = c->eof = c->reported = 1;
+    return luaL_error(L, "lmp: cannot watch a forked worker: %s", uv_strerror(r));
+  }
+  return lmp__child_started(L, c, box, 1);
+}
+
+/* core.kill(pid [, signal]) -> true, or nil and a message. */
+static int core_kill(lua_State *L) {
+  int pid = (int)luaL_checkinteger(L, 1);
+  int sig = (int)luaL_optinteger(L, 2, SIGTERM);
+  int r = uv_kill(pid, sig);
+  if (r != 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, uv_strerror(r));
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int core_cpu_count(lua_State *L) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  lua_pushinteger(L, n > 0 ? n : 1);
+  return 1;
+}
+
+static int core_getpid(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)getpid());
+  return 1;
+}
+
+static const luaL_Reg spawn_functions[] = {
+    {"spawn", core_spawn}, {"fork_worker", core_fork_worker}, {"kill", core_kill},
+    {"cpu_count", core_cpu_count}, {"getpid", core_getpid},
+    {NULL, NULL}};
+
+void lmp__open_spawn(lua_State *L) {
+  luaL_setfuncs(L, spawn_functions, 0);
+}
