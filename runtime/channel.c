@@ -230,7 +230,7 @@ static int send_frame(lua_State *L, int fd, int message, int payload, lua_Intege
   if (lmp__encode_pieces(L, message, b, payload ? "" : root, pieces_slot) != 0) return lua_error(L);
   message_end = b->len;
   message_len = message_end - LMP_FRAME_PREFIX;
-  if (payload && (count >= 0 ? lmp__encode_list(L, payload, 1, count, 1, b, root, pieces_slot)
+  if (payload && (count >= 0 ? lmp__encode_list(L, payload, 1, count, 1, b, root, pieces_slot, 0)
                              : lmp__encode_pieces(L, payload, b, root, pieces_slot)) != 0)
     return lua_error(L);
   if (!lua_isnil(L, pieces_slot)) pieces = lua_rawlen(L, pieces_slot) / 2;

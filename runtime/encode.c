@@ -585,13 +585,16 @@ void lmp__encode_task_message(lua_State *L, lmp_buffer *out, lua_Integer id,
 }
 
 int lmp__encode_list(lua_State *L, int idx, lua_Integer first, lua_Integer count,
-                     lua_Integer name_first, lmp_buffer *out, const char *root, int pieces) {
+                     lua_Integer name_first, lmp_buffer *out, const char *root, int pieces,
+                     int envelope) {
   encoder e;
   int top = lua_gettop(L), status = 0;
   lua_Integer i;
   size_t at;
   idx = lua_absindex(L, idx);
+  if (envelope < 0 || envelope > LMP_ENVELOPE_DEPTH) luaL_error(L, "lmp: bad envelope depth");
   encoder_start(&e, L, out, pieces);
+  e.max_depth += envelope;
   /* The list is a table on arrival, and a decoder numbers it first (id 1):
    * the items' ids start after it, as one dumps of the same list would
    * number them, so shared references and upvalues point where they must. */

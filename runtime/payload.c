@@ -199,19 +199,24 @@ static int payload_loads(lua_State *L) {
   return 1;
 }
 
-/* core.encode_list(t, first, count [, name_first [, root]]) -> payload of
- * {n = count, t[first], ..., t[first + count - 1]}: a chunk of a map's
- * input, or apply's arguments, encoded straight from where they are. */
+/* core.encode_list(t, first, count [, name_first [, root [, envelope]]])
+ * -> payload of {n = count, t[first], ..., t[first + count - 1]}: a chunk
+ * of a map's input, or apply's arguments, encoded straight from where they
+ * are. `envelope` (0 or 1): each item is an argument list lmp made (a
+ * starmap task), whose level does not count against the limit. */
 static int payload_encode_list(lua_State *L) {
   lua_Integer first = luaL_checkinteger(L, 2), count = luaL_checkinteger(L, 3);
   lua_Integer name_first = luaL_optinteger(L, 4, first);
   const char *root = luaL_optstring(L, 5, "args");
+  lua_Integer envelope = luaL_optinteger(L, 6, 0);
   lmp_buffer *b;
   luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_argcheck(L, envelope == 0 || envelope == 1, 6, "envelope must be 0 or 1");
   lua_settop(L, 5);
   lua_pushnil(L); /* 6: the long strings, written from where they are */
   b = lmp__take_encode_box(L);
-  if (lmp__encode_list(L, 1, first, count, name_first, b, root, 6) != 0) return lua_error(L);
+  if (lmp__encode_list(L, 1, first, count, name_first, b, root, 6, (int)envelope) != 0)
+    return lua_error(L);
   lmp__push_payload(L, b, 6);
   lmp__give_back_encode_box(L, 7);
   return 1;

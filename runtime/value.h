@@ -53,9 +53,12 @@ int lmp__encode_message(lua_State *L, int idx, lmp_buffer *out, const char *root
 /* Encodes the list t[first .. first + count - 1] (t at `idx`) as the table
  * {n = count, ...} of those values, without making that table: how a
  * task's arguments travel. Refusals name the item as root[name_first + k]
- * for the k-th item (from 0). Otherwise as lmp__encode_pieces. */
+ * for the k-th item (from 0). `envelope` levels of each item are lmp's own
+ * wrapping (as lmp__encode_message's), not counted against the limit.
+ * Otherwise as lmp__encode_pieces. */
 int lmp__encode_list(lua_State *L, int idx, lua_Integer first, lua_Integer count,
-                     lua_Integer name_first, lmp_buffer *out, const char *root, int pieces);
+                     lua_Integer name_first, lmp_buffer *out, const char *root, int pieces,
+                     int envelope);
 /* Appends the message a worker gets for a task whose function it has:
  * the bytes lmp__encode makes of {"task", id, function_id, false, mode,
  * false, false}, without making that table (one per task otherwise). */

@@ -8,9 +8,6 @@
 -- workers should see the real globals, as they do in a script.
 local describe, it, setup, teardown, assert, pcall =
   describe, it, setup, teardown, assert, pcall
--- busted's environment: looked up while a test runs, it gives that test's
--- own functions (pending, which marks the running test).
-local busted_env = _ENV
 local _ENV = _G
 local lmp = require "lmp"
 local contract = require "contract"
@@ -39,14 +36,6 @@ end
 local function value_of(args)
   if args.n == 1 then return args[1] end
   return args
-end
-
--- A test of a bug that is known and not fixed yet: it runs, and is
--- reported pending while it fails; once it passes it fails, so that the
--- mark is taken off.
-local function known_bug(message, body)
-  if not pcall(body) then return busted_env.pending(message) end
-  error("this passes now (" .. message .. "): make it an ordinary test")
 end
 
 -- What path refusals of a value dumps refuses look like.
@@ -247,13 +236,10 @@ for _, method in ipairs{"spawn", "fork"} do
     end)
 
     it("an executor's map of values nested at the limit", function()
-      -- ex:map wraps each item in an argument list, which the encoder
-      -- counts as a level: an item lmp.dumps accepts is refused.
-      known_bug("ex:map refuses items nested 200 deep: its argument lists count as a level "
-        .. "(executor.lua/pool.lua: encode the lists with an envelope)", function()
-        local ex <close> = lmp.ProcessPoolExecutor{max_workers = 1, start_method = method}
-        for v in ex:map(contract.depth_of, {contract.nest(200)}) do assert.equal(200, v) end
-      end)
+      -- ex:map wraps each item in an argument list: that level is lmp's
+      -- wrapping, not counted against the limit.
+      local ex <close> = lmp.ProcessPoolExecutor{max_workers = 1, start_method = method}
+      for v in ex:map(contract.depth_of, {contract.nest(200)}) do assert.equal(200, v) end
     end)
 
     it("initializer arguments", function()

@@ -71,7 +71,10 @@ end
 local function new_task(job, fn, mode, source, from, count, first, timeout)
   task_serial = task_serial + 1
   return {id = task_serial, job = job, fn = fn, function_id = function_id(fn),
-          mode = mode, payload = core.encode_list(source, from, count, first), first = first,
+          -- A starmap item is an argument list: its level is lmp's wrapping
+          -- (ex:map makes those lists), not the caller's nesting.
+          mode = mode, payload = core.encode_list(source, from, count, first, "args",
+            mode == "star" and 1 or 0), first = first,
           count = count, timeout = timeout, sent_at = nil, timer = nil, took = nil}
 end
 
