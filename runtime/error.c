@@ -6,40 +6,41 @@
 
 #include "value.h"
 
+/* tostring(err): "lmp KIND error (item I, process P): MESSAGE", the
+ * parenthesis only with what is known. The one format, for errors made in
+ * C or in Lua alike. */
 static int error_tostring(lua_State *L) {
   luaL_Buffer b;
+  int where = 0;
+  const char *fields[2] = {"index", "pid"}, *labels[2] = {"item ", "process "};
+  int i;
+  luaL_checktype(L, 1, LUA_TTABLE);
   luaL_buffinit(L, &b);
-  lua_getfield(L, 1, "kind");
   luaL_addstring(&b, "lmp ");
-  luaL_addstring(&b, lua_isstring(L, -1) ? lua_tostring(L, -1) : "unknown");
+  lua_getfield(L, 1, "kind");
+  luaL_addstring(&b, luaL_tolstring(L, -1, NULL));
+  lua_pop(L, 2);
   luaL_addstring(&b, " error");
-  lua_pop(L, 1);
-  if (lua_getfield(L, 1, "index") != LUA_TNIL) {
-    lua_pushfstring(L, " (item %s)", luaL_tolstring(L, -1, NULL));
-    lua_remove(L, -2);
-    lua_remove(L, -2);
-    luaL_addvalue(&b);
-  } else {
+  for (i = 0; i < 2; i++) {
+    if (lua_getfield(L, 1, fields[i]) != LUA_TNIL) {
+      luaL_addstring(&b, where++ ? ", " : " (");
+      luaL_addstring(&b, labels[i]);
+      luaL_addstring(&b, luaL_tolstring(L, -1, NULL));
+      lua_pop(L, 1);
+    }
     lua_pop(L, 1);
   }
-  if (lua_getfield(L, 1, "pid") != LUA_TNIL) {
-    lua_pushfstring(L, " in process %s", luaL_tolstring(L, -1, NULL));
-    lua_remove(L, -2);
-    lua_remove(L, -2);
-    luaL_addvalue(&b);
-  } else {
-    lua_pop(L, 1);
-  }
+  if (where) luaL_addstring(&b, ")");
   luaL_addstring(&b, ": ");
   lua_getfield(L, 1, "message");
-  luaL_addstring(&b, lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
-  lua_pop(L, 1);
+  luaL_addstring(&b, luaL_tolstring(L, -1, NULL));
+  lua_pop(L, 2);
   luaL_pushresult(&b);
   return 1;
 }
 
 void lmp__push_error_meta(lua_State *L) {
-  if (luaL_newmetatable(L, LMP_ERROR_META)) {
+  if (luaL_newmetatable(L, LMP_ERROR_META)) { /* sets __name too */
     lua_pushcfunction(L, error_tostring);
     lua_setfield(L, -2, "__tostring");
   }

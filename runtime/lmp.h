@@ -23,6 +23,12 @@
  *     lua_close(L);                           // stops every worker
  *   }
  *
+ * One process hosts one lmp. Some of its state is per process, not per
+ * lua_State: being a worker, Ctrl-C handling, the SIGPIPE shield, the
+ * resource tracker and the Queue feeders. A host may open lmp in one
+ * lua_State at a time; opening it in a second state while the first is
+ * open is not supported.
+ *
  * Errors: functions returning int return 0 (or a count) on success and a
  * negative errno-style code on failure unless said otherwise; functions
  * that take a lua_State may raise Lua errors only where documented.

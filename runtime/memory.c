@@ -142,7 +142,7 @@ void lmp__release(void *p, size_t size) {
 /* lauxlib's allocator, with big blocks as above. Lua gives the current
  * size of every block it frees or resizes (when ptr is NULL, osize is a
  * type tag, not a size). */
-static void *lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+static void *big_block_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   (void)ud;
   if (nsize == 0) {
     if (ptr) lmp__release(ptr, osize);
@@ -152,5 +152,5 @@ static void *lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
 }
 
 void lmp_use_huge_pages(lua_State *L) {
-  lua_setallocf(L, lua_alloc, NULL);
+  lua_setallocf(L, big_block_alloc, NULL);
 }

@@ -5,17 +5,8 @@ local core = require "lmp.core"
 
 local errors = {}
 
-local Error = core.Error -- the metatable the C side gives its errors too
-Error.__name = "lmp.Error"
-
-function Error.__tostring(e)
-  local where = {}
-  if e.index then where[#where + 1] = "item " .. tostring(e.index) end
-  if e.pid then where[#where + 1] = "process " .. tostring(e.pid) end
-  local head = "lmp " .. tostring(e.kind) .. " error"
-  if #where > 0 then head = head .. " (" .. table.concat(where, ", ") .. ")" end
-  return head .. ": " .. tostring(e.message)
-end
+-- core.Error is the metatable the C side gives every error object, with
+-- the one __tostring: "lmp KIND error (item I, process P): MESSAGE".
 
 -- errors.new(kind, message [, fields]) -> error object
 function errors.new(kind, message, fields)
