@@ -8,20 +8,7 @@ local core = require "lmp.core"
 local helpers = require "helpers"
 
 local busy = helpers.busy
-
-local function wait_for(predicate, seconds)
-  local deadline = core.hrtime() + (seconds or 5)
-  while not predicate() do
-    if core.hrtime() > deadline then return false end
-    lmp.sleep(0.01)
-  end
-  return true
-end
-
-local function alive(pid)
-  local stat = helpers.read_file("/proc/" .. pid .. "/stat")
-  return stat ~= nil and not stat:match("^%d+ %b() Z")
-end
+local wait_for, alive = helpers.wait_for, helpers.alive
 
 describe("worker death", function()
   local pool

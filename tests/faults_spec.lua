@@ -11,20 +11,9 @@ local core = require "lmp.core"
 local helpers = require "helpers"
 
 local busy = helpers.busy
-
-local function wait_for(predicate, seconds)
-  local deadline = core.hrtime() + (seconds or 10)
-  while not predicate() do
-    if core.hrtime() > deadline then return false end
-    lmp.sleep(0.01)
-  end
-  return true
-end
-
-local function alive(pid)
-  local stat = helpers.read_file("/proc/" .. pid .. "/stat")
-  return stat ~= nil and not stat:match("^%d+ %b() Z")
-end
+local alive = helpers.alive
+-- Faults from outside can take a while on a loaded machine.
+local function wait_for(predicate, seconds) return helpers.wait_for(predicate, seconds or 10) end
 
 -- Kills `pid` from another process (a shell), while this one does not
 -- turn its loop: the pool learns of it only when it next looks.

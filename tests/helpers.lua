@@ -90,4 +90,22 @@ function helpers.run_lua(code, interpreter, args)
   return status, out, err
 end
 
+-- Whether process `pid` runs (a zombie waiting for its reaper does not).
+function helpers.alive(pid)
+  local stat = read_file("/proc/" .. pid .. "/stat")
+  return stat ~= nil and stat:match("^%d+ %b() (%a)") ~= "Z"
+end
+
+-- Turns lmp's loop until predicate() is true (true) or `seconds` (default
+-- 5) passed (false).
+function helpers.wait_for(predicate, seconds)
+  local lmp, core = require "lmp", require "lmp.core"
+  local deadline = core.hrtime() + (seconds or 5)
+  while not predicate() do
+    if core.hrtime() > deadline then return false end
+    lmp.sleep(0.01)
+  end
+  return true
+end
+
 return helpers

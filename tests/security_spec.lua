@@ -28,11 +28,7 @@ local function eventually(fn, seconds)
   return fn()
 end
 
--- Whether a process runs (a zombie waiting for its reaper does not).
-local function alive(pid)
-  local stat = helpers.read_file("/proc/" .. pid .. "/stat")
-  return stat ~= nil and stat:match("^%d+ %b() (%a)") ~= "Z"
-end
+local alive = helpers.alive
 
 describe("SHA-256 and HMAC-SHA256", function()
   it("match the FIPS 180-4 examples", function()
