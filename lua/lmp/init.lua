@@ -6,6 +6,7 @@ local core = require "lmp.core"
 local loop = require "lmp.loop"
 local errors = require "lmp.errors"
 local pool = require "lmp.pool"
+local workers = require "lmp.workers"
 
 local lmp = {}
 
@@ -65,18 +66,17 @@ function lmp.current_process()
   return core.worker_identity or main_process
 end
 
-local START_METHODS = {spawn = true, fork = true}
-
 function lmp.get_start_method()
   return pool.settings.start_method
 end
 
--- "spawn" (the default: a fresh worker executable) or "fork" (a copy of
--- this process), for pools made without a start_method.
+-- A registered transport's name ("spawn", the default: a fresh worker
+-- executable; "fork": a copy of this process), for pools made without a
+-- start_method.
 function lmp.set_start_method(method)
-  if not START_METHODS[method] then
-    error(("bad argument #1 to 'set_start_method' ('spawn' or 'fork' expected, got %s)")
-      :format(tostring(method)), 2)
+  if not workers.has_transport(method) then
+    error(("bad argument #1 to 'set_start_method' (%s expected, got %s)")
+      :format(workers.transport_list(), tostring(method)), 2)
   end
   pool.settings.start_method = method
 end
@@ -183,9 +183,9 @@ end
 -- Contexts, as in Python: an object with the API for one start method.
 function lmp.get_context(method)
   method = method or pool.settings.start_method
-  if not START_METHODS[method] then
-    error(("bad argument #1 to 'get_context' ('spawn' or 'fork' expected, got %s)")
-      :format(tostring(method)), 2)
+  if not workers.has_transport(method) then
+    error(("bad argument #1 to 'get_context' (%s expected, got %s)")
+      :format(workers.transport_list(), tostring(method)), 2)
   end
   local function with_method(opts)
     if math.type(opts) == "integer" or opts == nil then opts = {processes = opts} end

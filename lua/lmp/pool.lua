@@ -12,6 +12,7 @@ local chunking = require "lmp.chunking"
 local job_module = require "lmp.job"
 local imap = require "lmp.imap"
 local scheduler = require "lmp.scheduler"
+local workers = require "lmp.workers"
 
 local Pool = scheduler.Pool
 Pool.__lmp_nosend = "a pool belongs to the process that made it: send the data and functions, not the pool"
@@ -56,9 +57,9 @@ local function new_pool(opts, fname)
     argument_error(1, fname, "kill_orphans must be a boolean")
   end
   local start_method = opts.start_method or settings.start_method
-  if start_method ~= "spawn" and start_method ~= "fork" then
-    argument_error(1, fname, ("start method '%s' is not supported; use 'spawn' or 'fork'")
-      :format(tostring(start_method)))
+  if not workers.has_transport(start_method) then
+    argument_error(1, fname, ("start method '%s' is not supported; use %s")
+      :format(tostring(start_method), workers.transport_list()))
   end
 
   local self = setmetatable({
@@ -73,6 +74,7 @@ local function new_pool(opts, fname)
     imaps = setmetatable({}, {__mode = "k"}),
     state = "running",     -- running, closed, terminated
     start_method = start_method,
+    start_options = opts.start_options,
     start_failures = 0,
     kill_orphans = opts.kill_orphans == true,
   }, Pool)

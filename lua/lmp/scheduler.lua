@@ -73,7 +73,7 @@ function Pool:_start_worker()
     local pool = ref.pool
     if pool then pool:_on_exit(w, status, signal) end
   end
-  local ok, handle = workers.start(self.start_method, on_message, on_exit)
+  local ok, handle = workers.start(self.start_method, on_message, on_exit, self.start_options)
   if not ok then
     self:_break(handle)
     return

@@ -22,12 +22,67 @@ function workers.spawn(on_message, on_exit, fds)
   return core.spawn(exe, {exe, core.worker_flag, tostring(core.getpid())}, on_message, on_exit, fds)
 end
 
--- Starts a pool worker by `method`, "spawn" or "fork" (a copy of this
--- process: no executable to load, no Lua to start). -> ok, handle or error.
-function workers.start(method, on_message, on_exit)
-  if method == "fork" then return pcall(core.fork_worker, on_message, on_exit) end
-  return pcall(workers.spawn, on_message, on_exit)
+-- The transport registry: how a pool starts its workers, by name. A
+-- transport's start(on_message, on_exit, options) starts one worker and
+-- returns its handle (send, send_task, close_input, keep_loop_alive, kill,
+-- pid), or raises when it cannot; the pool calls on_message(message,
+-- payload) once per frame, in order, and on_exit(status, signal) once,
+-- after the last message. docs/architecture.md "How to add a transport"
+-- gives the whole contract. A pool's start_method names the transport.
+local transports, transport_order = {}, {}
+
+-- Registers (or replaces) the transport `name`.
+function workers.register_transport(name, start)
+  if type(name) ~= "string" or name == "" then
+    error(("bad argument #1 to 'register_transport' (non-empty string expected, got %s)")
+      :format(type(name)), 2)
+  end
+  if type(start) ~= "function" then
+    error(("bad argument #2 to 'register_transport' (function expected, got %s)")
+      :format(type(start)), 2)
+  end
+  if not transports[name] then transport_order[#transport_order + 1] = name end
+  transports[name] = start
 end
+
+-- The names registered, in the order they were first registered.
+function workers.transports()
+  return table.move(transport_order, 1, #transport_order, 1, {})
+end
+
+-- Whether `name` is a registered transport.
+function workers.has_transport(name)
+  return transports[name] ~= nil
+end
+
+-- "'spawn' or 'fork'": the registered names, for error messages.
+function workers.transport_list()
+  local quoted = {}
+  for i, name in ipairs(transport_order) do quoted[i] = "'" .. name .. "'" end
+  if #quoted < 2 then return quoted[1] or "nothing" end
+  return table.concat(quoted, ", ", 1, #quoted - 1) .. " or " .. quoted[#quoted]
+end
+
+-- Starts a pool worker through the transport `name`; options is the pool's
+-- start_options, passed on untouched. -> ok, handle or error.
+function workers.start(name, on_message, on_exit, options)
+  local start = transports[name]
+  if not start then
+    return false, ("start method '%s' is not supported; use %s"):format(
+      tostring(name), workers.transport_list())
+  end
+  return pcall(start, on_message, on_exit, options)
+end
+
+-- A fresh worker executable, sent what each task needs.
+workers.register_transport("spawn", function(on_message, on_exit)
+  return workers.spawn(on_message, on_exit)
+end)
+
+-- A copy of this process: no executable to load, no Lua to start.
+workers.register_transport("fork", function(on_message, on_exit)
+  return core.fork_worker(on_message, on_exit)
+end)
 
 local SIGNALS = {[1] = "SIGHUP", [2] = "SIGINT", [3] = "SIGQUIT", [4] = "SIGILL",
   [6] = "SIGABRT", [7] = "SIGBUS", [8] = "SIGFPE", [9] = "SIGKILL",
