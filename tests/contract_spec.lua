@@ -12,6 +12,9 @@ local _ENV = _G
 local lmp = require "lmp"
 local contract = require "contract"
 local helpers = require "helpers"
+-- The start method "double": a transport written against the documented
+-- interface, carrying the corpus by another carriage.
+require "transport_double"
 
 local cases = contract.cases()
 local BUILDS = 10 -- items of a map: fresh builds of one case
@@ -94,7 +97,7 @@ describe("the comparison of the contract", function()
   end)
 end)
 
-for _, method in ipairs{"spawn", "fork"} do
+for _, method in ipairs{"spawn", "fork", "double"} do
   describe(("a %s pool carries the corpus"):format(method), function()
     local pool
     setup(function() pool = lmp.Pool{processes = 2, start_method = method} end)

@@ -4,7 +4,14 @@ local describe, it, assert, pcall = describe, it, assert, pcall
 local _ENV = _G
 local lmp = require "lmp"
 local workers = require "lmp.workers"
+local core = require "lmp.core"
 local helpers = require "helpers"
+local double = require "transport_double"
+
+local function busy(seconds)
+  local t = os.clock()
+  while os.clock() - t < seconds do end
+end
 
 describe("the transport registry", function()
   it("has spawn and fork registered, in that order", function()
@@ -55,5 +62,86 @@ describe("the transport registry", function()
     assert.matches("start method 'telepathy' is not supported; use 'spawn', 'fork'", err)
     assert.has_error(function() workers.register_transport("", function() end) end)
     assert.has_error(function() workers.register_transport("x", 42) end)
+  end)
+end)
+
+-- The double (tests/transport_double.lua) relays every frame through the
+-- main process later than it came; the scheduler runs on it unchanged.
+describe("a transport double plugged in through the registry", function()
+  it("runs apply, map, imap and an executor, messages in order", function()
+    local before = #double.handles
+    local pool <close> = lmp.Pool{processes = 2, start_method = "double"}
+    assert.equal(before + 2, #double.handles)
+    assert.equal(5, pool:apply(function(a, b) return a + b end, {2, 3}))
+    local squares = pool:map(function(x) return x * x end, {1, 2, 3, 4, 5, 6, 7}, 2)
+    assert.same({1, 4, 9, 16, 25, 36, 49, n = 7}, squares)
+    local seen = {}
+    for v in pool:imap(function(x) return x + 1 end, {10, 20, 30}) do seen[#seen + 1] = v end
+    assert.same({11, 21, 31}, seen)
+    local ex <close> = lmp.ProcessPoolExecutor{max_workers = 1, start_method = "double"}
+    assert.equal(6, ex:submit(function(x) return x * 2 end, 3):result())
+    for i = before + 1, #double.handles do
+      assert.is_true(double.handles[i].delivered > 0)
+    end
+  end)
+
+  it("calls on_exit once, after the last message, when the pool closes", function()
+    local before = #double.handles
+    local pool = lmp.Pool{processes = 2, start_method = "double"}
+    assert.same({2, 3, n = 2}, pool:map(function(x) return x + 1 end, {1, 2}))
+    pool:close()
+    pool:join()
+    for i = before + 1, #double.handles do
+      local h = double.handles[i]
+      assert.equal(1, h.exits)
+      assert.is_true(h.exited)
+      assert.is_true(h.in_head > h.in_tail) -- nothing held back
+      assert.is_false(helpers.alive(h:pid()))
+    end
+    assert.is_true(helpers.no_children())
+  end)
+
+  it("a worker killed from another process fails its task with worker_lost and is replaced",
+    function()
+    local pool <close> = lmp.Pool{processes = 1, start_method = "double"}
+    local pid = pool:apply(function() return core.getpid() end)
+    local r = pool:apply_async(function() busy(30) end)
+    lmp.sleep(0.1)
+    assert.is_true(os.execute("kill -9 " .. pid))
+    local ok, err = pcall(r.get, r, 30)
+    assert.is_false(ok)
+    assert.equal("worker_lost", err.kind)
+    assert.matches("killed by signal 9 %(SIGKILL%)", err.message)
+    local replacement = pool:apply(function() return core.getpid() end)
+    assert.are_not.equal(pid, replacement)
+  end)
+
+  it("loses no result when workers die at random moments of a map", function()
+    local pool <close> = lmp.Pool{processes = 2, start_method = "double"}
+    math.randomseed(os.time())
+    for _ = 1, 3 do
+      local pids = pool:map(function() return core.getpid() end, {1, 2, 3, 4}, 1)
+      local r = pool:map_async(function(x) busy(0.01); return x * 3 end,
+        (function() local t = {} for i = 1, 60 do t[i] = i end return t end)(), 1)
+      lmp.sleep(math.random() * 0.3)
+      os.execute("kill -9 " .. pids[math.random(pids.n)] .. " 2>/dev/null")
+      local ok, result = pcall(r.get, r, 60)
+      if ok then
+        for i = 1, 60 do assert.equal(i * 3, result[i]) end
+      else
+        assert.equal("worker_lost", result.kind)
+      end
+    end
+    assert.equal(7, pool:apply(function(x) return x end, {7}))
+  end)
+
+  it("kill reaches the worker: a task over its timeout is killed and replaced", function()
+    local pool <close> = lmp.Pool{processes = 1, start_method = "double", task_timeout = 0.2}
+    local ok, err = pcall(pool.apply, pool, function() busy(30) end)
+    assert.is_false(ok)
+    assert.equal("timeout", err.kind)
+    assert.equal(5, pool:apply(function(x) return x end, {5}))
+    local h = double.handles[#double.handles - 1]
+    assert.equal(1, h.exits)
   end)
 end)
