@@ -35,7 +35,7 @@ LDFLAGS_ALL = $(SANFLAGS) $(LDFLAGS)
 RUNTIME := memory buffer \
            inbox \
            error names encode decode payload \
-           loop \
+           loop timer \
            sigpipe digest tracker terminal shared feeder channel process_send process spawn server \
            worker interrupt \
            core embed

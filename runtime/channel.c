@@ -6,7 +6,6 @@
 #include <limits.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <stdint.h>
@@ -18,18 +17,6 @@
 #include "transport.h"
 
 #define RECV_BOX_META "lmp.RecvBuffer"
-
-/* Before a worker sleeps in read(), it watches its channel for a short
- * while: on many machines waking a sleeping CPU costs more than a whole
- * round trip, and the next task usually follows the last result at once. */
-static void wait_readable_briefly(int fd) {
-  struct pollfd pfd;
-  uint64_t deadline = uv_hrtime() + lmp__spin_ns();
-  pfd.fd = fd;
-  pfd.events = POLLIN;
-  if (lmp__spin_ns() == 0) return;
-  while (poll(&pfd, 1, 0) == 0 && uv_hrtime() < deadline) sched_yield();
-}
 
 /* Waits until fd is ready for `events` (POLLIN or POLLOUT). A frame must
  * go or come whole even on a non-blocking descriptor: libuv makes a Pipe
@@ -108,7 +95,7 @@ static int recv_exact(lua_State *L, int fd) {
   uint64_t length;
   lmp_buffer *b;
   int r;
-  wait_readable_briefly(fd);
+  lmp__spin_until_readable(fd);
   r = read_full(fd, header, sizeof header);
   if (r == 0) return 0;
   if (r < 0) return luaL_error(L, "lmp: channel read failed: %s", strerror(-r));
@@ -144,7 +131,7 @@ static int recv_buffered(lua_State *L, int fd) {
     /* Watch for the next message; but the rest of one begun is being
      * written now: sleep in read(), or a watcher on the writer's CPU
      * would only slow the writing (a 100 MB argument took 5x longer). */
-    if (channel_inbox.bytes.len == channel_inbox.used) wait_readable_briefly(fd);
+    if (channel_inbox.bytes.len == channel_inbox.used) lmp__spin_until_readable(fd);
     lmp__inbox_alloc(&channel_inbox, &room);
     if (room.base == NULL) return luaL_error(L, "lmp: not enough memory for a message");
     r = read(fd, room.base, room.len);

@@ -18,6 +18,8 @@ void lmp__loop_luv_loaded(lua_State *L);
 lua_State *lmp__main_thread(lua_State *L);
 /* How long to watch for an answer before sleeping, in ns ($LMP_SPIN_US). */
 uint64_t lmp__spin_ns(void);
+/* Watches fd for input for at most that long before a blocking wait. */
+void lmp__spin_until_readable(int fd);
 /* Calls the function below `nargs` arguments in protected mode; an error
  * goes to the reporter (lmp.on_error) or stderr. Pops them all. */
 int lmp__call_protected(lua_State *L, int nargs);
@@ -39,5 +41,7 @@ void lmp__loop_at_close(void (*hook)(void));
 
 /* Adds the loop's functions to the lmp.core table on top. */
 void lmp__open_loop(lua_State *L);
+/* Adds core.timer (timer.c) to the lmp.core table on top. */
+void lmp__open_timer(lua_State *L);
 
 #endif
