@@ -36,7 +36,7 @@ RUNTIME := memory buffer \
            inbox \
            error names encode decode payload \
            loop timer \
-           sigpipe digest tracker terminal shared feeder channel process_send process spawn server \
+           descriptors sigpipe digest tracker terminal shared feeder channel process_send process spawn server \
            worker interrupt \
            core embed
 OBJECTS := $(RUNTIME:%=$(BUILD)/obj/%.o) $(BUILD)/obj/lua_sources.o

@@ -509,9 +509,8 @@ static int core_hrtime(lua_State *L) {
   return 1;
 }
 
-static int core_worker_executable(lua_State *L) {
+void lmp__push_worker_executable(lua_State *L) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &worker_exe_key);
-  return 1;
 }
 
 static const luaL_Reg loop_functions[] = {
@@ -521,7 +520,6 @@ static const luaL_Reg loop_functions[] = {
     {"set_drain", core_set_drain},
     {"loop_is_luv", core_loop_is_luv},
     {"embed_busy", core_embed_busy},
-    {"worker_executable", core_worker_executable},
     {NULL, NULL}};
 
 void lmp__open_loop(lua_State *L) {

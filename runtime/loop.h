@@ -39,6 +39,10 @@ void lmp__loop_watch_receiving(int (*probe)(void));
  * turns (the Ctrl-C watcher registers its close here). One slot. */
 void lmp__loop_at_close(void (*hook)(void));
 
+/* Pushes the worker executable the host set (lmp_set_worker_executable),
+ * or nil. */
+void lmp__push_worker_executable(lua_State *L);
+
 /* Adds the loop's functions to the lmp.core table on top. */
 void lmp__open_loop(lua_State *L);
 /* Adds core.timer (timer.c) to the lmp.core table on top. */

@@ -445,7 +445,34 @@ static const luaL_Reg process_functions[] = {
     {"payload_value", core_payload_value}, {"payload_into", core_payload_into},
     {NULL, NULL}};
 
+/* core.signals: signal names to numbers and numbers to names ("SIGKILL"
+ * <-> 9), this system's, for the messages that say how a process ended and
+ * for the signals lmp.Process sends. */
+static void push_signals(lua_State *L) {
+  static const struct {
+    const char *name;
+    int number;
+  } signals[] = {{"SIGHUP", SIGHUP},   {"SIGINT", SIGINT},   {"SIGQUIT", SIGQUIT},
+                 {"SIGILL", SIGILL},   {"SIGTRAP", SIGTRAP}, {"SIGABRT", SIGABRT},
+                 {"SIGBUS", SIGBUS},   {"SIGFPE", SIGFPE},   {"SIGKILL", SIGKILL},
+                 {"SIGUSR1", SIGUSR1}, {"SIGSEGV", SIGSEGV}, {"SIGUSR2", SIGUSR2},
+                 {"SIGPIPE", SIGPIPE}, {"SIGALRM", SIGALRM}, {"SIGTERM", SIGTERM},
+                 {"SIGCHLD", SIGCHLD}, {"SIGCONT", SIGCONT}, {"SIGSTOP", SIGSTOP},
+                 {"SIGTSTP", SIGTSTP}, {"SIGTTIN", SIGTTIN}, {"SIGTTOU", SIGTTOU},
+                 {"SIGXCPU", SIGXCPU}, {"SIGXFSZ", SIGXFSZ}, {"SIGSYS", SIGSYS}};
+  size_t i;
+  lua_createtable(L, 32, (int)(sizeof signals / sizeof signals[0]));
+  for (i = 0; i < sizeof signals / sizeof signals[0]; i++) {
+    lua_pushinteger(L, signals[i].number);
+    lua_setfield(L, -2, signals[i].name);
+    lua_pushstring(L, signals[i].name);
+    lua_rawseti(L, -2, signals[i].number);
+  }
+}
+
 void lmp__open_process(lua_State *L) {
+  push_signals(L);
+  lua_setfield(L, -2, "signals");
   luaL_newmetatable(L, VIEW_META);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &view_meta_key);
   if (luaL_newmetatable(L, CHILD_META)) {

@@ -154,19 +154,6 @@ static int core_spawn(lua_State *L) {
   return lmp__child_started(L, c, box, 3);
 }
 
-/* Closes every descriptor from `from` on (close_range, or one by one
- * where the kernel lacks it). */
-static void close_from(int from) {
-#ifdef SYS_close_range
-  if (syscall(SYS_close_range, (unsigned)from, ~0U, 0) == 0) return;
-#endif
-  {
-    long max = sysconf(_SC_OPEN_MAX), fd;
-    if (max < 0 || max > 65536) max = 65536;
-    for (fd = from; fd < max; fd++) close((int)fd);
-  }
-}
-
 /* In the child of core.fork_worker: becomes the worker on `fd`, running in
  * the Lua state it inherited, and never returns. */
 static int (*forked_worker_run)(lua_State *L, long parent);
@@ -184,7 +171,7 @@ static LMP_NORETURN void run_forked_worker(lua_State *L, int fd, long parent) {
     dup2(fd, LMP_CHANNEL_FD);
     close(fd);
   }
-  close_from(LMP_CHANNEL_FD + 1);
+  lmp__close_from(LMP_CHANNEL_FD + 1);
   if (forked_worker_run) status = forked_worker_run(L, parent);
   lmp__flush_feeders(); /* what it put on queues, as exit() would */
   fflush(NULL);

@@ -28,7 +28,6 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -48,17 +47,6 @@ static long tracker_owner;      /* the process whose tracker and registrations t
 static long tracker_pid;        /* the tracker's pid */
 
 /* ---- the tracker process -------------------------------------------------- */
-
-static void close_from(int from) {
-#ifdef SYS_close_range
-  if (syscall(SYS_close_range, (unsigned)from, ~0U, 0) == 0) return;
-#endif
-  {
-    long max = sysconf(_SC_OPEN_MAX), fd;
-    if (max < 0 || max > 65536) max = 65536;
-    for (fd = from; fd < max; fd++) close((int)fd);
-  }
-}
 
 static void remove_entry(const entry *e) {
   if (e->kind == 's') {
@@ -103,7 +91,7 @@ static LMP_NORETURN void run_tracker(int fd) {
     dup2(fd, 3);
     fd = 3;
   }
-  close_from(4);
+  lmp__close_from(4);
   n = snprintf(ready, sizeof ready, "R%ld", pid);
   if (send(fd, ready, (size_t)n, MSG_NOSIGNAL) != n) _exit(1);
   for (;;) {

@@ -63,6 +63,9 @@ void lmp__auth_answer(const char *key, size_t key_len, const char *role,
  * proved the key; otherwise -1 with a message in why (a static string). */
 int lmp__auth_client(int fd, const char *key, size_t key_len, const char **why);
 
+/* descriptors.c: closes every descriptor from `from` on (close_range, or
+ * one by one where the kernel lacks it). For a child right after fork. */
+void lmp__close_from(int from);
 /* tracker.c: registers (add) or unregisters a name with this process's
  * resource tracker, made on first need. kind: 's' shared memory name, 'f'
  * file, 'd' directory. Returns 0 or -errno. */

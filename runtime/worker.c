@@ -67,8 +67,11 @@ static int executable(const char *path) {
   return access(path, X_OK) == 0;
 }
 
-/* core.find_worker() -> path of the worker executable: $LMP_WORKER, the lmp-worker beside this module in a build tree or
- * an installed tree, or "lmp-worker" on PATH. */
+/* core.find_worker() -> path of the program a new worker runs, the one
+ * place that decides it: $LMP_WORKER (a debugger or a valgrind wrapper);
+ * then what the host or the runner set (lmp_set_worker_executable); then
+ * the lmp-worker beside this module in a build tree or an installed tree;
+ * then "lmp-worker" on PATH. */
 static int core_find_worker(lua_State *L) {
   const char *env = getenv("LMP_WORKER");
   Dl_info info;
@@ -80,6 +83,9 @@ static int core_find_worker(lua_State *L) {
     lua_pushstring(L, env);
     return 1;
   }
+  lmp__push_worker_executable(L);
+  if (lua_type(L, -1) == LUA_TSTRING) return 1;
+  lua_pop(L, 1);
   /* This function's own address names the file lmp was loaded from. */
   if (dladdr((void *)core_find_worker, &info) && info.dli_fname) {
     const char *module_dir;

@@ -48,6 +48,19 @@ describe("worker death", function()
     assert.same({2, 4, n = 2}, pool:map(function(x) return x * 2 end, {1, 2}))
   end)
 
+  it("a death by any signal names it, from the system's own list (SIGUSR1, SIGXCPU)", function()
+    for _, name in ipairs{"SIGUSR1", "SIGXCPU"} do
+      local pid = pool:apply(function() return core.getpid() end)
+      local r = pool:apply_async(function() busy(30) end)
+      lmp.sleep(0.1)
+      assert.is_true(os.execute(("kill -s %s %d"):format(name:sub(4), pid)))
+      local ok, err = pcall(r.get, r, 30)
+      assert.is_false(ok)
+      assert.equal("worker_lost", err.kind)
+      assert.matches(("killed by signal %d %%(%s%%)"):format(core.signals[name], name), err.message)
+    end
+  end)
+
   it("os.exit in a task is reported with its status, and map raises it", function()
     local ok, err = pcall(pool.map, pool, function(x)
       if x == 2 then os.exit(7) end
@@ -123,12 +136,12 @@ describe("restart storms", function()
   end)
 
   -- Creates a pool whose workers are `worker`; returns what pool creation printed.
-  local function pool_with_worker(worker)
+  local function pool_with_worker(worker, runner)
     local status, out = helpers.run_lua([[
       local lmp = require "lmp"
       local ok, err = pcall(lmp.Pool, 2)
       print(ok, err.kind, err.message)
-    ]], "LMP_WORKER=" .. worker .. " lua5.4")
+    ]], "LMP_WORKER=" .. worker .. " " .. (runner or "lua5.4"))
     assert.equal(0, status)
     return out
   end
@@ -140,6 +153,11 @@ describe("restart storms", function()
   it("a missing worker executable fails pool creation clearly", function()
     assert.matches("cannot start worker '/nonexistent/lmp%-worker'",
       pool_with_worker("/nonexistent/lmp-worker"))
+  end)
+
+  it("$LMP_WORKER overrides the worker the lmp runner sets for itself", function()
+    assert.matches("cannot start worker '/nonexistent/lmp%-worker'",
+      pool_with_worker("/nonexistent/lmp-worker", helpers.runner))
   end)
 end)
 

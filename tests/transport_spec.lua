@@ -144,4 +144,20 @@ describe("a transport double plugged in through the registry", function()
     local h = double.handles[#double.handles - 1]
     assert.equal(1, h.exits)
   end)
+
+  it("a result that cannot be loaded in the main process fails that task, in order", function()
+    lmp.register("transport_spec.bad_constructor", function() error("error at load", 0) end)
+    local pool <close> = lmp.Pool{processes = 1, start_method = "double"}
+    local ok, err = pcall(pool.map, pool, function(x)
+      if x == 2 then
+        return require("crash").userdata({__lmp_serialize = function()
+          return "transport_spec.bad_constructor", {} end})
+      end
+      return x
+    end, {1, 2, 3}, 1)
+    assert.is_false(ok)
+    assert.equal("serialize", err.kind)
+    assert.matches("cannot be loaded in the main process: error at load", err.message)
+    assert.same({4, 5, n = 2}, pool:map(function(x) return x end, {4, 5}))
+  end)
 end)

@@ -15,8 +15,6 @@ Process.__name = "lmp.Process"
 local process_serial = 0
 local live = setmetatable({}, {__mode = "k"}) -- started, not yet joined
 
-local SIGNALS = {SIGTERM = 15, SIGKILL = 9}
-
 local PROCESS_OPTIONS = {"target", "args", "name", "daemon"}
 
 local function new(opts)
@@ -106,8 +104,8 @@ local function signal(self, fname, number)
   if self.exitcode == nil and self._state.exitcode == nil then self._handle:kill(number) end
 end
 
-function Process:terminate() signal(self, "terminate", SIGNALS.SIGTERM) end
-function Process:kill() signal(self, "kill", SIGNALS.SIGKILL) end
+function Process:terminate() signal(self, "terminate", core.signals.SIGTERM) end
+function Process:kill() signal(self, "kill", core.signals.SIGKILL) end
 
 function Process:__tostring()
   local state = not self.started and "initial" or self.exitcode ~= nil

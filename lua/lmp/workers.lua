@@ -4,13 +4,10 @@ local core = require "lmp.core"
 
 local workers = {}
 
--- The program a new worker runs: $LMP_WORKER overrides (a debugger or a
--- valgrind wrapper); then what the host or the runner set; then the
--- lmp-worker installed beside the module.
+-- The program a new worker runs ($LMP_WORKER, or what the host set, or
+-- the lmp-worker beside the module: core.find_worker decides).
 function workers.executable()
-  local exe = os.getenv("LMP_WORKER")
-  if exe == nil or exe == "" then exe = core.worker_executable() or core.find_worker() end
-  return exe
+  return core.find_worker()
 end
 
 -- Starts a worker by running its program; on_message(message, payload)
@@ -84,15 +81,11 @@ workers.register_transport("fork", function(on_message, on_exit)
   return core.fork_worker(on_message, on_exit)
 end)
 
-local SIGNALS = {[1] = "SIGHUP", [2] = "SIGINT", [3] = "SIGQUIT", [4] = "SIGILL",
-  [6] = "SIGABRT", [7] = "SIGBUS", [8] = "SIGFPE", [9] = "SIGKILL",
-  [11] = "SIGSEGV", [13] = "SIGPIPE", [14] = "SIGALRM", [15] = "SIGTERM"}
-
 -- How a worker's unexpected end reads in the error it causes.
 function workers.death_message(pid, status, signal)
   if signal ~= 0 then
     return ("worker process %d died: killed by signal %d (%s)"):format(
-      pid, signal, SIGNALS[signal] or "?")
+      pid, signal, core.signals[signal] or "?")
   end
   return ("worker process %d died: exited with status %d"):format(pid, status)
 end
