@@ -85,7 +85,8 @@ static int recv_box_gc(lua_State *L) {
  * once and each side gets on with its work. */
 void lmp__widen_socket(int fd) {
   int size = LMP_CHANNEL_BUFFER;
-  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+  /* Only a matter of speed: the default buffer works, in more pieces. */
+  (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
 }
 
 /* Reads one frame exactly (a connection: other processes may read the
@@ -443,7 +444,10 @@ static int new_connection(lua_State *L, int fd, int mode) {
 }
 
 static int core_connection_of(lua_State *L, int fd, int mode) {
-  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  /* A descriptor this process does not have (a Pipe end that was not
+   * inherited) is refused here, not at its first use. */
+  if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0)
+    return luaL_error(L, "lmp: no connection on descriptor %d: %s", fd, strerror(errno));
   return new_connection(L, fd, mode);
 }
 
@@ -506,6 +510,7 @@ static int core_fd_lock(lua_State *L) {
   return 1;
 }
 
+/* core.fd_unlock(fd, byte) -> whether the byte's lock was let go. */
 static int core_fd_unlock(lua_State *L) {
   int fd = (int)luaL_checkinteger(L, 1);
   struct flock lock;
@@ -514,8 +519,10 @@ static int core_fd_unlock(lua_State *L) {
   lock.l_whence = SEEK_SET;
   lock.l_start = (off_t)luaL_checkinteger(L, 2);
   lock.l_len = 1;
-  fcntl(fd, F_SETLK, &lock);
-  return 0;
+  /* Only a descriptor that is not open fails: said, not raised, since the
+   * callers unlock on their way out of an error. */
+  lua_pushboolean(L, fcntl(fd, F_SETLK, &lock) == 0);
+  return 1;
 }
 
 /* core.fd_count(fd, delta) -> the shared count after adding delta (the

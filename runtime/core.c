@@ -1,6 +1,9 @@
 /* lmp.core: the C half of the module, the top of the runtime's layers.
  * This file only makes the lmp.core table: each layer's binding adds its
  * functions to it, in layer order. */
+#include <errno.h>
+#include <string.h>
+
 #include "lmp.h"
 #include "channel.h"
 #include "worker.h"
@@ -9,7 +12,8 @@ int luaopen_lmp_core(lua_State *L) {
   /* A worker that dies while the main process writes to it must show up
    * as its exit, not kill the main process with SIGPIPE (libuv leaves
    * this to the program). */
-  lmp__guard_sigpipe();
+  if (lmp__guard_sigpipe() != 0)
+    return luaL_error(L, "lmp: cannot guard against SIGPIPE: %s", strerror(errno));
   lua_newtable(L);
   lua_pushinteger(L, LMP_FORMAT_VERSION);
   lua_setfield(L, -2, "format_version");

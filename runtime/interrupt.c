@@ -3,6 +3,7 @@
  * shell's code for death by SIGINT. It acts at once when the main process
  * waits in the loop (a uv_async woken from the handler) and at the next
  * Lua instruction when it runs Lua code (a hook, as lua.c does it). */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,7 +53,9 @@ static void on_sigint(int sig) {
 /* Called when the lua_State closes: the handler must not touch it after. */
 static void close_interrupt(void) {
   if (!installed) return;
-  sigaction(SIGINT, &previous_action, NULL);
+  /* The handler must not outlive the state it touches: if the host's
+   * action cannot be given back, the default is the one left. */
+  if (sigaction(SIGINT, &previous_action, NULL) != 0) signal(SIGINT, SIG_DFL);
   interrupted_state = NULL;
   uv_close((uv_handle_t *)&interrupt_async, NULL);
   installed = 0;
@@ -72,7 +75,12 @@ static int core_handle_interrupts(lua_State *L) {
   memset(&action, 0, sizeof action);
   action.sa_handler = on_sigint;
   sigemptyset(&action.sa_mask);
-  sigaction(SIGINT, &action, &previous_action);
+  if (sigaction(SIGINT, &action, &previous_action) != 0) {
+    int err = errno;
+    interrupted_state = NULL;
+    uv_close((uv_handle_t *)&interrupt_async, NULL);
+    return luaL_error(L, "lmp: cannot watch for Ctrl-C: %s", strerror(err));
+  }
   installed = 1;
   lmp__loop_at_close(close_interrupt);
   return 0;

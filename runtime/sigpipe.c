@@ -2,6 +2,7 @@
  * only lmp's own writes on its channels are shielded from it. */
 #include <signal.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "transport.h"
 
@@ -23,20 +24,22 @@ static void on_sigpipe(int sig) {
   memset(&action, 0, sizeof action);
   action.sa_handler = SIG_DFL;
   sigemptyset(&action.sa_mask);
-  sigaction(sig, &action, NULL);
+  /* Should the default not come back, raising would only bring the signal
+   * here again: end as the default would have. */
+  if (sigaction(sig, &action, NULL) != 0) _exit(128 + sig);
   raise(sig);
 }
 
-void lmp__guard_sigpipe(void) {
+int lmp__guard_sigpipe(void) {
   struct sigaction current, action;
-  if (sigaction(SIGPIPE, NULL, &current) != 0 || (current.sa_flags & SA_SIGINFO) ||
-      current.sa_handler != SIG_DFL)
-    return; /* ignored or handled by the host already: its choice */
+  if (sigaction(SIGPIPE, NULL, &current) != 0) return -1;
+  if ((current.sa_flags & SA_SIGINFO) || current.sa_handler != SIG_DFL)
+    return 0; /* ignored or handled by the host already: its choice */
   memset(&action, 0, sizeof action);
   action.sa_handler = on_sigpipe;
   sigemptyset(&action.sa_mask);
   action.sa_flags = SA_RESTART;
-  sigaction(SIGPIPE, &action, NULL);
+  return sigaction(SIGPIPE, &action, NULL) == 0 ? 0 : -1;
 }
 
 void lmp__shield_sigpipe(int delta) {

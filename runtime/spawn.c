@@ -166,9 +166,11 @@ static LMP_NORETURN void run_forked_worker(lua_State *L, int fd, long parent) {
   int status = 1;
   lmp__become_forked_worker();
   lmp__child_forget_parents();
-  signal(SIGCHLD, SIG_DFL);
+  /* Without its channel on the usual descriptor the worker cannot run:
+   * it ends at once, and its parent sees a worker that died at start. */
+  if (signal(SIGCHLD, SIG_DFL) == SIG_ERR) _exit(1);
   if (fd != LMP_CHANNEL_FD) {
-    dup2(fd, LMP_CHANNEL_FD);
+    if (dup2(fd, LMP_CHANNEL_FD) < 0) _exit(1);
     close(fd);
   }
   lmp__close_from(LMP_CHANNEL_FD + 1);

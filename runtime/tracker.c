@@ -76,7 +76,8 @@ static LMP_NORETURN void run_tracker(int fd) {
    * also keeps the handlers the parent installed from running here. */
   sigfillset(&all);
   sigprocmask(SIG_SETMASK, &all, NULL);
-  prctl(PR_SET_NAME, "lmp-tracker", 0, 0, 0);
+  /* Only a name for ps: the tracker works without it. */
+  (void)prctl(PR_SET_NAME, "lmp-tracker", 0, 0, 0);
   if (chdir("/") != 0) _exit(1);
   /* Only the socket stays open: a descriptor of the parent's held here
    * (a worker's channel, a pipe a shell waits on) would keep its peer
@@ -84,11 +85,9 @@ static LMP_NORETURN void run_tracker(int fd) {
   fd = fcntl(fd, F_DUPFD, 3);
   devnull = open("/dev/null", O_RDWR);
   if (fd < 0 || devnull < 0) _exit(1);
-  dup2(devnull, 0);
-  dup2(devnull, 1);
-  dup2(devnull, 2);
+  if (dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0 || dup2(devnull, 2) < 0) _exit(1);
   if (fd != 3) {
-    dup2(fd, 3);
+    if (dup2(fd, 3) < 0) _exit(1);
     fd = 3;
   }
   lmp__close_from(4);

@@ -16,7 +16,7 @@
  * default would have done. lmp__shield_sigpipe(+1) before a write lmp
  * makes through libuv (or queues on it), -1 once it is done. Writes lmp
  * makes itself use MSG_NOSIGNAL instead. */
-void lmp__guard_sigpipe(void);
+int lmp__guard_sigpipe(void); /* 0, or -1 with errno */
 void lmp__shield_sigpipe(int delta);
 
 /* digest.c: SHA-256 (FIPS 180-4), HMAC-SHA256 (RFC 2104), random bytes,

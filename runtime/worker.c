@@ -33,19 +33,29 @@ int lmp__become_worker(long parent) {
   /* A worker must not outlive its parent: the kernel kills it when the
    * parent dies, and the check closes the race with a parent that died
    * before prctl ran. */
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
+    fprintf(stderr, "lmp worker: cannot tie its life to its parent's: %s\n", strerror(errno));
+    return -1;
+  }
   if ((long)getppid() != parent) return -1;
   /* Ctrl-C reaches the whole process group; the parent decides what it
    * means, so that one message is printed, not one per worker. */
-  signal(SIGINT, SIG_IGN);
-  lmp__guard_sigpipe();
+  if (signal(SIGINT, SIG_IGN) == SIG_ERR || lmp__guard_sigpipe() != 0) {
+    fprintf(stderr, "lmp worker: cannot set its signals: %s\n", strerror(errno));
+    return -1;
+  }
   flags = fcntl(LMP_CHANNEL_FD, F_GETFL);
   if (flags < 0) {
     fprintf(stderr, "lmp worker: no channel on fd %d\n", LMP_CHANNEL_FD);
     return -1;
   }
-  fcntl(LMP_CHANNEL_FD, F_SETFL, flags & ~O_NONBLOCK);
-  fcntl(LMP_CHANNEL_FD, F_SETFD, FD_CLOEXEC);
+  /* The channel is read with blocking reads, and no program the task runs
+   * may inherit it. */
+  if (fcntl(LMP_CHANNEL_FD, F_SETFL, flags & ~O_NONBLOCK) != 0 ||
+      fcntl(LMP_CHANNEL_FD, F_SETFD, FD_CLOEXEC) != 0) {
+    fprintf(stderr, "lmp worker: cannot set up its channel: %s\n", strerror(errno));
+    return -1;
+  }
   lmp__widen_socket(LMP_CHANNEL_FD);
   return 0;
 }
