@@ -26,16 +26,16 @@
 
 /* Every worker process still running, in all states: on Ctrl-C they are
  * killed and reaped before the process exits. */
-static child *live_children;
-static child *inherited_children; /* in a forked worker: its parent's */
+static worker_handle *live_children;
+static worker_handle *inherited_children; /* in a forked worker: its parent's */
 
-static void add_live(child *c) {
+static void add_live(worker_handle *c) {
   c->next = live_children;
   if (live_children) live_children->prev = c;
   live_children = c;
 }
 
-static void remove_live(child *c) {
+static void remove_live(worker_handle *c) {
   if (c->prev) c->prev->next = c->next;
   else if (live_children == c) live_children = c->next;
   if (c->next) c->next->prev = c->prev;
@@ -44,12 +44,12 @@ static void remove_live(child *c) {
 
 /* The handle that tells of the worker's exit: libuv's process handle, or
  * the poll on a forked worker's pidfd. */
-static uv_handle_t *exit_handle(child *c) {
+static uv_handle_t *exit_handle(worker_handle *c) {
   if (!c->forked) return (uv_handle_t *)&c->process;
   return c->by_pidfd ? (uv_handle_t *)&c->exit_watch : (uv_handle_t *)&c->sigchld;
 }
 
-void lmp__child_forget_parents(void) {
+void lmp__handle_forget_parents(void) {
   /* The parent's workers are its to kill, not ours; the list stays
    * reachable (not leaked: it is the parent's memory, copied). */
   inherited_children = live_children;
@@ -59,14 +59,14 @@ void lmp__child_forget_parents(void) {
 /* Whether part of a message from a worker has arrived and the rest is on
  * its way: the probe the loop asks before it spins (lmp__receiving). */
 static int receiving(void) {
-  child *c;
+  worker_handle *c;
   for (c = live_children; c; c = c->next)
     if (c->inbox.bytes.len > c->inbox.used) return 1;
   return 0;
 }
 
 int lmp__kill_all_workers(void) {
-  child *c;
+  worker_handle *c;
   int n = 0;
   for (c = live_children; c; c = c->next) {
     kill(c->pid, SIGKILL);
@@ -85,7 +85,7 @@ int lmp__kill_all_workers(void) {
 }
 
 static void on_handle_closed(uv_handle_t *handle) {
-  child *c = handle->data;
+  worker_handle *c = handle->data;
   if (--c->handles_open == 0 && !c->lua_owned) {
     lmp__inbox_free(&c->inbox);
     lmp__buffer_free(&c->outbox);
@@ -93,11 +93,11 @@ static void on_handle_closed(uv_handle_t *handle) {
   }
 }
 
-void lmp__child_close_handle(uv_handle_t *handle) {
+void lmp__handle_close_handle(uv_handle_t *handle) {
   if (!uv_is_closing(handle)) uv_close(handle, on_handle_closed);
 }
 
-static void forget_lua(child *c) {
+static void forget_lua(worker_handle *c) {
   if (c->L == NULL) return;
   luaL_unref(c->L, LUA_REGISTRYINDEX, c->on_message_ref);
   luaL_unref(c->L, LUA_REGISTRYINDEX, c->on_exit_ref);
@@ -108,11 +108,11 @@ static void forget_lua(child *c) {
 
 /* The worker is gone once it has exited and everything it wrote has been
  * read: only then can the pool tell which tasks it finished. */
-static void report_if_gone(child *c) {
+static void report_if_gone(worker_handle *c) {
   lua_State *L = c->L;
   if (!c->exited || !c->eof || c->reported) return;
   c->reported = 1;
-  lmp__child_close_handle((uv_handle_t *)&c->channel);
+  lmp__handle_close_handle((uv_handle_t *)&c->channel);
   if (L == NULL) return;
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->on_exit_ref);
   lua_pushinteger(L, (lua_Integer)c->exit_status);
@@ -121,18 +121,18 @@ static void report_if_gone(child *c) {
   lmp__call_protected(L, 2);
 }
 
-static void drain_channel(child *c);
+static void drain_channel(worker_handle *c);
 
 /* The exit itself is the worker's end, not the end of file on its channel:
  * a child the worker left behind may hold the channel open for ever. What
  * the worker wrote before it died is read now, and the exit reported. */
-static void worker_exited(child *c, int64_t exit_status, int term_signal) {
+static void worker_exited(worker_handle *c, int64_t exit_status, int term_signal) {
   uv_handle_t *channel = (uv_handle_t *)&c->channel;
   remove_live(c);
   c->exited = 1;
   c->exit_status = exit_status;
   c->term_signal = term_signal;
-  lmp__child_close_handle(exit_handle(c));
+  lmp__handle_close_handle(exit_handle(c));
   drain_channel(c);
   if (!c->eof) {
     c->eof = 1;
@@ -141,12 +141,12 @@ static void worker_exited(child *c, int64_t exit_status, int term_signal) {
   report_if_gone(c);
 }
 
-void lmp__child_on_exit(uv_process_t *process, int64_t exit_status, int term_signal) {
+void lmp__handle_on_exit(uv_process_t *process, int64_t exit_status, int term_signal) {
   worker_exited(process->data, exit_status, term_signal);
 }
 
 /* Stops watching a forked worker's exit (the handle is closed later). */
-static void stop_exit_watch(child *c) {
+static void stop_exit_watch(worker_handle *c) {
   if (c->by_pidfd) {
     if (c->pidfd < 0) return;
     uv_poll_stop(&c->exit_watch);
@@ -158,7 +158,7 @@ static void stop_exit_watch(child *c) {
 }
 
 /* Reaps a forked worker if it has exited. */
-static void reap_forked(child *c) {
+static void reap_forked(worker_handle *c) {
   int wstatus;
   if (c->exited || waitpid(c->pid, &wstatus, WNOHANG) != c->pid) return;
   stop_exit_watch(c);
@@ -167,21 +167,21 @@ static void reap_forked(child *c) {
 }
 
 /* A forked worker's pidfd is readable once it has exited. */
-void lmp__child_on_pidfd(uv_poll_t *watch, int status, int events) {
+void lmp__handle_on_pidfd(uv_poll_t *watch, int status, int events) {
   (void)status;
   (void)events;
   reap_forked(watch->data);
 }
 
 /* Any child's exit raises SIGCHLD: it may be this one's. */
-void lmp__child_on_sigchld(uv_signal_t *handle, int signum) {
+void lmp__handle_on_sigchld(uv_signal_t *handle, int signum) {
   (void)signum;
   reap_forked(handle->data);
 }
 
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
   (void)suggested;
-  lmp__inbox_alloc(&((child *)handle->data)->inbox, buf);
+  lmp__inbox_alloc(&((worker_handle *)handle->data)->inbox, buf);
 }
 
 /* A message's payload is handed to Lua undecoded, as a view of the bytes
@@ -235,7 +235,7 @@ static int core_payload_into(lua_State *L) {
  * a message that does not decode): nothing after it can be trusted, so it
  * is read no more, and the owner learns why, as on_message(nil, reason)
  * (a pool then kills the worker). */
-static void channel_broken(child *c, const char *reason) {
+static void channel_broken(worker_handle *c, const char *reason) {
   lua_State *L = c->L;
   if (c->broken) return;
   c->broken = 1;
@@ -263,7 +263,7 @@ static int decode_message(lua_State *L) {
 }
 
 static void deliver_frame(void *ctx, const char *body, size_t n) {
-  child *c = ctx;
+  worker_handle *c = ctx;
   lua_State *L = c->L;
   payload_view *view;
   if (L == NULL || c->broken) return;
@@ -300,14 +300,14 @@ static void deliver_frame(void *ctx, const char *body, size_t n) {
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
-  child *c = stream->data;
+  worker_handle *c = stream->data;
   (void)buf;
   if (nread > 0) {
     c->inbox.bytes.len += (size_t)nread;
-    lmp__child_cork();
+    lmp__handle_cork();
     if (lmp__inbox_frames(&c->inbox, deliver_frame, c) < 0) channel_broken(c, GARBAGE_HEADER);
     if (c->broken) c->inbox.bytes.len = c->inbox.used = 0;
-    lmp__child_uncork();
+    lmp__handle_uncork();
   } else if (nread < 0) {
     uv_read_stop(stream);
     c->eof = 1;
@@ -317,13 +317,13 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
 
 /* Reads, without waiting, what the socket holds now: all the worker wrote
  * before it exited (and no more, should a child it left keep writing). */
-static void drain_channel(child *c) {
+static void drain_channel(worker_handle *c) {
   uv_os_fd_t fd;
   int available = 0;
   if (c->eof || c->broken || uv_is_closing((uv_handle_t *)&c->channel)) return;
   if (uv_fileno((uv_handle_t *)&c->channel, &fd) != 0) return;
   if (ioctl(fd, FIONREAD, &available) != 0) return;
-  lmp__child_cork();
+  lmp__handle_cork();
   while (available > 0) {
     uv_buf_t buf;
     ssize_t r;
@@ -339,12 +339,12 @@ static void drain_channel(child *c) {
     if (lmp__inbox_frames(&c->inbox, deliver_frame, c) < 0) channel_broken(c, GARBAGE_HEADER);
   }
   if (c->broken) c->inbox.bytes.len = c->inbox.used = 0;
-  lmp__child_uncork();
+  lmp__handle_uncork();
 }
 
 /* The parent's side once a worker runs, whichever way it was started: the
  * Lua callbacks at on_message and on_message + 1, the box at the top. */
-int lmp__child_started(lua_State *L, child *c, child **box, int on_message) {
+int lmp__handle_started(lua_State *L, worker_handle *c, worker_handle **box, int on_message) {
   uv_os_fd_t fd;
   if (uv_fileno((uv_handle_t *)&c->channel, &fd) == 0) lmp__widen_socket(fd);
   c->owner = (long)getpid();
@@ -360,28 +360,28 @@ int lmp__child_started(lua_State *L, child *c, child **box, int on_message) {
     /* Nothing it says could be heard: it ends now, and its exit is
      * reported as any worker's death is. */
     c->eof = 1;
-    lmp__child_signal(c, SIGKILL);
+    lmp__handle_signal(c, SIGKILL);
   }
   return 1;
 }
 
-static int child_kill(lua_State *L) {
-  child *c = lmp__check_child(L);
+static int handle_kill(lua_State *L) {
+  worker_handle *c = lmp__check_handle(L);
   int sig = (int)luaL_optinteger(L, 2, SIGKILL);
-  if (!c->exited) lmp__child_signal(c, sig);
+  if (!c->exited) lmp__handle_signal(c, sig);
   return 0;
 }
 
-static int child_pid(lua_State *L) {
-  lua_pushinteger(L, lmp__check_child(L)->pid);
+static int handle_pid(lua_State *L) {
+  lua_pushinteger(L, lmp__check_handle(L)->pid);
   return 1;
 }
 
 /* Collecting the handle never leaves a process behind: a live worker is
  * killed and reaped here, since libuv stops watching a closed handle. */
-static int child_gc(lua_State *L) {
-  child **box = luaL_checkudata(L, 1, CHILD_META);
-  child *c = *box;
+static int handle_gc(lua_State *L) {
+  worker_handle **box = luaL_checkudata(L, 1, HANDLE_META);
+  worker_handle *c = *box;
   if (c == NULL) return 0;
   *box = NULL;
   /* A forked worker inherited its parent's handles: they are not its own
@@ -395,7 +395,7 @@ static int child_gc(lua_State *L) {
     }
     return 0;
   }
-  lmp__child_unlist_flush(c);
+  lmp__handle_unlist_flush(c);
   c->outbox.len = 0;
   forget_lua(c);
   if (!c->exited) {
@@ -417,28 +417,28 @@ static int child_gc(lua_State *L) {
    * second one is open (or has been closed already, which is fine). */
   if (c->handles_open > 1) {
     if (c->forked) stop_exit_watch(c);
-    lmp__child_close_handle(exit_handle(c));
+    lmp__handle_close_handle(exit_handle(c));
   }
-  lmp__child_close_handle((uv_handle_t *)&c->channel);
+  lmp__handle_close_handle((uv_handle_t *)&c->channel);
   return 0;
 }
 
 /* handle:keep_loop_alive(bool): a worker with nothing to do must not keep
  * the loop running (so that luv's uv.run() can return); one with work or
  * on its way out must. */
-static int child_keep_loop_alive(lua_State *L) {
-  child *c = lmp__check_child(L);
+static int handle_keep_loop_alive(lua_State *L) {
+  worker_handle *c = lmp__check_handle(L);
   void (*set)(uv_handle_t *) = lua_toboolean(L, 2) ? uv_ref : uv_unref;
   if (!uv_is_closing(exit_handle(c))) set(exit_handle(c));
   if (!uv_is_closing((uv_handle_t *)&c->channel)) set((uv_handle_t *)&c->channel);
   return 0;
 }
 
-static const luaL_Reg child_methods[] = {
-    {"keep_loop_alive", child_keep_loop_alive},
-    {"send", lmp__child_send},  {"send_task", lmp__child_send_task},
-    {"close_input", lmp__child_close_input},
-    {"kill", child_kill},       {"pid", child_pid}, {"close", child_gc},
+static const luaL_Reg handle_methods[] = {
+    {"keep_loop_alive", handle_keep_loop_alive},
+    {"send", lmp__handle_send},  {"send_task", lmp__handle_send_task},
+    {"close_input", lmp__handle_close_input},
+    {"kill", handle_kill},       {"pid", handle_pid}, {"close", handle_gc},
     {NULL, NULL}};
 
 static const luaL_Reg process_functions[] = {
@@ -475,13 +475,13 @@ void lmp__open_process(lua_State *L) {
   lua_setfield(L, -2, "signals");
   luaL_newmetatable(L, VIEW_META);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &view_meta_key);
-  if (luaL_newmetatable(L, CHILD_META)) {
-    luaL_newlib(L, child_methods);
+  if (luaL_newmetatable(L, HANDLE_META)) {
+    luaL_newlib(L, handle_methods);
     lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, child_gc);
+    lua_pushcfunction(L, handle_gc);
     lua_setfield(L, -2, "__gc");
   }
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &lmp__child_meta_key);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &lmp__handle_meta_key);
   luaL_setfuncs(L, process_functions, 0);
   lmp__loop_watch_receiving(receiving);
 }

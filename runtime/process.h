@@ -1,5 +1,6 @@
-/* The worker process handle (lmp.WorkerProcess), shared by the file that
- * writes on its channel (process_send.c), the file that runs it
+/* The worker handle (worker_handle here, lmp.WorkerHandle to Lua, where
+ * it is called `handle`), shared by the file that writes on its channel
+ * (process_send.c), the file that runs it
  * (process.c: reading its channel, its exit watch, its methods) and the
  * file that makes one (spawn.c: the spawn and fork start methods). Part
  * of the transport layer; internal. */
@@ -13,9 +14,9 @@
 #include "inbox.h"
 #include "transport.h"
 
-#define CHILD_META "lmp.WorkerProcess"
+#define HANDLE_META "lmp.WorkerHandle"
 
-typedef struct child {
+typedef struct worker_handle {
   uv_process_t process; /* a spawned worker's; */
   uv_poll_t exit_watch; /* a forked one's: its pidfd turns readable at exit, */
   uv_signal_t sigchld;  /* or, without pidfd (old kernels, valgrind), SIGCHLD */
@@ -28,7 +29,7 @@ typedef struct child {
   int view_ref;   /* the payload view lent to on_message (deliver_frame) */
   lmp_inbox inbox;
   lmp_buffer outbox;  /* frames sent while corked (see on_read) */
-  struct child *flush_next;
+  struct worker_handle *flush_next;
   int flush_pending;
   int handles_open; /* freed when no handle is open and Lua let go */
   int lua_owned;
@@ -37,41 +38,41 @@ typedef struct child {
   int64_t exit_status;
   int term_signal;
   int pid;
-  struct child *prev, *next; /* the live workers, for an interrupt */
-} child;
+  struct worker_handle *prev, *next; /* the live workers, for an interrupt */
+} worker_handle;
 
 /* process.c: closes one of the handle's libuv handles; the last one closed frees it
  * once Lua let go. */
-void lmp__child_close_handle(uv_handle_t *handle);
+void lmp__handle_close_handle(uv_handle_t *handle);
 /* How the handle learns of its worker's exit: libuv's exit callback for a
  * spawned worker; for a forked one, its pidfd turning readable or, where
  * there is no pidfd, SIGCHLD. */
-void lmp__child_on_exit(uv_process_t *process, int64_t exit_status, int term_signal);
-void lmp__child_on_pidfd(uv_poll_t *watch, int status, int events);
-void lmp__child_on_sigchld(uv_signal_t *handle, int signum);
+void lmp__handle_on_exit(uv_process_t *process, int64_t exit_status, int term_signal);
+void lmp__handle_on_pidfd(uv_poll_t *watch, int status, int events);
+void lmp__handle_on_sigchld(uv_signal_t *handle, int signum);
 /* The parent's side once a worker runs, whichever way it was started: the
  * Lua callbacks at on_message and on_message + 1, the box at the top.
  * Returns 1 (the box). */
-int lmp__child_started(lua_State *L, child *c, child **box, int on_message);
+int lmp__handle_started(lua_State *L, worker_handle *c, worker_handle **box, int on_message);
 /* process_send.c: the handle's metatable key, the handle at stack index 1
  * (raises if it is not one or is closed), and a signal to its worker. */
-extern const char lmp__child_meta_key;
-child *lmp__check_child(lua_State *L);
-void lmp__child_signal(child *c, int sig);
-/* Corking: between lmp__child_cork and lmp__child_uncork (nested), small
+extern const char lmp__handle_meta_key;
+worker_handle *lmp__check_handle(lua_State *L);
+void lmp__handle_signal(worker_handle *c, int sig);
+/* Corking: between lmp__handle_cork and lmp__handle_uncork (nested), small
  * frames wait in their worker's outbox; the last uncork writes them, one
  * write per worker. */
-void lmp__child_cork(void);
-void lmp__child_uncork(void);
+void lmp__handle_cork(void);
+void lmp__handle_uncork(void);
 /* Takes the handle off the list of outboxes to write at uncork. */
-void lmp__child_unlist_flush(child *c);
+void lmp__handle_unlist_flush(worker_handle *c);
 /* The sending methods: handle:send, handle:send_task, handle:close_input. */
-int lmp__child_send(lua_State *L);
-int lmp__child_send_task(lua_State *L);
-int lmp__child_close_input(lua_State *L);
+int lmp__handle_send(lua_State *L);
+int lmp__handle_send_task(lua_State *L);
+int lmp__handle_close_input(lua_State *L);
 
 /* In a forked worker: the handles it inherited are its parent's, not to
  * be killed or reaped here. */
-void lmp__child_forget_parents(void);
+void lmp__handle_forget_parents(void);
 
 #endif

@@ -1,4 +1,4 @@
-/* The sending side of a worker process handle: frames written on its
+/* The sending side of a worker handle: frames written on its
  * channel at once when the socket takes them, queued on libuv otherwise;
  * corking, which gathers the small frames sent while answers are handled
  * into one write per worker; closing the input. The reading side and the
@@ -15,17 +15,17 @@
 
 #include "process.h"
 
-/* The registry key of the handle's metatable (lmp.WorkerProcess). */
-const char lmp__child_meta_key = 'c';
+/* The registry key of the handle's metatable (lmp.WorkerHandle). */
+const char lmp__handle_meta_key = 'c';
 
-child *lmp__check_child(lua_State *L) {
-  child **box = lmp__to_class(L, 1, &lmp__child_meta_key);
-  if (box == NULL) luaL_typeerror(L, 1, CHILD_META);
-  if (*box == NULL) luaL_error(L, "lmp: worker process handle is closed");
+worker_handle *lmp__check_handle(lua_State *L) {
+  worker_handle **box = lmp__to_class(L, 1, &lmp__handle_meta_key);
+  if (box == NULL) luaL_typeerror(L, 1, HANDLE_META);
+  if (*box == NULL) luaL_error(L, "lmp: worker handle is closed");
   return *box;
 }
 
-void lmp__child_signal(child *c, int sig) {
+void lmp__handle_signal(worker_handle *c, int sig) {
   if (c->forked) kill(c->pid, sig);
   else uv_process_kill(&c->process, sig);
 }
@@ -44,19 +44,19 @@ typedef struct write_request {
  * wait in the worker's outbox, and go out in one write per worker after
  * the last answer instead of one each. */
 static int corked;
-static child *flush_list;
+static worker_handle *flush_list;
 
-static int write_bytes(child *c, const char *data, size_t len);
+static int write_bytes(worker_handle *c, const char *data, size_t len);
 
-static void flush_outbox(child *c) {
+static void flush_outbox(worker_handle *c) {
   if (c->outbox.len == 0) return;
   if (!c->exited && !c->eof) write_bytes(c, c->outbox.data, c->outbox.len);
   c->outbox.len = 0;
   if (c->outbox.cap > 65536) lmp__buffer_free(&c->outbox);
 }
 
-void lmp__child_unlist_flush(child *c) {
-  child **p;
+void lmp__handle_unlist_flush(worker_handle *c) {
+  worker_handle **p;
   if (!c->flush_pending) return;
   for (p = &flush_list; *p; p = &(*p)->flush_next) {
     if (*p == c) {
@@ -69,18 +69,18 @@ void lmp__child_unlist_flush(child *c) {
 
 static void flush_all(void) {
   while (flush_list) {
-    child *c = flush_list;
+    worker_handle *c = flush_list;
     flush_list = c->flush_next;
     c->flush_pending = 0;
     flush_outbox(c);
   }
 }
 
-void lmp__child_cork(void) {
+void lmp__handle_cork(void) {
   corked++;
 }
 
-void lmp__child_uncork(void) {
+void lmp__handle_uncork(void) {
   if (--corked == 0) flush_all();
 }
 
@@ -100,7 +100,7 @@ static void on_written(uv_write_t *req, int status) {
 /* Writes bytes that are ours (copied if the channel cannot take them at
  * once). Returns 0, or a libuv error: a failed write shows up as the
  * worker's exit. */
-static int write_bytes(child *c, const char *data, size_t len) {
+static int write_bytes(worker_handle *c, const char *data, size_t len) {
   uv_stream_t *stream = (uv_stream_t *)&c->channel;
   uv_buf_t buf;
   write_request *w;
@@ -155,8 +155,8 @@ static size_t skip_written(uv_buf_t *bufs, size_t count, size_t n) {
 /* Sends the frame whose prefix and message the encode box at `box` holds
  * (b), with the payload at `payload_idx` (NULL for none); pushes whether
  * it went (false once the worker is gone or leaving). */
-static int send_encoded(lua_State *L, child *c, lmp_buffer *b, int box, lmp_payload *payload,
-                        int payload_idx) {
+static int send_encoded(lua_State *L, worker_handle *c, lmp_buffer *b, int box,
+                        lmp_payload *payload, int payload_idx) {
   uv_stream_t *stream = (uv_stream_t *)&c->channel;
   size_t payload_len = payload ? payload->length : 0, message_len, total, nbufs = 1;
   size_t written = 0, head_left;
@@ -189,7 +189,7 @@ static int send_encoded(lua_State *L, child *c, lmp_buffer *b, int box, lmp_payl
     return 1;
   }
   /* Frames corked earlier go first. */
-  lmp__child_unlist_flush(c);
+  lmp__handle_unlist_flush(c);
   flush_outbox(c);
   if (payload && !copy && 2 * payload->piece_count + 2 > sizeof few / sizeof few[0])
     bufs = lua_newuserdatauv(L, (2 * payload->piece_count + 2) * sizeof *bufs, 0);
@@ -243,8 +243,8 @@ static int send_encoded(lua_State *L, child *c, lmp_buffer *b, int box, lmp_payl
  * channel as it was. The frame is written at once when the channel takes
  * it (the usual case: no allocation, no callback); what it does not take
  * is queued on libuv with a copy of the frame's head, the payload pinned. */
-int lmp__child_send(lua_State *L) {
-  child *c = lmp__check_child(L);
+int lmp__handle_send(lua_State *L) {
+  worker_handle *c = lmp__check_handle(L);
   lmp_payload *payload = lua_isnoneornil(L, 3) ? NULL : lmp__check_payload(L, 3);
   const char *root = luaL_optstring(L, 4, "");
   lmp_buffer *b;
@@ -262,8 +262,8 @@ int lmp__child_send(lua_State *L) {
 /* handle:send_task(id, function_id, mode, payload): handle:send of
  * {"task", id, function_id, false, mode, false, false}, the message of a
  * task whose function the worker has, written without making the table. */
-int lmp__child_send_task(lua_State *L) {
-  child *c = lmp__check_child(L);
+int lmp__handle_send_task(lua_State *L) {
+  worker_handle *c = lmp__check_handle(L);
   lua_Integer id = luaL_checkinteger(L, 2), function_id = luaL_checkinteger(L, 3);
   const char *mode = luaL_checkstring(L, 4);
   lmp_payload *payload = lmp__check_payload(L, 5);
@@ -283,11 +283,11 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
 
 /* handle:close_input(): the worker reads end-of-file after what was sent
  * and exits; the way a pool lets its workers go. */
-int lmp__child_close_input(lua_State *L) {
-  child *c = lmp__check_child(L);
+int lmp__handle_close_input(lua_State *L) {
+  worker_handle *c = lmp__check_handle(L);
   uv_shutdown_t *req;
   if (c->input_closed || c->eof) return 0;
-  lmp__child_unlist_flush(c);
+  lmp__handle_unlist_flush(c);
   flush_outbox(c); /* what was sent goes before the end */
   c->input_closed = 1;
   req = malloc(sizeof *req);

@@ -86,7 +86,7 @@ static int core_spawn(lua_State *L) {
   uv_stdio_container_t stdio[4 + LMP_MAX_PASSED_FDS];
   char *args[64];
   int nargs, npassed = 0, i, r, nmarked, *marked;
-  child **box, *c;
+  worker_handle **box, *c;
   uv_loop_t *loop;
   luaL_checktype(L, 2, LUA_TTABLE);
   luaL_checktype(L, 3, LUA_TFUNCTION);
@@ -109,7 +109,7 @@ static int core_spawn(lua_State *L) {
   loop = lmp__loop(L); /* may refuse: before anything is allocated */
   box = lua_newuserdatauv(L, sizeof *box, 0);
   *box = NULL;
-  luaL_setmetatable(L, CHILD_META);
+  luaL_setmetatable(L, HANDLE_META);
   c = calloc(1, sizeof *c);
   if (c == NULL || uv_pipe_init(loop, &c->channel, 0) != 0) {
     free(c);
@@ -135,7 +135,7 @@ static int core_spawn(lua_State *L) {
   options.args = args;
   options.stdio = stdio;
   options.stdio_count = 4 + npassed;
-  options.exit_cb = lmp__child_on_exit;
+  options.exit_cb = lmp__handle_on_exit;
   marked = mark_descriptors(&nmarked);
   r = uv_spawn(loop, &c->process, &options);
   if (marked != NULL) unmark_descriptors(marked, nmarked);
@@ -144,14 +144,14 @@ static int core_spawn(lua_State *L) {
   if (r != 0) {
     c->lua_owned = 0;
     c->exited = c->eof = c->reported = 1;
-    lmp__child_close_handle((uv_handle_t *)&c->process);
-    lmp__child_close_handle((uv_handle_t *)&c->channel);
+    lmp__handle_close_handle((uv_handle_t *)&c->process);
+    lmp__handle_close_handle((uv_handle_t *)&c->channel);
     lua_pushfstring(L, "cannot start worker '%s': %s", file, uv_strerror(r));
     lmp__push_error(L, "worker_lost", lua_tostring(L, -1));
     return lua_error(L);
   }
   c->pid = c->process.pid;
-  return lmp__child_started(L, c, box, 3);
+  return lmp__handle_started(L, c, box, 3);
 }
 
 /* In the child of core.fork_worker: becomes the worker on `fd`, running in
@@ -165,7 +165,7 @@ void lmp__on_forked_worker(int (*run)(lua_State *L, long parent)) {
 static LMP_NORETURN void run_forked_worker(lua_State *L, int fd, long parent) {
   int status = 1;
   lmp__become_forked_worker();
-  lmp__child_forget_parents();
+  lmp__handle_forget_parents();
   /* Without its channel on the usual descriptor the worker cannot run:
    * it ends at once, and its parent sees a worker that died at start. */
   if (signal(SIGCHLD, SIG_DFL) == SIG_ERR) _exit(1);
@@ -192,7 +192,7 @@ static int core_fork_worker(lua_State *L) {
   int fds[2], pidfd, r;
   pid_t pid;
   long parent = (long)getpid();
-  child **box, *c;
+  worker_handle **box, *c;
   uv_loop_t *loop;
   luaL_checktype(L, 1, LUA_TFUNCTION);
   luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -203,7 +203,7 @@ static int core_fork_worker(lua_State *L) {
   loop = lmp__loop(L);
   box = lua_newuserdatauv(L, sizeof *box, 0);
   *box = NULL;
-  luaL_setmetatable(L, CHILD_META);
+  luaL_setmetatable(L, HANDLE_META);
   c = calloc(1, sizeof *c);
   if (c == NULL) return luaL_error(L, "lmp: not enough memory");
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
@@ -254,14 +254,14 @@ static int core_fork_worker(lua_State *L) {
     c->pidfd = pidfd;
     c->exit_watch.data = c;
     c->handles_open++;
-    r = uv_poll_start(&c->exit_watch, UV_READABLE, lmp__child_on_pidfd);
+    r = uv_poll_start(&c->exit_watch, UV_READABLE, lmp__handle_on_pidfd);
   } else {
     siginfo_t info;
     c->pidfd = -1;
     if ((r = uv_signal_init(loop, &c->sigchld)) == 0) {
       c->sigchld.data = c;
       c->handles_open++;
-      r = uv_signal_start(&c->sigchld, lmp__child_on_sigchld, SIGCHLD);
+      r = uv_signal_start(&c->sigchld, lmp__handle_on_sigchld, SIGCHLD);
     }
     /* An exit before the watch began raised its SIGCHLD unseen: raise
      * another (the zombie waits to be reaped). */
@@ -279,7 +279,7 @@ static int core_fork_worker(lua_State *L) {
     c->exited = c->eof = c->reported = 1;
     return luaL_error(L, "lmp: cannot watch a forked worker: %s", uv_strerror(r));
   }
-  return lmp__child_started(L, c, box, 1);
+  return lmp__handle_started(L, c, box, 1);
 }
 
 /* core.kill(pid [, signal]) -> true, or nil and a message. */

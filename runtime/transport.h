@@ -2,7 +2,7 @@
  * digests (digest.c), the resource tracker (tracker.c), the terminal
  * (terminal.c), shared memory (shared.c), feeders (feeder.c), worker
  * processes (process_send.c, process.c, spawn.c) and servers (server.c).
- * The channel and the worker process handle have their own headers
+ * The channel and the worker handle have their own headers
  * (channel.h, process.h). Internal; uses only the layers below it. */
 #ifndef LMP_TRANSPORT_H
 #define LMP_TRANSPORT_H
