@@ -109,16 +109,7 @@ describe("start method fork, failures", function()
 
   it("a worker killed from outside fails its task with worker_lost and is replaced", function()
     local pool <close> = lmp.Pool{processes = 1, start_method = "fork"}
-    local pid = pool:apply(function() return core.getpid() end)
-    local r = pool:apply_async(function() busy(30) end)
-    lmp.sleep(0.1)
-    core.kill(pid, 9)
-    local ok, err = pcall(r.get, r)
-    assert.is_false(ok)
-    assert.equal("worker_lost", err.kind)
-    assert.matches("killed by signal 9 %(SIGKILL%)", err.message)
-    local replacement = pool:apply(function() return core.getpid() end)
-    assert.are_not.equal(pid, replacement)
+    helpers.check_killed_worker_is_replaced(pool, function(pid) core.kill(pid, 9) end)
   end)
 
   it("a task over its timeout has its worker killed and replaced", function()

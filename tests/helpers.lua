@@ -25,6 +25,26 @@ function helpers.busy(seconds)
   while os.clock() - t < seconds do end
 end
 
+-- Starts a long task on `pool` (one worker), kills that worker from
+-- outside with kill(pid) while it runs, and checks what the user gets:
+-- the task fails with worker_lost naming SIGKILL, and a new worker (another
+-- pid) takes the next task. Raises (a failed luassert) otherwise.
+function helpers.check_killed_worker_is_replaced(pool, kill)
+  local expect = require "luassert"
+  local core = require "lmp.core"
+  local busy = helpers.busy
+  local pid = pool:apply(function() return core.getpid() end)
+  local r = pool:apply_async(function() busy(30) end)
+  require("lmp").sleep(0.1)
+  kill(pid)
+  local ok, err = pcall(r.get, r, 30)
+  expect.is_false(ok)
+  expect.equal("worker_lost", err.kind)
+  expect.matches("killed by signal 9 %(SIGKILL%)", err.message)
+  local replacement = pool:apply(function() return core.getpid() end)
+  expect.are_not.equal(pid, replacement)
+end
+
 -- Child processes of `pid` (default: this one) that are still there,
 -- zombies included.
 function helpers.children(pid)
