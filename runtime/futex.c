@@ -179,18 +179,30 @@ void lmp__condition_register(lmp_sync_cell *c) {
   __atomic_add_fetch(&c->notices, NOTICES(1, 0), SC);
 }
 
+/* Taking a ticket is a change too: the notifier waits until they are all
+ * taken (lmp__condition_tickets). */
 int lmp__condition_take(lmp_sync_cell *c) {
   uint64_t x = __atomic_load_n(&c->notices, SC);
   while (TICKETS(x) > 0)
-    if (__atomic_compare_exchange_n(&c->notices, &x, x - 1, 0, SC, SC)) return 1;
+    if (__atomic_compare_exchange_n(&c->notices, &x, x - 1, 0, SC, SC)) {
+      changed(c);
+      return 1;
+    }
   return 0;
+}
+
+uint32_t lmp__condition_tickets(lmp_sync_cell *c) {
+  return TICKETS(__atomic_load_n(&c->notices, SC));
 }
 
 int lmp__condition_leave(lmp_sync_cell *c) {
   uint64_t x = __atomic_load_n(&c->notices, SC);
   for (;;) {
     if (TICKETS(x) > 0) {
-      if (__atomic_compare_exchange_n(&c->notices, &x, x - 1, 0, SC, SC)) return 1;
+      if (__atomic_compare_exchange_n(&c->notices, &x, x - 1, 0, SC, SC)) {
+        changed(c);
+        return 1;
+      }
     } else if (WAITING(x) > 0) {
       if (__atomic_compare_exchange_n(&c->notices, &x, x - NOTICES(1, 0), 0, SC, SC)) return 0;
     } else {

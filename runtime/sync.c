@@ -187,6 +187,11 @@ static int cell_condition_leave(lua_State *L) {
   return 1;
 }
 
+static int cell_condition_tickets(lua_State *L) {
+  lua_pushinteger(L, lmp__condition_tickets(check_cell(L)));
+  return 1;
+}
+
 static int cell_condition_notify(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 2);
   if (n < 0) n = 0;
@@ -437,6 +442,7 @@ static const luaL_Reg cell_methods[] = {
     {"condition_take", cell_condition_take},
     {"condition_leave", cell_condition_leave},
     {"condition_notify", cell_condition_notify},
+    {"condition_tickets", cell_condition_tickets},
     {"close", cell_close},
     {NULL, NULL}};
 

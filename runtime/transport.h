@@ -119,11 +119,15 @@ void lmp__event_clear(lmp_sync_cell *c);
 /* A condition's waiter registers (holding the condition's lock), then
  * takes a ticket when one is there (1) or sleeps; one that gives up
  * leaves, and gets 1 if it was notified all the same (a ticket is its).
- * notify gives up to n registered waiters a ticket; returns how many. */
+ * notify gives up to n registered waiters a ticket; returns how many.
+ * Tickets are anonymous: the notifier, still holding the lock, waits
+ * until they are taken (tickets: how many are left), so that a waiter
+ * registering after the notification cannot take one, as in Python. */
 void lmp__condition_register(lmp_sync_cell *c);
 int lmp__condition_take(lmp_sync_cell *c);
 int lmp__condition_leave(lmp_sync_cell *c);
 uint32_t lmp__condition_notify(lmp_sync_cell *c, uint32_t n);
+uint32_t lmp__condition_tickets(lmp_sync_cell *c);
 /* sync.c: Lua's side of the cells (core.sync_cell), and the main
  * process's waits, slept by helper threads that wake the loop. */
 void lmp__open_sync(lua_State *L);

@@ -282,6 +282,20 @@ function Condition:wait_for(predicate, timeout)
   return result
 end
 
+-- Every ticket taken, or (quiet: a long while with no change) a waiter
+-- that died with its ticket: it is not waited for longer.
+local function try_drained(cell, quiet)
+  return quiet or cell:condition_tickets() == 0
+end
+
+-- Gives up to n waiters a ticket, then (holding the lock, as Python's
+-- notify does) waits until they took them: a waiter that registers after
+-- this notify cannot take one meant for those before it.
+local function notify(condition, n)
+  local cell = cell_of(condition)
+  if cell:condition_notify(n) > 0 then wait_until(cell, try_drained) end
+end
+
 -- cond:notify([n = 1]) wakes up to n processes waiting on it;
 -- cond:notify_all() every one. The lock must be held.
 function Condition:notify(n)
@@ -290,12 +304,12 @@ function Condition:notify(n)
     errors.argument(1, "notify", "non-negative integer expected")
   end
   check_holds(self, "notify")
-  cell_of(self):condition_notify(n)
+  notify(self, n)
 end
 
 function Condition:notify_all()
   check_holds(self, "notify_all")
-  cell_of(self):condition_notify(0xffffffff)
+  notify(self, 0xffffffff)
 end
 
 -- ---- Barrier ------------------------------------------------------------------------
