@@ -7,6 +7,8 @@
  * changes; the Lua side then tries again on the main thread. Helper
  * threads are kept for the next wait once their sleep ends. */
 #include <errno.h>
+#include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -424,9 +426,127 @@ static int waiter_close(lua_State *L) {
   return 0;
 }
 
+/* ---- the main thread asleep on a cell, a watcher on the loop -----------------
+ *
+ * Handing the sleep to a helper costs a second wake-up (the helper's,
+ * then the loop's). When the main thread waits outside any coroutine it
+ * sleeps on the cell itself, so that the process changing the cell wakes
+ * it directly, and the watcher thread watches the loop's backend
+ * descriptor meanwhile: when an event for the loop arrives it bumps the
+ * cell's seq (a change every waiter tries again on, harmlessly), which
+ * wakes the main thread to turn the loop. Timers need no watcher: the
+ * main thread's sleep ends at the loop's next timeout. */
+static struct {
+  pthread_cond_t wake;
+  int started;
+  unsigned armed, watched; /* generations: a request, the one watched */
+  int sleeping;            /* the main thread sleeps on map's cell */
+  int fd;                  /* the loop's backend descriptor */
+  cell_map *map;           /* a reference while armed */
+} watcher;
+
+static void poke(lmp_sync_cell *c) {
+  __atomic_add_fetch(&c->seq, 1, __ATOMIC_SEQ_CST);
+  lmp__futex_wake(&c->seq, INT_MAX);
+}
+
+static void *watcher_main(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&helpers_mutex);
+  for (;;) {
+    struct pollfd pfd;
+    while (watcher.armed == watcher.watched) pthread_cond_wait(&watcher.wake, &helpers_mutex);
+    watcher.watched = watcher.armed;
+    pfd.fd = watcher.fd;
+    pfd.events = POLLIN;
+    pthread_mutex_unlock(&helpers_mutex);
+    /* Only readiness is asked: the loop's own turn takes the events. */
+    while (poll(&pfd, 1, -1) < 0 && errno == EINTR) {}
+    pthread_mutex_lock(&helpers_mutex);
+    if (watcher.sleeping && watcher.map) poke(watcher.map->cell);
+  }
+  return NULL;
+}
+
+/* Starts the watcher once; 0 or -1. Called with the mutex held. */
+static int start_watcher(void) {
+  pthread_t thread;
+  pthread_attr_t attr;
+  sigset_t all, old;
+  int r;
+  if (watcher.started) return 0;
+  if (pthread_cond_init(&watcher.wake, NULL) != 0) return -1;
+  if (pthread_attr_init(&attr) != 0) return -1;
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 64 * 1024);
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  r = pthread_create(&thread, &attr, watcher_main, NULL);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  pthread_attr_destroy(&attr);
+  if (r != 0) return -1;
+  watcher.started = 1;
+  return 0;
+}
+
+static void set_watched_map(cell_map *m) {
+  if (m) __atomic_add_fetch(&m->refs, 1, __ATOMIC_SEQ_CST);
+  if (watcher.map) map_unref(watcher.map);
+  watcher.map = m;
+}
+
+/* cell:sleep_beside_loop(seen [, seconds]) -> whether a whole liveness
+ * period passed with nothing changed. For the main thread outside
+ * coroutines, after a turn of the loop (which registers the descriptors
+ * handles started since): sleeps on the cell until it changes, the loop
+ * has an event, the loop's next timer is due, or seconds pass. Returns at
+ * once when the loop has work waiting. */
+static int cell_sleep_beside_loop(lua_State *L) {
+  cell_box *box = luaL_checkudata(L, 1, CELL_META);
+  uint32_t seen = (uint32_t)luaL_checkinteger(L, 2);
+  uv_loop_t *loop = lmp__loop(L);
+  int64_t timeout = LIVENESS_NS;
+  int alive = uv_loop_alive(loop), watched = 0, quiet;
+  if (box->map == NULL) return luaL_error(L, "lmp: the lock's memory is closed");
+  if (!lua_isnoneornil(L, 3)) {
+    double seconds = luaL_checknumber(L, 3);
+    if (seconds * 1e9 < (double)timeout) timeout = seconds > 0 ? (int64_t)(seconds * 1e9) : 0;
+  }
+  if (alive) {
+    int next = uv_backend_timeout(loop);
+    if (next == 0) {
+      lua_pushboolean(L, 0);
+      return 1;
+    }
+    if (next > 0 && (int64_t)next * 1000000 < timeout) timeout = (int64_t)next * 1000000;
+    pthread_mutex_lock(&helpers_mutex);
+    if (start_watcher() == 0) {
+      set_watched_map(box->map);
+      watcher.fd = uv_backend_fd(loop);
+      watcher.sleeping = 1;
+      watcher.armed++;
+      pthread_cond_signal(&watcher.wake);
+      watched = 1;
+    }
+    pthread_mutex_unlock(&helpers_mutex);
+    /* Without a watcher the sleep is cut short, so that the loop turns. */
+    if (!watched && timeout > 1000000) timeout = 1000000;
+  }
+  quiet = lmp__sync_sleep(box->map->cell, seen, timeout, lmp__spin_ns()) && timeout == LIVENESS_NS;
+  if (watched) {
+    pthread_mutex_lock(&helpers_mutex);
+    watcher.sleeping = 0;
+    set_watched_map(NULL);
+    pthread_mutex_unlock(&helpers_mutex);
+  }
+  lua_pushboolean(L, quiet);
+  return 1;
+}
+
 static const luaL_Reg cell_methods[] = {
     {"seq", cell_seq},
     {"sleep", cell_sleep},
+    {"sleep_beside_loop", cell_sleep_beside_loop},
     {"waiter", cell_waiter},
     {"lock_try", cell_lock_try},
     {"lock_release", cell_lock_release},

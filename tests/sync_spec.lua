@@ -274,7 +274,7 @@ describe("synchronization", function()
 
   it("an Event set in a child wakes the main process quickly (prints the median)", function()
     local go, done, stamp = lmp.Event(), lmp.Event(), lmp.Value("d", 0)
-    local rounds = 100
+    local rounds = 150
     local p = lmp.Process{target = function(g, d, s, n)
       local hrtime = require("lmp.core").hrtime
       for _ = 1, n do
@@ -289,13 +289,14 @@ describe("synchronization", function()
       done:clear()
       go:set()
       assert.is_true(done:wait(10))
-      latencies[i] = core.hrtime() - stamp.value
+      -- The first rounds wake CPUs from idle: counted from round 51.
+      if i > 50 then latencies[#latencies + 1] = core.hrtime() - stamp.value end
     end
     p:join()
     table.sort(latencies)
-    local median = latencies[rounds // 2]
+    local median = latencies[#latencies // 2]
     io.stderr:write(("\n# Event set in a child to the main process awake: median %.1f us, "
-      .. "90th %.1f us\n"):format(median * 1e6, latencies[rounds * 9 // 10] * 1e6))
+      .. "90th %.1f us\n"):format(median * 1e6, latencies[#latencies * 9 // 10] * 1e6))
     -- Loose, for a loaded machine: the point is that nothing polls.
     assert.is_true(median < 0.005, "median " .. median)
   end)
@@ -426,4 +427,24 @@ describe("synchronization", function()
     assert.is_true(failing:broken())
     assert.error_matches(function() lmp.Barrier(0) end, "bad argument #1 to 'Barrier'")
   end)
+
+  it("Ctrl-C interrupts the main process waiting on a lock", function()
+    local status, out = helpers.run_lua([[
+      local lmp = require "lmp"
+      local lock, held, never = lmp.Lock(), lmp.Event(), lmp.Event()
+      local p = lmp.Process{target = function(l, h, n) l:acquire(); h:set(); n:wait() end,
+        args = {lock, held, never}}
+      p:start()
+      held:wait()
+      io.write("waiting\n"); io.flush()
+      lock:acquire()
+    ]], "sh -c '" .. helpers.runner .. " \"$0\" & pid=$!; "
+      .. "for i in $(seq 100); do sleep 0.05; grep -q waiting /proc/$pid/fd/1 2>/dev/null && break; done; "
+      .. "sleep 0.2; kill -INT $pid; "
+      .. "for i in $(seq 200); do kill -0 $pid 2>/dev/null || break; sleep 0.05; done; "
+      .. "kill -9 $pid 2>/dev/null; wait $pid; echo status $?'")
+    assert.equal(0, status)
+    assert.matches("status 130", out)
+  end)
 end)
+

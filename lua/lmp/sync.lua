@@ -70,6 +70,27 @@ local function wait_until(cell, try, timeout, arg)
       quiet = cell:sleep(seen, left)
     end
   end
+  if not coroutine.isyieldable() and type(package.loaded.luv) ~= "table" then
+    -- The main thread sleeps on the cell itself, woken directly by the
+    -- process that changes it, or by the watcher when the loop has an
+    -- event; it turns the loop before each sleep.
+    local quiet = false
+    while true do
+      core.run_once(false)
+      loop.drain()
+      local seen = cell:seq()
+      ok, extra = try(cell, quiet, arg)
+      if ok then return ok, extra end
+      local left
+      if deadline then
+        left = deadline - core.hrtime()
+        if left <= 0 then return false end
+      end
+      quiet = cell:sleep_beside_loop(seen, left)
+    end
+  end
+  -- In a coroutine of lmp.spawn (which yields) or beside luv (whose loop
+  -- lmp's is embedded in), a helper thread sleeps and wakes the loop.
   local waiter <close> = cell:waiter()
   -- Read seq before trying: a change made after the try is then one the
   -- helper sees, and none is missed.
@@ -95,6 +116,7 @@ local RLock = setmetatable({}, {__index = Lock})
 RLock.__index = RLock
 RLock.__name = "lmp.RLock"
 sync.RLock = RLock
+Lock.recursive, RLock.recursive = false, true
 
 function sync.new_lock(class)
   return new_object(class)
@@ -111,8 +133,19 @@ end
 -- taken again: acquire(false) returns false, a timeout waits for a
 -- release (by another coroutine or process); waiting for ever raises.
 function Lock:acquire(block, timeout)
-  timeout = check_wait(block, timeout, "acquire")
-  local cell, recursive = cell_of(self), getmetatable(self) == RLock
+  local cell, recursive = cells[self] or cell_of(self), self.recursive
+  -- The way without contention: one call, no waiting machinery.
+  if block ~= false or timeout ~= nil then
+    if timeout ~= nil then errors.check_timeout(timeout, 2, "acquire") end
+    if block == false then timeout = 0 end
+  else
+    timeout = 0
+  end
+  local ok, died = cell:lock_try(recursive, false)
+  if ok then
+    if died then return true, "owner_died" end
+    return true
+  end
   if not recursive and timeout == nil then
     local _, _, mine = cell:owner()
     if mine then
@@ -120,7 +153,7 @@ function Lock:acquire(block, timeout)
         .. "(acquire(false) tries without waiting)"), 2)
     end
   end
-  local ok, died = wait_until(cell, try_lock, timeout, recursive)
+  ok, died = wait_until(cell, try_lock, timeout, recursive)
   if ok and died then return true, "owner_died" end
   return ok
 end
@@ -128,8 +161,8 @@ end
 -- A Lock may be released by any process (once per acquire); an RLock
 -- only by the process that holds it.
 function Lock:release()
-  local recursive = getmetatable(self) == RLock
-  if not cell_of(self):lock_release(recursive) then
+  local recursive = self.recursive
+  if not (cells[self] or cell_of(self)):lock_release(recursive) then
     error(errors.new("closed", recursive and "release: the lock is not held by this process"
       or "release: the lock is not locked"), 2)
   end
