@@ -127,6 +127,7 @@ bench: all
 	tests/bench/run.sh $(BUILD)
 	tests/bench/pool_bench.sh $(BUILD)
 	tests/bench/workloads_bench.sh $(BUILD)
+	tests/bench/sync_bench.sh $(BUILD)
 
 # ---- install -------------------------------------------------------------
 # The standard Lua layout under PREFIX. Each directory can be set on its

@@ -132,16 +132,13 @@ end
 -- holder takes again counts. A Lock this process holds already is not
 -- taken again: acquire(false) returns false, a timeout waits for a
 -- release (by another coroutine or process); waiting for ever raises.
-function Lock:acquire(block, timeout)
-  local cell, recursive = cells[self] or cell_of(self), self.recursive
-  -- The way without contention: one call, no waiting machinery.
-  if block ~= false or timeout ~= nil then
-    if timeout ~= nil then errors.check_timeout(timeout, 2, "acquire") end
-    if block == false then timeout = 0 end
-  else
-    timeout = 0
-  end
-  local ok, died = cell:lock_try(recursive, false)
+local lock_try, lock_release = core.sync_cell_methods.lock_try, core.sync_cell_methods.lock_release
+
+local function acquire(self, block, timeout, recursive)
+  local cell = cells[self] or cell_of(self)
+  if timeout ~= nil then errors.check_timeout(timeout, 2, "acquire") end
+  if block == false then timeout = 0 end
+  local ok, died = lock_try(cell, recursive, false)
   if ok then
     if died then return true, "owner_died" end
     return true
@@ -150,7 +147,7 @@ function Lock:acquire(block, timeout)
     local _, _, mine = cell:owner()
     if mine then
       error(errors.new("closed", "acquire: this process holds the lock already "
-        .. "(acquire(false) tries without waiting)"), 2)
+        .. "(acquire(false) tries without waiting)"), 3)
     end
   end
   ok, died = wait_until(cell, try_lock, timeout, recursive)
@@ -158,14 +155,33 @@ function Lock:acquire(block, timeout)
   return ok
 end
 
+-- The way without contention is one call into C and no waiting machinery.
+-- (A try without the owner check never reports a death.)
+function Lock:acquire(block, timeout)
+  local cell = cells[self]
+  if cell and block == nil and timeout == nil and lock_try(cell, false, false) then return true end
+  return acquire(self, block, timeout, false)
+end
+
+function RLock:acquire(block, timeout)
+  local cell = cells[self]
+  if cell and block == nil and timeout == nil and lock_try(cell, true, false) then return true end
+  return acquire(self, block, timeout, true)
+end
+
+local function not_released(recursive)
+  error(errors.new("closed", recursive and "release: the lock is not held by this process"
+    or "release: the lock is not locked"), 3)
+end
+
 -- A Lock may be released by any process (once per acquire); an RLock
 -- only by the process that holds it.
 function Lock:release()
-  local recursive = self.recursive
-  if not (cells[self] or cell_of(self)):lock_release(recursive) then
-    error(errors.new("closed", recursive and "release: the lock is not held by this process"
-      or "release: the lock is not locked"), 2)
-  end
+  if not lock_release(cells[self] or cell_of(self), false) then not_released(false) end
+end
+
+function RLock:release()
+  if not lock_release(cells[self] or cell_of(self), true) then not_released(true) end
 end
 
 -- lock:locked() -> whether some process holds it.
