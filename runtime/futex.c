@@ -222,3 +222,62 @@ uint32_t lmp__condition_notify(lmp_sync_cell *c, uint32_t n) {
   changed(c);
   return k;
 }
+
+/* ---- barriers ------------------------------------------------------------------
+ * Python's barrier (threading.Barrier) made lock-free: its state and the
+ * count of parties inside share one word (notices), changed by
+ * compare-and-swap, each change a change of seq that wakes the sleepers. */
+#define B_STATE(x) ((int32_t)(uint32_t)((x) >> 32))
+#define B_COUNT(x) ((uint32_t)(x))
+#define B_WORD(state, count) (((uint64_t)(uint32_t)(state) << 32) | (uint64_t)(count))
+
+int lmp__barrier_enter(lmp_sync_cell *c, uint32_t parties, uint32_t *index) {
+  uint64_t x = __atomic_load_n(&c->notices, SC);
+  for (;;) {
+    if (B_STATE(x) == LMP_BARRIER_BROKEN) return -1;
+    /* Draining, resetting, or full while the last party runs the action:
+     * the next round has not begun. */
+    if (B_STATE(x) != LMP_BARRIER_FILLING || B_COUNT(x) >= parties) return 0;
+    if (__atomic_compare_exchange_n(&c->notices, &x, x + 1, 0, SC, SC)) {
+      *index = B_COUNT(x);
+      changed(c);
+      return 1;
+    }
+  }
+}
+
+static void barrier_change(lmp_sync_cell *c, int what) {
+  uint64_t x = __atomic_load_n(&c->notices, SC), y;
+  do {
+    int32_t state = B_STATE(x);
+    uint32_t count = B_COUNT(x);
+    switch (what) {
+      case 'd': state = LMP_BARRIER_DRAINING; break;
+      case 'b': state = LMP_BARRIER_BROKEN; break;
+      case 'x': /* a party leaves; the last one out opens the next round */
+        if (count > 0) count--;
+        if (count == 0 && (state == LMP_BARRIER_RESETTING || state == LMP_BARRIER_DRAINING))
+          state = LMP_BARRIER_FILLING;
+        break;
+      default: /* 'r': reset */
+        if (count == 0)
+          state = LMP_BARRIER_FILLING;
+        else if (state == LMP_BARRIER_FILLING || state == LMP_BARRIER_BROKEN)
+          state = LMP_BARRIER_RESETTING;
+        break;
+    }
+    y = B_WORD(state, count);
+  } while (!__atomic_compare_exchange_n(&c->notices, &x, y, 0, SC, SC));
+  changed(c);
+}
+
+void lmp__barrier_drain(lmp_sync_cell *c) { barrier_change(c, 'd'); }
+void lmp__barrier_break(lmp_sync_cell *c) { barrier_change(c, 'b'); }
+void lmp__barrier_leave(lmp_sync_cell *c) { barrier_change(c, 'x'); }
+void lmp__barrier_reset(lmp_sync_cell *c) { barrier_change(c, 'r'); }
+
+int32_t lmp__barrier_state(lmp_sync_cell *c, uint32_t *count) {
+  uint64_t x = __atomic_load_n(&c->notices, SC);
+  if (count) *count = B_COUNT(x);
+  return B_STATE(x);
+}

@@ -211,6 +211,38 @@ static int cell_condition_notify(lua_State *L) {
   return 1;
 }
 
+/* cell:barrier_enter(parties) -> 1 and the index, 0 (not yet), or -1 (broken) */
+static int cell_barrier_enter(lua_State *L) {
+  lmp_sync_cell *c = check_cell(L);
+  lua_Integer parties = luaL_checkinteger(L, 2);
+  uint32_t index = 0;
+  int r = lmp__barrier_enter(c, (uint32_t)parties, &index);
+  lua_pushinteger(L, r);
+  lua_pushinteger(L, index);
+  return 2;
+}
+
+/* cell:barrier(what): "drain", "break", "leave" or "reset". */
+static int cell_barrier(lua_State *L) {
+  static const char *const whats[] = {"drain", "break", "leave", "reset", NULL};
+  lmp_sync_cell *c = check_cell(L);
+  switch (luaL_checkoption(L, 2, NULL, whats)) {
+    case 0: lmp__barrier_drain(c); break;
+    case 1: lmp__barrier_break(c); break;
+    case 2: lmp__barrier_leave(c); break;
+    default: lmp__barrier_reset(c); break;
+  }
+  return 0;
+}
+
+/* cell:barrier_state() -> state, parties inside */
+static int cell_barrier_state(lua_State *L) {
+  uint32_t count = 0;
+  lua_pushinteger(L, lmp__barrier_state(check_cell(L), &count));
+  lua_pushinteger(L, count);
+  return 2;
+}
+
 /* ---- the main process's waits: helper threads ------------------------------
  *
  * A helper sleeps on one cell for one waiter; the mutex guards the
@@ -572,6 +604,9 @@ static const luaL_Reg cell_methods[] = {
     {"condition_leave", cell_condition_leave},
     {"condition_notify", cell_condition_notify},
     {"condition_tickets", cell_condition_tickets},
+    {"barrier_enter", cell_barrier_enter},
+    {"barrier", cell_barrier},
+    {"barrier_state", cell_barrier_state},
     {"close", cell_close},
     {NULL, NULL}};
 

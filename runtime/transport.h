@@ -84,7 +84,8 @@ typedef struct lmp_sync_cell {
   uint32_t depth;    /* how many times an RLock's holder holds it */
   int32_t value;     /* a semaphore's value; an event's flag */
   int32_t maximum;   /* a bounded semaphore's ceiling; -1 for none */
-  uint64_t notices;  /* a condition's waiters and tickets (futex.c) */
+  uint64_t notices;  /* a condition's waiters and tickets; a barrier's state
+                      * and count (futex.c) */
 } lmp_sync_cell;
 #define LMP_SYNC_ACQUIRED 1
 #define LMP_SYNC_OWNER_DIED 2 /* acquired from a holder that died */
@@ -128,6 +129,22 @@ int lmp__condition_take(lmp_sync_cell *c);
 int lmp__condition_leave(lmp_sync_cell *c);
 uint32_t lmp__condition_notify(lmp_sync_cell *c, uint32_t n);
 uint32_t lmp__condition_tickets(lmp_sync_cell *c);
+/* A barrier's cell, as Python's Barrier: parties enter while it is
+ * filling (1, with their index; 0 while the round before drains or a
+ * reset finishes; -1 when broken); the last to enter drains it (after its
+ * action), the others wait until it is no longer filling; every party
+ * leaves, and the last out makes it filling again. */
+#define LMP_BARRIER_FILLING 0
+#define LMP_BARRIER_DRAINING 1
+#define LMP_BARRIER_RESETTING (-1)
+#define LMP_BARRIER_BROKEN (-2)
+int lmp__barrier_enter(lmp_sync_cell *c, uint32_t parties, uint32_t *index);
+void lmp__barrier_drain(lmp_sync_cell *c);
+void lmp__barrier_break(lmp_sync_cell *c);
+void lmp__barrier_leave(lmp_sync_cell *c);
+void lmp__barrier_reset(lmp_sync_cell *c);
+/* The state, and the parties inside in count (if not NULL). */
+int32_t lmp__barrier_state(lmp_sync_cell *c, uint32_t *count);
 /* sync.c: Lua's side of the cells (core.sync_cell), and the main
  * process's waits, slept by helper threads that wake the loop. */
 void lmp__open_sync(lua_State *L);

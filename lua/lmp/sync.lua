@@ -362,17 +362,14 @@ function Condition:notify_all()
 end
 
 -- ---- Barrier ------------------------------------------------------------------------
--- Python's algorithm over a Condition, its state in shared memory (the
--- Condition's own file has room after its cell): filling, draining (the
--- parties leave), resetting, broken.
+-- Python's algorithm, lock-free in the cell (runtime/futex.c).
 
 local Barrier = {}
 Barrier.__index = Barrier
 Barrier.__name = "lmp.Barrier"
 sync.Barrier = Barrier
 
-local FILLING, DRAINING, RESETTING, BROKEN = 0, 1, -1, -2
-local STATE, COUNT = 1, 2 -- int32 items of the barrier's own file
+local FILLING, BROKEN = 0, -2
 
 function sync.new_barrier(parties, action, timeout)
   if math.type(parties) ~= "integer" or parties < 1 or parties > 0x7fffffff then
@@ -382,32 +379,23 @@ function sync.new_barrier(parties, action, timeout)
     errors.argument(2, "Barrier", "function expected, got " .. type(action))
   end
   errors.check_timeout(timeout, 3, "Barrier")
-  return setmetatable({cond = sync.new_condition(sync.new_lock(Lock)), parties = parties,
-    action = action or false, timeout = timeout or false,
-    file = core.connection(core.memfile(8))}, Barrier)
+  return new_object(Barrier, {parties = parties, action = action or false,
+    timeout = timeout or false})
 end
-
-local function barrier_memory(b)
-  local m = cells[b]
-  if not m then
-    m = core.map(b.file:fileno(), 8)
-    cells[b] = m
-  end
-  return m
-end
-
-local function get(b, i) return barrier_memory(b):get("i", i) end
-local function set(b, i, v) barrier_memory(b):set("i", i, v) end
 
 local function broken_error(fname)
   return errors.new("broken_barrier", fname .. ": the barrier is broken (aborted, reset, "
     .. "or a party timed out or failed)")
 end
 
-local function break_barrier(b)
-  set(b, STATE, BROKEN)
-  b.cond:notify_all()
+local function try_enter(cell, _, parties)
+  local r, index = cell:barrier_enter(parties)
+  if r == 1 then return true, index end
+  if r == -1 then return "broken" end
+  return false
 end
+
+local function try_released(cell) return (cell:barrier_state()) ~= FILLING end
 
 -- barrier:wait([timeout]) -> this party's index, 0 to parties - 1 (the
 -- last to arrive gets parties - 1 and runs the action first). Raises an
@@ -416,68 +404,42 @@ end
 function Barrier:wait(timeout)
   errors.check_timeout(timeout, 1, "wait")
   if timeout == nil then timeout = self.timeout or nil end
-  local cond = self.cond
-  cond:acquire()
-  local ok, result = pcall(function()
-    while get(self, STATE) == DRAINING or get(self, STATE) == RESETTING do cond:wait() end
-    if get(self, STATE) < 0 then error(broken_error("wait"), 0) end
-    local index = get(self, COUNT)
-    set(self, COUNT, index + 1)
-    local inner_ok, err = pcall(function()
-      if index + 1 == self.parties then
-        if self.action then
-          local acted, failure = pcall(self.action)
-          if not acted then break_barrier(self); error(failure, 0) end
-        end
-        set(self, STATE, DRAINING)
-        cond:notify_all()
-      else
-        if not cond:wait_for(function() return get(self, STATE) ~= FILLING end, timeout) then
-          break_barrier(self)
-          error(broken_error("wait"), 0)
-        end
-        if get(self, STATE) < 0 then error(broken_error("wait"), 0) end
+  local cell = cell_of(self)
+  -- A round that drains or a reset under way is waited for, as Python's.
+  local entered, index = wait_until(cell, try_enter, nil, self.parties)
+  if entered == "broken" then error(broken_error("wait"), 2) end
+  local ok, err = pcall(function()
+    if index + 1 == self.parties then
+      if self.action then
+        local acted, failure = pcall(self.action)
+        if not acted then cell:barrier("break"); error(failure, 0) end
       end
-    end)
-    -- The last party out lets the next round in.
-    set(self, COUNT, get(self, COUNT) - 1)
-    if get(self, COUNT) == 0 and (get(self, STATE) == RESETTING or get(self, STATE) == DRAINING) then
-      set(self, STATE, FILLING)
-      cond:notify_all()
+      cell:barrier("drain")
+    else
+      if not wait_until(cell, try_released, timeout) then
+        cell:barrier("break")
+        error(broken_error("wait"), 0)
+      end
+      if (cell:barrier_state()) < 0 then error(broken_error("wait"), 0) end
     end
-    if not inner_ok then error(err, 0) end
-    return index
   end)
-  cond:release()
-  if not ok then error(result, 2) end
-  return result
+  cell:barrier("leave")
+  if not ok then error(err, 2) end
+  return index
 end
 
 -- barrier:reset(): back to empty; parties waiting now get "broken_barrier".
-function Barrier:reset()
-  local cond = self.cond
-  cond:acquire()
-  if get(self, COUNT) > 0 then
-    if get(self, STATE) == FILLING or get(self, STATE) == BROKEN then set(self, STATE, RESETTING) end
-  else
-    set(self, STATE, FILLING)
-  end
-  cond:notify_all()
-  cond:release()
-end
+function Barrier:reset() cell_of(self):barrier("reset") end
 
 -- barrier:abort(): broken until reset; waiting parties get "broken_barrier".
-function Barrier:abort()
-  self.cond:acquire()
-  break_barrier(self)
-  self.cond:release()
-end
+function Barrier:abort() cell_of(self):barrier("break") end
 
 function Barrier:n_waiting()
-  if get(self, STATE) == FILLING then return get(self, COUNT) end
+  local state, count = cell_of(self):barrier_state()
+  if state == FILLING then return count end
   return 0
 end
 
-function Barrier:broken() return get(self, STATE) == BROKEN end
+function Barrier:broken() return (cell_of(self):barrier_state()) == BROKEN end
 
 return sync
