@@ -29,6 +29,12 @@
  * decides nothing but that. */
 #define LIVENESS_NS 500000000
 
+/* A child watches the cell this long before it sleeps (when the machine
+ * has a CPU to spare): a lock held for a few instructions is released
+ * sooner than a sleep and a wake-up take, and a longer spin only steals
+ * the CPU from the process that would make the change. */
+#define SHORT_SPIN_NS 3000
+
 /* A cell's mapping in this process, shared by its Lua object and the
  * helper thread sleeping on it, and unmapped when the last lets go. */
 typedef struct cell_map {
@@ -117,7 +123,7 @@ static int cell_sleep(lua_State *L) {
     double seconds = luaL_checknumber(L, 3);
     if (seconds * 1e9 < (double)LIVENESS_NS) timeout = seconds > 0 ? (int64_t)(seconds * 1e9) : 0;
   }
-  lua_pushboolean(L, lmp__sync_sleep(c, seen, timeout, 0) && timeout == LIVENESS_NS);
+  lua_pushboolean(L, lmp__sync_sleep(c, seen, timeout, lmp__spin_ns() ? SHORT_SPIN_NS : 0) && timeout == LIVENESS_NS);
   return 1;
 }
 
@@ -584,6 +590,55 @@ static int cell_sleep_beside_loop(lua_State *L) {
   return 1;
 }
 
+/* ---- Lock and RLock methods, fast -----------------------------------------------
+ * lock:acquire() and lock:release() without contention are one call into
+ * C: the closure finds the object's cell in sync.lua's table of cells
+ * (upvalue 1) and tries; anything else (arguments, contention, an error
+ * to raise, a cell not mapped yet) goes to the Lua method (upvalue 2).
+ * Upvalue 3: whether the lock is recursive; 4: whether this releases. */
+static int lock_method_done(lua_State *L, int status, lua_KContext context) {
+  (void)status;
+  (void)context;
+  return lua_gettop(L);
+}
+
+static int lock_method(lua_State *L) {
+  int recursive = lua_toboolean(L, lua_upvalueindex(3));
+  int releasing = lua_toboolean(L, lua_upvalueindex(4));
+  if (lua_gettop(L) == 1 && lua_istable(L, 1)) {
+    cell_box *box;
+    lua_pushvalue(L, 1);
+    if (lua_rawget(L, lua_upvalueindex(1)) == LUA_TUSERDATA &&
+        (box = luaL_testudata(L, -1, CELL_META)) != NULL && box->map != NULL) {
+      if (releasing) {
+        if (lmp__lock_release(box->map->cell, current_pid(), recursive) == 0) return 0;
+      } else if (lmp__lock_try(box->map->cell, current_pid(), recursive, 0) != 0) {
+        lua_pushboolean(L, 1);
+        return 1;
+      }
+    }
+    lua_settop(L, 1);
+  }
+  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_insert(L, 1);
+  /* With a continuation, so that a wait inside lmp.spawn can yield. */
+  lua_callk(L, lua_gettop(L) - 1, LUA_MULTRET, 0, lock_method_done);
+  return lua_gettop(L);
+}
+
+/* core.lock_method(cells, slow, recursive, releasing) -> the method */
+static int core_lock_method(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_settop(L, 4);
+  lua_pushboolean(L, lua_toboolean(L, 3));
+  lua_replace(L, 3);
+  lua_pushboolean(L, lua_toboolean(L, 4));
+  lua_replace(L, 4);
+  lua_pushcclosure(L, lock_method, 4);
+  return 1;
+}
+
 static const luaL_Reg cell_methods[] = {
     {"seq", cell_seq},
     {"sleep", cell_sleep},
@@ -613,7 +668,8 @@ static const luaL_Reg cell_methods[] = {
 static const luaL_Reg waiter_methods[] = {
     {"arm", waiter_arm}, {"quiet", waiter_quiet}, {"close", waiter_close}, {NULL, NULL}};
 
-static const luaL_Reg sync_functions[] = {{"sync_cell", core_sync_cell}, {NULL, NULL}};
+static const luaL_Reg sync_functions[] = {
+    {"sync_cell", core_sync_cell}, {"lock_method", core_lock_method}, {NULL, NULL}};
 
 static void new_meta(lua_State *L, const char *name, const luaL_Reg *methods,
                      lua_CFunction gc) {

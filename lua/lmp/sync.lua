@@ -156,33 +156,30 @@ local function acquire(self, block, timeout, recursive)
 end
 
 -- The way without contention is one call into C and no waiting machinery.
--- (A try without the owner check never reports a death.)
-function Lock:acquire(block, timeout)
-  local cell = cells[self]
-  if cell and block == nil and timeout == nil and lock_try(cell, false, false) then return true end
-  return acquire(self, block, timeout, false)
-end
-
-function RLock:acquire(block, timeout)
-  local cell = cells[self]
-  if cell and block == nil and timeout == nil and lock_try(cell, true, false) then return true end
-  return acquire(self, block, timeout, true)
-end
-
 local function not_released(recursive)
   error(errors.new("closed", recursive and "release: the lock is not held by this process"
     or "release: the lock is not locked"), 3)
 end
 
+-- Without contention or arguments, acquire and release are one call into
+-- C (core.lock_method), which comes here for everything else.
+Lock.acquire = core.lock_method(cells, function(self, block, timeout)
+  return acquire(self, block, timeout, false)
+end, false, false)
+
+RLock.acquire = core.lock_method(cells, function(self, block, timeout)
+  return acquire(self, block, timeout, true)
+end, true, false)
+
 -- A Lock may be released by any process (once per acquire); an RLock
 -- only by the process that holds it.
-function Lock:release()
+Lock.release = core.lock_method(cells, function(self)
   if not lock_release(cells[self] or cell_of(self), false) then not_released(false) end
-end
+end, false, true)
 
-function RLock:release()
+RLock.release = core.lock_method(cells, function(self)
   if not lock_release(cells[self] or cell_of(self), true) then not_released(true) end
-end
+end, true, true)
 
 -- lock:locked() -> whether some process holds it.
 function Lock:locked()
