@@ -141,14 +141,17 @@ static int cell_lock_release(lua_State *L) {
   return 1;
 }
 
-/* cell:owner() -> holder's pid (0: free), depth, whether it is this process */
+/* cell:owner([alive]) -> holder's pid (0: free), depth, whether it is this
+ * process [, whether the holder lives] */
 static int cell_owner(lua_State *L) {
   lmp_sync_cell *c = check_cell(L);
   int32_t owner = __atomic_load_n(&c->owner, __ATOMIC_SEQ_CST);
   lua_pushinteger(L, owner);
   lua_pushinteger(L, owner ? __atomic_load_n(&c->depth, __ATOMIC_RELAXED) : 0);
   lua_pushboolean(L, owner != 0 && owner == current_pid());
-  return 3;
+  if (!lua_toboolean(L, 2)) return 3;
+  lua_pushboolean(L, owner != 0 && (owner == current_pid() || lmp__process_alive(owner)));
+  return 4;
 }
 
 /* cell:set_semaphore(value, maximum): a fresh cell's start (maximum -1: none). */

@@ -181,9 +181,11 @@ RLock.release = core.lock_method(cells, function(self)
   if not lock_release(cells[self] or cell_of(self), true) then not_released(true) end
 end, true, true)
 
--- lock:locked() -> whether some process holds it.
+-- lock:locked() -> whether some process holds it. A holder that died
+-- holds nothing: the next acquire takes the lock (with "owner_died").
 function Lock:locked()
-  return (cell_of(self):owner()) ~= 0
+  local _, _, _, alive = cell_of(self):owner(true)
+  return alive
 end
 
 function Lock:__tostring()
