@@ -598,7 +598,8 @@ static int cell_sleep_beside_loop(lua_State *L) {
  * C: the closure finds the object's cell in sync.lua's table of cells
  * (upvalue 1) and tries; anything else (arguments, contention, an error
  * to raise, a cell not mapped yet) goes to the Lua method (upvalue 2).
- * Upvalue 3: whether the lock is recursive; 4: whether this releases. */
+ * Upvalue 3: whether the lock is recursive; 4: whether this releases;
+ * 5: the cells' metatable. */
 static int lock_method_done(lua_State *L, int status, lua_KContext context) {
   (void)status;
   (void)context;
@@ -611,8 +612,9 @@ static int lock_method(lua_State *L) {
   if (lua_gettop(L) == 1 && lua_istable(L, 1)) {
     cell_box *box;
     lua_pushvalue(L, 1);
-    if (lua_rawget(L, lua_upvalueindex(1)) == LUA_TUSERDATA &&
-        (box = luaL_testudata(L, -1, CELL_META)) != NULL && box->map != NULL) {
+    if (lua_rawget(L, lua_upvalueindex(1)) == LUA_TUSERDATA && lua_getmetatable(L, -1) &&
+        lua_rawequal(L, -1, lua_upvalueindex(5)) &&
+        (box = lua_touserdata(L, -2))->map != NULL) {
       if (releasing) {
         if (lmp__lock_release(box->map->cell, current_pid(), recursive) == 0) return 0;
       } else if (lmp__lock_try(box->map->cell, current_pid(), recursive, 0) != 0) {
@@ -638,7 +640,8 @@ static int core_lock_method(lua_State *L) {
   lua_replace(L, 3);
   lua_pushboolean(L, lua_toboolean(L, 4));
   lua_replace(L, 4);
-  lua_pushcclosure(L, lock_method, 4);
+  luaL_getmetatable(L, CELL_META);
+  lua_pushcclosure(L, lock_method, 5);
   return 1;
 }
 
