@@ -57,7 +57,7 @@ sort -k1,1 -k2,2 -k3,3g "$raw" | awk '
     }
     printf "%-22s %12s\n", "futex.wake_us (floor)", floor
     if (floor > 0) {
-      printf "event wake / bare futex wake: %.2f (spinning first), %.2f (LMP_SPIN_US=0); target <= 2\n",
+      printf "event wake / bare futex wake: %.2f (default), %.2f (LMP_SPIN_US=0: no watching before a sleep); target <= 2\n",
         med["lmp event.wake_us"] / floor, med["nospin event.wake_us"] / floor
     }
   }'
