@@ -36,7 +36,7 @@ RUNTIME := memory buffer \
            inbox \
            error names encode decode payload \
            loop \
-           sigpipe digest tracker terminal shared futex sync feeder channel process_send process spawn server \
+           sigpipe digest tracker terminal shared futex waiter sync feeder channel process_send process spawn server \
            worker interrupt \
            core embed
 OBJECTS := $(RUNTIME:%=$(BUILD)/obj/%.o) $(BUILD)/obj/lua_sources.o

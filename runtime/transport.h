@@ -1,7 +1,7 @@
 /* The layer of transports and OS objects: SIGPIPE shielding (sigpipe.c),
  * digests (digest.c), the resource tracker (tracker.c), the terminal
  * (terminal.c), shared memory (shared.c), futex-based locks (futex.c,
- * sync.c), feeders (feeder.c), worker
+ * waiter.c, sync.c), feeders (feeder.c), worker
  * processes (process_send.c, process.c, spawn.c) and servers (server.c).
  * The channel and the worker process handle have their own headers
  * (channel.h, process.h). Internal; uses only the layers below it. */
@@ -145,8 +145,8 @@ void lmp__barrier_leave(lmp_sync_cell *c);
 void lmp__barrier_reset(lmp_sync_cell *c);
 /* The state, and the parties inside in count (if not NULL). */
 int32_t lmp__barrier_state(lmp_sync_cell *c, uint32_t *count);
-/* sync.c: Lua's side of the cells (core.sync_cell), and the main
- * process's waits, slept by helper threads that wake the loop. */
+/* sync.c: Lua's side of the cells (core.sync_cell); waiter.c: the main
+ * process's waits (sync.h is between the two). */
 void lmp__open_sync(lua_State *L);
 
 /* feeder.c: the feeders of lmp.Queue (see there). core.feeder. */
