@@ -459,5 +459,23 @@ describe("synchronization", function()
     assert.equal(0, status, out .. err)
     assert.matches("futex_test: 0 failed", out)
   end)
+
+  it("with luv loaded, a wait in the main process still wakes when a child sets the Event", function()
+    local status, out, err = helpers.run_lua([[
+      local uv = require "luv"
+      local lmp = require "lmp"
+      local ev, ticks = lmp.Event(), 0
+      local timer = uv.new_timer()
+      timer:start(10, 10, function() ticks = ticks + 1 end)
+      local p = lmp.Process{target = function(e) lmp.sleep(0.2); e:set() end, args = {ev}}
+      p:start()
+      local got = ev:wait(10)
+      p:join()
+      timer:close()
+      print(got, p.exitcode)
+    ]], helpers.runner)
+    assert.equal(0, status, err)
+    assert.matches("true\t0", out)
+  end)
 end)
 
