@@ -36,7 +36,7 @@ RUNTIME := memory buffer \
            inbox \
            error names encode decode payload \
            loop timer \
-           descriptors sigpipe digest tracker terminal shared feeder channel process_send process spawn server \
+           descriptors sigpipe digest tracker terminal shared futex waiter sync feeder channel process_send process spawn server \
            worker interrupt \
            core embed
 OBJECTS := $(RUNTIME:%=$(BUILD)/obj/%.o) $(BUILD)/obj/lua_sources.o
@@ -91,7 +91,12 @@ $(BUILD)/test/crash.so: tests/c/crash.c
 	mkdir -p $(BUILD)/test
 	$(CC) $(CFLAGS_ALL) -shared $(LDFLAGS_ALL) -o $@ $<
 
-test: all $(BUILD)/test/crash.so $(BUILD)/examples/embed-host
+# The futex primitives alone, without Lua or a loop (run by tests/sync_spec.lua).
+$(BUILD)/test/futex_test: tests/c/futex_test.c $(BUILD)/obj/futex.o
+	mkdir -p $(BUILD)/test
+	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(BUILD)/obj/futex.o
+
+test: all $(BUILD)/test/crash.so $(BUILD)/test/futex_test $(BUILD)/examples/embed-host
 	tests/run.sh $(BUILD)
 
 # AddressSanitizer + UBSan: the whole suite against the instrumented module,
@@ -101,7 +106,7 @@ test: all $(BUILD)/test/crash.so $(BUILD)/examples/embed-host
 asan:
 	$(MAKE) BUILD=build-asan OPTFLAGS="-O1 -g -fno-omit-frame-pointer" \
 	  SANFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all \
-	  build-asan/test/crash.so build-asan/examples/embed-host
+	  build-asan/test/crash.so build-asan/test/futex_test build-asan/examples/embed-host
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0:handle_segv=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  LMP_SANITIZED=1 tests/run.sh build-asan
@@ -109,7 +114,7 @@ asan:
 # valgrind: the suite with the main process under valgrind, then the pool
 # specs again with every worker under valgrind too (tools/valgrind-worker.sh).
 VALGRIND = valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
-valgrind: all $(BUILD)/test/crash.so $(BUILD)/examples/embed-host
+valgrind: all $(BUILD)/test/crash.so $(BUILD)/test/futex_test $(BUILD)/examples/embed-host
 	LMP_TEST_LUA="$(VALGRIND) $(BUILD)/bin/lmp" tests/run.sh $(BUILD)
 	rm -rf $(BUILD)/valgrind && mkdir -p $(BUILD)/valgrind
 	LMP_WORKER=$(CURDIR)/tools/valgrind-worker.sh LMP_VALGRIND_LOGS=$(CURDIR)/$(BUILD)/valgrind \
@@ -127,6 +132,7 @@ bench: all
 	tests/bench/run.sh $(BUILD)
 	tests/bench/pool_bench.sh $(BUILD)
 	tests/bench/workloads_bench.sh $(BUILD)
+	tests/bench/sync_bench.sh $(BUILD)
 
 # ---- install -------------------------------------------------------------
 # The standard Lua layout under PREFIX. Each directory can be set on its

@@ -26,6 +26,7 @@ int luaopen_lmp_core(lua_State *L) {
   lmp__open_tracker(L);
   lmp__open_terminal(L);
   lmp__open_shared(L);
+  lmp__open_sync(L);
   lmp__open_feeder(L);
   lmp__open_channel(L);
   lmp__open_process(L);

@@ -1,6 +1,7 @@
 /* The layer of transports and OS objects: SIGPIPE shielding (sigpipe.c),
  * digests (digest.c), the resource tracker (tracker.c), the terminal
- * (terminal.c), shared memory (shared.c), feeders (feeder.c), worker
+ * (terminal.c), shared memory (shared.c), futex-based locks (futex.c,
+ * waiter.c, sync.c), feeders (feeder.c), worker
  * processes (process_send.c, process.c, spawn.c) and servers (server.c).
  * The channel and the worker handle have their own headers
  * (channel.h, process.h). Internal; uses only the layers below it. */
@@ -72,6 +73,84 @@ void lmp__close_from(int from);
 int lmp__track(int add, char kind, const char *path);
 void lmp__open_tracker(lua_State *L);
 void lmp__open_terminal(lua_State *L);
+
+/* futex.c: locks, semaphores, events and condition variables in memory
+ * that several processes map MAP_SHARED (pure C, no Lua). A cell is
+ * zeroed by lmp__sync_init before it is shared. seq is the futex word,
+ * bumped on every change a waiter may be waiting for; a waiter reads it
+ * (lmp__sync_seq), tries its operation, and if that fails sleeps with
+ * lmp__sync_sleep until seq differs from what it read. */
+typedef struct lmp_sync_cell {
+  uint32_t seq;      /* the futex word */
+  uint32_t sleepers; /* threads asleep on seq: a change wakes them */
+  int32_t owner;     /* a lock's holder (pid), 0 when free */
+  uint32_t depth;    /* how many times an RLock's holder holds it */
+  int32_t value;     /* a semaphore's value; an event's flag */
+  int32_t maximum;   /* a bounded semaphore's ceiling; -1 for none */
+  uint64_t notices;  /* a condition's waiters and tickets; a barrier's state
+                      * and count (futex.c) */
+} lmp_sync_cell;
+#define LMP_SYNC_ACQUIRED 1
+#define LMP_SYNC_OWNER_DIED 2 /* acquired from a holder that died */
+/* The futex calls on a shared word. wait: sleeps while *word == expected
+ * (timeout_ns < 0: no limit); 0 when woken or the word differs, else
+ * -ETIMEDOUT or -EINTR. wake: wakes up to n; returns how many, or -errno. */
+int lmp__futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns);
+int lmp__futex_wake(uint32_t *word, int n);
+void lmp__sync_init(lmp_sync_cell *c);
+uint32_t lmp__sync_seq(lmp_sync_cell *c);
+/* Sleeps until seq differs from seen or timeout_ns (>= 0; < 0 no limit)
+ * passes, first watching seq for spin_ns without sleeping. Returns 1 when
+ * the time ran out with seq unchanged, 0 otherwise (changed, woken, a
+ * signal): the caller tries again either way. */
+int lmp__sync_sleep(lmp_sync_cell *c, uint32_t seen, int64_t timeout_ns, uint64_t spin_ns);
+/* Whether process pid runs (a zombie does not). */
+int lmp__process_alive(int32_t pid);
+/* Takes the lock for pid without waiting: LMP_SYNC_ACQUIRED, or
+ * LMP_SYNC_OWNER_DIED when check_owner is set and the holder has died (the
+ * lock passes to pid), or 0. A recursive lock its holder takes again
+ * counts; a plain one is not taken twice (0). */
+int lmp__lock_try(lmp_sync_cell *c, int32_t pid, int recursive, int check_owner);
+/* Releases: a recursive lock only by its holder, a plain one by anyone
+ * but only when held. 0, or -EPERM. */
+int lmp__lock_release(lmp_sync_cell *c, int32_t pid, int recursive);
+/* Takes one from a semaphore's value if it is positive (1), else 0. */
+int lmp__semaphore_try(lmp_sync_cell *c);
+/* Adds one; -ERANGE at the ceiling of a bounded semaphore. */
+int lmp__semaphore_release(lmp_sync_cell *c);
+void lmp__event_set(lmp_sync_cell *c);
+void lmp__event_clear(lmp_sync_cell *c);
+/* A condition's waiter registers (holding the condition's lock), then
+ * takes a ticket when one is there (1) or sleeps; one that gives up
+ * leaves, and gets 1 if it was notified all the same (a ticket is its).
+ * notify gives up to n registered waiters a ticket; returns how many.
+ * Tickets are anonymous: the notifier, still holding the lock, waits
+ * until they are taken (tickets: how many are left), so that a waiter
+ * registering after the notification cannot take one, as in Python. */
+void lmp__condition_register(lmp_sync_cell *c);
+int lmp__condition_take(lmp_sync_cell *c);
+int lmp__condition_leave(lmp_sync_cell *c);
+uint32_t lmp__condition_notify(lmp_sync_cell *c, uint32_t n);
+uint32_t lmp__condition_tickets(lmp_sync_cell *c);
+/* A barrier's cell, as Python's Barrier: parties enter while it is
+ * filling (1, with their index; 0 while the round before drains or a
+ * reset finishes; -1 when broken); the last to enter drains it (after its
+ * action), the others wait until it is no longer filling; every party
+ * leaves, and the last out makes it filling again. */
+#define LMP_BARRIER_FILLING 0
+#define LMP_BARRIER_DRAINING 1
+#define LMP_BARRIER_RESETTING (-1)
+#define LMP_BARRIER_BROKEN (-2)
+int lmp__barrier_enter(lmp_sync_cell *c, uint32_t parties, uint32_t *index);
+void lmp__barrier_drain(lmp_sync_cell *c);
+void lmp__barrier_break(lmp_sync_cell *c);
+void lmp__barrier_leave(lmp_sync_cell *c);
+void lmp__barrier_reset(lmp_sync_cell *c);
+/* The state, and the parties inside in count (if not NULL). */
+int32_t lmp__barrier_state(lmp_sync_cell *c, uint32_t *count);
+/* sync.c: Lua's side of the cells (core.sync_cell); waiter.c: the main
+ * process's waits (sync.h is between the two). */
+void lmp__open_sync(lua_State *L);
 
 /* feeder.c: the feeders of lmp.Queue (see there). core.feeder. */
 void lmp__open_feeder(lua_State *L);

@@ -1,8 +1,23 @@
--- Lock, RLock, Semaphore and Event, shared with lmp.Process children.
+-- Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition and Barrier,
+-- shared with lmp.Process children, in the manner of CPython's tests: two
+-- or more processes, timeouts, a holder that dies.
 local describe, it, assert, after_each, pcall = describe, it, assert, after_each, pcall
 local _ENV = _G
 local lmp = require "lmp"
+local core = require "lmp.core"
 local helpers = require "helpers"
+
+-- Turns the loop until value() equals want (or 10 s pass).
+local function until_equal(want, value)
+  assert.is_true(helpers.wait_for(function() return value() == want end, 10),
+    ("waited for %s, have %s"):format(tostring(want), tostring(value())))
+end
+
+local function kind_of(fn)
+  local ok, err = pcall(fn)
+  assert.is_false(ok)
+  return type(err) == "table" and err.kind or tostring(err)
+end
 
 describe("synchronization", function()
   after_each(function() assert.is_true(helpers.no_children()) end)
@@ -113,4 +128,354 @@ describe("synchronization", function()
     ev:clear()
     assert.is_false(ev:is_set())
   end)
+
+  it("any process may release a Lock; an RLock only its holder", function()
+    local lock, rlock, q = lmp.Lock(), lmp.RLock(), lmp.Queue()
+    assert.is_true(lock:acquire())
+    assert.is_true(rlock:acquire())
+    local p = lmp.Process{target = function(l, r, out)
+      l:release()
+      out:put(pcall(r.release, r))
+      out:put(r:acquire(false))
+    end, args = {lock, rlock, q}}
+    p:start()
+    assert.is_false(q:get())
+    assert.is_false(q:get())
+    p:join(); assert.equal(0, p.exitcode)
+    assert.is_false(lock:locked())
+    assert.is_true(lock:acquire(false))
+    lock:release()
+    assert.equal("closed", kind_of(function() lock:release() end))
+    rlock:release()
+    assert.is_false(rlock:locked())
+  end)
+
+  it("a Lock whose holder is killed passes to the next acquirer, which is told", function()
+    for _, class in ipairs{"Lock", "RLock"} do
+      local lock, held, never = lmp[class](), lmp.Event(), lmp.Event()
+      local q = lmp.Queue()
+      local holder = lmp.Process{target = function(l, h, n)
+        l:acquire(); if getmetatable(l).__name == "lmp.RLock" then l:acquire() end
+        h:set(); n:wait()
+      end, args = {lock, held, never}}
+      holder:start()
+      assert.is_true(held:wait(10))
+      -- A second process already sleeps on the lock when the holder dies.
+      local waiter = lmp.Process{target = function(l, out)
+        out:put(table.pack(l:acquire(true, 20)))
+        l:release()
+      end, args = {lock, q}}
+      waiter:start()
+      lmp.sleep(0.2)
+      assert.is_true(lock:locked())
+      -- Killed from another process, at a moment of nobody's choosing.
+      os.execute("kill -9 " .. holder.pid)
+      local got = q:get()
+      assert.same({true, "owner_died", n = 2}, got)
+      waiter:join(); assert.equal(0, waiter.exitcode)
+      holder:join(); assert.equal(-9, holder.exitcode)
+      -- Released by the new holder: an ordinary lock again.
+      assert.same({true, n = 1}, table.pack(lock:acquire(true, 10)))
+      lock:release()
+      assert.is_false(lock:locked())
+    end
+  end)
+
+  it("a holder killed before anyone waits: the main process gets the lock within a second", function()
+    local lock, held, never = lmp.RLock(), lmp.Event(), lmp.Event()
+    local holder = lmp.Process{target = function(l, h, n) l:acquire(); h:set(); n:wait() end,
+      args = {lock, held, never}}
+    holder:start()
+    assert.is_true(held:wait(10))
+    assert.is_false(lock:acquire(false))
+    os.execute("kill -9 " .. holder.pid)
+    holder:join()
+    local ok, why = lock:acquire(true, 10)
+    assert.is_true(ok)
+    assert.equal("owner_died", why)
+    lock:release()
+    assert.is_false(lock:locked())
+  end)
+
+  it("a BoundedSemaphore refuses a release past its start; a Semaphore does not", function()
+    local b = lmp.BoundedSemaphore(2)
+    assert.equal("closed", kind_of(function() b:release() end))
+    assert.is_true(b:acquire())
+    local p = lmp.Process{target = function(s)
+      s:release()
+      local ok, err = pcall(s.release, s)
+      if ok or err.kind ~= "closed" then os.exit(3) end
+    end, args = {b}}
+    p:start(); p:join()
+    assert.equal(0, p.exitcode)
+    assert.equal(2, b:get_value())
+    local s = lmp.Semaphore(0)
+    s:release(); s:release()
+    assert.equal(2, s:get_value())
+    assert.equal("lmp.BoundedSemaphore", getmetatable(b).__name)
+    assert.error_matches(function() lmp.BoundedSemaphore(-1) end, "bad argument #1 to 'BoundedSemaphore'")
+  end)
+
+  it("a Semaphore wakes a process waiting in acquire when another releases", function()
+    local s, q = lmp.Semaphore(0), lmp.Queue()
+    local procs = {}
+    for i = 1, 2 do
+      procs[i] = lmp.Process{target = function(sem, out) out:put(sem:acquire(true, 20)) end,
+        args = {s, q}}
+      procs[i]:start()
+    end
+    lmp.sleep(0.1)
+    s:release(); s:release()
+    assert.is_true(q:get()); assert.is_true(q:get())
+    for _, p in ipairs(procs) do p:join(); assert.equal(0, p.exitcode) end
+    assert.equal(0, s:get_value())
+    assert.is_false(s:acquire(true, 0.05))
+  end)
+
+  it("timeouts are Python's: nil waits, NaN and negative are refused", function()
+    local lock, ev, s = lmp.Lock(), lmp.Event(), lmp.Semaphore(0)
+    assert.error_matches(function() lock:acquire(true, 0 / 0) end, "bad argument #2 to 'acquire'")
+    assert.error_matches(function() s:acquire(true, -1) end, "bad argument #2 to 'acquire'")
+    assert.error_matches(function() ev:wait(0 / 0) end, "bad argument #1 to 'wait'")
+    assert.is_false(ev:wait(0))
+    assert.is_false(s:acquire(true, 0))
+    local t = core.hrtime()
+    assert.is_false(ev:wait(0.1))
+    assert.is_true(core.hrtime() - t >= 0.09)
+  end)
+
+  it("the main loop turns while the main process waits on an Event", function()
+    local ev = lmp.Event()
+    local ticks, stop = 0, false
+    lmp.spawn(function()
+      while not stop do lmp.sleep(0.02); ticks = ticks + 1 end
+    end)
+    local p = lmp.Process{target = function(e)
+      local t = require("lmp.core").hrtime()
+      while require("lmp.core").hrtime() - t < 0.2 do end
+      e:set()
+    end, args = {ev}}
+    p:start()
+    assert.is_true(ev:wait(10))
+    stop = true
+    p:join()
+    -- The child took at least 200 ms to set it; the timer turned meanwhile.
+    assert.is_true(ticks >= 3, "the loop turned " .. ticks .. " times")
+    -- Inside lmp.spawn a wait yields: two coroutines wait side by side.
+    ev:clear()
+    local woke = {}
+    for i = 1, 2 do lmp.spawn(function() woke[i] = ev:wait(10) end) end
+    p = lmp.Process{target = function(e) e:set() end, args = {ev}}
+    p:start()
+    lmp.run()
+    p:join()
+    assert.same({true, true}, woke)
+  end)
+
+  it("an Event set in a child wakes the main process quickly (prints the median)", function()
+    local go, done, stamp = lmp.Event(), lmp.Event(), lmp.Value("d", 0)
+    local rounds = 150
+    local p = lmp.Process{target = function(g, d, s, n)
+      local hrtime = require("lmp.core").hrtime
+      for _ = 1, n do
+        g:wait(); g:clear()
+        s.value = hrtime()
+        d:set()
+      end
+    end, args = {go, done, stamp, rounds}}
+    p:start()
+    local latencies = {}
+    for i = 1, rounds do
+      done:clear()
+      go:set()
+      assert.is_true(done:wait(10))
+      -- The first rounds wake CPUs from idle: counted from round 51.
+      if i > 50 then latencies[#latencies + 1] = core.hrtime() - stamp.value end
+    end
+    p:join()
+    table.sort(latencies)
+    local median = latencies[#latencies // 2]
+    io.stderr:write(("\n# Event set in a child to the main process awake: median %.1f us, "
+      .. "90th %.1f us\n"):format(median * 1e6, latencies[#latencies * 9 // 10] * 1e6))
+    -- Loose, for a loaded machine: the point is that nothing polls.
+    assert.is_true(median < 0.005, "median " .. median)
+  end)
+
+  it("Condition notify wakes one waiting process, notify_all the rest", function()
+    local cond, ready, woken, q = lmp.Condition(), lmp.Value("i", 0), lmp.Value("i", 0), lmp.Queue()
+    local procs = {}
+    for i = 1, 3 do
+      procs[i] = lmp.Process{target = function(c, r, w, out)
+        c:acquire()
+        r.value = r.value + 1
+        local ok = c:wait(20)
+        w.value = w.value + 1
+        c:release()
+        out:put(ok)
+      end, args = {cond, ready, woken, q}}
+      procs[i]:start()
+    end
+    until_equal(3, function() return ready.value end)
+    -- Each registered before it let the lock go: holding it, all three wait.
+    cond:acquire()
+    cond:notify()
+    cond:release()
+    until_equal(1, function() return woken.value end)
+    lmp.sleep(0.2)
+    assert.equal(1, woken.value)
+    cond:acquire(); cond:notify_all(); cond:release()
+    until_equal(3, function() return woken.value end)
+    for _ = 1, 3 do assert.is_true(q:get()) end
+    for _, p in ipairs(procs) do p:join(); assert.equal(0, p.exitcode) end
+    -- Nobody waits: a notification is not kept for a later waiter.
+    cond:acquire(); cond:notify(); assert.is_false(cond:wait(0.05)); cond:release()
+    assert.equal("closed", kind_of(function() cond:notify() end))
+    assert.equal("closed", kind_of(function() cond:wait(1) end))
+    assert.error_matches(function() lmp.Condition("x") end, "bad argument #1 to 'Condition'")
+  end)
+
+  it("Condition wait_for across processes, over a plain Lock and an RLock held twice", function()
+    for _, lock in ipairs{lmp.Lock(), lmp.RLock()} do
+      local cond, state = lmp.Condition(lock), lmp.Value("i", 0)
+      local p = lmp.Process{target = function(c, s)
+        for i = 1, 3 do
+          c:acquire(); s.value = i; c:notify_all(); c:release()
+        end
+      end, args = {cond, state}}
+      cond:acquire()
+      if getmetatable(lock) == getmetatable(lmp.RLock()) then cond:acquire() end
+      p:start()
+      assert.is_true(cond:wait_for(function() return state.value == 3 end, 20))
+      assert.is_false(cond:wait_for(function() return state.value == 4 end, 0.05))
+      -- Held as before the wait (twice for the RLock).
+      assert.is_true(lock:locked())
+      cond:release()
+      if getmetatable(lock) == getmetatable(lmp.RLock()) then cond:release() end
+      assert.is_false(lock:locked())
+      p:join(); assert.equal(0, p.exitcode)
+    end
+  end)
+
+  it("a Barrier of 3 processes gives indices 0 to 2, runs its action once a round", function()
+    local runs = lmp.Value("i", 0)
+    local barrier = lmp.Barrier(3, function() runs.value = runs.value + 1 end, 20)
+    assert.equal(3, barrier.parties)
+    local q = lmp.Queue()
+    local procs = {}
+    for i = 1, 2 do
+      -- runs goes in args too: the action's upvalue needs its descriptor.
+      procs[i] = lmp.Process{target = function(b, out)
+        for _ = 1, 3 do out:put(b:wait()) end
+      end, args = {barrier, q, runs}}
+      procs[i]:start()
+    end
+    local seen = {}
+    for round = 1, 3 do
+      local mine = barrier:wait()
+      local indices = {mine, q:get(), q:get()}
+      table.sort(indices)
+      assert.same({0, 1, 2}, indices)
+      seen[round] = runs.value
+    end
+    for _, p in ipairs(procs) do p:join(); assert.equal(0, p.exitcode) end
+    assert.equal(3, runs.value)
+    assert.equal(0, barrier:n_waiting())
+    assert.is_false(barrier:broken())
+  end)
+
+  it("a Barrier aborted, reset, or timed out breaks for every party", function()
+    local barrier, q = lmp.Barrier(3), lmp.Queue()
+    local function start_parties(n)
+      local procs = {}
+      for i = 1, n do
+        procs[i] = lmp.Process{target = function(b, out)
+          local ok, err = pcall(b.wait, b, 20)
+          out:put(ok and "passed" or err.kind)
+        end, args = {barrier, q}}
+        procs[i]:start()
+      end
+      until_equal(n, function() return barrier:n_waiting() end)
+      return procs
+    end
+    -- abort
+    local procs = start_parties(2)
+    barrier:abort()
+    assert.equal("broken_barrier", q:get()); assert.equal("broken_barrier", q:get())
+    for _, p in ipairs(procs) do p:join() end
+    assert.is_true(barrier:broken())
+    assert.equal("broken_barrier", kind_of(function() barrier:wait(1) end))
+    -- reset mends it
+    barrier:reset()
+    assert.is_false(barrier:broken())
+    -- reset while parties wait: they get broken_barrier, the barrier is fine after
+    procs = start_parties(2)
+    barrier:reset()
+    assert.equal("broken_barrier", q:get()); assert.equal("broken_barrier", q:get())
+    for _, p in ipairs(procs) do p:join() end
+    until_equal(0, function() return barrier:n_waiting() end)
+    assert.is_false(barrier:broken())
+    -- a timeout breaks it for the others too
+    procs = start_parties(1)
+    assert.equal("broken_barrier", kind_of(function() barrier:wait(0.1) end))
+    assert.equal("broken_barrier", q:get())
+    procs[1]:join()
+    assert.is_true(barrier:broken())
+    barrier:reset()
+    -- an action that raises breaks it; the last party gets the action's error
+    local failing = lmp.Barrier(1, function() error("no") end)
+    assert.error_matches(function() failing:wait() end, "no")
+    assert.is_true(failing:broken())
+    assert.error_matches(function() lmp.Barrier(0) end, "bad argument #1 to 'Barrier'")
+  end)
+
+  it("Ctrl-C interrupts the main process waiting on a lock", function()
+    local status, out = helpers.run_lua([[
+      local lmp = require "lmp"
+      local lock, held, never = lmp.Lock(), lmp.Event(), lmp.Event()
+      local p = lmp.Process{target = function(l, h, n) l:acquire(); h:set(); n:wait() end,
+        args = {lock, held, never}}
+      p:start()
+      held:wait()
+      io.write("waiting\n"); io.flush()
+      lock:acquire()
+    ]], "sh -c '" .. helpers.runner .. " \"$0\" & pid=$!; "
+      .. "for i in $(seq 100); do sleep 0.05; grep -q waiting /proc/$pid/fd/1 2>/dev/null && break; done; "
+      .. "sleep 0.2; kill -INT $pid; "
+      .. "for i in $(seq 200); do kill -0 $pid 2>/dev/null || break; sleep 0.05; done; "
+      .. "kill -9 $pid 2>/dev/null; wait $pid; echo status $?'")
+    assert.equal(0, status)
+    assert.matches("status 130", out)
+  end)
+
+  it("the futex primitives work alone, in C, between forked processes", function()
+    -- `make asan` sets LMP_SANITIZED: its objects are instrumented.
+    local flags = os.getenv("LMP_SANITIZED")
+      and " SANFLAGS='-fsanitize=address,undefined -fno-sanitize-recover=undefined'" or ""
+    local program = helpers.build .. "/test/futex_test"
+    local status, out, err = helpers.run(("make -s -C '%s' BUILD='%s'%s '%s'"):format(
+      helpers.root, helpers.build, flags, program))
+    assert.equal(0, status, out .. err)
+    status, out, err = helpers.run("'" .. program .. "'")
+    assert.equal(0, status, out .. err)
+    assert.matches("futex_test: 0 failed", out)
+  end)
+
+  it("with luv loaded, a wait in the main process still wakes when a child sets the Event", function()
+    local status, out, err = helpers.run_lua([[
+      local uv = require "luv"
+      local lmp = require "lmp"
+      local ev, ticks = lmp.Event(), 0
+      local timer = uv.new_timer()
+      timer:start(10, 10, function() ticks = ticks + 1 end)
+      local p = lmp.Process{target = function(e) lmp.sleep(0.2); e:set() end, args = {ev}}
+      p:start()
+      local got = ev:wait(10)
+      p:join()
+      timer:close()
+      print(got, p.exitcode)
+    ]], helpers.runner)
+    assert.equal(0, status, err)
+    assert.matches("true\t0", out)
+  end)
 end)
+

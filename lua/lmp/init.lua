@@ -109,12 +109,15 @@ function lmp.Queue(maxsize)
   return queue.new(maxsize)
 end
 
--- Locks, semaphores, events.
+-- Locks, semaphores, events, conditions, barriers.
 local sync = require "lmp.sync"
 function lmp.Lock() return sync.new_lock(sync.Lock) end
 function lmp.RLock() return sync.new_lock(sync.RLock) end
 function lmp.Semaphore(value) return sync.new_semaphore(value) end
+function lmp.BoundedSemaphore(value) return sync.new_semaphore(value, true) end
 function lmp.Event() return sync.new_event() end
+function lmp.Condition(lock) return sync.new_condition(lock) end
+function lmp.Barrier(parties, action, timeout) return sync.new_barrier(parties, action, timeout) end
 
 -- Shared memory.
 local shared = require "lmp.shared"

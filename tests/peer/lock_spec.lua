@@ -34,8 +34,9 @@ describe("peer: _TestLock", function()
   end)
 
   -- Python's child keeps its semaphore locked after it exits; an lmp lock
-  -- is a record lock, which the kernel releases when its holder dies, so
-  -- the child here holds it until the parent has looked.
+  -- whose holder died passes to the next acquirer (which is told
+  -- "owner_died"), and locked() says false, so the child here holds it
+  -- until the parent has looked.
   local function locked_2processes(lock)
     local event, done, res = lmp.Event(), lmp.Event(), lmp.Value("b", 0)
     local p = lmp.Process{target = function(l, e, finished, r)
