@@ -108,6 +108,12 @@ local queue = require "lmp.queue"
 function lmp.Queue(maxsize)
   return queue.new(maxsize)
 end
+function lmp.JoinableQueue(maxsize)
+  return queue.new_joinable(maxsize)
+end
+function lmp.SimpleQueue()
+  return queue.new_simple()
+end
 
 -- Locks, semaphores, events.
 local sync = require "lmp.sync"
