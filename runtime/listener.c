@@ -80,7 +80,7 @@ static struct addrinfo *tcp_addresses(const char *host, lua_Integer port, int pa
 }
 
 /* core.listen_socket("unix", path) or ("tcp", host, port) -> a listening
- * socket (:fileno(), :close()) and, for TCP, the port it is bound to (the
+ * socket (:fileno(), :close()), non-blocking (accept waits for it first) and, for TCP, the port it is bound to (the
  * one the system chose for port 0); or nil, message, "os". */
 static int core_listen_socket(lua_State *L) {
   static const char *const families[] = {"unix", "tcp", NULL};
@@ -95,7 +95,7 @@ static int core_listen_socket(lua_State *L) {
     struct sockaddr_un addr;
     if (unix_address(lua_tostring(L, 2), &addr) != 0)
       return fail(L, "os", "the socket path is empty or too long");
-    if ((s->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
+    if ((s->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) < 0 ||
         bind(s->fd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(s->fd, 64) != 0)
       return e = errno, socket_close(L), fail_errno(L, "cannot listen", e);
     return 1;
@@ -106,7 +106,7 @@ static int core_listen_socket(lua_State *L) {
     socklen_t len = sizeof bound;
     int port;
     if (list == NULL) return fail(L, "os", why);
-    s->fd = socket(list->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    s->fd = socket(list->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     e = errno;
     if (s->fd >= 0) {
       setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
