@@ -139,6 +139,7 @@ describe("connection.wait", function()
     local q = lmp.Queue()
     local sleeper = lmp.Process{target = function() os.execute("sleep 30") end}
     sleeper:start()
+    assert.is_true(helpers.instrumented or sleeper.sentinel ~= nil)
     local putter = lmp.Process{target = function(q) os.execute("sleep 0.1"); q:put("hi") end, args = {q}}
     putter:start()
     local ready = lmp.connection.wait({b, q, sleeper.sentinel}, 60)
@@ -157,6 +158,8 @@ describe("connection.wait", function()
   end)
 
   it("a process killed from outside: its sentinel becomes ready", function()
+    -- valgrind does not know pidfd_open: there a process has no sentinel.
+    if helpers.instrumented then return end
     local a, b = lmp.Pipe()
     local p = lmp.Process{target = function() os.execute("sleep 30") end}
     p:start()

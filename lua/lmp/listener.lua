@@ -90,7 +90,8 @@ function listener.new(opts)
   end
   if family == "tcp" then address = {address[1], port} end
   return setmetatable({address = address, family = family, _socket = sock, _key = opts.authkey,
-                       _seconds = seconds, _dir = dir, _path = family == "unix" and address},
+                       _seconds = seconds, _dir = dir, _path = family == "unix" and address,
+                       _owner = core.getpid()},
                       Listener)
 end
 
@@ -132,6 +133,8 @@ function Listener:close()
   if not sock then return end
   self._socket = nil
   sock:close()
+  -- A forked copy of this process does not own the path.
+  if self._owner ~= core.getpid() then return end
   if self._path then os.remove(self._path) end
   if self._dir then os.remove(self._dir) end
 end
