@@ -36,7 +36,7 @@ RUNTIME := memory buffer \
            inbox \
            error names encode decode payload \
            loop timer \
-           descriptors sigpipe digest tracker terminal shared futex waiter sync feeder channel process_send process spawn server \
+           descriptors sigpipe digest tracker terminal shared futex waiter sync feeder channel process_send process spawn server watch listener \
            worker interrupt \
            core embed
 OBJECTS := $(RUNTIME:%=$(BUILD)/obj/%.o) $(BUILD)/obj/lua_sources.o

@@ -455,8 +455,9 @@ static int core_connection_of(lua_State *L, int fd, int mode) {
  * inherited one); mode as conn:mode() gives it. */
 static int core_connection(lua_State *L) {
   static const char *const modes[] = {"duplex", "receive", "send", NULL};
-  int fd = (int)luaL_checkinteger(L, 1);
-  return core_connection_of(L, fd, luaL_checkoption(L, 2, "duplex", modes));
+  lua_Integer fd = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, fd >= 0 && fd <= INT_MAX, 1, "a descriptor (0 or more) expected");
+  return core_connection_of(L, (int)fd, luaL_checkoption(L, 2, "duplex", modes));
 }
 
 /* core.pipe([duplex]) -> two connected connections (a socket pair); with

@@ -2,7 +2,9 @@
  * digests (digest.c), the resource tracker (tracker.c), the terminal
  * (terminal.c), shared memory (shared.c), futex-based locks (futex.c,
  * waiter.c, sync.c), feeders (feeder.c), worker
- * processes (process_send.c, process.c, spawn.c) and servers (server.c).
+ * processes (process_send.c, process.c, spawn.c), servers (server.c),
+ * descriptor watches and sentinels (watch.c) and Listener sockets
+ * (listener.c).
  * The channel and the worker handle have their own headers
  * (channel.h, process.h). Internal; uses only the layers below it. */
 #ifndef LMP_TRANSPORT_H
@@ -176,6 +178,13 @@ void lmp__open_process(lua_State *L);
 void lmp__open_spawn(lua_State *L);
 void lmp__open_shared(lua_State *L);
 void lmp__open_server(lua_State *L);
+/* watch.c: descriptor watches and polls, process sentinels (pidfds), and
+ * frames of raw bytes (core.fd_watch, poll_fds, sentinel, write_bytes,
+ * read_bytes). */
+void lmp__open_watch(lua_State *L);
+/* listener.c: the sockets of Listener and Client, with the server's side
+ * of the handshake (core.listen_socket, accept_socket, connect_socket). */
+void lmp__open_listener(lua_State *L);
 void lmp__open_digest(lua_State *L);
 void lmp__open_terminal(lua_State *L);
 

@@ -93,7 +93,16 @@ function lmp.ProcessPoolExecutor(opts)
   return executor.new(opts)
 end
 lmp.as_completed = executor.as_completed
-lmp.wait = executor.wait
+-- lmp.wait is both concurrent.futures.wait and connection.wait: a list
+-- of futures goes to the first, a list of connections, queues, sentinels
+-- or listeners (with an optional number of seconds) to the second.
+function lmp.wait(objects, opts)
+  if type(objects) == "table" and objects[1] ~= nil and getmetatable(objects[1]) ~= executor.Future
+      and (opts == nil or type(opts) == "number") then
+    return require("lmp.wait").wait(objects, opts)
+  end
+  return executor.wait(objects, opts)
+end
 lmp.Future = executor.Future
 
 -- Processes.
@@ -104,9 +113,24 @@ end
 
 -- Pipes and queues.
 lmp.Pipe = require("lmp.connection").Pipe
+local wait = require "lmp.wait"
+local listener = require "lmp.listener"
+-- lmp.connection: Python's multiprocessing.connection.
+lmp.connection = {
+  Pipe = lmp.Pipe,
+  wait = wait.wait,
+  Listener = listener.new,
+  Client = listener.client,
+}
 local queue = require "lmp.queue"
 function lmp.Queue(maxsize)
   return queue.new(maxsize)
+end
+function lmp.JoinableQueue(maxsize)
+  return queue.new_joinable(maxsize)
+end
+function lmp.SimpleQueue()
+  return queue.new_simple()
 end
 
 -- Locks, semaphores, events, conditions, barriers.

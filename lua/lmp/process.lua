@@ -65,6 +65,10 @@ function Process:start()
   self.started = true
   self.pid = handle:pid()
   self._handle = handle
+  -- Made before the loop turns again, so before the child can be reaped:
+  -- the pid is still this child's. Nil where the kernel has no pidfd.
+  local made, sentinel = pcall(core.sentinel, self.pid)
+  self.sentinel = made and sentinel or nil
   handle:send(protocol.init({path = package.path, cpath = package.cpath, name = self.name,
                              identity = self.identity}))
   handle:send(message)

@@ -8,11 +8,12 @@ local lmp = require "lmp"
 local core = require "lmp.core"
 local helpers = require "helpers"
 
--- Python raises queue.Full / queue.Empty; lmp raises kind "timeout".
-local function gives_up(fn, ...)
-  local ok, err = pcall(fn, ...)
+-- Python raises queue.Full / queue.Empty; lmp raises kinds "full" and
+-- "empty".
+local function gives_up(fn, q, ...)
+  local ok, err = pcall(fn, q, ...)
   assert.is_false(ok)
-  assert.equal("timeout", err.kind)
+  assert.equal((fn == q.put or fn == q.put_nowait) and "full" or "empty", err.kind)
 end
 
 describe("peer: _TestQueue", function()
@@ -146,6 +147,64 @@ describe("peer: _TestQueue", function()
     q:put("foo")
     q:close()
     assert.has_error(function() q:empty() end)
+  end)
+end)
+
+describe("peer: _TestQueue with JoinableQueue", function()
+  after_each(function() assert.is_true(helpers.no_children(5)) end)
+
+  it("test_task_done: join returns once four workers marked every item done", function()
+    local queue = lmp.JoinableQueue()
+    local workers = {}
+    for i = 1, 4 do
+      workers[i] = lmp.Process{target = function(q)
+        while true do
+          local obj = q:get()
+          q:task_done()
+          if obj == false then break end
+          os.execute("sleep 0.01")
+        end
+      end, args = {queue}}
+      workers[i]:start()
+    end
+    for i = 1, 10 do queue:put(i) end
+    queue:join()
+    for _ = 1, 4 do queue:put(false) end
+    queue:join()
+    for _, p in ipairs(workers) do p:join(); assert.equal(0, p.exitcode) end
+    queue:close()
+  end)
+end)
+
+describe("peer: TestSimpleQueue", function()
+  after_each(function() assert.is_true(helpers.no_children(5)) end)
+
+  it("test_empty: empty in the parent and in a child", function()
+    local queue = lmp.SimpleQueue()
+    local child_can_start, parent_can_continue = lmp.Event(), lmp.Event()
+    local p = lmp.Process{target = function(q, start, continue)
+      start:wait()
+      -- The parent put two values.
+      assert(not q:empty())
+      assert(q:get() == 5 and q:get() == 6)
+      assert(q:empty())
+      continue:set()
+    end, args = {queue, child_can_start, parent_can_continue}}
+    p:start()
+    assert.is_true(queue:empty())
+    queue:put(5); queue:put(6)
+    child_can_start:set()
+    assert.is_true(parent_can_continue:wait(60))
+    assert.is_true(queue:empty())
+    p:join()
+    assert.equal(0, p.exitcode)
+    queue:close()
+  end)
+
+  it("test_close: close twice is allowed", function()
+    local queue = lmp.SimpleQueue()
+    queue:close()
+    queue:close()
   end)
 end)
 
