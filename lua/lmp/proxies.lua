@@ -17,8 +17,10 @@ local dumps, loads = core.dumps, core.loads
 
 -- ---- connections --------------------------------------------------------------
 
--- address -> {pid = , idle = {connections}}: a process's own connections
--- (a forked child starts with none of its parent's).
+-- address .. "\0" .. key -> {pid = , idle = {connections}}: a process's
+-- own connections (a forked child starts with none of its parent's). The
+-- key is part of the name: a connection another key opened proves nothing
+-- of this one.
 local pools = {}
 
 local function gone(address)
@@ -27,11 +29,11 @@ local function gone(address)
 end
 
 local function take(address, authkey)
-  local pid = core.getpid()
-  local pool = pools[address]
+  local pid, name = core.getpid(), address .. "\0" .. authkey
+  local pool = pools[name]
   if not pool or pool.pid ~= pid then
     pool = {pid = pid, idle = {}}
-    pools[address] = pool
+    pools[name] = pool
   end
   local conn = table.remove(pool.idle)
   if conn then return conn, pool end
@@ -84,10 +86,14 @@ end
 
 -- Closes this process's connections to a manager that is shut down.
 function proxies.forget(address)
-  local pool = pools[address]
-  pools[address] = nil
-  if pool and pool.pid == core.getpid() then
-    for _, conn in ipairs(pool.idle) do conn:close() end
+  local prefix = address .. "\0"
+  for name, pool in pairs(pools) do
+    if name:sub(1, #prefix) == prefix then
+      pools[name] = nil
+      if pool.pid == core.getpid() then
+        for _, conn in ipairs(pool.idle) do conn:close() end
+      end
+    end
   end
 end
 
