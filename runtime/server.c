@@ -338,6 +338,35 @@ static int server_reply(lua_State *L) {
   return 1;
 }
 
+/* server:connected(client) -> whether the client is still there. A client
+ * whose request waits sends nothing until it has the reply, so anything
+ * readable on its socket is its end: asked before a waiting request is
+ * given what it waited for (a queue's item), so that the item goes to a
+ * live client rather than to one whose end the loop has not read yet. */
+static int server_connected(lua_State *L) {
+  server **box = luaL_checkudata(L, 1, SERVER_META);
+  lua_Integer number = luaL_checkinteger(L, 2);
+  client *c = NULL;
+  uv_os_fd_t fd;
+  char byte;
+  ssize_t got;
+  if (*box != NULL) {
+    for (c = (*box)->clients; c; c = c->next) {
+      if (c->number == number) break;
+    }
+  }
+  if (c == NULL || uv_is_closing((uv_handle_t *)&c->pipe) ||
+      uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  do {
+    got = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  } while (got < 0 && errno == EINTR);
+  lua_pushboolean(L, got > 0 || (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)));
+  return 1;
+}
+
 /* server:keep_loop_alive(): the listener keeps the loop turning, for a
  * process whose only work is serving (a manager's). */
 static int server_keep_loop_alive(lua_State *L) {
@@ -465,7 +494,7 @@ static int core_private_dir(lua_State *L) {
 }
 
 static const luaL_Reg server_methods[] = {
-    {"close", server_close}, {"reply", server_reply},
+    {"close", server_close}, {"reply", server_reply}, {"connected", server_connected},
     {"keep_loop_alive", server_keep_loop_alive}, {NULL, NULL}};
 static const luaL_Reg server_functions[] = {
     {"listen", core_listen}, {"unix_connect", core_unix_connect},

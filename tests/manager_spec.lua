@@ -52,6 +52,41 @@ describe("Manager", function()
     assert.is_false(d:contains("start"))
   end)
 
+  it("proxies reach pool workers through initargs, as task arguments and results, spawned or forked", function()
+    local m <close> = lmp.Manager()
+    local q, lock = m:Queue(), m:Lock()
+    for _, method in ipairs({"spawn", "fork"}) do
+      local pool <close> = lmp.Pool{processes = 2, start_method = method,
+        initializer = function(queue) MANAGER_SPEC_QUEUE = queue end, initargs = {q}}
+      local back = pool:map(function(l)
+        assert(l:acquire(true, 20))
+        MANAGER_SPEC_QUEUE:put(method)
+        l:release()
+        return l
+      end, {lock, lock, lock}, 1)
+      for i = 1, 3 do
+        assert.equal(lock, back[i])
+        assert.equal(method, q:get(true, 10))
+      end
+    end
+    assert.is_false(lock:locked())
+  end)
+
+  it("a call that waits in the main process turns the loop: callbacks run meanwhile", function()
+    local m <close> = lmp.Manager()
+    local q = m:Queue()
+    local pool <close> = lmp.Pool(1)
+    -- The callback runs in the main process while q:get waits there, and
+    -- makes its own call to the manager (on a second connection).
+    pool:apply_async(function() return "cb" end, {}, {callback = function(v) q:put(v) end})
+    assert.equal("cb", q:get(true, 20))
+    local co_got
+    lmp.spawn(function() co_got = q:get(true, 20) end)
+    q:put("to the coroutine")
+    assert.is_true(helpers.wait_for(function() return co_got ~= nil end, 20))
+    assert.equal("to the coroutine", co_got)
+  end)
+
   it("answers while the main process computes: it is a process of its own", function()
     local m <close> = lmp.Manager()
     assert.are_not.equal(core.getpid(), m.pid)
@@ -464,12 +499,17 @@ describe("Manager", function()
   it("a client that dies waiting takes nothing: the item goes to the next getter", function()
     local m <close> = lmp.Manager()
     local q = m:Queue()
-    local p = start(function(queue) queue:get() end, q)
-    os.execute("sleep 0.3")
-    p:kill()
-    p:join()
-    q:put("kept")
-    assert.equal("kept", q:get(true, 10))
+    local getters = {}
+    for i = 1, 3 do getters[i] = start(function(queue) queue:get() end, q) end
+    os.execute("sleep 0.5")
+    -- Put as soon as they are dead: the manager may read the puts before
+    -- it reads the ends of their connections.
+    for i = 1, 3 do getters[i]:kill() end
+    for i = 1, 3 do getters[i]:join() end
+    for i = 1, 3 do q:put(i) end
+    local got = {}
+    for i = 1, 3 do got[i] = q:get(true, 10) end
+    assert.same({1, 2, 3}, got)
   end)
 
   it("after shutdown its proxies raise kind closed; its process and socket are gone", function()

@@ -147,6 +147,9 @@ function BaseManager:start()
   if self.address ~= nil then
     error(errors.new("closed", "start: a manager serves in a directory of its own; give no address"), 2)
   end
+  -- Ctrl-C ends a script that uses a manager as one that runs workers:
+  -- at once, with status 130, even while it waits in the loop.
+  core.handle_interrupts()
   local dir, err = core.private_dir()
   if not dir then errors.raise(errors.new("closed", "cannot start a manager: " .. err)) end
   local tracked
@@ -262,9 +265,6 @@ end
 function manager.new(opts)
   local m = manager.base(opts, "Manager")
   if m.address ~= nil then errors.argument(1, "Manager", "an address is for BaseManager{...}:connect()") end
-  -- Ctrl-C ends a script that uses a manager as one that runs workers:
-  -- at once, with status 130, even while it waits in the loop.
-  core.handle_interrupts()
   return m:start()
 end
 

@@ -69,12 +69,20 @@ end
 
 -- Resumes the first n requests parked on list (all without n). Those that
 -- wait again go back on the list behind the others.
+-- A waiter whose client is gone (its end not read by the loop yet) is
+-- dropped rather than counted: what it waited for goes to a live one.
+local closed
 function server.wake(list, n)
   local woken = {}
   while list[1] and (n == nil or #woken < n) do
     local w = list[1]
     unpark(w)
-    woken[#woken + 1] = w
+    if listener and not listener:connected(w.client) then
+      client_of[w.co] = nil
+      closed(w.client)
+    else
+      woken[#woken + 1] = w
+    end
   end
   for _, w in ipairs(woken) do resume(w.co, true) end
   return #woken
@@ -138,7 +146,7 @@ end
 
 -- A client gone: its waiting request is dropped (never resumed, so what
 -- it waited for goes to others), and the objects let go of what it held.
-local function closed(client)
+closed = function(client)
   local w = parked[client]
   local list = w and w.list
   if w then
