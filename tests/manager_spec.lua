@@ -119,17 +119,16 @@ describe("Manager", function()
       assert(p:setdefault("a", 9) == 1 and p:setdefault("e", 5) == 5)
       p:set("d", nil)
     end, d)))
-    assert.same({"a", "b", "c", "e", n = 4}, d:keys()) -- in the order keys were first set
+    assert.same({"a", "b", "c", "e"}, d:keys()) -- in the order keys were first set
     assert.equal(4, #d)
     assert.same({2}, d:get("b"))
     local seen = {}
     for k, v in pairs(d) do seen[k] = v end
     assert.same({a = 1, b = {2}, c = 3, e = 5}, seen)
     assert.same({a = 1, b = {2}, c = 3, e = 5}, d:copy())
-    local values = d:values()
-    assert.equal(4, values.n)
+    assert.same({1, {2}, 3, 5}, d:values())
     local items = d:items()
-    assert.equal(4, items.n)
+    assert.equal(4, #items)
     assert.equal("a", items[1][1]) -- in the order keys were first set
     local k, v = d:popitem()
     assert.equal("e", k)

@@ -333,14 +333,14 @@ function managed.types(S)
         if d.values[k] == nil then dict_set(d, k, bytes(v, "setdefault")) end
         return d.values[k]
       end,
-      keys = function(d) return table.move(d.order, 1, #d.order, 1, {n = #d.order}) end,
+      keys = function(d) return table.move(d.order, 1, #d.order, 1, {}) end,
       values = function(d)
-        local r = {n = #d.order}
+        local r = {}
         for i, k in ipairs(d.order) do r[i] = d.values[k] end
         return r
       end,
       items = function(d)
-        local r = {n = #d.order}
+        local r = {}
         for i, k in ipairs(d.order) do r[i] = {k, d.values[k]} end
         return r
       end,

@@ -169,10 +169,14 @@ function DictProxy:popitem()
 end
 function DictProxy:setdefault(k, default) return decode(call(self, "setdefault", k, encode(default))) end
 function DictProxy:keys() return call(self, "keys") end
-function DictProxy:values() return decode_list(call(self, "values")) end
+function DictProxy:values()
+  local values = call(self, "values")
+  for i = 1, #values do values[i] = decode(values[i]) end
+  return values
+end
 function DictProxy:items()
   local items = call(self, "items")
-  for i = 1, items.n do items[i][2] = decode(items[i][2]) end
+  for i = 1, #items do items[i][2] = decode(items[i][2]) end
   return items
 end
 function DictProxy:len() return call(self, "len") end
