@@ -443,6 +443,7 @@ describe("Manager", function()
       function c:add(k) self.n = self.n + (k or step); return self.n end
       function c:value() return self.n end
       function c._secret() return "hidden" end
+      function c.thread() return coroutine.create(print) end
       return c
     end)
     m:start()
@@ -455,6 +456,9 @@ describe("Manager", function()
     assert.matches("no method", tostring(failure(counter._callmethod, counter, "_secret")))
     -- Arguments are plain data: code is refused, never run.
     assert.matches("request refused", tostring(failure(counter.add, counter, function() end)))
+    -- A result that cannot be sent fails that call, not the connection.
+    assert.equal("serialize", failure(counter.thread, counter).kind)
+    assert.equal(19, counter:value())
     assert.has_error(function() m:register("Late", function() return {} end) end)
   end)
 

@@ -632,6 +632,7 @@ function managed.user_type(S, constructor)
       return object
     end,
     methods = methods,
+    user = true,
   }
 end
 

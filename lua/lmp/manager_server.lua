@@ -116,13 +116,13 @@ local function run(request)
   local args = request.args
   if type(args) ~= "table" then args = {n = 0} end
   local n = math.type(args.n) == "integer" and args.n or #args
-  local method, state
+  local method, state, class
   if request.id == 0 then
     method, state = server[request.op .. "_request"], nil
   else
     local object = objects[request.id]
     if not object then return {false, "no such managed object", "closed"} end
-    local class = types[object.typeid]
+    class = types[object.typeid]
     method, state = class.methods[request.op], object.state
     if method == nil then
       return {false, ("a managed %s has no method %s"):format(object.typeid, request.op), "task"}
@@ -130,7 +130,18 @@ local function run(request)
   end
   if method == nil then return {false, "no operation " .. request.op, "task"} end
   local results = table.pack(pcall(method, state, table.unpack(args, 1, n)))
-  if results[1] then return {true, table.pack(table.unpack(results, 2, results.n))} end
+  if results[1] then
+    local reply = {true, table.pack(table.unpack(results, 2, results.n))}
+    -- A user's method may return what cannot be sent (a coroutine): the
+    -- client is told so, rather than losing its connection.
+    if class and class.user then
+      local sendable, err = pcall(core.dumps, reply)
+      if not sendable then
+        return {false, "the result cannot be sent: " .. tostring(err), "serialize"}
+      end
+    end
+    return reply
+  end
   local err = results[2]
   if getmetatable(err) == server then return {false, err.message, err.kind} end
   return {false, tostring(err), "task"}
