@@ -1,8 +1,10 @@
-/* A request server on a Unix socket, run on the main process's loop: each
- * frame a client sends is a request, handed to a Lua function whose return
- * value goes back as the reply. lmp.Manager keeps its objects behind one;
- * any process reaches it by the socket's path with a blocking connection
- * (core.unix_connect).
+/* A request server on a Unix socket, run on a process's loop: each frame a
+ * client sends is a request, handed to a Lua function with the client's
+ * number; what it returns goes back as the reply, and when it returns
+ * nothing, the reply comes later through server:reply(client, value) (a
+ * request that waits for a lock or a queue's item must not hold up the
+ * other clients). lmp.Manager's process keeps its objects behind one; any
+ * process reaches it by the socket's path (core.unix_connect).
  *
  * The socket lives in a private directory (core.private_dir: mode 0700,
  * a random name) and is itself mode 0600, so no other user reaches it.
@@ -28,6 +30,8 @@ typedef struct server {
   uv_pipe_t listener;
   lua_State *L;       /* NULL once closed */
   int handler_ref;
+  int on_close_ref;   /* LUA_NOREF, or called with a client's number when it goes */
+  lua_Integer next_number;
   int open_handles;   /* listener + clients; freed at zero */
   struct client *clients;
   char *key;          /* the authentication key, wiped and freed with it */
@@ -42,6 +46,7 @@ typedef struct client {
   lmp_inbox inbox;
   server *srv;
   struct client *next;
+  lua_Integer number; /* how the Lua side names this client */
   int stage;
   unsigned char challenge[LMP_AUTH_CHALLENGE_SIZE]; /* the one we sent */
   unsigned char got[LMP_SHA256_SIZE]; /* the handshake message being read */
@@ -97,8 +102,9 @@ static int decode_request(lua_State *L) {
 }
 
 /* In protected mode: decode the request, call the handler, encode its
- * reply into the buffer passed as light userdata. A request that is not
- * plain data is answered {false, why}, and the handler never sees it. */
+ * reply into the buffer passed as light userdata (nothing when the handler
+ * returned nothing: its reply comes later). A request that is not plain
+ * data is answered {false, why}, and the handler never sees it. */
 static int handle_request(lua_State *L) {
   lmp_buffer *out = lua_touserdata(L, 3);
   lua_rawgeti(L, LUA_REGISTRYINDEX, (int)lua_tointeger(L, 4));
@@ -106,7 +112,9 @@ static int handle_request(lua_State *L) {
   lua_pushvalue(L, 1);
   lua_pushvalue(L, 2);
   if (lua_pcall(L, 2, 1, 0) == LUA_OK) {
-    lua_call(L, 1, 1);
+    lua_pushvalue(L, 5);
+    lua_call(L, 2, 1);
+    if (lua_isnil(L, -1)) return 0;
   } else {
     lua_createtable(L, 2, 0);
     lua_pushboolean(L, 0);
@@ -116,31 +124,16 @@ static int handle_request(lua_State *L) {
     lua_pop(L, 1);
   }
   if (lmp__encode(L, lua_gettop(L), out, "reply") != 0) return lua_error(L);
-  return 0;
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
-static void deliver_request(void *ctx, const char *body, size_t n) {
-  client *c = ctx;
-  server *srv = c->srv;
-  lua_State *L = srv->L;
-  lmp_buffer out = {NULL, 0, 0};
+static void drop_client(client *c);
+
+/* Frames the reply encoded in out and writes it to c; takes out. */
+static void write_reply(client *c, lmp_buffer out) {
   reply_write *w;
   uv_buf_t buf;
-  if (L == NULL) return;
-  if (lmp__buffer_reserve(&out, LMP_FRAME_PREFIX) != 0) return;
-  out.len = LMP_FRAME_PREFIX;
-  lua_pushcfunction(L, handle_request);
-  lua_pushlightuserdata(L, (void *)body);
-  lua_pushinteger(L, (lua_Integer)n);
-  lua_pushlightuserdata(L, &out);
-  lua_pushinteger(L, srv->handler_ref);
-  if (lua_pcall(L, 4, 0, 0) != LUA_OK) {
-    fprintf(stderr, "lmp: manager request failed: %s\n", luaL_tolstring(L, -1, NULL));
-    lua_pop(L, 2);
-    lmp__buffer_free(&out);
-    uv_close((uv_handle_t *)&c->pipe, client_closed);
-    return;
-  }
   lmp__frame_set_length(out.data, out.len - LMP_FRAME_HEADER);
   lmp__set_u32_at(out.data + LMP_FRAME_HEADER, (uint32_t)(out.len - LMP_FRAME_PREFIX));
   w = malloc(sizeof *w);
@@ -158,6 +151,37 @@ static void deliver_request(void *ctx, const char *body, size_t n) {
   }
 }
 
+static void deliver_request(void *ctx, const char *body, size_t n) {
+  client *c = ctx;
+  server *srv = c->srv;
+  lua_State *L = srv->L;
+  lmp_buffer out = {NULL, 0, 0};
+  int replied;
+  if (L == NULL || uv_is_closing((uv_handle_t *)&c->pipe)) return;
+  if (lmp__buffer_reserve(&out, LMP_FRAME_PREFIX) != 0) return;
+  out.len = LMP_FRAME_PREFIX;
+  lua_pushcfunction(L, handle_request);
+  lua_pushlightuserdata(L, (void *)body);
+  lua_pushinteger(L, (lua_Integer)n);
+  lua_pushlightuserdata(L, &out);
+  lua_pushinteger(L, srv->handler_ref);
+  lua_pushinteger(L, c->number);
+  if (lua_pcall(L, 5, 1, 0) != LUA_OK) {
+    fprintf(stderr, "lmp: manager request failed: %s\n", luaL_tolstring(L, -1, NULL));
+    lua_pop(L, 2);
+    lmp__buffer_free(&out);
+    drop_client(c);
+    return;
+  }
+  replied = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (!replied || uv_is_closing((uv_handle_t *)&c->pipe)) {
+    lmp__buffer_free(&out);
+    return;
+  }
+  write_reply(c, out);
+}
+
 /* Writes a handshake message; the socket's buffer is empty at each step
  * (the peer waits for it before it sends more), so it goes at once or the
  * connection is no good. A peer gone already must not raise SIGPIPE. */
@@ -171,8 +195,21 @@ static int handshake_write(client *c, const void *data, size_t n) {
   return put == (ssize_t)n ? 0 : -1;
 }
 
+/* Closes a client's connection; the Lua side hears of an authenticated
+ * one going (its waits are cancelled, the locks it held released). */
 static void drop_client(client *c) {
-  if (!uv_is_closing((uv_handle_t *)&c->pipe)) uv_close((uv_handle_t *)&c->pipe, client_closed);
+  server *srv = c->srv;
+  lua_State *L = srv->L;
+  if (uv_is_closing((uv_handle_t *)&c->pipe)) return;
+  uv_close((uv_handle_t *)&c->pipe, client_closed);
+  if (L != NULL && c->stage == AUTHENTICATED && srv->on_close_ref != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, srv->on_close_ref);
+    lua_pushinteger(L, c->number);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+      fprintf(stderr, "lmp: manager client cleanup failed: %s\n", luaL_tolstring(L, -1, NULL));
+      lua_pop(L, 2);
+    }
+  }
 }
 
 /* A whole handshake message from the client is in c->got. */
@@ -241,6 +278,7 @@ static void on_connection(uv_stream_t *listener, int status) {
   }
   c->pipe.data = c;
   c->srv = srv;
+  c->number = ++srv->next_number;
   c->stage = AWAIT_ANSWER;
   srv->open_handles++;
   c->next = srv->clients;
@@ -261,6 +299,82 @@ static void on_connection(uv_stream_t *listener, int status) {
   if (uv_read_start((uv_stream_t *)&c->pipe, client_alloc, client_read) != 0) drop_client(c);
 }
 
+/* In protected mode: encodes the value at 1 into the buffer at 2. */
+static int encode_reply(lua_State *L) {
+  lmp_buffer *out = lua_touserdata(L, 2);
+  lua_settop(L, 1);
+  if (lmp__encode(L, 1, out, "reply") != 0) return lua_error(L);
+  return 0;
+}
+
+/* server:reply(client, value) -> whether it went: the reply to a request
+ * whose handler returned nothing. A client gone meanwhile gets nothing. A
+ * value that cannot be encoded raises, and the client gets nothing. */
+static int server_reply(lua_State *L) {
+  server **box = luaL_checkudata(L, 1, SERVER_META);
+  lua_Integer number = luaL_checkinteger(L, 2);
+  lmp_buffer out = {NULL, 0, 0};
+  client *c;
+  luaL_checkany(L, 3);
+  if (*box == NULL) return luaL_error(L, "lmp: the server is closed");
+  for (c = (*box)->clients; c; c = c->next) {
+    if (c->number == number) break;
+  }
+  if (c == NULL || c->stage != AUTHENTICATED || uv_is_closing((uv_handle_t *)&c->pipe)) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (lmp__buffer_reserve(&out, LMP_FRAME_PREFIX) != 0) return luaL_error(L, "lmp: not enough memory");
+  out.len = LMP_FRAME_PREFIX;
+  lua_pushcfunction(L, encode_reply);
+  lua_pushvalue(L, 3);
+  lua_pushlightuserdata(L, &out);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    lmp__buffer_free(&out);
+    return lua_error(L);
+  }
+  write_reply(c, out);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* server:connected(client) -> whether the client is still there. A client
+ * whose request waits sends nothing until it has the reply, so anything
+ * readable on its socket is its end: asked before a waiting request is
+ * given what it waited for (a queue's item), so that the item goes to a
+ * live client rather than to one whose end the loop has not read yet. */
+static int server_connected(lua_State *L) {
+  server **box = luaL_checkudata(L, 1, SERVER_META);
+  lua_Integer number = luaL_checkinteger(L, 2);
+  client *c = NULL;
+  uv_os_fd_t fd;
+  char byte;
+  ssize_t got;
+  if (*box != NULL) {
+    for (c = (*box)->clients; c; c = c->next) {
+      if (c->number == number) break;
+    }
+  }
+  if (c == NULL || uv_is_closing((uv_handle_t *)&c->pipe) ||
+      uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  do {
+    got = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  } while (got < 0 && errno == EINTR);
+  lua_pushboolean(L, got > 0 || (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)));
+  return 1;
+}
+
+/* server:keep_loop_alive(): the listener keeps the loop turning, for a
+ * process whose only work is serving (a manager's). */
+static int server_keep_loop_alive(lua_State *L) {
+  server **box = luaL_checkudata(L, 1, SERVER_META);
+  if (*box != NULL) uv_ref((uv_handle_t *)&(*box)->listener);
+  return 0;
+}
+
 static int server_close(lua_State *L) {
   server **box = luaL_checkudata(L, 1, SERVER_META);
   server *srv = *box;
@@ -269,14 +383,17 @@ static int server_close(lua_State *L) {
   *box = NULL;
   if (lmp__forked_worker()) return 0; /* the parent's server, in a copy */
   luaL_unref(L, LUA_REGISTRYINDEX, srv->handler_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, srv->on_close_ref);
   srv->L = NULL;
   for (c = srv->clients; c; c = c->next) drop_client(c);
   uv_close((uv_handle_t *)&srv->listener, server_handle_closed);
   return 0;
 }
 
-/* core.listen(path, handler, key) -> server; handler(request) -> reply.
- * The socket is made mode 0600; clients must prove key. */
+/* core.listen(path, handler, key [, on_close]) -> server;
+ * handler(request, client) -> reply, or nothing to reply later with
+ * server:reply; on_close(client) when an authenticated client goes. The
+ * socket is made mode 0600; clients must prove key. */
 static int core_listen(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   size_t key_len;
@@ -286,6 +403,7 @@ static int core_listen(lua_State *L) {
   int r;
   luaL_checktype(L, 2, LUA_TFUNCTION);
   luaL_argcheck(L, key_len > 0, 3, "key must not be empty");
+  if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TFUNCTION);
   loop = lmp__loop(L); /* may refuse: before anything is allocated */
   box = lua_newuserdatauv(L, sizeof *box, 0);
   *box = NULL;
@@ -317,6 +435,11 @@ static int core_listen(lua_State *L) {
   srv->L = lmp__main_thread(L);
   lua_pushvalue(L, 2);
   srv->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  srv->on_close_ref = LUA_NOREF;
+  if (lua_isfunction(L, 4)) {
+    lua_pushvalue(L, 4);
+    srv->on_close_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
   *box = srv;
   return 1;
 }
@@ -370,7 +493,9 @@ static int core_private_dir(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg server_methods[] = {{"close", server_close}, {NULL, NULL}};
+static const luaL_Reg server_methods[] = {
+    {"close", server_close}, {"reply", server_reply}, {"connected", server_connected},
+    {"keep_loop_alive", server_keep_loop_alive}, {NULL, NULL}};
 static const luaL_Reg server_functions[] = {
     {"listen", core_listen}, {"unix_connect", core_unix_connect},
     {"private_dir", core_private_dir}, {NULL, NULL}};

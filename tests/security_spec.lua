@@ -152,8 +152,8 @@ describe("Manager security", function()
     assert.equal(40, #got:sub(1, 40))
     assert.equal("FAILURE!", got:sub(41, 48))
     -- A well-formed request with no handshake: never read as a request.
-    got, err = pool:apply(raw_client, {m.path, frame({id = 1, op = "set", a = "x",
-                                                      b = lmp.dumps("forged")})})
+    got, err = pool:apply(raw_client, {m.path, frame({id = d._id, op = "set",
+                                                      args = {n = 2, "x", lmp.dumps("forged")}})})
     assert.are_not.equal("timeout", err)
     assert.equal("LMPAUTH1", got:sub(1, 8))
     assert.equal(1, d:get("x"))
@@ -166,7 +166,8 @@ describe("Manager security", function()
     assert.is_false(ok)
     assert.equal("authentication failed: the server refused this key", message)
     -- A proxy whose key is wrong is refused the same way.
-    local bad = setmetatable({path = d.path, pid = d.pid, id = d.id, authkey = "wrong"},
+    local bad = setmetatable({_typeid = d._typeid, _address = d._address, _id = d._id,
+                              _authkey = "wrong"},
                              getmetatable(d))
     local ok2, err2 = pcall(pool.apply, pool, function(p) return p:get("x") end, {bad})
     assert.is_false(ok2)
@@ -248,17 +249,18 @@ describe("Manager security", function()
         if require("lmp.core").getpid() == main_pid then io.open(mark, "w"):close() end
       end
       local forged = {
-        setmetatable({id = proxy.id, op = "get"}, {__index = touch, __gc = touch}),
-        {id = proxy.id, op = "set", a = "x", b = touch},
-        {id = proxy.id, op = "set", a = setmetatable({}, {__eq = touch, __gc = touch}),
-         b = c.dumps(1)},
-        {id = proxy.id, op = "get", a = (function()
+        setmetatable({id = proxy._id, op = "get", args = {n = 1, "x"}},
+                     {__index = touch, __gc = touch}),
+        {id = proxy._id, op = "set", args = {n = 2, "x", touch}},
+        {id = proxy._id, op = "set", args = {n = 2, setmetatable({}, {__eq = touch, __gc = touch}),
+                                                 c.dumps(1)}},
+        {id = proxy._id, op = "get", args = {n = 1, (function()
           package.loaded.lmp_forged_module = {}
           return package.loaded.lmp_forged_module
-        end)()},
-        {id = proxy.id, op = "get", a = _G},
+        end)()}},
+        {id = proxy._id, op = "get", args = {n = 1, _G}},
       }
-      local fd, why = c.unix_connect(proxy.path, proxy.authkey)
+      local fd, why = c.unix_connect(proxy._address, proxy._authkey)
       if not fd then error(why) end
       local conn = c.connection(fd)
       local out = {}

@@ -166,6 +166,7 @@ lmp.shared_memory = {SharedMemory = shared.new_shared_memory}
 -- Managers.
 local manager = require "lmp.manager"
 function lmp.Manager(opts) return manager.new(opts) end
+function lmp.BaseManager(opts) return manager.base(opts) end
 
 -- The event loop.
 lmp.run = loop.run

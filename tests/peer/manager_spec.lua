@@ -75,7 +75,9 @@ describe("peer: _TestContainers", function()
     assert.same(indices, keys)
     local values = d:values(); table.sort(values)
     assert.same({"A", "B", "C", "D", "E"}, values)
-    assert.same(copy, d:items())
+    local items = d:items()
+    table.sort(items, function(x, y) return x[1] < y[1] end)
+    assert.same({{65, "A"}, {66, "B"}, {67, "C"}, {68, "D"}, {69, "E"}}, items)
   end)
 
   it("test_dict_proxy_nested", function()
@@ -109,7 +111,14 @@ describe("peer: TestSyncManagerTypes", function()
   local m
   setup(function() m = lmp.Manager() end)
   teardown(function() m:shutdown() end)
-  after_each(function() assert.is_true(helpers.no_children(5)) end)
+  -- The manager's process is the only child left between tests.
+  after_each(function()
+    assert.is_true(helpers.wait_for(function()
+      collectgarbage()
+      local kids = helpers.children()
+      return #kids == 1 and kids[1] == m.pid
+    end, 5))
+  end)
 
   -- Python's run_worker: the child works on the proxy, then exits 0.
   local function run_worker(worker, object)
@@ -143,7 +152,7 @@ describe("peer: TestSyncManagerTypes", function()
       assert(#obj == 1)
       assert(obj:get("foo") == 5)
       local items = obj:items()
-      assert(items.foo == 5)
+      assert(items[1][1] == "foo" and items[1][2] == 5)
       assert(obj:keys()[1] == "foo" and obj:values()[1] == 5)
       obj:update({bar = 6})
       assert(obj:copy().bar == 6)
@@ -159,5 +168,198 @@ describe("peer: TestSyncManagerTypes", function()
     pool:map(function(word) o:add(word, 1) end, {"a", "b", "a"})
     assert.equal(2, o:get("a"))
     assert.equal(1, o:get("b"))
+  end)
+end)
+
+describe("peer: _TestContainers, iteration and other types", function()
+  local m
+  setup(function() m = lmp.Manager() end)
+  teardown(function() m:shutdown() end)
+
+  it("test_list_iter", function()
+    local a = m:list(range(10))
+    local got = {}
+    for i, v in ipairs(a) do got[i] = v end
+    assert.same(range(10), got)
+  end)
+
+  it("test_dict_iter", function()
+    local d = m:dict()
+    for i = 0, 9 do d:set(i, i * i) end
+    local keys = {}
+    for k in pairs(d) do keys[#keys + 1] = k end
+    assert.same(range(10), keys) -- in insertion order, as Python's
+  end)
+
+  it("test_nested_queue", function()
+    local a = m:list()
+    a:append(m:Queue())
+    a:get(1):put(123)
+    assert.equal(123, a:get(1):get())
+    local b = m:dict()
+    b:set(0, m:Queue())
+    b:get(0):put(456)
+    assert.equal(456, b:get(0):get())
+  end)
+
+  it("test_namespace", function()
+    local n = m:Namespace()
+    n.name = "Bob"
+    n.job = "Builder"
+    n._hidden = "hidden" -- the proxy's own, as Python's _-names
+    assert.equal("Bob", n.name)
+    assert.equal("Builder", n.job)
+    assert.is_nil(rawget(n, "name"))
+    n.job = nil -- Python's del n.job
+    assert.is_nil(n.job)
+    local seen = {}
+    for k, v in pairs(n) do seen[k] = v end
+    assert.same({name = "Bob"}, seen)
+  end)
+end)
+
+describe("peer: TestSyncManagerTypes, the other types", function()
+  local m
+  setup(function() m = lmp.Manager() end)
+  teardown(function() m:shutdown() end)
+  after_each(function()
+    assert.is_true(helpers.wait_for(function()
+      collectgarbage()
+      local kids = helpers.children()
+      return #kids == 1 and kids[1] == m.pid
+    end, 5))
+  end)
+
+  local function run_worker(worker, object)
+    local p = lmp.Process{target = worker, args = {object}, daemon = true}
+    p:start()
+    p:join(30)
+    assert.equal(0, p.exitcode)
+  end
+
+  it("test_event", function()
+    local o = m:Event()
+    o:set()
+    run_worker(function(obj)
+      assert(obj:is_set())
+      assert(obj:wait(1))
+      assert(obj:wait())
+    end, o)
+  end)
+
+  it("test_lock, test_rlock", function()
+    for _, o in ipairs({m:Lock(), m:RLock()}) do
+      run_worker(function(obj)
+        assert(obj:acquire())
+        assert(obj:locked())
+        obj:release()
+        assert(not obj:locked())
+      end, o)
+    end
+  end)
+
+  it("test_semaphore, test_bounded_semaphore", function()
+    for _, o in ipairs({m:Semaphore(), m:BoundedSemaphore()}) do
+      run_worker(function(obj)
+        assert(obj:acquire())
+        obj:release()
+      end, o)
+    end
+  end)
+
+  it("test_condition", function()
+    local o = m:Condition()
+    run_worker(function(obj)
+      obj:acquire()
+      obj:release()
+    end, o)
+  end)
+
+  it("test_barrier", function()
+    local o = m:Barrier(5)
+    run_worker(function(obj)
+      assert(obj.parties == 5)
+      assert(obj:reset() == nil)
+    end, o)
+  end)
+
+  it("test_queue, test_joinable_queue", function()
+    for _, o in ipairs({m:Queue(2), m:JoinableQueue(2)}) do
+      o:put(5)
+      o:put(6)
+      run_worker(function(obj)
+        assert(obj:qsize() == 2)
+        assert(obj:full())
+        assert(not obj:empty())
+        assert(obj:get() == 5)
+        assert(obj:get() == 6)
+        assert(obj:empty())
+      end, o)
+    end
+  end)
+
+  it("test_value", function()
+    local o = m:Value("i", 1)
+    run_worker(function(obj)
+      assert(obj.value == 1)
+      assert(obj:get() == 1)
+      obj:set(2)
+    end, o)
+    assert.equal(2, o.value)
+    assert.equal(2, o:get())
+  end)
+
+  it("test_array", function()
+    local o = m:Array("i", {0, 1})
+    run_worker(function(obj)
+      assert(obj[1] == 0)
+      assert(obj[2] == 1)
+      assert(#obj == 2)
+      local l = obj:tolist()
+      assert(l[1] == 0 and l[2] == 1)
+    end, o)
+  end)
+
+  it("test_namespace", function()
+    local o = m:Namespace()
+    o.x = 0
+    o.y = 1
+    run_worker(function(obj)
+      assert(obj.x == 0)
+      assert(obj.y == 1)
+    end, o)
+  end)
+end)
+
+describe("peer: _TestMyManager, _TestRemoteManager", function()
+  after_each(function() assert.is_true(helpers.no_children(5)) end)
+
+  it("test_mymanager: a registered type, its public methods only", function()
+    local m = lmp.BaseManager()
+    m:register("Foo", function()
+      return {f = function() return "f()" end, g = function() error("g()") end,
+              _h = function() return "_h()" end}
+    end)
+    m:start()
+    local foo = m:Foo()
+    assert.equal("f()", foo:f())
+    local ok, err = pcall(foo.g, foo)
+    assert.is_false(ok)
+    assert.matches("g%(%)", tostring(err))
+    assert.is_nil(foo._h)
+    assert.is_false(pcall(foo._callmethod, foo, "_h"))
+    m:shutdown()
+    assert.is_false(helpers.alive(m.pid))
+  end)
+
+  it("test_remote: a second manager connects by address and key", function()
+    local m <close> = lmp.Manager{authkey = "abc"}
+    local queue_of_m = m:Queue()
+    local other = lmp.BaseManager{address = m.address, authkey = "abc"}:connect()
+    local q = other:Queue()
+    q:put({"hello world", 42})
+    assert.same({"hello world", 42}, q:get())
+    queue_of_m:put(1)
+    assert.equal(1, queue_of_m:get())
   end)
 end)
