@@ -113,6 +113,8 @@ static int recv_exact(lua_State *L, int fd) {
   if (r == 0) return 0;
   if (r < 0) return luaL_error(L, "lmp: channel read failed: %s", strerror(-r));
   length = lmp__frame_length(header);
+  if (lmp__frame_message_descriptors(header) || lmp__frame_payload_descriptors(header))
+    return luaL_error(L, "lmp: malformed frame on the connection (descriptors announced)");
   b = lua_newuserdatauv(L, sizeof *b, 0);
   memset(b, 0, sizeof *b);
   if (luaL_newmetatable(L, RECV_BOX_META)) {
@@ -127,6 +129,117 @@ static int recv_exact(lua_State *L, int fd) {
   lmp__decode_frame(L, b->data, (size_t)length);
   lmp__buffer_free(b);
   return 2;
+}
+
+/* ---- descriptors on the worker's channel ------------------------------- */
+
+/* Descriptors that arrived on the worker's channel and that no frame took
+ * yet, in the order they came: each frame takes as many as its header
+ * says, in order (they arrive with its first byte, so before the frame is
+ * whole). */
+static int *arrived;
+static size_t arrived_count, arrived_room;
+
+/* Keeps the descriptors a recvmsg brought. Returns 0, or -1 when some were
+ * lost (the control buffer was too small, or no memory): nothing after
+ * that can be matched with its frame. */
+static int keep_arrived(struct msghdr *msg) {
+  struct cmsghdr *cmsg;
+  int lost = (msg->msg_flags & MSG_CTRUNC) != 0;
+  for (cmsg = CMSG_FIRSTHDR(msg); cmsg; cmsg = CMSG_NXTHDR(msg, cmsg)) {
+    size_t count, i;
+    const unsigned char *data;
+    if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS) continue;
+    count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    data = CMSG_DATA(cmsg);
+    for (i = 0; i < count; i++) {
+      int fd;
+      memcpy(&fd, data + i * sizeof fd, sizeof fd);
+      if (arrived_count == arrived_room) {
+        size_t room = arrived_room ? 2 * arrived_room : 64;
+        int *more = realloc(arrived, room * sizeof *more);
+        if (more == NULL) {
+          close(fd);
+          lost = 1;
+          continue;
+        }
+        arrived = more;
+        arrived_room = room;
+      }
+      arrived[arrived_count++] = fd;
+    }
+  }
+  return lost ? -1 : 0;
+}
+
+/* read(), keeping the descriptors that come with the bytes. */
+static ssize_t read_keeping_descriptors(int fd, char *p, size_t n) {
+  union {
+    struct cmsghdr align;
+    char bytes[CMSG_SPACE(LMP_FRAME_DESCRIPTORS_MAX * sizeof(int))];
+  } control;
+  struct iovec iov;
+  struct msghdr msg;
+  ssize_t r;
+  iov.iov_base = p;
+  iov.iov_len = n;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.bytes;
+  msg.msg_controllen = sizeof control.bytes;
+  r = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+  if (r < 0 && errno == ENOTSOCK) return read(fd, p, n);
+  if (r >= 0 && msg.msg_controllen > 0 && keep_arrived(&msg) != 0) {
+    errno = EPROTO;
+    return -1;
+  }
+  return r;
+}
+
+/* Pushes a box with the next `count` descriptors that arrived (nil and
+ * NULL for none). Raises when fewer arrived than the frame announces. */
+static lmp_descriptors *take_arrived(lua_State *L, int count) {
+  lmp_descriptors *d;
+  int i;
+  if (count == 0) {
+    lua_pushnil(L);
+    return NULL;
+  }
+  if (arrived_count < (size_t)count)
+    luaL_error(L, "lmp: a frame announces %d descriptors that did not arrive", count);
+  d = lmp__push_descriptors(L);
+  for (i = 0; i < count; i++) lmp__descriptors_add(d, arrived[i]);
+  arrived_count -= (size_t)count;
+  memmove(arrived, arrived + count, arrived_count * sizeof *arrived);
+  return d;
+}
+
+/* Decodes a frame of the worker's channel whose header is just before
+ * body, with the descriptors it carries: pushes message and payload as
+ * lmp__decode_frame does. What no value took is closed. */
+static void decode_frame_carrying(lua_State *L, const char *body, size_t n) {
+  const char *header = body - LMP_FRAME_HEADER;
+  lmp_descriptors *message, *payload, *previous;
+  size_t length;
+  int boxes = lua_gettop(L) + 1;
+  if (lmp__frame_message_descriptors(header) + lmp__frame_payload_descriptors(header) == 0) {
+    lmp__decode_frame(L, body, n);
+    return;
+  }
+  message = take_arrived(L, lmp__frame_message_descriptors(header));
+  payload = take_arrived(L, lmp__frame_payload_descriptors(header));
+  length = lmp__frame_message(L, body, n);
+  previous = lmp__descriptors_offer(message);
+  lmp__decode(L, body + 4, length);
+  lmp__descriptors_offer(payload);
+  if (n - 4 - length > 0) lmp__decode(L, body + 4 + length, n - 4 - length);
+  else lua_pushnil(L);
+  lmp__descriptors_offer(previous);
+  if (message) lmp__descriptors_close(message);
+  if (payload) lmp__descriptors_close(payload);
+  lua_remove(L, boxes);
+  lua_remove(L, boxes);
 }
 
 /* The worker's own channel is read in big gulps: tasks sent together
@@ -147,7 +260,7 @@ static int recv_buffered(lua_State *L, int fd) {
     if (channel_inbox.bytes.len == channel_inbox.used) wait_readable_briefly(fd);
     lmp__inbox_alloc(&channel_inbox, &room);
     if (room.base == NULL) return luaL_error(L, "lmp: not enough memory for a message");
-    r = read(fd, room.base, room.len);
+    r = read_keeping_descriptors(fd, room.base, room.len);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) return luaL_error(L, "lmp: channel read failed: %s", strerror(errno));
     if (r == 0) {
@@ -159,7 +272,7 @@ static int recv_buffered(lua_State *L, int fd) {
   }
   if (got < 0) return luaL_error(L, "lmp: malformed frame on the channel (too long)");
   /* The body stays put until the next call compacts the inbox. */
-  lmp__decode_frame(L, body, n);
+  decode_frame_carrying(L, body, n);
   lua_pushinteger(L, (lua_Integer)n);
   return 3;
 }
@@ -170,11 +283,30 @@ static int core_channel_recv(lua_State *L) {
   return recv_buffered(L, LMP_CHANNEL_FD);
 }
 
-/* Writes all of iov. Sockets are written with MSG_NOSIGNAL: a reader that
+/* Puts the descriptors of `pass` in msg's control data (room for
+ * LMP_FRAME_DESCRIPTORS_MAX at `room`). */
+static void set_descriptors(struct msghdr *msg, char *room, const lmp_descriptors *pass) {
+  struct cmsghdr *cmsg;
+  size_t size = (size_t)pass->n * sizeof(int);
+  msg->msg_control = room;
+  msg->msg_controllen = CMSG_SPACE(size);
+  cmsg = CMSG_FIRSTHDR(msg);
+  cmsg->cmsg_level = SOL_SOCKET;
+  cmsg->cmsg_type = SCM_RIGHTS;
+  cmsg->cmsg_len = CMSG_LEN(size);
+  memcpy(CMSG_DATA(cmsg), pass->fd, size);
+}
+
+/* Writes all of iov (the descriptors of `pass`, when not NULL, with the
+ * first bytes). Sockets are written with MSG_NOSIGNAL: a reader that
  * is gone makes the write fail with EPIPE instead of killing this process
  * with SIGPIPE, whose default the script and its children keep. */
-static int writev_full(int fd, struct iovec *iov, int n) {
+static int writev_full(int fd, struct iovec *iov, int n, const lmp_descriptors *pass) {
   int socket = 1;
+  union {
+    struct cmsghdr align;
+    char bytes[CMSG_SPACE(LMP_FRAME_DESCRIPTORS_MAX * sizeof(int))];
+  } control;
   while (n > 0) {
     ssize_t r;
     if (socket) {
@@ -182,7 +314,11 @@ static int writev_full(int fd, struct iovec *iov, int n) {
       memset(&msg, 0, sizeof msg);
       msg.msg_iov = iov;
       msg.msg_iovlen = (size_t)(n > IOV_MAX ? IOV_MAX : n);
+      if (pass && pass->n > 0) set_descriptors(&msg, control.bytes, pass);
       r = sendmsg(fd, &msg, MSG_NOSIGNAL);
+      /* The descriptors went with the first bytes written. */
+      if (r > 0) pass = NULL;
+      if (r < 0 && errno == ENOTSOCK && pass && pass->n > 0) return -ENOTSOCK;
       if (r < 0 && errno == ENOTSOCK) {
         socket = 0;
         continue;
@@ -211,6 +347,28 @@ static int writev_full(int fd, struct iovec *iov, int n) {
   return 0;
 }
 
+/* Writes a frame of the worker's channel, whose header is at `header`,
+ * with the descriptors its message and payload hold, which are closed
+ * here once sent (the receiver has its own). */
+static int write_carrying(int fd, struct iovec *iov, int n, char *header,
+                          lmp_descriptors *passed[2]) {
+  lmp_descriptors all;
+  int i, r;
+  all.n = 0;
+  if (passed[0]->n + passed[1]->n > LMP_FRAME_DESCRIPTORS_MAX) {
+    lmp__descriptors_close(passed[0]);
+    lmp__descriptors_close(passed[1]);
+    return -EMFILE;
+  }
+  for (i = 0; i < passed[0]->n; i++) all.fd[all.n++] = passed[0]->fd[i];
+  for (i = 0; i < passed[1]->n; i++) all.fd[all.n++] = passed[1]->fd[i];
+  lmp__frame_set_descriptors(header, passed[0]->n, passed[1]->n);
+  r = writev_full(fd, iov, n, &all);
+  lmp__descriptors_close(passed[0]);
+  lmp__descriptors_close(passed[1]);
+  return r;
+}
+
 /* Encodes the message at `message` and, when `payload` is not 0, the
  * payload after it (refusals name `root`), then writes the whole frame.
  * Long strings are written from the strings themselves (writev), not
@@ -221,18 +379,29 @@ static int send_frame(lua_State *L, int fd, int message, int payload, lua_Intege
   lmp_buffer *b;
   size_t pieces = 0, i, from = 0, total, message_end, message_len;
   struct iovec few[8], *iov = few;
+  lmp_descriptors *passed[2] = {NULL, NULL}, *previous = NULL;
   lua_pushnil(L); /* the long strings: offset, string, ... */
   pieces_slot = lua_gettop(L);
   b = lmp__take_encode_box(L);
   box = lua_gettop(L);
   if (lmp__buffer_reserve(b, LMP_FRAME_PREFIX) != 0) return luaL_error(L, "lmp: not enough memory");
   b->len = LMP_FRAME_PREFIX;
-  if (lmp__encode_pieces(L, message, b, payload ? "" : root, pieces_slot) != 0) return lua_error(L);
+  /* On the worker's channel, values may carry descriptors: the message's
+   * and the payload's, each numbered from 1 (see descriptors.c). */
+  if (worker_channel) {
+    passed[0] = lmp__push_descriptors(L);
+    passed[1] = lmp__push_descriptors(L);
+    previous = lmp__descriptors_collect(passed[0]);
+  }
+  r = lmp__encode_pieces(L, message, b, payload ? "" : root, pieces_slot);
+  if (worker_channel) lmp__descriptors_collect(passed[1]);
   message_end = b->len;
   message_len = message_end - LMP_FRAME_PREFIX;
-  if (payload && (count >= 0 ? lmp__encode_list(L, payload, 1, count, 1, b, root, pieces_slot, 0)
-                             : lmp__encode_pieces(L, payload, b, root, pieces_slot)) != 0)
-    return lua_error(L);
+  if (r == 0 && payload)
+    r = count >= 0 ? lmp__encode_list(L, payload, 1, count, 1, b, root, pieces_slot, 0)
+                   : lmp__encode_pieces(L, payload, b, root, pieces_slot);
+  if (worker_channel) lmp__descriptors_collect(previous);
+  if (r != 0) return lua_error(L);
   if (!lua_isnil(L, pieces_slot)) pieces = lua_rawlen(L, pieces_slot) / 2;
   if (2 * pieces + 1 > sizeof few / sizeof few[0])
     iov = lua_newuserdatauv(L, (2 * pieces + 1) * sizeof *iov, 0);
@@ -258,7 +427,8 @@ static int send_frame(lua_State *L, int fd, int message, int payload, lua_Intege
   if (message_len > UINT32_MAX) return luaL_error(L, "lmp: a message over 4 GB cannot be sent");
   lmp__frame_set_length(b->data, total - LMP_FRAME_HEADER);
   lmp__set_u32_at(b->data + LMP_FRAME_HEADER, (uint32_t)message_len);
-  r = writev_full(fd, iov, n);
+  if (worker_channel) r = write_carrying(fd, iov, n, b->data, passed);
+  else r = writev_full(fd, iov, n, NULL);
   lmp__give_back_encode_box(L, box);
   /* A worker's channel broken: its main process is gone, and so is
    * everyone who could hear of this; the worker ends quietly (its output

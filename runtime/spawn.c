@@ -111,7 +111,9 @@ static int core_spawn(lua_State *L) {
   *box = NULL;
   luaL_setmetatable(L, CHILD_META);
   c = calloc(1, sizeof *c);
-  if (c == NULL || uv_pipe_init(loop, &c->channel, 0) != 0) {
+  /* An ipc pipe: libuv reads it with recvmsg and keeps the descriptors
+   * that come with frames (process.c takes them). */
+  if (c == NULL || uv_pipe_init(loop, &c->channel, 1) != 0) {
     free(c);
     return luaL_error(L, "lmp: cannot make a channel for a worker");
   }
@@ -224,7 +226,7 @@ static int core_fork_worker(lua_State *L) {
   /* The handles that need no process are made before there is one, so
    * that a failure leaves no process behind. */
   c->channel.data = c;
-  if ((r = uv_pipe_init(loop, &c->channel, 0)) != 0) free(c);
+  if ((r = uv_pipe_init(loop, &c->channel, 1)) != 0) free(c); /* ipc: as spawn's */
   else if ((r = uv_pipe_open(&c->channel, fds[0])) != 0)
     uv_close((uv_handle_t *)&c->channel, free_unstarted);
   if (r != 0) {

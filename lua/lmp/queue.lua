@@ -18,14 +18,16 @@ queue.Queue = Queue -- reachable from package.loaded: travels by name
 
 local READ, COUNT = 1, 2 -- byte 0 is the feeders' write lock
 
--- This process's feeder of each queue; it never travels with the queue.
+-- This process's feeder of each queue, by the queue's write end (copies of
+-- one queue that arrived in several tasks share that end, and so one
+-- feeder); it never travels with the queue.
 local feeders = setmetatable({}, {__mode = "k"})
 
 local function feeder_of(q)
-  local f = feeders[q]
+  local f = feeders[q.writer]
   if not f then
     f = core.feeder(q.writer, q.lock)
-    feeders[q] = f
+    feeders[q.writer] = f
   end
   return f
 end
@@ -94,7 +96,7 @@ end
 -- (Python's name; the "thread" is the feeder). At exit a process waits
 -- for that by itself, unless cancel_join_thread was called.
 function Queue:join_thread()
-  local f = feeders[self]
+  local f = feeders[self.writer]
   if f then f:flush() end
 end
 
@@ -139,7 +141,7 @@ function Queue:get_nowait() return self:get(false) end
 -- process put is still written (the feeder keeps the write end open till
 -- then); put raises afterwards.
 function Queue:close()
-  local f = feeders[self]
+  local f = feeders[self.writer]
   if f then f:close() end
   self.reader:close()
   self.writer:close()

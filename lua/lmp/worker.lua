@@ -232,8 +232,9 @@ local function unknown_message(message)
 end
 
 function worker.main()
-  -- A Pipe end given to an lmp.Process arrives as the descriptor inherited.
-  core.register("lmp.Connection", function(fd) return require("lmp.connection").from_fd(fd) end)
+  -- A connection (a Pipe end, or what a Queue, lock or shared value holds)
+  -- arrives as a descriptor that came with the frame.
+  core.register("lmp.Connection", function(data) return require("lmp.connection").from_slot(data) end)
   local init, _, _, init_missing = receive()
   if init == nil then return 0 end
   if protocol.tag(init) ~= "init" then return unknown_message(init) end
