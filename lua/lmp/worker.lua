@@ -108,7 +108,8 @@ local function send_result(id, values, errors)
   errors = errors or {}
   for i = 1, values.n or #values do
     local where = ("result[%d]"):format(i)
-    local sendable, refusal = pcall(core.dumps, values[i], where)
+    -- Connections are checked as they travel: with the frame's descriptors.
+    local sendable, refusal = pcall(require("lmp.connection").dumps_checking, values[i], where)
     if not sendable then
       local message = type(refusal) == "table" and refusal.kind == "serialize"
         and tostring(refusal.message)

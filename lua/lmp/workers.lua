@@ -14,12 +14,11 @@ function workers.executable()
 end
 
 -- Starts a worker by running its program; on_message(message, payload)
--- and on_exit(status, signal) are called from the loop; fds are
--- descriptors the child inherits (lmp.Process's pipe ends). Returns the
+-- and on_exit(status, signal) are called from the loop. Returns the
 -- worker's handle; raises when it cannot start.
-function workers.spawn(on_message, on_exit, fds)
+function workers.spawn(on_message, on_exit)
   local exe = workers.executable()
-  return core.spawn(exe, {exe, core.worker_flag, tostring(core.getpid())}, on_message, on_exit, fds)
+  return core.spawn(exe, {exe, core.worker_flag, tostring(core.getpid())}, on_message, on_exit)
 end
 
 -- Starts a pool worker by `method`, "spawn" or "fork" (a copy of this
