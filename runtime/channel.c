@@ -288,6 +288,7 @@ static int core_channel_recv(lua_State *L) {
 static void set_descriptors(struct msghdr *msg, char *room, const lmp_descriptors *pass) {
   struct cmsghdr *cmsg;
   size_t size = (size_t)pass->n * sizeof(int);
+  memset(room, 0, CMSG_SPACE(size)); /* the padding too: all of it is sent */
   msg->msg_control = room;
   msg->msg_controllen = CMSG_SPACE(size);
   cmsg = CMSG_FIRSTHDR(msg);
@@ -347,28 +348,6 @@ static int writev_full(int fd, struct iovec *iov, int n, const lmp_descriptors *
   return 0;
 }
 
-/* Writes a frame of the worker's channel, whose header is at `header`,
- * with the descriptors its message and payload hold, which are closed
- * here once sent (the receiver has its own). */
-static int write_carrying(int fd, struct iovec *iov, int n, char *header,
-                          lmp_descriptors *passed[2]) {
-  lmp_descriptors all;
-  int i, r;
-  all.n = 0;
-  if (passed[0]->n + passed[1]->n > LMP_FRAME_DESCRIPTORS_MAX) {
-    lmp__descriptors_close(passed[0]);
-    lmp__descriptors_close(passed[1]);
-    return -EMFILE;
-  }
-  for (i = 0; i < passed[0]->n; i++) all.fd[all.n++] = passed[0]->fd[i];
-  for (i = 0; i < passed[1]->n; i++) all.fd[all.n++] = passed[1]->fd[i];
-  lmp__frame_set_descriptors(header, passed[0]->n, passed[1]->n);
-  r = writev_full(fd, iov, n, &all);
-  lmp__descriptors_close(passed[0]);
-  lmp__descriptors_close(passed[1]);
-  return r;
-}
-
 /* Encodes the message at `message` and, when `payload` is not 0, the
  * payload after it (refusals name `root`), then writes the whole frame.
  * Long strings are written from the strings themselves (writev), not
@@ -379,22 +358,23 @@ static int send_frame(lua_State *L, int fd, int message, int payload, lua_Intege
   lmp_buffer *b;
   size_t pieces = 0, i, from = 0, total, message_end, message_len;
   struct iovec few[8], *iov = few;
-  lmp_descriptors *passed[2] = {NULL, NULL}, *previous = NULL;
+  lmp_descriptors *passed = NULL, *previous = NULL;
+  int passed_box = 0;
   lua_pushnil(L); /* the long strings: offset, string, ... */
   pieces_slot = lua_gettop(L);
   b = lmp__take_encode_box(L);
   box = lua_gettop(L);
   if (lmp__buffer_reserve(b, LMP_FRAME_PREFIX) != 0) return luaL_error(L, "lmp: not enough memory");
   b->len = LMP_FRAME_PREFIX;
-  /* On the worker's channel, values may carry descriptors: the message's
-   * and the payload's, each numbered from 1 (see descriptors.c). */
+  /* On the worker's channel, values may carry descriptors: the message's,
+   * then the payload's, each numbered from 1 (see descriptors.c). */
   if (worker_channel) {
-    passed[0] = lmp__push_descriptors(L);
-    passed[1] = lmp__push_descriptors(L);
-    previous = lmp__descriptors_collect(passed[0]);
+    passed = lmp__take_descriptors(L);
+    passed_box = lua_gettop(L);
+    previous = lmp__descriptors_collect(passed);
   }
   r = lmp__encode_pieces(L, message, b, payload ? "" : root, pieces_slot);
-  if (worker_channel) lmp__descriptors_collect(passed[1]);
+  if (worker_channel) passed->base = passed->n;
   message_end = b->len;
   message_len = message_end - LMP_FRAME_PREFIX;
   if (r == 0 && payload)
@@ -427,8 +407,14 @@ static int send_frame(lua_State *L, int fd, int message, int payload, lua_Intege
   if (message_len > UINT32_MAX) return luaL_error(L, "lmp: a message over 4 GB cannot be sent");
   lmp__frame_set_length(b->data, total - LMP_FRAME_HEADER);
   lmp__set_u32_at(b->data + LMP_FRAME_HEADER, (uint32_t)message_len);
-  if (worker_channel) r = write_carrying(fd, iov, n, b->data, passed);
-  else r = writev_full(fd, iov, n, NULL);
+  if (worker_channel && passed->n > 0) {
+    lmp__frame_set_descriptors(b->data, passed->base, passed->n - passed->base);
+    r = writev_full(fd, iov, n, passed);
+  } else {
+    r = writev_full(fd, iov, n, NULL);
+  }
+  /* Sent: the receiver has its own descriptors; these are closed. */
+  if (worker_channel) lmp__give_back_descriptors(L, passed_box);
   lmp__give_back_encode_box(L, box);
   /* A worker's channel broken: its main process is gone, and so is
    * everyone who could hear of this; the worker ends quietly (its output

@@ -52,13 +52,40 @@ static int descriptors_gc(lua_State *L) {
 
 lmp_descriptors *lmp__push_descriptors(lua_State *L) {
   lmp_descriptors *d = lua_newuserdatauv(L, sizeof *d, 0);
-  d->n = 0;
+  d->n = d->base = 0;
   if (luaL_newmetatable(L, DESCRIPTORS_META)) {
     lua_pushcfunction(L, descriptors_gc);
     lua_setfield(L, -2, "__gc");
   }
   lua_setmetatable(L, -2);
   return d;
+}
+
+/* The registry slot of the state's spare box, emptied while an encoding
+ * uses it. */
+static const char spare_key = 'd';
+
+lmp_descriptors *lmp__take_descriptors(lua_State *L) {
+  lmp_descriptors *d;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &spare_key) == LUA_TUSERDATA) {
+    lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &spare_key);
+    d = lua_touserdata(L, -1);
+    d->n = d->base = 0;
+    return d;
+  }
+  lua_pop(L, 1);
+  return lmp__push_descriptors(L);
+}
+
+void lmp__give_back_descriptors(lua_State *L, int idx) {
+  lmp_descriptors *d = lua_touserdata(L, idx);
+  lmp__descriptors_close(d);
+  d->base = 0;
+  if (collecting == d) collecting = NULL;
+  if (offered == d) offered = NULL;
+  lua_pushvalue(L, idx);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &spare_key);
 }
 
 int lmp__descriptors_add(lmp_descriptors *d, int fd) {
@@ -84,7 +111,8 @@ lmp_descriptors *lmp__descriptors_offer(lmp_descriptors *d) {
 
 /* core.pass_fd(fd) -> slot (from 1): the slot of fd among the descriptors
  * the message being encoded carries; the same descriptor twice in one
- * message takes one slot. Raises when the encoding under way carries no
+ * message takes one slot (slots count from the collector's base: a frame's
+ * payload numbers its own from 1 after the message's). Raises when the encoding under way carries no
  * descriptors (lmp.dumps, a Pipe, a Queue). */
 static int core_pass_fd(lua_State *L) {
   int fd = (int)luaL_checkinteger(L, 1), copy, i;
@@ -93,9 +121,9 @@ static int core_pass_fd(lua_State *L) {
     return luaL_error(L, "lmp: an open descriptor travels only to pool workers and lmp.Process "
                          "children (as an argument, a result or an initarg), not through lmp.dumps, "
                          "a Pipe or a Queue");
-  for (i = 0; i < d->n; i++)
+  for (i = d->base; i < d->n; i++)
     if (d->source[i] == fd) {
-      lua_pushinteger(L, i + 1);
+      lua_pushinteger(L, i - d->base + 1);
       return 1;
     }
   if (d->n >= LMP_DESCRIPTORS_MAX)
@@ -107,7 +135,7 @@ static int core_pass_fd(lua_State *L) {
   if (copy < 0) return luaL_error(L, "lmp: cannot pass descriptor %d: %s", fd, strerror(errno));
   lmp__descriptors_add(d, copy);
   d->source[d->n - 1] = fd;
-  lua_pushinteger(L, d->n);
+  lua_pushinteger(L, d->n - d->base);
   return 1;
 }
 

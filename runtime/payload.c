@@ -173,7 +173,10 @@ lmp_payload *lmp__push_payload(lua_State *L, const lmp_buffer *b, int pieces) {
 static void keep_descriptors(lua_State *L, int box) {
   lmp_descriptors *d = lua_touserdata(L, box);
   lmp_payload *payload = lua_touserdata(L, -1);
-  if (d->n == 0) return;
+  if (d->n == 0) {
+    lmp__give_back_descriptors(L, box);
+    return;
+  }
   lua_pushvalue(L, box);
   lua_setiuservalue(L, -2, 2);
   payload->descriptors = d;
@@ -190,7 +193,7 @@ static int payload_encode(lua_State *L) {
   lua_settop(L, 2);
   lua_pushnil(L); /* 3: the long strings, written from where they are */
   b = lmp__take_encode_box(L);
-  lmp__push_descriptors(L); /* 5: the descriptors its values hold */
+  lmp__take_descriptors(L); /* 5: the descriptors its values hold */
   previous = lmp__descriptors_collect(lua_touserdata(L, 5));
   r = lmp__encode_pieces(L, 1, b, root, 3);
   lmp__descriptors_collect(previous);
@@ -235,7 +238,7 @@ static int payload_encode_list(lua_State *L) {
   lua_settop(L, 5);
   lua_pushnil(L); /* 6: the long strings, written from where they are */
   b = lmp__take_encode_box(L);
-  lmp__push_descriptors(L); /* 8: the descriptors its values hold */
+  lmp__take_descriptors(L); /* 8: the descriptors its values hold */
   previous = lmp__descriptors_collect(lua_touserdata(L, 8));
   r = lmp__encode_list(L, 1, first, count, name_first, b, root, 6, (int)envelope);
   lmp__descriptors_collect(previous);

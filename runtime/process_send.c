@@ -198,6 +198,7 @@ static int try_write_carrying(uv_stream_t *stream, const uv_buf_t *bufs, size_t 
   memset(&msg, 0, sizeof msg);
   msg.msg_iov = iov;
   msg.msg_iovlen = nbufs;
+  memset(&control, 0, sizeof control); /* the padding too: all of it is sent */
   msg.msg_control = control.bytes;
   msg.msg_controllen = CMSG_SPACE(size);
   cmsg = CMSG_FIRSTHDR(&msg);
@@ -397,15 +398,15 @@ int lmp__child_send(lua_State *L) {
   if (lmp__buffer_reserve(b, LMP_FRAME_PREFIX) != 0) return luaL_error(L, "lmp: not enough memory");
   b->len = LMP_FRAME_PREFIX;
   /* The descriptors the message's values hold (6), sent with it. */
-  message_fds = lmp__push_descriptors(L);
+  message_fds = lmp__take_descriptors(L);
   previous = lmp__descriptors_collect(message_fds);
   /* A message to a worker wraps the values it carries in levels of its own
    * ({"init", {initargs = {...}}}): they may nest as deep as dumps allows. */
   r = lmp__encode_message(L, 2, b, root, 0, LMP_ENVELOPE_DEPTH);
   lmp__descriptors_collect(previous);
   if (r != 0) return lua_error(L);
-  r = send_encoded(L, c, b, 5, payload, 3, message_fds);
-  lmp__descriptors_close(message_fds); /* the worker has its own now */
+  r = send_encoded(L, c, b, 5, payload, 3, message_fds->n > 0 ? message_fds : NULL);
+  lmp__give_back_descriptors(L, 6); /* closed: the worker has its own now */
   return r;
 }
 

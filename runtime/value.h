@@ -135,11 +135,18 @@ void lmp__open_error(lua_State *L);
 #define LMP_DESCRIPTORS_HELD_MAX 256
 typedef struct lmp_descriptors {
   int n;
+  int base; /* while collecting: slots number those from here on, from 1 */
   int fd[LMP_DESCRIPTORS_MAX];     /* owned by the box */
   int source[LMP_DESCRIPTORS_MAX]; /* what each duplicates, while collecting */
 } lmp_descriptors;
 /* Pushes an empty box. */
 lmp_descriptors *lmp__push_descriptors(lua_State *L);
+/* Pushes an empty box for collecting: the state's spare one when it has
+ * it (so that the usual encoding, which collects nothing, allocates
+ * nothing), else a new one. Give it back once it is empty (what it holds
+ * is closed) unless something keeps it. */
+lmp_descriptors *lmp__take_descriptors(lua_State *L);
+void lmp__give_back_descriptors(lua_State *L, int idx);
 /* Gives fd to the box (which closes it if nobody takes it). Returns 0, or
  * -EMFILE when the box is full (fd is then the caller's still). */
 int lmp__descriptors_add(lmp_descriptors *d, int fd);
