@@ -1,5 +1,7 @@
 -- lmp.Queue: a first-in first-out queue between the main process and the
--- lmp.Process children it is given to, as Python's multiprocessing.Queue.
+-- lmp.Process children and pool workers it is given to (its descriptors
+-- travel with the message: see connection.lua), as Python's
+-- multiprocessing.Queue.
 -- Values travel framed over a socket pair; a shared lock file keeps one
 -- writer and one reader at a time on it (fcntl locks, which hold across
 -- processes) and counts the values in it (qsize, maxsize). Each process
