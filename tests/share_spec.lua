@@ -121,6 +121,22 @@ for _, method in ipairs{"spawn", "fork"} do
         mine:close(); theirs:close(); far:close()
       end)
 
+    it("every synchronisation object goes to a worker and comes back as itself", function()
+      local made = {Lock = {}, RLock = {}, Semaphore = {2}, BoundedSemaphore = {2}, Event = {},
+                    Condition = {}, Barrier = {2}}
+      for name, args in pairs(made) do
+        if lmp[name] then
+          local object = lmp[name](table.unpack(args))
+          local back, seen = pool:apply(function(o) return o, getmetatable(o).__name end, {object})
+          assert.equal(getmetatable(object), getmetatable(back), name)
+          assert.equal(getmetatable(object).__name, seen, name)
+        end
+      end
+      local s = lmp.Semaphore(2)
+      assert.is_true(pool:apply(function(x) return x:acquire(false) end, {s}))
+      assert.equal(1, s:get_value())
+    end)
+
     it("an Event set by the main process releases workers waiting in tasks", function()
       local event = lmp.Event()
       local r = pool:map_async(function(e) return e:wait(60) end, {event, event}, {chunksize = 1})
