@@ -4,13 +4,15 @@
  * that carries descriptors, the value's __lmp_serialize asks for a slot
  * (core.pass_fd(fd) -> slot) and writes the slot number in its data
  * instead of the descriptor's number, which means nothing elsewhere; the
- * collector keeps a duplicate of the descriptor until the frame is sent.
+ * collector keeps a duplicate of the descriptor until the frame is sent
+ * (one duplicate, counted, for every collector of the same open file).
  * On arrival the receiver offers the descriptors that came with the frame,
  * in the same order, and the value's constructor takes its own
  * (core.take_fd(slot) -> fd). Whatever no value took is closed by its box.
  * Part of the value format layer; uses no OS call but fcntl, fstat, close. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -25,17 +27,82 @@
  * neither ever points at freed memory. */
 static lmp_descriptors *collecting, *offered;
 
-/* Descriptors held in boxes, process-wide: a payload keeps its own until
- * the collector finds it, and too many at once would exhaust the
- * process's descriptors before the collector runs. */
-static int held;
+/* The duplicates collectors make, shared: a payload keeps its
+ * descriptors until it is collected, and a map over ten thousand items
+ * that each hold the same queue must not hold ten thousand duplicates of
+ * its socket. One duplicate serves every box that collected the same
+ * open file (the same source descriptor, still open on the same device
+ * and inode), counted; the last box to let go closes it. The table is
+ * this process's: a forked child starts with an empty one (the
+ * duplicates it inherited were closed when it started). */
+typedef struct shared_copy {
+  int source, copy, refs;
+  dev_t dev;
+  ino_t ino;
+} shared_copy;
+static shared_copy *copies;
+static int copy_count, copy_room;
+static pid_t copies_pid;
+
+static void own_copies(void) {
+  if (copies_pid == getpid()) return;
+  copies = NULL; /* the parent's, copied: left as it is */
+  copy_count = copy_room = 0;
+  copies_pid = getpid();
+}
+
+/* A duplicate of source for one more box: shared when there is one.
+ * Returns it, or -errno. */
+static int share_copy(int source) {
+  struct stat st;
+  int i, copy;
+  own_copies();
+  if (fstat(source, &st) != 0) return -errno;
+  for (i = 0; i < copy_count; i++) {
+    shared_copy *c = &copies[i];
+    if (c->source == source && c->dev == st.st_dev && c->ino == st.st_ino) {
+      c->refs++;
+      return c->copy;
+    }
+  }
+  if (copy_count == copy_room) {
+    int room = copy_room ? 2 * copy_room : 16;
+    shared_copy *more = realloc(copies, (size_t)room * sizeof *more);
+    if (more == NULL) return -ENOMEM;
+    copies = more;
+    copy_room = room;
+  }
+  if ((copy = fcntl(source, F_DUPFD_CLOEXEC, 0)) < 0) return -errno;
+  copies[copy_count].source = source;
+  copies[copy_count].copy = copy;
+  copies[copy_count].refs = 1;
+  copies[copy_count].dev = st.st_dev;
+  copies[copy_count].ino = st.st_ino;
+  copy_count++;
+  return copy;
+}
+
+/* A box lets go of a shared duplicate. One this process does not know (a
+ * forked child's inherited box) is not its own to close. */
+static void release_copy(int copy) {
+  int i;
+  own_copies();
+  for (i = 0; i < copy_count; i++) {
+    if (copies[i].copy != copy) continue;
+    if (--copies[i].refs == 0) {
+      close(copy);
+      copies[i] = copies[--copy_count];
+    }
+    return;
+  }
+}
 
 void lmp__descriptors_close(lmp_descriptors *d) {
   int i;
   for (i = 0; i < d->n; i++) {
     if (d->fd[i] >= 0) {
-      close(d->fd[i]);
-      held--;
+      if (d->shared[i]) release_copy(d->fd[i]);
+      else close(d->fd[i]);
     }
     d->fd[i] = -1;
   }
@@ -92,8 +159,8 @@ int lmp__descriptors_add(lmp_descriptors *d, int fd) {
   if (d->n >= LMP_DESCRIPTORS_MAX) return -EMFILE;
   d->fd[d->n] = fd;
   d->source[d->n] = -1;
+  d->shared[d->n] = 0;
   d->n++;
-  held++;
   return 0;
 }
 
@@ -128,13 +195,11 @@ static int core_pass_fd(lua_State *L) {
     }
   if (d->n >= LMP_DESCRIPTORS_MAX)
     return luaL_error(L, "lmp: a message carries at most %d descriptors", LMP_DESCRIPTORS_MAX);
-  /* A payload may be collected long after it was sent: when many hold
-   * descriptors, a full collection closes those nobody needs first. */
-  if (held >= LMP_DESCRIPTORS_HELD_MAX) lua_gc(L, LUA_GCCOLLECT);
-  copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-  if (copy < 0) return luaL_error(L, "lmp: cannot pass descriptor %d: %s", fd, strerror(errno));
+  copy = share_copy(fd);
+  if (copy < 0) return luaL_error(L, "lmp: cannot pass descriptor %d: %s", fd, strerror(-copy));
   lmp__descriptors_add(d, copy);
   d->source[d->n - 1] = fd;
+  d->shared[d->n - 1] = 1;
   lua_pushinteger(L, d->n - d->base);
   return 1;
 }
@@ -150,7 +215,6 @@ static int core_take_fd(lua_State *L) {
     return luaL_error(L, "lmp: descriptor slot %d did not arrive with the message", (int)slot);
   fd = d->fd[slot - 1];
   d->fd[slot - 1] = -1;
-  held--;
   lua_pushinteger(L, fd);
   return 1;
 }

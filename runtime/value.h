@@ -132,12 +132,12 @@ void lmp__open_error(lua_State *L);
 /* descriptors.c: the descriptors a frame carries (see there). A box is a
  * userdata whose __gc closes the descriptors it still holds (-1: taken). */
 #define LMP_DESCRIPTORS_MAX 64
-#define LMP_DESCRIPTORS_HELD_MAX 256
 typedef struct lmp_descriptors {
   int n;
   int base; /* while collecting: slots number those from here on, from 1 */
   int fd[LMP_DESCRIPTORS_MAX];     /* owned by the box */
   int source[LMP_DESCRIPTORS_MAX]; /* what each duplicates, while collecting */
+  unsigned char shared[LMP_DESCRIPTORS_MAX]; /* a collector's shared duplicate */
 } lmp_descriptors;
 /* Pushes an empty box. */
 lmp_descriptors *lmp__push_descriptors(lua_State *L);

@@ -203,9 +203,14 @@ for _, method in ipairs{"spawn", "fork"} do
       for i = 1, 4 do workers[pids[i]] = true end
       local before_main, before = helpers.open_fds(), {}
       for pid in pairs(workers) do before[pid] = fds_of(pid) end
-      local results = pool:map(function(t)
-        return t
-      end, repeated({q, lock, v}, 1000), 1)
+      -- Every task is encoded when map is called, each holding the three
+      -- objects: they share one copy of each descriptor until sent.
+      local pending = pool:map_async(function(t) return t end, repeated({q, lock, v}, 1000),
+        {chunksize = 1})
+      local count = 0
+      for _ in require("lfs").dir("/proc/self/fd") do count = count + 1 end
+      assert.is_true(count < before_main + 20, "descriptors held while tasks wait: " .. count)
+      local results = pending:get(120)
       assert.equal(1000, results.n)
       assert.is_true(rawequal(results[1][1].reader, results[1000][1].reader))
       results = nil
