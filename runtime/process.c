@@ -347,7 +347,8 @@ static void channel_broken(child *c, const char *reason) {
   lmp__call_protected(L, 2);
 }
 
-#define GARBAGE_HEADER "a frame header announcing more than 1 TB (garbage on the channel)"
+#define GARBAGE_HEADER \
+  "a frame header announcing more than 1 TB or 64 descriptors (garbage on the channel)"
 
 /* Runs protected, given a view of a frame's body and the box of the
  * message's descriptors: pushes the message and moves the view onto the
