@@ -194,7 +194,8 @@ static int core_pass_fd(lua_State *L) {
       return 1;
     }
   if (d->n >= LMP_DESCRIPTORS_MAX)
-    return luaL_error(L, "lmp: a message carries at most %d descriptors", LMP_DESCRIPTORS_MAX);
+    return luaL_error(L, "lmp: a message carries at most %d descriptors (objects holding "
+                         "them: send fewer in one task, a smaller chunksize)", LMP_DESCRIPTORS_MAX);
   copy = share_copy(fd);
   if (copy < 0) return luaL_error(L, "lmp: cannot pass descriptor %d: %s", fd, strerror(-copy));
   lmp__descriptors_add(d, copy);

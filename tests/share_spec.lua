@@ -271,6 +271,25 @@ for _, method in ipairs{"spawn", "fork"} do
       assert.same({1, 2, 3, 4, 5}, sorted(got))
       mine:close(); theirs:close(); q:close()
     end)
+
+    it("a Queue given to an executor's initializer", function()
+      local q = lmp.Queue()
+      local ex <close> = lmp.ProcessPoolExecutor{max_workers = 1, start_method = method,
+        initializer = function(queue) _G.EXECUTOR_Q = queue end, initargs = {q}}
+      ex:submit(function(x) EXECUTOR_Q:put(x) end, "via initargs"):result(60)
+      assert.equal("via initargs", q:get(true, 30))
+      q:close()
+    end)
+
+    it("too many descriptors in one task are refused when the task is made", function()
+      local many = {}
+      for i = 1, 70 do many[i] = lmp.Event() end
+      local pool <close> = lmp.Pool{processes = 1, start_method = method}
+      local ok, err = pcall(pool.apply, pool, function(t) return #t end, {many})
+      assert.is_false(ok)
+      assert.matches("at most 64 descriptors", tostring(err))
+      assert.equal(70, pool:map(function(e) return e:is_set() and 1 or 0 end, many, 10).n)
+    end)
   end)
 end
 
