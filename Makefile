@@ -36,7 +36,7 @@ RUNTIME := memory buffer \
            inbox \
            error names encode decode descriptors payload \
            loop \
-           sigpipe digest tracker terminal shared feeder channel process_send process spawn server \
+           sigpipe digest tracker terminal shared feeder fd_passing channel process_send process spawn server \
            worker interrupt \
            core embed
 OBJECTS := $(RUNTIME:%=$(BUILD)/obj/%.o) $(BUILD)/obj/lua_sources.o

@@ -131,116 +131,9 @@ static int recv_exact(lua_State *L, int fd) {
   return 2;
 }
 
-/* ---- descriptors on the worker's channel ------------------------------- */
-
-/* Descriptors that arrived on the worker's channel and that no frame took
- * yet, in the order they came: each frame takes as many as its header
- * says, in order (they arrive with its first byte, so before the frame is
- * whole). */
-static int *arrived;
-static size_t arrived_count, arrived_room;
-
-/* Keeps the descriptors a recvmsg brought. Returns 0, or -1 when some were
- * lost (the control buffer was too small, or no memory): nothing after
- * that can be matched with its frame. */
-static int keep_arrived(struct msghdr *msg) {
-  struct cmsghdr *cmsg;
-  int lost = (msg->msg_flags & MSG_CTRUNC) != 0;
-  for (cmsg = CMSG_FIRSTHDR(msg); cmsg; cmsg = CMSG_NXTHDR(msg, cmsg)) {
-    size_t count, i;
-    const unsigned char *data;
-    if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS) continue;
-    count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    data = CMSG_DATA(cmsg);
-    for (i = 0; i < count; i++) {
-      int fd;
-      memcpy(&fd, data + i * sizeof fd, sizeof fd);
-      if (arrived_count == arrived_room) {
-        size_t room = arrived_room ? 2 * arrived_room : 64;
-        int *more = realloc(arrived, room * sizeof *more);
-        if (more == NULL) {
-          close(fd);
-          lost = 1;
-          continue;
-        }
-        arrived = more;
-        arrived_room = room;
-      }
-      arrived[arrived_count++] = fd;
-    }
-  }
-  return lost ? -1 : 0;
-}
-
-/* read(), keeping the descriptors that come with the bytes. */
-static ssize_t read_keeping_descriptors(int fd, char *p, size_t n) {
-  union {
-    struct cmsghdr align;
-    char bytes[CMSG_SPACE(LMP_FRAME_DESCRIPTORS_MAX * sizeof(int))];
-  } control;
-  struct iovec iov;
-  struct msghdr msg;
-  ssize_t r;
-  iov.iov_base = p;
-  iov.iov_len = n;
-  memset(&msg, 0, sizeof msg);
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control.bytes;
-  msg.msg_controllen = sizeof control.bytes;
-  r = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
-  if (r < 0 && errno == ENOTSOCK) return read(fd, p, n);
-  if (r >= 0 && msg.msg_controllen > 0 && keep_arrived(&msg) != 0) {
-    errno = EPROTO;
-    return -1;
-  }
-  return r;
-}
-
-/* Pushes a box with the next `count` descriptors that arrived (nil and
- * NULL for none). Raises when fewer arrived than the frame announces. */
-static lmp_descriptors *take_arrived(lua_State *L, int count) {
-  lmp_descriptors *d;
-  int i;
-  if (count == 0) {
-    lua_pushnil(L);
-    return NULL;
-  }
-  if (arrived_count < (size_t)count)
-    luaL_error(L, "lmp: a frame announces %d descriptors that did not arrive", count);
-  d = lmp__push_descriptors(L);
-  for (i = 0; i < count; i++) lmp__descriptors_add(d, arrived[i]);
-  arrived_count -= (size_t)count;
-  memmove(arrived, arrived + count, arrived_count * sizeof *arrived);
-  return d;
-}
-
-/* Decodes a frame of the worker's channel whose header is just before
- * body, with the descriptors it carries: pushes message and payload as
- * lmp__decode_frame does. What no value took is closed. */
-static void decode_frame_carrying(lua_State *L, const char *body, size_t n) {
-  const char *header = body - LMP_FRAME_HEADER;
-  lmp_descriptors *message, *payload, *previous;
-  size_t length;
-  int boxes = lua_gettop(L) + 1;
-  if (lmp__frame_message_descriptors(header) + lmp__frame_payload_descriptors(header) == 0) {
-    lmp__decode_frame(L, body, n);
-    return;
-  }
-  message = take_arrived(L, lmp__frame_message_descriptors(header));
-  payload = take_arrived(L, lmp__frame_payload_descriptors(header));
-  length = lmp__frame_message(L, body, n);
-  previous = lmp__descriptors_offer(message);
-  lmp__decode(L, body + 4, length);
-  lmp__descriptors_offer(payload);
-  if (n - 4 - length > 0) lmp__decode(L, body + 4 + length, n - 4 - length);
-  else lua_pushnil(L);
-  lmp__descriptors_offer(previous);
-  if (message) lmp__descriptors_close(message);
-  if (payload) lmp__descriptors_close(payload);
-  lua_remove(L, boxes);
-  lua_remove(L, boxes);
-}
+/* The descriptors that came on the worker's channel, for the frames that
+ * announce them. */
+static lmp_arrivals channel_arrivals;
 
 /* The worker's own channel is read in big gulps: tasks sent together
  * arrive with one read() instead of two each. Only the worker reads it. */
@@ -260,7 +153,7 @@ static int recv_buffered(lua_State *L, int fd) {
     if (channel_inbox.bytes.len == channel_inbox.used) wait_readable_briefly(fd);
     lmp__inbox_alloc(&channel_inbox, &room);
     if (room.base == NULL) return luaL_error(L, "lmp: not enough memory for a message");
-    r = read_keeping_descriptors(fd, room.base, room.len);
+    r = lmp__recv_keeping(&channel_arrivals, fd, room.base, room.len, 0);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) return luaL_error(L, "lmp: channel read failed: %s", strerror(errno));
     if (r == 0) {
@@ -272,7 +165,7 @@ static int recv_buffered(lua_State *L, int fd) {
   }
   if (got < 0) return luaL_error(L, "lmp: malformed frame on the channel (too long)");
   /* The body stays put until the next call compacts the inbox. */
-  decode_frame_carrying(L, body, n);
+  lmp__decode_frame_carrying(L, body, n, &channel_arrivals);
   lua_pushinteger(L, (lua_Integer)n);
   return 3;
 }
@@ -281,21 +174,6 @@ static int recv_buffered(lua_State *L, int fd) {
  * the next frame on the worker's channel; nothing at end of file. */
 static int core_channel_recv(lua_State *L) {
   return recv_buffered(L, LMP_CHANNEL_FD);
-}
-
-/* Puts the descriptors of `pass` in msg's control data (room for
- * LMP_FRAME_DESCRIPTORS_MAX at `room`). */
-static void set_descriptors(struct msghdr *msg, char *room, const lmp_descriptors *pass) {
-  struct cmsghdr *cmsg;
-  size_t size = (size_t)pass->n * sizeof(int);
-  memset(room, 0, CMSG_SPACE(size)); /* the padding too: all of it is sent */
-  msg->msg_control = room;
-  msg->msg_controllen = CMSG_SPACE(size);
-  cmsg = CMSG_FIRSTHDR(msg);
-  cmsg->cmsg_level = SOL_SOCKET;
-  cmsg->cmsg_type = SCM_RIGHTS;
-  cmsg->cmsg_len = CMSG_LEN(size);
-  memcpy(CMSG_DATA(cmsg), pass->fd, size);
 }
 
 /* Writes all of iov (the descriptors of `pass`, when not NULL, with the
@@ -315,7 +193,7 @@ static int writev_full(int fd, struct iovec *iov, int n, const lmp_descriptors *
       memset(&msg, 0, sizeof msg);
       msg.msg_iov = iov;
       msg.msg_iovlen = (size_t)(n > IOV_MAX ? IOV_MAX : n);
-      if (pass && pass->n > 0) set_descriptors(&msg, control.bytes, pass);
+      if (pass && pass->n > 0) lmp__set_descriptors(&msg, control.bytes, pass);
       r = sendmsg(fd, &msg, MSG_NOSIGNAL);
       /* The descriptors went with the first bytes written. */
       if (r > 0) pass = NULL;

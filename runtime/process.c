@@ -84,12 +84,10 @@ int lmp__kill_all_workers(void) {
   return n;
 }
 
-static void forget_arrived(child *c);
-
 static void on_handle_closed(uv_handle_t *handle) {
   child *c = handle->data;
   if (--c->handles_open == 0 && !c->lua_owned) {
-    forget_arrived(c);
+    lmp__arrivals_free(&c->arrived);
     lmp__inbox_free(&c->inbox);
     lmp__buffer_free(&c->outbox);
     free(c);
@@ -184,29 +182,6 @@ void lmp__child_on_sigchld(uv_signal_t *handle, int signum) {
 
 /* ---- descriptors that come with a worker's frames ----------------------- */
 
-static int keep_arrived(child *c, int fd) {
-  if (c->arrived_count == c->arrived_room) {
-    size_t room = c->arrived_room ? 2 * c->arrived_room : 16;
-    int *more = realloc(c->arrived, room * sizeof *more);
-    if (more == NULL) {
-      close(fd);
-      return -1;
-    }
-    c->arrived = more;
-    c->arrived_room = room;
-  }
-  c->arrived[c->arrived_count++] = fd;
-  return 0;
-}
-
-static void forget_arrived(child *c) {
-  size_t i;
-  for (i = 0; i < c->arrived_count; i++) close(c->arrived[i]);
-  free(c->arrived);
-  c->arrived = NULL;
-  c->arrived_count = c->arrived_room = 0;
-}
-
 static void holder_closed(uv_handle_t *handle) {
   free(handle);
 }
@@ -229,42 +204,9 @@ static int take_pending(child *c) {
         uv_fileno((uv_handle_t *)holder, &fd) == 0)
       copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     uv_close((uv_handle_t *)holder, holder_closed);
-    if (copy < 0 || keep_arrived(c, copy) != 0) return -1;
+    if (copy < 0 || lmp__arrivals_keep(&c->arrived, copy) != 0) return -1;
   }
   return 0;
-}
-
-/* What drain_channel reads itself: the descriptors of a recvmsg. */
-static int keep_control(child *c, struct msghdr *msg) {
-  struct cmsghdr *cmsg;
-  int lost = (msg->msg_flags & MSG_CTRUNC) != 0;
-  for (cmsg = CMSG_FIRSTHDR(msg); cmsg; cmsg = CMSG_NXTHDR(msg, cmsg)) {
-    size_t count, i;
-    if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS) continue;
-    count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (i = 0; i < count; i++) {
-      int fd;
-      memcpy(&fd, CMSG_DATA(cmsg) + i * sizeof fd, sizeof fd);
-      if (keep_arrived(c, fd) != 0) lost = 1;
-    }
-  }
-  return lost ? -1 : 0;
-}
-
-/* Pushes a box with the next `count` descriptors that arrived (the
- * caller made sure they did), or nil and NULL for none. */
-static lmp_descriptors *take_arrived(child *c, lua_State *L, int count) {
-  lmp_descriptors *d;
-  int i;
-  if (count == 0) {
-    lua_pushnil(L);
-    return NULL;
-  }
-  d = lmp__push_descriptors(L);
-  for (i = 0; i < count; i++) lmp__descriptors_add(d, c->arrived[i]);
-  c->arrived_count -= (size_t)count;
-  memmove(c->arrived, c->arrived + count, c->arrived_count * sizeof *c->arrived);
-  return d;
 }
 
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
@@ -374,12 +316,12 @@ static void deliver_frame(void *ctx, const char *body, size_t n) {
    * takes (nil, and no box made, for none). */
   counts[0] = lmp__frame_message_descriptors(body - LMP_FRAME_HEADER);
   counts[1] = lmp__frame_payload_descriptors(body - LMP_FRAME_HEADER);
-  if (c->arrived_count < (size_t)(counts[0] + counts[1])) {
+  if (c->arrived.count < (size_t)(counts[0] + counts[1])) {
     channel_broken(c, "a frame whose descriptors did not arrive with it");
     return;
   }
-  message = take_arrived(c, L, counts[0]);
-  payload = take_arrived(c, L, counts[1]);
+  message = lmp__arrivals_take(L, &c->arrived, counts[0]);
+  payload = lmp__arrivals_take(L, &c->arrived, counts[1]);
   /* One view per worker, reused for each of its messages. */
   if (c->view_ref == LUA_NOREF) {
     lua_newuserdatauv(L, sizeof *view, 0);
@@ -437,28 +379,6 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   }
 }
 
-/* read(), keeping the descriptors that come with the bytes. */
-static ssize_t read_carrying(child *c, int fd, char *p, size_t n) {
-  union {
-    struct cmsghdr align;
-    char bytes[CMSG_SPACE(LMP_FRAME_DESCRIPTORS_MAX * sizeof(int))];
-  } control;
-  struct iovec iov;
-  struct msghdr msg;
-  ssize_t r;
-  iov.iov_base = p;
-  iov.iov_len = n;
-  memset(&msg, 0, sizeof msg);
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control.bytes;
-  msg.msg_controllen = sizeof control.bytes;
-  r = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-  if (r > 0 && msg.msg_controllen > 0 && keep_control(c, &msg) != 0)
-    channel_broken(c, "descriptors that could not be received");
-  return r;
-}
-
 /* Reads, without waiting, what the socket holds now: all the worker wrote
  * before it exited (and no more, should a child it left keep writing). */
 static void drain_channel(child *c) {
@@ -476,8 +396,10 @@ static void drain_channel(child *c) {
     lmp__inbox_alloc(&c->inbox, &buf);
     if (buf.base == NULL) break;
     if (take_pending(c) != 0) channel_broken(c, "descriptors that could not be received");
-    r = read_carrying(c, fd, buf.base, buf.len < (size_t)available ? buf.len : (size_t)available);
+    r = lmp__recv_keeping(&c->arrived, fd, buf.base,
+                          buf.len < (size_t)available ? buf.len : (size_t)available, MSG_DONTWAIT);
     if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && errno == EPROTO) channel_broken(c, "descriptors that could not be received");
     if (r <= 0) break;
     available -= (int)r;
     c->inbox.bytes.len += (size_t)r;
@@ -553,7 +475,7 @@ static int child_gc(lua_State *L) {
   c->reported = 1;
   c->lua_owned = 0;
   if (c->handles_open == 0) {
-    forget_arrived(c);
+    lmp__arrivals_free(&c->arrived);
     lmp__inbox_free(&c->inbox);
     lmp__buffer_free(&c->outbox);
     free(c);

@@ -27,8 +27,7 @@ typedef struct child {
   int on_exit_ref;
   int view_ref;   /* the payload view lent to on_message (deliver_frame) */
   lmp_inbox inbox;
-  int *arrived;   /* descriptors received with its frames, not yet taken */
-  size_t arrived_count, arrived_room;
+  lmp_arrivals arrived; /* descriptors received with its frames, not yet taken */
   lmp_buffer outbox;  /* frames sent while corked (see on_read) */
   struct child *flush_next;
   int flush_pending;

@@ -185,8 +185,7 @@ static int try_write_carrying(uv_stream_t *stream, const uv_buf_t *bufs, size_t 
   } control;
   struct iovec iov[IOV_MAX];
   struct msghdr msg;
-  struct cmsghdr *cmsg;
-  size_t i, size = (size_t)all->n * sizeof(int);
+  size_t i;
   uv_os_fd_t fd;
   ssize_t r;
   if (uv_fileno((uv_handle_t *)stream, &fd) != 0) return UV_EBADF;
@@ -198,14 +197,7 @@ static int try_write_carrying(uv_stream_t *stream, const uv_buf_t *bufs, size_t 
   memset(&msg, 0, sizeof msg);
   msg.msg_iov = iov;
   msg.msg_iovlen = nbufs;
-  memset(&control, 0, sizeof control); /* the padding too: all of it is sent */
-  msg.msg_control = control.bytes;
-  msg.msg_controllen = CMSG_SPACE(size);
-  cmsg = CMSG_FIRSTHDR(&msg);
-  cmsg->cmsg_level = SOL_SOCKET;
-  cmsg->cmsg_type = SCM_RIGHTS;
-  cmsg->cmsg_len = CMSG_LEN(size);
-  memcpy(CMSG_DATA(cmsg), all->fd, size);
+  lmp__set_descriptors(&msg, control.bytes, all);
   do {
     r = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
   } while (r < 0 && errno == EINTR);
