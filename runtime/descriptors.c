@@ -33,7 +33,7 @@ static lmp_descriptors *collecting, *offered;
  * its socket. One duplicate serves every box that collected the same
  * open file (the same source descriptor, still open on the same device
  * and inode), counted; the last box to let go closes it. The table is
- * this process's: a forked child starts with an empty one (the
+ * this process's: a forked worker starts with an empty one (the
  * duplicates it inherited were closed when it started). */
 typedef struct shared_copy {
   int source, copy, refs;
@@ -42,25 +42,27 @@ typedef struct shared_copy {
 } shared_copy;
 static shared_copy *copies;
 static int copy_count, copy_room;
-static pid_t copies_pid;
+/* Bumped when a forked worker lets go of its parent's descriptors. */
+static lua_Integer generation;
 
-static void own_copies(void) {
-  if (copies_pid == getpid()) return;
-  copies = NULL; /* the parent's, copied: left as it is */
+/* The parent's table, in a forked worker: its memory copied, left as it
+ * is and kept reachable (lest valgrind count it lost). */
+static shared_copy *parents_copies;
+
+void lmp__descriptors_forget_parent(void) {
+  parents_copies = copies;
+  copies = NULL;
   copy_count = copy_room = 0;
-  copies_pid = getpid();
+  generation++;
 }
 
-/* A duplicate of source for one more box: shared when there is one.
- * Returns it, or -errno. */
-static int share_copy(int source) {
-  struct stat st;
+/* A duplicate of source (whose status is st) for one more box: shared
+ * when there is one. Returns it, or -errno. */
+static int share_copy(int source, const struct stat *st) {
   int i, copy;
-  own_copies();
-  if (fstat(source, &st) != 0) return -errno;
   for (i = 0; i < copy_count; i++) {
     shared_copy *c = &copies[i];
-    if (c->source == source && c->dev == st.st_dev && c->ino == st.st_ino) {
+    if (c->source == source && c->dev == st->st_dev && c->ino == st->st_ino) {
       c->refs++;
       return c->copy;
     }
@@ -76,8 +78,8 @@ static int share_copy(int source) {
   copies[copy_count].source = source;
   copies[copy_count].copy = copy;
   copies[copy_count].refs = 1;
-  copies[copy_count].dev = st.st_dev;
-  copies[copy_count].ino = st.st_ino;
+  copies[copy_count].dev = st->st_dev;
+  copies[copy_count].ino = st->st_ino;
   copy_count++;
   return copy;
 }
@@ -86,7 +88,6 @@ static int share_copy(int source) {
  * forked child's inherited box) is not its own to close. */
 static void release_copy(int copy) {
   int i;
-  own_copies();
   for (i = 0; i < copy_count; i++) {
     if (copies[i].copy != copy) continue;
     if (--copies[i].refs == 0) {
@@ -176,7 +177,12 @@ lmp_descriptors *lmp__descriptors_offer(lmp_descriptors *d) {
   return previous;
 }
 
-/* core.pass_fd(fd) -> slot (from 1): the slot of fd among the descriptors
+/* Pushes the identity of the open file st describes (see fd_identity). */
+static void push_identity(lua_State *L, const struct stat *st) {
+  lua_pushfstring(L, "%I:%I", (lua_Integer)st->st_dev, (lua_Integer)st->st_ino);
+}
+
+/* core.pass_fd(fd) -> slot (from 1), identity: the slot of fd among the descriptors
  * the message being encoded carries; the same descriptor twice in one
  * message takes one slot (slots count from the collector's base: a frame's
  * payload numbers its own from 1 after the message's). Raises when the encoding under way carries no
@@ -184,25 +190,29 @@ lmp_descriptors *lmp__descriptors_offer(lmp_descriptors *d) {
 static int core_pass_fd(lua_State *L) {
   int fd = (int)luaL_checkinteger(L, 1), copy, i;
   lmp_descriptors *d = collecting;
+  struct stat st;
   if (d == NULL)
     return luaL_error(L, "lmp: an open descriptor travels only to pool workers and lmp.Process "
                          "children (as an argument, a result or an initarg), not through lmp.dumps, "
                          "a Pipe or a Queue");
+  if (fstat(fd, &st) != 0) return luaL_error(L, "lmp: cannot pass descriptor %d: %s", fd, strerror(errno));
   for (i = d->base; i < d->n; i++)
     if (d->source[i] == fd) {
       lua_pushinteger(L, i - d->base + 1);
-      return 1;
+      push_identity(L, &st);
+      return 2;
     }
   if (d->n >= LMP_DESCRIPTORS_MAX)
     return luaL_error(L, "lmp: a message carries at most %d descriptors (objects holding "
                          "them: send fewer in one task, a smaller chunksize)", LMP_DESCRIPTORS_MAX);
-  copy = share_copy(fd);
+  copy = share_copy(fd, &st);
   if (copy < 0) return luaL_error(L, "lmp: cannot pass descriptor %d: %s", fd, strerror(-copy));
   lmp__descriptors_add(d, copy);
   d->source[d->n - 1] = fd;
   d->shared[d->n - 1] = 1;
   lua_pushinteger(L, d->n - d->base);
-  return 1;
+  push_identity(L, &st);
+  return 2;
 }
 
 /* core.take_fd(slot) -> fd: the descriptor that arrived in that slot of
@@ -227,12 +237,21 @@ static int core_fd_identity(lua_State *L) {
   int fd = (int)luaL_checkinteger(L, 1);
   struct stat st;
   if (fstat(fd, &st) != 0) return luaL_error(L, "lmp: descriptor %d: %s", fd, strerror(errno));
-  lua_pushfstring(L, "%I:%I", (lua_Integer)st.st_dev, (lua_Integer)st.st_ino);
+  push_identity(L, &st);
+  return 1;
+}
+
+/* core.descriptor_generation() -> a number that changes when this process
+ * is a forked worker that let go of its parent's descriptors: what the
+ * parent's connections said about their descriptors holds no more. */
+static int core_descriptor_generation(lua_State *L) {
+  lua_pushinteger(L, generation);
   return 1;
 }
 
 static const luaL_Reg descriptors_functions[] = {
     {"pass_fd", core_pass_fd}, {"take_fd", core_take_fd}, {"fd_identity", core_fd_identity},
+    {"descriptor_generation", core_descriptor_generation},
     {NULL, NULL}};
 
 void lmp__open_descriptors(lua_State *L) {

@@ -172,6 +172,7 @@ static LMP_NORETURN void run_forked_worker(lua_State *L, int fd, long parent) {
     close(fd);
   }
   close_from(LMP_CHANNEL_FD + 1);
+  lmp__descriptors_forget_parent(); /* its duplicates went with the rest */
   if (forked_worker_run) status = forked_worker_run(L, parent);
   lmp__flush_feeders(); /* what it put on queues, as exit() would */
   fflush(NULL);

@@ -157,7 +157,11 @@ void lmp__descriptors_close(lmp_descriptors *d);
  * put back when the encoding or decoding is done. */
 lmp_descriptors *lmp__descriptors_collect(lmp_descriptors *d);
 lmp_descriptors *lmp__descriptors_offer(lmp_descriptors *d);
-/* Adds pass_fd and take_fd to the table on top. */
+/* In a forked worker that closed the descriptors it inherited: forgets
+ * the parent's shared duplicates. */
+void lmp__descriptors_forget_parent(void);
+/* Adds pass_fd, take_fd, fd_identity and descriptor_generation to the
+ * table on top. */
 void lmp__open_descriptors(lua_State *L);
 
 /* payload.c: the userdata at idx if its metatable is registry[key] (a light

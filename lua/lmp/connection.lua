@@ -22,19 +22,15 @@ Connection.__name = "lmp.Connection"
 -- for it, not a thousand waiting for the collector, and an fcntl lock
 -- held through one descriptor is not dropped when a copy of it is closed.
 -- Only open connections of this very process count (a forked worker
--- inherits the table of its parent).
-local known, known_pid = setmetatable({}, {__mode = "v"}), nil
+-- inherits the table of its parent, whose descriptors it closed).
+local known, known_generation = setmetatable({}, {__mode = "v"}), nil
 
 local function known_here()
-  local pid = core.getpid()
-  if known_pid ~= pid then
-    known, known_pid = setmetatable({}, {__mode = "v"}), pid
+  local generation = core.descriptor_generation()
+  if known_generation ~= generation then
+    known, known_generation = setmetatable({}, {__mode = "v"}), generation
   end
   return known
-end
-
-local function remember(conn)
-  known_here()[core.fd_identity(conn:fileno())] = conn
 end
 
 -- Checking whether a value can be sent where descriptors travel: the
@@ -49,8 +45,9 @@ local checking = 0
 function Connection.__lmp_serialize(conn)
   local slot = 0
   if checking == 0 then
-    slot = core.pass_fd(conn:fileno())
-    remember(conn)
+    local identity
+    slot, identity = core.pass_fd(conn:fileno())
+    known_here()[identity] = conn
   end
   local mode = conn:mode()
   if mode == "duplex" then return "lmp.Connection", slot end
