@@ -34,9 +34,9 @@ LDFLAGS_ALL = $(SANFLAGS) $(LDFLAGS)
 #   embedding
 RUNTIME := memory buffer \
            inbox \
-           error names encode decode payload \
+           error names encode decode descriptors payload \
            loop timer \
-           descriptors sigpipe digest tracker terminal shared futex waiter sync feeder channel process_send process spawn server watch listener \
+           close_from sigpipe digest tracker terminal shared futex waiter sync feeder fd_passing channel process_send process spawn server watch listener \
            worker interrupt \
            core embed
 OBJECTS := $(RUNTIME:%=$(BUILD)/obj/%.o) $(BUILD)/obj/lua_sources.o

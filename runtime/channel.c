@@ -101,6 +101,8 @@ static int recv_exact(lua_State *L, int fd) {
   if (r == 0) return 0;
   if (r < 0) return luaL_error(L, "lmp: channel read failed: %s", strerror(-r));
   length = lmp__frame_length(header);
+  if (lmp__frame_message_descriptors(header) || lmp__frame_payload_descriptors(header))
+    return luaL_error(L, "lmp: malformed frame on the connection (descriptors announced)");
   b = lua_newuserdatauv(L, sizeof *b, 0);
   memset(b, 0, sizeof *b);
   if (luaL_newmetatable(L, RECV_BOX_META)) {
@@ -116,6 +118,10 @@ static int recv_exact(lua_State *L, int fd) {
   lmp__buffer_free(b);
   return 2;
 }
+
+/* The descriptors that came on the worker's channel, for the frames that
+ * announce them. */
+static lmp_arrivals channel_arrivals;
 
 /* The worker's own channel is read in big gulps: tasks sent together
  * arrive with one read() instead of two each. Only the worker reads it. */
@@ -135,7 +141,7 @@ static int recv_buffered(lua_State *L, int fd) {
     if (channel_inbox.bytes.len == channel_inbox.used) lmp__spin_until_readable(fd);
     lmp__inbox_alloc(&channel_inbox, &room);
     if (room.base == NULL) return luaL_error(L, "lmp: not enough memory for a message");
-    r = read(fd, room.base, room.len);
+    r = lmp__recv_keeping(&channel_arrivals, fd, room.base, room.len, 0);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) return luaL_error(L, "lmp: channel read failed: %s", strerror(errno));
     if (r == 0) {
@@ -147,7 +153,7 @@ static int recv_buffered(lua_State *L, int fd) {
   }
   if (got < 0) return luaL_error(L, "lmp: malformed frame on the channel (too long)");
   /* The body stays put until the next call compacts the inbox. */
-  lmp__decode_frame(L, body, n);
+  lmp__decode_frame_carrying(L, body, n, &channel_arrivals);
   lua_pushinteger(L, (lua_Integer)n);
   return 3;
 }
@@ -158,11 +164,16 @@ static int core_channel_recv(lua_State *L) {
   return recv_buffered(L, LMP_CHANNEL_FD);
 }
 
-/* Writes all of iov. Sockets are written with MSG_NOSIGNAL: a reader that
+/* Writes all of iov (the descriptors of `pass`, when not NULL, with the
+ * first bytes). Sockets are written with MSG_NOSIGNAL: a reader that
  * is gone makes the write fail with EPIPE instead of killing this process
  * with SIGPIPE, whose default the script and its children keep. */
-static int writev_full(int fd, struct iovec *iov, int n) {
+static int writev_full(int fd, struct iovec *iov, int n, const lmp_descriptors *pass) {
   int socket = 1;
+  union {
+    struct cmsghdr align;
+    char bytes[CMSG_SPACE(LMP_FRAME_DESCRIPTORS_MAX * sizeof(int))];
+  } control;
   while (n > 0) {
     ssize_t r;
     if (socket) {
@@ -170,7 +181,11 @@ static int writev_full(int fd, struct iovec *iov, int n) {
       memset(&msg, 0, sizeof msg);
       msg.msg_iov = iov;
       msg.msg_iovlen = (size_t)(n > IOV_MAX ? IOV_MAX : n);
+      if (pass && pass->n > 0) lmp__set_descriptors(&msg, control.bytes, pass);
       r = sendmsg(fd, &msg, MSG_NOSIGNAL);
+      /* The descriptors went with the first bytes written. */
+      if (r > 0) pass = NULL;
+      if (r < 0 && errno == ENOTSOCK && pass && pass->n > 0) return -ENOTSOCK;
       if (r < 0 && errno == ENOTSOCK) {
         socket = 0;
         continue;
@@ -209,18 +224,30 @@ static int send_frame(lua_State *L, int fd, int message, int payload, lua_Intege
   lmp_buffer *b;
   size_t pieces = 0, i, from = 0, total, message_end, message_len;
   struct iovec few[8], *iov = few;
+  lmp_descriptors *passed = NULL, *previous = NULL;
+  int passed_box = 0;
   lua_pushnil(L); /* the long strings: offset, string, ... */
   pieces_slot = lua_gettop(L);
   b = lmp__take_encode_box(L);
   box = lua_gettop(L);
   if (lmp__buffer_reserve(b, LMP_FRAME_PREFIX) != 0) return luaL_error(L, "lmp: not enough memory");
   b->len = LMP_FRAME_PREFIX;
-  if (lmp__encode_pieces(L, message, b, payload ? "" : root, pieces_slot) != 0) return lua_error(L);
+  /* On the worker's channel, values may carry descriptors: the message's,
+   * then the payload's, each numbered from 1 (see descriptors.c). */
+  if (worker_channel) {
+    passed = lmp__take_descriptors(L);
+    passed_box = lua_gettop(L);
+    previous = lmp__descriptors_collect(passed);
+  }
+  r = lmp__encode_pieces(L, message, b, payload ? "" : root, pieces_slot);
+  if (worker_channel) passed->base = passed->n;
   message_end = b->len;
   message_len = message_end - LMP_FRAME_PREFIX;
-  if (payload && (count >= 0 ? lmp__encode_list(L, payload, 1, count, 1, b, root, pieces_slot, 0)
-                             : lmp__encode_pieces(L, payload, b, root, pieces_slot)) != 0)
-    return lua_error(L);
+  if (r == 0 && payload)
+    r = count >= 0 ? lmp__encode_list(L, payload, 1, count, 1, b, root, pieces_slot, 0)
+                   : lmp__encode_pieces(L, payload, b, root, pieces_slot);
+  if (worker_channel) lmp__descriptors_collect(previous);
+  if (r != 0) return lua_error(L);
   if (!lua_isnil(L, pieces_slot)) pieces = lua_rawlen(L, pieces_slot) / 2;
   if (2 * pieces + 1 > sizeof few / sizeof few[0])
     iov = lua_newuserdatauv(L, (2 * pieces + 1) * sizeof *iov, 0);
@@ -246,7 +273,14 @@ static int send_frame(lua_State *L, int fd, int message, int payload, lua_Intege
   if (message_len > UINT32_MAX) return luaL_error(L, "lmp: a message over 4 GB cannot be sent");
   lmp__frame_set_length(b->data, total - LMP_FRAME_HEADER);
   lmp__set_u32_at(b->data + LMP_FRAME_HEADER, (uint32_t)message_len);
-  r = writev_full(fd, iov, n);
+  if (worker_channel && passed->n > 0) {
+    lmp__frame_set_descriptors(b->data, passed->base, passed->n - passed->base);
+    r = writev_full(fd, iov, n, passed);
+  } else {
+    r = writev_full(fd, iov, n, NULL);
+  }
+  /* Sent: the receiver has its own descriptors; these are closed. */
+  if (worker_channel) lmp__give_back_descriptors(L, passed_box);
   lmp__give_back_encode_box(L, box);
   /* A worker's channel broken: its main process is gone, and so is
    * everyone who could hear of this; the worker ends quietly (its output

@@ -28,8 +28,8 @@ int lmp__inbox_next(lmp_inbox *in, const char **body, size_t *n) {
   size_t pending = in->bytes.len - in->used;
   uint64_t frame;
   if (pending < LMP_FRAME_HEADER) return 0;
+  if (!lmp__frame_header_valid(in->bytes.data + in->used)) return -1;
   frame = lmp__frame_length(in->bytes.data + in->used);
-  if (frame > LMP_FRAME_MAX) return -1;
   if (frame > pending - LMP_FRAME_HEADER) return 0;
   *body = in->bytes.data + in->used + LMP_FRAME_HEADER;
   *n = (size_t)frame;

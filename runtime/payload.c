@@ -135,9 +135,9 @@ lmp_payload *lmp__push_payload(lua_State *L, const lmp_buffer *b, int pieces) {
   lmp_payload *payload;
   pieces = lua_absindex(L, pieces);
   if (!lua_isnil(L, pieces)) count = lua_rawlen(L, pieces) / 2;
-  payload = lua_newuserdatauv(L, sizeof *payload + count * sizeof(lmp_piece) + b->len,
-                              count ? 1 : 0);
+  payload = lua_newuserdatauv(L, sizeof *payload + count * sizeof(lmp_piece) + b->len, 2);
   payload->length = payload->bytes_len = b->len;
+  payload->descriptors = NULL;
   payload->piece_count = count;
   memcpy(LMP_PAYLOAD_BYTES(payload), b->data, b->len);
   for (i = 0; i < count; i++) {
@@ -168,17 +168,38 @@ lmp_payload *lmp__push_payload(lua_State *L, const lmp_buffer *b, int pieces) {
   return payload;
 }
 
+/* Makes the box at `box` the payload's (at the top) when it holds
+ * descriptors: they stay open as long as the payload may be sent. */
+static void keep_descriptors(lua_State *L, int box) {
+  lmp_descriptors *d = lua_touserdata(L, box);
+  lmp_payload *payload = lua_touserdata(L, -1);
+  if (d->n == 0) {
+    lmp__give_back_descriptors(L, box);
+    return;
+  }
+  lua_pushvalue(L, box);
+  lua_setiuservalue(L, -2, 2);
+  payload->descriptors = d;
+}
+
 /* core.encode(value [, root]) -> payload; refusals raise as dumps does. */
 static int payload_encode(lua_State *L) {
   const char *root;
   lmp_buffer *b;
+  lmp_descriptors *previous;
+  int r;
   luaL_checkany(L, 1);
   root = luaL_optstring(L, 2, "");
   lua_settop(L, 2);
   lua_pushnil(L); /* 3: the long strings, written from where they are */
   b = lmp__take_encode_box(L);
-  if (lmp__encode_pieces(L, 1, b, root, 3) != 0) return lua_error(L);
+  lmp__take_descriptors(L); /* 5: the descriptors its values hold */
+  previous = lmp__descriptors_collect(lua_touserdata(L, 5));
+  r = lmp__encode_pieces(L, 1, b, root, 3);
+  lmp__descriptors_collect(previous);
+  if (r != 0) return lua_error(L);
   lmp__push_payload(L, b, 3);
+  keep_descriptors(L, 5);
   lmp__give_back_encode_box(L, 4);
   return 1;
 }
@@ -210,14 +231,20 @@ static int payload_encode_list(lua_State *L) {
   const char *root = luaL_optstring(L, 5, "args");
   lua_Integer envelope = luaL_optinteger(L, 6, 0);
   lmp_buffer *b;
+  lmp_descriptors *previous;
+  int r;
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_argcheck(L, envelope == 0 || envelope == 1, 6, "envelope must be 0 or 1");
   lua_settop(L, 5);
   lua_pushnil(L); /* 6: the long strings, written from where they are */
   b = lmp__take_encode_box(L);
-  if (lmp__encode_list(L, 1, first, count, name_first, b, root, 6, (int)envelope) != 0)
-    return lua_error(L);
+  lmp__take_descriptors(L); /* 8: the descriptors its values hold */
+  previous = lmp__descriptors_collect(lua_touserdata(L, 8));
+  r = lmp__encode_list(L, 1, first, count, name_first, b, root, 6, (int)envelope);
+  lmp__descriptors_collect(previous);
+  if (r != 0) return lua_error(L);
   lmp__push_payload(L, b, 6);
+  keep_descriptors(L, 8);
   lmp__give_back_encode_box(L, 7);
   return 1;
 }

@@ -87,6 +87,7 @@ int lmp__kill_all_workers(void) {
 static void on_handle_closed(uv_handle_t *handle) {
   worker_handle *c = handle->data;
   if (--c->handles_open == 0 && !c->lua_owned) {
+    lmp__arrivals_free(&c->arrived);
     lmp__inbox_free(&c->inbox);
     lmp__buffer_free(&c->outbox);
     free(c);
@@ -179,6 +180,35 @@ void lmp__handle_on_sigchld(uv_signal_t *handle, int signum) {
   reap_forked(handle->data);
 }
 
+/* ---- descriptors that come with a worker's frames ----------------------- */
+
+static void holder_closed(uv_handle_t *handle) {
+  free(handle);
+}
+
+/* libuv reads the channel (an ipc pipe) with recvmsg and keeps the
+ * descriptors that come with the bytes; each is taken out through a pipe
+ * handle made for it (uv_accept), duplicated, and the handle closed.
+ * Returns 0, or -1 when one could not be kept: the frames and their
+ * descriptors no longer match. */
+static int take_pending(worker_handle *c) {
+  while (uv_pipe_pending_count(&c->channel) > 0) {
+    uv_pipe_t *holder = malloc(sizeof *holder);
+    uv_os_fd_t fd;
+    int copy = -1;
+    if (holder == NULL || uv_pipe_init(c->channel.loop, holder, 0) != 0) {
+      free(holder);
+      return -1;
+    }
+    if (uv_accept((uv_stream_t *)&c->channel, (uv_stream_t *)holder) == 0 &&
+        uv_fileno((uv_handle_t *)holder, &fd) == 0)
+      copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    uv_close((uv_handle_t *)holder, holder_closed);
+    if (copy < 0 || lmp__arrivals_keep(&c->arrived, copy) != 0) return -1;
+  }
+  return 0;
+}
+
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
   (void)suggested;
   lmp__inbox_alloc(&((worker_handle *)handle->data)->inbox, buf);
@@ -191,6 +221,7 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
 typedef struct payload_view {
   const char *p; /* NULL once the handler has returned */
   size_t n;
+  lmp_descriptors *descriptors; /* those the payload carries, or NULL */
 } payload_view;
 
 #define VIEW_META "lmp.PayloadView"
@@ -204,12 +235,19 @@ static payload_view *check_view(lua_State *L, int idx) {
   return view;
 }
 
+/* Decodes a value whose descriptors are in d (NULL: none). */
+static void decode_offering(lua_State *L, const char *p, size_t n, lmp_descriptors *d) {
+  lmp_descriptors *previous = lmp__descriptors_offer(d);
+  lmp__decode(L, p, n);
+  lmp__descriptors_offer(previous);
+}
+
 /* core.payload_value(view or table) -> the value (a table is itself). */
 static int core_payload_value(lua_State *L) {
   payload_view *view;
   if (lua_type(L, 1) == LUA_TTABLE) return 1;
   view = check_view(L, 1);
-  lmp__decode(L, view->p, view->n);
+  decode_offering(L, view->p, view->n, view->descriptors);
   return 1;
 }
 
@@ -220,8 +258,11 @@ static int core_payload_into(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   if (lua_type(L, 1) != LUA_TTABLE) {
     payload_view *view = check_view(L, 1);
-    if (lmp__decode_list_into(L, view->p, view->n, 2, first, count)) return 0;
-    lmp__decode(L, view->p, view->n);
+    lmp_descriptors *previous = lmp__descriptors_offer(view->descriptors);
+    int done = lmp__decode_list_into(L, view->p, view->n, 2, first, count);
+    lmp__descriptors_offer(previous);
+    if (done) return 0;
+    decode_offering(L, view->p, view->n, view->descriptors);
     lua_replace(L, 1);
   }
   for (i = 1; i <= count; i++) {
@@ -248,15 +289,16 @@ static void channel_broken(worker_handle *c, const char *reason) {
   lmp__call_protected(L, 2);
 }
 
-#define GARBAGE_HEADER "a frame header announcing more than 1 TB (garbage on the channel)"
+#define GARBAGE_HEADER \
+  "a frame header announcing more than 1 TB or 64 descriptors (garbage on the channel)"
 
-/* Runs protected, given a view of a frame's body: pushes the message and
- * moves the view onto the payload (n = 0: none). Raises on malformed
- * bytes. */
+/* Runs protected, given a view of a frame's body and the box of the
+ * message's descriptors: pushes the message and moves the view onto the
+ * payload (n = 0: none). Raises on malformed bytes. */
 static int decode_message(lua_State *L) {
   payload_view *view = lua_touserdata(L, 1);
   size_t message = lmp__frame_message(L, view->p, view->n);
-  lmp__decode(L, view->p + 4, message);
+  decode_offering(L, view->p + 4, message, lua_touserdata(L, 2));
   view->p += 4 + message;
   view->n -= 4 + message;
   return 1;
@@ -266,8 +308,20 @@ static void deliver_frame(void *ctx, const char *body, size_t n) {
   worker_handle *c = ctx;
   lua_State *L = c->L;
   payload_view *view;
+  lmp_descriptors *message, *payload;
+  int counts[2];
   if (L == NULL || c->broken) return;
-  luaL_checkstack(L, 8, "lmp: delivering a message");
+  luaL_checkstack(L, 10, "lmp: delivering a message");
+  /* The descriptors the frame carries, in boxes that close what no value
+   * takes (nil, and no box made, for none). */
+  counts[0] = lmp__frame_message_descriptors(body - LMP_FRAME_HEADER);
+  counts[1] = lmp__frame_payload_descriptors(body - LMP_FRAME_HEADER);
+  if (c->arrived.count < (size_t)(counts[0] + counts[1])) {
+    channel_broken(c, "a frame whose descriptors did not arrive with it");
+    return;
+  }
+  message = lmp__arrivals_take(L, &c->arrived, counts[0]);
+  payload = lmp__arrivals_take(L, &c->arrived, counts[1]);
   /* One view per worker, reused for each of its messages. */
   if (c->view_ref == LUA_NOREF) {
     lua_newuserdatauv(L, sizeof *view, 0);
@@ -278,14 +332,19 @@ static void deliver_frame(void *ctx, const char *body, size_t n) {
   view = lua_touserdata(L, -1);
   view->p = body;
   view->n = n;
+  view->descriptors = payload;
   lua_pushcfunction(L, decode_message);
   lua_pushvalue(L, -2);
-  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+  lua_pushlightuserdata(L, message);
+  if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
     char reason[200];
     const char *why = lua_tostring(L, -1);
     snprintf(reason, sizeof reason, "a malformed message (%s)", why ? why : "not decodable");
     view->p = NULL;
-    lua_pop(L, 2);
+    view->descriptors = NULL;
+    if (message) lmp__descriptors_close(message);
+    if (payload) lmp__descriptors_close(payload);
+    lua_pop(L, 4);
     channel_broken(c, reason);
     return;
   }
@@ -296,7 +355,11 @@ static void deliver_frame(void *ctx, const char *body, size_t n) {
   else lua_pushnil(L);
   lmp__call_protected(L, 2);
   view->p = NULL; /* the bytes are the inbox's again */
-  lua_pop(L, 1);
+  view->descriptors = NULL;
+  /* What the handler did not take is closed now, not when collected. */
+  if (message) lmp__descriptors_close(message);
+  if (payload) lmp__descriptors_close(payload);
+  lua_pop(L, 3);
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
@@ -304,6 +367,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   (void)buf;
   if (nread > 0) {
     c->inbox.bytes.len += (size_t)nread;
+    if (take_pending(c) != 0) channel_broken(c, "descriptors that could not be received");
     lmp__handle_cork();
     if (lmp__inbox_frames(&c->inbox, deliver_frame, c) < 0) channel_broken(c, GARBAGE_HEADER);
     if (c->broken) c->inbox.bytes.len = c->inbox.used = 0;
@@ -331,8 +395,11 @@ static void drain_channel(worker_handle *c) {
     if (c->broken || c->L == NULL || uv_is_closing((uv_handle_t *)&c->channel)) break;
     lmp__inbox_alloc(&c->inbox, &buf);
     if (buf.base == NULL) break;
-    r = read(fd, buf.base, buf.len < (size_t)available ? buf.len : (size_t)available);
+    if (take_pending(c) != 0) channel_broken(c, "descriptors that could not be received");
+    r = lmp__recv_keeping(&c->arrived, fd, buf.base,
+                          buf.len < (size_t)available ? buf.len : (size_t)available, MSG_DONTWAIT);
     if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && errno == EPROTO) channel_broken(c, "descriptors that could not be received");
     if (r <= 0) break;
     available -= (int)r;
     c->inbox.bytes.len += (size_t)r;
@@ -408,6 +475,7 @@ static int handle_gc(lua_State *L) {
   c->reported = 1;
   c->lua_owned = 0;
   if (c->handles_open == 0) {
+    lmp__arrivals_free(&c->arrived);
     lmp__inbox_free(&c->inbox);
     lmp__buffer_free(&c->outbox);
     free(c);

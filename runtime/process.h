@@ -28,6 +28,7 @@ typedef struct worker_handle {
   int on_exit_ref;
   int view_ref;   /* the payload view lent to on_message (deliver_frame) */
   lmp_inbox inbox;
+  lmp_arrivals arrived; /* descriptors received with its frames, not yet taken */
   lmp_buffer outbox;  /* frames sent while corked (see on_read) */
   struct worker_handle *flush_next;
   int flush_pending;

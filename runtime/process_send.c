@@ -4,11 +4,14 @@
  * into one write per worker; closing the input. The reading side and the
  * rest of the handle are process.c's. */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <uv.h>
@@ -152,21 +155,135 @@ static size_t skip_written(uv_buf_t *bufs, size_t count, size_t n) {
   return j;
 }
 
+/* ---- descriptors sent with a frame ------------------------------------ */
+
+/* Puts the descriptors of the message, then the payload's, in `all`.
+ * Returns whether there are any, or -1 when there are too many. */
+static int gather_descriptors(lmp_descriptors *all, const lmp_descriptors *message,
+                              const lmp_payload *payload) {
+  const lmp_descriptors *parts[2];
+  int i, k;
+  parts[0] = message;
+  parts[1] = payload ? payload->descriptors : NULL;
+  all->n = 0;
+  for (k = 0; k < 2; k++) {
+    if (parts[k] == NULL) continue;
+    if (all->n + parts[k]->n > LMP_FRAME_DESCRIPTORS_MAX) return -1;
+    for (i = 0; i < parts[k]->n; i++) all->fd[all->n++] = parts[k]->fd[i];
+  }
+  return all->n > 0;
+}
+
+/* uv_try_write, with the descriptors in the first bytes' control data
+ * (sendmsg on the channel's socket, which libuv left idle: its write
+ * queue is empty). Returns the bytes written or a libuv error. */
+static int try_write_carrying(uv_stream_t *stream, const uv_buf_t *bufs, size_t nbufs,
+                              const lmp_descriptors *all) {
+  union {
+    struct cmsghdr align;
+    char bytes[CMSG_SPACE(LMP_FRAME_DESCRIPTORS_MAX * sizeof(int))];
+  } control;
+  struct iovec iov[IOV_MAX];
+  struct msghdr msg;
+  size_t i;
+  uv_os_fd_t fd;
+  ssize_t r;
+  if (uv_fileno((uv_handle_t *)stream, &fd) != 0) return UV_EBADF;
+  if (nbufs > IOV_MAX) nbufs = IOV_MAX;
+  for (i = 0; i < nbufs; i++) {
+    iov[i].iov_base = bufs[i].base;
+    iov[i].iov_len = bufs[i].len;
+  }
+  memset(&msg, 0, sizeof msg);
+  msg.msg_iov = iov;
+  msg.msg_iovlen = nbufs;
+  lmp__set_descriptors(&msg, control.bytes, all);
+  do {
+    r = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? UV_EAGAIN : -errno;
+  return (int)r;
+}
+
+/* A write of one byte carrying one descriptor (libuv's uv_write2 sends
+ * the descriptor of a handle: a pipe handle made for it). */
+typedef struct descriptor_write {
+  uv_write_t req;
+  uv_pipe_t holder;
+  char byte;
+} descriptor_write;
+
+static void free_descriptor_write(uv_handle_t *handle) {
+  free(handle->data);
+}
+
+static void on_descriptor_written(uv_write_t *req, int status) {
+  descriptor_write *w = (descriptor_write *)req;
+  (void)status; /* a failed write shows up as the worker's exit */
+  lmp__shield_sigpipe(-1);
+  uv_close((uv_handle_t *)&w->holder, free_descriptor_write);
+}
+
+static int queue_descriptor(worker_handle *c, int fd, char byte) {
+  descriptor_write *w = calloc(1, sizeof *w);
+  uv_buf_t buf;
+  int copy, r;
+  if (w == NULL) return UV_ENOMEM;
+  if ((copy = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+    free(w);
+    return -errno;
+  }
+  if ((r = uv_pipe_init(c->channel.loop, &w->holder, 0)) != 0) {
+    close(copy);
+    free(w);
+    return r;
+  }
+  w->holder.data = w;
+  if ((r = uv_pipe_open(&w->holder, copy)) != 0) {
+    close(copy);
+    uv_close((uv_handle_t *)&w->holder, free_descriptor_write);
+    return r;
+  }
+  w->byte = byte;
+  buf = uv_buf_init(&w->byte, 1);
+  lmp__shield_sigpipe(1);
+  r = uv_write2(&w->req, (uv_stream_t *)&c->channel, &buf, 1, (uv_stream_t *)&w->holder,
+                on_descriptor_written);
+  if (r != 0) {
+    lmp__shield_sigpipe(-1);
+    uv_close((uv_handle_t *)&w->holder, free_descriptor_write);
+  }
+  return r;
+}
+
+/* Queues the first all->n bytes of the frame at `head`, each with one of
+ * the descriptors, in order. */
+static int queue_descriptors(worker_handle *c, const char *head, const lmp_descriptors *all) {
+  int i, r;
+  for (i = 0; i < all->n; i++)
+    if ((r = queue_descriptor(c, all->fd[i], head[i])) != 0) return r;
+  return 0;
+}
+
 /* Sends the frame whose prefix and message the encode box at `box` holds
  * (b), with the payload at `payload_idx` (NULL for none); pushes whether
  * it went (false once the worker is gone or leaving). */
-static int send_encoded(lua_State *L, worker_handle *c, lmp_buffer *b, int box,
-                        lmp_payload *payload, int payload_idx) {
+static int send_encoded(lua_State *L, worker_handle *c, lmp_buffer *b, int box, lmp_payload *payload,
+                        int payload_idx, lmp_descriptors *message_fds) {
   uv_stream_t *stream = (uv_stream_t *)&c->channel;
   size_t payload_len = payload ? payload->length : 0, message_len, total, nbufs = 1;
   size_t written = 0, head_left;
   int copy = payload && payload->piece_count == 0 && payload_len <= COPY_PAYLOAD_MAX;
+  lmp_descriptors carried;
+  int carrying = gather_descriptors(&carried, message_fds, payload), sent_descriptors = 0;
   write_request *w;
   uv_buf_t few[8], *bufs = few;
   int r;
   message_len = b->len - LMP_FRAME_PREFIX;
   if (message_len > UINT32_MAX) return luaL_error(L, "lmp: a message over 4 GB cannot be sent");
   if (payload_len > UINT_MAX) return luaL_error(L, "lmp: a payload over 4 GB cannot be sent");
+  if (carrying < 0 || (size_t)carried.n > b->len)
+    return luaL_error(L, "lmp: a message carries at most %d descriptors", LMP_FRAME_DESCRIPTORS_MAX);
   if (copy && lmp__buffer_append(b, LMP_PAYLOAD_BYTES(payload), payload_len) != 0)
     return luaL_error(L, "lmp: not enough memory");
   if (c->exited || c->eof || c->input_closed || c->broken) {
@@ -176,7 +293,12 @@ static int send_encoded(lua_State *L, worker_handle *c, lmp_buffer *b, int box,
   }
   lmp__frame_set_length(b->data, LMP_FRAME_PREFIX - LMP_FRAME_HEADER + message_len + payload_len);
   lmp__set_u32_at(b->data + LMP_FRAME_HEADER, (uint32_t)message_len);
-  if (corked && (copy || !payload)) {
+  if (carrying)
+    lmp__frame_set_descriptors(b->data, message_fds ? message_fds->n : 0,
+                               payload && payload->descriptors ? payload->descriptors->n : 0);
+  /* A frame with descriptors is never corked: they go with its first
+   * byte, which must leave now, in order. */
+  if (corked && !carrying && (copy || !payload)) {
     if (lmp__buffer_append(&c->outbox, b->data, b->len) != 0)
       return luaL_error(L, "lmp: not enough memory");
     if (!c->flush_pending) {
@@ -198,14 +320,26 @@ static int send_encoded(lua_State *L, worker_handle *c, lmp_buffer *b, int box,
   total = b->len + (copy ? 0 : payload_len);
   if (uv_stream_get_write_queue_size(stream) == 0) {
     lmp__shield_sigpipe(1);
-    r = uv_try_write(stream, bufs, (unsigned int)nbufs);
+    r = carrying ? try_write_carrying(stream, bufs, nbufs, &carried)
+                 : uv_try_write(stream, bufs, (unsigned int)nbufs);
     lmp__shield_sigpipe(-1);
     if (r < 0 && r != UV_EAGAIN) {
       lmp__give_back_encode_box(L, box);
       lua_pushboolean(L, 0);
       return 1;
     }
-    if (r > 0) written = (size_t)r;
+    if (r > 0) written = (size_t)r, sent_descriptors = 1;
+  }
+  if (carrying && !sent_descriptors && written < total) {
+    /* The channel is full: the descriptors are queued behind what waits,
+     * one with each of the frame's first bytes. */
+    if ((r = queue_descriptors(c, b->data, &carried)) != 0) {
+      lmp__handle_signal(c, SIGKILL); /* the frame is cut: the worker cannot go on */
+      lmp__give_back_encode_box(L, box);
+      lua_pushboolean(L, 0);
+      return 1;
+    }
+    written = (size_t)carried.n;
   }
   if (written == total) {
     lmp__give_back_encode_box(L, box);
@@ -248,15 +382,24 @@ int lmp__handle_send(lua_State *L) {
   lmp_payload *payload = lua_isnoneornil(L, 3) ? NULL : lmp__check_payload(L, 3);
   const char *root = luaL_optstring(L, 4, "");
   lmp_buffer *b;
+  lmp_descriptors *message_fds, *previous;
+  int r;
   luaL_checkany(L, 2);
   lua_settop(L, 4);
   b = lmp__take_encode_box(L);
   if (lmp__buffer_reserve(b, LMP_FRAME_PREFIX) != 0) return luaL_error(L, "lmp: not enough memory");
   b->len = LMP_FRAME_PREFIX;
+  /* The descriptors the message's values hold (6), sent with it. */
+  message_fds = lmp__take_descriptors(L);
+  previous = lmp__descriptors_collect(message_fds);
   /* A message to a worker wraps the values it carries in levels of its own
    * ({"init", {initargs = {...}}}): they may nest as deep as dumps allows. */
-  if (lmp__encode_message(L, 2, b, root, 0, LMP_ENVELOPE_DEPTH) != 0) return lua_error(L);
-  return send_encoded(L, c, b, 5, payload, 3);
+  r = lmp__encode_message(L, 2, b, root, 0, LMP_ENVELOPE_DEPTH);
+  lmp__descriptors_collect(previous);
+  if (r != 0) return lua_error(L);
+  r = send_encoded(L, c, b, 5, payload, 3, message_fds->n > 0 ? message_fds : NULL);
+  lmp__give_back_descriptors(L, 6); /* closed: the worker has its own now */
+  return r;
 }
 
 /* handle:send_task(id, function_id, mode, payload): handle:send of
@@ -273,7 +416,7 @@ int lmp__handle_send_task(lua_State *L) {
   if (lmp__buffer_reserve(b, LMP_FRAME_PREFIX) != 0) return luaL_error(L, "lmp: not enough memory");
   b->len = LMP_FRAME_PREFIX;
   lmp__encode_task_message(L, b, id, function_id, mode);
-  return send_encoded(L, c, b, 6, payload, 5);
+  return send_encoded(L, c, b, 6, payload, 5, NULL);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status) {

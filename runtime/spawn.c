@@ -21,8 +21,6 @@
 #include "channel.h"
 #include "process.h"
 
-#define LMP_MAX_PASSED_FDS 32
-
 /* Descriptors the script opened itself (io.open, io.popen, a luv socket)
  * have no close-on-exec flag, so a worker would inherit every one and keep
  * it open for its whole life: the reader of an io.popen pipe would not see
@@ -79,13 +77,13 @@ static void unmark_descriptors(int *marked, int count) {
   free(marked);
 }
 
-/* core.spawn(file, args, on_message, on_exit [, fds]) -> handle */
+/* core.spawn(file, args, on_message, on_exit) -> handle */
 static int core_spawn(lua_State *L) {
   const char *file = luaL_checkstring(L, 1);
   uv_process_options_t options;
-  uv_stdio_container_t stdio[4 + LMP_MAX_PASSED_FDS];
+  uv_stdio_container_t stdio[4];
   char *args[64];
-  int nargs, npassed = 0, i, r, nmarked, *marked;
+  int nargs, i, r, nmarked, *marked;
   worker_handle **box, *c;
   uv_loop_t *loop;
   luaL_checktype(L, 2, LUA_TTABLE);
@@ -99,19 +97,14 @@ static int core_spawn(lua_State *L) {
     lua_pop(L, 1);
   }
   args[nargs] = NULL;
-  /* Optional 5th argument: descriptors the child inherits as fd 4, 5, ...
-   * (the connections an lmp.Process was given). */
-  if (!lua_isnoneornil(L, 5)) {
-    luaL_checktype(L, 5, LUA_TTABLE);
-    npassed = (int)lua_rawlen(L, 5);
-    if (npassed > LMP_MAX_PASSED_FDS) return luaL_argerror(L, 5, "too many descriptors");
-  }
   loop = lmp__loop(L); /* may refuse: before anything is allocated */
   box = lua_newuserdatauv(L, sizeof *box, 0);
   *box = NULL;
   luaL_setmetatable(L, HANDLE_META);
   c = calloc(1, sizeof *c);
-  if (c == NULL || uv_pipe_init(loop, &c->channel, 0) != 0) {
+  /* An ipc pipe: libuv reads it with recvmsg and keeps the descriptors
+   * that come with frames (process.c takes them). */
+  if (c == NULL || uv_pipe_init(loop, &c->channel, 1) != 0) {
     free(c);
     return luaL_error(L, "lmp: cannot make a channel for a worker");
   }
@@ -125,16 +118,10 @@ static int core_spawn(lua_State *L) {
   }
   stdio[3].flags = UV_CREATE_PIPE | UV_READABLE_PIPE | UV_WRITABLE_PIPE;
   stdio[3].data.stream = (uv_stream_t *)&c->channel;
-  for (i = 0; i < npassed; i++) {
-    lua_rawgeti(L, 5, i + 1);
-    stdio[4 + i].flags = UV_INHERIT_FD;
-    stdio[4 + i].data.fd = (int)lua_tointeger(L, -1);
-    lua_pop(L, 1);
-  }
   options.file = file;
   options.args = args;
   options.stdio = stdio;
-  options.stdio_count = 4 + npassed;
+  options.stdio_count = 4;
   options.exit_cb = lmp__handle_on_exit;
   marked = mark_descriptors(&nmarked);
   r = uv_spawn(loop, &c->process, &options);
@@ -174,6 +161,7 @@ static LMP_NORETURN void run_forked_worker(lua_State *L, int fd, long parent) {
     close(fd);
   }
   lmp__close_from(LMP_CHANNEL_FD + 1);
+  lmp__descriptors_forget_parent(); /* its duplicates went with the rest */
   if (forked_worker_run) status = forked_worker_run(L, parent);
   lmp__flush_feeders(); /* what it put on queues, as exit() would */
   fflush(NULL);
@@ -213,7 +201,7 @@ static int core_fork_worker(lua_State *L) {
   /* The handles that need no process are made before there is one, so
    * that a failure leaves no process behind. */
   c->channel.data = c;
-  if ((r = uv_pipe_init(loop, &c->channel, 0)) != 0) free(c);
+  if ((r = uv_pipe_init(loop, &c->channel, 1)) != 0) free(c); /* ipc: as spawn's */
   else if ((r = uv_pipe_open(&c->channel, fds[0])) != 0)
     uv_close((uv_handle_t *)&c->channel, free_unstarted);
   if (r != 0) {

@@ -10,6 +10,8 @@
 #ifndef LMP_TRANSPORT_H
 #define LMP_TRANSPORT_H
 
+#include <sys/types.h>
+
 #include "loop.h"
 
 /* sigpipe.c: SIGPIPE keeps its default for the script and the programs
@@ -66,7 +68,7 @@ void lmp__auth_answer(const char *key, size_t key_len, const char *role,
  * proved the key; otherwise -1 with a message in why (a static string). */
 int lmp__auth_client(int fd, const char *key, size_t key_len, const char **why);
 
-/* descriptors.c: closes every descriptor from `from` on (close_range, or
+/* close_from.c: closes every descriptor from `from` on (close_range, or
  * one by one where the kernel lacks it). For a child right after fork. */
 void lmp__close_from(int from);
 /* tracker.c: registers (add) or unregisters a name with this process's
@@ -164,6 +166,35 @@ void lmp__cancel_feeders(void);
 /* Whether a feeder of this process still writes to fd, and takes it over
  * to close when done (then the caller must not close it). */
 int lmp__feeder_adopt(int fd);
+
+/* fd_passing.c: descriptors on a worker's channel (see protocol.md). The
+ * descriptors that arrived on a channel and that no frame took yet, in
+ * order: each frame takes as many as its header announces. */
+typedef struct lmp_arrivals {
+  int *fd;
+  size_t count, room;
+} lmp_arrivals;
+struct msghdr;
+/* Keeps fd (closed on failure, then -1). */
+int lmp__arrivals_keep(lmp_arrivals *a, int fd);
+/* Closes what is kept and frees the list. */
+void lmp__arrivals_free(lmp_arrivals *a);
+/* recvmsg (flags added to MSG_CMSG_CLOEXEC) keeping the descriptors that
+ * come with the bytes; read() on what is not a socket. As read returns;
+ * -1 with errno EPROTO when descriptors were lost (frames and descriptors
+ * no longer match). */
+ssize_t lmp__recv_keeping(lmp_arrivals *a, int fd, char *p, size_t n, int flags);
+/* Pushes a box with the next `count` descriptors (the caller checked they
+ * arrived), or nil and returns NULL for none. */
+lmp_descriptors *lmp__arrivals_take(lua_State *L, lmp_arrivals *a, int count);
+/* Puts pass's descriptors in msg's control data, at `room` (space for
+ * LMP_FRAME_DESCRIPTORS_MAX). */
+void lmp__set_descriptors(struct msghdr *msg, char *room, const lmp_descriptors *pass);
+/* Decodes a frame body (its header just before it) with the descriptors
+ * it announces, taken from a: pushes message and payload (nil for none),
+ * closes what no value took. Raises when they did not arrive or the bytes
+ * are malformed. */
+void lmp__decode_frame_carrying(lua_State *L, const char *body, size_t n, lmp_arrivals *a);
 
 /* process.c: kills and reaps every worker still running; returns how many.
  * Used on Ctrl-C. */

@@ -129,6 +129,41 @@ LMP_NORETURN void lmp__raisef(lua_State *L, const char *format, ...);
  * top. */
 void lmp__open_error(lua_State *L);
 
+/* descriptors.c: the descriptors a frame carries (see there). A box is a
+ * userdata whose __gc closes the descriptors it still holds (-1: taken). */
+#define LMP_DESCRIPTORS_MAX 64
+typedef struct lmp_descriptors {
+  int n;
+  int base; /* while collecting: slots number those from here on, from 1 */
+  int fd[LMP_DESCRIPTORS_MAX];     /* owned by the box */
+  int source[LMP_DESCRIPTORS_MAX]; /* what each duplicates, while collecting */
+  unsigned char shared[LMP_DESCRIPTORS_MAX]; /* a collector's shared duplicate */
+} lmp_descriptors;
+/* Pushes an empty box. */
+lmp_descriptors *lmp__push_descriptors(lua_State *L);
+/* Pushes an empty box for collecting: the state's spare one when it has
+ * it (so that the usual encoding, which collects nothing, allocates
+ * nothing), else a new one. Give it back once it is empty (what it holds
+ * is closed) unless something keeps it. */
+lmp_descriptors *lmp__take_descriptors(lua_State *L);
+void lmp__give_back_descriptors(lua_State *L, int idx);
+/* Gives fd to the box (which closes it if nobody takes it). Returns 0, or
+ * -EMFILE when the box is full (fd is then the caller's still). */
+int lmp__descriptors_add(lmp_descriptors *d, int fd);
+/* Closes what the box holds and empties it. */
+void lmp__descriptors_close(lmp_descriptors *d);
+/* Makes d (or NULL) the box that core.pass_fd fills, or the box whose
+ * descriptors core.take_fd takes; each returns the previous one, to be
+ * put back when the encoding or decoding is done. */
+lmp_descriptors *lmp__descriptors_collect(lmp_descriptors *d);
+lmp_descriptors *lmp__descriptors_offer(lmp_descriptors *d);
+/* In a forked worker that closed the descriptors it inherited: forgets
+ * the parent's shared duplicates. */
+void lmp__descriptors_forget_parent(void);
+/* Adds pass_fd, take_fd, fd_identity and descriptor_generation to the
+ * table on top. */
+void lmp__open_descriptors(lua_State *L);
+
 /* payload.c: the userdata at idx if its metatable is registry[key] (a light
  * userdata key: found without hashing a name, unlike luaL_checkudata,
  * which showed in profiles of calls made once per task), else NULL. */
@@ -155,6 +190,8 @@ typedef struct lmp_piece {
 } lmp_piece;
 typedef struct lmp_payload {
   size_t length;    /* of the whole encoding: bytes and pieces */
+  lmp_descriptors *descriptors; /* those its values hold (kept alive by
+                                   user value 2), or NULL */
   size_t bytes_len;
   size_t piece_count;
   lmp_piece pieces[];

@@ -1,8 +1,10 @@
 -- lmp.Pipe: two connected ends, as Python's multiprocessing.Pipe. Each end
 -- sends and receives whole values (the value format, framed). In the main
 -- process a recv that would wait turns the event loop (or yields in an
--- lmp.spawn coroutine); in a child it simply blocks. An end may be given
--- to an lmp.Process as an argument: the child inherits the descriptor.
+-- lmp.spawn coroutine); in a child it simply blocks. An end (and a Queue,
+-- lock or shared value holding one) may be given to pool workers and
+-- lmp.Process children, as an argument, a result or an initarg: its
+-- descriptor travels with the message (SCM_RIGHTS).
 local core = require "lmp.core"
 local loop = require "lmp.loop"
 local errors = require "lmp.errors"
@@ -13,20 +15,75 @@ local Connection = core.Connection -- the C metatable
 local methods = Connection.__index
 Connection.__name = "lmp.Connection"
 
--- While an lmp.Process is being started: connection -> its fd in the child.
-local passing = nil
+-- Connections this process holds, by the OS object they are (device and
+-- inode of the open file): one that arrives again becomes the Lua object
+-- this process has already, and the descriptor that came is closed. So a
+-- worker given the same Queue in a thousand tasks holds one descriptor
+-- for it, not a thousand waiting for the collector, and an fcntl lock
+-- held through one descriptor is not dropped when a copy of it is closed.
+-- Only open connections of this very process count (a forked worker
+-- inherits the table of its parent, whose descriptors it closed).
+local known, known_generation = setmetatable({}, {__mode = "v"}), nil
 
--- Sent only to a starting lmp.Process, as the descriptor it inherits.
+local function known_here()
+  local generation = core.descriptor_generation()
+  if known_generation ~= generation then
+    known, known_generation = setmetatable({}, {__mode = "v"}), generation
+  end
+  return known
+end
+
+-- Checking whether a value can be sent where descriptors travel: the
+-- encoding is thrown away, so no descriptor is taken.
+local checking = 0
+
+-- Sent to pool workers and lmp.Process children (the worker's channel
+-- carries descriptors): the data names the descriptor's slot among those
+-- the frame carries (core.pass_fd), not its number here, which means
+-- nothing elsewhere. Anywhere else (lmp.dumps, a Pipe, a Queue),
+-- core.pass_fd refuses.
 function Connection.__lmp_serialize(conn)
-  local fd = passing and passing[conn]
-  if not fd then
-    error("lmp: a Connection can be given to an lmp.Process only, as an argument "
-      .. "when it starts; pool workers cannot receive one", 0)
+  local slot = 0
+  if checking == 0 then
+    local identity
+    slot, identity = core.pass_fd(conn:fileno())
+    known_here()[identity] = conn
   end
   local mode = conn:mode()
-  if mode == "duplex" then return "lmp.Connection", fd end
-  return "lmp.Connection", {fd, mode}
+  if mode == "duplex" then return "lmp.Connection", slot end
+  return "lmp.Connection", {slot, mode}
 end
+
+-- On arrival: the connection of the descriptor in that slot (one this
+-- process has already, for the same OS object, if it has one).
+function connection.from_slot(data)
+  local slot, mode = data, "duplex"
+  if type(data) == "table" then slot, mode = data[1], data[2] end
+  local fd = core.take_fd(slot)
+  local ok, id = pcall(core.fd_identity, fd)
+  if not ok then core.fd_close(fd); error(id, 0) end
+  local have = known_here()[id]
+  if have and pcall(have.fileno, have) and have:mode() == mode then
+    core.fd_close(fd)
+    return have
+  end
+  local conn = core.connection(fd, mode)
+  known[id] = conn
+  return conn
+end
+
+-- core.dumps(...) that lets connections through (their data then names no
+-- slot): checks, before anything is sent, a value bound where descriptors
+-- travel (a task's function, an initializer's arguments, a process's).
+function connection.dumps_checking(...)
+  checking = checking + 1
+  local results = table.pack(pcall(core.dumps, ...))
+  checking = checking - 1
+  if not results[1] then error(results[2], 0) end
+  return results[2]
+end
+
+core.register("lmp.Connection", connection.from_slot)
 
 -- Waits until conn has something to read (or timeout seconds).
 local function wait_readable(conn, fname, timeout)
@@ -151,33 +208,6 @@ function connection.Pipe(duplex)
     errors.argument(1, "Pipe", "boolean expected, got " .. type(duplex))
   end
   return core.pipe(duplex ~= false)
-end
-
--- For lmp.Process: the connections found in args (to any depth), numbered
--- as the child's descriptors from 4 on; then the encoding runs with them.
-function connection.collect(args)
-  local found, list, seen = {}, {}, {}
-  local function visit(v, depth)
-    if getmetatable(v) == Connection then
-      if not found[v] then
-        list[#list + 1] = v:fileno()
-        found[v] = 3 + #list
-      end
-    elseif type(v) == "table" and not seen[v] and depth < 100 then
-      seen[v] = true
-      for k, x in next, v do visit(k, depth + 1); visit(x, depth + 1) end
-    end
-  end
-  visit(args, 0)
-  return found, list
-end
-
-function connection.passing(map) passing = map end
-
--- In a child: rebuild an inherited end.
-function connection.from_fd(data)
-  if type(data) == "table" then return core.connection(data[1], data[2]) end
-  return core.connection(data)
 end
 
 return connection

@@ -52,7 +52,7 @@ function globals.snapshot(last)
   -- data too big to copy to every worker unasked.
   for name, value in pairs(snapshot) do
     if type(value) == "table" or type(value) == "function" or type(value) == "string" then
-      local ok, bytes = pcall(core.dumps, value)
+      local ok, bytes = pcall(require("lmp.connection").dumps_checking, value)
       if not ok or #bytes > globals.LIMIT then snapshot[name] = nil end
     end
   end

@@ -27,7 +27,7 @@ local function function_id(fn)
   local id = function_ids[fn]
   if not id then
     -- Refuse an unsendable function now, from the call that submitted it.
-    local ok, err = pcall(core.dumps, fn, "function")
+    local ok, err = pcall(require("lmp.connection").dumps_checking, fn, "function")
     if not ok then error(err, 0) end
     next_function_id = next_function_id + 1
     id = next_function_id

@@ -85,7 +85,7 @@ local function new_pool(opts, fname)
                  initializer = opts.initializer, initargs = initargs,
                  own_process_group = self.kill_orphans or nil}
   if opts.initializer then
-    local ok, err = pcall(core.dumps, self.config, "initializer", 2)
+    local ok, err = pcall(require("lmp.connection").dumps_checking, self.config, "initializer", 2)
     if not ok then error(err, 0) end
   end
   core.handle_interrupts()

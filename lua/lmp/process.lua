@@ -46,22 +46,20 @@ function Process:start()
   if self.started then error(errors.new("closed", "start: a process can be started once"), 2) end
   -- Refuse what cannot be sent before a process exists.
   local message = protocol.process(self.target, self.args, require("lmp.globals").snapshot())
-  -- Pipe ends among the arguments become descriptors the child inherits.
-  local conn = require "lmp.connection"
-  local fds_of, fds = conn.collect(self.args)
-  conn.passing(fds_of)
   -- The message wraps target and args in two levels of its own: each may
-  -- nest as deep as lmp.dumps allows.
-  local ok, err = pcall(core.dumps, message, "", 2)
-  if not ok then conn.passing(nil); error(err, 0) end
+  -- nest as deep as lmp.dumps allows. Connections among them (Pipe ends,
+  -- queues, locks, shared values) travel with the message, as
+  -- descriptors (see connection.lua).
+  local ok, err = pcall(require("lmp.connection").dumps_checking, message, "", 2)
+  if not ok then error(err, 0) end
   core.handle_interrupts()
   local state = {}
   self._state = state
   local spawned, handle = pcall(workers.spawn, function() end,
     function(status, signal)
       state.exitcode = signal ~= 0 and -signal or status
-    end, fds)
-  if not spawned then conn.passing(nil); error(handle, 0) end
+    end)
+  if not spawned then error(handle, 0) end
   self.started = true
   self.pid = handle:pid()
   self._handle = handle
@@ -72,7 +70,6 @@ function Process:start()
   handle:send(protocol.init({path = package.path, cpath = package.cpath, name = self.name,
                              identity = self.identity}))
   handle:send(message)
-  conn.passing(nil)
   handle:close_input()
   -- The child has its own copy now: let go of the target and arguments
   -- (and whatever they hold), as Python's Process does once started.

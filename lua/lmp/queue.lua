@@ -1,5 +1,7 @@
 -- lmp.Queue: a first-in first-out queue between the main process and the
--- lmp.Process children it is given to, as Python's multiprocessing.Queue.
+-- lmp.Process children and pool workers it is given to (its descriptors
+-- travel with the message: see connection.lua), as Python's
+-- multiprocessing.Queue.
 -- Values travel framed over a socket pair; a shared lock file keeps one
 -- writer and one reader at a time on it (fcntl locks, which hold across
 -- processes) and counts the values in it (qsize, maxsize). Each process
@@ -18,7 +20,9 @@ queue.Queue = Queue -- reachable from package.loaded: travels by name
 
 local READ, COUNT = 1, 2 -- byte 0 is the feeders' write lock
 
--- This process's feeder of each queue; it never travels with the queue.
+-- This process's feeder of each queue, by the queue's write end (copies of
+-- one queue that arrived in several tasks share that end, and so one
+-- feeder); it never travels with the queue.
 local feeders = setmetatable({}, {__mode = "k"})
 -- The queues this process closed (closing is this process's business: the
 -- mark does not travel).
@@ -29,10 +33,10 @@ local function check_open(q, fname)
 end
 
 local function feeder_of(q)
-  local f = feeders[q]
+  local f = feeders[q.writer]
   if not f then
     f = core.feeder(q.writer, q.lock)
-    feeders[q] = f
+    feeders[q.writer] = f
   end
   return f
 end
@@ -103,18 +107,18 @@ end
 -- (Python's name; the "thread" is the feeder). At exit a process waits
 -- for that by itself, unless cancel_join_thread was called.
 function Queue:join_thread()
-  local f = feeders[self]
+  local f = feeders[self.writer]
   if f then
     f:flush()
     -- Closed: the feeder has nothing more to write; let it go.
-    if closed[self] then f:close(); feeders[self] = nil end
+    if closed[self] then f:close(); feeders[self.writer] = nil end
   end
 end
 
 -- q:cancel_join_thread(): this process will not wait at exit for what it
 -- put to be written (it may be lost), as in Python.
 function Queue:cancel_join_thread()
-  local f = feeders[self]
+  local f = feeders[self.writer]
   if f == nil and closed[self] then return end
   feeder_of(self):cancel()
 end

@@ -1,5 +1,6 @@
--- Shared memory: lmp.Value and lmp.Array for lmp.Process children (an
--- unlinked file the children inherit, mapped MAP_SHARED), and
+-- Shared memory: lmp.Value and lmp.Array for lmp.Process children and
+-- pool workers (an unlinked file whose descriptor travels with the
+-- message that carries the object, mapped MAP_SHARED), and
 -- lmp.shared_memory.SharedMemory, a POSIX shared memory object by name
 -- that any process can attach to, pool workers included. Items use the
 -- type codes of Python's array module: b B h H i I l L q Q f d.

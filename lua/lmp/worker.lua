@@ -108,7 +108,8 @@ local function send_result(id, values, errors)
   errors = errors or {}
   for i = 1, values.n or #values do
     local where = ("result[%d]"):format(i)
-    local sendable, refusal = pcall(core.dumps, values[i], where)
+    -- Connections are checked as they travel: with the frame's descriptors.
+    local sendable, refusal = pcall(require("lmp.connection").dumps_checking, values[i], where)
     if not sendable then
       local message = type(refusal) == "table" and refusal.kind == "serialize"
         and tostring(refusal.message)
@@ -232,8 +233,9 @@ local function unknown_message(message)
 end
 
 function worker.main()
-  -- A Pipe end given to an lmp.Process arrives as the descriptor inherited.
-  core.register("lmp.Connection", function(fd) return require("lmp.connection").from_fd(fd) end)
+  -- A connection (a Pipe end, or what a Queue, lock or shared value holds)
+  -- arrives as a descriptor that came with the frame.
+  core.register("lmp.Connection", function(data) return require("lmp.connection").from_slot(data) end)
   local init, _, _, init_missing = receive()
   if init == nil then return 0 end
   if protocol.tag(init) ~= "init" then return unknown_message(init) end

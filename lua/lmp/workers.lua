@@ -11,12 +11,11 @@ function workers.executable()
 end
 
 -- Starts a worker by running its program; on_message(message, payload)
--- and on_exit(status, signal) are called from the loop; fds are
--- descriptors the child inherits (lmp.Process's pipe ends). Returns the
+-- and on_exit(status, signal) are called from the loop. Returns the
 -- worker's handle; raises when it cannot start.
-function workers.spawn(on_message, on_exit, fds)
+function workers.spawn(on_message, on_exit)
   local exe = workers.executable()
-  return core.spawn(exe, {exe, core.worker_flag, tostring(core.getpid())}, on_message, on_exit, fds)
+  return core.spawn(exe, {exe, core.worker_flag, tostring(core.getpid())}, on_message, on_exit)
 end
 
 -- The transport registry: how a pool starts its workers, by name. A
