@@ -36,7 +36,7 @@ RUNTIME := memory buffer \
            inbox \
            error names encode decode payload \
            loop \
-           sigpipe digest tracker terminal shared feeder channel process_send process spawn server \
+           sigpipe digest tracker terminal shared feeder channel process_send process spawn forkserver server \
            worker interrupt \
            core embed
 OBJECTS := $(RUNTIME:%=$(BUILD)/obj/%.o) $(BUILD)/obj/lua_sources.o

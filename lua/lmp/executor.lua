@@ -106,7 +106,7 @@ end
 -- ---- the executor --------------------------------------------------------
 
 local EXECUTOR_OPTIONS = {"max_workers", "initializer", "initargs", "max_tasks_per_child",
-  "start_method"}
+  "start_method", "mp_context"}
 local MAP_OPTIONS = {"chunksize", "timeout", "progress"}
 local SHUTDOWN_OPTIONS = {"wait", "cancel_futures"}
 local WAIT_OPTIONS = {"timeout", "return_when"}
@@ -151,7 +151,7 @@ function executor.new(opts)
   end
   local p = pool.new({processes = workers, initializer = opts.initializer,
                       initargs = opts.initargs, maxtasksperchild = opts.max_tasks_per_child,
-                      start_method = opts.start_method},
+                      start_method = opts.start_method, context = opts.mp_context},
                      "ProcessPoolExecutor")
   local ex = setmetatable({pool = p, futures = setmetatable({}, {__mode = "k"})}, Executor)
   live[ex] = true

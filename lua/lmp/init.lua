@@ -6,6 +6,7 @@ local core = require "lmp.core"
 local loop = require "lmp.loop"
 local errors = require "lmp.errors"
 local pool = require "lmp.pool"
+local workers = require "lmp.workers"
 
 local lmp = {}
 
@@ -59,26 +60,62 @@ end
 -- Which process this is: "MainProcess" here; in a worker, what the pool
 -- told it ("PoolWorker-N", or a Process's name). Asked each time: a worker
 -- started by fork loaded this module in its parent.
-local main_process = {name = "MainProcess", pid = core.getpid(), identity = {}}
+local CurrentProcess = {__name = "lmp.CurrentProcess"}
+CurrentProcess.__index = CurrentProcess
+-- The process asking is running.
+function CurrentProcess.is_alive() return true end
+
+local main_process = setmetatable({name = "MainProcess", pid = core.getpid(), identity = {}},
+                                  CurrentProcess)
 
 function lmp.current_process()
-  return core.worker_identity or main_process
+  local identity = core.worker_identity
+  if identity == nil then return main_process end
+  if getmetatable(identity) == nil then setmetatable(identity, CurrentProcess) end
+  return identity
 end
 
-local START_METHODS = {spawn = true, fork = true}
+-- The process that started this one, as lmp.parent_process() gives it.
+local ParentProcess = {__name = "lmp.ParentProcess"}
+ParentProcess.__index = ParentProcess
+
+-- Whether the parent still runs: a worker's parent is the process that
+-- started it, and stays its parent until it dies (then the worker is
+-- given to another process, and is killed besides).
+function ParentProcess:is_alive()
+  return core.getppid() == self.pid and core.kill(self.pid, 0) == true
+end
+
+-- nil in the main process; in a worker or an lmp.Process, the process
+-- that started it (pid, name, is_alive).
+function lmp.parent_process()
+  local identity = core.worker_identity
+  if identity == nil or identity.parent == nil then return nil end
+  return setmetatable({pid = identity.parent.pid, name = identity.parent.name}, ParentProcess)
+end
 
 function lmp.get_start_method()
   return pool.settings.start_method
 end
 
--- "spawn" (the default: a fresh worker executable) or "fork" (a copy of
--- this process), for pools made without a start_method.
+-- "spawn" (the default: a fresh worker executable), "fork" (a copy of
+-- this process) or "forkserver" (a copy of a clean server process), for
+-- pools and processes made without a start_method.
 function lmp.set_start_method(method)
-  if not START_METHODS[method] then
-    error(("bad argument #1 to 'set_start_method' ('spawn' or 'fork' expected, got %s)")
-      :format(tostring(method)), 2)
+  if type(method) ~= "string" or not workers.known(method) then
+    error(("bad argument #1 to 'set_start_method' (one of %s expected, got %s)")
+      :format(table.concat(workers.names(), ", "), tostring(method)), 2)
   end
   pool.settings.start_method = method
+end
+
+-- The start methods this system has, the default first.
+function lmp.get_all_start_methods()
+  local names = {"spawn"}
+  for _, name in ipairs(workers.names()) do
+    if name ~= "spawn" then names[#names + 1] = name end
+  end
+  return names
 end
 
 -- The pool.
@@ -101,6 +138,7 @@ local process = require "lmp.process"
 function lmp.Process(opts)
   return process.new(opts)
 end
+lmp.active_children = process.active_children
 
 -- Pipes and queues.
 lmp.Pipe = require("lmp.connection").Pipe
@@ -178,17 +216,23 @@ function lmp._shutdown()
     p:join()
   end
   process.finish_all()
+  core.forkserver_stop()
 end
 
--- Contexts, as in Python: an object with the API for one start method.
+-- Contexts, as in Python: an object with the whole API, the functions
+-- that start processes bound to one start method. Everything else is
+-- lmp's own (looked up in lmp, so names added to lmp are there too).
+-- Called with a dot or a colon alike.
 function lmp.get_context(method)
-  method = method or pool.settings.start_method
-  if not START_METHODS[method] then
-    error(("bad argument #1 to 'get_context' ('spawn' or 'fork' expected, got %s)")
-      :format(tostring(method)), 2)
+  if method == nil then method = pool.settings.start_method end
+  if type(method) ~= "string" or not workers.known(method) then
+    error(("bad argument #1 to 'get_context' (one of %s expected, got %s)")
+      :format(table.concat(workers.names(), ", "), tostring(method)), 2)
   end
-  local function with_method(opts)
-    if math.type(opts) == "integer" or opts == nil then opts = {processes = opts} end
+  local ctx = setmetatable({}, {__index = lmp, __name = "lmp.Context",
+    __tostring = function() return "lmp.Context(" .. method .. ")" end})
+  local function with_method(opts, count_field)
+    if math.type(opts) == "integer" or opts == nil then opts = {[count_field] = opts} end
     if type(opts) == "table" and opts.start_method == nil then
       local copy = {}
       for k, v in pairs(opts) do copy[k] = v end
@@ -197,16 +241,24 @@ function lmp.get_context(method)
     end
     return opts
   end
-  return {
-    Pool = function(opts) return lmp.Pool(with_method(opts)) end,
-    ProcessPoolExecutor = function(opts)
-      if math.type(opts) == "integer" then opts = {max_workers = opts} end
-      return lmp.ProcessPoolExecutor(with_method(opts or {}))
-    end,
-    Process = lmp.Process,
-    cpu_count = lmp.cpu_count, current_process = lmp.current_process,
-    get_start_method = function() return method end,
-  }
+  -- ctx:Pool{...} passes the context first: it is dropped.
+  local function drop_self(first, ...)
+    if rawequal(first, ctx) then return ... end
+    return first, ...
+  end
+  ctx.Pool = function(...)
+    return lmp.Pool(with_method(drop_self(...), "processes"))
+  end
+  ctx.ProcessPoolExecutor = function(...)
+    return lmp.ProcessPoolExecutor(with_method(drop_self(...), "max_workers"))
+  end
+  ctx.Process = function(...)
+    local opts = drop_self(...)
+    if type(opts) ~= "table" then return lmp.Process(opts) end
+    return lmp.Process(with_method(opts))
+  end
+  ctx.get_start_method = function() return method end
+  return ctx
 end
 
 return lmp

@@ -12,6 +12,7 @@ local chunking = require "lmp.chunking"
 local job_module = require "lmp.job"
 local imap = require "lmp.imap"
 local scheduler = require "lmp.scheduler"
+local workers = require "lmp.workers"
 
 local Pool = scheduler.Pool
 Pool.__lmp_nosend = "a pool belongs to the process that made it: send the data and functions, not the pool"
@@ -55,10 +56,17 @@ local function new_pool(opts, fname)
   if opts.kill_orphans ~= nil and type(opts.kill_orphans) ~= "boolean" then
     argument_error(1, fname, "kill_orphans must be a boolean")
   end
-  local start_method = opts.start_method or settings.start_method
-  if start_method ~= "spawn" and start_method ~= "fork" then
-    argument_error(1, fname, ("start method '%s' is not supported; use 'spawn' or 'fork'")
-      :format(tostring(start_method)))
+  local start_method = opts.start_method
+  if opts.context ~= nil then
+    if type(opts.context) ~= "table" or type(opts.context.get_start_method) ~= "function" then
+      argument_error(1, fname, "context must be a context from lmp.get_context")
+    end
+    start_method = start_method or opts.context.get_start_method()
+  end
+  start_method = start_method or settings.start_method
+  if not workers.known(start_method) then
+    argument_error(1, fname, ("start method '%s' is not supported; use one of %s")
+      :format(tostring(start_method), table.concat(workers.names(), ", ")))
   end
 
   local self = setmetatable({

@@ -22,11 +22,53 @@ function workers.spawn(on_message, on_exit, fds)
   return core.spawn(exe, {exe, core.worker_flag, tostring(core.getpid())}, on_message, on_exit, fds)
 end
 
--- Starts a pool worker by `method`, "spawn" or "fork" (a copy of this
--- process: no executable to load, no Lua to start). -> ok, handle or error.
-function workers.start(method, on_message, on_exit)
-  if method == "fork" then return pcall(core.fork_worker, on_message, on_exit) end
-  return pcall(workers.spawn, on_message, on_exit)
+-- Starts a worker through the forkserver (started on first need: an
+-- lmp-worker that loaded nothing of the script, which forks workers on
+-- request); arguments and result as workers.spawn's.
+function workers.forkserver(on_message, on_exit, fds)
+  local exe = workers.executable()
+  return core.forkserver_fork(exe, {exe, core.worker_flag, tostring(core.getpid()),
+                                    core.forkserver_flag}, on_message, on_exit, fds)
+end
+
+-- The ways a worker can be started, by name: start(on_message, on_exit,
+-- options) -> handle, raising when it cannot (options.fds: descriptors
+-- the worker gets as fd 4, 5, ...).
+local transports = {
+  spawn = function(on_message, on_exit, options)
+    return workers.spawn(on_message, on_exit, options and options.fds)
+  end,
+  fork = function(on_message, on_exit, options)
+    return core.fork_worker(on_message, on_exit, options and options.fds)
+  end,
+  forkserver = function(on_message, on_exit, options)
+    return workers.forkserver(on_message, on_exit, options and options.fds)
+  end,
+}
+
+-- Adds a way to start workers under `name`, for the start_method option.
+function workers.register_transport(name, start)
+  assert(type(name) == "string" and type(start) == "function")
+  transports[name] = start
+end
+
+-- Whether `name` names a start method.
+function workers.known(name)
+  return transports[name] ~= nil
+end
+
+-- The names of the start methods, sorted.
+function workers.names()
+  local names = {}
+  for name in pairs(transports) do names[#names + 1] = name end
+  table.sort(names)
+  return names
+end
+
+-- Starts a pool worker by `method` -> ok, handle or error.
+function workers.start(method, on_message, on_exit, options)
+  local start = transports[method] or transports.spawn
+  return pcall(start, on_message, on_exit, options)
 end
 
 local SIGNALS = {[1] = "SIGHUP", [2] = "SIGINT", [3] = "SIGQUIT", [4] = "SIGILL",
