@@ -131,7 +131,14 @@ function lmp.ProcessPoolExecutor(opts)
 end
 lmp.as_completed = executor.as_completed
 lmp.wait = executor.wait
-lmp.Future = executor.Future
+-- lmp.Future() makes a future the caller settles; lmp.futures gathers
+-- concurrent.futures' names.
+lmp.Future = setmetatable({}, {__index = executor.Future,
+  __call = function() return executor.new_future() end})
+lmp.futures = {Future = lmp.Future, ProcessPoolExecutor = lmp.ProcessPoolExecutor,
+  wait = executor.wait, as_completed = executor.as_completed,
+  ALL_COMPLETED = "ALL_COMPLETED", FIRST_COMPLETED = "FIRST_COMPLETED",
+  FIRST_EXCEPTION = "FIRST_EXCEPTION"}
 
 -- Processes.
 local process = require "lmp.process"
