@@ -179,7 +179,10 @@ end
 function lmp.Array(code, size_or_init, opts)
   return shared.new_array(code, size_or_init, shared_options(opts, "Array"))
 end
-lmp.shared_memory = {SharedMemory = shared.new_shared_memory}
+local shareable = require "lmp.shareable"
+lmp.shared_memory = {SharedMemory = shared.new_shared_memory,
+  ShareableList = function(sequence, opts) return shareable.new_shareable_list(sequence, opts) end,
+  SharedMemoryManager = shareable.new_manager}
 
 -- Managers.
 local manager = require "lmp.manager"
