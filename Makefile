@@ -36,7 +36,7 @@ RUNTIME := memory buffer \
            inbox \
            error names encode decode descriptors payload \
            loop timer \
-           close_from sigpipe digest tracker terminal shared futex waiter sync feeder fd_passing channel process_send process spawn server watch listener \
+           close_from sigpipe digest tracker terminal shared futex waiter sync feeder fd_passing channel process_send process spawn forkserver server watch listener \
            worker interrupt \
            core embed
 OBJECTS := $(RUNTIME:%=$(BUILD)/obj/%.o) $(BUILD)/obj/lua_sources.o

@@ -32,6 +32,7 @@ int luaopen_lmp_core(lua_State *L) {
   lmp__open_channel(L);
   lmp__open_process(L);
   lmp__open_spawn(L);
+  lmp__open_forkserver(L);
   lmp__open_server(L);
   lmp__open_watch(L);
   lmp__open_listener(L);

@@ -64,7 +64,10 @@ int lmp_worker_main(int argc, char **argv, lmp_setup_fn setup, void *ud) {
   luaL_openlibs(L);
   install_preload(L);
   if (setup) setup(L, ud);
-  status = lmp__run_worker(L);
+  if (argc >= 4 && strcmp(argv[3], LMP_FORKSERVER_FLAG) == 0)
+    status = lmp__serve_forks(L, strtol(argv[2], NULL, 10));
+  else
+    status = lmp__run_worker(L);
   lua_close(L);
   return status;
 }

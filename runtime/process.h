@@ -72,6 +72,15 @@ int lmp__handle_send(lua_State *L);
 int lmp__handle_send_task(lua_State *L);
 int lmp__handle_close_input(lua_State *L);
 
+/* spawn.c: a worker made by forking, from this process (the "fork" start
+ * method) or from the forkserver (forkserver.c). lmp__new_forked_handle
+ * pushes a handle whose channel is one end of a new socket pair, the
+ * worker's end in *peer; raises on failure. lmp__watch_forked gives the
+ * handle at the top of the stack its worker, a child of this process,
+ * and returns 1, or kills and reaps it and raises. */
+worker_handle *lmp__new_forked_handle(lua_State *L, int *peer);
+int lmp__watch_forked(lua_State *L, worker_handle *c, int pid, int on_message);
+
 /* In a forked worker: the handles it inherited are its parent's, not to
  * be killed or reaped here. */
 void lmp__handle_forget_parents(void);

@@ -141,6 +141,20 @@ static int core_spawn(lua_State *L) {
   return lmp__handle_started(L, c, box, 3);
 }
 
+/* Puts the n descriptors of fds at from, from + 1, ... and closes every
+ * other descriptor from `from` on. Each is first copied above the targets,
+ * so that no descriptor is overwritten before it was moved. */
+void lmp__place_descriptors(const int *fds, int n, int from) {
+  int copies[1 + LMP_MAX_PASSED_FDS], i;
+  if (n > 1 + LMP_MAX_PASSED_FDS) n = 1 + LMP_MAX_PASSED_FDS;
+  for (i = 0; i < n; i++) copies[i] = fcntl(fds[i], F_DUPFD, from + n);
+  for (i = 0; i < n; i++) {
+    if (copies[i] >= 0) dup2(copies[i], from + i);
+    else close(from + i);
+  }
+  lmp__close_from(from + n);
+}
+
 /* In the child of core.fork_worker: becomes the worker on `fd`, running in
  * the Lua state it inherited, and never returns. */
 static int (*forked_worker_run)(lua_State *L, long parent);
@@ -149,18 +163,14 @@ void lmp__on_forked_worker(int (*run)(lua_State *L, long parent)) {
   forked_worker_run = run;
 }
 
-static LMP_NORETURN void run_forked_worker(lua_State *L, int fd, long parent) {
+static LMP_NORETURN void run_forked_worker(lua_State *L, const int *fds, int n, long parent) {
   int status = 1;
   lmp__become_forked_worker();
   lmp__handle_forget_parents();
   /* Without its channel on the usual descriptor the worker cannot run:
    * it ends at once, and its parent sees a worker that died at start. */
   if (signal(SIGCHLD, SIG_DFL) == SIG_ERR) _exit(1);
-  if (fd != LMP_CHANNEL_FD) {
-    if (dup2(fd, LMP_CHANNEL_FD) < 0) _exit(1);
-    close(fd);
-  }
-  lmp__close_from(LMP_CHANNEL_FD + 1);
+  lmp__place_descriptors(fds, n, LMP_CHANNEL_FD);
   lmp__descriptors_forget_parent(); /* its duplicates went with the rest */
   if (forked_worker_run) status = forked_worker_run(L, parent);
   lmp__flush_feeders(); /* what it put on queues, as exit() would */
@@ -168,35 +178,25 @@ static LMP_NORETURN void run_forked_worker(lua_State *L, int fd, long parent) {
   _exit(status);
 }
 
-/* core.fork_worker(on_message, on_exit) -> handle, as core.spawn gives: the
- * "fork" start method. The child is a copy of this process, with the
- * script and everything it loaded already there: no executable to load,
- * no Lua to start, so a pool is ready in a fraction of the time. */
 static void free_unstarted(uv_handle_t *handle) {
   free(handle->data);
 }
 
-static int core_fork_worker(lua_State *L) {
-  int fds[2], pidfd, r;
-  pid_t pid;
-  long parent = (long)getpid();
-  worker_handle **box, *c;
-  uv_loop_t *loop;
-  luaL_checktype(L, 1, LUA_TFUNCTION);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
-  lua_settop(L, 2);
-  if (lmp__forked_worker())
-    return luaL_error(L, "lmp: a forked worker cannot start workers of its own; use the "
-                         "'spawn' start method for nested pools");
-  loop = lmp__loop(L);
-  box = lua_newuserdatauv(L, sizeof *box, 0);
+/* Pushes a worker handle whose channel is one end of a new socket pair;
+ * the other end, for the worker, in *peer (close-on-exec). The handle
+ * reads as exited until lmp__watch_forked gives it a process. Raises on
+ * failure, leaving nothing open. */
+worker_handle *lmp__new_forked_handle(lua_State *L, int *peer) {
+  int fds[2], r;
+  uv_loop_t *loop = lmp__loop(L);
+  worker_handle **box = lua_newuserdatauv(L, sizeof *box, 0), *c;
   *box = NULL;
   luaL_setmetatable(L, HANDLE_META);
   c = calloc(1, sizeof *c);
-  if (c == NULL) return luaL_error(L, "lmp: not enough memory");
+  if (c == NULL) luaL_error(L, "lmp: not enough memory");
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
     free(c);
-    return luaL_error(L, "lmp: cannot make a channel: %s", strerror(errno));
+    luaL_error(L, "lmp: cannot make a channel: %s", strerror(errno));
   }
   /* The handles that need no process are made before there is one, so
    * that a failure leaves no process behind. */
@@ -207,29 +207,28 @@ static int core_fork_worker(lua_State *L) {
   if (r != 0) {
     close(fds[0]);
     close(fds[1]);
-    return luaL_error(L, "lmp: cannot make a channel: %s", uv_strerror(r));
+    luaL_error(L, "lmp: cannot make a channel: %s", uv_strerror(r));
   }
   c->handles_open = 1;
   c->lua_owned = 1;
   c->exited = c->eof = c->reported = 1; /* till the worker runs */
   c->owner = (long)getpid();
   *box = c; /* the box's finalizer closes the channel from here on */
-  /* What stdio holds unwritten would otherwise be written twice. */
-  fflush(NULL);
-  pid = fork();
-  if (pid == 0) {
-    close(fds[0]);
-    run_forked_worker(L, fds[1], parent);
-  }
-  r = errno;
-  close(fds[1]);
-  if (pid < 0) {
-    lua_pushfstring(L, "cannot fork a worker: %s", strerror(r));
-    lmp__push_error(L, "worker_lost", lua_tostring(L, -1));
-    return lua_error(L);
-  }
+  *peer = fds[1];
+  return c;
+}
+
+/* The handle at the top of the stack (from lmp__new_forked_handle) now
+ * has a worker: `pid`, a child of this process. Watches its exit (its
+ * pidfd, or SIGCHLD) and starts reading its channel; the Lua callbacks
+ * are at on_message and on_message + 1. Returns 1 (the handle), or raises
+ * after killing and reaping the worker if its exit cannot be watched. */
+int lmp__watch_forked(lua_State *L, worker_handle *c, int pid, int on_message) {
+  worker_handle **box = lua_touserdata(L, -1);
+  uv_loop_t *loop = lmp__loop(L);
+  int pidfd, r;
   c->forked = 1;
-  c->pid = (int)pid;
+  c->pid = pid;
   c->exited = c->eof = c->reported = 0;
   /* $LMP_NO_PIDFD makes lmp take the SIGCHLD way, for its tests. */
   pidfd = getenv("LMP_NO_PIDFD") ? -1 : (int)syscall(SYS_pidfd_open, pid, 0);
@@ -265,9 +264,61 @@ static int core_fork_worker(lua_State *L) {
     kill(pid, SIGKILL);
     waitpid(pid, &status, 0);
     c->exited = c->eof = c->reported = 1;
-    return luaL_error(L, "lmp: cannot watch a forked worker: %s", uv_strerror(r));
+    return luaL_error(L, "lmp: cannot watch a worker: %s", uv_strerror(r));
   }
-  return lmp__handle_started(L, c, box, 1);
+  return lmp__handle_started(L, c, box, on_message);
+}
+
+/* Reads the optional table of descriptors at `index` into fds + 1, after
+ * the channel's place; returns how many. Raises when there are too many. */
+static int passed_descriptors(lua_State *L, int index, int *fds) {
+  int n = 0, i;
+  if (lua_isnoneornil(L, index)) return 0;
+  luaL_checktype(L, index, LUA_TTABLE);
+  n = (int)lua_rawlen(L, index);
+  if (n > LMP_MAX_PASSED_FDS) luaL_argerror(L, index, "too many descriptors");
+  for (i = 0; i < n; i++) {
+    lua_rawgeti(L, index, i + 1);
+    fds[1 + i] = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+  }
+  return n;
+}
+
+/* core.fork_worker(on_message, on_exit [, fds]) -> handle, as core.spawn
+ * gives: the "fork" start method. The child is a copy of this process,
+ * with the script and everything it loaded already there: no executable
+ * to load, no Lua to start, so a pool is ready in a fraction of the time.
+ * fds are descriptors the child gets as fd 4, 5, ... (lmp.Process's). */
+static int core_fork_worker(lua_State *L) {
+  int fds[1 + LMP_MAX_PASSED_FDS], npassed, r;
+  pid_t pid;
+  long parent = (long)getpid();
+  worker_handle *c;
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_settop(L, 3);
+  npassed = passed_descriptors(L, 3, fds);
+  if (lmp__forked_worker())
+    return luaL_error(L, "lmp: a forked worker cannot start workers of its own; use the "
+                         "'spawn' start method for nested pools");
+  c = lmp__new_forked_handle(L, &fds[0]);
+  /* What stdio holds unwritten would otherwise be written twice. */
+  fflush(NULL);
+  pid = fork();
+  if (pid == 0) {
+    uv_os_fd_t own;
+    if (uv_fileno((uv_handle_t *)&c->channel, &own) == 0) close(own);
+    run_forked_worker(L, fds, 1 + npassed, parent);
+  }
+  r = errno;
+  close(fds[0]);
+  if (pid < 0) {
+    lua_pushfstring(L, "cannot fork a worker: %s", strerror(r));
+    lmp__push_error(L, "worker_lost", lua_tostring(L, -1));
+    return lua_error(L);
+  }
+  return lmp__watch_forked(L, c, (int)pid, 1);
 }
 
 /* core.kill(pid [, signal]) -> true, or nil and a message. */
@@ -295,9 +346,15 @@ static int core_getpid(lua_State *L) {
   return 1;
 }
 
+static int core_getppid(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)getppid());
+  return 1;
+}
+
 static const luaL_Reg spawn_functions[] = {
     {"spawn", core_spawn}, {"fork_worker", core_fork_worker}, {"kill", core_kill},
     {"cpu_count", core_cpu_count}, {"getpid", core_getpid},
+    {"getppid", core_getppid},
     {NULL, NULL}};
 
 void lmp__open_spawn(lua_State *L) {

@@ -33,9 +33,9 @@
 
 #include "transport.h"
 
-/* Longest path a record holds: shared memory names are at most NAME_MAX,
- * socket paths at most 107 bytes. */
-#define TRACK_PATH_MAX 255
+/* Longest path a record holds: a shared memory name is a "/" and at most
+ * NAME_MAX bytes, socket paths at most 107 bytes. */
+#define TRACK_PATH_MAX (1 + 255)
 
 typedef struct entry {
   char kind; /* 's' shared memory name, 'f' file, 'd' directory */

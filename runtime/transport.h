@@ -204,9 +204,17 @@ int lmp__kill_all_workers(void);
  * returns the exit status. Without it, a forked worker exits with 1. */
 void lmp__on_forked_worker(int (*run)(lua_State *L, long parent));
 
+/* spawn.c: puts the n descriptors of fds at from, from + 1, ... (clearing
+ * close-on-exec) and closes every other one from `from` on.
+ * Async-signal-safe, for a new child. */
+void lmp__place_descriptors(const int *fds, int n, int from);
+/* At most this many descriptors go to a worker beside its channel. */
+#define LMP_MAX_PASSED_FDS 32
+
 /* Each binding file adds its functions to the lmp.core table on top. */
 void lmp__open_process(lua_State *L);
 void lmp__open_spawn(lua_State *L);
+void lmp__open_forkserver(lua_State *L);
 void lmp__open_shared(lua_State *L);
 void lmp__open_server(lua_State *L);
 /* watch.c: descriptor watches and polls, process sentinels (pidfds), and

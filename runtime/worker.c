@@ -6,11 +6,15 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <lualib.h>
@@ -71,6 +75,79 @@ int lmp__run_worker(lua_State *L) {
     status = (int)lua_tointeger(L, -1);
   }
   return status;
+}
+
+/* Receives one request of the forkserver's socket (fd 3): the new
+ * worker's descriptors, its channel first. Returns how many, 0 for a
+ * request without any, -1 once the socket is closed or broken. */
+static int receive_request(int *fds, int max) {
+  char byte;
+  struct iovec iov = {&byte, 1};
+  struct msghdr msg;
+  union {
+    struct cmsghdr align;
+    char buf[CMSG_SPACE(sizeof(int) * (1 + LMP_MAX_PASSED_FDS))];
+  } control;
+  struct cmsghdr *cmsg;
+  ssize_t r;
+  int n = 0;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.buf;
+  msg.msg_controllen = sizeof control.buf;
+  while ((r = recvmsg(LMP_CHANNEL_FD, &msg, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR) {
+  }
+  if (r <= 0) return -1;
+  for (cmsg = CMSG_FIRSTHDR(&msg); cmsg != NULL; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+    if (cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_RIGHTS) {
+      int count = (int)((cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int)), i;
+      for (i = 0; i < count; i++) {
+        int fd;
+        memcpy(&fd, CMSG_DATA(cmsg) + i * sizeof(int), sizeof fd);
+        if (n < max) fds[n++] = fd;
+        else close(fd);
+      }
+    }
+  }
+  return n;
+}
+
+/* Being the forkserver: forks a worker for each request until the socket
+ * on fd 3 closes (the process that started it ended it, or died). The
+ * worker is forked with CLONE_PARENT, so it is the requester's child, not
+ * this process's: the requester watches and reaps it, and it outlives
+ * this server. The kernel's clone is called directly (the C library has
+ * no fork with CLONE_PARENT); this process runs one thread and holds no
+ * lock, so the copy needs none of the care fork() takes. Returns 0 in the
+ * server when done; in a worker, the worker's exit status. */
+int lmp__serve_forks(lua_State *L, long parent) {
+  int fds[1 + LMP_MAX_PASSED_FDS], n, i;
+  /* What every worker loads first is loaded once, here. */
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "lmp.worker");
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    fprintf(stderr, "lmp forkserver: %s\n", lua_tostring(L, -1));
+    return 1;
+  }
+  while ((n = receive_request(fds, 1 + LMP_MAX_PASSED_FDS)) >= 0) {
+    int32_t answer = -EINVAL;
+    if (n > 0) {
+      long pid;
+      fflush(NULL);
+      pid = syscall(SYS_clone, (unsigned long)(CLONE_PARENT | SIGCHLD), NULL, NULL, NULL, NULL);
+      if (pid == 0) {
+        lmp__place_descriptors(fds, n, LMP_CHANNEL_FD);
+        if (lmp__become_worker(parent) != 0) return 1;
+        return lmp__run_worker(L);
+      }
+      answer = pid < 0 ? -errno : (int32_t)pid;
+    }
+    for (i = 0; i < n; i++) close(fds[i]);
+    if (send(LMP_CHANNEL_FD, &answer, sizeof answer, MSG_NOSIGNAL) != (ssize_t)sizeof answer)
+      break;
+  }
+  return 0;
 }
 
 static int executable(const char *path) {
@@ -142,4 +219,6 @@ void lmp__open_worker(lua_State *L) {
   luaL_setfuncs(L, worker_functions, 0);
   lua_pushliteral(L, LMP_WORKER_FLAG);
   lua_setfield(L, -2, "worker_flag");
+  lua_pushliteral(L, LMP_FORKSERVER_FLAG);
+  lua_setfield(L, -2, "forkserver_flag");
 }

@@ -97,13 +97,15 @@ describe("the comparison of the contract", function()
   end)
 end)
 
-for _, method in ipairs{"spawn", "fork", "double"} do
+for _, method in ipairs{"spawn", "fork", "forkserver", "double"} do
   describe(("a %s pool carries the corpus"):format(method), function()
     local pool
     setup(function() pool = lmp.Pool{processes = 2, start_method = method} end)
     teardown(function()
       pool:close()
       pool:join()
+      -- The forkserver lives as long as this process otherwise.
+      require("lmp.core").forkserver_stop()
     end)
 
     it("apply: arguments (nils, sharing across them) and results", function()

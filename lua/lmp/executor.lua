@@ -97,6 +97,55 @@ function Future:add_done_callback(fn)
   end
 end
 
+-- ---- futures users make and settle (concurrent.futures.Future()) -------
+-- The same Future over a job no pool runs: the user settles it. Running
+-- means started, for it as for a job handed to a worker.
+
+local job_module = require "lmp.job"
+
+function executor.new_future()
+  return new_future(job_module.new_job("apply", false))
+end
+
+local function check_user(self, fname)
+  if getmetatable(self) ~= Future then
+    errors.argument(0, fname, "a future expected")
+  end
+  if self.job.done then
+    error(errors.new("value", ("%s: the future is already %s"):format(fname,
+      self:cancelled() and "cancelled" or "finished")), 3)
+  end
+end
+
+-- Settles the future with these values: result() returns them all.
+function Future:set_result(...)
+  check_user(self, "set_result")
+  self.job.results = table.pack(...)
+  internal.finish(self.job, nil)
+end
+
+-- Settles the future with an error: result() raises it, exception()
+-- returns it.
+function Future:set_exception(err)
+  if err == nil then errors.argument(1, "set_exception", "error value expected, got nil") end
+  check_user(self, "set_exception")
+  self.job.results = {n = 0}
+  internal.finish(self.job, err)
+end
+
+-- false if the future was cancelled (its callbacks have run); otherwise
+-- marks it running (cancel() then fails) and returns true. Raises if it
+-- is running or finished already, as Python's does.
+function Future:set_running_or_notify_cancel()
+  if self:cancelled() then return false end
+  if self.job.done or self.job.sent_at ~= nil then
+    error(errors.new("value", "set_running_or_notify_cancel: the future is already "
+      .. (self.job.done and "finished" or "running")), 2)
+  end
+  self.job.sent_at = core.hrtime()
+  return true
+end
+
 function Future:__tostring()
   local state = self:cancelled() and "cancelled" or self.job.done and "finished"
     or self:running() and "running" or "pending"
@@ -106,7 +155,7 @@ end
 -- ---- the executor --------------------------------------------------------
 
 local EXECUTOR_OPTIONS = {"max_workers", "initializer", "initargs", "max_tasks_per_child",
-  "start_method", "start_options"}
+  "start_method", "start_options", "mp_context"}
 local MAP_OPTIONS = {"chunksize", "timeout", "progress"}
 local SHUTDOWN_OPTIONS = {"wait", "cancel_futures"}
 local WAIT_OPTIONS = {"timeout", "return_when"}
@@ -152,7 +201,7 @@ function executor.new(opts)
   local p = pool.new({processes = workers, initializer = opts.initializer,
                       initargs = opts.initargs, maxtasksperchild = opts.max_tasks_per_child,
                       start_method = opts.start_method,
-                      start_options = opts.start_options},
+                      start_options = opts.start_options, context = opts.mp_context},
                      "ProcessPoolExecutor")
   local ex = setmetatable({pool = p, futures = setmetatable({}, {__mode = "k"})}, Executor)
   live[ex] = true

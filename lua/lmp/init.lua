@@ -60,25 +60,62 @@ end
 -- Which process this is: "MainProcess" here; in a worker, what the pool
 -- told it ("PoolWorker-N", or a Process's name). Asked each time: a worker
 -- started by fork loaded this module in its parent.
-local main_process = {name = "MainProcess", pid = core.getpid(), identity = {}}
+local CurrentProcess = {__name = "lmp.CurrentProcess"}
+CurrentProcess.__index = CurrentProcess
+-- The process asking is running.
+function CurrentProcess.is_alive() return true end
+
+local main_process = setmetatable({name = "MainProcess", pid = core.getpid(), identity = {}},
+                                  CurrentProcess)
 
 function lmp.current_process()
-  return core.worker_identity or main_process
+  local identity = core.worker_identity
+  if identity == nil then return main_process end
+  if getmetatable(identity) == nil then setmetatable(identity, CurrentProcess) end
+  return identity
+end
+
+-- The process that started this one, as lmp.parent_process() gives it.
+local ParentProcess = {__name = "lmp.ParentProcess"}
+ParentProcess.__index = ParentProcess
+
+-- Whether the parent still runs: a worker's parent is the process that
+-- started it, and stays its parent until it dies (then the worker is
+-- given to another process, and is killed besides).
+function ParentProcess:is_alive()
+  return core.getppid() == self.pid and core.kill(self.pid, 0) == true
+end
+
+-- nil in the main process; in a worker or an lmp.Process, the process
+-- that started it (pid, name, is_alive).
+function lmp.parent_process()
+  local identity = core.worker_identity
+  if identity == nil or identity.parent == nil then return nil end
+  return setmetatable({pid = identity.parent.pid, name = identity.parent.name}, ParentProcess)
 end
 
 function lmp.get_start_method()
   return pool.settings.start_method
 end
 
--- A registered transport's name ("spawn", the default: a fresh worker
--- executable; "fork": a copy of this process), for pools made without a
--- start_method.
+-- "spawn" (the default: a fresh worker executable), "fork" (a copy of
+-- this process) or "forkserver" (a copy of a clean server process), for
+-- pools and processes made without a start_method.
 function lmp.set_start_method(method)
   if not workers.has_transport(method) then
     error(("bad argument #1 to 'set_start_method' (%s expected, got %s)")
       :format(workers.transport_list(), tostring(method)), 2)
   end
   pool.settings.start_method = method
+end
+
+-- The start methods this system has, the default first.
+function lmp.get_all_start_methods()
+  local names = {"spawn"}
+  for _, name in ipairs(workers.transports()) do
+    if name ~= "spawn" then names[#names + 1] = name end
+  end
+  return names
 end
 
 -- The pool.
@@ -103,13 +140,21 @@ function lmp.wait(objects, opts)
   end
   return executor.wait(objects, opts)
 end
-lmp.Future = executor.Future
+-- lmp.Future() makes a future the caller settles; lmp.futures gathers
+-- concurrent.futures' names.
+lmp.Future = setmetatable({}, {__index = executor.Future,
+  __call = function() return executor.new_future() end})
+lmp.futures = {Future = lmp.Future, ProcessPoolExecutor = lmp.ProcessPoolExecutor,
+  wait = executor.wait, as_completed = executor.as_completed,
+  ALL_COMPLETED = "ALL_COMPLETED", FIRST_COMPLETED = "FIRST_COMPLETED",
+  FIRST_EXCEPTION = "FIRST_EXCEPTION"}
 
 -- Processes.
 local process = require "lmp.process"
 function lmp.Process(opts)
   return process.new(opts)
 end
+lmp.active_children = process.active_children
 
 -- Pipes and queues.
 lmp.Pipe = require("lmp.connection").Pipe
@@ -161,7 +206,10 @@ end
 function lmp.Array(code, size_or_init, opts)
   return shared.new_array(code, size_or_init, shared_options(opts, "Array"))
 end
-lmp.shared_memory = {SharedMemory = shared.new_shared_memory}
+local shareable = require "lmp.shareable"
+lmp.shared_memory = {SharedMemory = shared.new_shared_memory,
+  ShareableList = function(sequence, opts) return shareable.new_shareable_list(sequence, opts) end,
+  SharedMemoryManager = shareable.new_manager}
 
 -- Managers.
 local manager = require "lmp.manager"
@@ -206,17 +254,23 @@ function lmp._shutdown()
     p:join()
   end
   process.finish_all()
+  core.forkserver_stop()
 end
 
--- Contexts, as in Python: an object with the API for one start method.
+-- Contexts, as in Python: an object with the whole API, the functions
+-- that start processes bound to one start method. Everything else is
+-- lmp's own (looked up in lmp, so names added to lmp are there too).
+-- Called with a dot or a colon alike.
 function lmp.get_context(method)
   method = method or pool.settings.start_method
   if not workers.has_transport(method) then
     error(("bad argument #1 to 'get_context' (%s expected, got %s)")
       :format(workers.transport_list(), tostring(method)), 2)
   end
-  local function with_method(opts)
-    if math.type(opts) == "integer" or opts == nil then opts = {processes = opts} end
+  local ctx = setmetatable({}, {__index = lmp, __name = "lmp.Context",
+    __tostring = function() return "lmp.Context(" .. method .. ")" end})
+  local function with_method(opts, count_field)
+    if math.type(opts) == "integer" or opts == nil then opts = {[count_field] = opts} end
     if type(opts) == "table" and opts.start_method == nil then
       local copy = {}
       for k, v in pairs(opts) do copy[k] = v end
@@ -225,16 +279,24 @@ function lmp.get_context(method)
     end
     return opts
   end
-  return {
-    Pool = function(opts) return lmp.Pool(with_method(opts)) end,
-    ProcessPoolExecutor = function(opts)
-      if math.type(opts) == "integer" then opts = {max_workers = opts} end
-      return lmp.ProcessPoolExecutor(with_method(opts or {}))
-    end,
-    Process = lmp.Process,
-    cpu_count = lmp.cpu_count, current_process = lmp.current_process,
-    get_start_method = function() return method end,
-  }
+  -- ctx:Pool{...} passes the context first: it is dropped.
+  local function drop_self(first, ...)
+    if rawequal(first, ctx) then return ... end
+    return first, ...
+  end
+  ctx.Pool = function(...)
+    return lmp.Pool(with_method(drop_self(...), "processes"))
+  end
+  ctx.ProcessPoolExecutor = function(...)
+    return lmp.ProcessPoolExecutor(with_method(drop_self(...), "max_workers"))
+  end
+  ctx.Process = function(...)
+    local opts = drop_self(...)
+    if type(opts) ~= "table" then return lmp.Process(opts) end
+    return lmp.Process(with_method(opts))
+  end
+  ctx.get_start_method = function() return method end
+  return ctx
 end
 
 return lmp

@@ -56,7 +56,14 @@ local function new_pool(opts, fname)
   if opts.kill_orphans ~= nil and type(opts.kill_orphans) ~= "boolean" then
     argument_error(1, fname, "kill_orphans must be a boolean")
   end
-  local start_method = opts.start_method or settings.start_method
+  local start_method = opts.start_method
+  if opts.context ~= nil then
+    if type(opts.context) ~= "table" or type(opts.context.get_start_method) ~= "function" then
+      argument_error(1, fname, "context must be a context from lmp.get_context")
+    end
+    start_method = start_method or opts.context.get_start_method()
+  end
+  start_method = start_method or settings.start_method
   if not workers.has_transport(start_method) then
     argument_error(1, fname, ("start method '%s' is not supported; use %s")
       :format(tostring(start_method), workers.transport_list()))

@@ -149,10 +149,15 @@ local function map_and_close(fd, size)
   return m
 end
 
+-- The system's name of a segment: its name after a "/".
+local function path_of(s)
+  return "/" .. s.name
+end
+
 local function shm_mapping(s)
   local m = mappings[s]
   if not m then
-    local fd, size = core.shm_open(s.name, false)
+    local fd, size = core.shm_open(path_of(s), false)
     if not fd then
       error(errors.new("closed", ("shared memory '%s' cannot be opened: %s"):format(s.name, size)), 3)
     end
@@ -161,6 +166,9 @@ local function shm_mapping(s)
   end
   return m
 end
+
+-- The longest name a segment can have (a file name in /dev/shm).
+local NAME_MAX = 255
 
 -- lmp.shared_memory.SharedMemory{name=, create=, size=}
 function shared.new_shared_memory(opts)
@@ -176,13 +184,21 @@ function shared.new_shared_memory(opts)
     -- The system would see only the part before it: another segment.
     errors.argument(1, "SharedMemory", "name must not contain a NUL byte")
   end
+  if name then
+    -- A leading "/" is the system's; the name is what follows.
+    name = name:gsub("^/", "")
+    if name == "" or #name > NAME_MAX then
+      errors.argument(1, "SharedMemory", ("name must have 1 to %d bytes, not %d")
+        :format(NAME_MAX, #name))
+    end
+  end
   if math.type(size) ~= "integer" or size < 0 or (create and size == 0) then
     errors.argument(1, "SharedMemory", "size must be a positive integer when creating")
   end
   if not name and not create then errors.argument(1, "SharedMemory", "name expected to attach") end
   local path, fd, actual, exists
   if name then
-    path = name:sub(1, 1) == "/" and name or "/" .. name
+    path = "/" .. name
     fd, actual = core.shm_open(path, create, size)
   else
     -- O_EXCL refuses a name that exists: take another.
@@ -191,7 +207,7 @@ function shared.new_shared_memory(opts)
       fd, actual, exists = core.shm_open(path, true, size)
       if fd or not exists then break end
     end
-    name = path
+    name = path:sub(2)
   end
   if not fd then
     error(errors.new("closed", ("shared memory '%s' cannot be %s: %s")
@@ -206,7 +222,7 @@ function shared.new_shared_memory(opts)
       error(errors.new("closed", ("shared memory '%s' cannot be created: %s"):format(name, err)), 2)
     end
   end
-  local s = setmetatable({name = path, size = create and size or actual}, SharedMemory)
+  local s = setmetatable({name = name, size = create and size or actual}, SharedMemory)
   if create then creators[s] = core.getpid() end
   local ok, m = pcall(map_and_close, fd, s.size)
   if not ok then
@@ -237,15 +253,15 @@ end
 -- Removes the name (the memory goes once every process closed it).
 function SharedMemory:unlink()
   self.unlinked = true
-  core.shm_unlink(self.name)
-  if creators[self] == core.getpid() then core.untrack("shm", self.name) end
+  core.shm_unlink(path_of(self))
+  if creators[self] == core.getpid() then core.untrack("shm", path_of(self)) end
 end
 
 -- The creating process removes a name nobody unlinked, so none leaks.
 function SharedMemory:__gc()
   if creators[self] == core.getpid() and not self.unlinked then
-    core.shm_unlink(self.name)
-    core.untrack("shm", self.name)
+    core.shm_unlink(path_of(self))
+    core.untrack("shm", path_of(self))
   end
 end
 

@@ -250,7 +250,9 @@ function worker.main()
   if config.own_process_group then assert(core.new_process_group()) end
   -- Who this worker is, for lmp.current_process() should a task require
   -- lmp; loading the whole module here would only slow the start.
-  core.worker_identity = {name = config.name, pid = core.getpid(), identity = config.identity}
+  core.worker_identity = {name = config.name, pid = core.getpid(), identity = config.identity,
+                          parent = {name = config.parent_name or "MainProcess",
+                                    pid = core.getppid()}}
   -- The globals the initializer set or changed belong to this worker:
   -- the script's values for those names, which travel with tasks, never
   -- replace them (not with the first task, not when the script changes

@@ -80,6 +80,14 @@ workers.register_transport("fork", function(on_message, on_exit)
   return core.fork_worker(on_message, on_exit)
 end)
 
+-- A copy of the forkserver: an lmp-worker started on first need that
+-- loaded nothing of the script and forks workers on request (forkserver.c).
+workers.register_transport("forkserver", function(on_message, on_exit)
+  local exe = workers.executable()
+  return core.forkserver_fork(exe, {exe, core.worker_flag, tostring(core.getpid()),
+                                    core.forkserver_flag}, on_message, on_exit)
+end)
+
 -- How a worker's unexpected end reads in the error it causes.
 function workers.death_message(pid, status, signal)
   if signal ~= 0 then

@@ -9,7 +9,8 @@
 --   map       pool:map(f, 1..MAP_ITEMS), default chunksize, items/s
 --   imap      pool:imap(f, IMAP_ITEMS items), no chunksize, items/s
 --   async     ASYNC_ITEMS apply_async, then wait for all, items/s
---   startup   Pool(2) created, one task, closed and joined, ms (spawn, fork)
+--   startup   Pool(2) created, one task, closed and joined, ms (spawn, fork,
+--             forkserver: its server started once, before the first)
 --   primes    primes below PRIME_LIMIT in 64 ranges: serial vs Pool(2), s
 --   bigstring 100 MB string to a worker and back, MB/s
 --   memory    private memory of an idle worker (smaps_rollup), kB
@@ -99,7 +100,7 @@ end
 
 -- Each start method of lmp, against CPython's of the same name.
 function workloads.startup()
-  for _, method in ipairs{"spawn", "fork"} do
+  for _, method in ipairs{"spawn", "fork", "forkserver"} do
     local times = {}
     for i = 0, STARTUPS do
       local start = clock()
@@ -110,7 +111,7 @@ function workloads.startup()
       -- The first start-up pays for reading the executable from disk.
       if i > 0 then times[i] = clock() - start end
     end
-    out(method == "spawn" and "startup.ms" or "startup_fork.ms", median(times) * 1e3)
+    out(method == "spawn" and "startup.ms" or "startup_" .. method .. ".ms", median(times) * 1e3)
   end
 end
 

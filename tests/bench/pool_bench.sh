@@ -1,7 +1,8 @@
 #!/bin/sh
 # The pool benchmark: each workload of tests/bench/pool.lua run through lmp
 # and, in the same run, through CPython's multiprocessing
-# (tests/bench/pool_cpython.py: fork, and spawn for start-up and memory),
+# (tests/bench/pool_cpython.py: fork, and spawn for start-up and memory,
+# forkserver for start-up),
 # the sides alternating repetition by repetition so that a noisy machine
 # hurts both alike; beside them the floor for one round trip, a C pipe
 # ping-pong between two processes (tests/bench/pingpong.c). Prints the
@@ -68,7 +69,7 @@ measure() {
     # shellcheck disable=SC2086
     case $side in
       lmp) timeout 600 $pin "$LMP" tests/bench/pool.lua "$workload" ;;
-      fork|spawn) timeout 600 $pin "$PYTHON" tests/bench/pool_cpython.py "$workload" "$side" ;;
+      fork|spawn|forkserver) timeout 600 $pin "$PYTHON" tests/bench/pool_cpython.py "$workload" "$side" ;;
     esac | sed -n "s/^\([a-z_.A-Z0-9]*\) \([-0-9.e+]*\)\$/$side \1$suffix \2/p" >>"$results"
   }
 
@@ -83,7 +84,8 @@ measure() {
       printf ' %s' "$workload"
       sides="lmp fork"
       case $workload in
-        startup|memory) sides="lmp fork spawn" ;;
+        startup) sides="lmp fork spawn forkserver" ;;
+        memory) sides="lmp fork spawn" ;;
         primes) sides="lmp" ;; # serial lmp against a pool: no CPython side
       esac
       # Alternate which side goes first.
@@ -165,6 +167,9 @@ awk '
     row("5 Pool(2)+task+close, spawn (ms)", a, b, "spawn", r, "lmp/py<=0.1", check(r, "<=", 0.1))
     b = median("fork startup.ms"); r = ratio_of(a, b)
     row("  lmp spawn against CPython fork", a, b, "fork", r, "", "")
+    a = median("lmp startup_forkserver.ms"); b = median("forkserver startup.ms"); r = ratio_of(a, b)
+    row("5 Pool(2)+task+close, forkserver (ms)", a, b, "forkserver", r, "lmp/py<=0.2",
+      check(r, "<=", 0.2))
     a = median("lmp primes.efficiency")
     row("6 primes, serial/(2 x Pool(2))", a, "", "", "", ">=0.95", check(a, ">=", 0.95))
     row("  cores the workers got", median("lmp primes.pool_cores_used"), "", "", "", "", "")

@@ -272,13 +272,14 @@ describe("peer: TestStartMethod", function()
   after_each(function() assert.is_true(helpers.no_children(5)) end)
 
   it("test_context", function()
-    for _, method in ipairs{"fork", "spawn"} do
+    for _, method in ipairs{"fork", "spawn", "forkserver"} do
       local ctx = lmp.get_context(method)
       assert.equal(method, ctx.get_start_method())
       local pool <close> = ctx.Pool(1)
       assert.equal(4, pool:apply(function(x) return x * x end, {2}))
     end
-    assert.has_error(function() lmp.get_context("forkserver") end)
+    require("lmp.core").forkserver_stop()
+    assert.has_error(function() lmp.get_context("vfork") end)
   end)
 
   it("test_set_get", function()

@@ -131,7 +131,7 @@ describe("peer: _TestSharedMemory", function()
   it("test_shared_memory_basics", function()
     local name = new_name("test01_tsmb")
     local sms = SharedMemory{name = name, create = true, size = 512}
-    assert.equal("/" .. name, sms.name)
+    assert.equal(name, sms.name) -- without the system's leading "/"
     assert.is_true(sms.size >= 512)
     assert.matches(name, tostring(sms.name))
     sms:write(0, "\42")
