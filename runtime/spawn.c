@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,69 +24,136 @@
 
 #define LMP_MAX_PASSED_FDS 32
 
-/* Descriptors the script opened itself (io.open, io.popen, a luv socket)
- * have no close-on-exec flag, so a worker would inherit every one and keep
- * it open for its whole life: the reader of an io.popen pipe would not see
- * end of file while workers live. Python's spawn closes them in the child;
- * lmp's child cannot tell them from its own, so the parent marks them
- * close-on-exec for the moment of the spawn (libuv's child clears the flag
- * on the descriptors it is told to pass) and clears the marks afterwards,
- * so that the script's own children (os.execute, io.popen) inherit them
- * as before. Descriptors from the soft RLIMIT_NOFILE up are left alone:
- * valgrind keeps its own there. Returns the marked descriptors (to give
- * to unmark_descriptors), or NULL with *count 0 if none or out of memory,
- * in which case the child simply inherits them, as before. */
-static int *mark_descriptors(int *count) {
-  struct rlimit limit;
-  long ceiling = LONG_MAX;
-  int *marked = NULL, capacity = 0, self;
-  DIR *dir;
-  struct dirent *entry;
-  *count = 0;
-  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY)
-    ceiling = (long)limit.rlim_cur;
-  dir = opendir("/proc/self/fd");
-  if (dir == NULL) return NULL;
-  self = dirfd(dir);
-  while ((entry = readdir(dir)) != NULL) {
-    char *end;
-    long fd = strtol(entry->d_name, &end, 10);
-    int flags;
-    if (*end != '\0' || end == entry->d_name || fd < 3 || fd >= ceiling || fd == self) continue;
-    flags = fcntl((int)fd, F_GETFD);
-    if (flags < 0 || (flags & FD_CLOEXEC)) continue;
-    if (*count == capacity) {
-      int *grown = realloc(marked, (size_t)(capacity ? capacity * 2 : 16) * sizeof *marked);
-      if (grown == NULL) break;
-      marked = grown;
-      capacity = capacity ? capacity * 2 : 16;
+static void free_unstarted(uv_handle_t *handle) {
+  free(handle->data);
+}
+
+/* The parent's end of a new worker's channel: a connected socket pair,
+ * fds[0] opened as the handle's uv pipe, fds[1] for the child. The box (at
+ * the top of the stack) owns the handle from here on. Raises on failure,
+ * with nothing left open. */
+static child *make_channel(lua_State *L, uv_loop_t *loop, child **box, int fds[2]) {
+  child *c;
+  int r;
+  c = calloc(1, sizeof *c);
+  if (c == NULL) luaL_error(L, "lmp: not enough memory");
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+    free(c);
+    luaL_error(L, "lmp: cannot make a channel: %s", strerror(errno));
+  }
+  /* The handles that need no process are made before there is one, so
+   * that a failure leaves no process behind. */
+  c->channel.data = c;
+  if ((r = uv_pipe_init(loop, &c->channel, 0)) != 0) free(c);
+  else if ((r = uv_pipe_open(&c->channel, fds[0])) != 0)
+    uv_close((uv_handle_t *)&c->channel, free_unstarted);
+  if (r != 0) {
+    close(fds[0]);
+    close(fds[1]);
+    luaL_error(L, "lmp: cannot make a channel: %s", uv_strerror(r));
+  }
+  c->handles_open = 1;
+  c->lua_owned = 1;
+  c->exited = c->eof = c->reported = 1; /* till the worker runs */
+  c->owner = (long)getpid();
+  *box = c; /* the box's finalizer closes the channel from here on */
+  return c;
+}
+
+/* The parent's side once the child `pid` runs: its exit is watched by its
+ * pidfd (or SIGCHLD) and its channel read. Returns the box. */
+static int watch_child(lua_State *L, child *c, child **box, pid_t pid, int on_message) {
+  int pidfd, r;
+  c->forked = 1;
+  c->pid = (int)pid;
+  c->exited = c->eof = c->reported = 0;
+  /* $LMP_NO_PIDFD makes lmp take the SIGCHLD way, for its tests. */
+  pidfd = getenv("LMP_NO_PIDFD") ? -1 : (int)syscall(SYS_pidfd_open, pid, 0);
+  if (pidfd >= 0 && uv_poll_init(lmp__loop(L), &c->exit_watch, pidfd) != 0) {
+    close(pidfd);
+    pidfd = -1;
+  }
+  if (pidfd >= 0) {
+    c->by_pidfd = 1;
+    c->pidfd = pidfd;
+    c->exit_watch.data = c;
+    c->handles_open++;
+    r = uv_poll_start(&c->exit_watch, UV_READABLE, lmp__child_on_pidfd);
+  } else {
+    siginfo_t info;
+    c->pidfd = -1;
+    if ((r = uv_signal_init(lmp__loop(L), &c->sigchld)) == 0) {
+      c->sigchld.data = c;
+      c->handles_open++;
+      r = uv_signal_start(&c->sigchld, lmp__child_on_sigchld, SIGCHLD);
     }
-    if (fcntl((int)fd, F_SETFD, flags | FD_CLOEXEC) == 0) marked[(*count)++] = (int)fd;
+    /* An exit before the watch began raised its SIGCHLD unseen: raise
+     * another (the zombie waits to be reaped). */
+    memset(&info, 0, sizeof info);
+    if (r == 0 && waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+        info.si_pid == pid)
+      kill(getpid(), SIGCHLD);
   }
-  closedir(dir);
-  if (*count == 0) {
-    free(marked);
-    return NULL;
+  if (r != 0) {
+    /* Its exit could not be watched: the worker goes now, reaped here, and
+     * the box's finalizer closes what was opened. */
+    int status;
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    c->exited = c->eof = c->reported = 1;
+    return luaL_error(L, "lmp: cannot watch a worker: %s", uv_strerror(r));
   }
-  return marked;
+  return lmp__child_started(L, c, box, on_message);
 }
 
-static void unmark_descriptors(int *marked, int count) {
-  int i;
-  for (i = 0; i < count; i++) {
-    int flags = fcntl(marked[i], F_GETFD);
-    if (flags >= 0) fcntl(marked[i], F_SETFD, flags & ~FD_CLOEXEC);
+/* In the child of core.spawn, between fork and exec: only async-signal-
+ * safe calls. The channel goes to fd 3, the passed descriptors to 4, 5,
+ * ...; every other descriptor from there up to `limit` (the soft
+ * RLIMIT_NOFILE: valgrind keeps its own above it) is closed, so that the
+ * worker inherits nothing the script opened (an io.popen pipe's reader
+ * would not see end of file while workers live). Signals get their
+ * default actions and are unblocked, as a new program expects. */
+static LMP_NORETURN void exec_worker(const char *file, char **args, int channel, const int *passed,
+                                     int npassed, long limit) {
+  int moved[1 + LMP_MAX_PASSED_FDS], base = LMP_CHANNEL_FD + 1 + npassed, i, sig;
+  sigset_t none;
+  for (sig = 1; sig < NSIG; sig++)
+    if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL);
+  /* Out of the way first: a source may sit where another one goes. */
+  moved[0] = fcntl(channel, F_DUPFD, base);
+  for (i = 0; i < npassed; i++) moved[1 + i] = fcntl(passed[i], F_DUPFD, base);
+  for (i = 0; i <= npassed; i++)
+    if (moved[i] < 0 || dup2(moved[i], LMP_CHANNEL_FD + i) < 0) _exit(127);
+  for (i = 0; i < 3; i++) fcntl(i, F_SETFD, 0);
+#ifdef SYS_close_range
+  if (syscall(SYS_close_range, (unsigned)base, (unsigned)(limit - 1), 0) != 0)
+#endif
+  {
+    long fd;
+    for (fd = base; fd < limit; fd++) close((int)fd);
   }
-  free(marked);
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  execvp(file, args);
+  _exit(127);
 }
 
-/* core.spawn(file, args, on_message, on_exit [, fds]) -> handle */
+/* core.spawn(file, args, on_message, on_exit [, fds]) -> handle
+ * The worker is started with vfork and execs its program; this process
+ * does not wait for the exec to succeed (libuv's uv_spawn forks and waits
+ * for it, to report an exec failure), so a pool starts all its workers
+ * at once. A program that cannot be run is
+ * reported here when it is missing or not executable; one that fails at
+ * exec all the same dies at once, with status 127. */
 static int core_spawn(lua_State *L) {
   const char *file = luaL_checkstring(L, 1);
-  uv_process_options_t options;
-  uv_stdio_container_t stdio[4 + LMP_MAX_PASSED_FDS];
   char *args[64];
-  int nargs, npassed = 0, i, r, nmarked, *marked;
+  int passed[LMP_MAX_PASSED_FDS];
+  int nargs, npassed = 0, i, fds[2], r;
+  long limit = 65536;
+  struct rlimit rl;
+  sigset_t all, old;
+  pid_t pid;
   child **box, *c;
   uv_loop_t *loop;
   luaL_checktype(L, 2, LUA_TTABLE);
@@ -105,53 +173,44 @@ static int core_spawn(lua_State *L) {
     luaL_checktype(L, 5, LUA_TTABLE);
     npassed = (int)lua_rawlen(L, 5);
     if (npassed > LMP_MAX_PASSED_FDS) return luaL_argerror(L, 5, "too many descriptors");
+    for (i = 0; i < npassed; i++) {
+      lua_rawgeti(L, 5, i + 1);
+      passed[i] = (int)luaL_checkinteger(L, -1);
+      lua_pop(L, 1);
+    }
   }
+  lua_settop(L, 5);
+  if (strchr(file, '/') != NULL && access(file, X_OK) != 0) {
+    lua_pushfstring(L, "cannot start worker '%s': %s", file, strerror(errno));
+    lmp__push_error(L, "worker_lost", lua_tostring(L, -1));
+    return lua_error(L);
+  }
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+    limit = (long)rl.rlim_cur;
   loop = lmp__loop(L); /* may refuse: before anything is allocated */
   box = lua_newuserdatauv(L, sizeof *box, 0);
   *box = NULL;
   luaL_setmetatable(L, CHILD_META);
-  c = calloc(1, sizeof *c);
-  if (c == NULL || uv_pipe_init(loop, &c->channel, 0) != 0) {
-    free(c);
-    return luaL_error(L, "lmp: cannot make a channel for a worker");
-  }
-  memset(&options, 0, sizeof options);
-  memset(stdio, 0, sizeof stdio);
-  c->channel.data = c;
-  c->process.data = c;
-  for (i = 0; i < 3; i++) {
-    stdio[i].flags = UV_INHERIT_FD;
-    stdio[i].data.fd = i;
-  }
-  stdio[3].flags = UV_CREATE_PIPE | UV_READABLE_PIPE | UV_WRITABLE_PIPE;
-  stdio[3].data.stream = (uv_stream_t *)&c->channel;
-  for (i = 0; i < npassed; i++) {
-    lua_rawgeti(L, 5, i + 1);
-    stdio[4 + i].flags = UV_INHERIT_FD;
-    stdio[4 + i].data.fd = (int)lua_tointeger(L, -1);
-    lua_pop(L, 1);
-  }
-  options.file = file;
-  options.args = args;
-  options.stdio = stdio;
-  options.stdio_count = 4 + npassed;
-  options.exit_cb = lmp__child_on_exit;
-  marked = mark_descriptors(&nmarked);
-  r = uv_spawn(loop, &c->process, &options);
-  if (marked != NULL) unmark_descriptors(marked, nmarked);
-  c->handles_open = 2;
-  c->lua_owned = 1;
-  if (r != 0) {
-    c->lua_owned = 0;
-    c->exited = c->eof = c->reported = 1;
-    lmp__child_close_handle((uv_handle_t *)&c->process);
-    lmp__child_close_handle((uv_handle_t *)&c->channel);
-    lua_pushfstring(L, "cannot start worker '%s': %s", file, uv_strerror(r));
+  c = make_channel(L, loop, box, fds);
+  /* vfork: the child borrows this process's memory until its exec, so
+   * nothing is copied and no page of this process turns copy-on-write
+   * (after a fork, each page this process wrote next cost a fault and a
+   * TLB flush: most of a worker's start-up, and paid one worker after
+   * another). This thread waits only until the child's exec has begun.
+   * No handler of this process may run in the child before its exec. */
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  pid = vfork();
+  if (pid == 0) exec_worker(file, args, fds[1], passed, npassed, limit);
+  r = errno;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  close(fds[1]);
+  if (pid < 0) {
+    lua_pushfstring(L, "cannot start worker '%s': %s", file, strerror(r));
     lmp__push_error(L, "worker_lost", lua_tostring(L, -1));
     return lua_error(L);
   }
-  c->pid = c->process.pid;
-  return lmp__child_started(L, c, box, 3);
+  return watch_child(L, c, box, pid, 3);
 }
 
 /* Closes every descriptor from `from` on (close_range, or one by one
@@ -195,12 +254,8 @@ static LMP_NORETURN void run_forked_worker(lua_State *L, int fd, long parent) {
  * "fork" start method. The child is a copy of this process, with the
  * script and everything it loaded already there: no executable to load,
  * no Lua to start, so a pool is ready in a fraction of the time. */
-static void free_unstarted(uv_handle_t *handle) {
-  free(handle->data);
-}
-
 static int core_fork_worker(lua_State *L) {
-  int fds[2], pidfd, r;
+  int fds[2], r;
   pid_t pid;
   long parent = (long)getpid();
   child **box, *c;
@@ -215,28 +270,7 @@ static int core_fork_worker(lua_State *L) {
   box = lua_newuserdatauv(L, sizeof *box, 0);
   *box = NULL;
   luaL_setmetatable(L, CHILD_META);
-  c = calloc(1, sizeof *c);
-  if (c == NULL) return luaL_error(L, "lmp: not enough memory");
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
-    free(c);
-    return luaL_error(L, "lmp: cannot make a channel: %s", strerror(errno));
-  }
-  /* The handles that need no process are made before there is one, so
-   * that a failure leaves no process behind. */
-  c->channel.data = c;
-  if ((r = uv_pipe_init(loop, &c->channel, 0)) != 0) free(c);
-  else if ((r = uv_pipe_open(&c->channel, fds[0])) != 0)
-    uv_close((uv_handle_t *)&c->channel, free_unstarted);
-  if (r != 0) {
-    close(fds[0]);
-    close(fds[1]);
-    return luaL_error(L, "lmp: cannot make a channel: %s", uv_strerror(r));
-  }
-  c->handles_open = 1;
-  c->lua_owned = 1;
-  c->exited = c->eof = c->reported = 1; /* till the worker runs */
-  c->owner = (long)getpid();
-  *box = c; /* the box's finalizer closes the channel from here on */
+  c = make_channel(L, loop, box, fds);
   /* What stdio holds unwritten would otherwise be written twice. */
   fflush(NULL);
   pid = fork();
@@ -251,46 +285,7 @@ static int core_fork_worker(lua_State *L) {
     lmp__push_error(L, "worker_lost", lua_tostring(L, -1));
     return lua_error(L);
   }
-  c->forked = 1;
-  c->pid = (int)pid;
-  c->exited = c->eof = c->reported = 0;
-  /* $LMP_NO_PIDFD makes lmp take the SIGCHLD way, for its tests. */
-  pidfd = getenv("LMP_NO_PIDFD") ? -1 : (int)syscall(SYS_pidfd_open, pid, 0);
-  if (pidfd >= 0 && uv_poll_init(loop, &c->exit_watch, pidfd) != 0) {
-    close(pidfd);
-    pidfd = -1;
-  }
-  if (pidfd >= 0) {
-    c->by_pidfd = 1;
-    c->pidfd = pidfd;
-    c->exit_watch.data = c;
-    c->handles_open++;
-    r = uv_poll_start(&c->exit_watch, UV_READABLE, lmp__child_on_pidfd);
-  } else {
-    siginfo_t info;
-    c->pidfd = -1;
-    if ((r = uv_signal_init(loop, &c->sigchld)) == 0) {
-      c->sigchld.data = c;
-      c->handles_open++;
-      r = uv_signal_start(&c->sigchld, lmp__child_on_sigchld, SIGCHLD);
-    }
-    /* An exit before the watch began raised its SIGCHLD unseen: raise
-     * another (the zombie waits to be reaped). */
-    memset(&info, 0, sizeof info);
-    if (r == 0 && waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
-        info.si_pid == pid)
-      kill(getpid(), SIGCHLD);
-  }
-  if (r != 0) {
-    /* Its exit could not be watched: the worker goes now, reaped here, and
-     * the box's finalizer closes what was opened. */
-    int status;
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    c->exited = c->eof = c->reported = 1;
-    return luaL_error(L, "lmp: cannot watch a forked worker: %s", uv_strerror(r));
-  }
-  return lmp__child_started(L, c, box, 1);
+  return watch_child(L, c, box, pid, 1);
 }
 
 /* core.kill(pid [, signal]) -> true, or nil and a message. */
