@@ -34,7 +34,7 @@ LDFLAGS_ALL = $(SANFLAGS) $(LDFLAGS)
 #   embedding
 RUNTIME := memory buffer \
            inbox \
-           error names encode decode payload \
+           error names numbers encode decode payload \
            loop \
            sigpipe digest tracker terminal shared feeder channel process_send process spawn server \
            worker interrupt \
