@@ -248,47 +248,6 @@ describe("Pool", function()
     assert.is_true(tasks < 100, tasks .. " tasks for 4000 items")
   end)
 
-  -- A map's workers start on its first chunks while the rest are still
-  -- being encoded: here the last item takes 0.3 s to encode (its
-  -- __lmp_serialize waits), and the first item has run by then.
-  it("map sends each worker a first chunk before encoding the rest", function()
-    local core = require "lmp.core"
-    local encoded_at
-    local slow_mt = {__lmp_serialize = function()
-      local t0 = core.hrtime()
-      repeat until core.hrtime() - t0 > 0.3
-      encoded_at = core.hrtime()
-      return "pool_spec.slow", 0
-    end}
-    local function register() require("lmp").register("pool_spec.slow", function() return 0 end) end
-    register()
-    local own <close> = lmp.Pool{processes = 2, initializer = register}
-    local slow = io.tmpfile()
-    slow:close()
-    debug.setmetatable(slow, slow_mt)
-    local items = {}
-    for i = 1, 99 do items[i] = i end
-    items[100] = slow
-    local results = own:map(function(x)
-      if x == 1 then return require("lmp.core").hrtime() end
-      return 0
-    end, items)
-    assert.is_true(results[1] < encoded_at, "the first item ran after the last was encoded")
-  end)
-
-  it("an unsendable item in a later chunk still raises from map, and the pool goes on", function()
-    local items = {}
-    for i = 1, 99 do items[i] = i end
-    items[100] = coroutine.create(function() end)
-    local ok, err = pcall(pool.map, pool, function(x) return x end, items)
-    assert.is_false(ok)
-    assert.equal("serialize", err.kind)
-    assert.same({1, 4, 9, n = 3}, pool:map(square, {1, 2, 3}))
-    local async_ok = pcall(pool.map_async, pool, function(x) return x end, items)
-    assert.is_false(async_ok)
-    assert.same({1, 4, 9, n = 3}, pool:map(square, {1, 2, 3}))
-  end)
-
   it("imap raises the failing item's error when it is reached", function()
     local got = {}
     local ok, err = pcall(function()

@@ -100,8 +100,8 @@ local function new_pool(opts, fname)
   return self
 end
 
--- Splits the items into tasks (map reads its whole input, as Python's
--- does), encoded at the call so that an unsendable item raises there.
+-- Splits the items into tasks, all encoded before any is queued (map reads
+-- its whole input, as Python's does).
 local function submit_all(self, job, fn, mode, read, total, chunksize, timeout, array)
   if not array then
     array, total = {}, 0
@@ -126,34 +126,17 @@ local function submit_all(self, job, fn, mode, read, total, chunksize, timeout, 
   else
     sizes = chunking.chunk_plan(total, self.processes)
   end
-  job.total = total
-  if job.bar then job.bar.total = total end
-  -- One task per worker goes out as soon as it is encoded, so that the
-  -- workers start while the rest are encoded (a map right after another
-  -- does not find them waiting for the whole input). An item that cannot
-  -- be sent still raises from the call: the job is then dropped, and what
-  -- the tasks already sent answer is ignored.
-  local early = #sizes > #self.workers and #self.workers or 0
   local tasks, first = {}, 1
-  local ok, err = pcall(function()
-    for i, size in ipairs(sizes) do
-      tasks[i] = new_task(job, fn, mode, array, first, size, first, timeout)
-      first = first + size
-      if i <= early then
-        self:_enqueue(tasks[i])
-        self:_pump()
-      end
-    end
-  end)
-  if not ok then
-    job.done = true
-    if job.bar then job.bar:finish() end
-    error(err, 0)
+  for i, size in ipairs(sizes) do
+    tasks[i] = new_task(job, fn, mode, array, first, size, first, timeout)
+    first = first + size
   end
+  job.total = total
   -- The result table (made at its final size when the first chunk comes
   -- back, while the workers run the next ones).
   if total == 0 then job.results = {n = 0} end
-  for i = early + 1, #tasks do self:_enqueue(tasks[i]) end
+  if job.bar then job.bar.total = total end
+  for _, task in ipairs(tasks) do self:_enqueue(task) end
   job:_queued()
   if total == 0 then job:_finish(nil) end
   self:_pump()
