@@ -206,7 +206,7 @@ describe("Pool", function()
   -- sizes of an imap and how many tasks a worker is given at once) is the
   -- time the task ran in its worker, not the time from sending it to
   -- reading its answer: here the answer waits unread while this process
-  -- is busy for ten times the task's run.
+  -- is busy for about sixteen times the task's run.
   it("a task's time is what it ran in the worker, not how long its answer waited", function()
     local own <close> = lmp.Pool(1)
     local result = own:apply_async(function()
@@ -215,10 +215,11 @@ describe("Pool", function()
       return true
     end, {})
     local t0 = os.clock()
-    repeat until os.clock() - t0 > 0.3
+    repeat until os.clock() - t0 > 0.5
     assert.is_true(result:get())
     assert.is_true(own.task_time >= 0.03, "task_time " .. own.task_time)
-    assert.is_true(own.task_time < 0.15, "task_time " .. own.task_time)
+    -- Its run, even in a worker under valgrind, is well below the wait.
+    assert.is_true(own.task_time < 0.25, "task_time " .. own.task_time)
   end)
 
   -- With the same estimate, an imap whose caller is slow between results
