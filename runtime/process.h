@@ -43,9 +43,10 @@ typedef struct child {
 /* process.c: closes one of the handle's libuv handles; the last one closed frees it
  * once Lua let go. */
 void lmp__child_close_handle(uv_handle_t *handle);
-/* How the handle learns of its worker's exit: libuv's exit callback for a
- * spawned worker; for a forked one, its pidfd turning readable or, where
- * there is no pidfd, SIGCHLD. */
+/* How the handle learns of its worker's exit: its pidfd turning readable
+ * or, where there is no pidfd, SIGCHLD (spawn.c starts every worker
+ * itself now; libuv's exit callback, for a handle libuv started, is no
+ * longer used). */
 void lmp__child_on_exit(uv_process_t *process, int64_t exit_status, int term_signal);
 void lmp__child_on_pidfd(uv_poll_t *watch, int status, int events);
 void lmp__child_on_sigchld(uv_signal_t *handle, int signum);

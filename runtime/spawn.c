@@ -1,8 +1,9 @@
-/* Starting a worker process: the "spawn" start method (libuv starts an
- * executable with a channel on its fd 3, so its stdin, stdout and stderr
- * stay the terminal's) and the "fork" one (a copy of this process, its
- * channel moved to fd 3). Either way the result is a worker process
- * handle (process.c). Also core.kill, core.cpu_count and core.getpid. */
+/* Starting a worker process: the "spawn" start method (an executable run
+ * with vfork and exec, a channel on its fd 3, so its stdin, stdout and
+ * stderr stay the terminal's) and the "fork" one (a copy of this process,
+ * its channel moved to fd 3). Either way the result is a worker process
+ * handle (process.c), whose exit is watched by its pidfd (or SIGCHLD).
+ * Also core.kill, core.cpu_count and core.getpid. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
