@@ -34,7 +34,7 @@ LDFLAGS_ALL = $(SANFLAGS) $(LDFLAGS)
 #   embedding
 RUNTIME := memory buffer \
            inbox \
-           error names encode decode descriptors payload \
+           error names numbers encode decode descriptors payload \
            loop timer \
            close_from sigpipe digest tracker terminal shared futex waiter sync feeder fd_passing channel process_send process spawn forkserver server watch listener \
            worker interrupt \

@@ -430,6 +430,13 @@ static void decode_value(decoder *d) {
         refused(d, "a metatable", "metatables");
       decode_table(d, tag == T_TABLE_MT);
       return;
+    case T_FLOAT_ARRAY:
+    case T_INT_ARRAY: {
+      const char *bad = lmp__decode_number_array(L, tag, &d->p, d->end, &d->slot_budget);
+      if (bad) malformed(d, bad);
+      remember(d, new_id(d));
+      return;
+    }
     case T_REF: {
       push_ref(d, get_varint(d), "reference to nothing");
       return;

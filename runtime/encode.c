@@ -249,6 +249,14 @@ static int encode_table(encoder *e, int idx) {
   if (refuse_if_not_sendable(e, idx)) return -1;
   if (enter(e)) return -1;
   has_meta = lua_getmetatable(L, idx);
+  if (!has_meta) {
+    int written = lmp__encode_number_array(L, idx, e->out);
+    if (written < 0) out_of_memory(e);
+    if (written) {
+      e->depth--;
+      return 0;
+    }
+  }
   put_byte(e, has_meta ? T_TABLE_MT : T_TABLE);
   counts_at = put_u32_placeholder(e);
   put_u32_placeholder(e);
@@ -397,43 +405,14 @@ static int encode_userdata(encoder *e, int idx) {
   }
 }
 
-/* The smallest encoding that keeps the subtype and every bit. Written
- * into room made for the longest (9 bytes), without a check per byte. */
-static void put_integer(encoder *e, lua_Integer v) {
-  unsigned char *b;
-  if (e->out->cap - e->out->len < 9 && lmp__buffer_reserve(e->out, 9) != 0) out_of_memory(e);
-  b = (unsigned char *)e->out->data + e->out->len;
-  if (v >= INT8_MIN && v <= INT8_MAX) {
-    b[0] = T_INT8;
-    b[1] = (unsigned char)(int8_t)v;
-    e->out->len += 2;
-  } else if (v >= INT32_MIN && v <= INT32_MAX) {
-    int32_t v32 = (int32_t)v;
-    b[0] = T_INT32;
-    memcpy(b + 1, &v32, 4);
-    e->out->len += 5;
-  } else {
-    int64_t v64 = (int64_t)v;
-    b[0] = T_INT64;
-    memcpy(b + 1, &v64, 8);
-    e->out->len += 9;
-  }
+/* A number, in the smallest encoding that keeps its subtype and every bit
+ * (numbers.c). */
+static void encode_number(encoder *e, int idx) {
+  if (lmp__put_number(e->L, idx, e->out) != 0) out_of_memory(e);
 }
 
-static void encode_number(encoder *e, int idx) {
-  lua_State *L = e->L;
-  unsigned char *b;
-  double d;
-  if (lua_isinteger(L, idx)) {
-    put_integer(e, lua_tointeger(L, idx));
-    return;
-  }
-  if (e->out->cap - e->out->len < 9 && lmp__buffer_reserve(e->out, 9) != 0) out_of_memory(e);
-  b = (unsigned char *)e->out->data + e->out->len;
-  d = (double)lua_tonumber(L, idx);
-  b[0] = T_FLOAT;
-  memcpy(b + 1, &d, 8);
-  e->out->len += 9;
+static void put_integer(encoder *e, lua_Integer v) {
+  if (lmp__put_integer(e->out, v) != 0) out_of_memory(e);
 }
 
 static int encode_value(encoder *e, int idx) {

@@ -1,6 +1,6 @@
-/* The parent's side of one worker process: libuv starts it with a channel
- * (a socket pair on the child's fd 3, so its stdin, stdout and stderr stay
- * the terminal's), frames values onto the channel, and hands each arriving
+/* The parent's side of one worker process: spawn.c starts it with a
+ * channel (a socket pair on the child's fd 3, so its stdin, stdout and
+ * stderr stay the terminal's), frames values onto the channel, and hands each arriving
  * value to a Lua function. When the process has exited and its channel is
  * drained, one exit callback reports how it ended. */
 #include <dirent.h>

@@ -1,11 +1,13 @@
-/* Starting a worker process: the "spawn" start method (libuv starts an
- * executable with a channel on its fd 3, so its stdin, stdout and stderr
- * stay the terminal's) and the "fork" one (a copy of this process, its
- * channel moved to fd 3). Either way the result is a worker process
- * handle (process.c). Also core.kill, core.cpu_count and core.getpid. */
+/* Starting a worker process: the "spawn" start method (an executable run
+ * with vfork and exec, a channel on its fd 3, so its stdin, stdout and
+ * stderr stay the terminal's) and the "fork" one (a copy of this process,
+ * its channel moved to fd 3). Either way the result is a worker process
+ * handle (process.c), whose exit is watched by its pidfd (or SIGCHLD).
+ * Also core.kill, core.cpu_count and core.getpid. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,70 +23,55 @@
 #include "channel.h"
 #include "process.h"
 
-/* Descriptors the script opened itself (io.open, io.popen, a luv socket)
- * have no close-on-exec flag, so a worker would inherit every one and keep
- * it open for its whole life: the reader of an io.popen pipe would not see
- * end of file while workers live. Python's spawn closes them in the child;
- * lmp's child cannot tell them from its own, so the parent marks them
- * close-on-exec for the moment of the spawn (libuv's child clears the flag
- * on the descriptors it is told to pass) and clears the marks afterwards,
- * so that the script's own children (os.execute, io.popen) inherit them
- * as before. Descriptors from the soft RLIMIT_NOFILE up are left alone:
- * valgrind keeps its own there. Returns the marked descriptors (to give
- * to unmark_descriptors), or NULL with *count 0 if none or out of memory,
- * in which case the child simply inherits them, as before. */
-static int *mark_descriptors(int *count) {
-  struct rlimit limit;
-  long ceiling = LONG_MAX;
-  int *marked = NULL, capacity = 0, self;
-  DIR *dir;
-  struct dirent *entry;
-  *count = 0;
-  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY)
-    ceiling = (long)limit.rlim_cur;
-  dir = opendir("/proc/self/fd");
-  if (dir == NULL) return NULL;
-  self = dirfd(dir);
-  while ((entry = readdir(dir)) != NULL) {
-    char *end;
-    long fd = strtol(entry->d_name, &end, 10);
-    int flags;
-    if (*end != '\0' || end == entry->d_name || fd < 3 || fd >= ceiling || fd == self) continue;
-    flags = fcntl((int)fd, F_GETFD);
-    if (flags < 0 || (flags & FD_CLOEXEC)) continue;
-    if (*count == capacity) {
-      int *grown = realloc(marked, (size_t)(capacity ? capacity * 2 : 16) * sizeof *marked);
-      if (grown == NULL) break;
-      marked = grown;
-      capacity = capacity ? capacity * 2 : 16;
-    }
-    if (fcntl((int)fd, F_SETFD, flags | FD_CLOEXEC) == 0) marked[(*count)++] = (int)fd;
+/* In the child of core.spawn, between fork and exec: only async-signal-
+ * safe calls. The channel goes to fd 3, the passed descriptors to 4, 5,
+ * ...; every other descriptor from there up to `limit` (the soft
+ * RLIMIT_NOFILE: valgrind keeps its own above it) is closed, so that the
+ * worker inherits nothing the script opened (an io.popen pipe's reader
+ * would not see end of file while workers live). Signals get their
+ * default actions and are unblocked, as a new program expects. */
+static LMP_NORETURN void exec_worker(const char *file, char **args, int channel, const int *passed,
+                                     int npassed, long limit) {
+  int moved[1 + LMP_MAX_PASSED_FDS], base = LMP_CHANNEL_FD + 1 + npassed, i, sig;
+  sigset_t none;
+  for (sig = 1; sig < NSIG; sig++)
+    if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL);
+  /* Out of the way first: a source may sit where another one goes. */
+  moved[0] = fcntl(channel, F_DUPFD, base);
+  for (i = 0; i < npassed; i++) moved[1 + i] = fcntl(passed[i], F_DUPFD, base);
+  for (i = 0; i <= npassed; i++)
+    if (moved[i] < 0 || dup2(moved[i], LMP_CHANNEL_FD + i) < 0) _exit(127);
+  for (i = 0; i < 3; i++) fcntl(i, F_SETFD, 0);
+#ifdef SYS_close_range
+  if (syscall(SYS_close_range, (unsigned)base, (unsigned)(limit - 1), 0) != 0)
+#endif
+  {
+    long fd;
+    for (fd = base; fd < limit; fd++) close((int)fd);
   }
-  closedir(dir);
-  if (*count == 0) {
-    free(marked);
-    return NULL;
-  }
-  return marked;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  execvp(file, args);
+  _exit(127);
 }
 
-static void unmark_descriptors(int *marked, int count) {
-  int i;
-  for (i = 0; i < count; i++) {
-    int flags = fcntl(marked[i], F_GETFD);
-    if (flags >= 0) fcntl(marked[i], F_SETFD, flags & ~FD_CLOEXEC);
-  }
-  free(marked);
-}
-
-/* core.spawn(file, args, on_message, on_exit) -> handle */
+/* core.spawn(file, args, on_message, on_exit [, fds]) -> handle
+ * The worker is started with vfork and execs its program; this process
+ * does not wait for the exec to succeed (libuv's uv_spawn forks and waits
+ * for it, to report an exec failure), so a pool starts all its workers
+ * at once. A program that cannot be run is
+ * reported here when it is missing or not executable; one that fails at
+ * exec all the same dies at once, with status 127. */
 static int core_spawn(lua_State *L) {
   const char *file = luaL_checkstring(L, 1);
-  uv_process_options_t options;
-  uv_stdio_container_t stdio[4];
   char *args[64];
-  int nargs, i, r, nmarked, *marked;
-  worker_handle **box, *c;
+  int passed[LMP_MAX_PASSED_FDS];
+  int nargs, npassed = 0, i, peer, r;
+  long limit = 65536;
+  struct rlimit rl;
+  sigset_t all, old;
+  pid_t pid;
+  worker_handle *c;
   uv_loop_t *loop;
   luaL_checktype(L, 2, LUA_TTABLE);
   luaL_checktype(L, 3, LUA_TFUNCTION);
@@ -97,48 +84,48 @@ static int core_spawn(lua_State *L) {
     lua_pop(L, 1);
   }
   args[nargs] = NULL;
-  loop = lmp__loop(L); /* may refuse: before anything is allocated */
-  box = lua_newuserdatauv(L, sizeof *box, 0);
-  *box = NULL;
-  luaL_setmetatable(L, HANDLE_META);
-  c = calloc(1, sizeof *c);
-  /* An ipc pipe: libuv reads it with recvmsg and keeps the descriptors
-   * that come with frames (process.c takes them). */
-  if (c == NULL || uv_pipe_init(loop, &c->channel, 1) != 0) {
-    free(c);
-    return luaL_error(L, "lmp: cannot make a channel for a worker");
+  /* Optional 5th argument: descriptors the child inherits as fd 4, 5, ...
+   * (the connections an lmp.Process was given). */
+  if (!lua_isnoneornil(L, 5)) {
+    luaL_checktype(L, 5, LUA_TTABLE);
+    npassed = (int)lua_rawlen(L, 5);
+    if (npassed > LMP_MAX_PASSED_FDS) return luaL_argerror(L, 5, "too many descriptors");
+    for (i = 0; i < npassed; i++) {
+      lua_rawgeti(L, 5, i + 1);
+      passed[i] = (int)luaL_checkinteger(L, -1);
+      lua_pop(L, 1);
+    }
   }
-  memset(&options, 0, sizeof options);
-  memset(stdio, 0, sizeof stdio);
-  c->channel.data = c;
-  c->process.data = c;
-  for (i = 0; i < 3; i++) {
-    stdio[i].flags = UV_INHERIT_FD;
-    stdio[i].data.fd = i;
-  }
-  stdio[3].flags = UV_CREATE_PIPE | UV_READABLE_PIPE | UV_WRITABLE_PIPE;
-  stdio[3].data.stream = (uv_stream_t *)&c->channel;
-  options.file = file;
-  options.args = args;
-  options.stdio = stdio;
-  options.stdio_count = 4;
-  options.exit_cb = lmp__handle_on_exit;
-  marked = mark_descriptors(&nmarked);
-  r = uv_spawn(loop, &c->process, &options);
-  if (marked != NULL) unmark_descriptors(marked, nmarked);
-  c->handles_open = 2;
-  c->lua_owned = 1;
-  if (r != 0) {
-    c->lua_owned = 0;
-    c->exited = c->eof = c->reported = 1;
-    lmp__handle_close_handle((uv_handle_t *)&c->process);
-    lmp__handle_close_handle((uv_handle_t *)&c->channel);
-    lua_pushfstring(L, "cannot start worker '%s': %s", file, uv_strerror(r));
+  lua_settop(L, 5);
+  if (strchr(file, '/') != NULL && access(file, X_OK) != 0) {
+    lua_pushfstring(L, "cannot start worker '%s': %s", file, strerror(errno));
     lmp__push_error(L, "worker_lost", lua_tostring(L, -1));
     return lua_error(L);
   }
-  c->pid = c->process.pid;
-  return lmp__handle_started(L, c, box, 3);
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+    limit = (long)rl.rlim_cur;
+  loop = lmp__loop(L); /* may refuse: before anything is allocated */
+  (void)loop;
+  c = lmp__new_forked_handle(L, &peer);
+  /* vfork: the child borrows this process's memory until its exec, so
+   * nothing is copied and no page of this process turns copy-on-write
+   * (after a fork, each page this process wrote next cost a fault and a
+   * TLB flush: most of a worker's start-up, and paid one worker after
+   * another). This thread waits only until the child's exec has begun.
+   * No handler of this process may run in the child before its exec. */
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  pid = vfork();
+  if (pid == 0) exec_worker(file, args, peer, passed, npassed, limit);
+  r = errno;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  close(peer);
+  if (pid < 0) {
+    lua_pushfstring(L, "cannot start worker '%s': %s", file, strerror(r));
+    lmp__push_error(L, "worker_lost", lua_tostring(L, -1));
+    return lua_error(L);
+  }
+  return lmp__watch_forked(L, c, (int)pid, 3);
 }
 
 /* Puts the n descriptors of fds at from, from + 1, ... and closes every

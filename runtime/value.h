@@ -21,7 +21,7 @@
 #endif
 
 /* encode.c, decode.c: the value format (see value_format.md). */
-#define LMP_FORMAT_VERSION 1
+#define LMP_FORMAT_VERSION 2
 #define LMP_MAX_DEPTH 200
 /* The levels a message may wrap around the values it carries (an
  * lmp.Process message: {"process", target, args}; a pool worker's start:

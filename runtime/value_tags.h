@@ -28,8 +28,26 @@ enum {
   T_FUNCTION,
   T_NAMED,
   T_CUSTOM,
-  T_UPVALUE_REF
+  T_UPVALUE_REF,
+  T_FLOAT_ARRAY,
+  T_INT_ARRAY
 };
+
+/* numbers.c: a number (at idx) in the smallest encoding that keeps its
+ * subtype and every bit; an integer alike. Return -1 when out of memory,
+ * else 0. */
+int lmp__put_number(lua_State *L, int idx, lmp_buffer *out);
+int lmp__put_integer(lmp_buffer *out, lua_Integer v);
+/* numbers.c: a table that holds keys 1..n (n at least 4) and nothing
+ * else, every value a float or every value an integer, written as one
+ * typed block (the table at idx has no metatable and is not one met
+ * before: the caller checked). Returns 1 when written; 0 when the table is
+ * not one (out is left as it was); -1 when out of memory. */
+int lmp__encode_number_array(lua_State *L, int idx, lmp_buffer *out);
+/* Reads the block after the tag (*pp just past it) and pushes its table;
+ * returns NULL, or what is malformed (nothing pushed). */
+const char *lmp__decode_number_array(lua_State *L, int tag, const unsigned char **pp,
+                                     const unsigned char *end, size_t *slot_budget);
 
 /* Puts in stack slot `slot` the spare table kept under `key` in the
  * registry (taking it from there), or a new one. */

@@ -113,6 +113,20 @@ describe("chunking", function()
   -- outstanding. Were the window smaller than every worker's pipeline of
   -- chunks plus the chunk being read, a reader keeping up would still see
   -- workers wait for work.
+  it("run_time takes the worker's figure; without one, what was seen, at most the quick bound", function()
+    assert.equal(0.25, chunking.run_time(0.25, 3, 0.00005))
+    assert.equal(0.00001, chunking.run_time(0, 0.00001, 0.00005))
+    -- A bare-id answer read late: the wait is not the task's.
+    assert.equal(0.00005, chunking.run_time(0, 2.5, 0.00005))
+    assert.equal(0, chunking.run_time(0, -1, 0.00005))
+  end)
+
+  it("item_time is a chunk's time per item, averaged with the previous estimate", function()
+    assert.equal(0.01, chunking.item_time(nil, 0.1, 10))
+    assert.equal(0.1, chunking.item_time(nil, 0.1, 0))
+    assert.equal(0.015, chunking.item_time(0.02, 0.1, 10))
+  end)
+
   it("the imap window always has room for every worker's pipeline and the next chunk", function()
     for _, p in ipairs(PROCESSES) do
       for _, chunksize in ipairs{1, 2, 3, 15, 16, 17, 1000, 4096, 1000000} do

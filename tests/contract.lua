@@ -314,6 +314,31 @@ local cases = {
   {name = "NaN, with its payload and sign", args = function()
     return list(0 / 0, nan_payload, negative_nan, {nan = 0 / 0, list = {nan_payload, n = 1}})
   end},
+  -- Sequences of only floats or only integers travel as one typed block
+  -- (runtime/numbers.c); these must arrive as the general encoding would
+  -- give them, and those that only look like one must not take that path.
+  {name = "number arrays: floats bit for bit, integers of every width", args = function()
+    return list({0.5, -0.0, 0 / 0, nan_payload, negative_nan, math.huge, -math.huge, 5e-324},
+                {1.0, 2.0, 3.0, 2.0^53, -2.0^63},
+                {0, 1, -1, 127, -128}, {0, 1, 300, -300, 32767}, {0, 1, 100000, -2^31, 2^31 - 1},
+                {0, 1, math.maxinteger, math.mininteger, 2^31})
+  end},
+  {name = "number arrays: long ones", args = function()
+    local floats, ints = {}, {}
+    for i = 1, 5000 do floats[i] = i / 7; ints[i] = (i * 7919) % 200 - 100 end
+    return list(floats, ints)
+  end},
+  {name = "number arrays: mixed subtypes, holes, extra keys, metatables stay as they are",
+   args = function()
+    return list({1, 2, 3, 4.5, 5}, {1.5, 2.5, 3.5, 4.5, 6}, {1, 2, 3, 4, n = 4},
+                {1.5, 2.5, nil, 4.5, 5.5}, {1, 2, 3, 4, [6] = 6}, {[2] = 2, [3] = 3, [4] = 4, [5] = 5},
+                {1, 2, 3, 4, "5"}, setmetatable({1, 2, 3, 4}, Point), {1, 2, 3})
+  end},
+  {name = "number arrays: one array shared from two places, and in its own table", args = function()
+    local a = {1.5, 2.5, 3.5, 4.5}
+    local b = {1, 2, 3, 4, 5}
+    return list(a, {a, b, x = a}, b, {[a] = b})
+  end},
   {name = "strings: empty, binary, embedded zeros", args = function()
     return list("", "plain", all_bytes, "a\0b\0\0c", all_bytes:reverse():rep(4))
   end},

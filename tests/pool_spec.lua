@@ -202,6 +202,53 @@ describe("Pool", function()
       "read " .. (produced - count) .. " items ahead")
   end)
 
+  -- The scheduling's estimate of a task's time (which sets the chunk
+  -- sizes of an imap and how many tasks a worker is given at once) is the
+  -- time the task ran in its worker, not the time from sending it to
+  -- reading its answer: here the answer waits unread while this process
+  -- is busy for about sixteen times the task's run.
+  it("a task's time is what it ran in the worker, not how long its answer waited", function()
+    local own <close> = lmp.Pool(1)
+    local result = own:apply_async(function()
+      local t0 = os.clock()
+      repeat until os.clock() - t0 > 0.03
+      return true
+    end, {})
+    local t0 = os.clock()
+    repeat until os.clock() - t0 > 0.5
+    assert.is_true(result:get())
+    assert.is_true(own.task_time >= 0.03, "task_time " .. own.task_time)
+    -- Its run, even in a worker under valgrind, is well below the wait.
+    assert.is_true(own.task_time < 0.25, "task_time " .. own.task_time)
+  end)
+
+  -- With the same estimate, an imap whose caller is slow between results
+  -- (answers wait unread) still grows its chunks.
+  it("imap's chunks grow with a caller that is slow between results", function()
+    local own <close> = lmp.Pool(2)
+    local items = {}
+    for i = 1, 4000 do items[i] = i end
+    local function sent()
+      local n = 0
+      for _, w in ipairs(own.workers) do n = n + w.sent end
+      return n
+    end
+    local before, count = sent(), 0
+    for v, i in own:imap(function(x) return x end, items) do
+      assert.equal(i, v)
+      count = count + 1
+      if count % 100 == 1 then
+        local t0 = os.clock()
+        repeat until os.clock() - t0 > 0.01
+      end
+    end
+    assert.equal(4000, count)
+    -- Chunks of one item doubling to the largest (4000 / 8 = 500) take
+    -- about 20 tasks; an estimate that counted the waits took 30 to 60.
+    local tasks = sent() - before
+    assert.is_true(tasks < 100, tasks .. " tasks for 4000 items")
+  end)
+
   it("imap raises the failing item's error when it is reached", function()
     local got = {}
     local ok, err = pcall(function()

@@ -32,10 +32,14 @@ describe("protocol", function()
   end)
 
   it("the main process reads every message a worker builds, and nothing else", function()
-    assert.same({"answer", 5}, {protocol.read(protocol.answer(5, nil))})
+    -- A quick task's answer is its bare id; a longer one's says how long
+    -- it ran, so that the main process measures the work, not the wait.
+    assert.equal(5, protocol.answer(5, nil, 0))
+    assert.same({"answer", 5, nil, 0}, {protocol.read(protocol.answer(5, nil, 0))})
+    assert.same({"answer", 5, nil, 0.25}, {protocol.read(protocol.answer(5, nil, 0.25))})
     local errs = {[2] = {message = "boom", kind = "task"}}
-    local kind, id, got = protocol.read(protocol.answer(5, errs))
-    assert.same({"answer", 5, errs}, {kind, id, got})
+    local kind, id, got, ran = protocol.read(protocol.answer(5, errs, 0))
+    assert.same({"answer", 5, errs, 0}, {kind, id, got, ran})
     assert.is_true(protocol.valid_errors(errs, 2))
     assert.is_false(protocol.valid_errors(errs, 1)) -- an index past the task's items
     assert.is_false(protocol.valid_errors({{message = 1}}, 1))
@@ -44,7 +48,10 @@ describe("protocol", function()
     local info = {message = "init failed", traceback = "tb"}
     assert.same({"init_error", info}, {protocol.read(protocol.init_error(info))})
     for _, message in ipairs{"x", 1.5, true, {}, {"nonsense"}, {"init_error", {message = 7}},
-        {"init_error"}, {"task", 1, 1, false, "map", false, false}} do
+        {"init_error"}, {"task", 1, 1, false, "map", false, false},
+        -- an answer without a run time, or with one that is no time
+        {"done", 1, false}, {"done", 1, false, -1}, {"done", 1, false, 0 / 0},
+        {"done", 1, false, math.huge}, {"done", 1, false, "1"}} do
       assert.equal("unknown", protocol.read(message))
     end
   end)

@@ -25,6 +25,7 @@ end
 -- Tags and helpers for hand-made encodings (value_format.md).
 local VERSION = string.char(lmp.dumps(nil):byte(1))
 local T_STRING, T_TABLE, T_FUNCTION = "\7", "\8", "\12"
+local T_FLOAT_ARRAY, T_INT_ARRAY = "\16", "\17"
 local function varint(n)
   local out = {}
   repeat
@@ -240,6 +241,66 @@ describe("value format", function()
     end)
   end)
 
+  -- A sequence of only floats or only integers is one typed block
+  -- (FLOAT_ARRAY, INT_ARRAY): every value keeps its subtype and bits.
+  describe("number arrays", function()
+    local function tag_of(value) return lmp.dumps(value):sub(2, 2) end
+
+    it("floats round-trip bit for bit: NaN payloads, -0.0, infinities, subnormals", function()
+      local nan_payload = string.unpack("<d", "\1\0\0\0\0\0\xf8\x7f")
+      local floats = {0.5, -0.0, 0 / 0, nan_payload, math.huge, -math.huge, 5e-324, 3.0}
+      assert.equal(T_FLOAT_ARRAY, tag_of(floats))
+      local back = round_trip(floats)
+      assert.equal(#floats, #back)
+      for i = 1, #floats do
+        assert.equal(bits(floats[i]), bits(back[i]))
+        assert.equal("float", math.type(back[i]))
+      end
+    end)
+
+    it("integers of every width round-trip, in the narrowest width", function()
+      for _, case in ipairs {
+        {{1, -2, 3, 127, -128}, 1}, {{1, 2, 3, 300, -300}, 2},
+        {{1, 2, 3, 100000, -100000}, 4}, {{1, 2, 3, math.maxinteger, math.mininteger}, 8},
+      } do
+        local ints, width = case[1], case[2]
+        local bytes = lmp.dumps(ints)
+        assert.equal(T_INT_ARRAY, bytes:sub(2, 2))
+        assert.equal(1 + 1 + 4 + 1 + #ints * width, #bytes)
+        local back = lmp.loads(bytes)
+        assert.same(ints, back)
+        for i = 1, #ints do assert.equal("integer", math.type(back[i])) end
+      end
+      local big = {}
+      for i = 1, 100000 do big[i] = i % 100 end
+      assert.equal(1 + 1 + 4 + 1 + 100000, #lmp.dumps(big))
+      assert.same(big, round_trip(big))
+    end)
+
+    it("tables that are not one take the general encoding", function()
+      local hole = {1.5, 2.5, nil, 4.5, 5.5}
+      for _, t in ipairs {
+        {1, 2, 3, 4.5, 5}, {1.5, 2.5, 3.5, 4.5, 5}, {1, 2, 3, 4, n = 4}, hole,
+        {1, 2, 3, 4, "5"}, {[2] = 2, [3] = 3, [4] = 4, [5] = 5}, {1, 2, 3},
+        setmetatable({1, 2, 3, 4}, {__index = {}}), {1, 2, 3, 4, [6] = 6}, {"1", "2", "3", "4"},
+      } do
+        assert.equal(T_TABLE, tag_of(t):gsub("\9", T_TABLE))
+        local back = round_trip(t)
+        for k, v in pairs(t) do assert.equal(bits(v + 0.0), bits(back[k] + 0.0)) end
+        for k, v in pairs(back) do assert.equal(math.type(t[k]), math.type(v)) end
+      end
+    end)
+
+    it("an array met twice is one table on arrival, also as its own element's neighbour", function()
+      local a = {1.5, 2.5, 3.5, 4.5}
+      local back = round_trip({a, a, {a}, b = a})
+      assert.equal(back[1], back[2])
+      assert.equal(back[1], back[3][1])
+      assert.equal(back[1], back.b)
+      assert.same(a, back[1])
+    end)
+  end)
+
   describe("names", function()
     it("C functions and module tables travel by name", function()
       for _, v in ipairs {math.sqrt, string.format, print, string, math, io.write, io.stdout,
@@ -437,7 +498,7 @@ describe("value format", function()
     end)
 
     it("a wrong version byte is an error that says so", function()
-      for _, version in ipairs {0, 2, 255, 0x1b} do
+      for _, version in ipairs {0, 1, 3, 255, 0x1b} do
         local ok, err = pcall(lmp.loads, string.char(version) .. samples[2]:sub(2))
         assert.is_false(ok)
         assert.truthy(err:find(("not lmp data, or format version %d"):format(version), 1, true))
@@ -452,6 +513,14 @@ describe("value format", function()
         VERSION .. T_TABLE .. string.pack("<I4I4", 0, 0xffffffff) .. ("\0"):rep(100),
         VERSION .. T_TABLE .. string.pack("<I4I4", 1000, 1000) .. ("\0"):rep(2500),
         VERSION .. T_FUNCTION .. function_bytes:sub(3, 7) .. string.pack("<I4", 0xffffffff),
+        VERSION .. T_FLOAT_ARRAY .. string.pack("<I4", 0xffffffff) .. ("\0"):rep(100),
+        VERSION .. T_FLOAT_ARRAY .. string.pack("<I4", 13) .. ("\0"):rep(100),
+        VERSION .. T_INT_ARRAY .. string.pack("<I4", 0xffffffff) .. "\1" .. ("\0"):rep(100),
+        VERSION .. T_INT_ARRAY .. string.pack("<I4", 26) .. "\4" .. ("\0"):rep(100),
+        VERSION .. T_INT_ARRAY .. string.pack("<I4", 4) .. "\5" .. ("\0"):rep(100),
+        -- two arrays each within the bytes, together beyond them
+        VERSION .. T_TABLE .. string.pack("<I4I4", 2, 0) .. T_INT_ARRAY .. string.pack("<I4", 60)
+          .. "\1" .. T_INT_ARRAY .. string.pack("<I4", 60) .. "\1" .. ("\0"):rep(60),
       } do
         local ok, err = pcall(lmp.loads, bytes)
         assert.is_false(ok)

@@ -60,6 +60,26 @@ function chunking.grow(chunksize, limit, per_item)
   return math.max(1, math.min(limit, chunksize * 2, math.floor(CHUNK_TIME / per_item)))
 end
 
+-- How long a task ran, for the estimates: `ran`, the seconds its worker
+-- reported; a worker reports none (0) for a task that ran under `quick`
+-- seconds, and then `seen`, the time the main process saw from sending
+-- to answer, is taken, but never above `quick`: what it holds beyond the
+-- run is waiting (in the channel, or for this process to read), and
+-- counted as work it would make the chunks small for no reason.
+function chunking.run_time(ran, seen, quick)
+  if ran > 0 then return ran end
+  return math.max(0, math.min(seen, quick))
+end
+
+-- The estimate of an item's time after a chunk of `count` items that ran
+-- `took` seconds, from the previous estimate (nil at first): the mean of
+-- the two, so that it follows a change within a few chunks.
+function chunking.item_time(previous, took, count)
+  local item = took / math.max(1, count)
+  if previous then return (previous + item) / 2 end
+  return item
+end
+
 -- How many items an imap lets be outstanding (read and not yet given to
 -- the caller) with chunks of `chunksize` on `processes` workers: enough
 -- that every worker has PIPELINE tasks in flight and as many again

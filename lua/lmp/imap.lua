@@ -92,11 +92,11 @@ local function iterate_imap(self, fname, fn, read, total, opts, ordered, mode, a
 
   job.on_chunk = function(task, results, errs)
     -- How long the worker ran the task (see _on_message), not counting
-    -- the time it waited behind another: that time says nothing of these
-    -- items, and counting it would shrink the chunks for no reason.
-    local took = task.took or (core.hrtime() - task.sent_at)
-    local item_time = took / math.max(1, task.count)
-    per_item = per_item and (per_item + item_time) / 2 or item_time
+    -- the time it waited behind another or its answer waited to be read:
+    -- that time says nothing of these items, and counting it would shrink
+    -- the chunks for no reason. A task its worker died running says
+    -- nothing of its items' time.
+    if task.took then per_item = chunking.item_time(per_item, task.took, task.count) end
     local chunk = {first = task.first, count = task.count, values = results, errs = errs}
     if ordered then
       chunks[task.first] = chunk

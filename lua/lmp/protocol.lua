@@ -85,25 +85,40 @@ function protocol.init_error(info)
   return {"init_error", info}
 end
 
--- A task's answer: its id alone when every item succeeded (the usual case,
--- which the main process reads without a table), else {"done", id,
--- errors} with errors item index -> info. The values are the payload.
-function protocol.answer(id, errors)
-  if errors then return {"done", id, errors} end
+-- Below this many seconds a task's run time is not reported: its answer
+-- is the bare id, which the main process reads without a table (the
+-- usual answer of short tasks, where a table per answer would show).
+protocol.QUICK = 0.00005
+
+-- A task's answer: its id alone when every item succeeded and it ran in
+-- under protocol.QUICK seconds; else {"done", id, errors or false, ran}
+-- with errors item index -> info and ran the seconds the task ran in the
+-- worker (its clock, from the task's arrival to its last item's end: the
+-- time it waited in the channel, or its answer waited to be read, is not
+-- in it). The values are the payload.
+function protocol.answer(id, errors, ran)
+  if errors or ran >= protocol.QUICK then return {"done", id, errors or false, ran} end
   return id
 end
 
 -- ---- read by the main process ----------------------------------------------
 
--- What a worker sent: "answer", id, errors (or nil); "ready"; "init_error",
--- info; or "unknown" when it is none of those. The fields of an answer are
--- checked against the task it answers (see valid_errors); those of an
--- init_error here.
+-- What a worker sent: "answer", id, errors (or nil), ran (the seconds
+-- the task ran in the worker; for a bare id, under protocol.QUICK: 0 is
+-- returned); "ready"; "init_error", info; or "unknown" when it is none of
+-- those. The fields of an answer are checked against the task it answers
+-- (see valid_errors); its run time and those of an init_error here.
 function protocol.read(message)
-  if math.type(message) == "integer" then return "answer", message, nil end
+  if math.type(message) == "integer" then return "answer", message, nil, 0 end
   if type(message) ~= "table" then return "unknown" end
   local tag = rawget(message, 1)
-  if tag == "done" then return "answer", rawget(message, 2), rawget(message, 3) end
+  if tag == "done" then
+    local errs, ran = rawget(message, 3), rawget(message, 4)
+    -- A run time that is no time cannot steer the scheduling.
+    if type(ran) ~= "number" or not (ran >= 0 and ran < math.huge) then return "unknown" end
+    if errs == false then errs = nil end
+    return "answer", rawget(message, 2), errs, ran
+  end
   if tag == "ready" then return "ready" end
   if tag == "init_error" then
     local info = rawget(message, 2)

@@ -275,7 +275,7 @@ end
 function Pool:_on_message(w, message, values)
   if w.protocol_error then return end -- nothing it says is trusted now
   if message == nil then return self:_lose(w, values) end -- a malformed frame (process.c)
-  local kind, id, errs = protocol.read(message)
+  local kind, id, errs, ran = protocol.read(message)
   if kind ~= "answer" then return self:_on_control(w, kind, message, id) end
   local task = w.inflight[1]
   if not task then
@@ -292,11 +292,12 @@ function Pool:_on_message(w, message, values)
     return self:_lose(w, ("a malformed answer for task %d"):format(task.id))
   end
   table.remove(w.inflight, 1)
-  local now = core.hrtime()
-  local took = now - math.max(task.sent_at, w.last_done or 0)
+  -- How long the task ran, as its worker measured it: the time it waited
+  -- in the channel behind another, or its answer waited to be read while
+  -- this process was busy, says nothing of the work.
+  local took = chunking.run_time(ran, core.hrtime() - task.sent_at, protocol.QUICK)
   if task.job.on_chunk then task.took = took end
   self.task_time = self.task_time and (self.task_time * 3 + took) / 4 or took
-  w.last_done = now
   if task.timer then task.timer:close() end
   if w.inflight[1] then self:_task_started(w, w.inflight[1]) end
   if errs then

@@ -94,16 +94,15 @@ local function run(fn, mode, args)
   return values, errors
 end
 
--- A task's answer (protocol.answer): its id alone when every item
--- succeeded, else {"done", id, errors}; the values follow as the frame's
--- payload.
+-- A task's answer (protocol.answer), with `ran`, the seconds the task
+-- ran here; the values follow as the frame's payload.
 -- A result that cannot be sent fails its own item with kind "serialize",
 -- whether it was refused or its __lmp_serialize raised. (Should the
 -- channel itself fail, every item encodes alone and the last send raises:
 -- the main process is gone, and so goes this worker.)
-local function send_result(id, values, errors)
+local function send_result(id, values, errors, ran)
   local n = values.n or #values
-  local ok = pcall(core.channel_send, protocol.answer(id, errors), values, n)
+  local ok = pcall(core.channel_send, protocol.answer(id, errors, ran), values, n)
   if ok then return end
   errors = errors or {}
   for i = 1, values.n or #values do
@@ -123,7 +122,7 @@ local function send_result(id, values, errors)
       errors[i] = {message = tostring(e.message), traceback = e.traceback, value = tostring(e.message)}
     end
   end
-  core.channel_send(protocol.answer(id, errors), values, n)
+  core.channel_send(protocol.answer(id, errors, ran), values, n)
 end
 
 -- ---- names this worker does not know --------------------------------------
@@ -314,6 +313,7 @@ function worker.main()
       fn = functions[function_id]
     end
     local values, errors
+    local started = core.hrtime()
     if not fn and unreceived[function_id] then
       values, errors = {n = 0}, {}
       for i = 1, mode == "apply" and 1 or (args.n or #args) do
@@ -324,8 +324,9 @@ function worker.main()
     else
       values, errors = run(fn, mode, args)
     end
+    local ran = core.hrtime() - started
     io.stdout:flush()
-    send_result(id, values, errors)
+    send_result(id, values, errors, ran)
     -- Big arguments go back to the memory kept for the next big message
     -- now, not whenever the collector would get to them.
     if size >= BIG_MESSAGE then

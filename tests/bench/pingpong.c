@@ -1,17 +1,24 @@
 /* The floor for one round trip between two processes: a parent writes a
  * small message to a child, which reads it and writes it back, over plain
  * blocking pipes (and, for comparison, over a socket pair, which is what
- * libuv gives lmp's workers as their channel). Nothing in lmp can be
- * faster than this; pool:apply is measured against it.
+ * libuv gives lmp's workers as their channel), and over shared memory
+ * with a futex wake-up each way and no spinning (the cost of a wake-up
+ * alone: the floor of a shared-memory channel). Nothing in lmp can be
+ * faster than these; pool:apply is measured against them.
  *
  * Usage: pingpong [round-trips [message-bytes]]
- * Prints "pingpong.pipe_us X" and "pingpong.socketpair_us X": the median
- * of the round trips, in microseconds, after a warm-up. */
+ * Prints "pingpong.pipe_us X", "pingpong.socketpair_us X" and
+ * "pingpong.futex_us X": the median of the round trips, in microseconds,
+ * after a warm-up. */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/futex.h>
+#include <stdint.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -83,6 +90,65 @@ static double run(int parent_out, int parent_in, int child_in, int child_out,
   return median;
 }
 
+/* Shared memory: a sequence word each way and the message. A side writes
+ * the message, bumps its word and wakes the other, which sleeps in
+ * FUTEX_WAIT while the word is what it last saw. */
+struct shared_page {
+  _Atomic uint32_t down, up;
+  char msg[4096];
+};
+
+static void futex_wait(_Atomic uint32_t *word, uint32_t seen) {
+  while (*word == seen) syscall(SYS_futex, word, FUTEX_WAIT, seen, NULL, NULL, 0);
+}
+
+static void futex_post(_Atomic uint32_t *word) {
+  (*word)++;
+  syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0);
+}
+
+static double run_futex(int trips, size_t size) {
+  struct shared_page *page = mmap(NULL, sizeof *page, PROT_READ | PROT_WRITE,
+                                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  char *msg = calloc(1, size);
+  double *times = malloc(sizeof *times * (size_t)trips);
+  int warmup = trips / 10 + 10, i, status;
+  double median;
+  pid_t pid;
+  if (page == MAP_FAILED || size > sizeof page->msg) {
+    fprintf(stderr, "pingpong: no shared page for that size\n");
+    exit(1);
+  }
+  pid = fork();
+  if (pid == 0) {
+    uint32_t seen = 0;
+    for (i = -warmup; i < trips; i++) {
+      futex_wait(&page->down, seen);
+      seen = page->down;
+      memcpy(msg, page->msg, size);
+      memcpy(page->msg, msg, size);
+      futex_post(&page->up);
+    }
+    _exit(0);
+  }
+  for (i = -warmup; i < trips; i++) {
+    uint32_t seen = page->up;
+    double start = now_us();
+    memcpy(page->msg, msg, size);
+    futex_post(&page->down);
+    futex_wait(&page->up, seen);
+    memcpy(msg, page->msg, size);
+    if (i >= 0) times[i] = now_us() - start;
+  }
+  waitpid(pid, &status, 0);
+  qsort(times, (size_t)trips, sizeof *times, compare);
+  median = times[trips / 2];
+  free(times);
+  free(msg);
+  munmap(page, sizeof *page);
+  return median;
+}
+
 int main(int argc, char **argv) {
   int trips = argc > 1 ? atoi(argv[1]) : 2000;
   size_t size = argc > 2 ? (size_t)atoi(argv[2]) : 64;
@@ -101,5 +167,6 @@ int main(int argc, char **argv) {
     return 1;
   }
   printf("pingpong.socketpair_us %.3f\n", run(pair[0], pair[0], pair[1], pair[1], trips, size));
+  printf("pingpong.futex_us %.3f\n", run_futex(trips, size));
   return 0;
 }

@@ -143,6 +143,8 @@ awk '
       median("fork apply.mean_us"), "fork", ratio_of(median("fork apply.mean_us"),
       median("lmp apply.mean_us")), "", "")
     row("  socketpair ping-pong (us)", median("floor pingpong.socketpair_us"), "", "", "", "", "")
+    floor = median("floor pingpong.futex_us"); r = ratio_of(a, floor)
+    row("1 apply latency (us)", a, floor, "futex", r, "lmp/futex<=1.5", check(r, "<=", 1.5))
     # One CPU for everything (taskset): for reference, beside the targets.
     floor = median("floor pingpong.pipe_us_pinned")
     a = median("lmp apply.median_us_pinned")
@@ -150,6 +152,8 @@ awk '
     b = median("fork apply.median_us_pinned")
     row("  apply, one CPU (us)", a, b, "fork", ratio_of(b, a), "(py/lmp)", "")
     row("  socketpair ping-pong, one CPU (us)", median("floor pingpong.socketpair_us_pinned"),
+      "", "", "", "", "")
+    row("  futex ping-pong, one CPU (us)", median("floor pingpong.futex_us_pinned"),
       "", "", "", "", "")
     m = median("lmp map.items_per_s"); b = median("fork map.items_per_s"); r = ratio_of(m, b)
     row("2 map 1..N (items/s)", m, b, "fork", r, "lmp/py>=2", check(r, ">=", 2))

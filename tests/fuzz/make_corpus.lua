@@ -13,7 +13,7 @@ local dir = (os.getenv("LMP_ROOT") or ".") .. "/tests/fuzz/corpus/"
 -- The tags of runtime/value_tags.h (value_format.md).
 local T = {NIL = 0, FALSE = 1, TRUE = 2, INT8 = 3, INT32 = 4, INT64 = 5, FLOAT = 6,
            STRING = 7, TABLE = 8, TABLE_MT = 9, REF = 10, GLOBALS = 11, FUNCTION = 12,
-           NAMED = 13, CUSTOM = 14, UPVALUE_REF = 15}
+           NAMED = 13, CUSTOM = 14, UPVALUE_REF = 15, FLOAT_ARRAY = 16, INT_ARRAY = 17}
 local VERSION = string.char(lmp.dumps(nil):byte(1))
 
 local function varint(n)
@@ -76,6 +76,15 @@ local valid = {
   uses_globals = compile "return function() return print, _G end",
   custom = point(),
   mixed = {point(), compile "return function() return 1 end", {math.sqrt, 2 ^ 53}},
+  -- number arrays (FLOAT_ARRAY, INT_ARRAY) of each integer width, and
+  -- tables that look like one but are not
+  float_array = {0.5, -0.0, 0 / 0, math.huge, -math.huge, 1e300, 5e-324, 3.0},
+  int8_array = {1, -2, 3, 127, -128}, int16_array = {1, 2, 3, 300, -300},
+  int32_array = {1, 2, 3, 100000, -100000},
+  int64_array = {1, 2, 3, math.maxinteger, math.mininteger},
+  shared_array = (function() local a = {1.5, 2.5, 3.5, 4.5} return {a, a, {a}} end)(),
+  mixed_numbers = {1, 2, 3, 4.5, 5}, array_with_key = {1, 2, 3, 4, n = 4},
+  array_with_hole = {1.5, 2.5, nil, 4.5, 5.5},
 }
 for name in pairs(valid) do add("valid-" .. name .. ".bin", lmp.dumps(valid[name])) end
 add("valid-nil.bin", lmp.dumps(nil))
@@ -83,7 +92,8 @@ add("valid-nil.bin", lmp.dumps(nil))
 -- ---- malformed: hand-made ------------------------------------------------
 add("malformed-empty.bin", "")
 add("malformed-version-0.bin", "\0" .. tag "NIL")
-add("malformed-version-2.bin", "\2" .. tag "NIL")
+add("malformed-version-1.bin", "\1" .. tag "NIL")
+add("malformed-version-3.bin", "\3" .. tag "NIL")
 add("malformed-no-value.bin", VERSION)
 add("malformed-unknown-tag.bin", VERSION .. "\99")
 add("malformed-trailing-byte.bin", lmp.dumps(1) .. "\0")
@@ -98,6 +108,20 @@ add("malformed-varint-too-long.bin", VERSION .. tag "STRING" .. ("\x80"):rep(11)
 add("malformed-varint-too-large.bin", VERSION .. tag "STRING" .. ("\xff"):rep(9) .. "\2")
 add("malformed-table-array-huge.bin", VERSION .. table_header(0xffffffff, 0))
 add("malformed-table-hash-huge.bin", VERSION .. table_header(0, 0xffffffff))
+-- Number arrays whose counts claim more than the bytes, or bad widths.
+local function u32(n) return string.pack("<I4", n) end
+add("malformed-float-array-huge.bin", VERSION .. tag "FLOAT_ARRAY" .. u32(0xffffffff) .. ("\0"):rep(16))
+add("malformed-float-array-short.bin", VERSION .. tag "FLOAT_ARRAY" .. u32(3) .. ("\0"):rep(23))
+add("malformed-float-array-no-count.bin", VERSION .. tag "FLOAT_ARRAY" .. "\4\0")
+add("malformed-int-array-huge.bin", VERSION .. tag "INT_ARRAY" .. u32(0x7fffffff) .. "\1" .. ("\0"):rep(16))
+add("malformed-int-array-short.bin", VERSION .. tag "INT_ARRAY" .. u32(5) .. "\4" .. ("\0"):rep(19))
+add("malformed-int-array-width-0.bin", VERSION .. tag "INT_ARRAY" .. u32(4) .. "\0" .. ("\0"):rep(16))
+add("malformed-int-array-width-3.bin", VERSION .. tag "INT_ARRAY" .. u32(4) .. "\3" .. ("\0"):rep(16))
+add("malformed-int-array-no-width.bin", VERSION .. tag "INT_ARRAY" .. u32(4))
+-- A thousand arrays of 2^32 - 1 values, nested in a table: the budget of
+-- the whole input bounds them, not each array alone.
+add("malformed-int-array-nested-huge.bin", VERSION .. table_header(2, 0) .. tag "INT_ARRAY"
+    .. u32(8) .. "\1" .. ("\0"):rep(8) .. tag "INT_ARRAY" .. u32(0xffffffff) .. "\1" .. ("\0"):rep(8))
 add("malformed-table-truncated.bin", VERSION .. table_header(3, 0) .. tag "NIL")
 add("malformed-table-header-truncated.bin", VERSION .. tag "TABLE" .. "\1\0")
 -- Each table claims the rest of the input: nested, the claims add up.
@@ -192,7 +216,8 @@ do
 end
 
 -- Every prefix of a few valid encodings is malformed.
-for _, name in ipairs {"nested", "cycle", "upvalues", "named", "custom"} do
+for _, name in ipairs {"nested", "cycle", "upvalues", "named", "custom", "float_array",
+                       "int16_array", "shared_array"} do
   local bytes = lmp.dumps(valid[name])
   for cut = 0, #bytes - 1, math.max(1, #bytes // 12) do
     add(("malformed-prefix-%s-%d.bin"):format(name, cut), bytes:sub(1, cut))

@@ -19,7 +19,7 @@ cp tests/fuzz/corpus/* tests/fuzz/corpus-work/
 $CLANG -g -O1 -fno-omit-frame-pointer -D_GNU_SOURCE \
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
   $($PKG_CONFIG --cflags lua5.4 libuv) -Iruntime \
-  tests/fuzz/fuzz_loads.c runtime/encode.c runtime/decode.c runtime/names.c runtime/error.c runtime/buffer.c runtime/memory.c \
+  tests/fuzz/fuzz_loads.c runtime/encode.c runtime/numbers.c runtime/decode.c runtime/names.c runtime/error.c runtime/buffer.c runtime/memory.c \
   $($PKG_CONFIG --libs lua5.4) -lm -o "$OUT/fuzz_loads"
 # One job (-jobs would take every core). A single allocation over 64 MB is
 # a finding: inputs are at most 64 KB, and the decoder allocates no more
