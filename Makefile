@@ -23,7 +23,7 @@ SANFLAGS ?=
 # break on a newer compiler's new warning.
 WERROR = $(if $(filter true 1 yes,$(CI)),-Werror)
 CFLAGS_ALL = -std=c99 -Wall -Wextra $(WERROR) -fPIC -D_GNU_SOURCE $(OPTFLAGS) $(SANFLAGS) \
-             $(LUA_CFLAGS) $(UV_CFLAGS) -Iruntime -I$(BUILD)/gen $(CFLAGS)
+             $(LUA_CFLAGS) $(UV_CFLAGS) $(MPI_CFLAGS) $(MPI_DEFINE) -Iruntime -I$(BUILD)/gen $(CFLAGS)
 LDFLAGS_ALL = $(SANFLAGS) $(LDFLAGS)
 
 # The runtime: one file per concern, in layers (docs/architecture.md), listed
@@ -36,9 +36,19 @@ RUNTIME := memory buffer \
            inbox \
            error names encode decode payload \
            loop \
-           sigpipe digest tracker terminal shared feeder channel process_send process spawn server \
+           sigpipe digest tracker terminal shared feeder channel process_send process spawn relay server \
            worker interrupt \
            core embed
+# `make MPI=1` adds the MPI transport (runtime/mpi.c), compiled with the
+# flags of pkg-config's ompi (Open MPI) or mpich; MPI_PKG picks one.
+MPI ?=
+MPI_PKG ?= $(shell $(PKG_CONFIG) --exists ompi && echo ompi || echo mpich)
+ifneq ($(filter 1 yes true,$(MPI)),)
+RUNTIME += mpi
+MPI_CFLAGS = $(call lazy,MPI_CFLAGS,$(PKG_CONFIG) --cflags $(MPI_PKG))
+MPI_LIBS = $(call lazy,MPI_LIBS,$(PKG_CONFIG) --libs $(MPI_PKG))
+MPI_DEFINE = -DLMP_MPI
+endif
 OBJECTS := $(RUNTIME:%=$(BUILD)/obj/%.o) $(BUILD)/obj/lua_sources.o
 LUA_MODULES := $(wildcard lua/lmp/*.lua)
 
@@ -66,16 +76,16 @@ $(BUILD)/obj: | $(filter setup,$(MAKECMDGOALS))
 
 # The Lua module links libuv but takes Lua's symbols from the interpreter.
 $(BUILD)/lmp/core.so: $(OBJECTS)
-	$(CC) -shared $(LDFLAGS_ALL) -o $@ $(OBJECTS) $(UV_LIBS)
+	$(CC) -shared $(LDFLAGS_ALL) -o $@ $(OBJECTS) $(UV_LIBS) $(MPI_LIBS)
 
 $(BUILD)/liblmp.a: $(OBJECTS)
 	rm -f $@ && ar rcs $@ $(OBJECTS)
 
 $(BUILD)/bin/lmp: runtime/main/lmp.c $(BUILD)/liblmp.a
-	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(BUILD)/liblmp.a $(LUA_LIBS) $(UV_LIBS) -lm -ldl
+	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(BUILD)/liblmp.a $(LUA_LIBS) $(UV_LIBS) $(MPI_LIBS) -lm -ldl
 
 $(BUILD)/bin/lmp-worker: runtime/main/lmp_worker.c $(BUILD)/liblmp.a
-	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(BUILD)/liblmp.a $(LUA_LIBS) $(UV_LIBS) -lm -ldl
+	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(BUILD)/liblmp.a $(LUA_LIBS) $(UV_LIBS) $(MPI_LIBS) -lm -ldl
 
 # ---- set-up and a first run -----------------------------------------------
 SETUP ?= tools/setup.sh

@@ -20,6 +20,8 @@ typedef struct child {
   uv_poll_t exit_watch; /* a forked one's: its pidfd turns readable at exit, */
   uv_signal_t sigchld;  /* or, without pidfd (old kernels, valgrind), SIGCHLD */
   int forked, by_pidfd, pidfd;
+  int relayed;          /* a remote worker (relay.c): pidfd is the socket its
+                           end is reported on, pid the relay's number for it */
   long owner;           /* the process this handle belongs to */
   uv_pipe_t channel;
   lua_State *L; /* NULL once the Lua object is collected */
@@ -69,6 +71,16 @@ void lmp__child_unlist_flush(child *c);
 int lmp__child_send(lua_State *L);
 int lmp__child_send_task(lua_State *L);
 int lmp__child_close_input(lua_State *L);
+
+/* process_send.c: how a relayed worker is signalled, set by the transport
+ * that relays it; NULL while none runs. */
+extern void (*lmp__relay_signal)(int id, int sig);
+/* relay.c: the handle of a worker another transport relays (MPI ranks):
+ * its frames arrive on channel_fd, its end as two ints (exit status,
+ * signal) on report_fd (both sockets, taken over here, closed on error);
+ * id identifies it to lmp__relay_signal and is its pid(). The Lua
+ * callbacks are at on_message and on_message + 1. Pushes the handle. */
+int lmp__relay_worker(lua_State *L, int id, int channel_fd, int report_fd, int on_message);
 
 /* In a forked worker: the handles it inherited are its parent's, not to
  * be killed or reaped here. */

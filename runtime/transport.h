@@ -94,6 +94,8 @@ void lmp__open_process(lua_State *L);
 void lmp__open_spawn(lua_State *L);
 void lmp__open_shared(lua_State *L);
 void lmp__open_server(lua_State *L);
+/* mpi.c, in a build with MPI=1 only: core.mpi_*. */
+void lmp__open_relay_mpi(lua_State *L);
 void lmp__open_digest(lua_State *L);
 void lmp__open_terminal(lua_State *L);
 

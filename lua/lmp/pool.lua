@@ -12,6 +12,7 @@ local chunking = require "lmp.chunking"
 local job_module = require "lmp.job"
 local imap = require "lmp.imap"
 local scheduler = require "lmp.scheduler"
+local mpi = require "lmp.mpi"
 
 local Pool = scheduler.Pool
 Pool.__lmp_nosend = "a pool belongs to the process that made it: send the data and functions, not the pool"
@@ -33,10 +34,25 @@ local function weak_ref(pool)
 end
 
 local function new_pool(opts, fname)
+  local start_method = opts.start_method or settings.start_method
+  if start_method ~= "spawn" and start_method ~= "fork"
+     and not (start_method == "mpi" and mpi.active()) then
+    argument_error(1, fname, ("start method '%s' is not supported; use 'spawn' or 'fork'%s")
+      :format(tostring(start_method), mpi.active() and " or 'mpi'" or ""))
+  end
   local processes = opts.processes
-  if processes == nil then processes = core.cpu_count() end
+  if processes == nil then
+    processes = start_method == "mpi" and math.max(mpi.free_ranks(), 1) or core.cpu_count()
+  end
   if math.type(processes) ~= "integer" or processes < 1 then
     argument_error(1, fname, "processes must be a positive integer")
+  end
+  if start_method == "mpi" and processes > mpi.free_ranks() then
+    argument_error(1, fname, ("%d MPI worker ranks asked for, %d free (a pool worker holds"
+      .. " one rank; start_method = 'spawn' asks for local workers)"):format(processes, mpi.free_ranks()))
+  end
+  if start_method == "mpi" and opts.kill_orphans then
+    argument_error(1, fname, "kill_orphans is for local workers, not MPI ranks")
   end
   if opts.initializer ~= nil and type(opts.initializer) ~= "function" then
     argument_error(1, fname, "initializer must be a function")
@@ -54,11 +70,6 @@ local function new_pool(opts, fname)
   end
   if opts.kill_orphans ~= nil and type(opts.kill_orphans) ~= "boolean" then
     argument_error(1, fname, "kill_orphans must be a boolean")
-  end
-  local start_method = opts.start_method or settings.start_method
-  if start_method ~= "spawn" and start_method ~= "fork" then
-    argument_error(1, fname, ("start method '%s' is not supported; use 'spawn' or 'fork'")
-      :format(tostring(start_method)))
   end
 
   local self = setmetatable({

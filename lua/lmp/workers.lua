@@ -22,10 +22,12 @@ function workers.spawn(on_message, on_exit, fds)
   return core.spawn(exe, {exe, core.worker_flag, tostring(core.getpid())}, on_message, on_exit, fds)
 end
 
--- Starts a pool worker by `method`, "spawn" or "fork" (a copy of this
--- process: no executable to load, no Lua to start). -> ok, handle or error.
+-- Starts a pool worker by `method`, "spawn", "fork" (a copy of this
+-- process: no executable to load, no Lua to start) or "mpi" (a worker
+-- rank of the MPI job, see lmp.mpi). -> ok, handle or error.
 function workers.start(method, on_message, on_exit)
   if method == "fork" then return pcall(core.fork_worker, on_message, on_exit) end
+  if method == "mpi" then return pcall(core.mpi_start, on_message, on_exit) end
   return pcall(workers.spawn, on_message, on_exit)
 end
 
