@@ -171,10 +171,15 @@ static int relay_out(int fd, int dest) {
 }
 
 /* How long poll sleeps after `idle` turns with nothing moving: not at all
- * at first (a reply usually follows soon), then 1 ms. MPI's own traffic
- * is only seen by probing, so it is probed at least that often. */
+ * at first (a reply usually follows soon), then 1 ms, growing to 10 ms
+ * within half a second of quiet. MPI's own traffic is only seen by probing
+ * (each probe of Open MPI costs tens of microseconds across its
+ * transports), so the first message after a long quiet waits up to 10 ms;
+ * sockets wake poll at once. */
 static int backoff(int idle) {
-  return idle < SPIN ? 0 : 1;
+  if (idle < SPIN) return 0;
+  idle = 1 + (idle - SPIN) / 10;
+  return idle < 10 ? idle : 10;
 }
 
 /* ---- a worker rank ------------------------------------------------------ */
