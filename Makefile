@@ -101,8 +101,13 @@ $(BUILD)/test/crash.so: tests/c/crash.c
 	mkdir -p $(BUILD)/test
 	$(CC) $(CFLAGS_ALL) -shared $(LDFLAGS_ALL) -o $@ $<
 
+# Where Open MPI (or MPICH) is installed, the suite also builds the MPI
+# transport beside the default build, for tests/mpi_spec.lua.
+MPI_BUILD ?= $(BUILD)-mpi
 test: all $(BUILD)/test/crash.so $(BUILD)/examples/embed-host
-	tests/run.sh $(BUILD)
+	@if $(PKG_CONFIG) --exists ompi || $(PKG_CONFIG) --exists mpich; then \
+	  $(MAKE) -s MPI=1 BUILD=$(MPI_BUILD) all; fi
+	LMP_MPI_BUILD=$(if $(filter /%,$(MPI_BUILD)),,$(CURDIR)/)$(MPI_BUILD) tests/run.sh $(BUILD)
 
 # AddressSanitizer + UBSan: the whole suite against the instrumented module,
 # runner and workers (lua5.4 gets the sanitizer runtimes preloaded). Leaks

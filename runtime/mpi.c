@@ -34,6 +34,7 @@
 #define CHUNK (1 << 20)              /* bytes read from a socket at once */
 #define IN_FLIGHT (16 << 20)         /* bytes sent to one rank not yet taken */
 #define SPIN 200                     /* idle turns polled without sleeping */
+#define QUIET (SPIN + 90 + 100)      /* idle turns (about 1.5 s) before 20 ms sleeps */
 
 enum { M_START = 1, M_DATA, M_CLOSE, M_KILL, M_EXIT, M_LOST };
 
@@ -174,10 +175,11 @@ static int relay_out(int fd, int dest) {
  * at first (a reply usually follows soon), then 1 ms, growing to 10 ms
  * within half a second of quiet. MPI's own traffic is only seen by probing
  * (each probe of Open MPI costs tens of microseconds across its
- * transports), so the first message after a long quiet waits up to 10 ms;
+ * transports), so the first message after a long quiet waits up to 20 ms;
  * sockets wake poll at once. */
 static int backoff(int idle) {
   if (idle < SPIN) return 0;
+  if (idle > QUIET) return 20;
   idle = 1 + (idle - SPIN) / 10;
   return idle < 10 ? idle : 10;
 }
@@ -396,8 +398,13 @@ static void *progress_thread(void *unused) {
       if (p->q.head && queue_write(&p->q, p->fd) < 0) queue_clear(&p->q);
       if (p->lost && p->q.head == NULL) {
         /* Everything it wrote is on the channel: now its end. */
-        send(p->report, p->status, sizeof p->status, MSG_NOSIGNAL);
+        /* The rank is free before the pool hears of the loss: the
+         * replacement it starts at once may take the same rank. */
+        int report = p->report;
+        p->report = -1;
         release(r);
+        send(report, p->status, sizeof p->status, MSG_NOSIGNAL);
+        close(report);
         moved = 1;
         continue;
       }

@@ -41,16 +41,24 @@ local function new_pool(opts, fname)
       :format(tostring(start_method), mpi.active() and " or 'mpi'" or ""))
   end
   local processes = opts.processes
-  if processes == nil then
-    processes = start_method == "mpi" and math.max(mpi.free_ranks(), 1) or core.cpu_count()
-  end
-  if math.type(processes) ~= "integer" or processes < 1 then
+  if math.type(processes) ~= "integer" and processes ~= nil or (processes or 1) < 1 then
     argument_error(1, fname, "processes must be a positive integer")
   end
-  if start_method == "mpi" and processes > mpi.free_ranks() then
-    argument_error(1, fname, ("%d MPI worker ranks asked for, %d free (a pool worker holds"
-      .. " one rank; start_method = 'spawn' asks for local workers)"):format(processes, mpi.free_ranks()))
+  if start_method == "mpi" then
+    -- A pool worker holds a rank: a pool gets the free ranks, at most as
+    -- many as it asked for, so that a script written for a laptop runs
+    -- unchanged; with none free (another pool holds them all) its workers
+    -- are local.
+    local free = mpi.free_ranks()
+    if free == 0 and opts.start_method == nil then
+      start_method = "spawn"
+    elseif free == 0 then
+      argument_error(1, fname, "no MPI worker rank is free (each pool worker holds one)")
+    else
+      processes = math.min(processes or free, free)
+    end
   end
+  if processes == nil then processes = core.cpu_count() end
   if start_method == "mpi" and opts.kill_orphans then
     argument_error(1, fname, "kill_orphans is for local workers, not MPI ranks")
   end
