@@ -121,19 +121,87 @@ describe("mpi", function()
       os.execute("sleep 1")
       local before = {}
       for i, pid in ipairs(pids) do before[i] = stat(pid) end
-      os.execute("sleep 2")
+      -- 3 s: a clock tick (10 ms) is then a third of a percent.
+      os.execute("sleep 3")
       local percents = {}
       for i, pid in ipairs(pids) do
-        percents[i] = ("%.1f"):format((stat(pid) - before[i]) / 2)  -- 100 ticks a second
+        percents[i] = ("%.2f"):format((stat(pid) - before[i]) / 3)  -- 100 ticks a second
       end
       print(#pids, table.concat(percents, " "))
     ]])
     assert.equal("", err)
     assert.equal(0, status)
-    print("\nmpi idle CPU % over 2 s (rank 0 first): " .. out:gsub("^%d+\t", ""):gsub("\n", ""))
+    print("\nmpi idle CPU % over 3 s (rank 0 first): " .. out:gsub("^%d+\t", ""):gsub("\n", ""))
     local n = tonumber(out:match("^(%d+)"))
     assert.equal(4, n)
     for p in out:match("\t(.*)\n"):gmatch("%S+") do assert.is_true(tonumber(p) < 1, out) end
+  end)
+
+  it("carries the contract corpus of values to a worker rank and back", function()
+    local status, out, err = mpi_run(([[
+      package.path = %q .. "/tests/?.lua;" .. package.path
+      local lmp = require "lmp"
+      local contract = require "contract"
+      local pool <close> = lmp.Pool()
+      local n = 0
+      for _, case in ipairs(contract.cases()) do
+        local args = case.args()
+        local bytes = contract.pack(args)
+        local back = table.pack(pool:apply(contract.echo_case,
+          table.pack("mpi apply", case.name, bytes, table.unpack(args, 1, args.n))))
+        contract.verify(case.name, bytes, back, "mpi apply, as it came back")
+        n = n + 1
+      end
+      print(n > 0 and "all " .. n .. " cases" or "no case")
+    ]]):format(helpers.root))
+    assert.equal("", err)
+    assert.equal(0, status)
+    assert.truthy(out:match("^all %d+ cases\n$"), out)
+  end)
+
+  it("ends every rank and worker, with no orphan, when mpiexec gets SIGTERM", function()
+    local pidfile = os.tmpname()
+    local base = os.tmpname()
+    local path = base .. ".lua"
+    local f = assert(io.open(path, "w"))
+    f:write(([[
+      local lmp = require "lmp"
+      local pool <close> = lmp.Pool()
+      -- Each worker writes its pid, then every worker is busy for a long time.
+      local pids = pool:map(function() return require("lmp.core").getpid() end, {1, 2, 3}, 1)
+      local out = io.open(%q, "w")
+      out:write(require("lmp.core").getpid(), " ", table.concat(pids, " "), "\n")
+      out:close()
+      pool:map(function() local t = os.time() while os.time() < t + 60 do end end, {1, 2, 3}, 1)
+    ]]):format(pidfile))
+    f:close()
+    -- mpiexec runs in the background, under timeout (its pid in base.pid).
+    assert(os.execute(("%s %s %s >/dev/null 2>&1 & echo $! > %s.pid")
+      :format(MPIEXEC, runner, path, base)))
+    local function read_pids()
+      local text = helpers.read_file(pidfile) or ""
+      local pids = {}
+      for pid in text:gmatch("%d+") do pids[#pids + 1] = tonumber(pid) end
+      return pids
+    end
+    local started = helpers.wait_for(function() return #read_pids() == 4 end, 60)
+    local mpiexec_pid = helpers.children(tonumber(helpers.read_file(base .. ".pid")))[1]
+    local pids = read_pids()
+    -- The ranks: mpiexec's children.
+    local ranks = {}
+    for _, pid in ipairs(helpers.children(mpiexec_pid)) do ranks[#ranks + 1] = pid end
+    os.execute("kill -TERM " .. mpiexec_pid)
+    local gone = helpers.wait_for(function()
+      for _, pid in ipairs(pids) do if helpers.alive(pid) then return false end end
+      for _, pid in ipairs(ranks) do if helpers.alive(pid) then return false end end
+      return not helpers.alive(mpiexec_pid)
+    end, 30)
+    for _, pid in ipairs(pids) do os.execute("kill -9 " .. pid .. " 2>/dev/null") end
+    for _, pid in ipairs(ranks) do os.execute("kill -9 " .. pid .. " 2>/dev/null") end
+    os.remove(pidfile); os.remove(path); os.remove(base); os.remove(base .. ".pid")
+    assert.is_true(started, "the workers never reported")
+    assert.equal(4, #ranks)
+    assert.is_true(gone, "a rank or worker outlived mpiexec")
   end)
 
   it("runs the examples unchanged, printing what plain lmp prints", function()
