@@ -217,4 +217,77 @@ describe("mpi", function()
       assert.same(sorted_lines(plain), sorted_lines(over_mpi), name)
     end
   end)
+
+  -- Two hosts on one machine: two network namespaces joined by a veth
+  -- pair, Open MPI's TCP transport (and its out-of-band channel) only on
+  -- their private addresses, its ssh launcher replaced by a script that
+  -- enters the namespace of the host it is asked for. Needs root and
+  -- `ip netns`; the namespaces are removed afterwards, even on failure.
+  it("runs a pool on ranks of two hosts (network namespaces) over TCP", function()
+    local id = "lmp" .. require("lmp.core").getpid() % 100000
+    local ns1, ns2 = id .. "a", id .. "b"
+    if not os.execute(("ip netns add %s 2>/dev/null"):format(ns1)) then
+      print("\nmpi_spec: two-host test skipped (ip netns add needs root)")
+      return
+    end
+    local dir = select(2, helpers.run("mktemp -d")):gsub("%s+$", "")
+    local ok, status, out, err = pcall(function()
+      local setup = table.concat({
+        "ip netns add " .. ns2,
+        ("ip link add %sx netns %s type veth peer name %sy netns %s"):format(id, ns1, id, ns2),
+        ("ip -n %s addr add 10.77.0.1/24 dev %sx"):format(ns1, id),
+        ("ip -n %s addr add 10.77.0.2/24 dev %sy"):format(ns2, id),
+        ("ip -n %s link set %sx up && ip -n %s link set lo up"):format(ns1, id, ns1),
+        ("ip -n %s link set %sy up && ip -n %s link set lo up"):format(ns2, id, ns2)}, " && ")
+      assert(os.execute(setup), "could not make the namespaces")
+      local agent = assert(io.open(dir .. "/agent", "w"))
+      agent:write("#!/bin/sh\n",
+        "host=$1; shift\n",
+        "case $host in 10.77.0.1) ns=", ns1, " ;; 10.77.0.2) ns=", ns2, " ;;",
+        " *) echo \"no host $host\" >&2; exit 1 ;; esac\n",
+        "exec ip netns exec \"$ns\" sh -c \"$*\"\n")
+      agent:close()
+      local hosts = assert(io.open(dir .. "/hosts", "w"))
+      hosts:write("10.77.0.1 slots=2\n10.77.0.2 slots=2\n")
+      hosts:close()
+      local script = assert(io.open(dir .. "/script.lua", "w"))
+      script:write(("local crashed = %q\n"):format(dir .. "/crashed"), [[
+        local lmp = require "lmp"
+        local pool <close> = lmp.Pool()
+        local function address()
+          local f = io.popen("ip -o -4 addr show scope global")
+          local text = f:read("a")
+          f:close()
+          return text:match("inet (10%.77%.0%.%d)")
+        end
+        local where = pool:map(function() return address() end, {1, 2, 3}, 1)
+        table.sort(where)
+        print(address(), table.concat(where, " "))
+        local ok, e = pcall(pool.map, pool, function(x)
+          -- The first task to run on the second host ends its worker.
+          if address() == "10.77.0.2" and os.execute("mkdir " .. crashed .. " 2>/dev/null") then
+            os.exit(5)
+          end
+          return x
+        end, {1, 2, 3, 4, 5, 6}, 1)
+        print(ok or e.kind)
+        print(table.concat(pool:map(function(x) return x * 10 end, {1, 2, 3}), " "))
+      ]])
+      script:close()
+      return helpers.run(("chmod +x %s/agent && OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"
+        .. " timeout 120 ip netns exec %s mpiexec -n 4 --hostfile %s/hosts"
+        .. " --mca plm_rsh_agent %s/agent --mca btl tcp,self"
+        .. " --mca btl_tcp_if_include 10.77.0.0/24 --mca oob_tcp_if_include 10.77.0.0/24"
+        .. " %s %s/script.lua"):format(dir, ns1, dir, dir, runner, dir))
+    end)
+    os.execute(("ip netns del %s 2>/dev/null; ip netns del %s 2>/dev/null; rm -rf %s")
+      :format(ns1, ns2, dir))
+    assert(ok, status)
+    assert.equal("", err)
+    assert.equal(0, status)
+    -- Rank 0 and rank 1 on the first host, ranks 2 and 3 on the second.
+    assert.equal("10.77.0.1\t10.77.0.1 10.77.0.2 10.77.0.2\n", out:match("^[^\n]*\n"))
+    assert.equal("worker_lost", out:match("\n([^\n]*)\n"))
+    assert.truthy(out:find("\n10 20 30\n$"), out)
+  end)
 end)
