@@ -50,6 +50,13 @@ MPI_LIBS = $(call lazy,MPI_LIBS,$(PKG_CONFIG) --libs $(MPI_PKG))
 MPI_DEFINE = -DLMP_MPI
 endif
 OBJECTS := $(RUNTIME:%=$(BUILD)/obj/%.o) $(BUILD)/obj/lua_sources.o
+# core.c opens the MPI transport or not: it is compiled again when MPI=
+# changes between two builds in one directory.
+MPI_SETTING := $(if $(filter 1 yes true,$(MPI)),1,0)
+$(BUILD)/gen/mpi_setting: FORCE | $(BUILD)/obj
+	@echo $(MPI_SETTING) | cmp -s - $@ || echo $(MPI_SETTING) > $@
+$(BUILD)/obj/core.o: $(BUILD)/gen/mpi_setting
+FORCE:
 LUA_MODULES := $(wildcard lua/lmp/*.lua)
 
 all: $(BUILD)/lmp/core.so $(BUILD)/liblmp.a $(BUILD)/bin/lmp $(BUILD)/bin/lmp-worker
@@ -139,6 +146,8 @@ fuzz:
 	tests/fuzz/run.sh $(FUZZ_SECONDS)
 
 bench: all
+	@if $(PKG_CONFIG) --exists ompi || $(PKG_CONFIG) --exists mpich; then \
+	  $(MAKE) -s MPI=1 BUILD=$(MPI_BUILD) all && tests/bench/mpi_bench.sh $(MPI_BUILD); fi
 	tests/bench/run.sh $(BUILD)
 	tests/bench/pool_bench.sh $(BUILD)
 	tests/bench/workloads_bench.sh $(BUILD)
@@ -180,6 +189,6 @@ embed-example: $(BUILD)/examples/embed-host
 	$(BUILD)/examples/embed-host examples/embed/script.lua
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz build-mpi
 
-.PHONY: setup example all test asan valgrind fuzz bench install clean
+.PHONY: setup example all test asan valgrind fuzz bench install clean FORCE
