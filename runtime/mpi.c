@@ -173,7 +173,8 @@ static int relay_out(int fd, int dest) {
 
 /* How long poll sleeps after `idle` turns with nothing moving: not at all
  * at first (a reply usually follows soon), then 1 ms, growing to 10 ms
- * within half a second of quiet. MPI's own traffic is only seen by probing
+ * within half a second of quiet, and 20 ms after a second more. MPI's own
+ * traffic is only seen by probing
  * (each probe of Open MPI costs tens of microseconds across its
  * transports), so the first message after a long quiet waits up to 20 ms;
  * sockets wake poll at once. */
