@@ -456,6 +456,11 @@ static int core_mpi_init(lua_State *L) {
       return luaL_error(L, "lmp: MPI_Init_thread failed");
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
+    /* lmp.current_process() tells the rank, in this process and in the
+     * workers it starts. */
+    lua_pushinteger(L, rank);
+    setenv("LMP_MPI_RANK", lua_tostring(L, -1), 1);
+    lua_pop(L, 1);
     in_flight = calloc((size_t)size, sizeof *in_flight);
     if (in_flight == NULL) return luaL_error(L, "lmp: not enough memory");
     if (rank == 0) {

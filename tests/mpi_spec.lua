@@ -52,6 +52,11 @@ describe("mpi", function()
       local t = {}
       for v in pool:imap(function(x) return x + 1 end, {1, 2, 3}) do t[#t + 1] = v end
       print(table.concat(t, " "))
+      local me = lmp.current_process()
+      local ranks = pool:map(function() local p = require("lmp").current_process()
+        return p.rank .. (p.host == me.host and "" or "?") end, {1, 2, 3}, 1)
+      table.sort(ranks)
+      print(me.rank, table.concat(ranks, " "))
       local got
       pool:apply_async(function(a, b) return a .. b end, {"x", "y"}, {callback = function(v) got = v end})
       pool:close(); pool:join()
@@ -63,7 +68,7 @@ describe("mpi", function()
     ]])
     assert.equal("", err)
     assert.equal(0, status)
-    assert.equal("mpi\nlmp.Pool(3 processes, running)\n1 4 9 16 25 36\n2 3 4\nxy\n5\nlocal\n", out)
+    assert.equal("mpi\nlmp.Pool(3 processes, running)\n1 4 9 16 25 36\n2 3 4\n0\t1 2 3\nxy\n5\nlocal\n", out)
   end)
 
   it("fails only the task whose worker dies on a remote rank; the job goes on", function()

@@ -61,8 +61,21 @@ end
 -- started by fork loaded this module in its parent.
 local main_process = {name = "MainProcess", pid = core.getpid(), identity = {}}
 
+-- In an MPI job (lmp.mpi) every process of a rank, its workers included,
+-- also tells the rank and the host it runs on.
+local function with_rank(p)
+  local rank = os.getenv("LMP_MPI_RANK")
+  if rank and p.rank == nil then
+    p.rank = math.tointeger(tonumber(rank))
+    local f = io.open("/proc/sys/kernel/hostname")
+    p.host = f and f:read("l") or nil
+    if f then f:close() end
+  end
+  return p
+end
+
 function lmp.current_process()
-  return core.worker_identity or main_process
+  return with_rank(core.worker_identity or main_process)
 end
 
 local START_METHODS = {spawn = true, fork = true}
