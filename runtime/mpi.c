@@ -155,19 +155,18 @@ static char *receive(int source, int *from, int *len) {
 /* Reads what the socket holds and sends it to dest, up to the in-flight
  * limit. Returns 1 at end of file or error, else 0. */
 static int relay_out(int fd, int dest) {
-  char *buf = malloc(CHUNK + 1);
-  if (buf == NULL) abort();
+  /* One buffer for the process, made once: only one thread relays (the
+   * progress thread on rank 0, the main one on a worker rank), and a
+   * megabyte allocated at each turn would cost more than the turn. */
+  static char *buf;
+  if (buf == NULL && (buf = malloc(CHUNK)) == NULL) abort();
   while (in_flight[dest] < IN_FLIGHT) {
-    ssize_t n = recv(fd, buf + 1, CHUNK, MSG_DONTWAIT);
+    ssize_t n = recv(fd, buf, CHUNK, MSG_DONTWAIT);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-    if (n <= 0) {
-      free(buf);
-      return 1;
-    }
-    post(dest, M_DATA, buf + 1, (size_t)n);
+    if (n <= 0) return 1;
+    post(dest, M_DATA, buf, (size_t)n);
   }
-  free(buf);
   return 0;
 }
 
