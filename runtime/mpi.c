@@ -316,6 +316,7 @@ static command *commands, **commands_tail = &commands;
 static int wake[2] = {-1, -1};
 static pthread_t thread;
 static int thread_running, stopping;
+static pid_t joined_by; /* the process that called MPI_Init */
 
 static void ask(int kind, int dest, int arg, int fd, int report) {
   command *c = malloc(sizeof *c);
@@ -435,7 +436,9 @@ static void signal_remote(int id, int sig) {
 
 /* At exit on rank 0: the worker ranks are told the job ends, then MPI. */
 static void finish(void) {
-  if (rank != 0) return;
+  /* A forked copy of rank 0 (a "fork" worker calling os.exit) has no
+   * progress thread and is no rank. */
+  if (rank != 0 || getpid() != joined_by) return;
   if (thread_running) {
     ask(M_EXIT, 0, 0, -1, -1);
     pthread_join(thread, NULL);
@@ -453,6 +456,7 @@ static int core_mpi_init(lua_State *L) {
   if (rank < 0) {
     if (MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided) != MPI_SUCCESS)
       return luaL_error(L, "lmp: MPI_Init_thread failed");
+    joined_by = getpid();
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     /* lmp.current_process() tells the rank, in this process and in the

@@ -65,10 +65,14 @@ describe("mpi", function()
       print(ex:submit(function(s) return #s end, "hello"):result())
       local here <close> = lmp.Pool{processes = 2, start_method = "spawn"}
       print(here:apply(function() return "local" end))
+      -- A forked copy of rank 0 that exits through os.exit is no rank.
+      local forked <close> = lmp.Pool{processes = 1, start_method = "fork"}
+      print(pcall(forked.apply, forked, function() os.exit(4) end))
     ]])
     assert.equal("", err)
     assert.equal(0, status)
-    assert.equal("mpi\nlmp.Pool(3 processes, running)\n1 4 9 16 25 36\n2 3 4\n0\t1 2 3\nxy\n5\nlocal\n", out)
+    assert.equal("mpi\nlmp.Pool(3 processes, running)\n1 4 9 16 25 36\n2 3 4\n0\t1 2 3\nxy\n5\nlocal\n", (out:gsub("false\t[^\n]*\n$", "")))
+    assert.truthy(out:find("\nfalse\tlmp worker_lost error[^\n]*exited with status 4\n$"), out)
   end)
 
   it("fails only the task whose worker dies on a remote rank; the job goes on", function()
