@@ -23,7 +23,7 @@ SANFLAGS ?=
 # break on a newer compiler's new warning.
 WERROR = $(if $(filter true 1 yes,$(CI)),-Werror)
 CFLAGS_ALL = -std=c99 -Wall -Wextra $(WERROR) -fPIC -D_GNU_SOURCE $(OPTFLAGS) $(SANFLAGS) \
-             $(LUA_CFLAGS) $(UV_CFLAGS) -Iruntime -I$(BUILD)/gen $(CFLAGS)
+             $(LUA_CFLAGS) $(UV_CFLAGS) $(MPI_CFLAGS) $(MPI_DEFINE) -Iruntime -I$(BUILD)/gen $(CFLAGS)
 LDFLAGS_ALL = $(SANFLAGS) $(LDFLAGS)
 
 # The runtime: one file per concern, in layers (docs/architecture.md), listed
@@ -36,10 +36,27 @@ RUNTIME := memory buffer \
            inbox \
            error names numbers encode decode descriptors payload \
            loop timer \
-           close_from sigpipe digest tracker terminal shared futex waiter sync feeder fd_passing channel process_send process spawn forkserver server watch listener \
+           close_from sigpipe digest tracker terminal shared futex waiter sync feeder fd_passing channel process_send process spawn forkserver relay server watch listener \
            worker interrupt \
            core embed
+# `make MPI=1` adds the MPI transport (runtime/mpi.c), compiled with the
+# flags of pkg-config's ompi (Open MPI) or mpich; MPI_PKG picks one.
+MPI ?=
+MPI_PKG ?= $(shell $(PKG_CONFIG) --exists ompi && echo ompi || echo mpich)
+ifneq ($(filter 1 yes true,$(MPI)),)
+RUNTIME += mpi
+MPI_CFLAGS = $(call lazy,MPI_CFLAGS,$(PKG_CONFIG) --cflags $(MPI_PKG))
+MPI_LIBS = $(call lazy,MPI_LIBS,$(PKG_CONFIG) --libs $(MPI_PKG))
+MPI_DEFINE = -DLMP_MPI
+endif
 OBJECTS := $(RUNTIME:%=$(BUILD)/obj/%.o) $(BUILD)/obj/lua_sources.o
+# core.c opens the MPI transport or not: it is compiled again when MPI=
+# changes between two builds in one directory.
+MPI_SETTING := $(if $(filter 1 yes true,$(MPI)),1,0)
+$(BUILD)/gen/mpi_setting: FORCE | $(BUILD)/obj
+	@echo $(MPI_SETTING) | cmp -s - $@ || echo $(MPI_SETTING) > $@
+$(BUILD)/obj/core.o: $(BUILD)/gen/mpi_setting
+FORCE:
 LUA_MODULES := $(wildcard lua/lmp/*.lua)
 
 all: $(BUILD)/lmp/core.so $(BUILD)/liblmp.a $(BUILD)/bin/lmp $(BUILD)/bin/lmp-worker
@@ -66,16 +83,16 @@ $(BUILD)/obj: | $(filter setup,$(MAKECMDGOALS))
 
 # The Lua module links libuv but takes Lua's symbols from the interpreter.
 $(BUILD)/lmp/core.so: $(OBJECTS)
-	$(CC) -shared $(LDFLAGS_ALL) -o $@ $(OBJECTS) $(UV_LIBS)
+	$(CC) -shared $(LDFLAGS_ALL) -o $@ $(OBJECTS) $(UV_LIBS) $(MPI_LIBS)
 
 $(BUILD)/liblmp.a: $(OBJECTS)
 	rm -f $@ && ar rcs $@ $(OBJECTS)
 
 $(BUILD)/bin/lmp: runtime/main/lmp.c $(BUILD)/liblmp.a
-	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(BUILD)/liblmp.a $(LUA_LIBS) $(UV_LIBS) -lm -ldl
+	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(BUILD)/liblmp.a $(LUA_LIBS) $(UV_LIBS) $(MPI_LIBS) -lm -ldl
 
 $(BUILD)/bin/lmp-worker: runtime/main/lmp_worker.c $(BUILD)/liblmp.a
-	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(BUILD)/liblmp.a $(LUA_LIBS) $(UV_LIBS) -lm -ldl
+	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(BUILD)/liblmp.a $(LUA_LIBS) $(UV_LIBS) $(MPI_LIBS) -lm -ldl
 
 # ---- set-up and a first run -----------------------------------------------
 SETUP ?= tools/setup.sh
@@ -96,8 +113,13 @@ $(BUILD)/test/futex_test: tests/c/futex_test.c $(BUILD)/obj/futex.o
 	mkdir -p $(BUILD)/test
 	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(BUILD)/obj/futex.o
 
+# Where Open MPI (or MPICH) is installed, the suite also builds the MPI
+# transport beside the default build, for tests/mpi_spec.lua.
+MPI_BUILD ?= $(BUILD)-mpi
 test: all $(BUILD)/test/crash.so $(BUILD)/test/futex_test $(BUILD)/examples/embed-host
-	tests/run.sh $(BUILD)
+	@if $(PKG_CONFIG) --exists ompi || $(PKG_CONFIG) --exists mpich; then \
+	  $(MAKE) -s MPI=1 BUILD=$(MPI_BUILD) all; fi
+	LMP_MPI_BUILD=$(if $(filter /%,$(MPI_BUILD)),,$(CURDIR)/)$(MPI_BUILD) tests/run.sh $(BUILD)
 
 # AddressSanitizer + UBSan: the whole suite against the instrumented module,
 # runner and workers (lua5.4 gets the sanitizer runtimes preloaded). Leaks
@@ -129,6 +151,8 @@ fuzz:
 	tests/fuzz/run.sh $(FUZZ_SECONDS)
 
 bench: all
+	@if $(PKG_CONFIG) --exists ompi || $(PKG_CONFIG) --exists mpich; then \
+	  $(MAKE) -s MPI=1 BUILD=$(MPI_BUILD) all && tests/bench/mpi_bench.sh $(MPI_BUILD); fi
 	tests/bench/run.sh $(BUILD)
 	tests/bench/pool_bench.sh $(BUILD)
 	tests/bench/workloads_bench.sh $(BUILD)
@@ -171,6 +195,6 @@ embed-example: $(BUILD)/examples/embed-host
 	$(BUILD)/examples/embed-host examples/embed/script.lua
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz build-mpi
 
-.PHONY: setup example all test asan valgrind fuzz bench install clean
+.PHONY: setup example all test asan valgrind fuzz bench install clean FORCE

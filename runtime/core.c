@@ -36,6 +36,9 @@ int luaopen_lmp_core(lua_State *L) {
   lmp__open_server(L);
   lmp__open_watch(L);
   lmp__open_listener(L);
+#ifdef LMP_MPI
+  lmp__open_relay_mpi(L);
+#endif
   lmp__open_worker(L);
   lmp__open_interrupt(L);
   return 1;

@@ -30,6 +30,9 @@ static worker_handle *live_children;
 static worker_handle *inherited_children; /* in a forked worker: its parent's */
 
 static void add_live(worker_handle *c) {
+  /* A relayed worker is no process of this machine: the transport that
+   * relays it ends it. */
+  if (c->relayed) return;
   c->next = live_children;
   if (live_children) live_children->prev = c;
   live_children = c;
@@ -158,9 +161,23 @@ static void stop_exit_watch(worker_handle *c) {
   }
 }
 
-/* Reaps a forked worker if it has exited. */
+/* Reaps a forked worker if it has exited. A relayed one's end arrives
+ * as two integers, its exit status and signal, on its report socket (or
+ * as the socket's end, read as a kill, when the relay itself is gone). */
 static void reap_forked(worker_handle *c) {
   int wstatus;
+  if (c->relayed) {
+    int report[2] = {0, SIGKILL};
+    ssize_t n;
+    if (c->exited) return;
+    do n = recv(c->pidfd, report, sizeof report, MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    if (n != (ssize_t)sizeof report) report[0] = 0, report[1] = SIGKILL;
+    stop_exit_watch(c);
+    worker_exited(c, report[0], report[1]);
+    return;
+  }
   if (c->exited || waitpid(c->pid, &wstatus, WNOHANG) != c->pid) return;
   stop_exit_watch(c);
   if (WIFSIGNALED(wstatus)) worker_exited(c, 0, WTERMSIG(wstatus));
@@ -465,7 +482,11 @@ static int handle_gc(lua_State *L) {
   lmp__handle_unlist_flush(c);
   c->outbox.len = 0;
   forget_lua(c);
-  if (!c->exited) {
+  if (!c->exited && c->relayed) {
+    /* The relay ends the remote worker; its report is not waited for. */
+    lmp__handle_signal(c, SIGKILL);
+    c->exited = 1;
+  } else if (!c->exited) {
     int status;
     remove_live(c);
     kill(c->pid, SIGKILL);

@@ -21,6 +21,8 @@ typedef struct worker_handle {
   uv_poll_t exit_watch; /* a forked one's: its pidfd turns readable at exit, */
   uv_signal_t sigchld;  /* or, without pidfd (old kernels, valgrind), SIGCHLD */
   int forked, by_pidfd, pidfd;
+  int relayed;          /* a remote worker (relay.c): pidfd is the socket its
+                           end is reported on, pid the relay's number for it */
   long owner;           /* the process this handle belongs to */
   uv_pipe_t channel;
   lua_State *L; /* NULL once the Lua object is collected */
@@ -80,6 +82,16 @@ int lmp__handle_close_input(lua_State *L);
  * and returns 1, or kills and reaps it and raises. */
 worker_handle *lmp__new_forked_handle(lua_State *L, int *peer);
 int lmp__watch_forked(lua_State *L, worker_handle *c, int pid, int on_message);
+
+/* process_send.c: how a relayed worker is signalled, set by the transport
+ * that relays it; NULL while none runs. */
+extern void (*lmp__relay_signal)(int id, int sig);
+/* relay.c: the handle of a worker another transport relays (MPI ranks):
+ * its frames arrive on channel_fd, its end as two ints (exit status,
+ * signal) on report_fd (both sockets, taken over here, closed on error);
+ * id identifies it to lmp__relay_signal and is its pid(). The Lua
+ * callbacks are at on_message and on_message + 1. Pushes the handle. */
+int lmp__relay_worker(lua_State *L, int id, int channel_fd, int report_fd, int on_message);
 
 /* In a forked worker: the handles it inherited are its parent's, not to
  * be killed or reaped here. */

@@ -28,9 +28,17 @@ worker_handle *lmp__check_handle(lua_State *L) {
   return *box;
 }
 
+void (*lmp__relay_signal)(int id, int sig);
+
 void lmp__handle_signal(worker_handle *c, int sig) {
-  if (c->forked) kill(c->pid, sig);
-  else uv_process_kill(&c->process, sig);
+  if (c->relayed) {
+    if (lmp__relay_signal) lmp__relay_signal(c->pid, sig);
+  } else if (c->forked) {
+    kill(c->pid, sig);
+  }
+  else {
+    uv_process_kill(&c->process, sig);
+  }
 }
 
 typedef struct write_request {

@@ -224,6 +224,8 @@ void lmp__open_watch(lua_State *L);
 /* listener.c: the sockets of Listener and Client, with the server's side
  * of the handshake (core.listen_socket, accept_socket, connect_socket). */
 void lmp__open_listener(lua_State *L);
+/* mpi.c, in a build with MPI=1 only: core.mpi_*. */
+void lmp__open_relay_mpi(lua_State *L);
 void lmp__open_digest(lua_State *L);
 void lmp__open_terminal(lua_State *L);
 

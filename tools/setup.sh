@@ -3,6 +3,12 @@
 # is missing; does nothing when everything is there.
 set -e
 PACKAGES="gcc make pkg-config liblua5.4-dev lua5.4 libuv1-dev lua-busted luarocks lua-luv python3 tmux"
+# Open MPI, for the MPI transport (make MPI=1), only when asked:
+# LMP_SETUP_MPI=1 make setup, or tools/setup.sh mpi. (iproute2: the MPI
+# spec's two simulated hosts are network namespaces made with ip.)
+if [ -n "$LMP_SETUP_MPI" ] || [ "$1" = mpi ]; then
+  PACKAGES="$PACKAGES openmpi-bin libopenmpi-dev iproute2"
+fi
 missing=""
 for p in $PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

@@ -68,11 +68,24 @@ function CurrentProcess.is_alive() return true end
 local main_process = setmetatable({name = "MainProcess", pid = core.getpid(), identity = {}},
                                   CurrentProcess)
 
+-- In an MPI job (lmp.mpi) every process of a rank, its workers included,
+-- also tells the rank and the host it runs on.
+local function with_rank(p)
+  local rank = os.getenv("LMP_MPI_RANK")
+  if rank and p.rank == nil then
+    p.rank = math.tointeger(tonumber(rank))
+    local f = io.open("/proc/sys/kernel/hostname")
+    p.host = f and f:read("l") or nil
+    if f then f:close() end
+  end
+  return p
+end
+
 function lmp.current_process()
   local identity = core.worker_identity
-  if identity == nil then return main_process end
+  if identity == nil then return with_rank(main_process) end
   if getmetatable(identity) == nil then setmetatable(identity, CurrentProcess) end
-  return identity
+  return with_rank(identity)
 end
 
 -- The process that started this one, as lmp.parent_process() gives it.

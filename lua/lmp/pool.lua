@@ -13,6 +13,7 @@ local job_module = require "lmp.job"
 local imap = require "lmp.imap"
 local scheduler = require "lmp.scheduler"
 local workers = require "lmp.workers"
+local mpi = require "lmp.mpi"
 
 local Pool = scheduler.Pool
 Pool.__lmp_nosend = "a pool belongs to the process that made it: send the data and functions, not the pool"
@@ -34,10 +35,39 @@ local function weak_ref(pool)
 end
 
 local function new_pool(opts, fname)
+  local start_method = opts.start_method
+  if opts.context ~= nil then
+    if type(opts.context) ~= "table" or type(opts.context.get_start_method) ~= "function" then
+      argument_error(1, fname, "context must be a context from lmp.get_context")
+    end
+    start_method = start_method or opts.context.get_start_method()
+  end
+  start_method = start_method or settings.start_method
+  if not workers.has_transport(start_method) then
+    argument_error(1, fname, ("start method '%s' is not supported; use %s")
+      :format(tostring(start_method), workers.transport_list()))
+  end
   local processes = opts.processes
-  if processes == nil then processes = core.cpu_count() end
-  if math.type(processes) ~= "integer" or processes < 1 then
+  if math.type(processes) ~= "integer" and processes ~= nil or (processes or 1) < 1 then
     argument_error(1, fname, "processes must be a positive integer")
+  end
+  if start_method == "mpi" then
+    -- A pool worker holds a rank: a pool gets the free ranks, at most as
+    -- many as it asked for, so that a script written for a laptop runs
+    -- unchanged; with none free (another pool holds them all) its workers
+    -- are local.
+    local free = mpi.free_ranks()
+    if free == 0 and opts.start_method == nil and opts.context == nil then
+      start_method = "spawn"
+    elseif free == 0 then
+      argument_error(1, fname, "no MPI worker rank is free (each pool worker holds one)")
+    else
+      processes = math.min(processes or free, free)
+    end
+  end
+  if processes == nil then processes = core.cpu_count() end
+  if start_method == "mpi" and opts.kill_orphans then
+    argument_error(1, fname, "kill_orphans is for local workers, not MPI ranks")
   end
   if opts.initializer ~= nil and type(opts.initializer) ~= "function" then
     argument_error(1, fname, "initializer must be a function")
@@ -55,18 +85,6 @@ local function new_pool(opts, fname)
   end
   if opts.kill_orphans ~= nil and type(opts.kill_orphans) ~= "boolean" then
     argument_error(1, fname, "kill_orphans must be a boolean")
-  end
-  local start_method = opts.start_method
-  if opts.context ~= nil then
-    if type(opts.context) ~= "table" or type(opts.context.get_start_method) ~= "function" then
-      argument_error(1, fname, "context must be a context from lmp.get_context")
-    end
-    start_method = start_method or opts.context.get_start_method()
-  end
-  start_method = start_method or settings.start_method
-  if not workers.has_transport(start_method) then
-    argument_error(1, fname, ("start method '%s' is not supported; use %s")
-      :format(tostring(start_method), workers.transport_list()))
   end
 
   local self = setmetatable({

@@ -429,6 +429,18 @@ static int protected_main(lua_State *L) {
   luaL_requiref(L, "lmp", luaopen_lmp, 0);
   lua_pop(L, 1);
   create_arg_table(L, argv, argc, script);
+  /* Under mpiexec every rank but 0 serves as a pool worker and runs no
+   * script (lmp.mpi). */
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "lmp.mpi");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "enter");
+  lua_call(L, 0, 1);
+  if (lua_toboolean(L, -1)) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_pop(L, 2);
   lua_gc(L, LUA_GCRESTART);
   lua_gc(L, LUA_GCGEN, 0, 0);
   if (!(flags & HAS_UPPER_E) && run_init(L) != LUA_OK) return 0;

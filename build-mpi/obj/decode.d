@@ -1,0 +1,10 @@
+build-mpi/obj/decode.o: runtime/decode.c runtime/value_tags.h \
+ runtime/value.h /usr/include/lua5.4/lua.h /usr/include/lua5.4/luaconf.h \
+ /usr/include/lua5.4/lauxlib.h /usr/include/lua5.4/lua.h runtime/buffer.h
+runtime/value_tags.h:
+runtime/value.h:
+/usr/include/lua5.4/lua.h:
+/usr/include/lua5.4/luaconf.h:
+/usr/include/lua5.4/lauxlib.h:
+/usr/include/lua5.4/lua.h:
+runtime/buffer.h:

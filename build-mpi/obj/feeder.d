@@ -1,0 +1,13 @@
+build-mpi/obj/feeder.o: runtime/feeder.c runtime/inbox.h \
+ /usr/include/lua5.4/lua.h /usr/include/lua5.4/luaconf.h runtime/buffer.h \
+ runtime/transport.h runtime/loop.h runtime/value.h \
+ /usr/include/lua5.4/lauxlib.h /usr/include/lua5.4/lua.h
+runtime/inbox.h:
+/usr/include/lua5.4/lua.h:
+/usr/include/lua5.4/luaconf.h:
+runtime/buffer.h:
+runtime/transport.h:
+runtime/loop.h:
+runtime/value.h:
+/usr/include/lua5.4/lauxlib.h:
+/usr/include/lua5.4/lua.h:

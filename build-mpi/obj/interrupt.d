@@ -1,0 +1,13 @@
+build-mpi/obj/interrupt.o: runtime/interrupt.c runtime/worker.h \
+ runtime/transport.h runtime/loop.h runtime/value.h \
+ /usr/include/lua5.4/lua.h /usr/include/lua5.4/luaconf.h \
+ /usr/include/lua5.4/lauxlib.h /usr/include/lua5.4/lua.h runtime/buffer.h
+runtime/worker.h:
+runtime/transport.h:
+runtime/loop.h:
+runtime/value.h:
+/usr/include/lua5.4/lua.h:
+/usr/include/lua5.4/luaconf.h:
+/usr/include/lua5.4/lauxlib.h:
+/usr/include/lua5.4/lua.h:
+runtime/buffer.h:
