@@ -45,12 +45,12 @@ static int copy_count, copy_room;
 /* Bumped when a forked worker lets go of its parent's descriptors. */
 static lua_Integer generation;
 
-/* The parent's table, in a forked worker: its memory copied, left as it
- * is and kept reachable (lest valgrind count it lost). */
-static shared_copy *parents_copies;
-
+/* In a forked worker: the parent's table is this process's copy, and the
+ * duplicates it lists were closed with every inherited descriptor, so it
+ * is freed; boxes inherited from the parent release through the new,
+ * empty table, which does not know them (release_copy). */
 void lmp__descriptors_forget_parent(void) {
-  parents_copies = copies;
+  free(copies);
   copies = NULL;
   copy_count = copy_room = 0;
   generation++;
