@@ -548,6 +548,20 @@ describe("Manager", function()
     assert.is_nil(require("lfs").attributes(dir))
   end)
 
+  it("a manager collected before the script ends holds up nothing at exit", function()
+    -- Its process is killed from the finalizer: the exit must neither wait
+    -- for it nor try to kill it again.
+    local status, out, err = helpers.run_lua([[
+      local lmp = require "lmp"
+      do local m = lmp.Manager(); m:dict():set("k", 1) end
+      collectgarbage(); collectgarbage()
+      print("done")
+    ]], "timeout 60 " .. helpers.runner)
+    assert.equal("done\n", out)
+    assert.equal("", err)
+    assert.equal(0, status)
+  end)
+
   it("ends with the script that made it: SIGKILL leaves no manager process, no directory", function()
     local p = assert(io.popen("exec lua5.4 -e '"
       .. "local m = require(\"lmp\").Manager(); m:dict(); "

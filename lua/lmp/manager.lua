@@ -246,8 +246,7 @@ BaseManager.__close = BaseManager.shutdown
 function BaseManager:__gc()
   if self.state ~= "started" or self.owner ~= core.getpid() then return end
   self.state = "shutdown"
-  local handle = self.process and self.process._handle
-  if handle then handle:close() end
+  if self.process then self.process:_close_now() end
   remove_files(self)
 end
 

@@ -108,6 +108,19 @@ function Process:_reap()
   end
 end
 
+-- For an owner that ends the process from a finalizer, where nothing may
+-- wait (the Manager): closing the handle kills and reaps the process at
+-- once, and no exit callback comes after it, so the process is recorded
+-- here as killed; otherwise the runner's exit would wait for it for ever.
+function Process:_close_now()
+  if self._handle then self._handle:close() end
+  if self._state and self._state.exitcode == nil then
+    self._state.exitcode = -core.signals.SIGKILL
+  end
+  self:_reap()
+  live[self] = nil
+end
+
 function Process:is_alive()
   check_open(self, "is_alive", 2)
   if not self.started then return false end
