@@ -85,7 +85,8 @@ static int core_spawn(lua_State *L) {
   }
   args[nargs] = NULL;
   /* Optional 5th argument: descriptors the child inherits as fd 4, 5, ...
-   * (the connections an lmp.Process was given). */
+   * (lmp itself passes none: an lmp.Process's connections travel with its
+   * first message, over the channel). */
   if (!lua_isnoneornil(L, 5)) {
     luaL_checktype(L, 5, LUA_TTABLE);
     npassed = (int)lua_rawlen(L, 5);
@@ -276,7 +277,8 @@ static int passed_descriptors(lua_State *L, int index, int *fds) {
  * gives: the "fork" start method. The child is a copy of this process,
  * with the script and everything it loaded already there: no executable
  * to load, no Lua to start, so a pool is ready in a fraction of the time.
- * fds are descriptors the child gets as fd 4, 5, ... (lmp.Process's). */
+ * fds are descriptors the child gets as fd 4, 5, ... (lmp itself passes
+ * none: a Process's connections travel over the channel). */
 static int core_fork_worker(lua_State *L) {
   int fds[1 + LMP_MAX_PASSED_FDS], npassed, r;
   pid_t pid;
