@@ -1,9 +1,0 @@
-build-mpi/obj/names.o: runtime/names.c runtime/value.h \
- /usr/include/lua5.4/lua.h /usr/include/lua5.4/luaconf.h \
- /usr/include/lua5.4/lauxlib.h /usr/include/lua5.4/lua.h runtime/buffer.h
-runtime/value.h:
-/usr/include/lua5.4/lua.h:
-/usr/include/lua5.4/luaconf.h:
-/usr/include/lua5.4/lauxlib.h:
-/usr/include/lua5.4/lua.h:
-runtime/buffer.h:
