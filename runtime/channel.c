@@ -22,7 +22,7 @@
  * go or come whole even on a non-blocking descriptor: libuv makes a Pipe
  * end non-blocking once the main process watched it on its loop, and that
  * flag belongs to every process sharing the end. */
-static int wait_ready(int fd, short events) {
+int lmp__wait_ready(int fd, short events) {
   struct pollfd pfd;
   int r;
   pfd.fd = fd;
@@ -40,7 +40,7 @@ static int read_full(int fd, char *p, size_t n) {
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        if ((r = wait_ready(fd, POLLIN)) < 0) return (int)r;
+        if ((r = lmp__wait_ready(fd, POLLIN)) < 0) return (int)r;
         continue;
       }
       return -errno;
@@ -196,7 +196,7 @@ static int writev_full(int fd, struct iovec *iov, int n, const lmp_descriptors *
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        if ((r = wait_ready(fd, POLLOUT)) < 0) return (int)r;
+        if ((r = lmp__wait_ready(fd, POLLOUT)) < 0) return (int)r;
         continue;
       }
       return -errno;

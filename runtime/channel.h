@@ -20,6 +20,11 @@ void lmp__decode_frame(lua_State *L, const char *body, size_t n);
 #define LMP_CHANNEL_BUFFER (4 << 20)
 void lmp__widen_socket(int fd);
 
+/* Waits until fd is ready for `events` (POLLIN or POLLOUT): a frame must
+ * go or come whole even on a descriptor another process made
+ * non-blocking. 0, or -errno. */
+int lmp__wait_ready(int fd, short events);
+
 /* Adds channel_recv and channel_send (a worker's blocking side of the
  * channel) to the table on top of the stack. */
 void lmp__open_channel(lua_State *L);

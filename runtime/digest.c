@@ -165,8 +165,7 @@ void lmp__auth_answer(const char *key, size_t key_len, const char *role,
   lmp__hmac_sha256(key, key_len, message, n + LMP_AUTH_CHALLENGE_SIZE, answer);
 }
 
-/* Reads exactly n bytes; 0, or -1 at an error or the end of the stream. */
-static int read_exactly(int fd, void *out, size_t n) {
+int lmp__read_exactly(int fd, void *out, size_t n) {
   unsigned char *p = out;
   while (n > 0) {
     ssize_t got = read(fd, p, n);
@@ -178,7 +177,7 @@ static int read_exactly(int fd, void *out, size_t n) {
   return 0;
 }
 
-static int write_all(int fd, const void *data, size_t n) {
+int lmp__send_all(int fd, const void *data, size_t n) {
   const unsigned char *p = data;
   while (n > 0) {
     ssize_t put = send(fd, p, n, MSG_NOSIGNAL);
@@ -194,7 +193,7 @@ int lmp__auth_client(int fd, const char *key, size_t key_len, const char **why) 
   unsigned char greeting[LMP_AUTH_TAG_SIZE + LMP_AUTH_CHALLENGE_SIZE];
   unsigned char answer[LMP_SHA256_SIZE], expected[LMP_SHA256_SIZE];
   unsigned char challenge[LMP_AUTH_CHALLENGE_SIZE], verdict[LMP_AUTH_TAG_SIZE];
-  if (read_exactly(fd, greeting, sizeof greeting) != 0) {
+  if (lmp__read_exactly(fd, greeting, sizeof greeting) != 0) {
     *why = "the server closed the connection before its challenge";
     return -1;
   }
@@ -203,8 +202,8 @@ int lmp__auth_client(int fd, const char *key, size_t key_len, const char **why) 
     return -1;
   }
   lmp__auth_answer(key, key_len, "lmp client", greeting + LMP_AUTH_TAG_SIZE, answer);
-  if (write_all(fd, answer, sizeof answer) != 0 ||
-      read_exactly(fd, verdict, sizeof verdict) != 0) {
+  if (lmp__send_all(fd, answer, sizeof answer) != 0 ||
+      lmp__read_exactly(fd, verdict, sizeof verdict) != 0) {
     *why = "the server closed the connection during the handshake";
     return -1;
   }
@@ -213,8 +212,8 @@ int lmp__auth_client(int fd, const char *key, size_t key_len, const char **why) 
     return -1;
   }
   if (lmp__random_bytes(challenge, sizeof challenge) != 0 ||
-      write_all(fd, challenge, sizeof challenge) != 0 ||
-      read_exactly(fd, answer, sizeof answer) != 0) {
+      lmp__send_all(fd, challenge, sizeof challenge) != 0 ||
+      lmp__read_exactly(fd, answer, sizeof answer) != 0) {
     *why = "the server closed the connection during the handshake";
     return -1;
   }

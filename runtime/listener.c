@@ -132,30 +132,6 @@ static void set_time_limit(int fd, double seconds) {
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
 
-static int read_exactly(int fd, void *out, size_t n) {
-  unsigned char *p = out;
-  while (n > 0) {
-    ssize_t got = read(fd, p, n);
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) return -1;
-    p += got;
-    n -= (size_t)got;
-  }
-  return 0;
-}
-
-static int write_exactly(int fd, const void *data, size_t n) {
-  const unsigned char *p = data;
-  while (n > 0) {
-    ssize_t put = send(fd, p, n, MSG_NOSIGNAL);
-    if (put < 0 && errno == EINTR) continue;
-    if (put <= 0) return -1;
-    p += put;
-    n -= (size_t)put;
-  }
-  return 0;
-}
-
 /* The server's side of the handshake (transport.h) on a blocking
  * descriptor: 0 once both sides proved the key, or -1 with why. */
 static int auth_server(int fd, const char *key, size_t key_len, const char **why) {
@@ -167,24 +143,24 @@ static int auth_server(int fd, const char *key, size_t key_len, const char **why
     *why = "no random bytes for the challenge";
     return -1;
   }
-  if (write_exactly(fd, greeting, sizeof greeting) != 0 ||
-      read_exactly(fd, answer, sizeof answer) != 0) {
+  if (lmp__send_all(fd, greeting, sizeof greeting) != 0 ||
+      lmp__read_exactly(fd, answer, sizeof answer) != 0) {
     *why = "the peer did not answer the challenge (closed, or silent past the time limit)";
     return -1;
   }
   lmp__auth_answer(key, key_len, "lmp client", greeting + LMP_AUTH_TAG_SIZE, expected);
   if (!lmp__compare_digest(answer, expected, sizeof answer)) {
-    write_exactly(fd, LMP_AUTH_FAILURE, LMP_AUTH_TAG_SIZE);
+    lmp__send_all(fd, LMP_AUTH_FAILURE, LMP_AUTH_TAG_SIZE);
     *why = "the peer's answer to the challenge is wrong (it does not know the key)";
     return -1;
   }
-  if (write_exactly(fd, LMP_AUTH_WELCOME, LMP_AUTH_TAG_SIZE) != 0 ||
-      read_exactly(fd, challenge, sizeof challenge) != 0) {
+  if (lmp__send_all(fd, LMP_AUTH_WELCOME, LMP_AUTH_TAG_SIZE) != 0 ||
+      lmp__read_exactly(fd, challenge, sizeof challenge) != 0) {
     *why = "the peer left during the handshake";
     return -1;
   }
   lmp__auth_answer(key, key_len, "lmp server", challenge, answer);
-  if (write_exactly(fd, answer, sizeof answer) != 0) {
+  if (lmp__send_all(fd, answer, sizeof answer) != 0) {
     *why = "the peer left during the handshake";
     return -1;
   }

@@ -45,6 +45,12 @@ int lmp__random_bytes(void *out, size_t n);
  * on where they differ. */
 int lmp__compare_digest(const void *a, const void *b, size_t n);
 
+/* Blocking whole reads and writes on a socket, for the handshakes:
+ * 0, or -1 at an error or the end of the stream (writes never raise
+ * SIGPIPE). */
+int lmp__read_exactly(int fd, void *out, size_t n);
+int lmp__send_all(int fd, const void *data, size_t n);
+
 /* The handshake on a connection, both sides proving the key without
  * sending it (as Python's multiprocessing.connection does):
  *   server: LMP_AUTH_GREETING (8 bytes) and a challenge (32 random bytes)

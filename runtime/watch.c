@@ -13,6 +13,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "channel.h"
 #include "inbox.h"
 #include "transport.h"
 
@@ -177,17 +178,6 @@ static int core_sentinel(lua_State *L) {
 
 /* ---- frames of raw bytes ------------------------------------------- */
 
-static int wait_for(int fd, short events) {
-  struct pollfd pfd;
-  int r;
-  pfd.fd = fd;
-  pfd.events = events;
-  do {
-    r = poll(&pfd, 1, -1);
-  } while (r < 0 && errno == EINTR);
-  return r < 0 ? -errno : 0;
-}
-
 /* Reads n bytes, waiting on a non-blocking descriptor. 1 once read, 0 at
  * end of file before any byte, -EPIPE at end of file after some, -errno. */
 static int read_all(int fd, char *p, size_t n) {
@@ -198,7 +188,7 @@ static int read_all(int fd, char *p, size_t n) {
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        if ((r = wait_for(fd, POLLIN)) < 0) return (int)r;
+        if ((r = lmp__wait_ready(fd, POLLIN)) < 0) return (int)r;
         continue;
       }
       return -errno;
@@ -251,7 +241,7 @@ static int core_write_bytes(lua_State *L) {
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        int w = wait_for(fd, POLLOUT);
+        int w = lmp__wait_ready(fd, POLLOUT);
         if (w < 0) return luaL_error(L, "lmp: send_bytes failed: %s", strerror(-w));
         continue;
       }
