@@ -118,7 +118,9 @@ int lmp__lock_try(lmp_sync_cell *c, int32_t pid, int recursive, int check_owner)
   }
   if (owner == pid) {
     if (!recursive) return 0;
-    __atomic_add_fetch(&c->depth, 1, RELAXED);
+    /* Only the holder changes depth: no atomic read-modify-write (a
+     * locked instruction, the dearest part of an uncontended RLock). */
+    __atomic_store_n(&c->depth, __atomic_load_n(&c->depth, RELAXED) + 1, RELAXED);
     return LMP_SYNC_ACQUIRED;
   }
   if (check_owner && !lmp__process_alive(owner) &&
@@ -131,9 +133,15 @@ int lmp__lock_try(lmp_sync_cell *c, int32_t pid, int recursive, int check_owner)
 
 int lmp__lock_release(lmp_sync_cell *c, int32_t pid, int recursive) {
   if (recursive) {
+    uint32_t depth;
     if (__atomic_load_n(&c->owner, SC) != pid) return -EPERM;
-    if (__atomic_sub_fetch(&c->depth, 1, RELAXED) > 0) return 0;
-    __atomic_store_n(&c->owner, 0, SC);
+    depth = __atomic_load_n(&c->depth, RELAXED) - 1;
+    __atomic_store_n(&c->depth, depth, RELAXED);
+    if (depth > 0) return 0;
+    /* A release store is enough: changed() next is a sequentially
+     * consistent read-modify-write, which no later load passes, and a
+     * waiter that sees its new seq sees the lock free. */
+    __atomic_store_n(&c->owner, 0, __ATOMIC_RELEASE);
   } else if (__atomic_exchange_n(&c->owner, 0, SC) == 0) {
     return -EPERM; /* not locked: any process may release, but only once */
   }

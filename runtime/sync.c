@@ -212,53 +212,76 @@ static int cell_barrier_state(lua_State *L) {
 
 /* ---- Lock and RLock methods, fast -----------------------------------------------
  * lock:acquire() and lock:release() without contention are one call into
- * C: the closure finds the object's cell in sync.lua's table of cells
- * (upvalue 1) and tries; anything else (arguments, contention, an error
- * to raise, a cell not mapped yet) goes to the Lua method (upvalue 2).
- * Upvalue 3: whether the lock is recursive; 4: whether this releases;
- * 5: the cells' metatable. */
+ * C: the method finds the object's cell in sync.lua's table of cells
+ * (upvalue 1) and works on it; anything else (arguments, contention, an
+ * error to raise, a cell not mapped yet) goes to the Lua method (upvalue
+ * 2). A C function per method, so that no flag is read per call, and no
+ * more calls into Lua's API than it takes: the cost of an uncontended
+ * acquire and release is mostly these calls. */
+
+/* The cell of the object at index 1 when it is the only argument and
+ * its cell is mapped, else NULL. The metatable (upvalue 3) is compared,
+ * not trusted: the table of cells is a Lua table that Lua code could fill
+ * with anything. */
+static lmp_sync_cell *fast_cell(lua_State *L) {
+  cell_box *box;
+  if (lua_gettop(L) != 1) return NULL;
+  lua_pushvalue(L, 1);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TUSERDATA || !lua_getmetatable(L, -1) ||
+      !lua_rawequal(L, -1, lua_upvalueindex(3)))
+    return NULL;
+  box = lua_touserdata(L, -2);
+  return box->map ? box->map->cell : NULL;
+}
+
 static int lock_method_done(lua_State *L, int status, lua_KContext context) {
   (void)status;
   (void)context;
   return lua_gettop(L);
 }
 
-static int lock_method(lua_State *L) {
-  int recursive = lua_toboolean(L, lua_upvalueindex(3));
-  int releasing = lua_toboolean(L, lua_upvalueindex(4));
-  if (lua_gettop(L) == 1 && lua_istable(L, 1)) {
-    cell_box *box;
-    lua_pushvalue(L, 1);
-    if (lua_rawget(L, lua_upvalueindex(1)) == LUA_TUSERDATA && lua_getmetatable(L, -1) &&
-        lua_rawequal(L, -1, lua_upvalueindex(5)) &&
-        (box = lua_touserdata(L, -2))->map != NULL) {
-      if (releasing) {
-        if (lmp__lock_release(box->map->cell, current_pid(), recursive) == 0) return 0;
-      } else if (lmp__lock_try(box->map->cell, current_pid(), recursive, 0) != 0) {
-        lua_pushboolean(L, 1);
-        return 1;
-      }
-    }
-    lua_settop(L, 1);
-  }
+/* Calls the Lua method (upvalue 2) with the arguments as they came. */
+static int slow_method(lua_State *L, int nargs) {
+  lua_settop(L, nargs);
   lua_pushvalue(L, lua_upvalueindex(2));
   lua_insert(L, 1);
   /* With a continuation, so that a wait inside lmp.spawn can yield. */
-  lua_callk(L, lua_gettop(L) - 1, LUA_MULTRET, 0, lock_method_done);
+  lua_callk(L, nargs, LUA_MULTRET, 0, lock_method_done);
   return lua_gettop(L);
 }
 
+static int acquire_fast(lua_State *L, int recursive) {
+  int nargs = lua_gettop(L);
+  lmp_sync_cell *c = fast_cell(L);
+  if (c && lmp__lock_try(c, current_pid(), recursive, 0) != 0) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  return slow_method(L, nargs);
+}
+
+static int release_fast(lua_State *L, int recursive) {
+  int nargs = lua_gettop(L);
+  lmp_sync_cell *c = fast_cell(L);
+  if (c && lmp__lock_release(c, current_pid(), recursive) == 0) return 0;
+  return slow_method(L, nargs);
+}
+
+static int lock_acquire(lua_State *L) { return acquire_fast(L, 0); }
+static int rlock_acquire(lua_State *L) { return acquire_fast(L, 1); }
+static int lock_release(lua_State *L) { return release_fast(L, 0); }
+static int rlock_release(lua_State *L) { return release_fast(L, 1); }
+
 /* core.lock_method(cells, slow, recursive, releasing) -> the method */
 static int core_lock_method(lua_State *L) {
+  static const lua_CFunction methods[2][2] = {{lock_acquire, lock_release},
+                                              {rlock_acquire, rlock_release}};
+  int recursive = lua_toboolean(L, 3), releasing = lua_toboolean(L, 4);
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checktype(L, 2, LUA_TFUNCTION);
-  lua_settop(L, 4);
-  lua_pushboolean(L, lua_toboolean(L, 3));
-  lua_replace(L, 3);
-  lua_pushboolean(L, lua_toboolean(L, 4));
-  lua_replace(L, 4);
+  lua_settop(L, 2);
   luaL_getmetatable(L, CELL_META);
-  lua_pushcclosure(L, lock_method, 5);
+  lua_pushcclosure(L, methods[recursive][releasing], 3);
   return 1;
 }
 
