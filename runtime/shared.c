@@ -24,6 +24,7 @@ typedef union item {
 typedef struct mapping {
   char *base; /* NULL once unmapped */
   size_t size;
+  char code; /* a Value's type code, for its fast .value; else 0 */
 } mapping;
 
 /* core.memfile(size) -> fd of a fresh file of size bytes that has no name
@@ -94,13 +95,29 @@ static int core_fd_close(lua_State *L) {
   return 0;
 }
 
-/* core.map(fd, size) -> mapping of the file's first size bytes. */
+static size_t code_size(char code) {
+  switch (code) {
+    case 'b': case 'B': return 1;
+    case 'h': case 'H': return 2;
+    case 'i': case 'I': case 'f': return 4;
+    case 'l': case 'L': case 'q': case 'Q': case 'd': return 8;
+    default: return 0;
+  }
+}
+
+/* core.map(fd, size [, code]) -> mapping of the file's first size bytes;
+ * code: the type code of the one item a Value's mapping holds. */
 static int core_map(lua_State *L) {
   int fd = (int)luaL_checkinteger(L, 1);
   lua_Integer size = luaL_checkinteger(L, 2);
-  mapping *m = lua_newuserdatauv(L, sizeof *m, 0);
+  const char *code = luaL_optstring(L, 3, "");
+  mapping *m;
+  luaL_argcheck(L, code[0] == '\0' || (code_size(code[0]) > 0 && code_size(code[0]) <= (lua_Unsigned)size),
+                3, "type code of an item that fits expected");
+  m = lua_newuserdatauv(L, sizeof *m, 0);
   m->base = NULL;
   m->size = 0;
+  m->code = code[0];
   luaL_setmetatable(L, MAPPING_META);
   luaL_argcheck(L, size >= 0, 2, "size must not be negative");
   if (size > 0) {
@@ -120,16 +137,10 @@ static mapping *check_mapping(lua_State *L) {
 
 static size_t item_size(lua_State *L, int arg, char *code) {
   const char *s = luaL_checkstring(L, arg);
+  size_t size = code_size(s[0]);
   *code = s[0];
-  switch (s[0]) {
-    case 'b': case 'B': return 1;
-    case 'h': case 'H': return 2;
-    case 'i': case 'I': case 'f': return 4;
-    case 'l': case 'L': case 'q': case 'Q': case 'd': return 8;
-    default:
-      luaL_argerror(L, arg, "type code expected (b B h H i I l L q Q f d)");
-      return 0;
-  }
+  if (size == 0) luaL_argerror(L, arg, "type code expected (b B h H i I l L q Q f d)");
+  return size;
 }
 
 /* Checks that item `index` (1-based) of the code's size fits; returns its
@@ -141,14 +152,10 @@ static char *item_at(lua_State *L, mapping *m, size_t size, int arg) {
   return m->base + (size_t)(index - 1) * size;
 }
 
-/* mapping:get(code, index) -> number */
-static int mapping_get(lua_State *L) {
-  mapping *m = check_mapping(L);
-  char code;
-  size_t size = item_size(L, 2, &code);
-  char *p = item_at(L, m, size, 3);
+/* Pushes the item of type code at p. */
+static void push_item(lua_State *L, char code, const char *p) {
   item v;
-  memcpy(&v, p, size);
+  memcpy(&v, p, code_size(code));
   switch (code) {
     case 'b': lua_pushinteger(L, v.b); break;
     case 'B': lua_pushinteger(L, v.B); break;
@@ -161,21 +168,21 @@ static int mapping_get(lua_State *L) {
     case 'f': lua_pushnumber(L, v.f); break;
     default: lua_pushnumber(L, v.d); break;
   }
-  return 1;
 }
 
-/* mapping:set(code, index, number) */
-static int mapping_set(lua_State *L) {
-  mapping *m = check_mapping(L);
-  char code;
-  size_t size = item_size(L, 2, &code);
-  char *p = item_at(L, m, size, 3);
+/* Stores the number at idx as an item of type code at p; 0 when it is no
+ * number of the code's kind (an integer code takes what lua_tointegerx
+ * takes, as luaL_checkinteger), and nothing is stored. */
+static int store_item(lua_State *L, char code, char *p, int idx) {
   item v;
+  int ok;
   if (code == 'f' || code == 'd') {
-    lua_Number n = luaL_checknumber(L, 4);
+    lua_Number n = lua_tonumberx(L, idx, &ok);
+    if (!ok) return 0;
     if (code == 'f') v.f = (float)n; else v.d = (double)n;
   } else {
-    lua_Integer n = luaL_checkinteger(L, 4);
+    lua_Integer n = lua_tointegerx(L, idx, &ok);
+    if (!ok) return 0;
     switch (code) {
       case 'b': v.b = (int8_t)n; break;
       case 'B': v.B = (uint8_t)n; break;
@@ -187,8 +194,96 @@ static int mapping_set(lua_State *L) {
       default: v.L = (uint64_t)n; break;
     }
   }
-  memcpy(p, &v, size);
+  memcpy(p, &v, code_size(code));
+  return 1;
+}
+
+/* mapping:get(code, index) -> number */
+static int mapping_get(lua_State *L) {
+  mapping *m = check_mapping(L);
+  char code;
+  size_t size = item_size(L, 2, &code);
+  push_item(L, code, item_at(L, m, size, 3));
+  return 1;
+}
+
+/* mapping:set(code, index, number) */
+static int mapping_set(lua_State *L) {
+  mapping *m = check_mapping(L);
+  char code;
+  size_t size = item_size(L, 2, &code);
+  char *p = item_at(L, m, size, 3);
+  if (!store_item(L, code, p, 4)) {
+    if (code == 'f' || code == 'd') luaL_checknumber(L, 4);
+    luaL_checkinteger(L, 4);
+  }
   return 0;
+}
+
+/* ---- a Value's .value, fast -------------------------------------------------------
+ * v.value and v.value = x are the inside of every critical section under
+ * a Value's lock: one call into C each. The Value's __index and
+ * __newindex find the object's mapping in shared.lua's table of mappings
+ * (upvalue 1) and read or write its item; a key other than "value" is
+ * looked up in the methods (upvalue 3), and anything else (no mapping
+ * yet, a wrong key or value, an error to raise) goes to the Lua function
+ * (upvalue 2). Upvalue 4: the string "value"; 5: the mappings'
+ * metatable, compared, since Lua code could put anything in the table. */
+static mapping *value_mapping(lua_State *L) {
+  mapping *m;
+  lua_pushvalue(L, 1);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TUSERDATA || !lua_getmetatable(L, -1) ||
+      !lua_rawequal(L, -1, lua_upvalueindex(5)))
+    return NULL;
+  m = lua_touserdata(L, -2);
+  return m->base && m->code ? m : NULL;
+}
+
+static int slow_accessor(lua_State *L, int nargs) {
+  lua_settop(L, nargs);
+  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_insert(L, 1);
+  lua_call(L, nargs, 1);
+  return 1;
+}
+
+static int value_index(lua_State *L) {
+  mapping *m;
+  if (!lua_rawequal(L, 2, lua_upvalueindex(4))) {
+    lua_settop(L, 2);
+    lua_rawget(L, lua_upvalueindex(3));
+    return 1;
+  }
+  if ((m = value_mapping(L)) == NULL) return slow_accessor(L, 2);
+  push_item(L, m->code, m->base);
+  return 1;
+}
+
+static int value_newindex(lua_State *L) {
+  mapping *m;
+  if (!lua_rawequal(L, 2, lua_upvalueindex(4)) || (m = value_mapping(L)) == NULL ||
+      !store_item(L, m->code, m->base, 3))
+    return slow_accessor(L, 3);
+  return 0;
+}
+
+/* core.value_accessors(mappings, slow_index, slow_newindex, methods) ->
+ * __index, __newindex */
+static int core_value_accessors(lua_State *L) {
+  int i;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  luaL_checktype(L, 4, LUA_TTABLE);
+  for (i = 0; i < 2; i++) {
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 2 + i);
+    lua_pushvalue(L, 4);
+    lua_pushliteral(L, "value");
+    luaL_getmetatable(L, MAPPING_META);
+    lua_pushcclosure(L, i == 0 ? value_index : value_newindex, 5);
+  }
+  return 2;
 }
 
 /* mapping:read([offset [, length]]) -> string of those bytes (0-based offset). */
@@ -234,7 +329,8 @@ static const luaL_Reg mapping_methods[] = {
 static const luaL_Reg shared_functions[] = {
     {"memfile", core_memfile},     {"shm_open", core_shm_open},
     {"shm_unlink", core_shm_unlink}, {"fd_close", core_fd_close},
-    {"map", core_map},             {NULL, NULL}};
+    {"map", core_map},             {"value_accessors", core_value_accessors},
+    {NULL, NULL}};
 
 void lmp__open_shared(lua_State *L) {
   if (luaL_newmetatable(L, MAPPING_META)) {

@@ -23,10 +23,10 @@ local function check_code(code, n, fname)
   end
 end
 
-local function mapping_of(object, fd, bytes)
+local function mapping_of(object, fd, bytes, code)
   local m = mappings[object]
   if not m then
-    m = core.map(fd, bytes)
+    m = core.map(fd, bytes, code)
     mappings[object] = m
   end
   return m
@@ -45,18 +45,25 @@ shared.Value = Value -- reachable from package.loaded: travels by name
 local value_methods = {}
 
 local function value_mapping(v)
-  return mapping_of(v, rawget(v, "file"):fileno(), SIZES[rawget(v, "code")])
+  local code = rawget(v, "code")
+  return mapping_of(v, rawget(v, "file"):fileno(), SIZES[code], code)
 end
 
-function Value.__index(v, key)
+local function slow_index(v, key)
   if key == "value" then return value_mapping(v):get(rawget(v, "code"), 1) end
   return value_methods[key]
 end
 
-function Value.__newindex(v, key, x)
-  if key ~= "value" then error("lmp.Value: only .value can be set", 2) end
+local function slow_newindex(v, key, x)
+  if key ~= "value" then error("lmp.Value: only .value can be set", 3) end
   value_mapping(v):set(rawget(v, "code"), 1, x)
 end
+
+-- v.value and v.value = x, once this process mapped v, are one call into
+-- C that reads or writes the item (core.value_accessors); the functions
+-- above map it first, and raise what there is to raise.
+Value.__index, Value.__newindex = core.value_accessors(mappings, slow_index, slow_newindex,
+  value_methods)
 
 function Value.__tostring(v) return ("lmp.Value(%q, %s)"):format(rawget(v, "code"), tostring(v.value)) end
 
