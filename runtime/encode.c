@@ -235,6 +235,8 @@ static int refuse_if_not_sendable(encoder *e, int idx) {
   return -1;
 }
 
+static int encode_custom(encoder *e, int idx);
+
 static int encode_table(encoder *e, int idx) {
   lua_State *L = e->L;
   lua_Integer id, next_index = 1;
@@ -247,6 +249,9 @@ static int encode_table(encoder *e, int idx) {
   }
   if (encode_if_seen(e, idx, &id) || encode_if_named(e, idx, 0)) return 0;
   if (refuse_if_not_sendable(e, idx)) return -1;
+  /* An object that says how it travels (an lmp.Lock: its fields include
+   * methods bound to this process's mapping). */
+  if (luaL_getmetafield(L, idx, "__lmp_serialize") != LUA_TNIL) return encode_custom(e, idx);
   if (enter(e)) return -1;
   has_meta = lua_getmetatable(L, idx);
   if (!has_meta) {
@@ -366,33 +371,37 @@ static int encode_function(encoder *e, int idx) {
   return 0;
 }
 
+/* A table or userdata whose metatable has __lmp_serialize (pushed on the
+ * stack) goes as the name and data it returns. */
+static int encode_custom(encoder *e, int idx) {
+  lua_State *L = e->L;
+  size_t len;
+  const char *name;
+  if (enter(e)) return -1;
+  lua_pushvalue(L, idx);
+  lua_call(L, 1, 2);
+  if (lua_type(L, -2) != LUA_TSTRING)
+    return refuse(e, "a value whose __lmp_serialize returned no name",
+                  "return the name of a constructor given to lmp.register, "
+                  "then the data to call it with");
+  put_byte(e, T_CUSTOM);
+  name = lua_tolstring(L, -2, &len);
+  put_string(e, name, len);
+  if (encode_value(e, lua_gettop(L))) {
+    path_prepend(e, "(__lmp_serialize data)");
+    return -1;
+  }
+  lua_pop(L, 2);
+  e->depth--;
+  return 0;
+}
+
 static int encode_userdata(encoder *e, int idx) {
   lua_State *L = e->L;
   lua_Integer id;
   if (encode_if_seen(e, idx, &id) || encode_if_named(e, idx, 0)) return 0;
   if (refuse_if_not_sendable(e, idx)) return -1;
-  if (luaL_getmetafield(L, idx, "__lmp_serialize") != LUA_TNIL) {
-    if (enter(e)) return -1;
-    lua_pushvalue(L, idx);
-    lua_call(L, 1, 2);
-    if (lua_type(L, -2) != LUA_TSTRING)
-      return refuse(e, "userdata whose __lmp_serialize returned no name",
-                    "return the name of a constructor given to lmp.register, "
-                    "then the data to call it with");
-    put_byte(e, T_CUSTOM);
-    {
-      size_t len;
-      const char *name = lua_tolstring(L, -2, &len);
-      put_string(e, name, len);
-    }
-    if (encode_value(e, lua_gettop(L))) {
-      path_prepend(e, "(__lmp_serialize data)");
-      return -1;
-    }
-    lua_pop(L, 2);
-    e->depth--;
-    return 0;
-  }
+  if (luaL_getmetafield(L, idx, "__lmp_serialize") != LUA_TNIL) return encode_custom(e, idx);
   if (encode_if_named(e, idx, 1)) return 0;
   {
     char what[96];

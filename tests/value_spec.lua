@@ -371,6 +371,23 @@ describe("value format", function()
       assert.is_true(rawequal(r[1], r[2]))
     end)
 
+    it("a table whose metatable has __lmp_serialize travels the same way, not field by field", function()
+      -- Its fields could not travel (a C closure); what it says goes instead.
+      local Handle = {__lmp_serialize = function(h) return "value_spec.Handle", h.id end}
+      local made = 0
+      lmp.register("value_spec.Handle", function(id)
+        made = made + 1
+        return setmetatable({id = id, here = true}, Handle)
+      end)
+      local h = setmetatable({id = 7, bound = coroutine.running}, Handle)
+      local r = round_trip({h, h})
+      assert.equal(Handle, getmetatable(r[1]))
+      assert.same({7, true}, {r[1].id, r[1].here})
+      assert.is_nil(r[1].bound)
+      assert.is_true(rawequal(r[1], r[2]))
+      assert.equal(1, made)
+    end)
+
     it("a constructor missing on arrival is an error that names it", function()
       local bytes = lmp.dumps(new_point(1, 2)):gsub("value_spec%.Point", "value_spec.Gone1")
       local ok, err = pcall(lmp.loads, bytes)
