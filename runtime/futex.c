@@ -131,6 +131,13 @@ int lmp__lock_try(lmp_sync_cell *c, int32_t pid, int recursive, int check_owner)
   return 0;
 }
 
+/* A release bumps seq only when some waiter counted itself: the waiter
+ * counts itself, then tries; the release frees the lock, then reads the
+ * count (all sequentially consistent). So either the release sees the
+ * waiter and wakes it, or the waiter's try comes after the release and
+ * finds the lock free (or taken by another, whose own release, later
+ * still, sees the waiter). An uncontended release is one locked
+ * instruction. */
 int lmp__lock_release(lmp_sync_cell *c, int32_t pid, int recursive) {
   if (recursive) {
     uint32_t depth;
@@ -138,15 +145,23 @@ int lmp__lock_release(lmp_sync_cell *c, int32_t pid, int recursive) {
     depth = __atomic_load_n(&c->depth, RELAXED) - 1;
     __atomic_store_n(&c->depth, depth, RELAXED);
     if (depth > 0) return 0;
-    /* A release store is enough: changed() next is a sequentially
-     * consistent read-modify-write, which no later load passes, and a
-     * waiter that sees its new seq sees the lock free. */
-    __atomic_store_n(&c->owner, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&c->owner, 0, SC);
   } else if (__atomic_exchange_n(&c->owner, 0, SC) == 0) {
     return -EPERM; /* not locked: any process may release, but only once */
   }
-  changed(c);
+  if (__atomic_load_n(&c->waiting, SC) > 0) changed(c);
   return 0;
+}
+
+void lmp__lock_waiting(lmp_sync_cell *c, int delta) {
+  if (delta > 0) {
+    __atomic_add_fetch(&c->waiting, 1, SC);
+  } else {
+    /* Never below 0, whatever a caller does. */
+    uint32_t n = __atomic_load_n(&c->waiting, SC);
+    while (n > 0 && !__atomic_compare_exchange_n(&c->waiting, &n, n - 1, 0, SC, SC)) {
+    }
+  }
 }
 
 /* ---- semaphores and events ------------------------------------------------- */

@@ -2,7 +2,8 @@
  * event's, condition's or barrier's cell from its memory file, and the
  * cell's methods try, release and sleep. A child process simply sleeps
  * in the kernel (cell:sleep); the main process waits as waiter.c says.
- * Lock and RLock get methods that take an uncontended lock in one call. */
+ * Lock and RLock get methods that take an uncontended lock in one short
+ * call: each object its own, bound to its cell (core.bind_lock). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -92,6 +93,12 @@ static int cell_lock_try(lua_State *L) {
   lua_pushboolean(L, r != 0);
   lua_pushboolean(L, r == LMP_SYNC_OWNER_DIED);
   return 2;
+}
+
+/* cell:lock_waiting(delta): see lmp__lock_waiting. */
+static int cell_lock_waiting(lua_State *L) {
+  lmp__lock_waiting(check_cell(L), luaL_checkinteger(L, 2) > 0 ? 1 : -1);
+  return 0;
 }
 
 static int cell_lock_release(lua_State *L) {
@@ -219,13 +226,12 @@ static int cell_barrier_state(lua_State *L) {
  * more calls into Lua's API than it takes: the cost of an uncontended
  * acquire and release is mostly these calls. */
 
-/* The cell of the object at index 1 when it is the only argument and
- * its cell is mapped, else NULL. The metatable (upvalue 3) is compared,
- * not trusted: the table of cells is a Lua table that Lua code could fill
- * with anything. */
+/* The cell of the object at index 1 if this process mapped it, else
+ * NULL; pushes above the arguments, which stay as they are. The
+ * metatable (upvalue 3) is compared, not trusted: the table of cells is a
+ * Lua table that Lua code could fill with anything. */
 static lmp_sync_cell *fast_cell(lua_State *L) {
   cell_box *box;
-  if (lua_gettop(L) != 1) return NULL;
   lua_pushvalue(L, 1);
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TUSERDATA || !lua_getmetatable(L, -1) ||
       !lua_rawequal(L, -1, lua_upvalueindex(3)))
@@ -240,31 +246,111 @@ static int lock_method_done(lua_State *L, int status, lua_KContext context) {
   return lua_gettop(L);
 }
 
-/* Calls the Lua method (upvalue 2) with the arguments as they came. */
-static int slow_method(lua_State *L, int nargs) {
+/* Calls the Lua method (upvalue slow) with the arguments as they came. */
+static int slow_method(lua_State *L, int nargs, int slow) {
   lua_settop(L, nargs);
-  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_pushvalue(L, lua_upvalueindex(slow));
   lua_insert(L, 1);
   /* With a continuation, so that a wait inside lmp.spawn can yield. */
   lua_callk(L, nargs, LUA_MULTRET, 0, lock_method_done);
   return lua_gettop(L);
 }
 
+/* acquire(), acquire(true) and acquire(false) (the try-lock) are taken
+ * here when the lock is free; acquire(false) also fails here. What a
+ * failed try does next (wait, raise) is the Lua method's. */
 static int acquire_fast(lua_State *L, int recursive) {
-  int nargs = lua_gettop(L);
-  lmp_sync_cell *c = fast_cell(L);
-  if (c && lmp__lock_try(c, current_pid(), recursive, 0) != 0) {
-    lua_pushboolean(L, 1);
-    return 1;
+  int nargs = lua_gettop(L), block;
+  lmp_sync_cell *c;
+  if (nargs == 1 || (nargs == 2 && lua_isboolean(L, 2))) {
+    block = nargs == 1 || lua_toboolean(L, 2);
+    if ((c = fast_cell(L)) != NULL) {
+      if (lmp__lock_try(c, current_pid(), recursive, 0) != 0) {
+        lua_pushboolean(L, 1);
+        return 1;
+      }
+      if (!block) {
+        lua_pushboolean(L, 0);
+        return 1;
+      }
+    }
   }
-  return slow_method(L, nargs);
+  return slow_method(L, nargs, 2);
 }
 
+/* release() when this process may release the lock. */
 static int release_fast(lua_State *L, int recursive) {
   int nargs = lua_gettop(L);
-  lmp_sync_cell *c = fast_cell(L);
-  if (c && lmp__lock_release(c, current_pid(), recursive) == 0) return 0;
-  return slow_method(L, nargs);
+  lmp_sync_cell *c;
+  if (nargs == 1 && (c = fast_cell(L)) != NULL &&
+      lmp__lock_release(c, current_pid(), recursive) == 0)
+    return 0;
+  return slow_method(L, nargs, 2);
+}
+
+/* ---- methods bound to one lock --------------------------------------------------
+ * Each Lock and RLock object carries its own acquire and release, found
+ * by the method call in the object itself (no __index look-up) and bound
+ * to its cell (no look-up of the cell either): the least Lua can do per
+ * call. Upvalue 1: the object; 2: its cell, checked when bound; 3: the
+ * Lua method for everything else (another object as self, arguments,
+ * contention, errors). */
+static lmp_sync_cell *bound_cell(lua_State *L) {
+  cell_box *box;
+  if (!lua_rawequal(L, 1, lua_upvalueindex(1))) return NULL;
+  box = lua_touserdata(L, lua_upvalueindex(2));
+  return box->map ? box->map->cell : NULL;
+}
+
+static int bound_acquire(lua_State *L, int recursive) {
+  int nargs = lua_gettop(L), block;
+  lmp_sync_cell *c;
+  if (nargs == 1 || (nargs == 2 && lua_isboolean(L, 2))) {
+    block = nargs == 1 || lua_toboolean(L, 2);
+    if ((c = bound_cell(L)) != NULL) {
+      if (lmp__lock_try(c, current_pid(), recursive, 0) != 0) {
+        lua_pushboolean(L, 1);
+        return 1;
+      }
+      if (!block) {
+        lua_pushboolean(L, 0);
+        return 1;
+      }
+    }
+  }
+  return slow_method(L, nargs, 3);
+}
+
+static int bound_release(lua_State *L, int recursive) {
+  int nargs = lua_gettop(L);
+  lmp_sync_cell *c;
+  if (nargs == 1 && (c = bound_cell(L)) != NULL &&
+      lmp__lock_release(c, current_pid(), recursive) == 0)
+    return 0;
+  return slow_method(L, nargs, 3);
+}
+
+static int bound_lock_acquire(lua_State *L) { return bound_acquire(L, 0); }
+static int bound_rlock_acquire(lua_State *L) { return bound_acquire(L, 1); }
+static int bound_lock_release(lua_State *L) { return bound_release(L, 0); }
+static int bound_rlock_release(lua_State *L) { return bound_release(L, 1); }
+
+/* core.bind_lock(object, cell, slow_acquire, slow_release, recursive) ->
+ * acquire, release */
+static int core_bind_lock(lua_State *L) {
+  int recursive = lua_toboolean(L, 5);
+  luaL_checkudata(L, 2, CELL_META);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  luaL_checktype(L, 4, LUA_TFUNCTION);
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  lua_pushcclosure(L, recursive ? bound_rlock_acquire : bound_lock_acquire, 3);
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 4);
+  lua_pushcclosure(L, recursive ? bound_rlock_release : bound_lock_release, 3);
+  return 2;
 }
 
 static int lock_acquire(lua_State *L) { return acquire_fast(L, 0); }
@@ -292,6 +378,7 @@ static const luaL_Reg cell_methods[] = {
     {"waiter", lmp__cell_waiter},
     {"lock_try", cell_lock_try},
     {"lock_release", cell_lock_release},
+    {"lock_waiting", cell_lock_waiting},
     {"owner", cell_owner},
     {"set_semaphore", cell_set_semaphore},
     {"semaphore_try", cell_semaphore_try},
@@ -313,7 +400,8 @@ static const luaL_Reg cell_methods[] = {
 
 
 static const luaL_Reg sync_functions[] = {
-    {"sync_cell", core_sync_cell}, {"lock_method", core_lock_method}, {NULL, NULL}};
+    {"sync_cell", core_sync_cell}, {"lock_method", core_lock_method},
+    {"bind_lock", core_bind_lock}, {NULL, NULL}};
 
 void lmp__open_sync(lua_State *L) {
   if (!pid_kept && pthread_atfork(NULL, NULL, forget_pid) == 0) pid_kept = 1;

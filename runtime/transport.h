@@ -99,6 +99,8 @@ typedef struct lmp_sync_cell {
   int32_t maximum;   /* a bounded semaphore's ceiling; -1 for none */
   uint64_t notices;  /* a condition's waiters and tickets; a barrier's state
                       * and count (futex.c) */
+  uint32_t waiting;  /* processes and threads waiting for a lock: while
+                      * none does, a release need not bump seq */
 } lmp_sync_cell;
 #define LMP_SYNC_ACQUIRED 1
 #define LMP_SYNC_OWNER_DIED 2 /* acquired from a holder that died */
@@ -124,6 +126,11 @@ int lmp__lock_try(lmp_sync_cell *c, int32_t pid, int recursive, int check_owner)
 /* Releases: a recursive lock only by its holder, a plain one by anyone
  * but only when held. 0, or -EPERM. */
 int lmp__lock_release(lmp_sync_cell *c, int32_t pid, int recursive);
+/* A waiter for a lock counts itself (delta 1) before it first reads seq
+ * and tries, and uncounts itself (-1) once it stops waiting: a release
+ * wakes only counted waiters. One that dies counted costs the lock its
+ * shortcut (every release then bumps seq), never a wake-up. */
+void lmp__lock_waiting(lmp_sync_cell *c, int delta);
 /* Takes one from a semaphore's value if it is positive (1), else 0. */
 int lmp__semaphore_try(lmp_sync_cell *c);
 /* Adds one; -ERANGE at the ceiling of a bounded semaphore. */

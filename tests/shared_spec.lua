@@ -36,6 +36,49 @@ describe("shared memory", function()
     assert.equal("integer", math.type(counter.value))
   end)
 
+  it("two processes raising Values under their lock reach the exact count", function()
+    local n, count, half = 5000, lmp.Value("q", 0), lmp.Value("d", 0)
+    local procs = {}
+    for i = 1, 2 do
+      procs[i] = lmp.Process{target = function(c, h, k)
+        local lock = c:get_lock()
+        for _ = 1, k do
+          lock:acquire(); c.value = c.value + 1; lock:release()
+          h:get_lock():acquire(); h.value = h.value + 0.5; h:get_lock():release()
+        end
+      end, args = {count, half, n}}
+      procs[i]:start()
+    end
+    for _, p in ipairs(procs) do p:join(); assert.equal(0, p.exitcode) end
+    assert.equal(2 * n, count.value)
+    assert.equal(n * 1.0, half.value)
+  end)
+
+  it("v.value reads and writes as an Array's item does, for every type code and value", function()
+    -- v.value is C on the Value's mapping; a[1] goes through the mapping's
+    -- methods: the same numbers stored, the same errors raised.
+    local inputs = {0, -1, 127, 128, 255, 256, -32769, 65535, 2 ^ 31, 0x7fffffff + 1,
+      math.maxinteger, math.mininteger, 3.0, 3.5, -0.0, 1e300, -1e-300, "12", "0x10",
+      " 7 ", "1.5", "x", true, {}, 1 / 0}
+    local function outcome(ok, x)
+      if ok then return math.type(x) .. " " .. tostring(x) end
+      return "error"
+    end
+    for code in ("bBhHiIlLqQfd"):gmatch(".") do
+      local v, a = lmp.Value(code, 0), lmp.Array(code, 1)
+      for _, x in ipairs(inputs) do
+        local set_v = pcall(function() v.value = x end)
+        local set_a = pcall(function() a[1] = x end)
+        assert.equal(set_a, set_v, ("%s %s"):format(code, tostring(x)))
+        assert.equal(outcome(pcall(function() return a[1] end)),
+          outcome(pcall(function() return v.value end)), ("%s %s"):format(code, tostring(x)))
+      end
+      assert.error_matches(function() v.other = 1 end, "only .value can be set")
+      assert.is_nil(v.other)
+      assert.equal(v.lock, v:get_lock())
+    end
+  end)
+
   it("an Array is shared with processes, with # and totable", function()
     local a = lmp.Array("q", {10, 20, 30})
     assert.equal(3, #a)

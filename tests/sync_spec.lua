@@ -197,6 +197,123 @@ describe("synchronization", function()
     assert.is_false(lock:locked())
   end)
 
+  -- Each lock object carries acquire and release in C bound to its cell
+  -- (the fast path); the Lua methods behind them do the rest. These tests
+  -- reach the fast path as users do (no arguments, or acquire(false)) and
+  -- compare it with the Lua path (an extra nil argument goes there).
+
+  it("acquire() without arguments gets a lock whose holder was killed, told owner_died", function()
+    for _, class in ipairs{"Lock", "RLock"} do
+      local lock, held, never, q = lmp[class](), lmp.Event(), lmp.Event(), lmp.Queue()
+      local holder = lmp.Process{target = function(l, h, n) l:acquire(); h:set(); n:wait() end,
+        args = {lock, held, never}}
+      holder:start()
+      assert.is_true(held:wait(10))
+      local waiter = lmp.Process{target = function(l, out)
+        out:put("waiting")
+        out:put(table.pack(l:acquire()))
+        l:release()
+      end, args = {lock, q}}
+      waiter:start()
+      assert.equal("waiting", q:get())
+      -- Killed by another process (kill(1)), at a moment of nobody's choosing.
+      os.execute("kill -9 " .. holder.pid)
+      assert.same({true, "owner_died", n = 2}, q:get())
+      waiter:join(); assert.equal(0, waiter.exitcode)
+      holder:join()
+      assert.is_false(lock:locked())
+    end
+    -- The main process, through its own bound method.
+    local lock, held, never = lmp.Lock(), lmp.Event(), lmp.Event()
+    local holder = lmp.Process{target = function(l, h, n) l:acquire(); h:set(); n:wait() end,
+      args = {lock, held, never}}
+    holder:start()
+    assert.is_true(held:wait(10))
+    os.execute("kill -9 " .. holder.pid)
+    holder:join()
+    assert.same({true, "owner_died", n = 2}, table.pack(lock:acquire()))
+    assert.is_false(lock:acquire(false))
+    lock:release()
+    assert.is_false(lock:locked())
+  end)
+
+  it("the fast try-lock and release answer as the Lua path does, in every state", function()
+    local function fast_acquire(l) return pcall(l.acquire, l, false) end
+    local function slow_acquire(l) return pcall(l.acquire, l, false, nil) end
+    local function fast_release(l) return pcall(l.release, l) end
+    local function slow_release(l) return pcall(getmetatable(l).release, l, nil) end
+    -- What a call gave, errors by kind and message.
+    local function outcome(...)
+      local r = table.pack(...)
+      if not r[1] and type(r[2]) == "table" then r[2] = r[2].kind .. ": " .. r[2].message end
+      return r
+    end
+    local function same(l, fast, slow, undo)
+      local a = outcome(fast(l)); if undo then undo(l) end
+      local b = outcome(slow(l)); if undo then undo(l) end
+      assert.same(a, b)
+      return a
+    end
+    for _, class in ipairs{"Lock", "RLock"} do
+      local l = lmp[class]()
+      -- Free: taken.
+      assert.same({true, true, n = 2}, same(l, fast_acquire, slow_acquire, l.release))
+      -- Held here: a Lock is not taken again, an RLock is, and counts.
+      l:acquire()
+      local again = same(l, fast_acquire, slow_acquire, class == "RLock" and l.release or nil)
+      assert.same({true, class == "RLock", n = 2}, again)
+      l:release()
+      assert.is_false(l:locked())
+      -- Free: a release is refused.
+      local refused = same(l, fast_release, slow_release)
+      assert.is_false(refused[1])
+      assert.matches("^closed: release: the lock is not", refused[2])
+    end
+    -- Held by another process: not taken; a Lock may be released from
+    -- here (then taken back by its holder), an RLock may not.
+    local lock, rlock, q, go = lmp.Lock(), lmp.RLock(), lmp.Queue(), lmp.Queue()
+    local holder = lmp.Process{target = function(l, r, out, cmd)
+      l:acquire(); r:acquire(); out:put("held")
+      while cmd:get() == "again" do l:acquire(); out:put("held") end
+      r:release()
+    end, args = {lock, rlock, q, go}}
+    holder:start()
+    assert.equal("held", q:get())
+    for _, l in ipairs{lock, rlock} do
+      assert.same({true, false, n = 2}, same(l, fast_acquire, slow_acquire))
+    end
+    local function take_back() go:put("again"); assert.equal("held", q:get()) end
+    assert.same({true, n = 1}, same(lock, fast_release, slow_release, take_back))
+    local r = same(rlock, fast_release, slow_release)
+    assert.same({false, "closed: release: the lock is not held by this process", n = 2}, r)
+    go:put("done")
+    holder:join(); assert.equal(0, holder.exitcode)
+    assert.is_false(rlock:locked())
+    lock:release()
+  end)
+
+  it("a coroutine waiting in acquire() yields: the loop turns until another process releases", function()
+    local lock, held, go = lmp.RLock(), lmp.Event(), lmp.Event()
+    local holder = lmp.Process{target = function(l, h, g) l:acquire(); h:set(); g:wait(); l:release() end,
+      args = {lock, held, go}}
+    holder:start()
+    assert.is_true(held:wait(10))
+    local got, ticks, ticks_then = nil, 0, nil
+    lmp.spawn(function() got = table.pack(lock:acquire()); ticks_then = ticks end)
+    lmp.spawn(function()
+      while got == nil and ticks < 2000 do
+        ticks = ticks + 1
+        if ticks == 5 then go:set() end
+        lmp.sleep(0.005)
+      end
+    end)
+    lmp.run()
+    assert.same({true, n = 1}, got)
+    assert.is_true(ticks_then >= 5, "the loop did not turn while the coroutine waited")
+    lock:release()
+    holder:join(); assert.equal(0, holder.exitcode)
+  end)
+
   it("a BoundedSemaphore refuses a release past its start; a Semaphore does not", function()
     local b = lmp.BoundedSemaphore(2)
     assert.equal("closed", kind_of(function() b:release() end))

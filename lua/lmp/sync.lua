@@ -118,12 +118,22 @@ RLock.__name = "lmp.RLock"
 sync.RLock = RLock
 Lock.recursive, RLock.recursive = false, true
 
-function sync.new_lock(class)
-  return new_object(class)
-end
 
 local function try_lock(cell, check_owner, recursive)
   return cell:lock_try(recursive, check_owner)
+end
+
+-- A release wakes only the waiters counted in the cell (runtime/futex.c):
+-- a waiter counts itself before its first try and uncounts itself
+-- however the wait ends (taken, timed out, raised, or its coroutine
+-- closed). One whose process dies stays counted: releases then always
+-- wake, which costs time, not correctness.
+local Counted = {__close = function(counted) counted[1]:lock_waiting(-1) end}
+
+local function wait_for_lock(cell, timeout, recursive)
+  cell:lock_waiting(1)
+  local _ <close> = setmetatable({cell}, Counted)
+  return wait_until(cell, try_lock, timeout, recursive)
 end
 
 -- lock:acquire([block = true [, timeout]]) -> whether it is held now, and
@@ -150,36 +160,66 @@ local function acquire(self, block, timeout, recursive)
         .. "(acquire(false) tries without waiting)"), 3)
     end
   end
-  ok, died = wait_until(cell, try_lock, timeout, recursive)
+  if timeout ~= nil and timeout <= 0 then return false end
+  ok, died = wait_for_lock(cell, timeout, recursive)
   if ok and died then return true, "owner_died" end
   return ok
 end
 
--- The way without contention is one call into C and no waiting machinery.
+-- A release refused: of a Lock not locked, or of an RLock by a process
+-- that does not hold it.
 local function not_released(recursive)
   error(errors.new("closed", recursive and "release: the lock is not held by this process"
     or "release: the lock is not locked"), 3)
 end
 
--- Without contention or arguments, acquire and release are one call into
--- C (core.lock_method), which comes here for everything else.
-Lock.acquire = core.lock_method(cells, function(self, block, timeout)
-  return acquire(self, block, timeout, false)
-end, false, false)
+-- The Lua methods, for everything the C ones leave (runtime/sync.c): a
+-- cell not mapped yet, arguments, contention, errors. A Lock may be
+-- released by any process (once per acquire); an RLock only by the
+-- process that holds it. Indexed by whether the lock is recursive.
+local slow_acquire, slow_release = {}, {}
+for _, recursive in ipairs{false, true} do
+  slow_acquire[recursive] = function(self, block, timeout)
+    return acquire(self, block, timeout, recursive)
+  end
+  slow_release[recursive] = function(self)
+    if not lock_release(cells[self] or cell_of(self), recursive) then not_released(recursive) end
+  end
+end
 
-RLock.acquire = core.lock_method(cells, function(self, block, timeout)
-  return acquire(self, block, timeout, true)
-end, true, false)
+-- Lock.acquire(lock) and the like: C that looks the cell up, then tries.
+Lock.acquire = core.lock_method(cells, slow_acquire[false], false, false)
+RLock.acquire = core.lock_method(cells, slow_acquire[true], true, false)
+Lock.release = core.lock_method(cells, slow_release[false], false, true)
+RLock.release = core.lock_method(cells, slow_release[true], true, true)
 
--- A Lock may be released by any process (once per acquire); an RLock
--- only by the process that holds it.
-Lock.release = core.lock_method(cells, function(self)
-  if not lock_release(cells[self] or cell_of(self), false) then not_released(false) end
-end, false, true)
+-- lock:acquire() and lock:release() find the object's own methods, C
+-- bound to its cell: without contention, one short call into C each.
+-- They are this process's: the lock travels as its memory file
+-- (__lmp_serialize) and gets new ones on arrival.
+local function bind(object, class)
+  object.acquire, object.release = core.bind_lock(object, cells[object] or cell_of(object),
+    slow_acquire[class.recursive], slow_release[class.recursive], class.recursive)
+  return object
+end
 
-RLock.release = core.lock_method(cells, function(self)
-  if not lock_release(cells[self] or cell_of(self), true) then not_released(true) end
-end, true, true)
+function sync.new_lock(class)
+  return bind(new_object(class), class)
+end
+
+local function lock_name(lock) return getmetatable(lock) == RLock and "lmp.RLock" or "lmp.Lock" end
+
+function Lock.__lmp_serialize(lock) return lock_name(lock), rawget(lock, "file") end
+RLock.__lmp_serialize = Lock.__lmp_serialize
+
+-- sync.arrived(name, file): the lock named "lmp.Lock" or "lmp.RLock" over
+-- the memory file that came in a message.
+function sync.arrived(name, file)
+  local class = name == "lmp.RLock" and RLock or Lock
+  return bind(setmetatable({file = file}, class), class)
+end
+core.register("lmp.Lock", function(file) return sync.arrived("lmp.Lock", file) end)
+core.register("lmp.RLock", function(file) return sync.arrived("lmp.RLock", file) end)
 
 -- lock:locked() -> whether some process holds it. A holder that died
 -- holds nothing: the next acquire takes the lock (with "owner_died").
@@ -302,7 +342,7 @@ function Condition:wait(timeout)
   -- meanwhile keeps the notification.
   if not (ok and notified) then notified = cell:condition_leave() end
   for _ = 1, recursive and depth or 1 do
-    local got = wait_until(cell_of(lock), try_lock, nil, recursive)
+    local got = wait_for_lock(cell_of(lock), nil, recursive)
     assert(got)
   end
   if not ok then error(notified, 0) end

@@ -235,6 +235,9 @@ function worker.main()
   -- A connection (a Pipe end, or what a Queue, lock or shared value holds)
   -- arrives as a descriptor that came with the frame.
   core.register("lmp.Connection", function(data) return require("lmp.connection").from_slot(data) end)
+  for _, name in ipairs{"lmp.Lock", "lmp.RLock"} do
+    core.register(name, function(file) return require("lmp.sync").arrived(name, file) end)
+  end
   local init, _, _, init_missing = receive()
   if init == nil then return 0 end
   if protocol.tag(init) ~= "init" then return unknown_message(init) end

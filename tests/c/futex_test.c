@@ -19,14 +19,18 @@ static void check(int ok, const char *what) {
   if (!ok) failed++;
 }
 
-/* Blocks until the lock is taken, sleeping on the cell meanwhile. */
-static int lock(lmp_sync_cell *c, int32_t pid) {
-  int quiet = 0, r;
+/* Blocks until the lock is taken, sleeping on the cell meanwhile, counted
+ * among its waiters (a release wakes only those). The holders keep the
+ * lock a few instructions: a sleep that lasts 10 s is a lost wake-up, and
+ * the process exits 5. */
+static void lock_or_exit(lmp_sync_cell *c, int32_t pid) {
+  lmp__lock_waiting(c, 1);
   for (;;) {
     uint32_t seen = lmp__sync_seq(c);
-    if ((r = lmp__lock_try(c, pid, 0, quiet)) != 0) return r;
-    quiet = lmp__sync_sleep(c, seen, 500000000, 0);
+    if (lmp__lock_try(c, pid, 0, 0) != 0) break;
+    if (lmp__sync_sleep(c, seen, 10000000000LL, 0)) _exit(5);
   }
+  lmp__lock_waiting(c, -1);
 }
 
 static int wait_child(pid_t pid) {
@@ -51,7 +55,7 @@ int main(void) {
     if ((kids[k] = fork()) == 0) {
       int32_t me = (int32_t)getpid();
       for (i = 0; i < ROUNDS; i++) {
-        lock(c, me);
+        lock_or_exit(c, me);
         ++*(volatile long *)counter;
         if (lmp__lock_release(c, me, 0) != 0) _exit(3);
       }
@@ -61,6 +65,7 @@ int main(void) {
   check(wait_child(kids[0]) == 0 && wait_child(kids[1]) == 0, "two processes under one lock exit 0");
   check(*counter == 2L * ROUNDS, "no increment is lost under the lock");
   check(__atomic_load_n(&c->sleepers, __ATOMIC_SEQ_CST) == 0, "nobody is left counted asleep");
+  check(__atomic_load_n(&c->waiting, __ATOMIC_SEQ_CST) == 0, "nobody is left counted waiting");
   check(lmp__lock_release(c, 1, 0) == -EPERM, "releasing a free lock is refused");
 
   /* An event set by one process wakes another asleep on it. */
