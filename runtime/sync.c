@@ -218,13 +218,14 @@ static int cell_barrier_state(lua_State *L) {
 }
 
 /* ---- Lock and RLock methods, fast -----------------------------------------------
- * lock:acquire() and lock:release() without contention are one call into
- * C: the method finds the object's cell in sync.lua's table of cells
- * (upvalue 1) and works on it; anything else (arguments, contention, an
- * error to raise, a cell not mapped yet) goes to the Lua method (upvalue
- * 2). A C function per method, so that no flag is read per call, and no
- * more calls into Lua's API than it takes: the cost of an uncontended
- * acquire and release is mostly these calls. */
+ * Without contention, acquire and release are one call into C; anything
+ * else (arguments, contention, an error to raise, a cell not mapped yet)
+ * goes to the Lua method. A C function per method, so that no flag is
+ * read per call, and no more calls into Lua's API than it takes: the
+ * cost of an uncontended acquire and release is mostly these calls.
+ * The class's methods (Lock.acquire(lock)) find the object's cell in
+ * sync.lua's table of cells (upvalue 1; upvalue 2 is the Lua method);
+ * each object's own methods have it bound (below). */
 
 /* The cell of the object at index 1 if this process mapped it, else
  * NULL; pushes above the arguments, which stay as they are. The
@@ -256,15 +257,18 @@ static int slow_method(lua_State *L, int nargs, int slow) {
   return lua_gettop(L);
 }
 
+typedef lmp_sync_cell *(*cell_finder)(lua_State *L);
+
 /* acquire(), acquire(true) and acquire(false) (the try-lock) are taken
  * here when the lock is free; acquire(false) also fails here. What a
- * failed try does next (wait, raise) is the Lua method's. */
-static int acquire_fast(lua_State *L, int recursive) {
+ * failed try does next (wait, raise) is the Lua method's (upvalue slow).
+ * find gives the cell, or NULL for the Lua method. */
+static int acquire_with(lua_State *L, int recursive, cell_finder find, int slow) {
   int nargs = lua_gettop(L), block;
   lmp_sync_cell *c;
   if (nargs == 1 || (nargs == 2 && lua_isboolean(L, 2))) {
     block = nargs == 1 || lua_toboolean(L, 2);
-    if ((c = fast_cell(L)) != NULL) {
+    if ((c = find(L)) != NULL) {
       if (lmp__lock_try(c, current_pid(), recursive, 0) != 0) {
         lua_pushboolean(L, 1);
         return 1;
@@ -275,17 +279,16 @@ static int acquire_fast(lua_State *L, int recursive) {
       }
     }
   }
-  return slow_method(L, nargs, 2);
+  return slow_method(L, nargs, slow);
 }
 
 /* release() when this process may release the lock. */
-static int release_fast(lua_State *L, int recursive) {
+static int release_with(lua_State *L, int recursive, cell_finder find, int slow) {
   int nargs = lua_gettop(L);
   lmp_sync_cell *c;
-  if (nargs == 1 && (c = fast_cell(L)) != NULL &&
-      lmp__lock_release(c, current_pid(), recursive) == 0)
+  if (nargs == 1 && (c = find(L)) != NULL && lmp__lock_release(c, current_pid(), recursive) == 0)
     return 0;
-  return slow_method(L, nargs, 2);
+  return slow_method(L, nargs, slow);
 }
 
 /* ---- methods bound to one lock --------------------------------------------------
@@ -302,38 +305,10 @@ static lmp_sync_cell *bound_cell(lua_State *L) {
   return box->map ? box->map->cell : NULL;
 }
 
-static int bound_acquire(lua_State *L, int recursive) {
-  int nargs = lua_gettop(L), block;
-  lmp_sync_cell *c;
-  if (nargs == 1 || (nargs == 2 && lua_isboolean(L, 2))) {
-    block = nargs == 1 || lua_toboolean(L, 2);
-    if ((c = bound_cell(L)) != NULL) {
-      if (lmp__lock_try(c, current_pid(), recursive, 0) != 0) {
-        lua_pushboolean(L, 1);
-        return 1;
-      }
-      if (!block) {
-        lua_pushboolean(L, 0);
-        return 1;
-      }
-    }
-  }
-  return slow_method(L, nargs, 3);
-}
-
-static int bound_release(lua_State *L, int recursive) {
-  int nargs = lua_gettop(L);
-  lmp_sync_cell *c;
-  if (nargs == 1 && (c = bound_cell(L)) != NULL &&
-      lmp__lock_release(c, current_pid(), recursive) == 0)
-    return 0;
-  return slow_method(L, nargs, 3);
-}
-
-static int bound_lock_acquire(lua_State *L) { return bound_acquire(L, 0); }
-static int bound_rlock_acquire(lua_State *L) { return bound_acquire(L, 1); }
-static int bound_lock_release(lua_State *L) { return bound_release(L, 0); }
-static int bound_rlock_release(lua_State *L) { return bound_release(L, 1); }
+static int bound_lock_acquire(lua_State *L) { return acquire_with(L, 0, bound_cell, 3); }
+static int bound_rlock_acquire(lua_State *L) { return acquire_with(L, 1, bound_cell, 3); }
+static int bound_lock_release(lua_State *L) { return release_with(L, 0, bound_cell, 3); }
+static int bound_rlock_release(lua_State *L) { return release_with(L, 1, bound_cell, 3); }
 
 /* core.bind_lock(object, cell, slow_acquire, slow_release, recursive) ->
  * acquire, release */
@@ -353,10 +328,10 @@ static int core_bind_lock(lua_State *L) {
   return 2;
 }
 
-static int lock_acquire(lua_State *L) { return acquire_fast(L, 0); }
-static int rlock_acquire(lua_State *L) { return acquire_fast(L, 1); }
-static int lock_release(lua_State *L) { return release_fast(L, 0); }
-static int rlock_release(lua_State *L) { return release_fast(L, 1); }
+static int lock_acquire(lua_State *L) { return acquire_with(L, 0, fast_cell, 2); }
+static int rlock_acquire(lua_State *L) { return acquire_with(L, 1, fast_cell, 2); }
+static int lock_release(lua_State *L) { return release_with(L, 0, fast_cell, 2); }
+static int rlock_release(lua_State *L) { return release_with(L, 1, fast_cell, 2); }
 
 /* core.lock_method(cells, slow, recursive, releasing) -> the method */
 static int core_lock_method(lua_State *L) {
