@@ -35,7 +35,7 @@ LDFLAGS_ALL = $(SANFLAGS) $(LDFLAGS)
 RUNTIME := memory buffer \
            inbox \
            error names numbers encode decode descriptors payload \
-           loop timer \
+           loop timer stop_signals \
            close_from sigpipe digest tracker terminal shared futex waiter sync feeder fd_passing channel process_send process spawn forkserver relay server watch listener \
            worker interrupt \
            core embed

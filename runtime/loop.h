@@ -47,5 +47,8 @@ void lmp__push_worker_executable(lua_State *L);
 void lmp__open_loop(lua_State *L);
 /* Adds core.timer (timer.c) to the lmp.core table on top. */
 void lmp__open_timer(lua_State *L);
+/* Adds core.watch_stop_signals (stop_signals.c) to the lmp.core table on
+ * top. */
+void lmp__open_stop_signals(lua_State *L);
 
 #endif
