@@ -247,6 +247,9 @@ end
 -- it). ready is the sending end of a Pipe that hears the address bound,
 -- or why there is none.
 function server.serve(address, key, user_types, ready)
+  -- Started by fork, this process has a copy of its parent's loop, which
+  -- it cannot use: it makes one of its own.
+  core.own_loop()
   local ok, bound = pcall(server.listen, address, key, user_types)
   ready:send(ok and {bound} or tostring(bound))
   ready:close()
