@@ -107,6 +107,9 @@ static int (*receiving_probe)(void);
 static void (*at_close)(void);
 
 int lmp__forked_worker(void) { return forked_worker; }
+int lmp__parents_handle(const uv_handle_t *handle) {
+  return forked_worker && (own_loop == NULL || handle->loop != own_loop);
+}
 void lmp__become_forked_worker(void) { forked_worker = 1; }
 int lmp__receiving(void) { return receiving_probe ? receiving_probe() : 0; }
 void lmp__loop_watch_receiving(int (*probe)(void)) { receiving_probe = probe; }
@@ -466,10 +469,10 @@ static void spin_until_ready(uv_loop_t *loop) {
 /* core.own_loop(): in a process forked from one that had lmp's loop (a
  * manager's process started by fork), makes a new loop that this process
  * alone uses from then on. The parent's copy is forgotten, never run nor
- * closed here: its descriptors are the parent's (or closed). Objects made
- * on the new loop are not closed by their finalizers (they cannot be told
- * from the parent's): such a process serves until it exits. Does nothing
- * elsewhere, or a second time. */
+ * closed here: its descriptors are the parent's (or closed). Handles made
+ * on the new loop are closed by their finalizers as anywhere else
+ * (lmp__parents_handle tells them apart). Does nothing elsewhere, or a
+ * second time. */
 static int core_own_loop(lua_State *L) {
   loop_state *old;
   uv_loop_t *loop;

@@ -493,7 +493,7 @@ static int server_close(lua_State *L) {
   client *c;
   if (srv == NULL) return 0;
   *box = NULL;
-  if (lmp__forked_worker()) return 0; /* the parent's server, in a copy */
+  if (lmp__parents_handle(&srv->listener.handle)) return 0; /* the parent's, in a copy */
   luaL_unref(L, LUA_REGISTRYINDEX, srv->handler_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, srv->on_close_ref);
   srv->L = NULL;

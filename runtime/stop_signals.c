@@ -39,7 +39,7 @@ static int stop_signals_close(lua_State *L) {
   stop_signals *s = *box;
   if (s == NULL) return 0;
   *box = NULL;
-  if (lmp__forked_worker()) return 0; /* the parent's handles, in a copy */
+  if (lmp__parents_handle((uv_handle_t *)&s->term)) return 0; /* the parent's, in a copy */
   luaL_unref(L, LUA_REGISTRYINDEX, s->callback_ref);
   s->callback_ref = LUA_NOREF;
   s->L = NULL;

@@ -665,7 +665,7 @@ describe("Manager start methods, TCP, foreground server, Barrier action", functi
       local m = lmp.BaseManager{address = {"127.0.0.1", 0}, authkey = "fg key"}
       m:register("Echo", function() return {echo = function(_, x) return x end} end)
       local server = m:get_server()
-      print(server.address[2]); io.stdout:flush()
+      print(require("lmp.core").getpid(), server.address[2]); io.stdout:flush()
       print(server:serve_forever()); io.stdout:flush()
     ]]
     local function serve()
@@ -673,9 +673,9 @@ describe("Manager start methods, TCP, foreground server, Barrier action", functi
       local f = assert(io.open(path, "w"))
       f:write(script)
       f:close()
-      local p = assert(io.popen("echo $$; exec timeout 60 lua5.4 " .. path))
-      local pid = math.tointeger(tonumber(p:read("l")))
-      local port = math.tointeger(tonumber(p:read("l")))
+      local p = assert(io.popen("exec timeout 60 lua5.4 " .. path))
+      local pid, port = p:read("l"):match("^(%d+)%s+(%d+)$")
+      pid, port = math.tointeger(tonumber(pid)), math.tointeger(tonumber(port))
       os.remove(path)
       return p, pid, port
     end
