@@ -584,13 +584,12 @@ end)
 -- one or one from the forkserver has not.
 package.loaded["manager_spec_marker"] = true
 
--- How process pid was started, read from its command line: a copy of
--- ours ("fork"), a worker executable ("spawn"), or a copy of the
--- forkserver's ("forkserver").
+-- How process pid was started, read from its command line: a worker
+-- executable's ("spawn"), a copy of the forkserver's ("forkserver"), or a
+-- copy of this script's ("fork": no worker's command line).
 local function started_as(pid)
   local line = helpers.read_file("/proc/" .. pid .. "/cmdline")
-  if line == helpers.read_file("/proc/" .. core.getpid() .. "/cmdline") then return "fork" end
-  if not line:find("--lmp-worker", 1, true) then return "unknown: " .. line end
+  if not line:find("--lmp-worker", 1, true) then return "fork" end
   return line:find("forkserver", 1, true) and "forkserver" or "spawn"
 end
 
