@@ -40,6 +40,12 @@ typedef union server_stream {
 typedef struct server {
   server_stream listener;
   int tcp;            /* whether it serves on TCP */
+  /* Drops connections that have not proved the key within handshake_ms of
+   * their arrival: a peer that says nothing must not hold a connection
+   * (a descriptor) for ever. */
+  uv_timer_t sweeper;
+  int sweeping;
+  uint64_t handshake_ms;
   lua_State *L;       /* NULL once closed */
   int handler_ref;
   int on_close_ref;   /* LUA_NOREF, or called with a client's number when it goes */
@@ -63,6 +69,7 @@ typedef struct client {
   server *srv;
   struct client *next;
   lua_Integer number; /* how the Lua side names this client */
+  uint64_t arrived;   /* the loop's time when it was accepted, in ms */
   int stage;
   unsigned char challenge[LMP_AUTH_CHALLENGE_SIZE]; /* the one we sent */
   unsigned char got[LMP_SHA256_SIZE]; /* the handshake message being read */
@@ -389,6 +396,7 @@ static void on_connection(uv_stream_t *listener, int status) {
   c->srv = srv;
   c->number = ++srv->next_number;
   c->stage = AWAIT_ANSWER;
+  c->arrived = uv_now(listener->loop);
   srv->open_handles++;
   c->next = srv->clients;
   srv->clients = c;
@@ -487,6 +495,19 @@ static int server_keep_loop_alive(lua_State *L) {
   return 0;
 }
 
+/* Every so often: the connections still in the handshake past the limit
+ * are closed (they were never told anything but the challenge). */
+static void sweep(uv_timer_t *timer) {
+  server *srv = timer->data;
+  uint64_t now = uv_now(timer->loop);
+  client *c;
+  for (c = srv->clients; c; c = c->next) {
+    if (c->stage != AUTHENTICATED && !uv_is_closing(&c->conn.handle) &&
+        now - c->arrived >= srv->handshake_ms)
+      drop_client(c); /* unlinked later, in its close callback */
+  }
+}
+
 static int server_close(lua_State *L) {
   server **box = luaL_checkudata(L, 1, SERVER_META);
   server *srv = *box;
@@ -498,6 +519,7 @@ static int server_close(lua_State *L) {
   luaL_unref(L, LUA_REGISTRYINDEX, srv->on_close_ref);
   srv->L = NULL;
   for (c = srv->clients; c; c = c->next) drop_client(c);
+  if (srv->sweeping) uv_close((uv_handle_t *)&srv->sweeper, server_handle_closed);
   uv_close(&srv->listener.handle, server_handle_closed);
   return 0;
 }
@@ -563,18 +585,42 @@ static int bind_and_listen(server *srv, uv_loop_t *loop, const char *path, const
   return uv_listen(&srv->listener.stream, 64, on_connection);
 }
 
-/* core.listen(address, handler, key [, on_close]) -> server [, port];
+/* Starts the sweeper for a handshake limit of `seconds` (0: none); 0 or a
+ * libuv error code. */
+static int start_sweeper(server *srv, uv_loop_t *loop, double seconds) {
+  uint64_t every;
+  int r;
+  if (!(seconds > 0)) return 0;
+  srv->handshake_ms = (uint64_t)(seconds * 1000 + 0.5);
+  if ((r = uv_timer_init(loop, &srv->sweeper)) != 0) return r;
+  srv->sweeper.data = srv;
+  srv->sweeping = 1;
+  srv->open_handles++;
+  /* A peer is dropped between the limit and a quarter of it later. */
+  every = srv->handshake_ms / 4;
+  if (every < 50) every = 50;
+  if (every > 5000) every = 5000;
+  if ((r = uv_timer_start(&srv->sweeper, sweep, every, every)) != 0) return r;
+  uv_unref((uv_handle_t *)&srv->sweeper);
+  return 0;
+}
+
+/* core.listen(address, handler, key [, on_close [, handshake_seconds]])
+ * -> server [, port];
  * address is a Unix socket's path, or {host, port} for TCP (port 0: one
  * the system chooses; the port bound is returned then).
  * handler(request, client) -> reply, or nothing to reply later with
  * server:reply; on_close(client) when an authenticated client goes. A
- * Unix socket is made mode 0600; clients must prove key, on either. */
+ * Unix socket is made mode 0600; clients must prove key, on either, within
+ * handshake_seconds of connecting (default 20; 0: no limit), or they are
+ * closed. */
 static int core_listen(lua_State *L) {
   const char *path = NULL, *host = NULL, *why = NULL;
   lua_Integer port = 0;
   size_t key_len;
   const char *key = luaL_checklstring(L, 3, &key_len);
   lmp_buffer no_memory = {NULL, 0, 0};
+  double handshake_seconds;
   server **box, *srv;
   uv_loop_t *loop;
   int r;
@@ -592,6 +638,9 @@ static int core_listen(lua_State *L) {
   luaL_checktype(L, 2, LUA_TFUNCTION);
   luaL_argcheck(L, key_len > 0, 3, "key must not be empty");
   if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TFUNCTION);
+  handshake_seconds = luaL_optnumber(L, 5, 20);
+  luaL_argcheck(L, handshake_seconds >= 0 && handshake_seconds < 1e9, 5,
+                "handshake_seconds must be a number of seconds");
   loop = lmp__loop(L); /* may refuse: before anything is allocated */
   box = lua_newuserdatauv(L, sizeof *box, 0);
   *box = NULL;
@@ -616,9 +665,14 @@ static int core_listen(lua_State *L) {
   }
   memcpy(srv->key, key, key_len);
   srv->key_len = key_len;
-  if ((r = bind_and_listen(srv, loop, path, host, &port, &why)) != 0) {
-    if (srv->open_handles == 0) free_server(srv);
-    else uv_close(&srv->listener.handle, server_handle_closed);
+  if ((r = bind_and_listen(srv, loop, path, host, &port, &why)) != 0 ||
+      (r = start_sweeper(srv, loop, handshake_seconds)) != 0) {
+    if (srv->open_handles == 0) {
+      free_server(srv);
+    } else {
+      if (srv->sweeping) uv_close((uv_handle_t *)&srv->sweeper, server_handle_closed);
+      uv_close(&srv->listener.handle, server_handle_closed);
+    }
     if (host != NULL)
       return luaL_error(L, "lmp: cannot listen on %s:%d: %s", host, (int)port,
                         why ? why : uv_strerror(r));

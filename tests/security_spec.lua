@@ -384,6 +384,17 @@ describe("Manager security", function()
     local function frame(message, length)
       return string.pack("<I8<I4", length or #message + 4, #message) .. message
     end
+    if mode == "silent" then
+      -- Says nothing after the greeting: closed by the server after its
+      -- handshake limit; a client with the key is served still.
+      local c = connect()
+      c:settimeout(30)
+      local started = socket.gettime()
+      local got, err, partial = c:receive("*a")
+      c:close()
+      print(err or "closed", got or partial, d:get("x"), socket.gettime() - started < 25)
+      return
+    end
     if mode == "refused" then
       -- Garbage, a wrong key's answer, a request with no handshake: each
       -- hears FAILURE! and the end, nothing more.
@@ -474,6 +485,17 @@ describe("Manager security", function()
                  out)
     assert.equal(1, d:get("x"))
     assert.equal(1, d:len())
+  end)
+
+  it("a peer that never answers the challenge is closed after handshake_timeout", function()
+    local m <close> = lmp.Manager{address = {"127.0.0.1", 0}, authkey = "tcp secret",
+                                  handshake_timeout = 0.5}
+    local d = m:dict({x = 1})
+    local status, out, err = helpers.run_lua(RAW_PEER, "timeout 60 lua5.4",
+      ("%d %s %s silent"):format(m.address[2], hex_of("tcp secret"), hex_of(lmp.dumps(d))))
+    assert.equal(0, status, err)
+    assert.equal("closed\t\t1\ttrue\n", out)
+    assert.has_error(function() lmp.Manager{handshake_timeout = 0} end)
   end)
 
   it("hostile frames from a peer with the key (truncated, huge lengths, invalid values) neither crash nor hang it",

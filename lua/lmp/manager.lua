@@ -107,7 +107,8 @@ local function check_address(address, fname)
   return {address[1], address[2]}
 end
 
--- lmp.BaseManager([{address =, authkey =, start_method =, context =}]): a
+-- lmp.BaseManager([{address =, authkey =, start_method =, context =,
+-- handshake_timeout =}]): a
 -- manager not started yet: register types, then start(), get_server(),
 -- or connect() to a running one at address. address: a Unix socket's
 -- path (connect only) or {host, port} for TCP.
@@ -117,7 +118,9 @@ function manager.base(opts, fname)
     errors.argument(1, fname, "options table expected, got " .. type(opts))
   end
   opts = opts or {}
-  errors.check_options(opts, {"address", "authkey", "start_method", "context"}, 1, fname)
+  errors.check_options(opts, {"address", "authkey", "start_method", "context", "handshake_timeout"},
+                       1, fname)
+  errors.check_timeout(opts.handshake_timeout, 1, fname, true, "handshake_timeout")
   local key = opts.authkey
   if key ~= nil and (type(key) ~= "string" or key == "") then
     errors.argument(1, fname, "authkey must be a non-empty string")
@@ -137,6 +140,7 @@ function manager.base(opts, fname)
   for typeid, class in pairs(STANDARD) do classes[typeid] = class end
   return setmetatable({address = check_address(opts.address, fname),
                        authkey = key or core.random_bytes(32), start_method = method,
+                       handshake_timeout = opts.handshake_timeout or 20,
                        state = "initial", _classes = classes, _registered = {},
                        owner = core.getpid()}, BaseManager)
 end
@@ -207,7 +211,8 @@ function BaseManager:start()
   local reader, writer = require("lmp.connection").Pipe(false)
   serial = serial + 1
   local process = require("lmp.process").new{target = server.serve, daemon = true,
-    args = {self.address, self.authkey, self._registered, writer}, name = "SyncManager-" .. serial,
+    args = {self.address, self.authkey, self._registered, writer, self.handshake_timeout},
+    name = "SyncManager-" .. serial,
     start_method = self.start_method}
   local ok, started = pcall(process.start, process)
   writer:close()
@@ -245,7 +250,8 @@ function BaseManager:get_server()
   end
   if self.address == nil then private_socket(self, "cannot serve a manager") end
   local server = require "lmp.manager_server"
-  local ok, bound = pcall(server.listen, self.address, self.authkey, self._registered)
+  local ok, bound = pcall(server.listen, self.address, self.authkey, self._registered,
+                          self.handshake_timeout)
   if not ok then
     remove_files(self)
     self.state = "shutdown"

@@ -208,9 +208,10 @@ end
 
 -- Serves the standard types and user_types (typeid -> constructor, the
 -- types given to register) on address: a Unix socket's path, or
--- {host, port} for TCP. Returns the address bound (for TCP, the port the
--- system chose for port 0). One server per process.
-function server.listen(address, key, user_types)
+-- {host, port} for TCP. A connection that has not proved the key within
+-- handshake_seconds (default 20) is closed. Returns the address bound (for
+-- TCP, the port the system chose for port 0). One server per process.
+function server.listen(address, key, user_types, handshake_seconds)
   if listener then error("this process serves a manager already", 2) end
   local managed = require "lmp.managed"
   for typeid, class in pairs(managed.types(server)) do types[typeid] = class end
@@ -218,7 +219,7 @@ function server.listen(address, key, user_types)
     types[typeid] = managed.user_type(server, constructor)
   end
   local port
-  listener, port = core.listen(address, handle, key, closed)
+  listener, port = core.listen(address, handle, key, closed, handshake_seconds)
   if port then return {address[1], port} end
   return address
 end
@@ -246,11 +247,11 @@ end
 -- shutdown request (or until the parent dies: the process then goes with
 -- it). ready is the sending end of a Pipe that hears the address bound,
 -- or why there is none.
-function server.serve(address, key, user_types, ready)
+function server.serve(address, key, user_types, ready, handshake_seconds)
   -- Started by fork, this process has a copy of its parent's loop, which
   -- it cannot use: it makes one of its own.
   core.own_loop()
-  local ok, bound = pcall(server.listen, address, key, user_types)
+  local ok, bound = pcall(server.listen, address, key, user_types, handshake_seconds)
   ready:send(ok and {bound} or tostring(bound))
   ready:close()
   if not ok then return end
