@@ -25,65 +25,12 @@
 #include <unistd.h>
 
 #include "channel.h"
+#include "server.h"
 #include "transport.h"
 
 #define SERVER_META "lmp.Server"
 
-/* A stream served: a Unix socket's or a TCP connection's (or listener). */
-typedef union server_stream {
-  uv_pipe_t pipe;
-  uv_tcp_t tcp;
-  uv_handle_t handle;
-  uv_stream_t stream;
-} server_stream;
-
-typedef struct server {
-  server_stream listener;
-  int tcp;            /* whether it serves on TCP */
-  /* Drops connections that have not proved the key within handshake_ms of
-   * their arrival: a peer that says nothing must not hold a connection
-   * (a descriptor) for ever. */
-  uv_timer_t sweeper;
-  int sweeping;
-  uint64_t handshake_ms;
-  lua_State *L;       /* NULL once closed */
-  int handler_ref;
-  int on_close_ref;   /* LUA_NOREF, or called with a client's number when it goes */
-  lua_Integer next_number;
-  int open_handles;   /* listener + clients; freed at zero */
-  struct client *clients;
-  char *key;          /* the authentication key, wiped and freed with it */
-  size_t key_len;
-  /* The frame of the reply {false, "...", "memory"}, made when the server
-   * starts: what a client is told when there is no memory to make its
-   * reply, rather than nothing at all (it would wait for ever). */
-  lmp_buffer no_memory;
-} server;
-
-/* Where a connection is in the handshake. */
-enum { AWAIT_ANSWER, AWAIT_CHALLENGE, AUTHENTICATED };
-
-typedef struct client {
-  server_stream conn;
-  lmp_inbox inbox;
-  server *srv;
-  struct client *next;
-  lua_Integer number; /* how the Lua side names this client */
-  uint64_t arrived;   /* the loop's time when it was accepted, in ms */
-  int stage;
-  unsigned char challenge[LMP_AUTH_CHALLENGE_SIZE]; /* the one we sent */
-  unsigned char got[LMP_SHA256_SIZE]; /* the handshake message being read */
-  size_t got_len;
-  /* Writes srv->no_memory when nothing can be allocated; busy while one is
-   * in flight (a second such failure meanwhile closes the connection). */
-  uv_write_t no_memory_write;
-  int no_memory_busy;
-} client;
-
-typedef struct reply_write {
-  uv_write_t req;
-  lmp_buffer bytes; /* the reply's frame, freed once written */
-} reply_write;
+static void drop_client(client *c);
 
 static void free_server(server *srv) {
   if (srv->key) {
@@ -109,14 +56,6 @@ static void client_closed(uv_handle_t *handle) {
   lmp__inbox_free(&c->inbox);
   free(c);
   if (--srv->open_handles == 0) free_server(srv);
-}
-
-static void on_reply_written(uv_write_t *req, int status) {
-  reply_write *w = (reply_write *)req;
-  (void)status;
-  lmp__shield_sigpipe(-1); /* a client that went away is no reason to die */
-  lmp__buffer_free(&w->bytes);
-  free(w);
 }
 
 /* In protected mode: decodes a request's message as plain data. */
@@ -156,110 +95,6 @@ static int handle_request(lua_State *L) {
   return 1;
 }
 
-static void drop_client(client *c);
-
-static void on_no_memory_written(uv_write_t *req, int status) {
-  client *c = req->data;
-  (void)status;
-  lmp__shield_sigpipe(-1);
-  c->no_memory_busy = 0;
-}
-
-/* Tells c there was no memory for its reply, with the frame made when the
- * server started and the write request c keeps for it: nothing is
- * allocated. With one such reply in flight already, c's connection is
- * closed (it then hears that the manager is gone): never silence. */
-static void write_no_memory(client *c) {
-  server *srv = c->srv;
-  uv_buf_t buf;
-  if (c->no_memory_busy || srv->no_memory.data == NULL) {
-    drop_client(c);
-    return;
-  }
-  buf = uv_buf_init(srv->no_memory.data, (unsigned int)srv->no_memory.len);
-  c->no_memory_write.data = c;
-  lmp__shield_sigpipe(1);
-  if (uv_write(&c->no_memory_write, &c->conn.stream, &buf, 1, on_no_memory_written) != 0) {
-    lmp__shield_sigpipe(-1);
-    drop_client(c);
-    return;
-  }
-  c->no_memory_busy = 1;
-}
-
-/* Sets the frame header and message length of a reply encoded after
- * LMP_FRAME_PREFIX bytes. */
-static void frame_reply(lmp_buffer *out) {
-  lmp__frame_set_length(out->data, out->len - LMP_FRAME_HEADER);
-  lmp__set_u32_at(out->data + LMP_FRAME_HEADER, (uint32_t)(out->len - LMP_FRAME_PREFIX));
-}
-
-/* Frames the reply encoded in out and writes it to c; takes out. */
-static void write_reply(client *c, lmp_buffer out) {
-  reply_write *w;
-  uv_buf_t buf;
-  frame_reply(&out);
-  w = malloc(sizeof *w);
-  if (w == NULL) {
-    lmp__buffer_free(&out);
-    write_no_memory(c);
-    return;
-  }
-  w->bytes = out;
-  buf = uv_buf_init(out.data, (unsigned int)out.len);
-  lmp__shield_sigpipe(1);
-  if (uv_write(&w->req, &c->conn.stream, &buf, 1, on_reply_written) != 0) {
-    /* The connection is failing (the peer went): its end is read next. */
-    lmp__shield_sigpipe(-1);
-    lmp__buffer_free(&w->bytes);
-    free(w);
-  }
-}
-
-/* In protected mode: encodes {false, why, kind} after the frame's prefix
- * in the buffer at 3, for the error value at 1 of a request whose reply
- * failed with the status at 2. Encoding refusals are error objects; an
- * allocation that failed says so in its message. */
-static int encode_failure(lua_State *L) {
-  lmp_buffer *out = lua_touserdata(L, 3);
-  const char *why = luaL_tolstring(L, 1, NULL);
-  const char *kind = strstr(why, "not enough memory") != NULL ? "memory" : "serialize";
-  lua_createtable(L, 3, 0);
-  lua_pushboolean(L, 0);
-  lua_rawseti(L, -2, 1);
-  lua_pushfstring(L, "the manager cannot send its reply: %s", why);
-  lua_rawseti(L, -2, 2);
-  lua_pushstring(L, kind);
-  lua_rawseti(L, -2, 3);
-  if (lmp__encode(L, lua_gettop(L), out, "reply") != 0) return lua_error(L);
-  return 0;
-}
-
-/* Answers c's request with an error (the error value of a failed
- * handle_request is on top of the stack: popped): the client raises it
- * rather than waiting for a reply that never comes. */
-static void write_failure(client *c, int status) {
-  lua_State *L = c->srv->L;
-  lmp_buffer out = {NULL, 0, 0};
-  if (status == LUA_ERRMEM || lmp__buffer_reserve(&out, LMP_FRAME_PREFIX) != 0) {
-    lua_pop(L, 1);
-    write_no_memory(c);
-    return;
-  }
-  out.len = LMP_FRAME_PREFIX;
-  lua_pushcfunction(L, encode_failure);
-  lua_insert(L, -2);
-  lua_pushinteger(L, status);
-  lua_pushlightuserdata(L, &out);
-  if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
-    lua_pop(L, 1);
-    lmp__buffer_free(&out);
-    write_no_memory(c);
-    return;
-  }
-  write_reply(c, out);
-}
-
 static void deliver_request(void *ctx, const char *body, size_t n) {
   client *c = ctx;
   server *srv = c->srv;
@@ -268,7 +103,7 @@ static void deliver_request(void *ctx, const char *body, size_t n) {
   int replied, status;
   if (L == NULL || uv_is_closing(&c->conn.handle)) return;
   if (lmp__buffer_reserve(&out, LMP_FRAME_PREFIX) != 0) {
-    write_no_memory(c);
+    if (lmp__server_write_no_memory(c) != 0) drop_client(c);
     return;
   }
   out.len = LMP_FRAME_PREFIX;
@@ -283,7 +118,7 @@ static void deliver_request(void *ctx, const char *body, size_t n) {
      * likely): what the request did stands; the client hears why. */
     lmp__buffer_free(&out);
     if (uv_is_closing(&c->conn.handle)) lua_pop(L, 1);
-    else write_failure(c, status);
+    else if (lmp__server_write_failure(c, status) != 0) drop_client(c);
     return;
   }
   replied = lua_toboolean(L, -1);
@@ -292,7 +127,7 @@ static void deliver_request(void *ctx, const char *body, size_t n) {
     lmp__buffer_free(&out);
     return;
   }
-  write_reply(c, out);
+  if (lmp__server_write_reply(c, out) != 0) drop_client(c);
 }
 
 /* Writes a handshake message; the socket's buffer is empty at each step
@@ -453,7 +288,7 @@ static int server_reply(lua_State *L) {
     lmp__buffer_free(&out);
     return lua_error(L);
   }
-  write_reply(c, out);
+  if (lmp__server_write_reply(c, out) != 0) drop_client(c);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -521,24 +356,6 @@ static int server_close(lua_State *L) {
   for (c = srv->clients; c; c = c->next) drop_client(c);
   if (srv->sweeping) uv_close((uv_handle_t *)&srv->sweeper, server_handle_closed);
   uv_close(&srv->listener.handle, server_handle_closed);
-  return 0;
-}
-
-/* In protected mode: encodes the reply a client gets when the server has
- * no memory for its own, framed, into the buffer at 1. */
-static int encode_no_memory(lua_State *L) {
-  lmp_buffer *out = lua_touserdata(L, 1);
-  lua_createtable(L, 3, 0);
-  lua_pushboolean(L, 0);
-  lua_rawseti(L, -2, 1);
-  lua_pushliteral(L, "the manager has no memory for the reply to this request");
-  lua_rawseti(L, -2, 2);
-  lua_pushliteral(L, "memory");
-  lua_rawseti(L, -2, 3);
-  if (lmp__buffer_reserve(out, LMP_FRAME_PREFIX) != 0) return luaL_error(L, "lmp: not enough memory");
-  out->len = LMP_FRAME_PREFIX;
-  if (lmp__encode(L, lua_gettop(L), out, "reply") != 0) return lua_error(L);
-  frame_reply(out);
   return 0;
 }
 
@@ -645,7 +462,7 @@ static int core_listen(lua_State *L) {
   box = lua_newuserdatauv(L, sizeof *box, 0);
   *box = NULL;
   luaL_setmetatable(L, SERVER_META);
-  lua_pushcfunction(L, encode_no_memory);
+  lua_pushcfunction(L, lmp__server_encode_no_memory);
   lua_pushlightuserdata(L, &no_memory);
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
     lmp__buffer_free(&no_memory);
