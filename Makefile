@@ -35,8 +35,8 @@ LDFLAGS_ALL = $(SANFLAGS) $(LDFLAGS)
 RUNTIME := memory buffer \
            inbox \
            error names numbers encode decode descriptors payload \
-           loop timer \
-           close_from sigpipe digest tracker terminal shared futex waiter sync feeder fd_passing channel process_send process spawn forkserver relay server watch listener \
+           loop timer stop_signals \
+           close_from sigpipe digest tracker terminal shared futex waiter sync feeder fd_passing channel process_send process spawn forkserver relay server_reply server watch listener \
            worker interrupt \
            core embed
 # `make MPI=1` adds the MPI transport (runtime/mpi.c), compiled with the

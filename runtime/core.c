@@ -23,6 +23,7 @@ int luaopen_lmp_core(lua_State *L) {
   lmp__open_descriptors(L);
   lmp__open_loop(L);
   lmp__open_timer(L);
+  lmp__open_stop_signals(L);
   lmp__open_digest(L);
   lmp__open_tracker(L);
   lmp__open_terminal(L);

@@ -101,10 +101,15 @@ static void on_check(uv_check_t *handle) {
 /* Process-wide state the loop consults. It lives here, the lowest layer
  * that needs it; the layers above set it. */
 static int forked_worker;
+/* A forked process's loop of its own (core.own_loop), or NULL. */
+static uv_loop_t *own_loop;
 static int (*receiving_probe)(void);
 static void (*at_close)(void);
 
 int lmp__forked_worker(void) { return forked_worker; }
+int lmp__parents_handle(const uv_handle_t *handle) {
+  return forked_worker && (own_loop == NULL || handle->loop != own_loop);
+}
 void lmp__become_forked_worker(void) { forked_worker = 1; }
 int lmp__receiving(void) { return receiving_probe ? receiving_probe() : 0; }
 void lmp__loop_watch_receiving(int (*probe)(void)) { receiving_probe = probe; }
@@ -135,12 +140,15 @@ uv_loop_t *lmp__loop(lua_State *L) {
   uv_loop_t *loop;
   /* A forked worker's loop is a copy of its parent's, whose descriptors
    * it has closed: nothing here can run on it. */
-  if (lmp__forked_worker())
+  if (lmp__forked_worker() && own_loop == NULL)
     luaL_error(L, "lmp: pools, timers and lmp.sleep are not available in a worker "
                   "started by fork; use start_method = 'spawn' for tasks that need them");
   state = get_state(L);
   if (state) return state->loop;
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &host_loop_key) == LUA_TLIGHTUSERDATA)
+  if (own_loop != NULL) {
+    loop = own_loop;
+    lua_pushnil(L);
+  } else if (lua_rawgetp(L, LUA_REGISTRYINDEX, &host_loop_key) == LUA_TLIGHTUSERDATA)
     loop = lua_touserdata(L, -1);
   else if ((loop = luv_loop_of(L)) == NULL)
     loop = uv_default_loop();
@@ -159,7 +167,7 @@ uv_loop_t *lmp__loop(lua_State *L) {
   if (uv_check_start(&state->drainer, on_check) != 0) luaL_error(L, "lmp: cannot use the event loop");
   uv_unref((uv_handle_t *)&state->drainer);
   /* Should the script load luv later, lmp's loop joins luv's then. */
-  if (loop != luv_loop_of(L)) {
+  if (loop != luv_loop_of(L) && own_loop == NULL) {
     lmp__names_on_luv_loaded(lmp__loop_luv_loaded);
     lmp__names_watch_loaded(L);
   }
@@ -458,6 +466,34 @@ static void spin_until_ready(uv_loop_t *loop) {
   if (!lmp__receiving()) lmp__spin_until_readable(uv_backend_fd(loop));
 }
 
+/* core.own_loop(): in a process forked from one that had lmp's loop (a
+ * manager's process started by fork), makes a new loop that this process
+ * alone uses from then on. The parent's copy is forgotten, never run nor
+ * closed here: its descriptors are the parent's (or closed). Handles made
+ * on the new loop are closed by their finalizers as anywhere else
+ * (lmp__parents_handle tells them apart). Does nothing elsewhere, or a
+ * second time. */
+static int core_own_loop(lua_State *L) {
+  loop_state *old;
+  uv_loop_t *loop;
+  int r;
+  if (!lmp__forked_worker() || own_loop != NULL) return 0;
+  loop = malloc(sizeof *loop);
+  if (loop == NULL) return luaL_error(L, "lmp: not enough memory");
+  if ((r = uv_loop_init(loop)) != 0) {
+    free(loop);
+    return luaL_error(L, "lmp: cannot make an event loop: %s", uv_strerror(r));
+  }
+  old = get_state(L);
+  if (old != NULL) old->loop = NULL; /* its finalizer then leaves it alone */
+  lua_pushnil(L);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &loop_state_key);
+  /* An embedding in luv's loop (embed_key) stays referenced, so that its
+   * finalizer never closes the parent's handles; it is no longer used. */
+  own_loop = loop;
+  return 0;
+}
+
 /* core.run_once(block): one turn of the loop. Returns whether anything is
  * still active. Refuses to nest, which libuv does not allow. */
 static int core_run_once(lua_State *L) {
@@ -474,7 +510,7 @@ static int core_run_once(lua_State *L) {
     return lua_error(L);
   }
   state->running = 1;
-  e = current_embed(L);
+  e = own_loop != NULL ? NULL : current_embed(L);
   if (e != NULL) {
     /* Embedded in luv's loop: turning that one turns lmp's too, and
      * luv's timers and sockets keep going while a blocking call waits,
@@ -515,6 +551,7 @@ void lmp__push_worker_executable(lua_State *L) {
 
 static const luaL_Reg loop_functions[] = {
     {"run_once", core_run_once},
+    {"own_loop", core_own_loop},
     {"hrtime", core_hrtime},
     {"set_reporter", core_set_reporter},
     {"set_drain", core_set_drain},

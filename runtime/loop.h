@@ -30,6 +30,10 @@ int lmp__call_protected(lua_State *L, int nargs);
  * in the child, by lmp__become_forked_worker. */
 int lmp__forked_worker(void);
 void lmp__become_forked_worker(void);
+/* Whether handle is a copy of the parent's in a forked worker (not one
+ * made on the worker's own loop, core.own_loop): its finalizer must leave
+ * it alone. */
+int lmp__parents_handle(const uv_handle_t *handle);
 /* Whether part of a message from a worker has arrived and the rest is on
  * its way (then watching for it would only slow its writer): asks the
  * probe the worker-process layer registers, if any. */
@@ -47,5 +51,8 @@ void lmp__push_worker_executable(lua_State *L);
 void lmp__open_loop(lua_State *L);
 /* Adds core.timer (timer.c) to the lmp.core table on top. */
 void lmp__open_timer(lua_State *L);
+/* Adds core.watch_stop_signals (stop_signals.c) to the lmp.core table on
+ * top. */
+void lmp__open_stop_signals(lua_State *L);
 
 #endif

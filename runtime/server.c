@@ -1,10 +1,11 @@
-/* A request server on a Unix socket, run on a process's loop: each frame a
- * client sends is a request, handed to a Lua function with the client's
+/* A request server on a Unix socket or a TCP address, run on a process's
+ * loop: each frame a client sends is a request, handed to a Lua function with the client's
  * number; what it returns goes back as the reply, and when it returns
  * nothing, the reply comes later through server:reply(client, value) (a
  * request that waits for a lock or a queue's item must not hold up the
  * other clients). lmp.Manager's process keeps its objects behind one; any
- * process reaches it by the socket's path (core.unix_connect).
+ * process reaches it by the socket's path (core.unix_connect), or, served
+ * on TCP, by host and port (core.connect_socket).
  *
  * The socket lives in a private directory (core.private_dir: mode 0700,
  * a random name) and is itself mode 0600, so no other user reaches it.
@@ -13,6 +14,8 @@
  * requests are decoded as plain data: no function, no value by name (which
  * may require a module), no metatable, so a request cannot run code here. */
 #include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,47 +25,19 @@
 #include <unistd.h>
 
 #include "channel.h"
+#include "server.h"
 #include "transport.h"
 
 #define SERVER_META "lmp.Server"
 
-typedef struct server {
-  uv_pipe_t listener;
-  lua_State *L;       /* NULL once closed */
-  int handler_ref;
-  int on_close_ref;   /* LUA_NOREF, or called with a client's number when it goes */
-  lua_Integer next_number;
-  int open_handles;   /* listener + clients; freed at zero */
-  struct client *clients;
-  char *key;          /* the authentication key, wiped and freed with it */
-  size_t key_len;
-} server;
-
-/* Where a connection is in the handshake. */
-enum { AWAIT_ANSWER, AWAIT_CHALLENGE, AUTHENTICATED };
-
-typedef struct client {
-  uv_pipe_t pipe;
-  lmp_inbox inbox;
-  server *srv;
-  struct client *next;
-  lua_Integer number; /* how the Lua side names this client */
-  int stage;
-  unsigned char challenge[LMP_AUTH_CHALLENGE_SIZE]; /* the one we sent */
-  unsigned char got[LMP_SHA256_SIZE]; /* the handshake message being read */
-  size_t got_len;
-} client;
-
-typedef struct reply_write {
-  uv_write_t req;
-  lmp_buffer bytes; /* the reply's frame, freed once written */
-} reply_write;
+static void drop_client(client *c);
 
 static void free_server(server *srv) {
   if (srv->key) {
     memset(srv->key, 0, srv->key_len);
     free(srv->key);
   }
+  lmp__buffer_free(&srv->no_memory);
   free(srv);
 }
 
@@ -81,14 +56,6 @@ static void client_closed(uv_handle_t *handle) {
   lmp__inbox_free(&c->inbox);
   free(c);
   if (--srv->open_handles == 0) free_server(srv);
-}
-
-static void on_reply_written(uv_write_t *req, int status) {
-  reply_write *w = (reply_write *)req;
-  (void)status;
-  lmp__shield_sigpipe(-1); /* a client that went away is no reason to die */
-  lmp__buffer_free(&w->bytes);
-  free(w);
 }
 
 /* In protected mode: decodes a request's message as plain data. */
@@ -128,37 +95,17 @@ static int handle_request(lua_State *L) {
   return 1;
 }
 
-static void drop_client(client *c);
-
-/* Frames the reply encoded in out and writes it to c; takes out. */
-static void write_reply(client *c, lmp_buffer out) {
-  reply_write *w;
-  uv_buf_t buf;
-  lmp__frame_set_length(out.data, out.len - LMP_FRAME_HEADER);
-  lmp__set_u32_at(out.data + LMP_FRAME_HEADER, (uint32_t)(out.len - LMP_FRAME_PREFIX));
-  w = malloc(sizeof *w);
-  if (w == NULL) {
-    lmp__buffer_free(&out);
-    return;
-  }
-  w->bytes = out;
-  buf = uv_buf_init(out.data, (unsigned int)out.len);
-  lmp__shield_sigpipe(1);
-  if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &buf, 1, on_reply_written) != 0) {
-    lmp__shield_sigpipe(-1);
-    lmp__buffer_free(&w->bytes);
-    free(w);
-  }
-}
-
 static void deliver_request(void *ctx, const char *body, size_t n) {
   client *c = ctx;
   server *srv = c->srv;
   lua_State *L = srv->L;
   lmp_buffer out = {NULL, 0, 0};
-  int replied;
-  if (L == NULL || uv_is_closing((uv_handle_t *)&c->pipe)) return;
-  if (lmp__buffer_reserve(&out, LMP_FRAME_PREFIX) != 0) return;
+  int replied, status;
+  if (L == NULL || uv_is_closing(&c->conn.handle)) return;
+  if (lmp__buffer_reserve(&out, LMP_FRAME_PREFIX) != 0) {
+    if (lmp__server_write_no_memory(c) != 0) drop_client(c);
+    return;
+  }
   out.len = LMP_FRAME_PREFIX;
   lua_pushcfunction(L, handle_request);
   lua_pushlightuserdata(L, (void *)body);
@@ -166,20 +113,21 @@ static void deliver_request(void *ctx, const char *body, size_t n) {
   lua_pushlightuserdata(L, &out);
   lua_pushinteger(L, srv->handler_ref);
   lua_pushinteger(L, c->number);
-  if (lua_pcall(L, 5, 1, 0) != LUA_OK) {
-    fprintf(stderr, "lmp: manager request failed: %s\n", luaL_tolstring(L, -1, NULL));
-    lua_pop(L, 2);
+  if ((status = lua_pcall(L, 5, 1, 0)) != LUA_OK) {
+    /* The handler's reply could not be encoded (no memory for it, most
+     * likely): what the request did stands; the client hears why. */
     lmp__buffer_free(&out);
-    drop_client(c);
+    if (uv_is_closing(&c->conn.handle)) lua_pop(L, 1);
+    else if (lmp__server_write_failure(c, status) != 0) drop_client(c);
     return;
   }
   replied = lua_toboolean(L, -1);
   lua_pop(L, 1);
-  if (!replied || uv_is_closing((uv_handle_t *)&c->pipe)) {
+  if (!replied || uv_is_closing(&c->conn.handle)) {
     lmp__buffer_free(&out);
     return;
   }
-  write_reply(c, out);
+  if (lmp__server_write_reply(c, out) != 0) drop_client(c);
 }
 
 /* Writes a handshake message; the socket's buffer is empty at each step
@@ -188,7 +136,7 @@ static void deliver_request(void *ctx, const char *body, size_t n) {
 static int handshake_write(client *c, const void *data, size_t n) {
   uv_os_fd_t fd;
   ssize_t put;
-  if (uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0) return -1;
+  if (uv_fileno(&c->conn.handle, &fd) != 0) return -1;
   do {
     put = send(fd, data, n, MSG_NOSIGNAL | MSG_DONTWAIT);
   } while (put < 0 && errno == EINTR);
@@ -200,8 +148,8 @@ static int handshake_write(client *c, const void *data, size_t n) {
 static void drop_client(client *c) {
   server *srv = c->srv;
   lua_State *L = srv->L;
-  if (uv_is_closing((uv_handle_t *)&c->pipe)) return;
-  uv_close((uv_handle_t *)&c->pipe, client_closed);
+  if (uv_is_closing(&c->conn.handle)) return;
+  uv_close(&c->conn.handle, client_closed);
   if (L != NULL && c->stage == AUTHENTICATED && srv->on_close_ref != LUA_NOREF) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, srv->on_close_ref);
     lua_pushinteger(L, c->number);
@@ -259,7 +207,9 @@ static void client_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     if (c->got_len == sizeof c->got) handshake_step(c);
   } else if (nread > 0) {
     c->inbox.bytes.len += (size_t)nread;
-    lmp__inbox_frames(&c->inbox, deliver_request, c);
+    /* A header no lmp peer writes (a length past LMP_FRAME_MAX): the
+     * stream carries garbage, and reading on would only keep it. */
+    if (lmp__inbox_frames(&c->inbox, deliver_request, c) != 0) drop_client(c);
   } else if (nread < 0) {
     drop_client(c);
   }
@@ -272,22 +222,27 @@ static void on_connection(uv_stream_t *listener, int status) {
   if (status != 0 || srv->L == NULL) return;
   c = calloc(1, sizeof *c);
   if (c == NULL) return;
-  if (uv_pipe_init(listener->loop, &c->pipe, 0) != 0) {
+  if ((srv->tcp ? uv_tcp_init(listener->loop, &c->conn.tcp)
+                : uv_pipe_init(listener->loop, &c->conn.pipe, 0)) != 0) {
     free(c);
     return;
   }
-  c->pipe.data = c;
+  c->conn.handle.data = c;
   c->srv = srv;
   c->number = ++srv->next_number;
   c->stage = AWAIT_ANSWER;
+  c->arrived = uv_now(listener->loop);
   srv->open_handles++;
   c->next = srv->clients;
   srv->clients = c;
-  if (uv_accept(listener, (uv_stream_t *)&c->pipe) != 0 ||
+  if (uv_accept(listener, &c->conn.stream) != 0 ||
       lmp__random_bytes(c->challenge, sizeof c->challenge) != 0) {
     drop_client(c);
     return;
   }
+  /* A request and its reply are one write each: Nagle's delay would only
+   * hold them back. Failing to say so costs speed, nothing else. */
+  if (srv->tcp) (void)uv_tcp_nodelay(&c->conn.tcp, 1);
   memcpy(greeting, LMP_AUTH_GREETING, LMP_AUTH_TAG_SIZE);
   memcpy(greeting + LMP_AUTH_TAG_SIZE, c->challenge, sizeof c->challenge);
   if (handshake_write(c, greeting, sizeof greeting) != 0) {
@@ -295,8 +250,8 @@ static void on_connection(uv_stream_t *listener, int status) {
     return;
   }
   /* Requests are served while the loop turns; they never keep it turning. */
-  uv_unref((uv_handle_t *)&c->pipe);
-  if (uv_read_start((uv_stream_t *)&c->pipe, client_alloc, client_read) != 0) drop_client(c);
+  uv_unref(&c->conn.handle);
+  if (uv_read_start(&c->conn.stream, client_alloc, client_read) != 0) drop_client(c);
 }
 
 /* In protected mode: encodes the value at 1 into the buffer at 2. */
@@ -320,7 +275,7 @@ static int server_reply(lua_State *L) {
   for (c = (*box)->clients; c; c = c->next) {
     if (c->number == number) break;
   }
-  if (c == NULL || c->stage != AUTHENTICATED || uv_is_closing((uv_handle_t *)&c->pipe)) {
+  if (c == NULL || c->stage != AUTHENTICATED || uv_is_closing(&c->conn.handle)) {
     lua_pushboolean(L, 0);
     return 1;
   }
@@ -333,7 +288,7 @@ static int server_reply(lua_State *L) {
     lmp__buffer_free(&out);
     return lua_error(L);
   }
-  write_reply(c, out);
+  if (lmp__server_write_reply(c, out) != 0) drop_client(c);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -355,8 +310,8 @@ static int server_connected(lua_State *L) {
       if (c->number == number) break;
     }
   }
-  if (c == NULL || uv_is_closing((uv_handle_t *)&c->pipe) ||
-      uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0) {
+  if (c == NULL || uv_is_closing(&c->conn.handle) ||
+      uv_fileno(&c->conn.handle, &fd) != 0) {
     lua_pushboolean(L, 0);
     return 1;
   }
@@ -371,8 +326,21 @@ static int server_connected(lua_State *L) {
  * process whose only work is serving (a manager's). */
 static int server_keep_loop_alive(lua_State *L) {
   server **box = luaL_checkudata(L, 1, SERVER_META);
-  if (*box != NULL) uv_ref((uv_handle_t *)&(*box)->listener);
+  if (*box != NULL) uv_ref(&(*box)->listener.handle);
   return 0;
+}
+
+/* Every so often: the connections still in the handshake past the limit
+ * are closed (they were never told anything but the challenge). */
+static void sweep(uv_timer_t *timer) {
+  server *srv = timer->data;
+  uint64_t now = uv_now(timer->loop);
+  client *c;
+  for (c = srv->clients; c; c = c->next) {
+    if (c->stage != AUTHENTICATED && !uv_is_closing(&c->conn.handle) &&
+        now - c->arrived >= srv->handshake_ms)
+      drop_client(c); /* unlinked later, in its close callback */
+  }
 }
 
 static int server_close(lua_State *L) {
@@ -381,57 +349,153 @@ static int server_close(lua_State *L) {
   client *c;
   if (srv == NULL) return 0;
   *box = NULL;
-  if (lmp__forked_worker()) return 0; /* the parent's server, in a copy */
+  if (lmp__parents_handle(&srv->listener.handle)) return 0; /* the parent's, in a copy */
   luaL_unref(L, LUA_REGISTRYINDEX, srv->handler_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, srv->on_close_ref);
   srv->L = NULL;
   for (c = srv->clients; c; c = c->next) drop_client(c);
-  uv_close((uv_handle_t *)&srv->listener, server_handle_closed);
+  if (srv->sweeping) uv_close((uv_handle_t *)&srv->sweeper, server_handle_closed);
+  uv_close(&srv->listener.handle, server_handle_closed);
   return 0;
 }
 
-/* core.listen(path, handler, key [, on_close]) -> server;
+/* Binds and listens on the Unix path or the TCP host and port; 0 or a
+ * libuv error code. For TCP, *port is the port bound (the system's choice
+ * for port 0). */
+static int bind_and_listen(server *srv, uv_loop_t *loop, const char *path, const char *host,
+                           lua_Integer *port, const char **why) {
+  int r;
+  if (host == NULL) {
+    if ((r = uv_pipe_init(loop, &srv->listener.pipe, 0)) != 0) return r;
+  } else if ((r = uv_tcp_init(loop, &srv->listener.tcp)) != 0) {
+    return r;
+  }
+  srv->listener.handle.data = srv;
+  srv->open_handles = 1;
+  if (host == NULL) {
+    /* The directory keeps others out already; 0600 says the same of the
+     * socket, whatever the umask made it. */
+    if ((r = uv_pipe_bind(&srv->listener.pipe, path)) != 0) return r;
+    if (chmod(path, 0600) != 0) return uv_translate_sys_error(errno);
+  } else {
+    struct addrinfo hints, *list = NULL;
+    struct sockaddr_storage bound;
+    int len = (int)sizeof bound;
+    char service[16];
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV | AI_PASSIVE;
+    snprintf(service, sizeof service, "%d", (int)*port);
+    if ((r = getaddrinfo(host, service, &hints, &list)) != 0) {
+      *why = gai_strerror(r);
+      return UV_EINVAL;
+    }
+    r = uv_tcp_bind(&srv->listener.tcp, list->ai_addr, 0);
+    freeaddrinfo(list);
+    if (r != 0) return r;
+    if ((r = uv_tcp_getsockname(&srv->listener.tcp, (struct sockaddr *)&bound, &len)) != 0)
+      return r;
+    *port = bound.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
+                                        : ntohs(((struct sockaddr_in *)&bound)->sin_port);
+  }
+  return uv_listen(&srv->listener.stream, 64, on_connection);
+}
+
+/* Starts the sweeper for a handshake limit of `seconds` (0: none); 0 or a
+ * libuv error code. */
+static int start_sweeper(server *srv, uv_loop_t *loop, double seconds) {
+  uint64_t every;
+  int r;
+  if (!(seconds > 0)) return 0;
+  srv->handshake_ms = (uint64_t)(seconds * 1000 + 0.5);
+  if ((r = uv_timer_init(loop, &srv->sweeper)) != 0) return r;
+  srv->sweeper.data = srv;
+  srv->sweeping = 1;
+  srv->open_handles++;
+  /* A peer is dropped between the limit and a quarter of it later. */
+  every = srv->handshake_ms / 4;
+  if (every < 50) every = 50;
+  if (every > 5000) every = 5000;
+  if ((r = uv_timer_start(&srv->sweeper, sweep, every, every)) != 0) return r;
+  uv_unref((uv_handle_t *)&srv->sweeper);
+  return 0;
+}
+
+/* core.listen(address, handler, key [, on_close [, handshake_seconds]])
+ * -> server [, port];
+ * address is a Unix socket's path, or {host, port} for TCP (port 0: one
+ * the system chooses; the port bound is returned then).
  * handler(request, client) -> reply, or nothing to reply later with
- * server:reply; on_close(client) when an authenticated client goes. The
- * socket is made mode 0600; clients must prove key. */
+ * server:reply; on_close(client) when an authenticated client goes. A
+ * Unix socket is made mode 0600; clients must prove key, on either, within
+ * handshake_seconds of connecting (default 20; 0: no limit), or they are
+ * closed. */
 static int core_listen(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = NULL, *host = NULL, *why = NULL;
+  lua_Integer port = 0;
   size_t key_len;
   const char *key = luaL_checklstring(L, 3, &key_len);
+  lmp_buffer no_memory = {NULL, 0, 0};
+  double handshake_seconds;
   server **box, *srv;
   uv_loop_t *loop;
   int r;
+  if (lua_istable(L, 1)) {
+    lua_rawgeti(L, 1, 1);
+    lua_rawgeti(L, 1, 2);
+    host = lua_tostring(L, -2);
+    port = lua_tointeger(L, -1);
+    luaL_argcheck(L, host != NULL && lua_isinteger(L, -1) && port >= 0 && port <= 65535, 1,
+                  "a TCP address is {host, port}");
+    lua_pop(L, 2); /* host stays reachable through the table at 1 */
+  } else {
+    path = luaL_checkstring(L, 1);
+  }
   luaL_checktype(L, 2, LUA_TFUNCTION);
   luaL_argcheck(L, key_len > 0, 3, "key must not be empty");
   if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TFUNCTION);
+  handshake_seconds = luaL_optnumber(L, 5, 20);
+  luaL_argcheck(L, handshake_seconds >= 0 && handshake_seconds < 1e9, 5,
+                "handshake_seconds must be a number of seconds");
   loop = lmp__loop(L); /* may refuse: before anything is allocated */
   box = lua_newuserdatauv(L, sizeof *box, 0);
   *box = NULL;
   luaL_setmetatable(L, SERVER_META);
+  lua_pushcfunction(L, lmp__server_encode_no_memory);
+  lua_pushlightuserdata(L, &no_memory);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    lmp__buffer_free(&no_memory);
+    return lua_error(L);
+  }
   srv = calloc(1, sizeof *srv);
-  if (srv == NULL) return luaL_error(L, "lmp: not enough memory");
+  if (srv == NULL) {
+    lmp__buffer_free(&no_memory);
+    return luaL_error(L, "lmp: not enough memory");
+  }
+  srv->no_memory = no_memory;
+  srv->tcp = host != NULL;
   srv->key = malloc(key_len);
   if (srv->key == NULL) {
-    free(srv);
+    free_server(srv);
     return luaL_error(L, "lmp: not enough memory");
   }
   memcpy(srv->key, key, key_len);
   srv->key_len = key_len;
-  if ((r = uv_pipe_init(loop, &srv->listener, 0)) != 0) {
-    free_server(srv);
+  if ((r = bind_and_listen(srv, loop, path, host, &port, &why)) != 0 ||
+      (r = start_sweeper(srv, loop, handshake_seconds)) != 0) {
+    if (srv->open_handles == 0) {
+      free_server(srv);
+    } else {
+      if (srv->sweeping) uv_close((uv_handle_t *)&srv->sweeper, server_handle_closed);
+      uv_close(&srv->listener.handle, server_handle_closed);
+    }
+    if (host != NULL)
+      return luaL_error(L, "lmp: cannot listen on %s:%d: %s", host, (int)port,
+                        why ? why : uv_strerror(r));
     return luaL_error(L, "lmp: cannot listen on %s: %s", path, uv_strerror(r));
   }
-  srv->listener.data = srv;
-  srv->open_handles = 1;
-  /* The directory keeps others out already; 0600 says the same of the
-   * socket, whatever the umask made it. */
-  if ((r = uv_pipe_bind(&srv->listener, path)) != 0 ||
-      (r = chmod(path, 0600) != 0 ? uv_translate_sys_error(errno) : 0) != 0 ||
-      (r = uv_listen((uv_stream_t *)&srv->listener, 64, on_connection)) != 0) {
-    uv_close((uv_handle_t *)&srv->listener, server_handle_closed);
-    return luaL_error(L, "lmp: cannot listen on %s: %s", path, uv_strerror(r));
-  }
-  uv_unref((uv_handle_t *)&srv->listener);
+  uv_unref(&srv->listener.handle);
   srv->L = lmp__main_thread(L);
   lua_pushvalue(L, 2);
   srv->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -441,7 +505,9 @@ static int core_listen(lua_State *L) {
     srv->on_close_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
   *box = srv;
-  return 1;
+  if (host == NULL) return 1;
+  lua_pushinteger(L, port);
+  return 2;
 }
 
 /* core.unix_connect(path [, key]) -> fd of a blocking connection, or nil,

@@ -35,7 +35,7 @@ static int timer_close(lua_State *L) {
   timer *t = *box;
   if (t == NULL) return 0;
   *box = NULL;
-  if (lmp__forked_worker()) return 0; /* the parent's timer, in a copy */
+  if (lmp__parents_handle((uv_handle_t *)&t->handle)) return 0; /* the parent's, in a copy */
   luaL_unref(L, LUA_REGISTRYINDEX, t->callback_ref);
   t->callback_ref = LUA_NOREF;
   t->L = NULL;

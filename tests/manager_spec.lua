@@ -579,3 +579,195 @@ describe("Manager", function()
                    "the private directory was left behind")
   end)
 end)
+
+-- A module the script loaded: a forked manager's process has it, a spawned
+-- one or one from the forkserver has not.
+package.loaded["manager_spec_marker"] = true
+
+-- How process pid was started, read from its command line: a worker
+-- executable's ("spawn"), a copy of the forkserver's ("forkserver"), or a
+-- copy of this script's ("fork": no worker's command line).
+local function started_as(pid)
+  local line = helpers.read_file("/proc/" .. pid .. "/cmdline")
+  if not line:find("--lmp-worker", 1, true) then return "fork" end
+  return line:find("forkserver", 1, true) and "forkserver" or "spawn"
+end
+
+-- Bytes as hexadecimal, to pass them on a command line, and back.
+local function hex(s) return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end)) end
+
+describe("Manager start methods, TCP, foreground server, Barrier action", function()
+  after_each(function()
+    core.forkserver_stop()
+    assert.is_true(helpers.no_children())
+  end)
+
+  it("a context's Manager starts its process with the context's method: spawn, fork, forkserver",
+     function()
+    for _, method in ipairs({"spawn", "fork", "forkserver"}) do
+      local base = lmp.BaseManager{context = lmp.get_context(method)}
+      base:register("Probe", function()
+        return {marker = function() return package.loaded["manager_spec_marker"] == true end}
+      end)
+      local m <close> = base:start()
+      assert.equal(method, started_as(m.pid))
+      assert.equal(method == "fork", m:Probe():marker(), method)
+      -- ctx.Manager() is lmp.Manager() with the context's method.
+      local m2 <close> = lmp.get_context(method).Manager()
+      assert.equal(1, m2:dict({x = 1}):get("x"))
+      assert.equal(method, started_as(m2.pid))
+      assert.equal(method, m2.start_method)
+    end
+    assert.has_error(function() lmp.Manager{start_method = "nope"} end)
+  end)
+
+  it("serves on TCP: a process started from the shell connects and shares a dict and a queue",
+     function()
+    local m <close> = lmp.Manager{address = {"127.0.0.1", 0}, authkey = "a shared secret"}
+    local host, port = m.address[1], m.address[2]
+    assert.equal("127.0.0.1", host)
+    assert.is_true(math.type(port) == "integer" and port > 0)
+    local d, q = m:dict({seen = 0}), m:Queue()
+    q:put("from the main process")
+    -- The outside process gets the shared objects as values (proxies
+    -- travel as any value does), and makes one of its own after connect().
+    local status, out, err = helpers.run_lua([[
+      local lmp = require "lmp"
+      local host, port, shared = ...
+      shared = lmp.loads((shared:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)))
+      local d, q = shared[1], shared[2]
+      local m = lmp.BaseManager{address = {host, math.tointeger(port)}, authkey = "a shared secret"}
+      m:connect()
+      d:set("seen", d:get("seen") + 1)
+      d:set("pid", require("lmp.core").getpid())
+      q:put(m:list({1, 2, 3}))
+      print(q:get(true, 30))
+      local wrong = lmp.BaseManager{address = {host, math.tointeger(port)}, authkey = "not it"}
+      local ok, e = pcall(wrong.connect, wrong)
+      print(ok, e.kind)
+    ]], "timeout 60 lua5.4", ("%s %d %s"):format(host, port, hex(lmp.dumps({d, q}))))
+    assert.equal("", err)
+    assert.equal(0, status)
+    assert.equal("from the main process\nfalse\tauth\n", out)
+    assert.equal(1, d:get("seen"))
+    assert.are_not.equal(core.getpid(), d:get("pid"))
+    local list = q:get(true, 10)
+    assert.same({1, 2, 3}, {table.unpack(list:copy(), 1, 3)})
+    assert.equal(3, #list)
+  end)
+
+  it("get_server():serve_forever() serves in the foreground until shutdown_server() or SIGTERM",
+     function()
+    -- The server is a script of its own, as a Python user runs one.
+    local script = [[
+      local lmp = require "lmp"
+      local m = lmp.BaseManager{address = {"127.0.0.1", 0}, authkey = "fg key"}
+      m:register("Echo", function() return {echo = function(_, x) return x end} end)
+      local server = m:get_server()
+      print(require("lmp.core").getpid(), server.address[2]); io.stdout:flush()
+      print(server:serve_forever()); io.stdout:flush()
+    ]]
+    local function serve()
+      local path = os.tmpname()
+      local f = assert(io.open(path, "w"))
+      f:write(script)
+      f:close()
+      local p = assert(io.popen("exec timeout 60 lua5.4 " .. path))
+      local pid, port = p:read("l"):match("^(%d+)%s+(%d+)$")
+      pid, port = math.tointeger(tonumber(pid)), math.tointeger(tonumber(port))
+      os.remove(path)
+      return p, pid, port
+    end
+    -- Stopped by a client.
+    local p, _, port = serve()
+    local m = lmp.BaseManager{address = {"127.0.0.1", port}, authkey = "fg key"}:connect()
+    assert.equal("hi", m:Echo():echo("hi"))
+    local d = m:dict()
+    d:set("k", "v")
+    assert.equal("v", d:get("k"))
+    m:shutdown_server()
+    assert.equal("shutdown\n", p:read("a"))
+    assert.is_true(p:close())
+    assert.equal("closed", failure(d.get, d, "k").kind)
+    -- Stopped by SIGTERM, and by SIGINT, while a client waits on it.
+    for _, signal in ipairs({"TERM", "INT"}) do
+      local p2, pid, port2 = serve()
+      local m2 = lmp.BaseManager{address = {"127.0.0.1", port2}, authkey = "fg key"}:connect()
+      local q = m2:Queue()
+      local waiter = start(function(queue)
+        local ok, e = pcall(queue.get, queue, true, 30)
+        os.exit(not ok and e.kind == "closed" and 0 or 1)
+      end, q)
+      assert.is_true(helpers.wait_for(function() return q:qsize() == 0 end, 10))
+      lmp.sleep(0.2)
+      os.execute("kill -" .. signal .. " " .. pid)
+      assert.equal("SIG" .. signal .. "\n", p2:read("a"))
+      assert.is_true(p2:close())
+      assert.equal(0, joined(waiter))
+    end
+  end)
+
+  it("Barrier(parties, action, timeout): the action runs once per round, before any party goes",
+     function()
+    local m <close> = lmp.Manager()
+    local log = m:list()
+    local b = m:Barrier(3, function() log:append("action") end, 30)
+    local ps = {}
+    for i = 1, 2 do
+      ps[i] = start(function(barrier, l)
+        for round = 1, 3 do
+          barrier:wait()
+          l:append(round)
+        end
+      end, b, log)
+    end
+    for round = 1, 3 do
+      b:wait()
+      log:append(round)
+    end
+    for i = 1, 2 do assert.equal(0, joined(ps[i])) end
+    -- Each round: its action first, then the three parties.
+    local got = log:copy()
+    assert.equal(12, #log)
+    for round = 1, 3 do
+      local at = (round - 1) * 4
+      assert.equal("action", got[at + 1])
+      assert.same({round, round, round}, {got[at + 2], got[at + 3], got[at + 4]})
+    end
+    -- An action that raises: its party gets the error, the others kind "broken".
+    local bad = m:Barrier(2, function() error("the action failed", 0) end)
+    local other = start(function(barrier)
+      local ok, e = pcall(barrier.wait, barrier, 30)
+      os.exit(not ok and (e.kind == "broken" or tostring(e):find("the action failed")) and 0 or 1)
+    end, bad)
+    local ok, e = pcall(bad.wait, bad, 30)
+    assert.equal(0, joined(other))
+    assert.is_false(ok)
+    assert.is_true(e.kind == "broken" or tostring(e):find("the action failed") ~= nil)
+    assert.is_true(bad.broken)
+    assert.has_error(function() m:Barrier(2, 5) end)
+  end)
+
+  it("a party killed while it runs the action breaks the barrier: the others are let go", function()
+    local m <close> = lmp.Manager()
+    local d = m:dict()
+    local b = m:Barrier(2, function()
+      d:set("acting", require("lmp.core").getpid())
+      require("lmp").sleep(60)
+    end)
+    local party = function(barrier)
+      local ok, e = pcall(barrier.wait, barrier, 60)
+      os.exit(not ok and e.kind == "broken" and 0 or 1)
+    end
+    local ps = {start(party, b), start(party, b)}
+    assert.is_true(helpers.wait_for(function() return d:get("acting") ~= nil end, 30))
+    local acting, other = ps[1], ps[2]
+    if acting.pid ~= d:get("acting") then acting, other = other, acting end
+    assert.equal(d:get("acting"), acting.pid)
+    assert.is_false(b.broken)
+    acting:kill()
+    acting:join()
+    assert.equal(0, joined(other))
+    assert.is_true(b.broken)
+  end)
+end)

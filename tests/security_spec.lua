@@ -354,6 +354,183 @@ describe("Manager security", function()
       assert(ok, err)
     end)
   end
+
+  -- A manager on TCP, and a process started from the shell that speaks
+  -- to it with a raw socket (LuaSocket): what it sends, what it gets.
+  local RAW_PEER = [[
+    local socket = require "socket"
+    local core = require "lmp.core"
+    local lmp = require "lmp"
+    local port, key, proxy_hex, mode, seed = ...
+    port = math.tointeger(tonumber(port))
+    local function unhex(s) return (s:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)) end
+    local function hex(s) return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end)) end
+    key = unhex(key)
+    local d = lmp.loads(unhex(proxy_hex))
+    local function connect()
+      local c = assert(socket.tcp())
+      c:settimeout(20)
+      assert(c:connect("127.0.0.1", port))
+      local greeting = assert(c:receive(40))
+      assert(greeting:sub(1, 8) == "LMPAUTH1", "no greeting")
+      return c, greeting:sub(9)
+    end
+    -- What the server sends until it closes (or "timeout").
+    local function rest(c)
+      local got, err, partial = c:receive("*a")
+      c:close()
+      return (got or partial) .. (err and err ~= "closed" and "<" .. err .. ">" or "")
+    end
+    local function frame(message, length)
+      return string.pack("<I8<I4", length or #message + 4, #message) .. message
+    end
+    if mode == "silent" then
+      -- Says nothing after the greeting: closed by the server after its
+      -- handshake limit; a client with the key is served still.
+      local c = connect()
+      c:settimeout(30)
+      local started = socket.gettime()
+      local got, err, partial = c:receive("*a")
+      c:close()
+      print(err or "closed", got or partial, d:get("x"), socket.gettime() - started < 25)
+      return
+    end
+    if mode == "refused" then
+      -- Garbage, a wrong key's answer, a request with no handshake: each
+      -- hears FAILURE! and the end, nothing more.
+      local c = connect()
+      c:send(("\0garbage"):rep(4))
+      print("garbage", rest(c))
+      local challenge
+      c, challenge = connect()
+      c:send(core.hmac_sha256("a wrong key", "lmp client" .. challenge))
+      print("wrong key", rest(c))
+      c = connect()
+      c:send(frame(lmp.dumps({id = d._id, op = "set", args = {n = 2, "x", lmp.dumps("forged")}})))
+      print("no handshake", rest(c))
+      c, challenge = connect()
+      c:send(core.hmac_sha256(key, "lmp client" .. challenge))
+      print("the key", (c:receive(8)))
+      c:close()
+      return
+    end
+    -- mode "fuzz": with the key, then hostile frames; after each
+    -- connection the manager must still answer a proxy.
+    math.randomseed(math.tointeger(tonumber(seed)))
+    local function authenticated()
+      local c, challenge = connect()
+      c:send(core.hmac_sha256(key, "lmp client" .. challenge))
+      assert(c:receive(8) == "WELCOME!", "the key was refused")
+      c:send(core.random_bytes(32))
+      assert(#assert(c:receive(32)) == 32)
+      return c
+    end
+    local function random_bytes(n)
+      local t = {}
+      for i = 1, n do t[i] = string.char(math.random(0, 255)) end
+      return table.concat(t)
+    end
+    local request = lmp.dumps({id = d._id, op = "get", args = {n = 1, "x"}})
+    local cases = {
+      truncated = function(c) c:send(frame(request):sub(1, math.random(1, #request + 11))) end,
+      huge_length = function(c) c:send(string.pack("<I8", (1 << 40) + math.random(1, 1000)) .. random_bytes(64)) end,
+      large_length = function(c) c:send(string.pack("<I8", 1 << 39) .. random_bytes(64)) end,
+      bad_message_length = function(c) c:send(frame(request, #request + 4):sub(1, 8)
+        .. string.pack("<I4", #request + 100) .. request) end,
+      invalid_value = function(c)
+        for _ = 1, 20 do c:send(frame(random_bytes(math.random(1, 64)))) end
+      end,
+      mutated = function(c)
+        for _ = 1, 20 do
+          local bytes = frame(request)
+          local at = math.random(9, #bytes)
+          bytes = bytes:sub(1, at - 1) .. string.char(math.random(0, 255)) .. bytes:sub(at + 1)
+          c:send(bytes)
+        end
+      end,
+      random_stream = function(c) c:send(random_bytes(math.random(1, 4096))) end,
+    }
+    local names = {}
+    for name in pairs(cases) do names[#names + 1] = name end
+    table.sort(names)
+    local replies = 0
+    for round = 1, 3 do
+      for _, name in ipairs(names) do
+        local c = authenticated()
+        cases[name](c)
+        -- Replies, if any, are frames: read what comes for a moment. A
+        -- header no lmp peer writes ends the connection.
+        c:settimeout(name == "huge_length" and 20 or 0.05)
+        local got, err, partial = c:receive("*a")
+        assert(name ~= "huge_length" or err == "closed", "a garbage header left the connection open")
+        got = got or partial
+        replies = replies + ((got and #got > 0) and 1 or 0)
+        c:close()
+        assert(d:get("x") == 1, "the manager stopped answering after " .. name)
+      end
+    end
+    print("survived", replies > 0)
+  ]]
+
+  local function hex_of(s) return hex(s) end
+
+  it("on TCP, a raw peer from another process without the key gets FAILURE! and nothing else",
+     function()
+    local m <close> = lmp.Manager{address = {"127.0.0.1", 0}, authkey = "tcp secret"}
+    local d = m:dict({x = 1})
+    local status, out, err = helpers.run_lua(RAW_PEER, "timeout 60 lua5.4",
+      ("%d %s %s refused"):format(m.address[2], hex_of("tcp secret"), hex_of(lmp.dumps(d))))
+    assert.equal(0, status, err)
+    assert.equal("garbage\tFAILURE!\nwrong key\tFAILURE!\nno handshake\tFAILURE!\nthe key\tWELCOME!\n",
+                 out)
+    assert.equal(1, d:get("x"))
+    assert.equal(1, d:len())
+  end)
+
+  it("a peer that never answers the challenge is closed after handshake_timeout", function()
+    local m <close> = lmp.Manager{address = {"127.0.0.1", 0}, authkey = "tcp secret",
+                                  handshake_timeout = 0.5}
+    local d = m:dict({x = 1})
+    local status, out, err = helpers.run_lua(RAW_PEER, "timeout 60 lua5.4",
+      ("%d %s %s silent"):format(m.address[2], hex_of("tcp secret"), hex_of(lmp.dumps(d))))
+    assert.equal(0, status, err)
+    assert.equal("closed\t\t1\ttrue\n", out)
+    assert.has_error(function() lmp.Manager{handshake_timeout = 0} end)
+  end)
+
+  it("hostile frames from a peer with the key (truncated, huge lengths, invalid values) neither crash nor hang it",
+     function()
+    local m <close> = lmp.Manager{address = {"127.0.0.1", 0}, authkey = "tcp secret"}
+    local d = m:dict({x = 1})
+    local seed = os.time()
+    local status, out, err = helpers.run_lua(RAW_PEER, "timeout 120 lua5.4",
+      ("%d %s %s fuzz %d"):format(m.address[2], hex_of("tcp secret"), hex_of(lmp.dumps(d)), seed))
+    assert.equal(0, status, ("seed %d: %s"):format(seed, err))
+    -- Invalid values are answered (refused), not dropped in silence.
+    assert.equal("survived\ttrue\n", out, "seed " .. seed)
+    assert.is_true(helpers.alive(m.pid))
+    assert.equal(1, d:get("x"))
+  end)
+
+  it("a reply the manager has no memory for is answered with an error of kind memory", function()
+    local m <close> = lmp.Manager()
+    local d = m:dict()
+    d:set("a", ("a"):rep(40 << 20))
+    d:set("b", ("b"):rep(40 << 20))
+    collectgarbage()
+    -- The manager's process may grow by 32 MB from now: the reply to
+    -- copy() (80 MB, more than any block it keeps for reuse) cannot be
+    -- made. The limit is set from outside, as an operator would.
+    local vm = math.tointeger(helpers.read_file("/proc/" .. m.pid .. "/status"):match("VmSize:%s*(%d+)"))
+    assert.equal(0, (helpers.run(("prlimit --pid %d --as=%d"):format(m.pid, (vm + 32 * 1024) * 1024))))
+    local ok, e = pcall(d.copy, d)
+    assert.is_false(ok)
+    assert.equal("memory", e.kind, tostring(e))
+    -- The manager goes on serving.
+    d:set("small", 1)
+    assert.equal(1, d:get("small"))
+    assert.equal(3, d:len())
+  end)
 end)
 
 -- Starts a Lua script in the background (our child, through popen); it

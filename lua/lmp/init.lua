@@ -308,6 +308,13 @@ function lmp.get_context(method)
     if type(opts) ~= "table" then return lmp.Process(opts) end
     return lmp.Process(with_method(opts))
   end
+  -- The manager's process starts with this method too.
+  ctx.Manager = function(...)
+    local opts = drop_self(...)
+    if opts == nil then opts = {} end
+    if type(opts) ~= "table" then return lmp.Manager(opts) end
+    return lmp.Manager(with_method(opts))
+  end
   ctx.get_start_method = function() return method end
   return ctx
 end

@@ -196,32 +196,50 @@ function managed.types(S)
   local function break_barrier(b)
     b.broken = true
     b.count = 0
+    b.acting = nil
     wake(b.waiters)
   end
+  -- A round: parties arrive (count), the last one completes it. With an
+  -- action, the last one is answered with the action's bytes and runs it
+  -- (acting: its client and round) before it tells release, which lets
+  -- the round go; meanwhile the parties, and any newcomer, wait.
   types.Barrier = {
-    new = function(parties, timeout)
+    new = function(parties, action, timeout)
       if math.type(parties) ~= "integer" or parties < 1 then
         fail("task", "Barrier: parties must be a positive integer")
       end
+      if action ~= nil and type(action) ~= "string" then
+        fail("task", "Barrier: an action arrives encoded")
+      end
       check_timeout(timeout, "Barrier")
-      return {parties = parties, timeout = timeout, count = 0, generation = 0, broken = false,
-              waiters = {}}
+      return {parties = parties, action = action, timeout = timeout, count = 0, generation = 0,
+              broken = false, waiters = {}, acting = nil}
     end,
     methods = {
       wait = function(b, timeout)
         timeout = check_timeout(timeout, "wait") or b.timeout
+        local deadline = timeout and core.hrtime() + timeout
+        -- A round whose action runs takes no newcomer until it is released.
+        if not await(b.waiters, function() return not b.acting or b.broken end, timeout) then
+          fail("broken", "wait: the barrier is busy with its action past the timeout")
+        end
         if b.broken then fail("broken", "wait: the barrier is broken") end
         local index = b.count
         b.count = b.count + 1
+        local generation = b.generation
         if b.count == b.parties then
+          if b.action then
+            b.acting = {client = S.client(), generation = generation}
+            return index, b.action, generation
+          end
           b.count = 0
           b.generation = b.generation + 1
           wake(b.waiters)
           return index
         end
-        local generation = b.generation
+        local left = deadline and math.max(0, deadline - core.hrtime())
         local passed = await(b.waiters, function() return b.generation ~= generation or b.broken end,
-                             timeout)
+                             left)
         if b.generation ~= generation then return index end
         if not passed then
           break_barrier(b)
@@ -229,17 +247,36 @@ function managed.types(S)
         end
         fail("broken", "wait: the barrier broke while this party waited")
       end,
+      -- From the party that ran the action: ok, the round goes; not ok
+      -- (the action raised), the barrier breaks.
+      release = function(b, generation, ok)
+        local acting = b.acting
+        if not acting or acting.generation ~= generation then
+          fail("broken", "wait: the barrier broke while its action ran")
+        end
+        b.acting = nil
+        if not ok then
+          break_barrier(b)
+          return
+        end
+        b.count = 0
+        b.generation = b.generation + 1
+        wake(b.waiters)
+      end,
       reset = function(b)
         if b.count > 0 then break_barrier(b) end
         b.broken, b.count = false, 0
       end,
       abort = function(b) break_barrier(b) end,
       parties = function(b) return b.parties end,
-      n_waiting = function(b) return b.broken and 0 or b.count end,
+      n_waiting = function(b) return (b.broken or b.acting) and 0 or b.count end,
       broken = function(b) return b.broken end,
     },
-    -- A party that dies while it waits would never arrive: the barrier breaks.
-    client_gone = function(b, _, list) if list == b.waiters then break_barrier(b) end end,
+    -- A party that dies while it waits would never arrive, and one that
+    -- dies running the action never releases the round: the barrier breaks.
+    client_gone = function(b, client, list)
+      if list == b.waiters or (b.acting and b.acting.client == client) then break_barrier(b) end
+    end,
   }
 
   -- ---- Queue ---------------------------------------------------------------------

@@ -206,28 +206,56 @@ end
 
 -- ---- the process -------------------------------------------------------------
 
--- The target of the manager's process: serves on path until a shutdown
--- request (or until the parent dies: the process then goes with it).
--- user_types: typeid -> constructor, the types given to register. ready
--- is the sending end of a Pipe that hears true, or false and why.
-function server.serve(path, key, user_types, ready)
+-- Serves the standard types and user_types (typeid -> constructor, the
+-- types given to register) on address: a Unix socket's path, or
+-- {host, port} for TCP. A connection that has not proved the key within
+-- handshake_seconds (default 20) is closed. Returns the address bound (for
+-- TCP, the port the system chose for port 0). One server per process.
+function server.listen(address, key, user_types, handshake_seconds)
+  if listener then error("this process serves a manager already", 2) end
   local managed = require "lmp.managed"
   for typeid, class in pairs(managed.types(server)) do types[typeid] = class end
   for typeid, constructor in pairs(user_types or {}) do
     types[typeid] = managed.user_type(server, constructor)
   end
-  local ok, err = pcall(function()
-    listener = core.listen(path, handle, key, closed)
-    listener:keep_loop_alive()
+  local port
+  listener, port = core.listen(address, handle, key, closed, handshake_seconds)
+  if port then return {address[1], port} end
+  return address
+end
+
+-- Serves until a shutdown request, or (with stop_signals) until the
+-- process gets SIGTERM or SIGINT; then the clients are let go, the
+-- listener closed. Returns what stopped it: "shutdown" or the signal's
+-- name.
+function server.serve_forever(stop_signals)
+  local stopped_by = "shutdown"
+  local watcher = stop_signals and core.watch_stop_signals(function(name)
+    stopping, stopped_by = true, name
   end)
-  ready:send(ok and true or tostring(err))
-  ready:close()
-  if not ok then return end
+  listener:keep_loop_alive()
   while not stopping do core.run_once(true) end
-  -- Lets the shutdown's reply go before the process ends.
+  -- Lets the shutdown's reply go before the listener closes.
   core.run_once(false)
+  if watcher then watcher:close() end
   listener:close()
   listener = nil
+  return stopped_by
+end
+
+-- The target of the manager's process: serves on address until a
+-- shutdown request (or until the parent dies: the process then goes with
+-- it). ready is the sending end of a Pipe that hears the address bound,
+-- or why there is none.
+function server.serve(address, key, user_types, ready, handshake_seconds)
+  -- Started by fork, this process has a copy of its parent's loop, which
+  -- it cannot use: it makes one of its own.
+  core.own_loop()
+  local ok, bound = pcall(server.listen, address, key, user_types, handshake_seconds)
+  ready:send(ok and {bound} or tostring(bound))
+  ready:close()
+  if not ok then return end
+  server.serve_forever(false)
 end
 
 return server

@@ -17,19 +17,30 @@ local dumps, loads = core.dumps, core.loads
 
 -- ---- connections --------------------------------------------------------------
 
+-- A manager's address: a Unix socket's path, or {host, port} for one
+-- served on TCP. Its name is the path, or "host:port".
+local function address_name(address)
+  if type(address) == "table" then return address[1] .. ":" .. tostring(address[2]) end
+  return address
+end
+proxies.address_name = address_name
+
 -- address .. "\0" .. key -> {pid = , idle = {connections}}: a process's
 -- own connections (a forked child starts with none of its parent's). The
 -- key is part of the name: a connection another key opened proves nothing
 -- of this one.
 local pools = {}
 
+-- How long a peer on TCP may take to answer the key handshake.
+local HANDSHAKE_SECONDS = 20
+
 local function gone(address)
   return errors.new("closed", ("the manager at %s is gone (shut down, or its process died)")
-    :format(address))
+    :format(address_name(address)))
 end
 
 local function take(address, authkey)
-  local pid, name = core.getpid(), address .. "\0" .. authkey
+  local pid, name = core.getpid(), address_name(address) .. "\0" .. authkey
   local pool = pools[name]
   if not pool or pool.pid ~= pid then
     pool = {pid = pid, idle = {}}
@@ -37,9 +48,17 @@ local function take(address, authkey)
   end
   local conn = table.remove(pool.idle)
   if conn then return conn, pool end
-  local fd, err = core.unix_connect(address, authkey)
+  local fd, err, kind
+  if type(address) == "table" then
+    fd, err, kind = core.connect_socket("tcp", address[1], address[2], authkey, HANDSHAKE_SECONDS)
+  else
+    fd, err = core.unix_connect(address, authkey)
+  end
   if not fd then
-    errors.raise(errors.new("closed", ("cannot reach the manager at %s: %s"):format(address, err)))
+    -- A manager that refuses the key says so (kind "auth"); any other
+    -- failure is a manager out of reach.
+    errors.raise(errors.new(kind == "auth" and "auth" or "closed",
+      ("cannot reach the manager at %s: %s"):format(address_name(address), err)))
   end
   return core.connection(fd), pool
 end
@@ -86,7 +105,7 @@ end
 
 -- Closes this process's connections to a manager that is shut down.
 function proxies.forget(address)
-  local prefix = address .. "\0"
+  local prefix = address_name(address) .. "\0"
   for name, pool in pairs(pools) do
     if name:sub(1, #prefix) == prefix then
       pools[name] = nil
@@ -136,8 +155,12 @@ local function class(name)
   c.__name = "lmp." .. name
   -- p:_callmethod(name, ...): any method by name, as Python's proxies have.
   c._callmethod = call
-  c.__eq = function(a, b) return a._address == b._address and a._id == b._id end
-  c.__tostring = function(p) return ("lmp.%s(%s %d at %s)"):format(name, p._typeid, p._id, p._address) end
+  c.__eq = function(a, b)
+    return address_name(a._address) == address_name(b._address) and a._id == b._id
+  end
+  c.__tostring = function(p)
+    return ("lmp.%s(%s %d at %s)"):format(name, p._typeid, p._id, address_name(p._address))
+  end
   proxies[name] = c
   return c
 end
@@ -308,7 +331,18 @@ function BarrierProxy:__index(k)
   if BARRIER_PROPERTIES[k] then return call(self, k) end
   return BarrierProxy[k]
 end
-function BarrierProxy:wait(timeout) return call(self, "wait", timeout) end
+-- The party that completes a round gets the barrier's action (encoded:
+-- the manager never runs a client's code) and runs it before any party
+-- is released, as Python's Barrier does; an action that raises breaks the
+-- barrier (the others raise kind "broken") and this wait raises its error.
+function BarrierProxy:wait(timeout)
+  local index, action, round = call(self, "wait", timeout)
+  if action == nil then return index end
+  local ok, err = pcall(function() return decode(action)() end)
+  call(self, "release", round, ok)
+  if not ok then error(err, 0) end
+  return index
+end
 function BarrierProxy:reset() return call(self, "reset") end
 function BarrierProxy:abort() return call(self, "abort") end
 
