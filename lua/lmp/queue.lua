@@ -92,15 +92,16 @@ end
 
 -- For sync.wait_until: a place for one more value taken.
 local function try_reserve(cell) return cell:count_add(1) ~= nil end
+
 function queue.new(maxsize, fname)
   if maxsize ~= nil and (math.type(maxsize) ~= "integer" or maxsize < 0) then
     errors.argument(1, fname or "Queue", "maxsize must be a non-negative integer")
   end
   maxsize = maxsize or 0
-  if maxsize > 0x7fffffff then maxsize = 0 end -- as good as no bound
   local reader, writer = core.pipe()
+  -- The cell's count is 32 bits: a larger maxsize is as good as none.
   return setmetatable({reader = reader, writer = writer, lock = core.lockfile(),
-                       counts = new_counter(maxsize > 0 and maxsize or -1),
+                       counts = new_counter(maxsize > 0 and math.min(maxsize, 0x7fffffff) or -1),
                        maxsize = maxsize}, Queue)
 end
 
