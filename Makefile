@@ -157,6 +157,7 @@ bench: all
 	tests/bench/pool_bench.sh $(BUILD)
 	tests/bench/workloads_bench.sh $(BUILD)
 	tests/bench/sync_bench.sh $(BUILD)
+	-$(BUILD)/bin/lmp tests/bench/queue_wait.lua
 
 # ---- install -------------------------------------------------------------
 # The standard Lua layout under PREFIX. Each directory can be set on its

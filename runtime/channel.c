@@ -512,11 +512,10 @@ static int core_pipe(lua_State *L) {
 
 /* core.lockfile() -> connection for a fresh unlinked file: bytes 0-2 are
  * locked with fcntl record locks (held per process, so they exclude each
- * other across processes that inherited the descriptor), and bytes 8-15
- * hold a shared count. */
+ * other across processes that inherited the descriptor). */
 static int core_lockfile(lua_State *L) {
   char path[] = "/tmp/lmp-queue-XXXXXX";
-  char zero[16] = {0};
+  char zero[8] = {0};
   connection *c;
   int r;
   new_connection(L, -1, DUPLEX); /* first: it owns the file from here on */
@@ -560,20 +559,6 @@ static int core_fd_unlock(lua_State *L) {
   return 1;
 }
 
-/* core.fd_count(fd, delta) -> the shared count after adding delta (the
- * caller holds the count's lock). */
-static int core_fd_count(lua_State *L) {
-  int fd = (int)luaL_checkinteger(L, 1);
-  int64_t count = 0;
-  if (pread(fd, &count, sizeof count, 8) != (ssize_t)sizeof count)
-    return luaL_error(L, "lmp: queue count unreadable: %s", strerror(errno));
-  count += (int64_t)luaL_checkinteger(L, 2);
-  if (pwrite(fd, &count, sizeof count, 8) != (ssize_t)sizeof count)
-    return luaL_error(L, "lmp: queue count unwritable: %s", strerror(errno));
-  lua_pushinteger(L, (lua_Integer)count);
-  return 1;
-}
-
 /* core.nap(seconds): sleep without the loop (in a child process). */
 static int core_nap(lua_State *L) {
   double seconds = luaL_checknumber(L, 1);
@@ -592,7 +577,7 @@ static const luaL_Reg channel_functions[] = {
     {"channel_recv", core_channel_recv}, {"channel_send", core_channel_send},
     {"pipe", core_pipe},                 {"connection", core_connection},
     {"lockfile", core_lockfile},         {"fd_lock", core_fd_lock},
-    {"fd_unlock", core_fd_unlock},       {"fd_count", core_fd_count},
+    {"fd_unlock", core_fd_unlock},
     {"nap", core_nap},                   {NULL, NULL}};
 
 void lmp__open_channel(lua_State *L) {

@@ -188,6 +188,20 @@ void lmp__event_set(lmp_sync_cell *c) {
 
 void lmp__event_clear(lmp_sync_cell *c) { __atomic_store_n(&c->value, 0, SC); }
 
+/* ---- counters ------------------------------------------------------------------ */
+
+int lmp__counter_add(lmp_sync_cell *c, int32_t delta, int32_t *after) {
+  int32_t v = __atomic_load_n(&c->value, SC), ceiling = c->maximum, w;
+  do {
+    int64_t n = (int64_t)v + delta;
+    if (n < 0 || n > INT32_MAX || (delta > 0 && ceiling >= 0 && n > ceiling)) return -ERANGE;
+    w = (int32_t)n;
+  } while (!__atomic_compare_exchange_n(&c->value, &v, w, 0, SC, SC));
+  if (after) *after = w;
+  changed(c);
+  return 0;
+}
+
 /* ---- condition variables ------------------------------------------------------
  * notices packs two counts in one word, changed together: the waiters
  * registered and not yet notified (high half), and the notifications

@@ -142,6 +142,22 @@ static int cell_value(lua_State *L) {
   return 1;
 }
 
+/* cell:count_add(delta) -> the count after adding delta, or nil when that
+ * would take it below 0 or above the cell's maximum (set_semaphore sets
+ * both): then nothing changed. */
+static int cell_count_add(lua_State *L) {
+  lmp_sync_cell *c = check_cell(L);
+  lua_Integer delta = luaL_checkinteger(L, 2);
+  int32_t after;
+  luaL_argcheck(L, delta >= INT32_MIN && delta <= INT32_MAX, 2, "delta out of range");
+  if (lmp__counter_add(c, (int32_t)delta, &after) != 0) {
+    lua_pushnil(L);
+  } else {
+    lua_pushinteger(L, after);
+  }
+  return 1;
+}
+
 static int cell_event_set(lua_State *L) {
   lmp__event_set(check_cell(L));
   return 0;
@@ -359,6 +375,7 @@ static const luaL_Reg cell_methods[] = {
     {"semaphore_try", cell_semaphore_try},
     {"semaphore_release", cell_semaphore_release},
     {"value", cell_value},
+    {"count_add", cell_count_add},
     {"event_set", cell_event_set},
     {"event_clear", cell_event_clear},
     {"event_try", cell_event_try},

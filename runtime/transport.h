@@ -137,6 +137,11 @@ int lmp__semaphore_try(lmp_sync_cell *c);
 int lmp__semaphore_release(lmp_sync_cell *c);
 void lmp__event_set(lmp_sync_cell *c);
 void lmp__event_clear(lmp_sync_cell *c);
+/* A counter (lmp.Queue's values and unfinished tasks): adds delta to value
+ * when the sum stays within 0 and maximum (maximum < 0: no ceiling; only
+ * an increase is held to it), wakes the sleepers and gives the sum in
+ * *after (if not NULL); else -ERANGE and nothing changes. */
+int lmp__counter_add(lmp_sync_cell *c, int32_t delta, int32_t *after);
 /* A condition's waiter registers (holding the condition's lock), then
  * takes a ticket when one is there (1) or sleeps; one that gives up
  * leaves, and gets 1 if it was notified all the same (a ticket is its).

@@ -1,16 +1,22 @@
 /* What lmp.connection.wait and the byte forms of a connection stand on:
  * watching any descriptor on the loop (a flag the waiter reads, no Lua
  * call from libuv), polling a set of descriptors, a process's sentinel (a
- * pidfd, readable once the process has ended), and frames whose message
- * is raw bytes (send_bytes and recv_bytes). */
+ * pidfd, or an eventfd a thread signals, readable once the process has
+ * ended), and frames whose message is raw bytes (send_bytes and
+ * recv_bytes). */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/eventfd.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "channel.h"
@@ -157,21 +163,99 @@ static int sentinel_tostring(lua_State *L) {
 #define SYS_pidfd_open 434
 #endif
 
-/* core.sentinel(pid) -> a sentinel of the child pid: its :fileno() is a
- * pidfd, readable once the process has ended. The caller must not have
- * reaped pid yet (the pid could be another process's then). Raises when
- * the kernel has no pidfd (Linux before 5.3). */
+/* Where there is no pidfd (Linux before 5.3, or under valgrind, which
+ * does not know pidfd_open), a thread of this process waits for the
+ * child's end and then signals an eventfd. It waits with WNOWAIT, so that
+ * the child stays for the loop to reap (and a child the loop reaped first
+ * ends the wait with ECHILD, which means the same: it has ended). The
+ * thread has a descriptor of its own on the eventfd, so that the sentinel
+ * may be closed before the child ends. An eventfd, not a pipe, so that
+ * copies a forked child inherits cannot hold the signal back. */
+typedef struct exit_watch {
+  pid_t pid;
+  int fd;
+} exit_watch;
+
+static void *exit_watch_main(void *arg) {
+  exit_watch w = *(exit_watch *)arg;
+  siginfo_t info;
+  uint64_t one = 1;
+  free(arg);
+  while (waitid(P_PID, (id_t)w.pid, &info, WEXITED | WNOWAIT) != 0 && errno == EINTR) {
+  }
+  while (write(w.fd, &one, sizeof one) < 0 && errno == EINTR) {
+  }
+  close(w.fd);
+  return NULL;
+}
+
+/* An eventfd that becomes readable once child pid has ended, or -errno. */
+static int watch_exit(pid_t pid) {
+  exit_watch *w;
+  pthread_t thread;
+  pthread_attr_t attr;
+  sigset_t all, old;
+  siginfo_t info;
+  int fd, copy, r;
+  /* Only a child can be waited for: another process (ECHILD here, before
+   * the loop could reap pid) gets no sentinel rather than one that says
+   * at once that it has ended. */
+  memset(&info, 0, sizeof info);
+  if (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) != 0) return -errno;
+  if ((fd = eventfd(0, EFD_CLOEXEC)) < 0) return -errno;
+  if ((copy = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+    r = -errno;
+    close(fd);
+    return r;
+  }
+  if ((w = malloc(sizeof *w)) == NULL) {
+    close(fd);
+    close(copy);
+    return -ENOMEM;
+  }
+  w->pid = pid;
+  w->fd = copy;
+  if ((r = pthread_attr_init(&attr)) != 0) {
+    free(w);
+    close(fd);
+    close(copy);
+    return -r;
+  }
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 64 * 1024);
+  /* Signals stay with the main thread. */
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  r = pthread_create(&thread, &attr, exit_watch_main, w);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  pthread_attr_destroy(&attr);
+  if (r != 0) {
+    free(w);
+    close(fd);
+    close(copy);
+    return -r;
+  }
+  return fd;
+}
+
+/* core.sentinel(pid [, without_pidfd]) -> a sentinel of the child pid: its
+ * :fileno() is a pidfd, readable once the process has ended; where the
+ * kernel gives none (or without_pidfd, for the tests of the other way),
+ * an eventfd that a thread signals at the child's end. The caller must
+ * not have reaped pid yet (the pid could be another process's then). */
 static int core_sentinel(lua_State *L) {
   lua_Integer pid = luaL_checkinteger(L, 1);
+  int without_pidfd = lua_toboolean(L, 2);
   sentinel *s;
-  long fd;
-  luaL_argcheck(L, pid > 0, 1, "a process id expected");
+  long fd = -1;
+  luaL_argcheck(L, pid > 0 && pid <= INT32_MAX, 1, "a process id expected");
   s = lua_newuserdatauv(L, sizeof *s, 0);
   s->fd = -1;
   luaL_setmetatable(L, SENTINEL_META);
   /* pidfds are made close-on-exec. */
-  fd = syscall(SYS_pidfd_open, (long)pid, 0L);
-  if (fd < 0) return luaL_error(L, "lmp: no sentinel for process %d: %s", (int)pid, strerror(errno));
+  if (!without_pidfd) fd = syscall(SYS_pidfd_open, (long)pid, 0L);
+  if (fd < 0) fd = watch_exit((pid_t)pid);
+  if (fd < 0) return luaL_error(L, "lmp: no sentinel for process %d: %s", (int)pid, strerror((int)-fd));
   s->fd = (int)fd;
   return 1;
 }

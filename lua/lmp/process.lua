@@ -87,7 +87,8 @@ function Process:start()
   self.pid = handle:pid()
   self._handle = handle
   -- Made before the loop turns again, so before the child can be reaped:
-  -- the pid is still this child's. Nil where the kernel has no pidfd.
+  -- the pid is still this child's (a pidfd, or an eventfd a thread
+  -- signals where there is none); nil only if neither can be made.
   local made, sentinel = pcall(core.sentinel, self.pid)
   self.sentinel = made and sentinel or nil
   handle:send(protocol.init({path = package.path, cpath = package.cpath, name = self.name,

@@ -4,12 +4,17 @@
 -- multiprocessing.Queue.
 -- Values travel framed over a socket pair; a shared lock file keeps one
 -- writer and one reader at a time on it (fcntl locks, which hold across
--- processes) and counts the values in it (qsize, maxsize). Each process
--- puts through a feeder of its own (runtime/feeder.c), so that put never
--- waits for a reader: only maxsize makes it wait.
+-- processes). Each process puts through a feeder of its own
+-- (runtime/feeder.c), so that put never waits for a reader: only maxsize
+-- makes it wait. The values in the queue are counted in a futex cell of
+-- their own (runtime/futex.c's counter), whose ceiling is maxsize: a put
+-- that finds the queue full sleeps on the cell, as the locks of sync.lua
+-- wait, and the get that makes room wakes it. A JoinableQueue counts its
+-- unfinished tasks in a second cell, which join sleeps on.
 local core = require "lmp.core"
 local loop = require "lmp.loop"
 local errors = require "lmp.errors"
+local sync = require "lmp.sync"
 
 local queue = {}
 
@@ -18,7 +23,39 @@ Queue.__index = Queue
 Queue.__name = "lmp.Queue"
 queue.Queue = Queue -- reachable from package.loaded: travels by name
 
-local READ, COUNT = 1, 2 -- byte 0 is the feeders' write lock
+local READ = 1 -- byte 0 is the feeders' write lock
+
+-- Bytes of a counter's memory file (the cell itself is smaller).
+local CELL_BYTES = 64
+
+-- This process's mapping of each counter's cell, by the counter's file
+-- (a Connection, which travels with the queue): made on first use, never
+-- sent.
+local cells = setmetatable({}, {__mode = "k"})
+
+local function cell_of(file)
+  local cell = cells[file]
+  if not cell then
+    cell = core.sync_cell(file:fileno())
+    cells[file] = cell
+  end
+  return cell
+end
+
+-- A new counter at 0 that never goes above maximum (-1: no ceiling).
+local function new_counter(maximum)
+  local file = core.connection(core.memfile(CELL_BYTES))
+  local cell = core.sync_cell(file:fileno(), true)
+  cell:set_semaphore(0, maximum)
+  cells[file] = cell
+  return file
+end
+
+local function close_counter(file)
+  local cell = cells[file]
+  if cell then cell:close(); cells[file] = nil end
+  file:close()
+end
 
 -- This process's feeder of each queue, by the queue's write end (copies of
 -- one queue that arrived in several tasks share that end, and so one
@@ -53,18 +90,26 @@ local function with_lock(lock, byte, fn, ...)
   return table.unpack(results, 2, results.n)
 end
 
+-- For sync.wait_until: a place for one more value taken.
+local function try_reserve(cell) return cell:count_add(1) ~= nil end
+
 function queue.new(maxsize, fname)
   if maxsize ~= nil and (math.type(maxsize) ~= "integer" or maxsize < 0) then
     errors.argument(1, fname or "Queue", "maxsize must be a non-negative integer")
   end
+  maxsize = maxsize or 0
   local reader, writer = core.pipe()
+  -- The cell's count is 32 bits: a larger maxsize is as good as none.
   return setmetatable({reader = reader, writer = writer, lock = core.lockfile(),
-                       maxsize = maxsize or 0}, Queue)
+                       counts = new_counter(maxsize > 0 and math.min(maxsize, 0x7fffffff) or -1),
+                       maxsize = maxsize}, Queue)
 end
 
+-- The values put and not yet got (by any process): a value counts from
+-- the moment its put takes its place, a little before the socket holds it.
 function Queue:qsize()
   check_open(self, "qsize")
-  return with_lock(self.lock, COUNT, core.fd_count, self.lock:fileno(), 0)
+  return cell_of(self.counts):value()
 end
 
 function Queue:empty() return self:qsize() == 0 end
@@ -78,29 +123,31 @@ end
 
 -- q:put(value [, block = true [, timeout]]): returns at once on a queue
 -- without maxsize (the value is written when the socket takes it, in
--- order, while this process goes on); with maxsize it waits for room, and
--- raises kind "timeout" when the queue stays full (block = false: at
--- once) as Python raises queue.Full. What cannot be sent raises kind
--- "serialize" before anything is kept.
+-- order, while this process goes on); with maxsize it waits for room
+-- (asleep until a get in any process makes some), and raises kind "full"
+-- when the queue stays full (block = false: at once) as Python raises
+-- queue.Full. What cannot be sent raises kind "serialize" before
+-- anything is kept.
 function Queue:put(value, block, timeout)
   block, timeout = check_wait(block, timeout, "put")
   check_open(self, "put")
   local feeder = feeder_of(self)
-  if self.maxsize > 0 then
+  local count = cell_of(self.counts)
+  -- The value's place is taken first, so that the count never falls
+  -- below the values in the socket, and given back if put fails.
+  if not count:count_add(1) then
     -- Refuse what cannot be sent before waiting for room.
     local ok, err = pcall(core.dumps, value)
     if not ok then errors.raise(err) end
-    local deadline = timeout and now() + timeout
-    while self:qsize() >= self.maxsize do
-      if not block or (deadline and now() >= deadline) then
-        errors.raise(errors.new("full", "put: the queue is full"))
-      end
-      loop.pause(0.001)
+    if not block or not sync.wait_until(count, try_reserve, timeout) then
+      errors.raise(errors.new("full", "put: the queue is full"))
     end
   end
   local ok, err = pcall(feeder.put, feeder, value)
-  if not ok then errors.raise(err) end
-  with_lock(self.lock, COUNT, core.fd_count, self.lock:fileno(), 1)
+  if not ok then
+    count:count_add(-1)
+    errors.raise(err)
+  end
 end
 
 -- q:join_thread(): waits until everything this process put is written
@@ -146,7 +193,7 @@ function Queue:_take(block, timeout, counted)
       local got, value
       if self.reader:readable(0) then
         got, value = pcall(self.reader.recv, self.reader)
-        if got and counted then with_lock(self.lock, COUNT, core.fd_count, self.lock:fileno(), -1) end
+        if got and counted then cell_of(self.counts):count_add(-1) end
       end
       core.fd_unlock(self.lock:fileno(), READ)
       if got then return value end
@@ -175,6 +222,7 @@ function Queue:close()
   self.reader:close()
   self.writer:close()
   self.lock:close()
+  close_counter(self.counts)
 end
 
 function Queue:__tostring()
@@ -183,23 +231,18 @@ end
 
 -- lmp.JoinableQueue([maxsize]): a Queue that counts the values put and
 -- not yet marked done (task_done) by whoever got them, in any process; join
--- waits until that count is 0, as Python's JoinableQueue. The count lives
--- in a lock file of its own, beside the queue's.
+-- waits until that count is 0, as Python's JoinableQueue. The count is a
+-- futex cell of its own: join sleeps until a task_done in any process
+-- takes it to 0.
 local JoinableQueue = setmetatable({}, {__index = Queue})
 JoinableQueue.__index = JoinableQueue
 JoinableQueue.__name = "lmp.JoinableQueue"
 queue.JoinableQueue = JoinableQueue
 
-local UNFINISHED = 1 -- the lock byte of the unfinished count
-
 function queue.new_joinable(maxsize)
   local q = queue.new(maxsize, "JoinableQueue")
-  q.unfinished = core.lockfile()
+  q.unfinished = new_counter(-1)
   return setmetatable(q, JoinableQueue)
-end
-
-local function add_unfinished(q, delta)
-  return with_lock(q.unfinished, UNFINISHED, core.fd_count, q.unfinished:fileno(), delta)
 end
 
 -- Counted before the value goes, so that a consumer that gets it at once
@@ -207,10 +250,13 @@ end
 -- put raises (full, or a value that cannot be sent).
 function JoinableQueue:put(value, block, timeout)
   check_open(self, "put")
-  add_unfinished(self, 1)
+  local unfinished = cell_of(self.unfinished)
+  if not unfinished:count_add(1) then
+    errors.raise(errors.new("full", "put: too many unfinished tasks"))
+  end
   local ok, err = pcall(Queue.put, self, value, block, timeout)
   if not ok then
-    add_unfinished(self, -1)
+    unfinished:count_add(-1)
     error(err, 0)
   end
 end
@@ -220,37 +266,28 @@ end
 -- ValueError), leaving the count at 0.
 function JoinableQueue:task_done()
   check_open(self, "task_done")
-  core.fd_lock(self.unfinished:fileno(), UNFINISHED, true)
-  local ok, left = pcall(core.fd_count, self.unfinished:fileno(), -1)
-  if ok and left < 0 then core.fd_count(self.unfinished:fileno(), 1) end
-  core.fd_unlock(self.unfinished:fileno(), UNFINISHED)
-  if not ok then error(left, 0) end
-  if left < 0 then
+  if not cell_of(self.unfinished):count_add(-1) then
     errors.raise(errors.new("value", "task_done: called more times than there were values put"))
   end
 end
 
+local function try_finished(cell) return cell:value() == 0 end
+
 -- q:join([timeout]) -> true once every value put (by any process) was
 -- marked done; false when timeout seconds pass first (Python's join has no
--- timeout). Waits a millisecond at a time, turning the loop in the main
--- process (yielding in lmp.spawn).
+-- timeout). Sleeps until the last task_done (in any process) wakes it,
+-- the loop turning meanwhile in the main process (yielding in lmp.spawn),
+-- as the locks of lmp.sync wait.
 function JoinableQueue:join(timeout)
   errors.check_timeout(timeout, 1, "join")
   check_open(self, "join")
-  local deadline = timeout and now() + timeout
-  local pause = 0.0005
-  while add_unfinished(self, 0) > 0 do
-    if deadline and now() >= deadline then return false end
-    loop.pause(pause)
-    pause = math.min(pause * 2, 0.005)
-  end
-  return true
+  return sync.wait_until(cell_of(self.unfinished), try_finished, timeout) and true or false
 end
 
 function JoinableQueue:close()
   if closed[self] then return end
   Queue.close(self)
-  self.unfinished:close()
+  close_counter(self.unfinished)
 end
 
 function JoinableQueue:__tostring()

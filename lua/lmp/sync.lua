@@ -105,6 +105,9 @@ local function wait_until(cell, try, timeout, arg)
   return false
 end
 
+-- lmp.Queue's counters (queue.lua) wait on their cells the same way.
+sync.wait_until = wait_until
+
 -- ---- Lock and RLock ---------------------------------------------------------
 
 local Lock = {}

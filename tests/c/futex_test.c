@@ -107,6 +107,26 @@ int main(void) {
   check(lmp__semaphore_try(c) == 1 && lmp__semaphore_try(c) == 0, "a semaphore counts down to 0");
   check(lmp__semaphore_release(c) == 0 && c->value == 1, "and up again");
 
+  /* A counter stays within 0 and its ceiling, and a change wakes a
+   * process asleep on it. */
+  lmp__sync_init(c);
+  c->maximum = 2;
+  {
+    int32_t after = -1;
+    uint32_t seen;
+    check(lmp__counter_add(c, -1, NULL) == -ERANGE && c->value == 0, "a counter refuses to go below 0");
+    check(lmp__counter_add(c, 2, &after) == 0 && after == 2, "a counter adds up to its ceiling");
+    check(lmp__counter_add(c, 1, NULL) == -ERANGE && c->value == 2, "and refuses to pass it");
+    seen = lmp__sync_seq(c);
+    if ((kids[0] = fork()) == 0) {
+      while (c->value == 2) lmp__sync_sleep(c, seen, -1, 0);
+      _exit(c->value == 1 ? 0 : 1);
+    }
+    usleep(100000);
+    check(lmp__counter_add(c, -1, &after) == 0 && after == 1, "a counter counts down");
+    check(wait_child(kids[0]) == 0, "and wakes the process asleep on it");
+  }
+
   /* A condition's tickets go to waiters registered before the notify. */
   lmp__sync_init(c);
   check(lmp__condition_notify(c, 5) == 0, "notify with nobody waiting gives no ticket");
