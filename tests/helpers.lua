@@ -97,6 +97,24 @@ function helpers.run(command)
   return status, stdout, stderr
 end
 
+-- Builds `target` (a path under helpers.build) with the Makefile, with the
+-- sanitizer flags when the suite runs sanitized (`make asan` sets
+-- LMP_SANITIZED: its objects are instrumented); same return as run.
+function helpers.make(target)
+  local flags = os.getenv("LMP_SANITIZED")
+    and " SANFLAGS='-fsanitize=address,undefined -fno-sanitize-recover=undefined'" or ""
+  return helpers.run(("make -s -C '%s' BUILD='%s'%s '%s'"):format(
+    helpers.root, helpers.build, flags, target))
+end
+
+-- The C module that crashes on purpose (tests/c/crash.c), which only
+-- `make test` builds: a spec that needs it builds it first, so that it
+-- runs alone after `make all` too. Raises when it cannot be built.
+function helpers.build_crash_module()
+  local status, out, err = helpers.make(helpers.build .. "/test/crash.so")
+  if status ~= 0 then error("cannot build the crash module:\n" .. out .. err, 2) end
+end
+
 -- Runs a Lua script (a string) with lua5.4 or the runner; same return.
 function helpers.run_lua(code, interpreter, args)
   local base = os.tmpname() -- made by os.tmpname: removed too
