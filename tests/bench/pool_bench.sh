@@ -14,25 +14,10 @@
 #        the figures a run kept in build-dir/bench/pool_raw.txt)
 #   QUICK=1   smaller sizes and 3 repetitions (about a minute)
 #   PYTHON=   the CPython to compare with (python3)
-SUMMARY_ONLY=""
-if [ "$1" = --summary ]; then
-  SUMMARY_ONLY=$(cd "$(dirname "$2")" && pwd)/$(basename "$2")
-  set --
-fi
-BUILD=${1:-build}
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$ROOT" || exit 0
-if [ "$QUICK" = 1 ]; then REPEAT=${2:-3}; else REPEAT=${2:-5}; fi
-export QUICK
-PYTHON=${PYTHON:-python3}
+# shellcheck source=tests/bench/setup.sh
+. "$(dirname "$0")/setup.sh"
 LMP="$BUILD/bin/lmp"
 CC=${CC:-cc}
-if [ -n "$SUMMARY_ONLY" ]; then
-  results=$SUMMARY_ONLY
-elif [ ! -x "$LMP" ]; then
-  echo "pool_bench: $LMP not found; run make first"
-  exit 0
-fi
 # Runs every repetition, appending each figure to $results.
 measure() {
   mkdir -p "$BUILD/bench"
@@ -42,11 +27,9 @@ measure() {
     exit 0
   fi
 
-  model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
   echo "== pool: lmp against CPython $($PYTHON -c 'import sys; print(sys.version.split()[0])')" \
     "multiprocessing, median of $REPEAT repetitions${QUICK:+ (QUICK=$QUICK)}"
-  echo "# machine: $(nproc) cores, $model; load average at start:" \
-    "$(cut -d' ' -f1-3 /proc/loadavg)"
+  bench_machine
 
   # Every figure of every repetition, kept for a second look.
   results="$BUILD/bench/pool_raw.txt"

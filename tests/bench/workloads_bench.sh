@@ -20,26 +20,10 @@
 #   LMP_LANES_CPATH= LUA_CPATH entries that find lanes/core.so; by default
 #                    build-dir/lanes/?.lua and build-dir/lanes/?.so. Without
 #                    a LuaLanes that loads, its column shows "-".
-SUMMARY_ONLY=""
-if [ "$1" = --summary ]; then
-  SUMMARY_ONLY=$(cd "$(dirname "$2")" && pwd)/$(basename "$2")
-  set --
-fi
-BUILD=${1:-build}
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$ROOT" || exit 0
-if [ "$QUICK" = 1 ]; then REPEAT=${2:-3}; else REPEAT=${2:-5}; fi
-export QUICK
-PYTHON=${PYTHON:-python3}
-export PYTHON
+# shellcheck source=tests/bench/setup.sh
+. "$(dirname "$0")/setup.sh"
 # A command with its arguments, perhaps ("valgrind lua5.4"): used unquoted.
 LUA=${LMP_BENCH_LUA:-lua5.4}
-if [ -n "$SUMMARY_ONLY" ]; then
-  results=$SUMMARY_ONLY
-elif [ ! -x "$BUILD/bin/lmp" ]; then
-  echo "workloads_bench: $BUILD/bin/lmp not found; run make first"
-  exit 0
-fi
 BUILD=$(cd "$BUILD" && pwd)
 LANES_PATH=${LMP_LANES_PATH:-$BUILD/lanes/?.lua}
 LANES_CPATH=${LMP_LANES_CPATH:-$BUILD/lanes/?.so}
@@ -58,12 +42,10 @@ measure() {
   LMP_BENCH_LANES=0
   if $LUA -e 'require("lanes").configure()' 2>/dev/null; then LMP_BENCH_LANES=1; fi
   export LMP_BENCH_LANES
-  model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
   echo "== workloads: serial, lmp Pool(2), two serial copies at once, LuaLanes, CPython" \
     "$($PYTHON -c 'import sys; print(sys.version.split()[0])') Pool(2);" \
     "median of $REPEAT repetitions${QUICK:+ (QUICK=$QUICK)}"
-  echo "# machine: $(nproc) cores, $model; load average at start:" \
-    "$(cut -d' ' -f1-3 /proc/loadavg)"
+  bench_machine
   [ "$LMP_BENCH_LANES" = 1 ] || echo "# LuaLanes not found (LMP_LANES_PATH, LMP_LANES_CPATH): its column shows -"
 
   # run way workload: one run; its time goes to $results as
