@@ -84,19 +84,7 @@ measure() {
 
 }
 [ -z "$SUMMARY_ONLY" ] && measure
-awk '
-  { key = $1 " " $2; n[key]++; v[key, n[key]] = $3 }
-  function median(key,   i, j, k, t, a) {
-    k = n[key]
-    if (!k) return ""
-    for (i = 1; i <= k; i++) a[i] = v[key, i]
-    for (i = 2; i <= k; i++) {
-      t = a[i]
-      for (j = i - 1; j > 0 && a[j] > t; j--) a[j + 1] = a[j]
-      a[j + 1] = t
-    }
-    return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
-  }
+awk "$BENCH_MEDIAN"'
   function fmt(x) {
     if (x == "") return "-"
     if (x >= 100000) return sprintf("%.3gM", x / 1e6)

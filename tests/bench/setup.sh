@@ -32,3 +32,22 @@ bench_machine() {
   echo "# machine: $(nproc) cores, $model; load average at start:" \
     "$(cut -d' ' -f1-3 /proc/loadavg)"
 }
+
+# The start of the awk program that prints a run's tables: each line of
+# the raw figures, "side name value", is kept under "side name", and
+# median(key) is the median of a key's values (a run's repetitions).
+# shellcheck disable=SC2016 # awk's $1, not the shell's
+BENCH_MEDIAN='
+  { key = $1 " " $2; n[key]++; v[key, n[key]] = $3 }
+  function median(key,   i, j, k, t, a) {
+    k = n[key]
+    if (!k) return ""
+    for (i = 1; i <= k; i++) a[i] = v[key, i]
+    for (i = 2; i <= k; i++) {
+      t = a[i]
+      for (j = i - 1; j > 0 && a[j] > t; j--) a[j + 1] = a[j]
+      a[j + 1] = t
+    }
+    return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
+  }
+'

@@ -118,19 +118,7 @@ measure() {
   echo "# load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 [ -z "$SUMMARY_ONLY" ] && measure
-awk -v workloads="$WORKLOADS" '
-  { key = $1 " " $2; n[key]++; v[key, n[key]] = $3 }
-  function median(key,   i, j, k, t, a) {
-    k = n[key]
-    if (!k) return ""
-    for (i = 1; i <= k; i++) a[i] = v[key, i]
-    for (i = 2; i <= k; i++) {
-      t = a[i]
-      for (j = i - 1; j > 0 && a[j] > t; j--) a[j + 1] = a[j]
-      a[j + 1] = t
-    }
-    return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
-  }
+awk -v workloads="$WORKLOADS" "$BENCH_MEDIAN"'
   function pct(x) { return x == "" ? "-" : sprintf("%.0f%%", 100 * x) }
   function efficiency(serial, parallel) {
     return (serial == "" || parallel == "" || parallel == 0) ? "" : serial / (2 * parallel)
