@@ -115,17 +115,33 @@ function helpers.build_crash_module()
   if status ~= 0 then error("cannot build the crash module:\n" .. out .. err, 2) end
 end
 
--- Runs a Lua script (a string) with lua5.4 or the runner; same return.
-function helpers.run_lua(code, interpreter, args)
-  local base = os.tmpname() -- made by os.tmpname: removed too
-  local path = base .. ".lua"
+-- Writes `code` to a new file in /tmp and returns its path, for the caller
+-- to remove. The file is the one os.tmpname made, not a name derived from
+-- it: a derived name ("<tmpname>.lua") left os.tmpname's file behind.
+function helpers.write_script(code)
+  local path = os.tmpname()
   local f = assert(io.open(path, "w"))
   f:write(code)
   f:close()
+  return path
+end
+
+-- Runs a Lua script (a string) with lua5.4 or the runner; same return.
+function helpers.run_lua(code, interpreter, args)
+  local path = helpers.write_script(code)
   local status, out, err = helpers.run((interpreter or "lua5.4") .. " " .. path .. " " .. (args or ""))
   os.remove(path)
-  os.remove(base)
   return status, out, err
+end
+
+-- Runs a Lua script as run_lua does and returns its stdout; raises unless
+-- it exited with 0 and wrote nothing on stderr.
+function helpers.run_lua_ok(code, interpreter)
+  local status, out, err = helpers.run_lua(code, interpreter)
+  if status ~= 0 or err ~= "" then
+    error(("the script exited with %s, stderr:\n%s"):format(tostring(status), err), 2)
+  end
+  return out
 end
 
 -- Whether process `pid` runs (a zombie waiting for its reaper does not).

@@ -18,13 +18,7 @@ local SCRIPT = [[
   io.stdout:write("finished\n")
 ]]
 
-local function write_script(code)
-  local path = os.tmpname() .. ".lua"
-  local f = assert(io.open(path, "w"))
-  f:write(code)
-  f:close()
-  return path
-end
+local write_script = helpers.write_script
 
 local function under_terminal(code)
   local path = write_script(code)
