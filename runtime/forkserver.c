@@ -122,21 +122,14 @@ static int request(int channel) {
  * had. */
 static int core_forkserver_fork(lua_State *L) {
   char *args[16];
-  int peer, nargs, i, pid = -EPIPE, attempt;
+  int peer, pid = -EPIPE, attempt;
   worker_handle *c;
   const char *file = luaL_checkstring(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
   luaL_checktype(L, 3, LUA_TFUNCTION);
   luaL_checktype(L, 4, LUA_TFUNCTION);
   lua_settop(L, 4);
-  nargs = (int)lua_rawlen(L, 2);
-  if (nargs > 14) return luaL_argerror(L, 2, "too many arguments");
-  for (i = 0; i < nargs; i++) {
-    lua_rawgeti(L, 2, i + 1);
-    args[i] = (char *)luaL_checkstring(L, -1); /* anchored by the table */
-    lua_pop(L, 1);
-  }
-  args[nargs] = NULL;
+  lmp__check_worker_args(L, 2, args, sizeof args / sizeof args[0]);
   if (server.owner != (long)getpid()) stop_server(0); /* a forked copy's */
   c = lmp__new_forked_handle(L, &peer);
   /* A server that died (killed, or it could not start) is replaced once. */

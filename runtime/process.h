@@ -79,6 +79,11 @@ int lmp__handle_close_input(lua_State *L);
  * handle at the top of the stack its worker, a child of this process,
  * and returns 1, or kills and reaps it and raises. */
 worker_handle *lmp__new_forked_handle(lua_State *L, int *peer);
+/* Reads the table of strings at `index` (a worker's argv) into args,
+ * NULL-terminated; room counts the terminator. The strings are the
+ * table's, valid while it is. Raises when there are too many or one is
+ * not a string. */
+void lmp__check_worker_args(lua_State *L, int index, char **args, int room);
 int lmp__watch_forked(lua_State *L, worker_handle *c, int pid, int on_message);
 
 /* process_send.c: how a relayed worker is signalled, set by the transport

@@ -53,6 +53,17 @@ static LMP_NORETURN void exec_worker(const char *file, char **args, int channel,
   _exit(127);
 }
 
+void lmp__check_worker_args(lua_State *L, int index, char **args, int room) {
+  int n = (int)lua_rawlen(L, index), i;
+  if (n > room - 1) luaL_argerror(L, index, "too many arguments");
+  for (i = 0; i < n; i++) {
+    lua_rawgeti(L, index, i + 1);
+    args[i] = (char *)luaL_checkstring(L, -1); /* anchored by the table */
+    lua_pop(L, 1);
+  }
+  args[n] = NULL;
+}
+
 /* core.spawn(file, args, on_message, on_exit) -> handle
  * The worker is started with vfork and execs its program; this process
  * does not wait for the exec to succeed (libuv's uv_spawn forks and waits
@@ -63,7 +74,7 @@ static LMP_NORETURN void exec_worker(const char *file, char **args, int channel,
 static int core_spawn(lua_State *L) {
   const char *file = luaL_checkstring(L, 1);
   char *args[64];
-  int nargs, i, peer, r;
+  int peer, r;
   long limit = 65536;
   struct rlimit rl;
   sigset_t all, old;
@@ -73,15 +84,8 @@ static int core_spawn(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   luaL_checktype(L, 3, LUA_TFUNCTION);
   luaL_checktype(L, 4, LUA_TFUNCTION);
-  nargs = (int)lua_rawlen(L, 2);
-  if (nargs > 62) return luaL_argerror(L, 2, "too many arguments");
-  for (i = 0; i < nargs; i++) {
-    lua_rawgeti(L, 2, i + 1);
-    args[i] = (char *)luaL_checkstring(L, -1); /* anchored by the table */
-    lua_pop(L, 1);
-  }
-  args[nargs] = NULL;
   lua_settop(L, 4);
+  lmp__check_worker_args(L, 2, args, sizeof args / sizeof args[0]);
   if (strchr(file, '/') != NULL && access(file, X_OK) != 0) {
     lua_pushfstring(L, "cannot start worker '%s': %s", file, strerror(errno));
     lmp__push_error(L, "worker_lost", lua_tostring(L, -1));
