@@ -33,10 +33,11 @@ int lmp__wait_ready(int fd, short events) {
   return r < 0 ? -errno : 0;
 }
 
-static int read_full(int fd, char *p, size_t n) {
-  while (n > 0) {
-    ssize_t r = read(fd, p, n);
-    if (r == 0) return 0;
+int lmp__read_full(int fd, char *p, size_t n) {
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = read(fd, p + got, n - got);
+    if (r == 0) return got == 0 ? 0 : -EPIPE;
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -45,8 +46,7 @@ static int read_full(int fd, char *p, size_t n) {
       }
       return -errno;
     }
-    p += r;
-    n -= (size_t)r;
+    got += (size_t)r;
   }
   return 1;
 }
@@ -97,8 +97,9 @@ static int recv_exact(lua_State *L, int fd) {
   lmp_buffer *b;
   int r;
   lmp__spin_until_readable(fd);
-  r = read_full(fd, header, sizeof header);
+  r = lmp__read_full(fd, header, sizeof header);
   if (r == 0) return 0;
+  if (r == -EPIPE) return luaL_error(L, "lmp: channel closed in the middle of a message");
   if (r < 0) return luaL_error(L, "lmp: channel read failed: %s", strerror(-r));
   length = lmp__frame_length(header);
   if (lmp__frame_message_descriptors(header) || lmp__frame_payload_descriptors(header))
@@ -112,7 +113,7 @@ static int recv_exact(lua_State *L, int fd) {
   lua_setmetatable(L, -2);
   if (length > LMP_FRAME_MAX || lmp__buffer_reserve(b, (size_t)length) != 0)
     return luaL_error(L, "lmp: cannot receive a message of %d bytes", (int)length);
-  r = read_full(fd, b->data, (size_t)length);
+  r = lmp__read_full(fd, b->data, (size_t)length);
   if (r <= 0) return luaL_error(L, "lmp: channel closed in the middle of a message");
   lmp__decode_frame(L, b->data, (size_t)length);
   lmp__buffer_free(b);

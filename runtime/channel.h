@@ -24,6 +24,11 @@ void lmp__widen_socket(int fd);
  * go or come whole even on a descriptor another process made
  * non-blocking. 0, or -errno. */
 int lmp__wait_ready(int fd, short events);
+/* Reads n bytes into p, waiting (lmp__wait_ready) on a non-blocking
+ * descriptor. Returns 1 once all are read; 0 at end of file before the
+ * first byte (the peer closed between frames); -EPIPE at end of file
+ * after some (it closed in the middle of one); -errno on failure. */
+int lmp__read_full(int fd, char *p, size_t n);
 
 /* Adds channel_recv and channel_send (a worker's blocking side of the
  * channel) to the table on top of the stack. */

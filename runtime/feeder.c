@@ -262,16 +262,27 @@ static int feeder_close(lua_State *L) {
 
 static feeder *new_feeder(lua_State *L, int writer_fd, int lock_fd) {
   feeder *f = calloc(1, sizeof *f);
-  if (f == NULL) luaL_error(L, "lmp: not enough memory");
+  int made = 0;
+  /* luaL_error does not return, but the compiler is not told so: each
+   * failure returns after it, lest the code below seem to run on a freed
+   * (or NULL) feeder. */
+  if (f == NULL) {
+    luaL_error(L, "lmp: not enough memory");
+    return NULL;
+  }
+  if (pthread_mutex_init(&f->mutex, NULL) == 0) made++;
+  if (made == 1 && pthread_cond_init(&f->wake, NULL) == 0) made++;
+  if (made == 2 && pthread_cond_init(&f->idle, NULL) == 0) made++;
+  if (made < 3) {
+    if (made > 1) pthread_cond_destroy(&f->wake);
+    if (made > 0) pthread_mutex_destroy(&f->mutex);
+    free(f);
+    luaL_error(L, "lmp: cannot make a queue feeder");
+    return NULL;
+  }
   f->writer_fd = writer_fd;
   f->lock_fd = lock_fd;
   f->owner = (long)getpid();
-  if (pthread_mutex_init(&f->mutex, NULL) != 0) {
-    free(f);
-    luaL_error(L, "lmp: cannot make a queue feeder");
-  }
-  pthread_cond_init(&f->wake, NULL);
-  pthread_cond_init(&f->idle, NULL);
   pthread_mutex_lock(&registry_mutex);
   if (!at_exit_registered) {
     Dl_info info;

@@ -83,86 +83,63 @@ static int start_server(const char *file, char **args) {
   return 0;
 }
 
-/* Asks the server for a worker on the n descriptors of fds (its channel
- * first). Returns the worker's pid, or a negative errno (-EPIPE when the
- * server is gone). */
-static int request(const int *fds, int n) {
+/* Asks the server for a worker on `channel`, its end of the channel.
+ * Returns the worker's pid, or a negative errno (-EPIPE when the server is
+ * gone). */
+static int request(int channel) {
   char byte = 'F';
   struct iovec iov = {&byte, 1};
   struct msghdr msg;
   union {
     struct cmsghdr align;
-    char buf[CMSG_SPACE(sizeof(int) * (1 + LMP_MAX_PASSED_FDS))];
+    char buf[CMSG_SPACE(sizeof(int))];
   } control;
   struct cmsghdr *cmsg;
   int32_t answer;
-  size_t got = 0;
   ssize_t r;
   memset(&msg, 0, sizeof msg);
   memset(&control, 0, sizeof control);
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
   msg.msg_control = control.buf;
-  msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n);
+  msg.msg_controllen = sizeof control.buf;
   cmsg = CMSG_FIRSTHDR(&msg);
   cmsg->cmsg_level = SOL_SOCKET;
   cmsg->cmsg_type = SCM_RIGHTS;
-  cmsg->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)n);
-  memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * (size_t)n);
+  cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(cmsg), &channel, sizeof(int));
   while ((r = sendmsg(server.fd, &msg, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
   }
   if (r != 1) return -EPIPE;
-  while (got < sizeof answer) {
-    r = read(server.fd, (char *)&answer + got, sizeof answer - got);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return -EPIPE;
-    got += (size_t)r;
-  }
+  if (lmp__read_exactly(server.fd, &answer, sizeof answer) != 0) return -EPIPE;
   return answer == 0 ? -EPROTO : (int)answer;
 }
 
-/* core.forkserver_fork(file, args, on_message, on_exit [, fds]) -> handle,
+/* core.forkserver_fork(file, args, on_message, on_exit) -> handle,
  * as core.spawn gives. Starts the forkserver (`file` run with `args`)
  * when there is none or the one there was died, then has it fork the
  * worker. Raises an error of kind worker_lost when no worker could be
  * had. */
 static int core_forkserver_fork(lua_State *L) {
   char *args[16];
-  int fds[1 + LMP_MAX_PASSED_FDS], nargs, npassed = 0, i, pid = -EPIPE, attempt;
+  int peer, pid = -EPIPE, attempt;
   worker_handle *c;
   const char *file = luaL_checkstring(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
   luaL_checktype(L, 3, LUA_TFUNCTION);
   luaL_checktype(L, 4, LUA_TFUNCTION);
-  lua_settop(L, 5);
-  nargs = (int)lua_rawlen(L, 2);
-  if (nargs > 14) return luaL_argerror(L, 2, "too many arguments");
-  for (i = 0; i < nargs; i++) {
-    lua_rawgeti(L, 2, i + 1);
-    args[i] = (char *)luaL_checkstring(L, -1); /* anchored by the table */
-    lua_pop(L, 1);
-  }
-  args[nargs] = NULL;
-  if (!lua_isnil(L, 5)) {
-    luaL_checktype(L, 5, LUA_TTABLE);
-    npassed = (int)lua_rawlen(L, 5);
-    if (npassed > LMP_MAX_PASSED_FDS) return luaL_argerror(L, 5, "too many descriptors");
-    for (i = 0; i < npassed; i++) {
-      lua_rawgeti(L, 5, i + 1);
-      fds[1 + i] = (int)lua_tointeger(L, -1);
-      lua_pop(L, 1);
-    }
-  }
+  lua_settop(L, 4);
+  lmp__check_worker_args(L, 2, args, sizeof args / sizeof args[0]);
   if (server.owner != (long)getpid()) stop_server(0); /* a forked copy's */
-  c = lmp__new_forked_handle(L, &fds[0]);
+  c = lmp__new_forked_handle(L, &peer);
   /* A server that died (killed, or it could not start) is replaced once. */
   for (attempt = 0; attempt < 2; attempt++) {
     if (server.fd < 0 && (pid = start_server(file, args)) < 0) break;
-    pid = request(fds, 1 + npassed);
+    pid = request(peer);
     if (pid != -EPIPE) break;
     stop_server(1);
   }
-  close(fds[0]);
+  close(peer);
   if (pid < 0) {
     lua_pushfstring(L, "cannot start a worker through the forkserver '%s': %s", file,
                     pid == -EPIPE ? "the forkserver is gone" : strerror(-pid));

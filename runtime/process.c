@@ -45,10 +45,9 @@ static void remove_live(worker_handle *c) {
   c->prev = c->next = NULL;
 }
 
-/* The handle that tells of the worker's exit: libuv's process handle, or
- * the poll on a forked worker's pidfd. */
+/* The handle that tells of the worker's exit: the poll on its pidfd, or
+ * the SIGCHLD watch. */
 static uv_handle_t *exit_handle(worker_handle *c) {
-  if (!c->forked) return (uv_handle_t *)&c->process;
   return c->by_pidfd ? (uv_handle_t *)&c->exit_watch : (uv_handle_t *)&c->sigchld;
 }
 
@@ -145,11 +144,7 @@ static void worker_exited(worker_handle *c, int64_t exit_status, int term_signal
   report_if_gone(c);
 }
 
-void lmp__handle_on_exit(uv_process_t *process, int64_t exit_status, int term_signal) {
-  worker_exited(process->data, exit_status, term_signal);
-}
-
-/* Stops watching a forked worker's exit (the handle is closed later). */
+/* Stops watching a worker's exit (the handle is closed later). */
 static void stop_exit_watch(worker_handle *c) {
   if (c->by_pidfd) {
     if (c->pidfd < 0) return;
@@ -161,10 +156,10 @@ static void stop_exit_watch(worker_handle *c) {
   }
 }
 
-/* Reaps a forked worker if it has exited. A relayed one's end arrives
+/* Reaps a worker if it has exited. A relayed one's end arrives
  * as two integers, its exit status and signal, on its report socket (or
  * as the socket's end, read as a kill, when the relay itself is gone). */
-static void reap_forked(worker_handle *c) {
+static void reap_worker(worker_handle *c) {
   int wstatus;
   if (c->relayed) {
     int report[2] = {0, SIGKILL};
@@ -184,17 +179,17 @@ static void reap_forked(worker_handle *c) {
   else worker_exited(c, WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 0, 0);
 }
 
-/* A forked worker's pidfd is readable once it has exited. */
+/* A worker's pidfd is readable once it has exited. */
 void lmp__handle_on_pidfd(uv_poll_t *watch, int status, int events) {
   (void)status;
   (void)events;
-  reap_forked(watch->data);
+  reap_worker(watch->data);
 }
 
 /* Any child's exit raises SIGCHLD: it may be this one's. */
 void lmp__handle_on_sigchld(uv_signal_t *handle, int signum) {
   (void)signum;
-  reap_forked(handle->data);
+  reap_worker(handle->data);
 }
 
 /* ---- descriptors that come with a worker's frames ----------------------- */
@@ -505,7 +500,7 @@ static int handle_gc(lua_State *L) {
   /* The channel is the first handle made; an exit handle exists when a
    * second one is open (or has been closed already, which is fine). */
   if (c->handles_open > 1) {
-    if (c->forked) stop_exit_watch(c);
+    stop_exit_watch(c);
     lmp__handle_close_handle(exit_handle(c));
   }
   lmp__handle_close_handle((uv_handle_t *)&c->channel);

@@ -17,10 +17,9 @@
 #define HANDLE_META "lmp.WorkerHandle"
 
 typedef struct worker_handle {
-  uv_process_t process; /* a spawned worker's; */
-  uv_poll_t exit_watch; /* a forked one's: its pidfd turns readable at exit, */
+  uv_poll_t exit_watch; /* the worker's pidfd, readable once it exited, */
   uv_signal_t sigchld;  /* or, without pidfd (old kernels, valgrind), SIGCHLD */
-  int forked, by_pidfd, pidfd;
+  int by_pidfd, pidfd;
   int relayed;          /* a remote worker (relay.c): pidfd is the socket its
                            end is reported on, pid the relay's number for it */
   long owner;           /* the process this handle belongs to */
@@ -47,10 +46,9 @@ typedef struct worker_handle {
 /* process.c: closes one of the handle's libuv handles; the last one closed frees it
  * once Lua let go. */
 void lmp__handle_close_handle(uv_handle_t *handle);
-/* How the handle learns of its worker's exit: libuv's exit callback for a
- * spawned worker; for a forked one, its pidfd turning readable or, where
+/* How the handle learns of its worker's exit (every worker, spawned or
+ * forked, is this process's child): its pidfd turning readable or, where
  * there is no pidfd, SIGCHLD. */
-void lmp__handle_on_exit(uv_process_t *process, int64_t exit_status, int term_signal);
 void lmp__handle_on_pidfd(uv_poll_t *watch, int status, int events);
 void lmp__handle_on_sigchld(uv_signal_t *handle, int signum);
 /* The parent's side once a worker runs, whichever way it was started: the
@@ -81,6 +79,11 @@ int lmp__handle_close_input(lua_State *L);
  * handle at the top of the stack its worker, a child of this process,
  * and returns 1, or kills and reaps it and raises. */
 worker_handle *lmp__new_forked_handle(lua_State *L, int *peer);
+/* Reads the table of strings at `index` (a worker's argv) into args,
+ * NULL-terminated; room counts the terminator. The strings are the
+ * table's, valid while it is. Raises when there are too many or one is
+ * not a string. */
+void lmp__check_worker_args(lua_State *L, int index, char **args, int room);
 int lmp__watch_forked(lua_State *L, worker_handle *c, int pid, int on_message);
 
 /* process_send.c: how a relayed worker is signalled, set by the transport

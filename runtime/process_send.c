@@ -33,11 +33,8 @@ void (*lmp__relay_signal)(int id, int sig);
 void lmp__handle_signal(worker_handle *c, int sig) {
   if (c->relayed) {
     if (lmp__relay_signal) lmp__relay_signal(c->pid, sig);
-  } else if (c->forked) {
+  } else if (c->pid > 0) {
     kill(c->pid, sig);
-  }
-  else {
-    uv_process_kill(&c->process, sig);
   }
 }
 

@@ -45,7 +45,7 @@ int lmp__relay_worker(lua_State *L, int id, int channel_fd, int report_fd, int o
   c->handles_open = 1;
   c->lua_owned = 1;
   c->owner = (long)getpid();
-  c->forked = c->relayed = 1;
+  c->relayed = 1;
   c->by_pidfd = 1;
   c->pid = id;
   c->pidfd = -1;

@@ -23,24 +23,22 @@
 #include "channel.h"
 #include "process.h"
 
-/* In the child of core.spawn, between fork and exec: only async-signal-
- * safe calls. The channel goes to fd 3, the passed descriptors to 4, 5,
- * ...; every other descriptor from there up to `limit` (the soft
- * RLIMIT_NOFILE: valgrind keeps its own above it) is closed, so that the
- * worker inherits nothing the script opened (an io.popen pipe's reader
- * would not see end of file while workers live). Signals get their
- * default actions and are unblocked, as a new program expects. */
-static LMP_NORETURN void exec_worker(const char *file, char **args, int channel, const int *passed,
-                                     int npassed, long limit) {
-  int moved[1 + LMP_MAX_PASSED_FDS], base = LMP_CHANNEL_FD + 1 + npassed, i, sig;
+/* In the child of core.spawn, between vfork and exec: only async-signal-
+ * safe calls. The channel goes to fd 3; every other descriptor from 4 up
+ * to `limit` (the soft RLIMIT_NOFILE: valgrind keeps its own above it) is
+ * closed, so that the worker inherits nothing the script opened (an
+ * io.popen pipe's reader would not see end of file while workers live).
+ * Signals get their default actions and are unblocked, as a new program
+ * expects. */
+static LMP_NORETURN void exec_worker(const char *file, char **args, int channel, long limit) {
+  int base = LMP_CHANNEL_FD + 1, i, sig;
   sigset_t none;
   for (sig = 1; sig < NSIG; sig++)
     if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL);
-  /* Out of the way first: a source may sit where another one goes. */
-  moved[0] = fcntl(channel, F_DUPFD, base);
-  for (i = 0; i < npassed; i++) moved[1 + i] = fcntl(passed[i], F_DUPFD, base);
-  for (i = 0; i <= npassed; i++)
-    if (moved[i] < 0 || dup2(moved[i], LMP_CHANNEL_FD + i) < 0) _exit(127);
+  if (channel != LMP_CHANNEL_FD && dup2(channel, LMP_CHANNEL_FD) < 0) _exit(127);
+  /* dup2 leaves the copy open across exec; a channel already on fd 3 is
+   * made so here. */
+  if (fcntl(LMP_CHANNEL_FD, F_SETFD, 0) < 0) _exit(127);
   for (i = 0; i < 3; i++) fcntl(i, F_SETFD, 0);
 #ifdef SYS_close_range
   if (syscall(SYS_close_range, (unsigned)base, (unsigned)(limit - 1), 0) != 0)
@@ -55,7 +53,18 @@ static LMP_NORETURN void exec_worker(const char *file, char **args, int channel,
   _exit(127);
 }
 
-/* core.spawn(file, args, on_message, on_exit [, fds]) -> handle
+void lmp__check_worker_args(lua_State *L, int index, char **args, int room) {
+  int n = (int)lua_rawlen(L, index), i;
+  if (n > room - 1) luaL_argerror(L, index, "too many arguments");
+  for (i = 0; i < n; i++) {
+    lua_rawgeti(L, index, i + 1);
+    args[i] = (char *)luaL_checkstring(L, -1); /* anchored by the table */
+    lua_pop(L, 1);
+  }
+  args[n] = NULL;
+}
+
+/* core.spawn(file, args, on_message, on_exit) -> handle
  * The worker is started with vfork and execs its program; this process
  * does not wait for the exec to succeed (libuv's uv_spawn forks and waits
  * for it, to report an exec failure), so a pool starts all its workers
@@ -65,8 +74,7 @@ static LMP_NORETURN void exec_worker(const char *file, char **args, int channel,
 static int core_spawn(lua_State *L) {
   const char *file = luaL_checkstring(L, 1);
   char *args[64];
-  int passed[LMP_MAX_PASSED_FDS];
-  int nargs, npassed = 0, i, peer, r;
+  int peer, r;
   long limit = 65536;
   struct rlimit rl;
   sigset_t all, old;
@@ -76,28 +84,8 @@ static int core_spawn(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   luaL_checktype(L, 3, LUA_TFUNCTION);
   luaL_checktype(L, 4, LUA_TFUNCTION);
-  nargs = (int)lua_rawlen(L, 2);
-  if (nargs > 62) return luaL_argerror(L, 2, "too many arguments");
-  for (i = 0; i < nargs; i++) {
-    lua_rawgeti(L, 2, i + 1);
-    args[i] = (char *)luaL_checkstring(L, -1); /* anchored by the table */
-    lua_pop(L, 1);
-  }
-  args[nargs] = NULL;
-  /* Optional 5th argument: descriptors the child inherits as fd 4, 5, ...
-   * (lmp itself passes none: an lmp.Process's connections travel with its
-   * first message, over the channel). */
-  if (!lua_isnoneornil(L, 5)) {
-    luaL_checktype(L, 5, LUA_TTABLE);
-    npassed = (int)lua_rawlen(L, 5);
-    if (npassed > LMP_MAX_PASSED_FDS) return luaL_argerror(L, 5, "too many descriptors");
-    for (i = 0; i < npassed; i++) {
-      lua_rawgeti(L, 5, i + 1);
-      passed[i] = (int)luaL_checkinteger(L, -1);
-      lua_pop(L, 1);
-    }
-  }
-  lua_settop(L, 5);
+  lua_settop(L, 4);
+  lmp__check_worker_args(L, 2, args, sizeof args / sizeof args[0]);
   if (strchr(file, '/') != NULL && access(file, X_OK) != 0) {
     lua_pushfstring(L, "cannot start worker '%s': %s", file, strerror(errno));
     lmp__push_error(L, "worker_lost", lua_tostring(L, -1));
@@ -117,7 +105,7 @@ static int core_spawn(lua_State *L) {
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &old);
   pid = vfork();
-  if (pid == 0) exec_worker(file, args, peer, passed, npassed, limit);
+  if (pid == 0) exec_worker(file, args, peer, limit);
   r = errno;
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   close(peer);
@@ -151,14 +139,14 @@ void lmp__on_forked_worker(int (*run)(lua_State *L, long parent)) {
   forked_worker_run = run;
 }
 
-static LMP_NORETURN void run_forked_worker(lua_State *L, const int *fds, int n, long parent) {
+static LMP_NORETURN void run_forked_worker(lua_State *L, int channel, long parent) {
   int status = 1;
   lmp__become_forked_worker();
   lmp__handle_forget_parents();
   /* Without its channel on the usual descriptor the worker cannot run:
    * it ends at once, and its parent sees a worker that died at start. */
   if (signal(SIGCHLD, SIG_DFL) == SIG_ERR) _exit(1);
-  lmp__place_descriptors(fds, n, LMP_CHANNEL_FD);
+  lmp__place_descriptors(&channel, 1, LMP_CHANNEL_FD);
   lmp__descriptors_forget_parent(); /* its duplicates went with the rest */
   if (forked_worker_run) status = forked_worker_run(L, parent);
   lmp__flush_feeders(); /* what it put on queues, as exit() would */
@@ -215,7 +203,6 @@ int lmp__watch_forked(lua_State *L, worker_handle *c, int pid, int on_message) {
   worker_handle **box = lua_touserdata(L, -1);
   uv_loop_t *loop = lmp__loop(L);
   int pidfd, r;
-  c->forked = 1;
   c->pid = pid;
   c->exited = c->eof = c->reported = 0;
   /* $LMP_NO_PIDFD makes lmp take the SIGCHLD way, for its tests. */
@@ -257,51 +244,32 @@ int lmp__watch_forked(lua_State *L, worker_handle *c, int pid, int on_message) {
   return lmp__handle_started(L, c, box, on_message);
 }
 
-/* Reads the optional table of descriptors at `index` into fds + 1, after
- * the channel's place; returns how many. Raises when there are too many. */
-static int passed_descriptors(lua_State *L, int index, int *fds) {
-  int n = 0, i;
-  if (lua_isnoneornil(L, index)) return 0;
-  luaL_checktype(L, index, LUA_TTABLE);
-  n = (int)lua_rawlen(L, index);
-  if (n > LMP_MAX_PASSED_FDS) luaL_argerror(L, index, "too many descriptors");
-  for (i = 0; i < n; i++) {
-    lua_rawgeti(L, index, i + 1);
-    fds[1 + i] = (int)lua_tointeger(L, -1);
-    lua_pop(L, 1);
-  }
-  return n;
-}
-
-/* core.fork_worker(on_message, on_exit [, fds]) -> handle, as core.spawn
- * gives: the "fork" start method. The child is a copy of this process,
- * with the script and everything it loaded already there: no executable
- * to load, no Lua to start, so a pool is ready in a fraction of the time.
- * fds are descriptors the child gets as fd 4, 5, ... (lmp itself passes
- * none: a Process's connections travel over the channel). */
+/* core.fork_worker(on_message, on_exit) -> handle, as core.spawn gives:
+ * the "fork" start method. The child is a copy of this process, with the
+ * script and everything it loaded already there: no executable to load,
+ * no Lua to start, so a pool is ready in a fraction of the time. */
 static int core_fork_worker(lua_State *L) {
-  int fds[1 + LMP_MAX_PASSED_FDS], npassed, r;
+  int peer, r;
   pid_t pid;
   long parent = (long)getpid();
   worker_handle *c;
   luaL_checktype(L, 1, LUA_TFUNCTION);
   luaL_checktype(L, 2, LUA_TFUNCTION);
-  lua_settop(L, 3);
-  npassed = passed_descriptors(L, 3, fds);
+  lua_settop(L, 2);
   if (lmp__forked_worker())
     return luaL_error(L, "lmp: a forked worker cannot start workers of its own; use the "
                          "'spawn' start method for nested pools");
-  c = lmp__new_forked_handle(L, &fds[0]);
+  c = lmp__new_forked_handle(L, &peer);
   /* What stdio holds unwritten would otherwise be written twice. */
   fflush(NULL);
   pid = fork();
   if (pid == 0) {
     uv_os_fd_t own;
     if (uv_fileno((uv_handle_t *)&c->channel, &own) == 0) close(own);
-    run_forked_worker(L, fds, 1 + npassed, parent);
+    run_forked_worker(L, peer, parent);
   }
   r = errno;
-  close(fds[0]);
+  close(peer);
   if (pid < 0) {
     lua_pushfstring(L, "cannot fork a worker: %s", strerror(r));
     lmp__push_error(L, "worker_lost", lua_tostring(L, -1));

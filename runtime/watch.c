@@ -262,26 +262,6 @@ static int core_sentinel(lua_State *L) {
 
 /* ---- frames of raw bytes ------------------------------------------- */
 
-/* Reads n bytes, waiting on a non-blocking descriptor. 1 once read, 0 at
- * end of file before any byte, -EPIPE at end of file after some, -errno. */
-static int read_all(int fd, char *p, size_t n) {
-  size_t got = 0;
-  while (got < n) {
-    ssize_t r = read(fd, p + got, n - got);
-    if (r == 0) return got == 0 ? 0 : -EPIPE;
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        if ((r = lmp__wait_ready(fd, POLLIN)) < 0) return (int)r;
-        continue;
-      }
-      return -errno;
-    }
-    got += (size_t)r;
-  }
-  return 1;
-}
-
 /* core.write_bytes(fd, s, offset, size): one frame whose message is the
  * size bytes of s from offset (0-based), as conn:send frames a value; the
  * reader's recv decodes them as the value format, its recv_bytes returns
@@ -349,7 +329,7 @@ static int core_read_bytes(lua_State *L) {
   uint32_t message;
   luaL_Buffer b;
   char *p;
-  r = read_all(fd, prefix, sizeof prefix);
+  r = lmp__read_full(fd, prefix, sizeof prefix);
   if (r == 0) return 0;
   if (r < 0) return luaL_error(L, "lmp: recv_bytes failed: %s", r == -EPIPE
       ? "the connection closed in the middle of a message" : strerror(-r));
@@ -363,7 +343,7 @@ static int core_read_bytes(lua_State *L) {
     return 2;
   }
   p = luaL_buffinitsize(L, &b, message);
-  if ((r = read_all(fd, p, message)) != 1)
+  if ((r = lmp__read_full(fd, p, message)) != 1)
     return luaL_error(L, "lmp: recv_bytes failed: %s", r == 0 || r == -EPIPE
         ? "the connection closed in the middle of a message" : strerror(-r));
   luaL_pushresultsize(&b, message);
@@ -372,7 +352,7 @@ static int core_read_bytes(lua_State *L) {
   while (body > 0) {
     char skip[4096];
     size_t n = body < sizeof skip ? (size_t)body : sizeof skip;
-    if (read_all(fd, skip, n) != 1)
+    if (lmp__read_full(fd, skip, n) != 1)
       return luaL_error(L, "lmp: recv_bytes: the connection closed in the middle of a message");
     body -= n;
   }

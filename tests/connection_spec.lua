@@ -6,6 +6,7 @@ local _ENV = _G
 local lmp = require "lmp"
 local core = require "lmp.core"
 local helpers = require "helpers"
+helpers.build_crash_module() -- tests/c/crash.c: raw bytes on a connection
 
 describe("Connection bytes", function()
   after_each(function() assert.is_true(helpers.no_children()) end)
@@ -102,6 +103,21 @@ describe("Connection bytes", function()
       assert.is_false(ok)
       assert.equal("closed", err.kind)
       mine:close()
+    end
+  end)
+
+  it("a peer that closes in the middle of a frame's prefix: recv and recv_bytes say so", function()
+    -- Three bytes of the eight-byte length, then the end: not the clean
+    -- end between two messages, which reads as "end of file".
+    for _, method in ipairs{"recv", "recv_bytes"} do
+      local a, b = lmp.Pipe()
+      require("crash").write(a:fileno(), "\0\0\0")
+      a:close()
+      local ok, err = pcall(b[method], b)
+      assert.is_false(ok)
+      assert.equal("closed", err.kind)
+      assert.matches("in the middle of a message", err.message, 1, true)
+      b:close()
     end
   end)
 

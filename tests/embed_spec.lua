@@ -18,13 +18,7 @@ local function run_host(script)
   return helpers.run(("cd %s && %s %s"):format(quote(root), quote(host), quote(script)))
 end
 
-local function write_script(code)
-  local path = os.tmpname() .. ".lua"
-  local f = assert(io.open(path, "w"))
-  f:write(code)
-  f:close()
-  return path
-end
+local write_script = helpers.write_script
 
 describe("embedding host", function()
   setup(function()

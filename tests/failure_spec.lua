@@ -6,6 +6,7 @@ local _ENV = _G
 local lmp = require "lmp"
 local core = require "lmp.core"
 local helpers = require "helpers"
+helpers.build_crash_module() -- tests/c/crash.c: its tasks crash on purpose
 
 local busy = helpers.busy
 local wait_for, alive = helpers.wait_for, helpers.alive

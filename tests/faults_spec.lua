@@ -9,6 +9,7 @@ local _ENV = _G
 local lmp = require "lmp"
 local core = require "lmp.core"
 local helpers = require "helpers"
+helpers.build_crash_module() -- tests/c/crash.c: its tasks crash on purpose
 
 local busy = helpers.busy
 local alive = helpers.alive

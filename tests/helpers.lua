@@ -97,17 +97,51 @@ function helpers.run(command)
   return status, stdout, stderr
 end
 
--- Runs a Lua script (a string) with lua5.4 or the runner; same return.
-function helpers.run_lua(code, interpreter, args)
-  local base = os.tmpname() -- made by os.tmpname: removed too
-  local path = base .. ".lua"
+-- Builds `target` (a path under helpers.build) with the Makefile, with the
+-- sanitizer flags when the suite runs sanitized (`make asan` sets
+-- LMP_SANITIZED: its objects are instrumented); same return as run.
+function helpers.make(target)
+  local flags = os.getenv("LMP_SANITIZED")
+    and " SANFLAGS='-fsanitize=address,undefined -fno-sanitize-recover=undefined'" or ""
+  return helpers.run(("make -s -C '%s' BUILD='%s'%s '%s'"):format(
+    helpers.root, helpers.build, flags, target))
+end
+
+-- The C module that crashes on purpose (tests/c/crash.c), which only
+-- `make test` builds: a spec that needs it builds it first, so that it
+-- runs alone after `make all` too. Raises when it cannot be built.
+function helpers.build_crash_module()
+  local status, out, err = helpers.make(helpers.build .. "/test/crash.so")
+  if status ~= 0 then error("cannot build the crash module:\n" .. out .. err, 2) end
+end
+
+-- Writes `code` to a new file in /tmp and returns its path, for the caller
+-- to remove. The file is the one os.tmpname made, not a name derived from
+-- it: a derived name ("<tmpname>.lua") left os.tmpname's file behind.
+function helpers.write_script(code)
+  local path = os.tmpname()
   local f = assert(io.open(path, "w"))
   f:write(code)
   f:close()
+  return path
+end
+
+-- Runs a Lua script (a string) with lua5.4 or the runner; same return.
+function helpers.run_lua(code, interpreter, args)
+  local path = helpers.write_script(code)
   local status, out, err = helpers.run((interpreter or "lua5.4") .. " " .. path .. " " .. (args or ""))
   os.remove(path)
-  os.remove(base)
   return status, out, err
+end
+
+-- Runs a Lua script as run_lua does and returns its stdout; raises unless
+-- it exited with 0 and wrote nothing on stderr.
+function helpers.run_lua_ok(code, interpreter)
+  local status, out, err = helpers.run_lua(code, interpreter)
+  if status ~= 0 or err ~= "" then
+    error(("the script exited with %s, stderr:\n%s"):format(tostring(status), err), 2)
+  end
+  return out
 end
 
 -- Whether process `pid` runs (a zombie waiting for its reaper does not).

@@ -21,13 +21,9 @@ local function failing_input(n)
 end
 
 -- Runs a script with the runner; returns its exit status, stdout and
--- stderr. (os.tmpname makes the file it names: the script goes there, so
--- that nothing is left in /tmp.)
+-- stderr.
 local function run_script(code, command)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(code)
-  f:close()
+  local path = helpers.write_script(code)
   local status, out, err = helpers.run((command or "%s %s"):format(helpers.runner, path))
   os.remove(path)
   return status, out, err

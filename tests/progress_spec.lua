@@ -2,7 +2,7 @@
 -- otherwise. The bytes are checked under a pseudo-terminal made by
 -- script(1); what a person sees is checked in a real terminal emulator
 -- (tmux, read back with capture-pane) at two widths and across a resize.
-local describe, it, assert, after_each = describe, it, assert, after_each
+local describe, it, pending, assert, after_each = describe, it, pending, assert, after_each
 local _ENV = _G
 local helpers = require "helpers"
 
@@ -18,13 +18,7 @@ local SCRIPT = [[
   io.stdout:write("finished\n")
 ]]
 
-local function write_script(code)
-  local path = os.tmpname() .. ".lua"
-  local f = assert(io.open(path, "w"))
-  f:write(code)
-  f:close()
-  return path
-end
+local write_script = helpers.write_script
 
 local function under_terminal(code)
   local path = write_script(code)
@@ -53,7 +47,15 @@ local function on_screen(code, width, height, during)
   while (helpers.read_file(done) or "") == "" and os.time() < deadline do
     os.execute("sleep 0.1")
   end
+  -- tmux may not yet have read the last bytes the script wrote before it
+  -- ended: the screen is read until two reads a moment apart agree.
   local _, screen = helpers.run(tmux .. "capture-pane -p -t bar")
+  for _ = 1, 50 do
+    os.execute("sleep 0.1")
+    local _, again = helpers.run(tmux .. "capture-pane -p -t bar")
+    if again == screen then break end
+    screen = again
+  end
   helpers.run(tmux .. "kill-server")
   local exit_status = tonumber(helpers.read_file(done))
   os.remove(path)
@@ -158,6 +160,36 @@ describe("progress bars", function()
       assert.equal(width - 1, utf8_length(lines[6]))
     end)
   end
+
+  -- Workers print on the terminal the bar draws on, each line in one
+  -- write. A drawing made of several writes (move to the bottom row, the
+  -- line, move back) let a worker's line in between: it landed on the bar's
+  -- row and was drawn over. strace shows each write of the main process.
+  it("draws each state of the bar in one write, so no worker's line lands on the bar's row", function()
+    if helpers.run("strace -o /dev/null true") ~= 0 then
+      pending("strace cannot trace here")
+      return
+    end
+    local path, trace = write_script(PRINTING), os.tmpname()
+    local status = helpers.run(("LANG=C LC_ALL= script -qec 'stty rows 15 cols 100 && "
+      .. "strace -qq -e trace=write -e signal=none -s 4096 -o %s %s %s' /dev/null")
+      :format(trace, helpers.runner, path))
+    local log = helpers.read_file(trace) or ""
+    os.remove(path)
+    os.remove(trace)
+    assert.equal(0, status)
+    local drawings = 0
+    for text in log:gmatch('write%(2, "(.-)", %d+%)') do
+      local saves, restores = text:find("^\\0337") ~= nil, text:find("\\338$") ~= nil
+      assert(saves == restores, "a move to the bar's row and back split across writes: " .. text)
+      if text:find("map:", 1, true) then
+        drawings = drawings + 1
+        assert((text:find("^\\0337") or text:find("^\\r")) and text:find("\\33[K", 1, true),
+               "a state of the bar split across writes: " .. text)
+      end
+    end
+    assert(drawings >= 2, "the bar was drawn " .. drawings .. " times:\n" .. log)
+  end)
 
   it("follows a resize of the terminal", function()
     local lines = on_screen((PRINTING:gsub("0%.03", "0.06")), 100, 15, function(tmux)

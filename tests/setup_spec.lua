@@ -37,3 +37,30 @@ describe("make setup", function()
     assert.equal(4, count)
   end)
 end)
+
+-- The Lua half is compiled into the library by tools/embed_lua.lua. A
+-- module with a syntax error must fail the build with the Lua error's own
+-- message, and leave no generated file that the next build would take as
+-- done (it once left a truncated one: a misleading link error followed).
+describe("embedding the Lua modules", function()
+  it("a module with a syntax error fails the build with its message and leaves no half file", function()
+    local status, out = helpers.run("mktemp -d")
+    assert.equal(0, status)
+    local dir = out:gsub("%s+$", "")
+    local broken = dir .. "/broken.lua"
+    local f = assert(io.open(broken, "w"))
+    f:write("local x = 1\nreturn function( x end\n")
+    f:close()
+    local generated = dir .. "/build/gen/lua_sources.c"
+    -- The Makefile's own rule, with the broken module after a good one.
+    local code, stdout, stderr = helpers.run(("make -s -C %s BUILD=%s LUA_MODULES=%s %s")
+      :format(quote(helpers.root), quote(dir .. "/build"),
+              quote(helpers.root .. "/lua/lmp/init.lua " .. broken), quote(generated)))
+    local _, listing = helpers.run("ls -A " .. quote(dir .. "/build/gen"))
+    helpers.run("rm -rf " .. quote(dir))
+    assert.is_not.equal(0, code)
+    assert.matches("broken.lua:2: ", stdout .. stderr, 1, true)
+    assert.matches("')' expected", stdout .. stderr, 1, true)
+    assert.equal("", listing)
+  end)
+end)

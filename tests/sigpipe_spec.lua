@@ -16,13 +16,7 @@ local function ignores_sigpipe(status_line)
   return mask & (1 << 12) ~= 0
 end
 
-local function write_script(code)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(code)
-  f:close()
-  return path
-end
+local write_script = helpers.write_script
 
 describe("SIGPIPE", function()
   after_each(function() assert.is_true(helpers.no_children()) end)

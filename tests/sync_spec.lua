@@ -565,12 +565,8 @@ describe("synchronization", function()
   end)
 
   it("the futex primitives work alone, in C, between forked processes", function()
-    -- `make asan` sets LMP_SANITIZED: its objects are instrumented.
-    local flags = os.getenv("LMP_SANITIZED")
-      and " SANFLAGS='-fsanitize=address,undefined -fno-sanitize-recover=undefined'" or ""
     local program = helpers.build .. "/test/futex_test"
-    local status, out, err = helpers.run(("make -s -C '%s' BUILD='%s'%s '%s'"):format(
-      helpers.root, helpers.build, flags, program))
+    local status, out, err = helpers.make(program)
     assert.equal(0, status, out .. err)
     status, out, err = helpers.run("'" .. program .. "'")
     assert.equal(0, status, out .. err)

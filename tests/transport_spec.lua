@@ -6,6 +6,7 @@ local lmp = require "lmp"
 local workers = require "lmp.workers"
 local core = require "lmp.core"
 local helpers = require "helpers"
+helpers.build_crash_module() -- tests/c/crash.c: its tasks crash on purpose
 local double = require "transport_double"
 
 local function busy(seconds)

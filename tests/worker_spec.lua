@@ -6,12 +6,7 @@ local describe, it, assert, after_each = describe, it, assert, after_each
 local _ENV = _G
 local helpers = require "helpers"
 
-local function run(code, interpreter)
-  local status, out, err = helpers.run_lua(code, interpreter)
-  assert.equal("", err)
-  assert.equal(0, status)
-  return out
-end
+local run = helpers.run_lua_ok
 
 describe("worker", function()
   after_each(function() assert.is_true(helpers.no_children()) end)

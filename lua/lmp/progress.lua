@@ -86,19 +86,27 @@ function Bar:line(columns)
   return (left:sub(1, -2) .. " " .. right:sub(3)):sub(1, room)
 end
 
+-- Writes one drawing to the terminal in one write(2). stderr is
+-- unbuffered: io.stderr:write(a, b, c) makes a write for each argument, and
+-- a worker's line printed between them (after the cursor moved to the
+-- bottom row, before it moved back) landed on the bar's row, where the bar
+-- overwrote it. The terminal takes each write whole.
+local function emit(...)
+  io.stderr:write(table.concat({...}))
+  io.stderr:flush()
+end
+
 -- Keeps the bottom row for the bars: a new line first, then back up one,
 -- so that the cursor stays inside the rows that scroll.
 local function reserve_bottom_row(rows)
-  io.stderr:write("\n\27[1A")
-  io.stderr:flush()
+  emit("\n\27[1A")
   if core.terminal_region(FD, rows) then region = rows end
 end
 
 local function release_bottom_row()
   if not region then return end
   -- Clear the bar's row, then give the whole terminal back.
-  io.stderr:write("\0277\27[", region, ";1H\27[2K\0278")
-  io.stderr:flush()
+  emit("\0277\27[", region, ";1H\27[2K\0278")
   core.terminal_region(FD, nil)
   region = nil
 end
@@ -120,11 +128,10 @@ function Bar:draw()
   local line = self:line(columns)
   if region then
     -- Save the cursor, draw on the bottom row, put the cursor back.
-    io.stderr:write("\0277\27[", region, ";1H", line, "\27[K\0278")
+    emit("\0277\27[", region, ";1H", line, "\27[K\0278")
   else
-    io.stderr:write("\r", line, "\27[K")
+    emit("\r", line, "\27[K")
   end
-  io.stderr:flush()
   self.drawn = core.hrtime()
 end
 
@@ -157,8 +164,7 @@ function Bar:finish()
   self.finished = true
   live = live - 1
   if live == 0 then release_bottom_row() end
-  io.stderr:write("\r", self:line((terminal_size())), "\27[K\n")
-  io.stderr:flush()
+  emit("\r", self:line((terminal_size())), "\27[K\n")
 end
 
 return progress

@@ -14,25 +14,10 @@
 #        the figures a run kept in build-dir/bench/pool_raw.txt)
 #   QUICK=1   smaller sizes and 3 repetitions (about a minute)
 #   PYTHON=   the CPython to compare with (python3)
-SUMMARY_ONLY=""
-if [ "$1" = --summary ]; then
-  SUMMARY_ONLY=$(cd "$(dirname "$2")" && pwd)/$(basename "$2")
-  set --
-fi
-BUILD=${1:-build}
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$ROOT" || exit 0
-if [ "$QUICK" = 1 ]; then REPEAT=${2:-3}; else REPEAT=${2:-5}; fi
-export QUICK
-PYTHON=${PYTHON:-python3}
+# shellcheck source=tests/bench/setup.sh
+. "$(dirname "$0")/setup.sh"
 LMP="$BUILD/bin/lmp"
 CC=${CC:-cc}
-if [ -n "$SUMMARY_ONLY" ]; then
-  results=$SUMMARY_ONLY
-elif [ ! -x "$LMP" ]; then
-  echo "pool_bench: $LMP not found; run make first"
-  exit 0
-fi
 # Runs every repetition, appending each figure to $results.
 measure() {
   mkdir -p "$BUILD/bench"
@@ -42,11 +27,9 @@ measure() {
     exit 0
   fi
 
-  model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
   echo "== pool: lmp against CPython $($PYTHON -c 'import sys; print(sys.version.split()[0])')" \
     "multiprocessing, median of $REPEAT repetitions${QUICK:+ (QUICK=$QUICK)}"
-  echo "# machine: $(nproc) cores, $model; load average at start:" \
-    "$(cut -d' ' -f1-3 /proc/loadavg)"
+  bench_machine
 
   # Every figure of every repetition, kept for a second look.
   results="$BUILD/bench/pool_raw.txt"
@@ -101,19 +84,7 @@ measure() {
 
 }
 [ -z "$SUMMARY_ONLY" ] && measure
-awk '
-  { key = $1 " " $2; n[key]++; v[key, n[key]] = $3 }
-  function median(key,   i, j, k, t, a) {
-    k = n[key]
-    if (!k) return ""
-    for (i = 1; i <= k; i++) a[i] = v[key, i]
-    for (i = 2; i <= k; i++) {
-      t = a[i]
-      for (j = i - 1; j > 0 && a[j] > t; j--) a[j + 1] = a[j]
-      a[j + 1] = t
-    }
-    return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
-  }
+awk "$BENCH_MEDIAN"'
   function fmt(x) {
     if (x == "") return "-"
     if (x >= 100000) return sprintf("%.3gM", x / 1e6)

@@ -20,26 +20,10 @@
 #   LMP_LANES_CPATH= LUA_CPATH entries that find lanes/core.so; by default
 #                    build-dir/lanes/?.lua and build-dir/lanes/?.so. Without
 #                    a LuaLanes that loads, its column shows "-".
-SUMMARY_ONLY=""
-if [ "$1" = --summary ]; then
-  SUMMARY_ONLY=$(cd "$(dirname "$2")" && pwd)/$(basename "$2")
-  set --
-fi
-BUILD=${1:-build}
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$ROOT" || exit 0
-if [ "$QUICK" = 1 ]; then REPEAT=${2:-3}; else REPEAT=${2:-5}; fi
-export QUICK
-PYTHON=${PYTHON:-python3}
-export PYTHON
+# shellcheck source=tests/bench/setup.sh
+. "$(dirname "$0")/setup.sh"
 # A command with its arguments, perhaps ("valgrind lua5.4"): used unquoted.
 LUA=${LMP_BENCH_LUA:-lua5.4}
-if [ -n "$SUMMARY_ONLY" ]; then
-  results=$SUMMARY_ONLY
-elif [ ! -x "$BUILD/bin/lmp" ]; then
-  echo "workloads_bench: $BUILD/bin/lmp not found; run make first"
-  exit 0
-fi
 BUILD=$(cd "$BUILD" && pwd)
 LANES_PATH=${LMP_LANES_PATH:-$BUILD/lanes/?.lua}
 LANES_CPATH=${LMP_LANES_CPATH:-$BUILD/lanes/?.so}
@@ -58,12 +42,10 @@ measure() {
   LMP_BENCH_LANES=0
   if $LUA -e 'require("lanes").configure()' 2>/dev/null; then LMP_BENCH_LANES=1; fi
   export LMP_BENCH_LANES
-  model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
   echo "== workloads: serial, lmp Pool(2), two serial copies at once, LuaLanes, CPython" \
     "$($PYTHON -c 'import sys; print(sys.version.split()[0])') Pool(2);" \
     "median of $REPEAT repetitions${QUICK:+ (QUICK=$QUICK)}"
-  echo "# machine: $(nproc) cores, $model; load average at start:" \
-    "$(cut -d' ' -f1-3 /proc/loadavg)"
+  bench_machine
   [ "$LMP_BENCH_LANES" = 1 ] || echo "# LuaLanes not found (LMP_LANES_PATH, LMP_LANES_CPATH): its column shows -"
 
   # run way workload: one run; its time goes to $results as
@@ -136,19 +118,7 @@ measure() {
   echo "# load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 [ -z "$SUMMARY_ONLY" ] && measure
-awk -v workloads="$WORKLOADS" '
-  { key = $1 " " $2; n[key]++; v[key, n[key]] = $3 }
-  function median(key,   i, j, k, t, a) {
-    k = n[key]
-    if (!k) return ""
-    for (i = 1; i <= k; i++) a[i] = v[key, i]
-    for (i = 2; i <= k; i++) {
-      t = a[i]
-      for (j = i - 1; j > 0 && a[j] > t; j--) a[j + 1] = a[j]
-      a[j + 1] = t
-    }
-    return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
-  }
+awk -v workloads="$WORKLOADS" "$BENCH_MEDIAN"'
   function pct(x) { return x == "" ? "-" : sprintf("%.0f%%", 100 * x) }
   function efficiency(serial, parallel) {
     return (serial == "" || parallel == "" || parallel == 0) ? "" : serial / (2 * parallel)

@@ -8,6 +8,7 @@ local describe, it, setup, teardown, pending, assert, pcall =
 local _ENV = _G
 local lmp = require "lmp"
 local helpers = require "helpers"
+helpers.build_crash_module() -- tests/c/crash.c: its tasks crash on purpose
 local common = require "peer.common"
 local mul, pow, sleepy = common.mul, common.pow, common.sleepy
 
