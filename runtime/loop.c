@@ -507,7 +507,13 @@ static int core_run_once(lua_State *L) {
     uv_loop_t *outer = e->poll.loop;
     e->driving = 1;
     embed_arm(e);
+    if (block && rings_awake) rings_awake(1);
     if (block) spin_until_ready(state->loop);
+    /* lmp's prepare handle runs only when lmp's loop turns, after luv's
+     * has slept: what the rings hold is taken now instead of after that
+     * sleep, and they are told to ring the wake-up before it. */
+    if (block && rings_probe && rings_probe() && rings_drain()) block = 0;
+    if (rings_awake) rings_awake(0);
     alive = uv_run(outer, block ? UV_RUN_ONCE : UV_RUN_NOWAIT);
     embed_turn(e);
     e->driving = 0;
@@ -516,7 +522,6 @@ static int core_run_once(lua_State *L) {
   } else {
     if (block && rings_awake) rings_awake(1);
     if (block) spin_until_ready(state->loop);
-    if (block && rings_awake) rings_awake(0);
     /* A worker's answer that waits in its ring is taken without a turn
      * of libuv (whose poll is a system call even when it does not
      * sleep); but only a few times in a row, lest a busy ring starve
@@ -529,6 +534,8 @@ static int core_run_once(lua_State *L) {
       state->ring_turns = 0;
       alive = uv_run(state->loop, block ? UV_RUN_ONCE : UV_RUN_NOWAIT);
     }
+    /* Not watching any more: the rings ring the wake-up again. */
+    if (rings_awake) rings_awake(0);
   }
   state->running = 0;
   lua_pushboolean(L, alive);

@@ -96,9 +96,17 @@ static void set_sleeping(uint32_t value) {
  * beside its backend. */
 static int rings_ready(void) {
   worker_handle *c;
-  for (c = ring_handles; c; c = c->ring_next)
-    if (__atomic_load_n(&c->ring->to_main.tail, __ATOMIC_ACQUIRE) != c->ring->to_main.head)
+  for (c = ring_handles; c; c = c->ring_next) {
+    const char *frame;
+    size_t n;
+    uint64_t before;
+    if (c->L == NULL || c->broken) continue;
+    if (__atomic_load_n(&c->ring->to_main.tail, __ATOMIC_ACQUIRE) == c->ring->to_main.head) continue;
+    /* One that waits behind a socket frame is not ready: the socket is. */
+    if (lmp__ring_peek(c->ring, &c->ring->to_main, &frame, &n, &before) == 1 &&
+        before <= c->ring_socket_delivered)
       return 1;
+  }
   return 0;
 }
 
@@ -107,7 +115,15 @@ static int rings_ready(void) {
  * awake(0) after), since the process may otherwise be anywhere (computing,
  * or sleeping in a loop that is not lmp's, as inside luv's). A worker
  * that rings it clears it, so one wake-up serves a burst of answers. */
-static void awake(int watching) { set_sleeping(watching ? 0 : 1); }
+static void awake(int watching) {
+  set_sleeping(watching ? 0 : 1);
+  /* A frame published while the flag was down rang nothing: the
+   * process wakes itself for it. */
+  if (!watching && rings_ready()) {
+    uint64_t one = 1;
+    if (write(wake_fd, &one, sizeof one) < 0) (void)0; /* full: it is readable anyway */
+  }
+}
 
 static void on_no_sleep(uv_idle_t *idle) { uv_idle_stop(idle); }
 
@@ -129,6 +145,8 @@ static void on_wake(uv_poll_t *watch, int status, int events) {
   (void)watch, (void)status, (void)events;
   while (read(wake_fd, &count, sizeof count) < 0 && errno == EINTR) continue;
   drain_all();
+  /* The worker that rang took its flag down: up again for the next. */
+  awake(0);
 }
 
 static void on_closed(uv_handle_t *handle) { free(handle); }
