@@ -36,7 +36,7 @@ RUNTIME := memory buffer \
            inbox \
            error names numbers encode decode descriptors payload \
            loop timer stop_signals \
-           close_from sigpipe digest tracker terminal shared futex waiter sync feeder fd_passing channel process_send process spawn forkserver relay server_reply server watch listener \
+           close_from sigpipe digest tracker terminal shared futex ring waiter sync feeder fd_passing channel_ring channel process_ring process_send process spawn forkserver relay server_reply server watch listener \
            worker interrupt \
            core embed
 # `make MPI=1` adds the MPI transport (runtime/mpi.c), compiled with the

@@ -132,6 +132,15 @@ static int recv_buffered(lua_State *L, int fd) {
   const char *body;
   size_t n;
   int got;
+  if (fd == LMP_CHANNEL_FD && lmp__worker_ring_active()) {
+    int r = lmp__worker_ring_next(&body, &n);
+    if (r < 0) return luaL_error(L, "lmp: malformed frame in the channel's ring");
+    if (r > 0) {
+      lmp__decode_frame_carrying(L, body, n, &channel_arrivals);
+      lua_pushinteger(L, (lua_Integer)n);
+      return 3;
+    }
+  }
   lmp__inbox_compact(&channel_inbox);
   while ((got = lmp__inbox_next(&channel_inbox, &body, &n)) == 0) {
     uv_buf_t room;
@@ -153,6 +162,7 @@ static int recv_buffered(lua_State *L, int fd) {
     channel_inbox.bytes.len += (size_t)r;
   }
   if (got < 0) return luaL_error(L, "lmp: malformed frame on the channel (too long)");
+  lmp__worker_ring_socket_read();
   /* The body stays put until the next call compacts the inbox. */
   lmp__decode_frame_carrying(L, body, n, &channel_arrivals);
   lua_pushinteger(L, (lua_Integer)n);
@@ -274,7 +284,14 @@ static int send_frame(lua_State *L, int fd, int message, int payload, lua_Intege
   if (message_len > UINT32_MAX) return luaL_error(L, "lmp: a message over 4 GB cannot be sent");
   lmp__frame_set_length(b->data, total - LMP_FRAME_HEADER);
   lmp__set_u32_at(b->data + LMP_FRAME_HEADER, (uint32_t)message_len);
-  if (worker_channel && passed->n > 0) {
+  /* Into the ring when the worker has one and the frame fits with no
+   * descriptor (counted as a socket frame otherwise). */
+  if (worker_channel && fd == LMP_CHANNEL_FD && lmp__worker_ring_active() &&
+      lmp__worker_ring_send(iov, n, total, passed->n > 0))
+    n = 0;
+  if (n == 0) {
+    r = 0;
+  } else if (worker_channel && passed->n > 0) {
     lmp__frame_set_descriptors(b->data, passed->base, passed->n - passed->base);
     r = writev_full(fd, iov, n, passed);
   } else {
@@ -575,6 +592,7 @@ static const luaL_Reg connection_methods[] = {
     {NULL, NULL}};
 
 static const luaL_Reg channel_functions[] = {
+    {"ring_attach", lmp__core_ring_attach},
     {"channel_recv", core_channel_recv}, {"channel_send", core_channel_send},
     {"pipe", core_pipe},                 {"connection", core_connection},
     {"lockfile", core_lockfile},         {"fd_lock", core_fd_lock},

@@ -33,5 +33,21 @@ int lmp__read_full(int fd, char *p, size_t n);
 /* Adds channel_recv and channel_send (a worker's blocking side of the
  * channel) to the table on top of the stack. */
 void lmp__open_channel(lua_State *L);
+/* channel_ring.c: the worker's side of its ring, used by channel.c.
+ * lmp__worker_ring_next waits for the next frame: 1 with its body (it
+ * stays in place until the next call), 0 when the next one is on the
+ * socket, -1 when the ring holds garbage. lmp__worker_ring_socket_read
+ * counts a frame read from the socket. lmp__worker_ring_send puts a frame
+ * in the ring (1), or counts it as going on the socket (0: the caller
+ * writes it). lmp__core_ring_attach is core.ring_attach(ring_fd, wake_fd),
+ * which takes the ring the main process made (the descriptors stay the
+ * caller's). lmp__channel_forget_ring: in a child forked from a worker. */
+struct iovec;
+int lmp__worker_ring_active(void);
+int lmp__worker_ring_next(const char **body, size_t *n);
+void lmp__worker_ring_socket_read(void);
+int lmp__worker_ring_send(const struct iovec *iov, int n, size_t total, int carrying);
+int lmp__core_ring_attach(lua_State *L);
+void lmp__channel_forget_ring(void);
 
 #endif

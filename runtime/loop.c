@@ -22,6 +22,7 @@ static const char worker_exe_key = 'w';
 typedef struct loop_state {
   uv_loop_t *loop;
   int running; /* inside uv_run: a nested run would break libuv */
+  int ring_turns; /* blocking turns in a row served by the rings alone */
   lua_State *L; /* the main thread, where callbacks run */
   /* Delivers queued callbacks when someone else turns the loop (luv's
    * uv.run(), a host's uv_run); unreferenced, so it keeps nothing alive. */
@@ -105,6 +106,9 @@ static int forked_worker;
 static uv_loop_t *own_loop;
 static int (*receiving_probe)(void);
 static void (*at_close)(void);
+static int (*rings_probe)(void);
+static int (*rings_drain)(void);
+static void (*rings_awake)(int watching);
 
 int lmp__forked_worker(void) { return forked_worker; }
 int lmp__parents_handle(const uv_handle_t *handle) {
@@ -114,6 +118,11 @@ void lmp__become_forked_worker(void) { forked_worker = 1; }
 int lmp__receiving(void) { return receiving_probe ? receiving_probe() : 0; }
 void lmp__loop_watch_receiving(int (*probe)(void)) { receiving_probe = probe; }
 void lmp__loop_at_close(void (*hook)(void)) { at_close = hook; }
+void lmp__loop_watch_rings(int (*probe)(void), int (*drain)(void), void (*awake)(int watching)) {
+  rings_probe = probe;
+  rings_drain = drain;
+  rings_awake = awake;
+}
 
 /* Runs when the lua_State closes, after every object made later has been
  * finalized: their handles are closing, so a few turns free them. It is
@@ -463,7 +472,21 @@ void lmp__spin_until_readable(int fd) {
  * that a quick answer from a worker is taken without a sleep and wake-up;
  * not while a message is arriving (its writer needs the CPU). */
 static void spin_until_ready(uv_loop_t *loop) {
-  if (!lmp__receiving()) lmp__spin_until_readable(uv_backend_fd(loop));
+  struct pollfd pfd;
+  uint64_t deadline;
+  if (lmp__receiving()) return;
+  if (rings_probe == NULL) {
+    lmp__spin_until_readable(uv_backend_fd(loop));
+    return;
+  }
+  /* Workers with a ring answer in memory: watch it beside the backend. */
+  if (lmp__spin_ns() == 0) return;
+  pfd.fd = uv_backend_fd(loop);
+  pfd.events = POLLIN;
+  deadline = uv_hrtime() + lmp__spin_ns();
+  for (int i = 0; i < 64; i++)
+    if (rings_probe()) return;
+  while (!rings_probe() && poll(&pfd, 1, 0) == 0 && uv_hrtime() < deadline) sched_yield();
 }
 
 /* core.own_loop(): in a process forked from one that had lmp's loop (a
@@ -493,6 +516,7 @@ static int core_own_loop(lua_State *L) {
   own_loop = loop;
   return 0;
 }
+#define RING_TURNS_MAX 8
 
 /* core.run_once(block): one turn of the loop. Returns whether anything is
  * still active. Refuses to nest, which libuv does not allow. */
@@ -518,15 +542,35 @@ static int core_run_once(lua_State *L) {
     uv_loop_t *outer = e->poll.loop;
     e->driving = 1;
     embed_arm(e);
+    if (block && rings_awake) rings_awake(1);
     if (block) spin_until_ready(state->loop);
+    /* lmp's prepare handle runs only when lmp's loop turns, after luv's
+     * has slept: what the rings hold is taken now instead of after that
+     * sleep, and they are told to ring the wake-up before it. */
+    if (block && rings_probe && rings_probe() && rings_drain()) block = 0;
+    if (rings_awake) rings_awake(0);
     alive = uv_run(outer, block ? UV_RUN_ONCE : UV_RUN_NOWAIT);
     embed_turn(e);
     e->driving = 0;
     embed_arm(e);
     alive = alive || uv_loop_alive(state->loop);
   } else {
+    if (block && rings_awake) rings_awake(1);
     if (block) spin_until_ready(state->loop);
-    alive = uv_run(state->loop, block ? UV_RUN_ONCE : UV_RUN_NOWAIT);
+    /* A worker's answer that waits in its ring is taken without a turn
+     * of libuv (whose poll is a system call even when it does not
+     * sleep); but only a few times in a row, lest a busy ring starve
+     * the sockets and timers. */
+    if (block && rings_probe && state->ring_turns < RING_TURNS_MAX && rings_probe() &&
+        rings_drain()) {
+      state->ring_turns++;
+      alive = 1;
+    } else {
+      state->ring_turns = 0;
+      alive = uv_run(state->loop, block ? UV_RUN_ONCE : UV_RUN_NOWAIT);
+    }
+    /* Not watching any more: the rings ring the wake-up again. */
+    if (rings_awake) rings_awake(0);
   }
   state->running = 0;
   lua_pushboolean(L, alive);

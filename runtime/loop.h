@@ -39,6 +39,13 @@ int lmp__parents_handle(const uv_handle_t *handle);
  * probe the worker-process layer registers, if any. */
 int lmp__receiving(void);
 void lmp__loop_watch_receiving(int (*probe)(void));
+/* Whether a frame waits in a worker's shared-memory ring, the delivery of
+ * what waits (1 when something was delivered), and the news that the
+ * process starts (1) or stops (0) watching its rings: what the
+ * worker-process layer registers once a worker has a ring. A blocking
+ * turn (on lmp's own loop) watches the probe while it spins, saying so
+ * around it, and may deliver without turning libuv. */
+void lmp__loop_watch_rings(int (*probe)(void), int (*drain)(void), void (*awake)(int watching));
 /* A function run when the lua_State's loop state closes, before its last
  * turns (the Ctrl-C watcher registers its close here). One slot. */
 void lmp__loop_at_close(void (*hook)(void));

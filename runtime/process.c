@@ -56,6 +56,8 @@ void lmp__handle_forget_parents(void) {
    * reachable (not leaked: it is the parent's memory, copied). */
   inherited_children = live_children;
   live_children = NULL;
+  lmp__rings_forget_parent();
+  lmp__channel_forget_ring();
 }
 
 /* Whether part of a message from a worker has arrived and the rest is on
@@ -92,6 +94,7 @@ static void on_handle_closed(uv_handle_t *handle) {
     lmp__arrivals_free(&c->arrived);
     lmp__inbox_free(&c->inbox);
     lmp__buffer_free(&c->outbox);
+    lmp__ring_release(c);
     free(c);
   }
 }
@@ -114,7 +117,11 @@ static void forget_lua(worker_handle *c) {
 static void report_if_gone(worker_handle *c) {
   lua_State *L = c->L;
   if (!c->exited || !c->eof || c->reported) return;
+  /* The worker's last frames may wait in its ring. */
+  lmp__ring_drain(c);
+  if (c->reported) return;
   c->reported = 1;
+  lmp__ring_release(c); /* nothing more comes or goes */
   lmp__handle_close_handle((uv_handle_t *)&c->channel);
   if (L == NULL) return;
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->on_exit_ref);
@@ -288,7 +295,7 @@ static int core_payload_into(lua_State *L) {
  * a message that does not decode): nothing after it can be trusted, so it
  * is read no more, and the owner learns why, as on_message(nil, reason)
  * (a pool then kills the worker). */
-static void channel_broken(worker_handle *c, const char *reason) {
+void lmp__handle_channel_broken(worker_handle *c, const char *reason) {
   lua_State *L = c->L;
   if (c->broken) return;
   c->broken = 1;
@@ -316,7 +323,7 @@ static int decode_message(lua_State *L) {
   return 1;
 }
 
-static void deliver_frame(void *ctx, const char *body, size_t n) {
+void lmp__handle_deliver_frame(void *ctx, const char *body, size_t n) {
   worker_handle *c = ctx;
   lua_State *L = c->L;
   payload_view *view;
@@ -329,7 +336,7 @@ static void deliver_frame(void *ctx, const char *body, size_t n) {
   counts[0] = lmp__frame_message_descriptors(body - LMP_FRAME_HEADER);
   counts[1] = lmp__frame_payload_descriptors(body - LMP_FRAME_HEADER);
   if (c->arrived.count < (size_t)(counts[0] + counts[1])) {
-    channel_broken(c, "a frame whose descriptors did not arrive with it");
+    lmp__handle_channel_broken(c, "a frame whose descriptors did not arrive with it");
     return;
   }
   message = lmp__arrivals_take(L, &c->arrived, counts[0]);
@@ -357,7 +364,7 @@ static void deliver_frame(void *ctx, const char *body, size_t n) {
     if (message) lmp__descriptors_close(message);
     if (payload) lmp__descriptors_close(payload);
     lua_pop(L, 4);
-    channel_broken(c, reason);
+    lmp__handle_channel_broken(c, reason);
     return;
   }
   /* The view, the message: call handler(message, view of the payload or nil). */
@@ -374,14 +381,21 @@ static void deliver_frame(void *ctx, const char *body, size_t n) {
   lua_pop(L, 3);
 }
 
+/* A frame from the socket: what the worker put in its ring before it
+ * goes first. */
+static void deliver_socket_frame(void *ctx, const char *body, size_t n) {
+  lmp__ring_before_socket_frame(ctx);
+  lmp__handle_deliver_frame(ctx, body, n);
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   worker_handle *c = stream->data;
   (void)buf;
   if (nread > 0) {
     c->inbox.bytes.len += (size_t)nread;
-    if (take_pending(c) != 0) channel_broken(c, "descriptors that could not be received");
+    if (take_pending(c) != 0) lmp__handle_channel_broken(c, "descriptors that could not be received");
     lmp__handle_cork();
-    if (lmp__inbox_frames(&c->inbox, deliver_frame, c) < 0) channel_broken(c, GARBAGE_HEADER);
+    if (lmp__inbox_frames(&c->inbox, deliver_socket_frame, c) < 0) lmp__handle_channel_broken(c, GARBAGE_HEADER);
     if (c->broken) c->inbox.bytes.len = c->inbox.used = 0;
     lmp__handle_uncork();
   } else if (nread < 0) {
@@ -407,17 +421,18 @@ static void drain_channel(worker_handle *c) {
     if (c->broken || c->L == NULL || uv_is_closing((uv_handle_t *)&c->channel)) break;
     lmp__inbox_alloc(&c->inbox, &buf);
     if (buf.base == NULL) break;
-    if (take_pending(c) != 0) channel_broken(c, "descriptors that could not be received");
+    if (take_pending(c) != 0) lmp__handle_channel_broken(c, "descriptors that could not be received");
     r = lmp__recv_keeping(&c->arrived, fd, buf.base,
                           buf.len < (size_t)available ? buf.len : (size_t)available, MSG_DONTWAIT);
     if (r < 0 && errno == EINTR) continue;
-    if (r < 0 && errno == EPROTO) channel_broken(c, "descriptors that could not be received");
+    if (r < 0 && errno == EPROTO) lmp__handle_channel_broken(c, "descriptors that could not be received");
     if (r <= 0) break;
     available -= (int)r;
     c->inbox.bytes.len += (size_t)r;
-    if (lmp__inbox_frames(&c->inbox, deliver_frame, c) < 0) channel_broken(c, GARBAGE_HEADER);
+    if (lmp__inbox_frames(&c->inbox, deliver_socket_frame, c) < 0) lmp__handle_channel_broken(c, GARBAGE_HEADER);
   }
   if (c->broken) c->inbox.bytes.len = c->inbox.used = 0;
+  lmp__ring_drain(c);
   lmp__handle_uncork();
 }
 
@@ -490,10 +505,12 @@ static int handle_gc(lua_State *L) {
   }
   c->reported = 1;
   c->lua_owned = 0;
+  lmp__ring_release(c);
   if (c->handles_open == 0) {
     lmp__arrivals_free(&c->arrived);
     lmp__inbox_free(&c->inbox);
     lmp__buffer_free(&c->outbox);
+    lmp__ring_release(c);
     free(c);
     return 0;
   }
@@ -522,7 +539,8 @@ static const luaL_Reg handle_methods[] = {
     {"keep_loop_alive", handle_keep_loop_alive},
     {"send", lmp__handle_send},  {"send_task", lmp__handle_send_task},
     {"close_input", lmp__handle_close_input},
-    {"kill", handle_kill},       {"pid", handle_pid}, {"close", handle_gc},
+    {"kill", handle_kill}, {"open_ring", lmp__handle_open_ring},
+    {"ring_counts", lmp__handle_ring_counts},       {"pid", handle_pid}, {"close", handle_gc},
     {NULL, NULL}};
 
 static const luaL_Reg process_functions[] = {
@@ -554,7 +572,11 @@ static void push_signals(lua_State *L) {
   }
 }
 
+static const lmp_ring_delivery ring_delivery = {
+    lmp__handle_deliver_frame, lmp__handle_channel_broken, lmp__handle_cork, lmp__handle_uncork};
+
 void lmp__open_process(lua_State *L) {
+  lmp__rings_deliver_with(&ring_delivery);
   push_signals(L);
   lua_setfield(L, -2, "signals");
   luaL_newmetatable(L, VIEW_META);

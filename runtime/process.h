@@ -41,6 +41,11 @@ typedef struct worker_handle {
   int term_signal;
   int pid;
   struct worker_handle *prev, *next; /* the live workers, for an interrupt */
+  struct lmp_ring *ring; /* the shared-memory ring, or NULL (process_ring.c) */
+  uint64_t ring_socket_delivered; /* the worker's socket frames delivered */
+  int ring_draining;
+  uint64_t ring_frames_out, ring_frames_in; /* frames that went through it */
+  struct worker_handle *ring_prev, *ring_next; /* the handles with a ring */
 } worker_handle;
 
 /* process.c: closes one of the handle's libuv handles; the last one closed frees it
@@ -71,6 +76,40 @@ void lmp__handle_unlist_flush(worker_handle *c);
 int lmp__handle_send(lua_State *L);
 int lmp__handle_send_task(lua_State *L);
 int lmp__handle_close_input(lua_State *L);
+/* process.c: hands a frame's body to the handle's Lua callback, and
+ * stops reading a channel that carried garbage. */
+void lmp__handle_deliver_frame(void *ctx, const char *body, size_t n);
+void lmp__handle_channel_broken(worker_handle *c, const char *reason);
+
+/* process_ring.c: the ring of a worker's channel, main process side.
+ * lmp__ring_open gives the handle a ring (0, or a libuv error code) and
+ * the descriptors for its worker in *ring_fd and *wake (the caller's to
+ * close); lmp__ring_send puts a frame in the ring (1) or
+ * counts it as going on the socket (0: the caller writes it there), or
+ * finds the worker gone (-1: nothing sent);
+ * lmp__ring_count_end counts the end of file; lmp__ring_drain delivers
+ * the worker's frames that wait (1 if any); lmp__ring_before_socket_frame
+ * comes before each frame read from the socket; lmp__ring_release unmaps
+ * it when the handle is freed. lmp__rings_forget_parent: in a forked child. */
+int lmp__ring_open(worker_handle *c, uv_loop_t *loop, int *ring_fd, int *wake);
+/* What the ring's side needs from the files above it, registered by
+ * process.c when lmp.core opens. */
+typedef struct lmp_ring_delivery {
+  void (*deliver)(void *handle, const char *body, size_t n);
+  void (*broken)(worker_handle *c, const char *reason);
+  void (*cork)(void);
+  void (*uncork)(void);
+} lmp_ring_delivery;
+void lmp__rings_deliver_with(const lmp_ring_delivery *d);
+/* process_send.c: handle:open_ring() and handle:ring_counts(). */
+int lmp__handle_open_ring(lua_State *L);
+int lmp__handle_ring_counts(lua_State *L);
+int lmp__ring_send(worker_handle *c, const uv_buf_t *bufs, size_t nbufs, size_t total, int carrying);
+void lmp__ring_count_end(worker_handle *c);
+int lmp__ring_drain(worker_handle *c);
+void lmp__ring_before_socket_frame(worker_handle *c);
+void lmp__ring_release(worker_handle *c);
+void lmp__rings_forget_parent(void);
 
 /* spawn.c: a worker made by forking, from this process (the "fork" start
  * method) or from the forkserver (forkserver.c). lmp__new_forked_handle

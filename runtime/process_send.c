@@ -301,6 +301,25 @@ static int send_encoded(lua_State *L, worker_handle *c, lmp_buffer *b, int box, 
   if (carrying)
     lmp__frame_set_descriptors(b->data, message_fds ? message_fds->n : 0,
                                payload && payload->descriptors ? payload->descriptors->n : 0);
+  /* With a ring, a frame that fits and carries no descriptor goes there
+   * (no system call unless the worker sleeps); any other is counted as
+   * going on the socket, so that the worker reads the two in order. */
+  if (c->ring != NULL) {
+    uv_buf_t ring_bufs[8];
+    size_t ring_n = 1;
+    int fits = !carrying && !(payload && !copy && 2 * payload->piece_count + 2 > 8);
+    if (fits) {
+      ring_bufs[0] = uv_buf_init(b->data, (unsigned int)b->len);
+      if (payload && !copy) ring_n += lmp__payload_bufs(payload, ring_bufs + 1);
+    }
+    int went = lmp__ring_send(c, ring_bufs, fits ? ring_n : 0, b->len + (copy ? 0 : payload_len),
+                              !fits);
+    if (went != 0) {
+      lmp__give_back_encode_box(L, box);
+      lua_pushboolean(L, went > 0);
+      return 1;
+    }
+  }
   /* A frame with descriptors is never corked: they go with its first
    * byte, which must leave now, in order. */
   if (corked && !carrying && (copy || !payload)) {
@@ -438,9 +457,35 @@ int lmp__handle_close_input(lua_State *L) {
   lmp__handle_unlist_flush(c);
   flush_outbox(c); /* what was sent goes before the end */
   c->input_closed = 1;
+  lmp__ring_count_end(c);
   req = malloc(sizeof *req);
   if (req == NULL) return luaL_error(L, "lmp: not enough memory");
   if (uv_shutdown(req, (uv_stream_t *)&c->channel, on_shutdown) != 0) free(req);
   return 0;
 }
 
+
+/* handle:open_ring() -> ring descriptor, wake-up descriptor: gives the
+ * handle a ring (process_ring.c) and returns duplicates of the two
+ * descriptors for the worker (the caller sends and closes them). Call
+ * before the first frame. Raises on failure, with nothing changed. */
+int lmp__handle_open_ring(lua_State *L) {
+  worker_handle *c = lmp__check_handle(L);
+  int fd, wake, r;
+  if (c->ring != NULL) return luaL_error(L, "lmp: the worker has a ring already");
+  if ((r = lmp__ring_open(c, lmp__loop(L), &fd, &wake)) != 0)
+    return luaL_error(L, "lmp: cannot make a ring: %s", uv_strerror(r));
+  lua_pushinteger(L, fd);
+  lua_pushinteger(L, wake);
+  return 2;
+}
+
+/* handle:ring_counts() -> frames sent and received through the ring, or
+ * nothing when the worker has none. */
+int lmp__handle_ring_counts(lua_State *L) {
+  worker_handle *c = lmp__check_handle(L);
+  if (c->ring == NULL) return 0;
+  lua_pushinteger(L, (lua_Integer)c->ring_frames_out);
+  lua_pushinteger(L, (lua_Integer)c->ring_frames_in);
+  return 2;
+}

@@ -1,7 +1,8 @@
 /* The layer of transports and OS objects: SIGPIPE shielding (sigpipe.c),
  * digests (digest.c), the resource tracker (tracker.c), the terminal
  * (terminal.c), shared memory (shared.c), futex-based locks (futex.c,
- * waiter.c, sync.c), feeders (feeder.c), worker
+ * waiter.c, sync.c), feeders (feeder.c), the ring beside a worker's
+ * channel (ring.c, ring.h; channel_ring.c, process_ring.c), worker
  * processes (process_send.c, process.c, spawn.c), servers (server.c),
  * descriptor watches and sentinels (watch.c) and Listener sockets
  * (listener.c).

@@ -97,10 +97,19 @@ describe("the comparison of the contract", function()
   end)
 end)
 
+-- Each transport, and each that can have one with the shared-memory ring
+-- beside its socket (the "ring" option): the corpus goes through the ring.
+local runs = {}
 for _, method in ipairs{"spawn", "fork", "forkserver", "double"} do
-  describe(("a %s pool carries the corpus"):format(method), function()
+  runs[#runs + 1] = {method, false}
+  if method ~= "double" then runs[#runs + 1] = {method, true} end
+end
+for _, run in ipairs(runs) do
+  local method, ring = run[1], run[2]
+  describe(("a %s pool%s carries the corpus"):format(method, ring and " with a ring" or ""),
+           function()
     local pool
-    setup(function() pool = lmp.Pool{processes = 2, start_method = method} end)
+    setup(function() pool = lmp.Pool{processes = 2, start_method = method, ring = ring} end)
     teardown(function()
       pool:close()
       pool:join()
@@ -215,7 +224,7 @@ for _, method in ipairs{"spawn", "fork", "forkserver", "double"} do
     end
 
     it("an executor's submit and map", function()
-      local ex <close> = lmp.ProcessPoolExecutor{max_workers = 2, start_method = method}
+      local ex <close> = lmp.ProcessPoolExecutor{max_workers = 2, start_method = method, ring = ring}
       for _, case in ipairs(cases) do
         local args = case.args()
         local bytes = contract.pack(args)
@@ -243,7 +252,7 @@ for _, method in ipairs{"spawn", "fork", "forkserver", "double"} do
     it("an executor's map of values nested at the limit", function()
       -- ex:map wraps each item in an argument list: that level is lmp's
       -- wrapping, not counted against the limit.
-      local ex <close> = lmp.ProcessPoolExecutor{max_workers = 1, start_method = method}
+      local ex <close> = lmp.ProcessPoolExecutor{max_workers = 1, start_method = method, ring = ring}
       for v in ex:map(contract.depth_of, {contract.nest(200)}) do assert.equal(200, v) end
     end)
 
@@ -262,7 +271,7 @@ for _, method in ipairs{"spawn", "fork", "forkserver", "double"} do
         end
       end
       initargs[1], initargs[2] = names, bytes
-      local p <close> = lmp.Pool{processes = 1, start_method = method,
+      local p <close> = lmp.Pool{processes = 1, start_method = method, ring = ring,
         initializer = function(case_names, expected, ...)
           CONTRACT_INIT = table.pack(...)
           for i, name in ipairs(case_names) do
@@ -275,11 +284,23 @@ for _, method in ipairs{"spawn", "fork", "forkserver", "double"} do
       for i, name in ipairs(names) do
         contract.verify(name, bytes[i], got[i], "initargs, as they came back")
       end
-      local q <close> = lmp.Pool{processes = 1, start_method = method,
+      local q <close> = lmp.Pool{processes = 1, start_method = method, ring = ring,
         initializer = function(...) CONTRACT_INIT = table.pack(...) end,
         initargs = {nil, false, nil, n = 3}}
       assert.same({nil, false, nil, n = 3}, q:apply(function() return CONTRACT_INIT end))
     end)
+
+    if ring then
+      it("the corpus went through the ring, both ways", function()
+        local out, back = 0, 0
+        for _, w in ipairs(pool.workers) do
+          local sent, received = w.handle:ring_counts()
+          out, back = out + sent, back + received
+        end
+        assert.is_true(out > 100, "frames to the workers through the ring: " .. out)
+        assert.is_true(back > 100, "frames from the workers through the ring: " .. back)
+      end)
+    end
   end)
 end
 

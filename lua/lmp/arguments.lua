@@ -70,7 +70,7 @@ local MAP_ASYNC_OPTIONS = {"chunksize", "timeout", "progress", "callback", "erro
 local APPLY_ASYNC_OPTIONS = {"timeout", "callback", "error_callback"}
 local POOL_OPTIONS = {"processes", "initializer", "initargs", "maxtasksperchild",
   "max_tasks_per_child", "task_timeout", "progress", "start_method", "start_options",
-  "kill_orphans", "context"}
+  "kill_orphans", "context", "ring"}
 
 local function options_of(opts, argn, fname, known)
   if opts == nil then return NO_OPTIONS end

@@ -155,7 +155,7 @@ end
 -- ---- the executor --------------------------------------------------------
 
 local EXECUTOR_OPTIONS = {"max_workers", "initializer", "initargs", "max_tasks_per_child",
-  "start_method", "start_options", "mp_context"}
+  "start_method", "start_options", "mp_context", "ring"}
 local MAP_OPTIONS = {"chunksize", "timeout", "progress"}
 local SHUTDOWN_OPTIONS = {"wait", "cancel_futures"}
 local WAIT_OPTIONS = {"timeout", "return_when"}
@@ -201,7 +201,8 @@ function executor.new(opts)
   local p = pool.new({processes = workers, initializer = opts.initializer,
                       initargs = opts.initargs, maxtasksperchild = opts.max_tasks_per_child,
                       start_method = opts.start_method,
-                      start_options = opts.start_options, context = opts.mp_context},
+                      start_options = opts.start_options, context = opts.mp_context,
+                      ring = opts.ring},
                      "ProcessPoolExecutor")
   local ex = setmetatable({pool = p, futures = setmetatable({}, {__mode = "k"})}, Executor)
   live[ex] = true

@@ -86,6 +86,15 @@ local function new_pool(opts, fname)
   if opts.kill_orphans ~= nil and type(opts.kill_orphans) ~= "boolean" then
     argument_error(1, fname, "kill_orphans must be a boolean")
   end
+  if opts.ring ~= nil and type(opts.ring) ~= "boolean" then
+    argument_error(1, fname, "ring must be a boolean")
+  end
+  -- The shared-memory ring beside each worker's socket: asked for, or
+  -- LMP_RING=1 in the environment; for the workers of this machine only.
+  local ring = opts.ring
+  if ring == nil then ring = os.getenv("LMP_RING") == "1" end
+  ring = ring and (start_method == "spawn" or start_method == "fork"
+                   or start_method == "forkserver")
 
   local self = setmetatable({
     processes = processes,
@@ -102,6 +111,7 @@ local function new_pool(opts, fname)
     start_options = opts.start_options,
     start_failures = 0,
     kill_orphans = opts.kill_orphans == true,
+    ring = ring,
   }, Pool)
   self.ref = weak_ref(self)
   local initargs = opts.initargs and table.pack(table.unpack(opts.initargs, 1,

@@ -84,7 +84,20 @@ function Pool:_start_worker()
   local config = self.config
   config.name = "PoolWorker-" .. w.identity
   config.identity = {w.identity}
-  handle:send(protocol.init(config), nil, "initializer")
+  if not self.ring then
+    handle:send(protocol.init(config), nil, "initializer")
+    return
+  end
+  -- The ring's descriptors travel with the init message; the worker has
+  -- its own copies once it is sent.
+  local ring_fd, wake_fd = handle:open_ring()
+  local ring_end, wake_end = core.connection(ring_fd, "duplex"), core.connection(wake_fd, "duplex")
+  config.ring = {ring_end, wake_end}
+  local ok, err = pcall(handle.send, handle, protocol.init(config), nil, "initializer")
+  config.ring = nil
+  ring_end:close()
+  wake_end:close()
+  if not ok then error(err, 0) end
 end
 
 -- The pool cannot go on (workers keep dying at start, or the initializer

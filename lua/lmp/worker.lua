@@ -242,6 +242,15 @@ function worker.main()
   if init == nil then return 0 end
   if protocol.tag(init) ~= "init" then return unknown_message(init) end
   local config = protocol.read_init(init)
+  -- A ring beside the socket (process_ring.c): frames come and go through
+  -- it from now on.
+  if type(config.ring) == "table" then
+    local ring_end, wake_end = config.ring[1], config.ring[2]
+    core.ring_attach(ring_end:fileno(), wake_end:fileno())
+    ring_end:close()
+    wake_end:close()
+    config.ring = nil
+  end
   if init_missing then
     core.channel_send(protocol.init_error(serialize_failure("the initializer or its arguments",
       missing_in(config) or table.concat(init_missing, "; "))))

@@ -1,0 +1,107 @@
+/* A worker's side of the ring beside its channel (ring.h; protocol.md,
+ * "The ring"): frames come from the ring or the socket in the order the
+ * main process sent them, by the count of socket frames each ring frame
+ * records, and answers go into the ring when they fit. Blocking, as the
+ * rest of the worker's channel (channel.c, which calls this). Part of the
+ * transport layer; internal. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "channel.h"
+#include "ring.h"
+#include "transport.h"
+
+static lmp_ring *worker_ring;
+static int ring_wake_fd = -1;
+/* Frames read from and written to the socket, the end of file included. */
+static uint64_t socket_frames_read, socket_frames_sent;
+/* The ring frame last returned: it is decoded where it lies, and popped
+ * at the next call. */
+static size_t ring_taken;
+static int ring_frame_held;
+
+/* How long a worker sleeps on its ring before it looks whether its main
+ * process is gone (the socket's end of file wakes no futex). */
+#define RING_CHECK_NS 100000000
+
+int lmp__worker_ring_active(void) { return worker_ring != NULL; }
+
+void lmp__worker_ring_socket_read(void) { socket_frames_read++; }
+
+int lmp__worker_ring_next(const char **body, size_t *n) {
+  lmp_ring_side *s = &worker_ring->to_worker;
+  if (ring_frame_held) {
+    lmp__ring_pop(s, ring_taken);
+    ring_frame_held = 0;
+  }
+  for (;;) {
+    const char *frame;
+    size_t length;
+    uint64_t before;
+    int got = lmp__ring_peek(worker_ring, s, &frame, &length, &before);
+    if (got < 0 || (got > 0 && (length < LMP_FRAME_HEADER ||
+                                lmp__frame_length(frame) != length - LMP_FRAME_HEADER)))
+      return -1;
+    if (got > 0 && before <= socket_frames_read) {
+      ring_taken = length;
+      ring_frame_held = 1;
+      *body = frame + LMP_FRAME_HEADER;
+      *n = length - LMP_FRAME_HEADER;
+      return 1;
+    }
+    if (got > 0 || __atomic_load_n(&s->socket_sent, __ATOMIC_ACQUIRE) > socket_frames_read)
+      return 0;
+    if (!lmp__ring_wait(worker_ring, s, socket_frames_read, lmp__spin_ns(), RING_CHECK_NS)) {
+      struct pollfd pfd;
+      pfd.fd = LMP_CHANNEL_FD;
+      pfd.events = POLLIN;
+      /* Something on the socket that no count announced: its end. */
+      if (poll(&pfd, 1, 0) > 0) return 0;
+    }
+  }
+}
+
+int lmp__worker_ring_send(const struct iovec *iov, int n, size_t total, int carrying) {
+  int woke = -1, went = 0;
+  if (!carrying)
+    woke = lmp__ring_push(worker_ring, &worker_ring->to_main, iov, n, total, socket_frames_sent);
+  if (woke >= 0) {
+    went = 1;
+  } else {
+    socket_frames_sent++;
+    woke = lmp__ring_count_socket(&worker_ring->to_main);
+  }
+  if (woke == 1) {
+    uint64_t one = 1;
+    /* A main process that is gone reads nothing: the write may fail. */
+    if (write(ring_wake_fd, &one, sizeof one) < 0) (void)0;
+  }
+  return went;
+}
+
+int lmp__core_ring_attach(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1), wake = (int)luaL_checkinteger(L, 2), r;
+  lmp_ring *ring;
+  if (worker_ring != NULL) return luaL_error(L, "lmp: the worker has a ring already");
+  if ((wake = fcntl(wake, F_DUPFD_CLOEXEC, 0)) < 0)
+    return luaL_error(L, "lmp: cannot take the ring: %s", strerror(errno));
+  if ((r = lmp__ring_map(fd, &ring)) != 0) {
+    close(wake);
+    return luaL_error(L, "lmp: cannot take the ring: %s", strerror(-r));
+  }
+  worker_ring = ring;
+  ring_wake_fd = wake;
+  return 0;
+}
+
+void lmp__channel_forget_ring(void) {
+  /* Unmapped: a child has no business with its parent's ring. */
+  lmp__ring_unmap(worker_ring);
+  worker_ring = NULL;
+  ring_wake_fd = -1;
+  ring_frame_held = 0;
+  socket_frames_read = socket_frames_sent = 0;
+}
