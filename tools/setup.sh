@@ -2,7 +2,7 @@
 # Installs what lmp needs to build and test, from Debian's packages, when it
 # is missing; does nothing when everything is there.
 set -e
-PACKAGES="gcc make pkg-config liblua5.4-dev lua5.4 libuv1-dev lua-busted luarocks lua-luv python3 tmux"
+PACKAGES="gcc make pkg-config liblua5.4-dev lua5.4 libuv1-dev lua-busted luarocks lua-luv lua-socket python3 tmux"
 # Open MPI, for the MPI transport (make MPI=1), only when asked:
 # LMP_SETUP_MPI=1 make setup, or tools/setup.sh mpi. (iproute2: the MPI
 # spec's two simulated hosts are network namespaces made with ip.)
