@@ -50,108 +50,152 @@ int lmp__put_number(lua_State *L, int idx, lmp_buffer *out) {
 /* Below this many values the general table encoding is as short. */
 #define NUMBER_ARRAY_MIN 4
 
-/* The narrowest width (1, 2, 4 or 8 bytes) that holds every integer from
- * lo to hi, as a signed number. */
-static unsigned width_of(int64_t lo, int64_t hi) {
-  if (lo >= INT8_MIN && hi <= INT8_MAX) return 1;
-  if (lo >= INT16_MIN && hi <= INT16_MAX) return 2;
-  if (lo >= INT32_MIN && hi <= INT32_MAX) return 4;
+/* The narrowest width (1, 2, 4 or 8 bytes) that holds v as a signed
+ * number. */
+static unsigned width_of(int64_t v) {
+  if (v >= INT8_MIN && v <= INT8_MAX) return 1;
+  if (v >= INT16_MIN && v <= INT16_MAX) return 2;
+  if (v >= INT32_MIN && v <= INT32_MAX) return 4;
   return 8;
 }
 
-/* Narrows `count` int64 values at p to `width` bytes each, in place (each
- * write lands at or before what it reads). */
-static void narrow(unsigned char *p, size_t count, unsigned width) {
-  size_t i;
-  for (i = 0; i < count; i++) {
-    int64_t v;
-    memcpy(&v, p + i * 8, 8);
-    if (width == 1) {
-      int8_t w = (int8_t)v;
-      memcpy(p + i, &w, 1);
-    } else if (width == 2) {
-      int16_t w = (int16_t)v;
-      memcpy(p + i * 2, &w, 2);
-    } else if (width == 4) {
-      int32_t w = (int32_t)v;
-      memcpy(p + i * 4, &w, 4);
-    }
+/* Whether v fits in `width` bytes as a signed number. */
+static int fits(int64_t v, unsigned width) {
+  switch (width) {
+    case 1: return v >= INT8_MIN && v <= INT8_MAX;
+    case 2: return v >= INT16_MIN && v <= INT16_MAX;
+    case 4: return v >= INT32_MIN && v <= INT32_MAX;
+    default: return 1;
   }
 }
 
+static void put_width(unsigned char *b, int64_t v, unsigned width) {
+  if (width == 1) {
+    int8_t w = (int8_t)v;
+    memcpy(b, &w, 1);
+  } else if (width == 2) {
+    int16_t w = (int16_t)v;
+    memcpy(b, &w, 2);
+  } else if (width == 4) {
+    int32_t w = (int32_t)v;
+    memcpy(b, &w, 4);
+  } else {
+    memcpy(b, &v, 8);
+  }
+}
+
+static int64_t get_width(const unsigned char *b, unsigned width) {
+  if (width == 1) return (int8_t)*b;
+  if (width == 2) {
+    int16_t w;
+    memcpy(&w, b, 2);
+    return w;
+  }
+  if (width == 4) {
+    int32_t w;
+    memcpy(&w, b, 4);
+    return w;
+  }
+  {
+    int64_t w;
+    memcpy(&w, b, 8);
+    return w;
+  }
+}
+
+/* Rewrites `count` values at p from `from` bytes each to `to` (wider), in
+ * place: from the last down, each write lands at or after what it reads
+ * and after every value still to read. */
+static void widen(unsigned char *p, size_t count, unsigned from, unsigned to) {
+  size_t i = count;
+  while (i-- > 0) put_width(p + i * to, get_width(p + i * from, from), to);
+}
+
 int lmp__encode_number_array(lua_State *L, int idx, lmp_buffer *out) {
-  size_t start = out->len, header, hint;
-  lua_Integer next_index = 1;
-  int is_float, key;
-  int64_t lo = 0, hi = 0;
-  uint32_t count;
-  unsigned width;
+  size_t start = out->len, header, count = 0, room = 0;
+  int key, is_float;
+  unsigned width = 1;
+  uint32_t count32;
+  unsigned char *b;
   /* Whether the table holds keys 1..n and nothing else, and values of one
    * number subtype, is only known at the end of a pass of lua_next (a
    * length operator would not see a hole or an extra key): the values are
    * written as they come, and the bytes dropped if the table turns out
-   * not to be one. */
+   * not to be one. The calls into Lua are nearly all the cost, so each
+   * value takes as few as a sound check allows: lua_next, two for its key
+   * (its subtype: a string key "5" reads as 5), two for its value, one to
+   * pop it. Reading the values by index instead (lua_rawgeti) is cheaper
+   * per value, but only a pass of lua_next can tell that no other key is
+   * there, and the two passes cost more than this one. */
   lua_pushnil(L);
   key = lua_gettop(L);
   if (!lua_next(L, idx)) return 0; /* empty: lua_next popped the key */
   if (lua_type(L, key + 1) != LUA_TNUMBER) {
-    lua_pop(L, 2);
+    lua_settop(L, key - 1);
     return 0;
   }
   is_float = !lua_isinteger(L, key + 1);
-  /* The tag, a u32 count and, for integers, a width byte: patched at the
-   * end. The length is only a hint for the room to make (the border of a
-   * sparse table can be far larger than its keys: capped). */
   header = is_float ? 5 : 6;
-  hint = lua_rawlen(L, idx);
-  if (hint > ((size_t)1 << 21)) hint = (size_t)1 << 21;
-  if (lmp__buffer_reserve(out, header + hint * 8) != 0) goto oom;
+  if (lmp__buffer_reserve(out, header) != 0) goto oom;
   out->len += header;
+  b = (unsigned char *)out->data + out->len;
   for (;;) {
-    unsigned char *b;
-    if (!lua_isinteger(L, key) || lua_tointeger(L, key) != next_index ||
-        next_index == UINT32_MAX)
+    if (!lua_isinteger(L, key) || lua_tointegerx(L, key, NULL) != (lua_Integer)count + 1 ||
+        count == UINT32_MAX - 1)
       goto not_one;
-    if (out->cap - out->len < 8 && lmp__buffer_reserve(out, 8) != 0) goto oom;
-    b = (unsigned char *)out->data + out->len;
+    if (room == 0) {
+      /* Room for a batch at a time: the length of the table is no guide
+       * (the border of a sparse table can be far larger than its keys). */
+      out->len = start + header + count * (is_float ? 8 : width);
+      if (lmp__buffer_reserve(out, 1024 * (is_float ? 8 : width)) != 0) goto oom;
+      b = (unsigned char *)out->data + out->len;
+      room = 1024;
+    }
     if (is_float) {
       double d;
       if (lua_type(L, key + 1) != LUA_TNUMBER || lua_isinteger(L, key + 1)) goto not_one;
-      d = (double)lua_tonumber(L, key + 1);
+      d = (double)lua_tonumberx(L, key + 1, NULL);
       memcpy(b, &d, 8);
+      b += 8;
     } else {
       int64_t v;
       if (!lua_isinteger(L, key + 1)) goto not_one;
-      v = (int64_t)lua_tointeger(L, key + 1);
-      if (v < lo) lo = v;
-      if (v > hi) hi = v;
-      memcpy(b, &v, 8);
+      v = (int64_t)lua_tointegerx(L, key + 1, NULL);
+      if (!fits(v, width)) {
+        /* Rare (at most three times an array): what is written so far
+         * moves to wider slots. */
+        unsigned wider = width_of(v);
+        out->len = start + header + count * width;
+        if (lmp__buffer_reserve(out, count * (wider - width) + room * wider) != 0) goto oom;
+        widen((unsigned char *)out->data + start + header, count, width, wider);
+        width = wider;
+        b = (unsigned char *)out->data + start + header + count * width;
+      }
+      put_width(b, v, width);
+      b += width;
     }
-    out->len += 8;
-    next_index++;
+    count++;
+    room--;
     lua_settop(L, key);
     if (!lua_next(L, idx)) break;
   }
-  count = (uint32_t)(next_index - 1);
+  lua_settop(L, key - 1);
+  out->len = start + header + count * (is_float ? 8 : width);
   if (count < NUMBER_ARRAY_MIN) {
     out->len = start;
     return 0;
   }
+  count32 = (uint32_t)count;
   out->data[start] = (char)(is_float ? T_FLOAT_ARRAY : T_INT_ARRAY);
-  memcpy(out->data + start + 1, &count, 4);
-  if (!is_float) {
-    width = width_of(lo, hi);
-    out->data[start + 5] = (char)width;
-    narrow((unsigned char *)out->data + start + 6, count, width);
-    out->len = start + 6 + (size_t)count * width;
-  }
+  memcpy(out->data + start + 1, &count32, 4);
+  if (!is_float) out->data[start + 5] = (char)width;
   return 1;
 not_one:
-  lua_pop(L, 2);
+  lua_settop(L, key - 1);
   out->len = start;
   return 0;
 oom:
-  lua_pop(L, 2);
+  lua_settop(L, key - 1);
   out->len = start;
   return -1;
 }

@@ -249,6 +249,27 @@ static int payload_encode_list(lua_State *L) {
   return 1;
 }
 
+/* core.plain_items(list, first, count) -> boolean: whether every item of
+ * list[first .. first + count - 1] is nil, a boolean, a number or a
+ * string, values whose encoding cannot be refused. A map whose items are
+ * all plain sends its first tasks before encoding the rest: nothing it
+ * sends early can turn out to belong to a call that fails. */
+static int payload_plain_items(lua_State *L) {
+  lua_Integer first = luaL_checkinteger(L, 2), count = luaL_checkinteger(L, 3), i;
+  int plain = 1;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  for (i = 0; i < count && plain; i++) {
+    switch (lua_rawgeti(L, 1, first + i)) {
+      case LUA_TNIL: case LUA_TBOOLEAN: case LUA_TNUMBER: case LUA_TSTRING: break;
+      default: plain = 0;
+    }
+    lua_settop(L, 1);
+  }
+  lua_pushboolean(L, plain);
+  return 1;
+}
+
 /* core.new_table(narray, nhash): a table made at its final size, so that
  * filling a million results does not rehash it twenty times. */
 static int payload_new_table(lua_State *L) {
@@ -262,7 +283,7 @@ static int payload_new_table(lua_State *L) {
 static const luaL_Reg payload_functions[] = {
     {"dumps", payload_dumps},   {"loads", payload_loads},
     {"encode", payload_encode}, {"encode_list", payload_encode_list},
-    {"new_table", payload_new_table},
+    {"new_table", payload_new_table}, {"plain_items", payload_plain_items},
     {NULL, NULL}};
 
 void lmp__open_payload(lua_State *L) {

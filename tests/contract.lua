@@ -339,6 +339,25 @@ local cases = {
     local b = {1, 2, 3, 4, 5}
     return list(a, {a, b, x = a}, b, {[a] = b})
   end},
+  {name = "number arrays: integers that widen as they come, across the encoder's batches",
+   args = function()
+    local late, first, steps = {}, {}, {}
+    for i = 1, 1500 do late[i] = i % 9; first[i] = -(i % 9); steps[i] = i % 5 end
+    late[1500] = math.mininteger
+    first[1] = 1 << 40
+    steps[1024], steps[1025], steps[1400] = 300, -70000, 1 << 33
+    return list(late, first, steps)
+  end},
+  {name = "number arrays: keys that only look like 1..n, keys 1..n in the hash part", args = function()
+    local string_key = {1, 2, 3, 4}
+    string_key["5"] = 5
+    local descending = {}
+    for i = 40, 1, -1 do descending[i] = i / 4 end
+    local non_number_last = {}
+    for i = 1, 2000 do non_number_last[i] = i end
+    non_number_last[2000] = true
+    return list(string_key, descending, non_number_last, {[0] = 0.5, 1.5, 2.5, 3.5, 4.5})
+  end},
   {name = "strings: empty, binary, embedded zeros", args = function()
     return list("", "plain", all_bytes, "a\0b\0\0c", all_bytes:reverse():rep(4))
   end},

@@ -431,6 +431,68 @@ describe("Pool", function()
     f:close()
   end)
 
+  it("a map of plain items sends its first tasks before it encodes the rest", function()
+    -- The third task's encoding waits (in this process) until a worker has
+    -- started on the first item: it only can if the first tasks went out
+    -- before the rest were encoded.
+    local core = require "lmp.core"
+    local marker = os.tmpname()
+    local seen, calls, encode_list = false, 0, core.encode_list
+    core.encode_list = function(...)
+      calls = calls + 1
+      local deadline = core.hrtime() + 10
+      while calls == 3 and not seen and core.hrtime() < deadline do
+        local f = io.open(marker)
+        seen = f:read("a") == "started"
+        f:close()
+      end
+      return encode_list(...)
+    end
+    local ok, results = pcall(pool.map, pool, function(x)
+      if x == "first" then
+        local f = io.open(marker, "w")
+        f:write("started")
+        f:close()
+      end
+      return x
+    end, {"first", "second", "third"}, 1)
+    core.encode_list = encode_list
+    os.remove(marker)
+    assert.is_true(ok, results)
+    assert.is_true(seen)
+    assert.same({"first", "second", "third", n = 3}, results)
+  end)
+
+  it("an unsendable item late in a map fails the call, and nothing of the call runs", function()
+    local items = {}
+    for i = 1, 200 do items[i] = i end
+    items[150] = coroutine.create(print)
+    local marker = os.tmpname()
+    local called = false
+    local function mark(x)
+      local f = io.open(marker, "a")
+      f:write(x, " ")
+      f:close()
+      return x
+    end
+    local ok, err = pcall(pool.map_async, pool, mark, items, {chunksize = 10,
+      callback = function() called = true end, error_callback = function() called = true end})
+    assert.is_false(ok)
+    assert.equal("serialize", err.kind)
+    assert.matches("cannot send a coroutine at args%[150%]", err.message)
+    ok, err = pcall(pool.map, pool, mark, items, 10)
+    assert.is_false(ok)
+    assert.matches("cannot send a coroutine at args%[150%]", err.message)
+    assert.same({1, 4, 9, 16, 25, n = 5}, pool:map(square, {1, 2, 3, 4, 5}))
+    lmp.sleep(0.1)
+    local f = io.open(marker)
+    local ran = f:read("a")
+    f:close()
+    os.remove(marker)
+    assert.equal("", ran)
+    assert.is_false(called)
+  end)
+
   it("a function that captured the pool is refused naming the pool", function()
     local ok, err = pcall(pool.map, pool, function(x) return pool and x end, {1})
     assert.is_false(ok)

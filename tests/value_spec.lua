@@ -291,6 +291,86 @@ describe("value format", function()
       end
     end)
 
+    it("integers wider than the ones before them, early, late and across batches", function()
+      -- The encoder writes each integer in the width of those before it
+      -- and widens what it wrote when one does not fit: the bytes must
+      -- come out in the narrowest width of the whole array.
+      local function check(ints, width)
+        local bytes = lmp.dumps(ints)
+        assert.equal(T_INT_ARRAY, bytes:sub(2, 2))
+        assert.equal(width, bytes:byte(7))
+        assert.equal(1 + 1 + 4 + 1 + #ints * width, #bytes)
+        local back = lmp.loads(bytes)
+        assert.equal(#ints, #back)
+        for i = 1, #ints do
+          if back[i] ~= ints[i] or math.type(back[i]) ~= "integer" then
+            error(("element %d: %s, expected %d"):format(i, tostring(back[i]), ints[i]))
+          end
+        end
+      end
+      for _, n in ipairs {4, 1023, 1024, 1025, 3000} do
+        local ints = {}
+        for i = 1, n do ints[i] = i % 100 - 50 end
+        check(ints, 1)
+        ints[1] = 1000
+        check(ints, 2)
+        ints[n // 2] = -100000
+        check(ints, 4)
+        ints[n] = math.mininteger
+        check(ints, 8)
+      end
+      local steps = {}
+      for i = 1, 2100 do steps[i] = i % 7 end
+      steps[1024], steps[1025], steps[2100] = 200, 40000, 1 << 40
+      check(steps, 8)
+    end)
+
+    it("a million of each, and one that is not one at its last element", function()
+      local floats, ints = {}, {}
+      for i = 1, 1000000 do floats[i] = i + 0.25; ints[i] = i % 100 end
+      assert.equal(T_FLOAT_ARRAY, tag_of(floats))
+      assert.equal(T_INT_ARRAY, tag_of(ints))
+      assert.equal(1 + 1 + 4 + 1 + 1000000, #lmp.dumps(ints))
+      assert.same(floats, round_trip(floats))
+      assert.same(ints, round_trip(ints))
+      ints[1000000], floats[1000000] = "last", 7
+      assert.equal(T_TABLE, tag_of(ints))
+      assert.equal(T_TABLE, tag_of(floats))
+      local back = round_trip(floats)
+      assert.equal("integer", math.type(back[1000000]))
+      assert.equal(0.25 + 999999, back[999999])
+      assert.equal("last", round_trip(ints)[1000000])
+    end)
+
+    it("keys that only look like 1..n take the general encoding and keep their types", function()
+      -- "5" reads as 5 to lua_tointeger, and comes fifth in the
+      -- traversal: it is still a string key.
+      local string_key = {1, 2, 3, 4}
+      string_key["5"] = 5
+      local float_key = {1.5, 2.5, 3.5, 4.5}
+      float_key[5.5] = 1.5
+      local zero_key = {[0] = 0, 1, 2, 3, 4}
+      -- Keys 1..n put in from the top down live in the hash part, in no
+      -- particular order: whatever the encoding, each value stays at its
+      -- key.
+      local descending = {}
+      for i = 300, 1, -1 do descending[i] = i * 3 end
+      for _, t in ipairs {string_key, float_key, zero_key, descending} do
+        local back = round_trip(t)
+        local keys = 0
+        for k, v in pairs(t) do
+          keys = keys + 1
+          assert.equal(math.type(v), math.type(back[k]))
+          assert.equal(v, back[k])
+        end
+        for _ in pairs(back) do keys = keys - 1 end
+        assert.equal(0, keys)
+      end
+      assert.equal(T_TABLE, tag_of(string_key))
+      assert.is_nil(round_trip(string_key)[5])
+      assert.equal(5, round_trip(string_key)["5"])
+    end)
+
     it("an array met twice is one table on arrival, also as its own element's neighbour", function()
       local a = {1.5, 2.5, 3.5, 4.5}
       local back = round_trip({a, a, {a}, b = a})

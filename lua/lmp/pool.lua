@@ -137,8 +137,16 @@ local function new_pool(opts, fname)
   return self
 end
 
--- Splits the items into tasks, all encoded before any is queued (map reads
--- its whole input, as Python's does).
+-- Splits the items into tasks and queues them. When every item is plain
+-- data (core.plain_items: nothing in it can be refused), the first task of
+-- each worker is encoded and sent before the others are encoded, so that
+-- on a pool that has just finished a map the workers start on the next one
+-- while this process encodes the rest. Otherwise every task is encoded
+-- before any is sent: an item that cannot be sent fails the call, naming
+-- where it was, and nothing of the call runs. (Should encoding fail after
+-- the first tasks went out, only for want of memory, the job is let go of
+-- without a word: no callback, nothing pending, their answers dropped.)
+-- map reads its whole input first, as Python's does.
 local function submit_all(self, job, fn, mode, read, total, chunksize, timeout, array)
   if not array then
     array, total = {}, 0
@@ -163,17 +171,24 @@ local function submit_all(self, job, fn, mode, read, total, chunksize, timeout, 
   else
     sizes = chunking.chunk_plan(total, self.processes)
   end
-  local tasks, first = {}, 1
-  for i, size in ipairs(sizes) do
-    tasks[i] = new_task(job, fn, mode, array, first, size, first, timeout)
-    first = first + size
-  end
   job.total = total
   -- The result table (made at its final size when the first chunk comes
   -- back, while the workers run the next ones).
   if total == 0 then job.results = {n = 0} end
   if job.bar then job.bar.total = total end
-  for _, task in ipairs(tasks) do self:_enqueue(task) end
+  local first, early = 1, #sizes
+  if early > self.processes and core.plain_items(array, 1, total) then early = self.processes end
+  local ok, err = pcall(function()
+    for i, size in ipairs(sizes) do
+      self:_enqueue(new_task(job, fn, mode, array, first, size, first, timeout))
+      first = first + size
+      if i == early then self:_pump() end
+    end
+  end)
+  if not ok then
+    job.done = true
+    error(err, 0)
+  end
   job:_queued()
   if total == 0 then job:_finish(nil) end
   self:_pump()
