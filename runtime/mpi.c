@@ -296,19 +296,21 @@ static void serve(char **argv) {
 
 /* ---- rank 0: the progress thread ---------------------------------------- */
 
-typedef struct peer {
-  int busy;          /* a handle holds this rank (guarded by lock) */
-  int fd, report;    /* our ends of its channel and report sockets, or -1 */
-  int eof, lost;
-  int status[2];     /* its report, once lost */
-  queue q;           /* what it sent, for the channel */
-} peer;
-
 /* What the main thread asks of the progress thread. */
 typedef struct command {
   int kind, dest, arg, fd, report;
   struct command *next;
 } command;
+
+typedef struct peer {
+  int busy;          /* a handle holds this rank (guarded by lock) */
+  int reserved;      /* handles started on it, not yet given it (lock) */
+  int fd, report;    /* our ends of its channel and report sockets, or -1 */
+  command *waiting;  /* the starts that wait for its handle to let go */
+  int eof, lost;
+  int status[2];     /* its report, once lost */
+  queue q;           /* what it sent, for the channel */
+} peer;
 
 static peer *peers;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -317,6 +319,7 @@ static int wake[2] = {-1, -1};
 static pthread_t thread;
 static int thread_running, stopping;
 static pid_t joined_by; /* the process that called MPI_Init */
+static int set_ucx_errors; /* UCX_HANDLE_ERRORS is lmp's, not the user's */
 
 static void ask(int kind, int dest, int arg, int fd, int report) {
   command *c = malloc(sizeof *c);
@@ -331,15 +334,33 @@ static void ask(int kind, int dest, int arg, int fd, int report) {
   while (write(wake[1], &byte, 1) < 0 && errno == EINTR) {}
 }
 
+/* Gives rank r to the handle whose sockets these are. */
+static void attach(int r, int fd, int report) {
+  peer *p = &peers[r];
+  p->fd = fd, p->report = report, p->eof = p->lost = 0;
+  pthread_mutex_lock(&lock);
+  p->reserved--;
+  pthread_mutex_unlock(&lock);
+  post(r, M_START, NULL, 0);
+}
+
+/* Rank r's handle is done with it: the rank is free, or goes at once to
+ * the first handle that waits for it. */
 static void release(int r) {
   peer *p = &peers[r];
+  command *next = p->waiting;
   if (p->fd >= 0) close(p->fd);
   if (p->report >= 0) close(p->report);
   p->fd = p->report = -1;
   queue_clear(&p->q);
   pthread_mutex_lock(&lock);
-  p->busy = 0;
+  if (p->reserved == 0) p->busy = 0;
   pthread_mutex_unlock(&lock);
+  if (next) {
+    p->waiting = next->next;
+    attach(r, next->fd, next->report);
+    free(next);
+  }
 }
 
 static int run_commands(void) {
@@ -356,8 +377,18 @@ static int run_commands(void) {
     command *next = c->next;
     if (c->kind == M_START) {
       peer *p = &peers[c->dest];
-      p->fd = c->fd, p->report = c->report, p->eof = p->lost = 0;
-      post(c->dest, M_START, NULL, 0);
+      if (p->fd >= 0 || p->report >= 0 || p->waiting) {
+        /* Started while the rank's handle lets go: it waits, in turn,
+         * for release(). */
+        command **end = &p->waiting;
+        while (*end) end = &(*end)->next;
+        c->next = NULL;
+        *end = c;
+        c = next;
+        n++;
+        continue;
+      }
+      attach(c->dest, c->fd, c->report);
     } else if (c->kind == M_KILL) {
       post(c->dest, M_KILL, &c->arg, sizeof c->arg);
     } else if (c->kind == M_EXIT) {
@@ -454,8 +485,12 @@ static void finish(void) {
 static int core_mpi_init(lua_State *L) {
   int provided, r;
   if (rank < 0) {
-    if (MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided) != MPI_SUCCESS)
-      return luaL_error(L, "lmp: MPI_Init_thread failed");
+    /* UCX under MPI_Init would warn of a setting its process no longer
+     * reads (see lmp__open_relay_mpi): it is set again afterwards. */
+    if (set_ucx_errors) unsetenv("UCX_HANDLE_ERRORS");
+    r = MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided);
+    if (set_ucx_errors) setenv("UCX_HANDLE_ERRORS", "none", 1);
+    if (r != MPI_SUCCESS) return luaL_error(L, "lmp: MPI_Init_thread failed");
     joined_by = getpid();
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
@@ -513,36 +548,70 @@ static int core_mpi_free_ranks(lua_State *L) {
   return 1;
 }
 
+/* The handles that hold ranks, by rank: a table with weak values in the
+ * registry, so that a handle the pool let go of holds its rank no more. */
+#define HANDLES_KEY "lmp.mpi.handles"
+
+/* Whether the last handle started on rank r is letting it go: its input
+ * is closed (a pool retiring it, as maxtasksperchild does), its worker
+ * ended, or Lua collected it; the rank is free as soon as its worker
+ * exits. Uses the table of handles at the top of the stack. */
+static int letting_go(lua_State *L, int r) {
+  worker_handle **box;
+  int going;
+  lua_rawgeti(L, -1, r);
+  box = lua_touserdata(L, -1);
+  going = box == NULL || *box == NULL || (*box)->input_closed || (*box)->eof || (*box)->exited;
+  lua_pop(L, 1);
+  return going;
+}
+
 /* core.mpi_start(on_message, on_exit) -> a relayed worker handle on a free
- * worker rank; raises a worker_lost error when none is free. */
+ * worker rank or, with none free, on one whose last handle lets it go
+ * (its worker starts when that one has exited: a pool starts a retiring
+ * worker's replacement before the old one exits); raises a worker_lost
+ * error otherwise. */
 static int core_mpi_start(lua_State *L) {
   int r, chosen = 0, ch[2], rep[2];
   luaL_checktype(L, 1, LUA_TFUNCTION);
   luaL_checktype(L, 2, LUA_TFUNCTION);
   lua_settop(L, 2);
   if (rank != 0) return luaL_error(L, "lmp: MPI workers are started from rank 0");
+  if (luaL_getsubtable(L, LUA_REGISTRYINDEX, HANDLES_KEY) == 0) {
+    lua_newtable(L);
+    lua_pushliteral(L, "v");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+  }
+  /* The sockets come first: once a rank is chosen nothing may fail. */
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ch) != 0)
+    return luaL_error(L, "lmp: cannot make a channel: %s", strerror(errno));
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, rep) != 0) {
+    int e = errno;
+    close(ch[0]);
+    close(ch[1]);
+    return luaL_error(L, "lmp: cannot make a channel: %s", strerror(e));
+  }
   pthread_mutex_lock(&lock);
   for (r = 1; r < size && !chosen; r++)
     if (!peers[r].busy) chosen = r;
-  if (chosen) peers[chosen].busy = 1;
+  for (r = 1; r < size && !chosen; r++)
+    if (letting_go(L, r)) chosen = r;
+  if (chosen) peers[chosen].busy = 1, peers[chosen].reserved++;
   pthread_mutex_unlock(&lock);
   if (!chosen) {
+    close(ch[0]);
+    close(ch[1]);
+    close(rep[0]);
+    close(rep[1]);
     lmp__push_error(L, "worker_lost", "no MPI worker rank is free (each pool worker holds one)");
     return lua_error(L);
   }
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ch) != 0) goto fail;
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, rep) != 0) {
-    close(ch[0]);
-    close(ch[1]);
-    goto fail;
-  }
   ask(M_START, chosen, 0, ch[1], rep[1]);
-  return lmp__relay_worker(L, chosen, ch[0], rep[0], 1);
-fail:
-  pthread_mutex_lock(&lock);
-  peers[chosen].busy = 0;
-  pthread_mutex_unlock(&lock);
-  return luaL_error(L, "lmp: cannot make a channel: %s", strerror(errno));
+  lmp__relay_worker(L, chosen, ch[0], rep[0], 1);
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, 3, chosen);
+  return 1;
 }
 
 static const luaL_Reg mpi_functions[] = {
@@ -551,5 +620,15 @@ static const luaL_Reg mpi_functions[] = {
     {NULL, NULL}};
 
 void lmp__open_relay_mpi(lua_State *L) {
+  /* MPICH brings UCX, whose library installs a handler at load that
+   * prints a backtrace when its process crashes; a worker process links
+   * it too, and lmp reports a worker's crash itself (worker_lost). The
+   * workers this process starts inherit the setting; one the user made
+   * stays. */
+  if (getenv("UCX_HANDLE_ERRORS") == NULL) {
+    if (setenv("UCX_HANDLE_ERRORS", "none", 1) != 0)
+      luaL_error(L, "lmp: cannot set UCX_HANDLE_ERRORS: %s", strerror(errno));
+    set_ucx_errors = 1;
+  }
   luaL_setfuncs(L, mpi_functions, 0);
 }
