@@ -32,13 +32,16 @@
 
 #define TAG 4242
 #define CHUNK (1 << 20)              /* bytes read from a socket at once */
+#define SMALL (64 << 10)             /* a read sent from a copy of its size */
+#define SPARES 24                    /* large buffers kept for reuse */
 #define IN_FLIGHT (16 << 20)         /* bytes sent to one rank not yet taken */
 #define SPIN 200                     /* idle turns polled without sleeping */
 #define QUIET (SPIN + 90 + 100)      /* idle turns (about 1.5 s) before 20 ms sleeps */
 
 enum { M_START = 1, M_DATA, M_CLOSE, M_KILL, M_EXIT, M_LOST };
 
-/* A buffer queued for a socket, written from off on. */
+/* A buffer queued for a socket, written from off on (a message received
+ * from MPI is queued as it came, its kind byte skipped). */
 typedef struct chunk {
   char *data;
   size_t len, off;
@@ -61,10 +64,40 @@ static int rank = -1, size = 0;
 static sending *sends;
 static long *in_flight; /* per rank: bytes of sends not complete */
 
-static void queue_push(queue *q, char *data, size_t len) {
+/* Large message buffers (CHUNK + 1 bytes) are kept and reused: one fresh
+ * from malloc is fresh memory from the kernel, and the page faults and
+ * zeroing cost more than the copy that fills it (they were most of a
+ * large payload's time). Only the relaying thread uses them (the progress
+ * thread on rank 0, the main one on a worker rank); a long quiet gives
+ * them back (buffers_trim). */
+static char *spares[SPARES];
+static int spare_count;
+
+static char *buffer_new(size_t len) {
+  char *b;
+  if (len > SMALL && len <= CHUNK + 1 && spare_count > 0) return spares[--spare_count];
+  b = malloc(len > SMALL && len <= CHUNK + 1 ? CHUNK + 1 : len > 0 ? len : 1);
+  if (b == NULL) abort(); /* nothing sane to do without memory here */
+  return b;
+}
+
+/* Frees a buffer of len bytes made by buffer_new. */
+static void buffer_free(char *b, size_t len) {
+  if (b != NULL && len > SMALL && len <= CHUNK + 1 && spare_count < SPARES) {
+    spares[spare_count++] = b;
+    return;
+  }
+  free(b);
+}
+
+static void buffers_trim(void) {
+  while (spare_count > 0) free(spares[--spare_count]);
+}
+
+static void queue_push(queue *q, char *data, size_t len, size_t off) {
   chunk *k = malloc(sizeof *k);
   if (k == NULL) abort(); /* nothing sane to do without memory here */
-  k->data = data, k->len = len, k->off = 0, k->next = NULL;
+  k->data = data, k->len = len, k->off = off, k->next = NULL;
   if (q->tail) q->tail->next = k;
   else q->head = k;
   q->tail = k;
@@ -74,7 +107,7 @@ static void queue_clear(queue *q) {
   while (q->head) {
     chunk *k = q->head;
     q->head = k->next;
-    free(k->data);
+    buffer_free(k->data, k->len);
     free(k);
   }
   q->tail = NULL;
@@ -94,25 +127,31 @@ static int queue_write(queue *q, int fd) {
     if (k->off < k->len) return 0;
     q->head = k->next;
     if (q->head == NULL) q->tail = NULL;
-    free(k->data);
+    buffer_free(k->data, k->len);
     free(k);
   }
   return 0;
 }
 
-/* Sends kind and body to dest without waiting (two ranks sending to each
- * other at once must not both block). */
-static void post(int dest, int kind, const void *body, size_t len) {
+/* Sends data (len bytes, its kind first) to dest without waiting (two
+ * ranks sending to each other at once must not both block); data is freed
+ * once sent. */
+static void post_owned(int dest, char *data, size_t len) {
   sending *s = malloc(sizeof *s);
-  char *data = malloc(len + 1);
-  if (s == NULL || data == NULL) abort();
-  data[0] = (char)kind;
-  if (len) memcpy(data + 1, body, len);
-  s->data = data, s->dest = dest, s->len = (int)len + 1;
+  if (s == NULL) abort();
+  s->data = data, s->dest = dest, s->len = (int)len;
   MPI_Isend(data, s->len, MPI_BYTE, dest, TAG, MPI_COMM_WORLD, &s->request);
   in_flight[dest] += s->len;
   s->next = sends;
   sends = s;
+}
+
+/* Sends kind and a copy of body to dest, as post_owned. */
+static void post(int dest, int kind, const void *body, size_t len) {
+  char *data = buffer_new(len + 1);
+  data[0] = (char)kind;
+  if (len) memcpy(data + 1, body, len);
+  post_owned(dest, data, len + 1);
 }
 
 /* Frees the sends that completed. Returns how many. */
@@ -126,7 +165,7 @@ static int progress_sends(void) {
     if (flag) {
       in_flight[s->dest] -= s->len;
       *p = s->next;
-      free(s->data);
+      buffer_free(s->data, (size_t)s->len);
       free(s);
       done++;
     } else {
@@ -145,8 +184,7 @@ static char *receive(int source, int *from, int *len) {
   MPI_Improbe(source, TAG, MPI_COMM_WORLD, &flag, &message, &status);
   if (!flag) return NULL;
   MPI_Get_count(&status, MPI_BYTE, len);
-  data = malloc(*len > 0 ? (size_t)*len : 1);
-  if (data == NULL) abort();
+  data = buffer_new((size_t)*len);
   MPI_Mrecv(data, *len, MPI_BYTE, &message, MPI_STATUS_IGNORE);
   *from = status.MPI_SOURCE;
   return data;
@@ -155,17 +193,30 @@ static char *receive(int source, int *from, int *len) {
 /* Reads what the socket holds and sends it to dest, up to the in-flight
  * limit. Returns 1 at end of file or error, else 0. */
 static int relay_out(int fd, int dest) {
-  /* One buffer for the process, made once: only one thread relays (the
-   * progress thread on rank 0, the main one on a worker rank), and a
-   * megabyte allocated at each turn would cost more than the turn. */
-  static char *buf;
-  if (buf == NULL && (buf = malloc(CHUNK)) == NULL) abort();
+  /* A large read is sent from the buffer it was read into, a small one
+   * from a copy of its size (the large buffer goes back for reuse). */
   while (in_flight[dest] < IN_FLIGHT) {
-    ssize_t n = recv(fd, buf, CHUNK, MSG_DONTWAIT);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-    if (n <= 0) return 1;
-    post(dest, M_DATA, buf, (size_t)n);
+    char *buf = buffer_new(CHUNK + 1);
+    ssize_t n = recv(fd, buf + 1, CHUNK, MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) {
+      buffer_free(buf, CHUNK + 1);
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      buffer_free(buf, CHUNK + 1);
+      break;
+    }
+    if (n <= 0) {
+      buffer_free(buf, CHUNK + 1);
+      return 1;
+    }
+    if (n <= SMALL) {
+      post(dest, M_DATA, buf + 1, (size_t)n);
+      buffer_free(buf, CHUNK + 1);
+    } else {
+      buf[0] = M_DATA;
+      post_owned(dest, buf, (size_t)n + 1);
+    }
   }
   return 0;
 }
@@ -178,10 +229,21 @@ static int relay_out(int fd, int dest) {
  * transports), so the first message after a long quiet waits up to 20 ms;
  * sockets wake poll at once. */
 static int backoff(int idle) {
+  if (idle == QUIET) buffers_trim(); /* a long quiet gives them back */
   if (idle < SPIN) return 0;
   if (idle > QUIET) return 20;
   idle = 1 + (idle - SPIN) / 10;
   return idle < 10 ? idle : 10;
+}
+
+/* Gives both ends of a relay's socket pair room for a few chunks, so that
+ * a large payload crosses in fewer turns of the relay and of the process
+ * at the other end. The system's limit (net.core.wmem_max) may give less:
+ * that costs only speed, so a refusal is not an error. */
+static void widen(int sv[2]) {
+  int size = 4 * CHUNK;
+  (void)setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+  (void)setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
 }
 
 /* ---- a worker rank ------------------------------------------------------ */
@@ -191,6 +253,7 @@ static pid_t start_child(char **argv, int *fd) {
   int sv[2];
   pid_t pid;
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return -1;
+  widen(sv);
   pid = fork();
   if (pid == 0) {
     if (dup2(sv[1], 3) < 0) _exit(127);
@@ -231,10 +294,8 @@ static void serve(char **argv) {
         case M_DATA:
           /* Data for a worker that died is dropped: rank 0 knows it lost. */
           if (pid > 0) {
-            char *copy = malloc((size_t)len - 1 + 1);
-            if (copy == NULL) abort();
-            memcpy(copy, m + 1, (size_t)len - 1);
-            queue_push(&q, copy, (size_t)len - 1);
+            queue_push(&q, m, (size_t)len, 1);
+            m = NULL;
           }
           break;
         case M_CLOSE:
@@ -251,7 +312,7 @@ static void serve(char **argv) {
           done = 1;
           break;
       }
-      free(m);
+      buffer_free(m, (size_t)len);
     }
     if (pid > 0) {
       int status;
@@ -414,14 +475,13 @@ static void *progress_thread(void *unused) {
       peer *p = &peers[from];
       moved = 1;
       if (m[0] == M_DATA && p->fd >= 0 && !p->lost) {
-        memmove(m, m + 1, (size_t)len - 1);
-        queue_push(&p->q, m, (size_t)len - 1);
+        queue_push(&p->q, m, (size_t)len, 1);
         m = NULL;
       } else if (m[0] == M_LOST && p->fd >= 0 && len >= 1 + (int)sizeof p->status) {
         memcpy(p->status, m + 1, sizeof p->status);
         p->lost = 1;
       }
-      free(m);
+      buffer_free(m, (size_t)len);
     }
     fds[0].fd = wake[0], fds[0].events = POLLIN, fds[0].revents = 0;
     for (r = 1; r < size; r++) {
@@ -586,6 +646,7 @@ static int core_mpi_start(lua_State *L) {
   /* The sockets come first: once a rank is chosen nothing may fail. */
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ch) != 0)
     return luaL_error(L, "lmp: cannot make a channel: %s", strerror(errno));
+  widen(ch);
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, rep) != 0) {
     int e = errno;
     close(ch[0]);
