@@ -40,7 +40,8 @@ RUNTIME := memory buffer \
            worker interrupt \
            core embed
 # `make MPI=1` adds the MPI transport (runtime/mpi.c), compiled with the
-# flags of pkg-config's ompi (Open MPI) or mpich; MPI_PKG picks one.
+# flags of pkg-config's ompi (Open MPI) or mpich; MPI_PKG picks one
+# (`make MPI=1 MPI_PKG=mpich`: MPICH even where Open MPI is installed too).
 MPI ?=
 MPI_PKG ?= $(shell $(PKG_CONFIG) --exists ompi && echo ompi || echo mpich)
 ifneq ($(filter 1 yes true,$(MPI)),)
@@ -118,13 +119,17 @@ $(BUILD)/test/futex_test: tests/c/futex_test.c $(BUILD)/obj/futex.o
 	mkdir -p $(BUILD)/test
 	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(BUILD)/obj/futex.o
 
-# Where Open MPI (or MPICH) is installed, the suite also builds the MPI
-# transport beside the default build, for tests/mpi_spec.lua.
+# Where Open MPI or MPICH is installed, the suite also builds the MPI
+# transport against each beside the default build, for tests/mpi_spec.lua
+# (which runs its tests under each one's mpiexec).
 MPI_BUILD ?= $(BUILD)-mpi
+MPICH_BUILD ?= $(BUILD)-mpich
+absolute = $(if $(filter /%,$(1)),,$(CURDIR)/)$(1)
 test: all $(BUILD)/test/crash.so $(BUILD)/test/futex_test $(BUILD)/examples/embed-host
-	@if $(PKG_CONFIG) --exists ompi || $(PKG_CONFIG) --exists mpich; then \
-	  $(MAKE) -s MPI=1 BUILD=$(MPI_BUILD) all; fi
-	LMP_MPI_BUILD=$(if $(filter /%,$(MPI_BUILD)),,$(CURDIR)/)$(MPI_BUILD) tests/run.sh $(BUILD)
+	@if $(PKG_CONFIG) --exists ompi; then $(MAKE) -s MPI=1 MPI_PKG=ompi BUILD=$(MPI_BUILD) all; fi
+	@if $(PKG_CONFIG) --exists mpich; then $(MAKE) -s MPI=1 MPI_PKG=mpich BUILD=$(MPICH_BUILD) all; fi
+	LMP_MPI_BUILD=$(call absolute,$(MPI_BUILD)) LMP_MPICH_BUILD=$(call absolute,$(MPICH_BUILD)) \
+	  tests/run.sh $(BUILD)
 
 # AddressSanitizer + UBSan: the whole suite against the instrumented module,
 # runner and workers (lua5.4 gets the sanitizer runtimes preloaded). Leaks
@@ -156,8 +161,8 @@ fuzz:
 	tests/fuzz/run.sh $(FUZZ_SECONDS)
 
 bench: all
-	@if $(PKG_CONFIG) --exists ompi || $(PKG_CONFIG) --exists mpich; then \
-	  $(MAKE) -s MPI=1 BUILD=$(MPI_BUILD) all && tests/bench/mpi_bench.sh $(MPI_BUILD); fi
+	@if $(PKG_CONFIG) --exists ompi; then \
+	  $(MAKE) -s MPI=1 MPI_PKG=ompi BUILD=$(MPI_BUILD) all && tests/bench/mpi_bench.sh $(MPI_BUILD); fi
 	tests/bench/run.sh $(BUILD)
 	tests/bench/pool_bench.sh $(BUILD)
 	tests/bench/workloads_bench.sh $(BUILD)
@@ -201,6 +206,6 @@ embed-example: $(BUILD)/examples/embed-host
 	$(BUILD)/examples/embed-host examples/embed/script.lua
 
 clean:
-	rm -rf build build-asan build-fuzz build-mpi
+	rm -rf build build-asan build-fuzz build-mpi build-mpich
 
 .PHONY: setup example all test asan valgrind fuzz bench install clean FORCE

@@ -32,13 +32,16 @@
 
 #define TAG 4242
 #define CHUNK (1 << 20)              /* bytes read from a socket at once */
+#define SMALL (64 << 10)             /* a read sent from a copy of its size */
+#define SPARES 24                    /* large buffers kept for reuse */
 #define IN_FLIGHT (16 << 20)         /* bytes sent to one rank not yet taken */
 #define SPIN 200                     /* idle turns polled without sleeping */
 #define QUIET (SPIN + 90 + 100)      /* idle turns (about 1.5 s) before 20 ms sleeps */
 
 enum { M_START = 1, M_DATA, M_CLOSE, M_KILL, M_EXIT, M_LOST };
 
-/* A buffer queued for a socket, written from off on. */
+/* A buffer queued for a socket, written from off on (a message received
+ * from MPI is queued as it came, its kind byte skipped). */
 typedef struct chunk {
   char *data;
   size_t len, off;
@@ -61,10 +64,40 @@ static int rank = -1, size = 0;
 static sending *sends;
 static long *in_flight; /* per rank: bytes of sends not complete */
 
-static void queue_push(queue *q, char *data, size_t len) {
+/* Large message buffers (CHUNK + 1 bytes) are kept and reused: one fresh
+ * from malloc is fresh memory from the kernel, and the page faults and
+ * zeroing cost more than the copy that fills it (they were most of a
+ * large payload's time). Only the relaying thread uses them (the progress
+ * thread on rank 0, the main one on a worker rank); a long quiet gives
+ * them back (buffers_trim). */
+static char *spares[SPARES];
+static int spare_count;
+
+static char *buffer_new(size_t len) {
+  char *b;
+  if (len > SMALL && len <= CHUNK + 1 && spare_count > 0) return spares[--spare_count];
+  b = malloc(len > SMALL && len <= CHUNK + 1 ? CHUNK + 1 : len > 0 ? len : 1);
+  if (b == NULL) abort(); /* nothing sane to do without memory here */
+  return b;
+}
+
+/* Frees a buffer of len bytes made by buffer_new. */
+static void buffer_free(char *b, size_t len) {
+  if (b != NULL && len > SMALL && len <= CHUNK + 1 && spare_count < SPARES) {
+    spares[spare_count++] = b;
+    return;
+  }
+  free(b);
+}
+
+static void buffers_trim(void) {
+  while (spare_count > 0) free(spares[--spare_count]);
+}
+
+static void queue_push(queue *q, char *data, size_t len, size_t off) {
   chunk *k = malloc(sizeof *k);
   if (k == NULL) abort(); /* nothing sane to do without memory here */
-  k->data = data, k->len = len, k->off = 0, k->next = NULL;
+  k->data = data, k->len = len, k->off = off, k->next = NULL;
   if (q->tail) q->tail->next = k;
   else q->head = k;
   q->tail = k;
@@ -74,7 +107,7 @@ static void queue_clear(queue *q) {
   while (q->head) {
     chunk *k = q->head;
     q->head = k->next;
-    free(k->data);
+    buffer_free(k->data, k->len);
     free(k);
   }
   q->tail = NULL;
@@ -94,25 +127,31 @@ static int queue_write(queue *q, int fd) {
     if (k->off < k->len) return 0;
     q->head = k->next;
     if (q->head == NULL) q->tail = NULL;
-    free(k->data);
+    buffer_free(k->data, k->len);
     free(k);
   }
   return 0;
 }
 
-/* Sends kind and body to dest without waiting (two ranks sending to each
- * other at once must not both block). */
-static void post(int dest, int kind, const void *body, size_t len) {
+/* Sends data (len bytes, its kind first) to dest without waiting (two
+ * ranks sending to each other at once must not both block); data is freed
+ * once sent. */
+static void post_owned(int dest, char *data, size_t len) {
   sending *s = malloc(sizeof *s);
-  char *data = malloc(len + 1);
-  if (s == NULL || data == NULL) abort();
-  data[0] = (char)kind;
-  if (len) memcpy(data + 1, body, len);
-  s->data = data, s->dest = dest, s->len = (int)len + 1;
+  if (s == NULL) abort();
+  s->data = data, s->dest = dest, s->len = (int)len;
   MPI_Isend(data, s->len, MPI_BYTE, dest, TAG, MPI_COMM_WORLD, &s->request);
   in_flight[dest] += s->len;
   s->next = sends;
   sends = s;
+}
+
+/* Sends kind and a copy of body to dest, as post_owned. */
+static void post(int dest, int kind, const void *body, size_t len) {
+  char *data = buffer_new(len + 1);
+  data[0] = (char)kind;
+  if (len) memcpy(data + 1, body, len);
+  post_owned(dest, data, len + 1);
 }
 
 /* Frees the sends that completed. Returns how many. */
@@ -126,7 +165,7 @@ static int progress_sends(void) {
     if (flag) {
       in_flight[s->dest] -= s->len;
       *p = s->next;
-      free(s->data);
+      buffer_free(s->data, (size_t)s->len);
       free(s);
       done++;
     } else {
@@ -145,8 +184,7 @@ static char *receive(int source, int *from, int *len) {
   MPI_Improbe(source, TAG, MPI_COMM_WORLD, &flag, &message, &status);
   if (!flag) return NULL;
   MPI_Get_count(&status, MPI_BYTE, len);
-  data = malloc(*len > 0 ? (size_t)*len : 1);
-  if (data == NULL) abort();
+  data = buffer_new((size_t)*len);
   MPI_Mrecv(data, *len, MPI_BYTE, &message, MPI_STATUS_IGNORE);
   *from = status.MPI_SOURCE;
   return data;
@@ -155,17 +193,30 @@ static char *receive(int source, int *from, int *len) {
 /* Reads what the socket holds and sends it to dest, up to the in-flight
  * limit. Returns 1 at end of file or error, else 0. */
 static int relay_out(int fd, int dest) {
-  /* One buffer for the process, made once: only one thread relays (the
-   * progress thread on rank 0, the main one on a worker rank), and a
-   * megabyte allocated at each turn would cost more than the turn. */
-  static char *buf;
-  if (buf == NULL && (buf = malloc(CHUNK)) == NULL) abort();
+  /* A large read is sent from the buffer it was read into, a small one
+   * from a copy of its size (the large buffer goes back for reuse). */
   while (in_flight[dest] < IN_FLIGHT) {
-    ssize_t n = recv(fd, buf, CHUNK, MSG_DONTWAIT);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-    if (n <= 0) return 1;
-    post(dest, M_DATA, buf, (size_t)n);
+    char *buf = buffer_new(CHUNK + 1);
+    ssize_t n = recv(fd, buf + 1, CHUNK, MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) {
+      buffer_free(buf, CHUNK + 1);
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      buffer_free(buf, CHUNK + 1);
+      break;
+    }
+    if (n <= 0) {
+      buffer_free(buf, CHUNK + 1);
+      return 1;
+    }
+    if (n <= SMALL) {
+      post(dest, M_DATA, buf + 1, (size_t)n);
+      buffer_free(buf, CHUNK + 1);
+    } else {
+      buf[0] = M_DATA;
+      post_owned(dest, buf, (size_t)n + 1);
+    }
   }
   return 0;
 }
@@ -178,10 +229,21 @@ static int relay_out(int fd, int dest) {
  * transports), so the first message after a long quiet waits up to 20 ms;
  * sockets wake poll at once. */
 static int backoff(int idle) {
+  if (idle == QUIET) buffers_trim(); /* a long quiet gives them back */
   if (idle < SPIN) return 0;
   if (idle > QUIET) return 20;
   idle = 1 + (idle - SPIN) / 10;
   return idle < 10 ? idle : 10;
+}
+
+/* Gives both ends of a relay's socket pair room for a few chunks, so that
+ * a large payload crosses in fewer turns of the relay and of the process
+ * at the other end. The system's limit (net.core.wmem_max) may give less:
+ * that costs only speed, so a refusal is not an error. */
+static void widen(int sv[2]) {
+  int size = 4 * CHUNK;
+  (void)setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+  (void)setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
 }
 
 /* ---- a worker rank ------------------------------------------------------ */
@@ -191,6 +253,7 @@ static pid_t start_child(char **argv, int *fd) {
   int sv[2];
   pid_t pid;
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return -1;
+  widen(sv);
   pid = fork();
   if (pid == 0) {
     if (dup2(sv[1], 3) < 0) _exit(127);
@@ -231,10 +294,8 @@ static void serve(char **argv) {
         case M_DATA:
           /* Data for a worker that died is dropped: rank 0 knows it lost. */
           if (pid > 0) {
-            char *copy = malloc((size_t)len - 1 + 1);
-            if (copy == NULL) abort();
-            memcpy(copy, m + 1, (size_t)len - 1);
-            queue_push(&q, copy, (size_t)len - 1);
+            queue_push(&q, m, (size_t)len, 1);
+            m = NULL;
           }
           break;
         case M_CLOSE:
@@ -251,7 +312,7 @@ static void serve(char **argv) {
           done = 1;
           break;
       }
-      free(m);
+      buffer_free(m, (size_t)len);
     }
     if (pid > 0) {
       int status;
@@ -296,19 +357,21 @@ static void serve(char **argv) {
 
 /* ---- rank 0: the progress thread ---------------------------------------- */
 
-typedef struct peer {
-  int busy;          /* a handle holds this rank (guarded by lock) */
-  int fd, report;    /* our ends of its channel and report sockets, or -1 */
-  int eof, lost;
-  int status[2];     /* its report, once lost */
-  queue q;           /* what it sent, for the channel */
-} peer;
-
 /* What the main thread asks of the progress thread. */
 typedef struct command {
   int kind, dest, arg, fd, report;
   struct command *next;
 } command;
+
+typedef struct peer {
+  int busy;          /* a handle holds this rank (guarded by lock) */
+  int reserved;      /* handles started on it, not yet given it (lock) */
+  int fd, report;    /* our ends of its channel and report sockets, or -1 */
+  command *waiting;  /* the starts that wait for its handle to let go */
+  int eof, lost;
+  int status[2];     /* its report, once lost */
+  queue q;           /* what it sent, for the channel */
+} peer;
 
 static peer *peers;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -317,6 +380,7 @@ static int wake[2] = {-1, -1};
 static pthread_t thread;
 static int thread_running, stopping;
 static pid_t joined_by; /* the process that called MPI_Init */
+static int set_ucx_errors; /* UCX_HANDLE_ERRORS is lmp's, not the user's */
 
 static void ask(int kind, int dest, int arg, int fd, int report) {
   command *c = malloc(sizeof *c);
@@ -331,15 +395,33 @@ static void ask(int kind, int dest, int arg, int fd, int report) {
   while (write(wake[1], &byte, 1) < 0 && errno == EINTR) {}
 }
 
+/* Gives rank r to the handle whose sockets these are. */
+static void attach(int r, int fd, int report) {
+  peer *p = &peers[r];
+  p->fd = fd, p->report = report, p->eof = p->lost = 0;
+  pthread_mutex_lock(&lock);
+  p->reserved--;
+  pthread_mutex_unlock(&lock);
+  post(r, M_START, NULL, 0);
+}
+
+/* Rank r's handle is done with it: the rank is free, or goes at once to
+ * the first handle that waits for it. */
 static void release(int r) {
   peer *p = &peers[r];
+  command *next = p->waiting;
   if (p->fd >= 0) close(p->fd);
   if (p->report >= 0) close(p->report);
   p->fd = p->report = -1;
   queue_clear(&p->q);
   pthread_mutex_lock(&lock);
-  p->busy = 0;
+  if (p->reserved == 0) p->busy = 0;
   pthread_mutex_unlock(&lock);
+  if (next) {
+    p->waiting = next->next;
+    attach(r, next->fd, next->report);
+    free(next);
+  }
 }
 
 static int run_commands(void) {
@@ -356,8 +438,18 @@ static int run_commands(void) {
     command *next = c->next;
     if (c->kind == M_START) {
       peer *p = &peers[c->dest];
-      p->fd = c->fd, p->report = c->report, p->eof = p->lost = 0;
-      post(c->dest, M_START, NULL, 0);
+      if (p->fd >= 0 || p->report >= 0 || p->waiting) {
+        /* Started while the rank's handle lets go: it waits, in turn,
+         * for release(). */
+        command **end = &p->waiting;
+        while (*end) end = &(*end)->next;
+        c->next = NULL;
+        *end = c;
+        c = next;
+        n++;
+        continue;
+      }
+      attach(c->dest, c->fd, c->report);
     } else if (c->kind == M_KILL) {
       post(c->dest, M_KILL, &c->arg, sizeof c->arg);
     } else if (c->kind == M_EXIT) {
@@ -383,14 +475,13 @@ static void *progress_thread(void *unused) {
       peer *p = &peers[from];
       moved = 1;
       if (m[0] == M_DATA && p->fd >= 0 && !p->lost) {
-        memmove(m, m + 1, (size_t)len - 1);
-        queue_push(&p->q, m, (size_t)len - 1);
+        queue_push(&p->q, m, (size_t)len, 1);
         m = NULL;
       } else if (m[0] == M_LOST && p->fd >= 0 && len >= 1 + (int)sizeof p->status) {
         memcpy(p->status, m + 1, sizeof p->status);
         p->lost = 1;
       }
-      free(m);
+      buffer_free(m, (size_t)len);
     }
     fds[0].fd = wake[0], fds[0].events = POLLIN, fds[0].revents = 0;
     for (r = 1; r < size; r++) {
@@ -454,8 +545,12 @@ static void finish(void) {
 static int core_mpi_init(lua_State *L) {
   int provided, r;
   if (rank < 0) {
-    if (MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided) != MPI_SUCCESS)
-      return luaL_error(L, "lmp: MPI_Init_thread failed");
+    /* UCX under MPI_Init would warn of a setting its process no longer
+     * reads (see lmp__open_relay_mpi): it is set again afterwards. */
+    if (set_ucx_errors) unsetenv("UCX_HANDLE_ERRORS");
+    r = MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided);
+    if (set_ucx_errors) setenv("UCX_HANDLE_ERRORS", "none", 1);
+    if (r != MPI_SUCCESS) return luaL_error(L, "lmp: MPI_Init_thread failed");
     joined_by = getpid();
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
@@ -513,36 +608,71 @@ static int core_mpi_free_ranks(lua_State *L) {
   return 1;
 }
 
+/* The handles that hold ranks, by rank: a table with weak values in the
+ * registry, so that a handle the pool let go of holds its rank no more. */
+#define HANDLES_KEY "lmp.mpi.handles"
+
+/* Whether the last handle started on rank r is letting it go: its input
+ * is closed (a pool retiring it, as maxtasksperchild does), its worker
+ * ended, or Lua collected it; the rank is free as soon as its worker
+ * exits. Uses the table of handles at the top of the stack. */
+static int letting_go(lua_State *L, int r) {
+  worker_handle **box;
+  int going;
+  lua_rawgeti(L, -1, r);
+  box = lua_touserdata(L, -1);
+  going = box == NULL || *box == NULL || (*box)->input_closed || (*box)->eof || (*box)->exited;
+  lua_pop(L, 1);
+  return going;
+}
+
 /* core.mpi_start(on_message, on_exit) -> a relayed worker handle on a free
- * worker rank; raises a worker_lost error when none is free. */
+ * worker rank or, with none free, on one whose last handle lets it go
+ * (its worker starts when that one has exited: a pool starts a retiring
+ * worker's replacement before the old one exits); raises a worker_lost
+ * error otherwise. */
 static int core_mpi_start(lua_State *L) {
   int r, chosen = 0, ch[2], rep[2];
   luaL_checktype(L, 1, LUA_TFUNCTION);
   luaL_checktype(L, 2, LUA_TFUNCTION);
   lua_settop(L, 2);
   if (rank != 0) return luaL_error(L, "lmp: MPI workers are started from rank 0");
+  if (luaL_getsubtable(L, LUA_REGISTRYINDEX, HANDLES_KEY) == 0) {
+    lua_newtable(L);
+    lua_pushliteral(L, "v");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+  }
+  /* The sockets come first: once a rank is chosen nothing may fail. */
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ch) != 0)
+    return luaL_error(L, "lmp: cannot make a channel: %s", strerror(errno));
+  widen(ch);
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, rep) != 0) {
+    int e = errno;
+    close(ch[0]);
+    close(ch[1]);
+    return luaL_error(L, "lmp: cannot make a channel: %s", strerror(e));
+  }
   pthread_mutex_lock(&lock);
   for (r = 1; r < size && !chosen; r++)
     if (!peers[r].busy) chosen = r;
-  if (chosen) peers[chosen].busy = 1;
+  for (r = 1; r < size && !chosen; r++)
+    if (letting_go(L, r)) chosen = r;
+  if (chosen) peers[chosen].busy = 1, peers[chosen].reserved++;
   pthread_mutex_unlock(&lock);
   if (!chosen) {
+    close(ch[0]);
+    close(ch[1]);
+    close(rep[0]);
+    close(rep[1]);
     lmp__push_error(L, "worker_lost", "no MPI worker rank is free (each pool worker holds one)");
     return lua_error(L);
   }
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ch) != 0) goto fail;
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, rep) != 0) {
-    close(ch[0]);
-    close(ch[1]);
-    goto fail;
-  }
   ask(M_START, chosen, 0, ch[1], rep[1]);
-  return lmp__relay_worker(L, chosen, ch[0], rep[0], 1);
-fail:
-  pthread_mutex_lock(&lock);
-  peers[chosen].busy = 0;
-  pthread_mutex_unlock(&lock);
-  return luaL_error(L, "lmp: cannot make a channel: %s", strerror(errno));
+  lmp__relay_worker(L, chosen, ch[0], rep[0], 1);
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, 3, chosen);
+  return 1;
 }
 
 static const luaL_Reg mpi_functions[] = {
@@ -551,5 +681,15 @@ static const luaL_Reg mpi_functions[] = {
     {NULL, NULL}};
 
 void lmp__open_relay_mpi(lua_State *L) {
+  /* MPICH brings UCX, whose library installs a handler at load that
+   * prints a backtrace when its process crashes; a worker process links
+   * it too, and lmp reports a worker's crash itself (worker_lost). The
+   * workers this process starts inherit the setting; one the user made
+   * stays. */
+  if (getenv("UCX_HANDLE_ERRORS") == NULL) {
+    if (setenv("UCX_HANDLE_ERRORS", "none", 1) != 0)
+      luaL_error(L, "lmp: cannot set UCX_HANDLE_ERRORS: %s", strerror(errno));
+    set_ucx_errors = 1;
+  }
   luaL_setfuncs(L, mpi_functions, 0);
 }

@@ -9,6 +9,12 @@ PACKAGES="gcc make pkg-config liblua5.4-dev lua5.4 libuv1-dev lua-busted luarock
 if [ -n "$LMP_SETUP_MPI" ] || [ "$1" = mpi ]; then
   PACKAGES="$PACKAGES openmpi-bin libopenmpi-dev iproute2"
 fi
+# MPICH beside it, only when asked too: LMP_SETUP_MPICH=1 make setup, or
+# tools/setup.sh mpich. (Debian installs both side by side: mpicc.mpich,
+# mpiexec.mpich; make test then builds and tests lmp against each.)
+if [ -n "$LMP_SETUP_MPICH" ] || [ "$1" = mpich ]; then
+  PACKAGES="$PACKAGES mpich libmpich-dev"
+fi
 missing=""
 for p in $PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

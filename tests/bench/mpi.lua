@@ -26,13 +26,18 @@ local function round_trip(pool)
   return (core.hrtime() - t) / n
 end
 
+-- Best of 3, as the map: one transfer on a shared machine is mostly noise.
 local function payload(pool)
   local data = string.rep("x", 100 * 1000 * 1000)
   pool:apply(function(s) return #s end, {"warm"})
-  local t = core.hrtime()
-  local back = pool:apply(function(s) return s end, {data})
-  assert(#back == #data)
-  return core.hrtime() - t
+  local best = math.huge
+  for _ = 1, 3 do
+    local t = core.hrtime()
+    local back = pool:apply(function(s) return s end, {data})
+    assert(#back == #data)
+    best = math.min(best, core.hrtime() - t)
+  end
+  return best
 end
 
 local mpi <close> = lmp.Pool()
@@ -49,5 +54,5 @@ print(("lmp %d workers: cpu map %.3f s over MPI, %.3f s local: efficiency %.2f (
 print(("lmp round trip: %.1f us over MPI, %.1f us local")
   :format(round_trip(mpi) * 1e6, round_trip(here) * 1e6))
 local p_mpi, p_local = payload(mpi), payload(here)
-print(("lmp 100 MB there and back: %.0f MB/s over MPI, %.0f MB/s local")
+print(("lmp 100 MB there and back (best of 3): %.0f MB/s over MPI, %.0f MB/s local")
   :format(200 / p_mpi, 200 / p_local))

@@ -35,10 +35,13 @@ def round_trip(ex):
 def payload(ex):
     data = b"x" * (100 * 1000 * 1000)
     ex.submit(echo, b"warm").result()
-    t = time.perf_counter()
-    back = ex.submit(echo, data).result()
-    assert len(back) == len(data)
-    return time.perf_counter() - t
+    best = float("inf")
+    for _ in range(3):  # best of 3, as lmp's figure
+        t = time.perf_counter()
+        back = ex.submit(echo, data).result()
+        assert len(back) == len(data)
+        best = min(best, time.perf_counter() - t)
+    return best
 
 
 if __name__ == "__main__":
@@ -56,5 +59,5 @@ if __name__ == "__main__":
         print("mpi4py round trip: %.1f us over MPI, %.1f us local"
               % (round_trip(mpi) * 1e6, round_trip(here) * 1e6))
         p_mpi, p_local = payload(mpi), payload(here)
-        print("mpi4py 100 MB there and back: %.0f MB/s over MPI, %.0f MB/s local"
+        print("mpi4py 100 MB there and back (best of 3): %.0f MB/s over MPI, %.0f MB/s local"
               % (200 / p_mpi, 200 / p_local))
