@@ -160,6 +160,19 @@ static void free_serving(void) {
   no_sleep = NULL;
 }
 
+/* Closes the wake-up descriptor and the handles that serve it; the
+ * handles are freed in their close callbacks. */
+static void close_wake_handles(void) {
+  uv_close((uv_handle_t *)wake_watch, on_closed);
+  uv_close((uv_handle_t *)before_sleep, on_closed);
+  uv_close((uv_handle_t *)no_sleep, on_closed);
+  wake_watch = NULL;
+  before_sleep = NULL;
+  no_sleep = NULL;
+  close(wake_fd);
+  wake_fd = -1;
+}
+
 /* The shared wake-up and the loop's hooks, made once per process. The
  * prepare and idle inits cannot fail (libuv only fills the handle); the
  * poll's can, and nothing is started before it succeeded. */
@@ -188,15 +201,7 @@ static int start_serving(uv_loop_t *loop) {
   uv_idle_init(loop, no_sleep);
   if ((r = uv_poll_start(wake_watch, UV_READABLE, on_wake)) != 0 ||
       (r = uv_prepare_start(before_sleep, on_before_sleep)) != 0) {
-    /* Closed handles are freed in their close callbacks. */
-    uv_close((uv_handle_t *)wake_watch, on_closed);
-    uv_close((uv_handle_t *)before_sleep, on_closed);
-    uv_close((uv_handle_t *)no_sleep, on_closed);
-    wake_watch = NULL;
-    before_sleep = NULL;
-    no_sleep = NULL;
-    close(wake_fd);
-    wake_fd = -1;
+    close_wake_handles();
     return r;
   }
   /* They serve the workers; they are no reason for the loop to go on. */
@@ -277,14 +282,7 @@ void lmp__ring_count_end(worker_handle *c) {
 static void stop_serving(void) {
   if (rings_owner != (long)getpid() || wake_fd < 0) return;
   lmp__loop_watch_rings(NULL, NULL, NULL);
-  uv_close((uv_handle_t *)wake_watch, on_closed);
-  uv_close((uv_handle_t *)before_sleep, on_closed);
-  uv_close((uv_handle_t *)no_sleep, on_closed);
-  wake_watch = NULL;
-  before_sleep = NULL;
-  no_sleep = NULL;
-  close(wake_fd);
-  wake_fd = -1;
+  close_wake_handles();
   rings_owner = 0;
 }
 

@@ -162,4 +162,14 @@ function helpers.wait_for(predicate, seconds)
   return true
 end
 
+-- A shell command that runs the script named by $0 with the lmp runner,
+-- waits until it prints "waiting", sends it SIGINT from outside as a
+-- terminal's Ctrl-C would, and prints "status N" with its exit status
+-- (killing it after 10 s if the interrupt did not end it).
+helpers.ctrl_c_when_waiting = "sh -c '" .. helpers.runner .. " \"$0\" & pid=$!; "
+  .. "for i in $(seq 100); do sleep 0.05; grep -q waiting /proc/$pid/fd/1 2>/dev/null && break; done; "
+  .. "sleep 0.2; kill -INT $pid; "
+  .. "for i in $(seq 200); do kill -0 $pid 2>/dev/null || break; sleep 0.05; done; "
+  .. "kill -9 $pid 2>/dev/null; wait $pid; echo status $?'"
+
 return helpers

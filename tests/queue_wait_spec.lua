@@ -91,11 +91,7 @@ describe("JoinableQueue.join sleeps until the last task_done", function()
       p:start()
       io.write("waiting\n"); io.flush()
       q:join()
-    ]], "sh -c '" .. helpers.runner .. " \"$0\" & pid=$!; "
-      .. "for i in $(seq 100); do sleep 0.05; grep -q waiting /proc/$pid/fd/1 2>/dev/null && break; done; "
-      .. "sleep 0.2; kill -INT $pid; "
-      .. "for i in $(seq 200); do kill -0 $pid 2>/dev/null || break; sleep 0.05; done; "
-      .. "kill -9 $pid 2>/dev/null; wait $pid; echo status $?'")
+    ]], helpers.ctrl_c_when_waiting)
     assert.equal(0, status)
     assert.matches("status 130", out)
   end)
