@@ -114,6 +114,12 @@ $(BUILD)/test/crash.so: tests/c/crash.c
 	mkdir -p $(BUILD)/test
 	$(CC) $(CFLAGS_ALL) -shared $(LDFLAGS_ALL) -o $@ $<
 
+# Preloaded by tests/security_spec.lua: a server's client records cannot
+# be allocated, the first few times.
+$(BUILD)/test/no_client_memory.so: tests/c/no_client_memory.c runtime/server.h
+	mkdir -p $(BUILD)/test
+	$(CC) $(CFLAGS_ALL) -shared $(LDFLAGS_ALL) -o $@ $<
+
 # The futex primitives alone, without Lua or a loop (run by tests/sync_spec.lua).
 $(BUILD)/test/futex_test: tests/c/futex_test.c $(BUILD)/obj/futex.o
 	mkdir -p $(BUILD)/test

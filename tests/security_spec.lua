@@ -160,7 +160,7 @@ describe("Manager security", function()
     assert.equal(1, d:len())
     -- lmp's own client with the wrong key.
     local ok, message = pool:apply(function(path)
-      local fd, why = require("lmp.core").unix_connect(path, "not the key")
+      local fd, why = require("lmp.core").connect_socket("unix", path, "not the key")
       return fd ~= nil, why
     end, {m.path})
     assert.is_false(ok)
@@ -184,7 +184,7 @@ describe("Manager security", function()
     assert.equal("v", d:get("k"))
     local fd = pool:apply(function(path)
       local c = require("lmp.core")
-      local fd = c.unix_connect(path, "a key the user chose")
+      local fd = c.connect_socket("unix", path, "a key the user chose")
       if fd then c.fd_close(fd) end
       return fd ~= nil
     end, {m.path})
@@ -217,12 +217,88 @@ describe("Manager security", function()
       return seen
     end, {path})
     assert.is_true(eventually(function() return exists(path) end))
-    local fd, why = core.unix_connect(path, "the key")
+    local fd, why = core.connect_socket("unix", path, "the key")
     assert.is_nil(fd)
     assert.equal("authentication failed: the server does not know this key", why)
     assert.equal(64, r:get(20))
     os.remove(path)
     os.remove(dir)
+  end)
+
+  it("a manager client facing a Unix socket that accepts and says nothing gives up after handshake_timeout",
+     function()
+    local dir = assert(core.private_dir())
+    local path = dir .. "/silent"
+    -- Another process accepts every connection and never writes a byte.
+    local server = lmp.Process{target = function(at)
+      local c = require "lmp.core"
+      local sock = assert(c.listen_socket("unix", at))
+      local held = {}
+      while true do
+        local fd = c.accept_socket(sock)
+        if fd then held[#held + 1] = fd else require("lmp").sleep(0.02) end
+      end
+    end, args = {path}}
+    server:start()
+    assert.is_true(eventually(function() return exists(path) end))
+    -- The client runs in a process of its own under a hard limit, so that
+    -- a client that waits for ever fails this test rather than hanging it.
+    local status, out, err = helpers.run_lua(([[
+      local lmp = require "lmp"
+      local t0 = require("lmp.core").hrtime()
+      local m = lmp.BaseManager{address = %q, authkey = "k", handshake_timeout = 0.5}
+      local ok, e = pcall(m.connect, m)
+      print(ok, type(e) == "table" and e.kind, require("lmp.core").hrtime() - t0 < 20)
+      print(tostring(e))
+    ]]):format(path), "timeout 60 lua5.4")
+    server:kill()
+    server:join()
+    os.remove(path)
+    os.remove(dir)
+    assert.equal(0, status, err)
+    -- Kind "auth", as lmp.connection.Client says of a silent server.
+    assert.matches("^false\tauth\ttrue\n", out)
+    assert.matches("cannot reach the manager at .*silent: the server said nothing within the handshake.s time limit", out)
+  end)
+
+  it("a connection the server has no memory for is closed, and the next ones are served", function()
+    if os.getenv("LMP_SANITIZED") then return end -- the sanitizer owns calloc there
+    local status, out, err = helpers.make(helpers.build .. "/test/no_client_memory.so")
+    assert.equal(0, status, out .. err)
+    -- A server whose first two client records cannot be allocated; it
+    -- ends when an authenticated client goes. The hard limit turns a
+    -- server that stopped accepting into a failure rather than a hang.
+    local script = helpers.write_script([[
+      local core = require "lmp.core"
+      local dir = assert(core.private_dir())
+      local path = dir .. "/server"
+      local srv = core.listen(path, function(request) return request end, "key", function()
+        os.remove(path)
+        os.remove(dir)
+        print("served")
+        os.exit(0)
+      end)
+      srv:keep_loop_alive()
+      print(path)
+      io.stdout:flush()
+      while true do core.run_once(true) end
+    ]])
+    local server = io.popen(("LD_PRELOAD=%s/test/no_client_memory.so LMP_NO_CLIENT_MEMORY=2 timeout 60 lua5.4 %s")
+      :format(helpers.build, script))
+    local path = server:read("l")
+    local answers = {}
+    for i = 1, 3 do
+      local fd, why = core.connect_socket("unix", path, "key", 5)
+      answers[i] = fd and "welcome" or why
+      if fd then core.fd_close(fd) end
+    end
+    local rest = server:read("a")
+    local _, _, code = server:close()
+    os.remove(script)
+    assert.same({"the server closed the connection before its challenge",
+                 "the server closed the connection before its challenge", "welcome"}, answers)
+    assert.equal("served\n", rest)
+    assert.equal(0, code)
   end)
 
   it("a forged request runs nothing: no metamethod, no function, no module required", function()
@@ -260,7 +336,7 @@ describe("Manager security", function()
         end)()}},
         {id = proxy._id, op = "get", args = {n = 1, _G}},
       }
-      local fd, why = c.unix_connect(proxy._address, proxy._authkey)
+      local fd, why = c.connect_socket("unix", proxy._address, proxy._authkey)
       if not fd then error(why) end
       local conn = c.connection(fd)
       local out = {}
