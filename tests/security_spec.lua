@@ -301,6 +301,66 @@ describe("Manager security", function()
     assert.equal(0, code)
   end)
 
+  it("the forkserver forks only for a request of one descriptor; anything else is refused and closed", function()
+    -- A peer in python3 holds the forkserver's socket, as the process that
+    -- started it does, and sends requests lmp never sends: no descriptor,
+    -- two, forty, a wrong byte. Each must be answered -EINVAL with no
+    -- worker made and no descriptor kept; one descriptor makes a worker.
+    local script = helpers.write_script([==[
+import os, socket, struct, subprocess, sys, time
+exe = sys.argv[1]
+ours, theirs = socket.socketpair()
+server = subprocess.Popen([exe, "--lmp-worker", str(os.getpid()), "forkserver"],
+                          preexec_fn=lambda: os.dup2(theirs.fileno(), 3), close_fds=False)
+theirs.close()
+
+def fds_of(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+def ask(byte, fds):
+    socket.send_fds(ours, [byte], fds)
+    got = b""
+    while len(got) < 4:
+        chunk = ours.recv(4 - len(got))
+        if not chunk:
+            return "gone"
+        got += chunk
+    return struct.unpack("=i", got)[0]
+
+def pipes(n):
+    ends = []
+    for _ in range(n):
+        r, w = os.pipe()
+        ends += [r, w]
+    return ends[:n]
+
+time.sleep(0.2)
+held = fds_of(server.pid)
+for name, byte, n in [("none", b"F", 0), ("two", b"F", 2), ("forty", b"F", 40),
+                      ("wrong byte", b"X", 1)]:
+    ends = pipes(n)
+    answer = ask(byte, ends)
+    for fd in ends:
+        os.close(fd)
+    print(name, answer, fds_of(server.pid) - held)
+# One descriptor, as lmp sends: a worker on it, our child.
+channel, worker_end = socket.socketpair()
+answer = ask(b"F", [worker_end.fileno()])
+worker_end.close()
+print("one", answer > 0, fds_of(server.pid) - held)
+channel.close()
+if answer > 0:
+    os.waitpid(answer, 0)
+ours.close()
+print("exit", server.wait())
+]==])
+    local status, out, err = helpers.run(("env -u LD_PRELOAD timeout -s KILL 60 python3 %s %s/bin/lmp-worker")
+      :format(script, helpers.build))
+    os.remove(script)
+    assert.equal(0, status, err)
+    assert.equal("none -22 0\ntwo -22 0\nforty -22 0\nwrong byte -22 0\none True 0\nexit 0\n", out)
+  end)
+
   it("a forged request runs nothing: no metamethod, no function, no module required", function()
     local marker = os.tmpname()
     os.remove(marker)
