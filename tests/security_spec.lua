@@ -265,9 +265,12 @@ describe("Manager security", function()
     if os.getenv("LMP_SANITIZED") then return end -- the sanitizer owns calloc there
     local status, out, err = helpers.make(helpers.build .. "/test/no_client_memory.so")
     assert.equal(0, status, out .. err)
-    -- A server whose first two client records cannot be allocated; it
+    -- A server whose first four client records cannot be allocated; it
     -- ends when an authenticated client goes. The hard limit turns a
     -- server that stopped accepting into a failure rather than a hang.
+    -- It sleeps before it serves, so that the first three connections
+    -- wait together: the second arrives while the first one's refusal
+    -- still closes, and is taken when that is done.
     local script = helpers.write_script([[
       local core = require "lmp.core"
       local dir = assert(core.private_dir())
@@ -281,13 +284,23 @@ describe("Manager security", function()
       srv:keep_loop_alive()
       print(path)
       io.stdout:flush()
+      os.execute("sleep 0.5")
       while true do core.run_once(true) end
     ]])
-    local server = io.popen(("LD_PRELOAD=%s/test/no_client_memory.so LMP_NO_CLIENT_MEMORY=2 timeout 60 lua5.4 %s")
+    local server = io.popen(("LD_PRELOAD=%s/test/no_client_memory.so LMP_NO_CLIENT_MEMORY=4 timeout 60 lua5.4 %s")
       :format(helpers.build, script))
     local path = server:read("l")
     local answers = {}
+    -- Three connections at once (no handshake: connect returns at once),
+    -- then one at a time: each of the first four must see its end, not
+    -- wait; the fifth is served.
+    local waiting = {}
+    for i = 1, 3 do waiting[i] = core.connection(assert(core.connect_socket("unix", path))) end
     for i = 1, 3 do
+      answers[i] = waiting[i]:poll(10) and not pcall(waiting[i].recv_bytes, waiting[i]) and "closed"
+      waiting[i]:close()
+    end
+    for i = 4, 5 do
       local fd, why = core.connect_socket("unix", path, "key", 5)
       answers[i] = fd and "welcome" or why
       if fd then core.fd_close(fd) end
@@ -295,8 +308,8 @@ describe("Manager security", function()
     local rest = server:read("a")
     local _, _, code = server:close()
     os.remove(script)
-    assert.same({"the server closed the connection before its challenge",
-                 "the server closed the connection before its challenge", "welcome"}, answers)
+    assert.same({"closed", "closed", "closed", "the server closed the connection before its challenge",
+                 "welcome"}, answers)
     assert.equal("served\n", rest)
     assert.equal(0, code)
   end)
