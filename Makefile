@@ -114,6 +114,12 @@ $(BUILD)/test/crash.so: tests/c/crash.c
 	mkdir -p $(BUILD)/test
 	$(CC) $(CFLAGS_ALL) -shared $(LDFLAGS_ALL) -o $@ $<
 
+# Preloaded by tests/security_spec.lua: a server's client records cannot
+# be allocated, the first few times.
+$(BUILD)/test/no_client_memory.so: tests/c/no_client_memory.c runtime/server.h
+	mkdir -p $(BUILD)/test
+	$(CC) $(CFLAGS_ALL) -shared $(LDFLAGS_ALL) -o $@ $<
+
 # The futex primitives alone, without Lua or a loop (run by tests/sync_spec.lua).
 $(BUILD)/test/futex_test: tests/c/futex_test.c $(BUILD)/obj/futex.o
 	mkdir -p $(BUILD)/test
@@ -142,6 +148,22 @@ asan:
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0:handle_segv=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  LMP_SANITIZED=1 tests/run.sh build-asan
+
+# The MPI transport under AddressSanitizer + UBSan: tests/mpi_spec.lua with
+# runners built with MPI=1 and the sanitizers (Open MPI in build-asan-mpi,
+# MPICH in build-asan-mpich, each where installed); every rank and worker
+# is instrumented. MPI libraries keep memory until exit: leaks are not
+# checked here either.
+ASAN_FLAGS = OPTFLAGS="-O1 -g -fno-omit-frame-pointer" \
+  SANFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
+asan-mpi: all
+	@if $(PKG_CONFIG) --exists ompi; then \
+	  $(MAKE) -s MPI=1 MPI_PKG=ompi BUILD=build-asan-mpi $(ASAN_FLAGS) all; fi
+	@if $(PKG_CONFIG) --exists mpich; then \
+	  $(MAKE) -s MPI=1 MPI_PKG=mpich BUILD=build-asan-mpich $(ASAN_FLAGS) all; fi
+	LMP_MPI_BUILD=$(CURDIR)/build-asan-mpi LMP_MPICH_BUILD=$(CURDIR)/build-asan-mpich \
+	  ASAN_OPTIONS=detect_leaks=0:handle_segv=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	  LMP_SANITIZED=1 LMP_SPECS=tests/mpi_spec.lua tests/run.sh $(BUILD)
 
 # valgrind: the suite with the main process under valgrind, then the pool
 # specs again with every worker under valgrind too (tools/valgrind-worker.sh).
@@ -206,6 +228,6 @@ embed-example: $(BUILD)/examples/embed-host
 	$(BUILD)/examples/embed-host examples/embed/script.lua
 
 clean:
-	rm -rf build build-asan build-fuzz build-mpi build-mpich
+	rm -rf build build-asan build-asan-mpi build-asan-mpich build-fuzz build-mpi build-mpich
 
-.PHONY: setup example all test asan valgrind fuzz bench install clean FORCE
+.PHONY: setup example all test asan asan-mpi valgrind fuzz bench install clean FORCE

@@ -170,6 +170,7 @@ int lmp__read_exactly(int fd, void *out, size_t n) {
   while (n > 0) {
     ssize_t got = read(fd, p, n);
     if (got < 0 && errno == EINTR) continue;
+    if (got == 0) errno = 0; /* the end of the stream, not a time limit */
     if (got <= 0) return -1;
     p += got;
     n -= (size_t)got;
@@ -189,12 +190,20 @@ int lmp__send_all(int fd, const void *data, size_t n) {
   return 0;
 }
 
+/* Why a handshake read or write failed: the peer was silent past the
+ * socket's time limit (EAGAIN), or it went. */
+static const char *lost(const char *gone) {
+  if (errno == EAGAIN || errno == EWOULDBLOCK)
+    return "the server said nothing within the handshake's time limit";
+  return gone;
+}
+
 int lmp__auth_client(int fd, const char *key, size_t key_len, const char **why) {
   unsigned char greeting[LMP_AUTH_TAG_SIZE + LMP_AUTH_CHALLENGE_SIZE];
   unsigned char answer[LMP_SHA256_SIZE], expected[LMP_SHA256_SIZE];
   unsigned char challenge[LMP_AUTH_CHALLENGE_SIZE], verdict[LMP_AUTH_TAG_SIZE];
   if (lmp__read_exactly(fd, greeting, sizeof greeting) != 0) {
-    *why = "the server closed the connection before its challenge";
+    *why = lost("the server closed the connection before its challenge");
     return -1;
   }
   if (memcmp(greeting, LMP_AUTH_GREETING, LMP_AUTH_TAG_SIZE) != 0) {
@@ -204,7 +213,7 @@ int lmp__auth_client(int fd, const char *key, size_t key_len, const char **why) 
   lmp__auth_answer(key, key_len, "lmp client", greeting + LMP_AUTH_TAG_SIZE, answer);
   if (lmp__send_all(fd, answer, sizeof answer) != 0 ||
       lmp__read_exactly(fd, verdict, sizeof verdict) != 0) {
-    *why = "the server closed the connection during the handshake";
+    *why = lost("the server closed the connection during the handshake");
     return -1;
   }
   if (memcmp(verdict, LMP_AUTH_WELCOME, LMP_AUTH_TAG_SIZE) != 0) {
@@ -214,7 +223,7 @@ int lmp__auth_client(int fd, const char *key, size_t key_len, const char **why) 
   if (lmp__random_bytes(challenge, sizeof challenge) != 0 ||
       lmp__send_all(fd, challenge, sizeof challenge) != 0 ||
       lmp__read_exactly(fd, answer, sizeof answer) != 0) {
-    *why = "the server closed the connection during the handshake";
+    *why = lost("the server closed the connection during the handshake");
     return -1;
   }
   lmp__auth_answer(key, key_len, "lmp server", challenge, expected);

@@ -168,6 +168,21 @@ static int auth_server(int fd, const char *key, size_t key_len, const char **why
   return 0;
 }
 
+/* Runs one side of the handshake (auth_server or lmp__auth_client) on fd
+ * under a limit of `seconds` for each read and write, then lifts the
+ * limit: 0 once both sides proved the key; otherwise fd is closed and -1
+ * returned with why. */
+static int authenticate(int fd, int (*side)(int, const char *, size_t, const char **),
+                        const char *key, size_t key_len, double seconds, const char **why) {
+  set_time_limit(fd, seconds);
+  if (side(fd, key, key_len, why) != 0) {
+    close(fd);
+    return -1;
+  }
+  set_time_limit(fd, 0);
+  return 0;
+}
+
 /* core.accept_socket(listener [, key [, seconds]]) -> fd of a blocking
  * connection (close-on-exec) and the peer's address ("host:port" for TCP,
  * "" for Unix); with a key, the peer proved it within seconds. Nil, "wait"
@@ -200,14 +215,8 @@ static int core_accept_socket(lua_State *L) {
   else if (peer.ss_family == AF_INET6)
     inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&peer)->sin6_addr, host, sizeof host),
         port = ntohs(((struct sockaddr_in6 *)&peer)->sin6_port);
-  if (key != NULL) {
-    set_time_limit(fd, seconds);
-    if (auth_server(fd, key, key_len, &why) != 0) {
-      close(fd);
-      return fail(L, "auth", why);
-    }
-    set_time_limit(fd, 0);
-  }
+  if (key != NULL && authenticate(fd, auth_server, key, key_len, seconds, &why) != 0)
+    return fail(L, "auth", why);
   lua_pushinteger(L, fd);
   if (host[0]) lua_pushfstring(L, "%s:%d", host, port);
   else lua_pushliteral(L, "");
@@ -215,9 +224,10 @@ static int core_accept_socket(lua_State *L) {
 }
 
 /* core.connect_socket("unix", path) or ("tcp", host, port), then key and
- * seconds -> fd of a blocking connection (close-on-exec) on which, with a
- * key, both sides proved it within seconds; or nil, message, kind ("os",
- * "auth"). */
+ * seconds (default 20; 0: no limit) -> fd of a blocking connection
+ * (close-on-exec) on which, with a key, both sides proved it within
+ * seconds; or nil, message, kind ("os", "auth"). A Unix connect waits at
+ * most seconds for the listener to have room for it. */
 static int core_connect_socket(lua_State *L) {
   static const char *const families[] = {"unix", "tcp", NULL};
   int family = luaL_checkoption(L, 1, NULL, families), fd = -1, e = 0;
@@ -233,9 +243,17 @@ static int core_connect_socket(lua_State *L) {
     struct sockaddr_un addr;
     if (unix_address(lua_tostring(L, 2), &addr) != 0)
       return fail(L, "os", "the socket path is empty or too long");
-    if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
-        connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0)
+    /* A Unix connect waits for room in the listener's backlog, for ever
+     * if nobody accepts: the send limit bounds that wait too. */
+    if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0) {
       e = errno;
+    } else {
+      set_time_limit(fd, seconds);
+      if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0)
+        e = errno == EAGAIN ? ETIMEDOUT : errno;
+      else
+        set_time_limit(fd, 0);
+    }
   } else {
     struct addrinfo *list = tcp_addresses(lua_tostring(L, 2), lua_tointeger(L, 3), 0, &why), *a;
     if (list == NULL) return fail(L, "os", why);
@@ -265,14 +283,8 @@ static int core_connect_socket(lua_State *L) {
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   }
-  if (key != NULL) {
-    set_time_limit(fd, seconds);
-    if (lmp__auth_client(fd, key, key_len, &why) != 0) {
-      close(fd);
-      return fail(L, "auth", why);
-    }
-    set_time_limit(fd, 0);
-  }
+  if (key != NULL && authenticate(fd, lmp__auth_client, key, key_len, seconds, &why) != 0)
+    return fail(L, "auth", why);
   lua_pushinteger(L, fd);
   return 1;
 }

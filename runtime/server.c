@@ -4,8 +4,8 @@
  * nothing, the reply comes later through server:reply(client, value) (a
  * request that waits for a lock or a queue's item must not hold up the
  * other clients). lmp.Manager's process keeps its objects behind one; any
- * process reaches it by the socket's path (core.unix_connect), or, served
- * on TCP, by host and port (core.connect_socket).
+ * process reaches it by the socket's path or, served on TCP, by host and
+ * port (core.connect_socket, in listener.c, under a handshake time limit).
  *
  * The socket lives in a private directory (core.private_dir: mode 0700,
  * a random name) and is itself mode 0600, so no other user reaches it.
@@ -215,16 +215,55 @@ static void client_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
   }
 }
 
+static void refuse(server *srv);
+
+static void refuser_closed(uv_handle_t *handle) {
+  server *srv = handle->data;
+  srv->refusing = 0;
+  if (srv->refuse_waiting && srv->L != NULL) {
+    srv->refuse_waiting = 0;
+    refuse(srv);
+  }
+  if (--srv->open_handles == 0) free_server(srv);
+}
+
+/* Takes the connection waiting on the listener into the server's own
+ * handle, which needs no memory, and closes it: the peer sees its end at
+ * once. Left waiting, it would stop the listener for good, since libuv
+ * accepts nothing more until the waiting connection is taken. While the
+ * handle still closes from the last refusal, the connection waits and is
+ * taken in the close callback. */
+static void refuse(server *srv) {
+  uv_loop_t *loop = srv->listener.handle.loop;
+  if (srv->refusing) {
+    srv->refuse_waiting = 1;
+    return;
+  }
+  /* Neither init allocates nor fails on Unix; libuv says either may. */
+  if ((srv->tcp ? uv_tcp_init(loop, &srv->refuser.tcp)
+                : uv_pipe_init(loop, &srv->refuser.pipe, 0)) != 0)
+    return;
+  srv->refuser.handle.data = srv;
+  srv->refusing = 1;
+  srv->open_handles++;
+  (void)uv_accept(&srv->listener.stream, &srv->refuser.stream);
+  uv_close(&srv->refuser.handle, refuser_closed);
+}
+
 static void on_connection(uv_stream_t *listener, int status) {
   server *srv = listener->data;
   unsigned char greeting[LMP_AUTH_TAG_SIZE + LMP_AUTH_CHALLENGE_SIZE];
   client *c;
   if (status != 0 || srv->L == NULL) return;
   c = calloc(1, sizeof *c);
-  if (c == NULL) return;
+  if (c == NULL) {
+    refuse(srv);
+    return;
+  }
   if ((srv->tcp ? uv_tcp_init(listener->loop, &c->conn.tcp)
                 : uv_pipe_init(listener->loop, &c->conn.pipe, 0)) != 0) {
     free(c);
+    refuse(srv);
     return;
   }
   c->conn.handle.data = c;
@@ -510,37 +549,6 @@ static int core_listen(lua_State *L) {
   return 2;
 }
 
-/* core.unix_connect(path [, key]) -> fd of a blocking connection, or nil,
- * message. With a key, the handshake is done: both sides proved it. */
-static int core_unix_connect(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
-  size_t key_len = 0;
-  const char *key = luaL_optlstring(L, 2, NULL, &key_len);
-  struct sockaddr_un addr;
-  const char *why;
-  int fd;
-  if (strlen(path) >= sizeof addr.sun_path) return luaL_argerror(L, 1, "path too long");
-  memset(&addr, 0, sizeof addr);
-  addr.sun_family = AF_UNIX;
-  strcpy(addr.sun_path, path);
-  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
-    int e = errno;
-    if (fd >= 0) close(fd);
-    lua_pushnil(L);
-    lua_pushstring(L, strerror(e));
-    return 2;
-  }
-  if (key && lmp__auth_client(fd, key, key_len, &why) != 0) {
-    close(fd);
-    lua_pushnil(L);
-    lua_pushstring(L, why);
-    return 2;
-  }
-  lua_pushinteger(L, fd);
-  return 1;
-}
-
 /* core.private_dir() -> path of a new directory only this user can enter
  * (mode 0700, a random name made with O_EXCL semantics by mkdtemp) in
  * $TMPDIR or /tmp; or nil, message. */
@@ -563,8 +571,7 @@ static const luaL_Reg server_methods[] = {
     {"close", server_close}, {"reply", server_reply}, {"connected", server_connected},
     {"keep_loop_alive", server_keep_loop_alive}, {NULL, NULL}};
 static const luaL_Reg server_functions[] = {
-    {"listen", core_listen}, {"unix_connect", core_unix_connect},
-    {"private_dir", core_private_dir}, {NULL, NULL}};
+    {"listen", core_listen}, {"private_dir", core_private_dir}, {NULL, NULL}};
 
 void lmp__open_server(lua_State *L) {
   if (luaL_newmetatable(L, SERVER_META)) {

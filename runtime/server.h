@@ -34,8 +34,14 @@ typedef struct server {
   lua_State *L;       /* NULL once closed */
   int handler_ref;
   int on_close_ref;   /* LUA_NOREF, or called with a client's number when it goes */
+  /* Takes and closes at once a connection there is no memory for: libuv
+   * accepts nothing more until the waiting connection is taken. Busy
+   * while it closes; refuse_waiting says one more waits meanwhile. */
+  server_stream refuser;
+  int refusing;
+  int refuse_waiting;
   lua_Integer next_number;
-  int open_handles;   /* listener + clients; freed at zero */
+  int open_handles;   /* listener, sweeper, refuser, clients; freed at zero */
   struct client *clients;
   char *key;          /* the authentication key, wiped and freed with it */
   size_t key_len;

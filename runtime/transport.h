@@ -227,9 +227,10 @@ void lmp__on_forked_worker(int (*run)(lua_State *L, long parent));
  * close-on-exec) and closes every other one from `from` on.
  * Async-signal-safe, for a new child. */
 void lmp__place_descriptors(const int *fds, int n, int from);
-/* At most this many descriptors the forkserver (worker.c) takes with a
- * request beside the worker's channel; lmp's requests carry the channel
- * alone (an lmp.Process's connections travel over the channel). */
+/* At most this many descriptors lmp__place_descriptors places beside the
+ * first. Its callers place a worker's channel alone (an lmp.Process's
+ * connections travel over the channel), and the forkserver (worker.c)
+ * refuses a request that carries anything but that one descriptor. */
 #define LMP_MAX_PASSED_FDS 32
 
 /* Each binding file adds its functions to the lmp.core table on top. */

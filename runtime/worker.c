@@ -77,20 +77,25 @@ int lmp__run_worker(lua_State *L) {
   return status;
 }
 
-/* Receives one request of the forkserver's socket (fd 3): the new
- * worker's descriptors, its channel first. Returns how many, 0 for a
- * request without any, -1 once the socket is closed or broken. */
-static int receive_request(int *fds, int max) {
+/* Receives one request of the forkserver's socket (fd 3): the byte 'F'
+ * with one descriptor, the new worker's end of its channel. Returns that
+ * descriptor; -2 for a request that is not exactly that (a wrong byte, no
+ * descriptor, several, or something else in the control data), whose
+ * descriptors are all closed; -1 once the socket is closed or broken.
+ * Whoever holds the other end may send anything: room is made for one
+ * descriptor more than a request carries, so that the kernel, which drops
+ * what does not fit, marks a request of several as truncated. */
+static int receive_request(void) {
   char byte;
   struct iovec iov = {&byte, 1};
   struct msghdr msg;
   union {
     struct cmsghdr align;
-    char buf[CMSG_SPACE(sizeof(int) * (1 + LMP_MAX_PASSED_FDS))];
+    char buf[CMSG_SPACE(2 * sizeof(int))];
   } control;
   struct cmsghdr *cmsg;
   ssize_t r;
-  int n = 0;
+  int channel = -1, count = 0, valid;
   memset(&msg, 0, sizeof msg);
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
@@ -99,18 +104,23 @@ static int receive_request(int *fds, int max) {
   while ((r = recvmsg(LMP_CHANNEL_FD, &msg, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR) {
   }
   if (r <= 0) return -1;
+  valid = byte == 'F' && !(msg.msg_flags & MSG_CTRUNC);
   for (cmsg = CMSG_FIRSTHDR(&msg); cmsg != NULL; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
     if (cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_RIGHTS) {
-      int count = (int)((cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int)), i;
-      for (i = 0; i < count; i++) {
+      int n = (int)((cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int)), i;
+      for (i = 0; i < n; i++, count++) {
         int fd;
         memcpy(&fd, CMSG_DATA(cmsg) + i * sizeof(int), sizeof fd);
-        if (n < max) fds[n++] = fd;
+        if (count == 0) channel = fd;
         else close(fd);
       }
+    } else {
+      valid = 0;
     }
   }
-  return n;
+  if (valid && count == 1) return channel;
+  if (channel >= 0) close(channel);
+  return -2;
 }
 
 /* Being the forkserver: forks a worker for each request until the socket
@@ -122,7 +132,7 @@ static int receive_request(int *fds, int max) {
  * lock, so the copy needs none of the care fork() takes. Returns 0 in the
  * server when done; in a worker, the worker's exit status. */
 int lmp__serve_forks(lua_State *L, long parent) {
-  int fds[1 + LMP_MAX_PASSED_FDS], n, i;
+  int channel;
   /* What every worker loads first is loaded once, here. */
   lua_getglobal(L, "require");
   lua_pushliteral(L, "lmp.worker");
@@ -130,20 +140,20 @@ int lmp__serve_forks(lua_State *L, long parent) {
     fprintf(stderr, "lmp forkserver: %s\n", lua_tostring(L, -1));
     return 1;
   }
-  while ((n = receive_request(fds, 1 + LMP_MAX_PASSED_FDS)) >= 0) {
+  while ((channel = receive_request()) != -1) {
     int32_t answer = -EINVAL;
-    if (n > 0) {
+    if (channel >= 0) {
       long pid;
       fflush(NULL);
       pid = syscall(SYS_clone, (unsigned long)(CLONE_PARENT | SIGCHLD), NULL, NULL, NULL, NULL);
       if (pid == 0) {
-        lmp__place_descriptors(fds, n, LMP_CHANNEL_FD);
+        lmp__place_descriptors(&channel, 1, LMP_CHANNEL_FD);
         if (lmp__become_worker(parent) != 0) return 1;
         return lmp__run_worker(L);
       }
       answer = pid < 0 ? -errno : (int32_t)pid;
+      close(channel);
     }
-    for (i = 0; i < n; i++) close(fds[i]);
     if (send(LMP_CHANNEL_FD, &answer, sizeof answer, MSG_NOSIGNAL) != (ssize_t)sizeof answer)
       break;
   }

@@ -139,6 +139,30 @@ describe("Listener and Client", function()
     l:accept(5):close()
   end)
 
+  it("a Client on a Unix socket gives up after handshake_timeout too: a silent server, a full backlog", function()
+    -- Nobody accepts: the first connections wait in the listener's backlog
+    -- (the system completes them, no challenge ever comes); once the
+    -- backlog is full, connecting itself waits.
+    local l <close> = lmp.connection.Listener{}
+    local t0 = core.hrtime()
+    local ok, err = pcall(lmp.connection.Client, l.address, {authkey = "k", handshake_timeout = 0.3})
+    assert.is_false(ok)
+    assert.equal("auth", err.kind)
+    assert.matches("said nothing within the handshake's time limit", err.message)
+    assert.is_true(core.hrtime() - t0 < 10)
+    local held, refused = {}, nil
+    for _ = 1, 200 do
+      local got, e = pcall(lmp.connection.Client, l.address, {handshake_timeout = 0.3})
+      if not got then refused = e break end
+      held[#held + 1] = e
+    end
+    for _, conn in ipairs(held) do conn:close() end
+    assert.is_table(refused)
+    assert.equal("os", refused.kind)
+    assert.matches("cannot connect: Connection timed out", refused.message)
+    assert.is_true(#held >= 1)
+  end)
+
   it("without an authkey, no handshake: values go at once", function()
     local l <close> = lmp.connection.Listener{}
     local c = lmp.connection.Client(l.address)

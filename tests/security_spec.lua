@@ -160,7 +160,7 @@ describe("Manager security", function()
     assert.equal(1, d:len())
     -- lmp's own client with the wrong key.
     local ok, message = pool:apply(function(path)
-      local fd, why = require("lmp.core").unix_connect(path, "not the key")
+      local fd, why = require("lmp.core").connect_socket("unix", path, "not the key")
       return fd ~= nil, why
     end, {m.path})
     assert.is_false(ok)
@@ -184,7 +184,7 @@ describe("Manager security", function()
     assert.equal("v", d:get("k"))
     local fd = pool:apply(function(path)
       local c = require("lmp.core")
-      local fd = c.unix_connect(path, "a key the user chose")
+      local fd = c.connect_socket("unix", path, "a key the user chose")
       if fd then c.fd_close(fd) end
       return fd ~= nil
     end, {m.path})
@@ -217,12 +217,161 @@ describe("Manager security", function()
       return seen
     end, {path})
     assert.is_true(eventually(function() return exists(path) end))
-    local fd, why = core.unix_connect(path, "the key")
+    local fd, why = core.connect_socket("unix", path, "the key")
     assert.is_nil(fd)
     assert.equal("authentication failed: the server does not know this key", why)
     assert.equal(64, r:get(20))
     os.remove(path)
     os.remove(dir)
+  end)
+
+  it("a manager client facing a Unix socket that accepts and says nothing gives up after handshake_timeout",
+     function()
+    local dir = assert(core.private_dir())
+    local path = dir .. "/silent"
+    -- Another process accepts every connection and never writes a byte.
+    local server = lmp.Process{target = function(at)
+      local c = require "lmp.core"
+      local sock = assert(c.listen_socket("unix", at))
+      local held = {}
+      while true do
+        local fd = c.accept_socket(sock)
+        if fd then held[#held + 1] = fd else require("lmp").sleep(0.02) end
+      end
+    end, args = {path}}
+    server:start()
+    assert.is_true(eventually(function() return exists(path) end))
+    -- The client runs in a process of its own under a hard limit, so that
+    -- a client that waits for ever fails this test rather than hanging it.
+    local status, out, err = helpers.run_lua(([[
+      local lmp = require "lmp"
+      local t0 = require("lmp.core").hrtime()
+      local m = lmp.BaseManager{address = %q, authkey = "k", handshake_timeout = 0.5}
+      local ok, e = pcall(m.connect, m)
+      print(ok, type(e) == "table" and e.kind, require("lmp.core").hrtime() - t0 < 20)
+      print(tostring(e))
+    ]]):format(path), "timeout 60 lua5.4")
+    server:kill()
+    server:join()
+    os.remove(path)
+    os.remove(dir)
+    assert.equal(0, status, err)
+    -- Kind "auth", as lmp.connection.Client says of a silent server.
+    assert.matches("^false\tauth\ttrue\n", out)
+    assert.matches("cannot reach the manager at .*silent: the server said nothing within the handshake.s time limit", out)
+  end)
+
+  it("a connection the server has no memory for is closed, and the next ones are served", function()
+    if os.getenv("LMP_SANITIZED") then return end -- the sanitizer owns calloc there
+    local status, out, err = helpers.make(helpers.build .. "/test/no_client_memory.so")
+    assert.equal(0, status, out .. err)
+    -- A server whose first four client records cannot be allocated; it
+    -- ends when an authenticated client goes. The hard limit turns a
+    -- server that stopped accepting into a failure rather than a hang.
+    -- It sleeps before it serves, so that the first three connections
+    -- wait together: the second arrives while the first one's refusal
+    -- still closes, and is taken when that is done.
+    local script = helpers.write_script([[
+      local core = require "lmp.core"
+      local dir = assert(core.private_dir())
+      local path = dir .. "/server"
+      local srv = core.listen(path, function(request) return request end, "key", function()
+        os.remove(path)
+        os.remove(dir)
+        print("served")
+        os.exit(0)
+      end)
+      srv:keep_loop_alive()
+      print(path)
+      io.stdout:flush()
+      os.execute("sleep 0.5")
+      while true do core.run_once(true) end
+    ]])
+    local server = io.popen(("LD_PRELOAD=%s/test/no_client_memory.so LMP_NO_CLIENT_MEMORY=4 timeout 60 lua5.4 %s")
+      :format(helpers.build, script))
+    local path = server:read("l")
+    local answers = {}
+    -- Three connections at once (no handshake: connect returns at once),
+    -- then one at a time: each of the first four must see its end, not
+    -- wait; the fifth is served.
+    local waiting = {}
+    for i = 1, 3 do waiting[i] = core.connection(assert(core.connect_socket("unix", path))) end
+    for i = 1, 3 do
+      answers[i] = waiting[i]:poll(10) and not pcall(waiting[i].recv_bytes, waiting[i]) and "closed"
+      waiting[i]:close()
+    end
+    for i = 4, 5 do
+      local fd, why = core.connect_socket("unix", path, "key", 5)
+      answers[i] = fd and "welcome" or why
+      if fd then core.fd_close(fd) end
+    end
+    local rest = server:read("a")
+    local _, _, code = server:close()
+    os.remove(script)
+    assert.same({"closed", "closed", "closed", "the server closed the connection before its challenge",
+                 "welcome"}, answers)
+    assert.equal("served\n", rest)
+    assert.equal(0, code)
+  end)
+
+  it("the forkserver forks only for a request of one descriptor; anything else is refused and closed", function()
+    -- A peer in python3 holds the forkserver's socket, as the process that
+    -- started it does, and sends requests lmp never sends: no descriptor,
+    -- two, forty, a wrong byte. Each must be answered -EINVAL with no
+    -- worker made and no descriptor kept; one descriptor makes a worker.
+    local script = helpers.write_script([==[
+import os, socket, struct, subprocess, sys, time
+exe = sys.argv[1]
+ours, theirs = socket.socketpair()
+server = subprocess.Popen([exe, "--lmp-worker", str(os.getpid()), "forkserver"],
+                          preexec_fn=lambda: os.dup2(theirs.fileno(), 3), close_fds=False)
+theirs.close()
+
+def fds_of(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+def ask(byte, fds):
+    socket.send_fds(ours, [byte], fds)
+    got = b""
+    while len(got) < 4:
+        chunk = ours.recv(4 - len(got))
+        if not chunk:
+            return "gone"
+        got += chunk
+    return struct.unpack("=i", got)[0]
+
+def pipes(n):
+    ends = []
+    for _ in range(n):
+        r, w = os.pipe()
+        ends += [r, w]
+    return ends[:n]
+
+time.sleep(0.2)
+held = fds_of(server.pid)
+for name, byte, n in [("none", b"F", 0), ("two", b"F", 2), ("forty", b"F", 40),
+                      ("wrong byte", b"X", 1)]:
+    ends = pipes(n)
+    answer = ask(byte, ends)
+    for fd in ends:
+        os.close(fd)
+    print(name, answer, fds_of(server.pid) - held)
+# One descriptor, as lmp sends: a worker on it, our child.
+channel, worker_end = socket.socketpair()
+answer = ask(b"F", [worker_end.fileno()])
+worker_end.close()
+print("one", answer > 0, fds_of(server.pid) - held)
+channel.close()
+if answer > 0:
+    os.waitpid(answer, 0)
+ours.close()
+print("exit", server.wait())
+]==])
+    local status, out, err = helpers.run(("env -u LD_PRELOAD timeout -s KILL 60 python3 %s %s/bin/lmp-worker")
+      :format(script, helpers.build))
+    os.remove(script)
+    assert.equal(0, status, err)
+    assert.equal("none -22 0\ntwo -22 0\nforty -22 0\nwrong byte -22 0\none True 0\nexit 0\n", out)
   end)
 
   it("a forged request runs nothing: no metamethod, no function, no module required", function()
@@ -260,7 +409,7 @@ describe("Manager security", function()
         end)()}},
         {id = proxy._id, op = "get", args = {n = 1, _G}},
       }
-      local fd, why = c.unix_connect(proxy._address, proxy._authkey)
+      local fd, why = c.connect_socket("unix", proxy._address, proxy._authkey)
       if not fd then error(why) end
       local conn = c.connection(fd)
       local out = {}

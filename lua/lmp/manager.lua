@@ -291,7 +291,9 @@ function BaseManager:connect()
     error(errors.new("closed", "connect: give the address of a running manager"), 2)
   end
   self.path = self.address
-  for _, typeid in ipairs(proxies.request(self.address, self.authkey, 0, "types", {n = 0})) do
+  local types = proxies.request(self.address, self.authkey, 0, "types", {n = 0},
+                                self.handshake_timeout)
+  for _, typeid in ipairs(types) do
     if not self._classes[typeid] then self._classes[typeid] = proxies.Proxy end
   end
   self.state = "connected"

@@ -31,7 +31,9 @@ proxies.address_name = address_name
 -- of this one.
 local pools = {}
 
--- How long a peer on TCP may take to answer the key handshake.
+-- How long a manager may take to answer the key handshake (on a Unix
+-- socket or TCP alike) when the caller gives no limit: a manager that
+-- accepts and says nothing must not hold a client for ever.
 local HANDSHAKE_SECONDS = 20
 
 local function gone(address)
@@ -39,7 +41,7 @@ local function gone(address)
     :format(address_name(address)))
 end
 
-local function take(address, authkey)
+local function take(address, authkey, seconds)
   local pid, name = core.getpid(), address_name(address) .. "\0" .. authkey
   local pool = pools[name]
   if not pool or pool.pid ~= pid then
@@ -49,10 +51,11 @@ local function take(address, authkey)
   local conn = table.remove(pool.idle)
   if conn then return conn, pool end
   local fd, err, kind
+  seconds = seconds or HANDSHAKE_SECONDS
   if type(address) == "table" then
-    fd, err, kind = core.connect_socket("tcp", address[1], address[2], authkey, HANDSHAKE_SECONDS)
+    fd, err, kind = core.connect_socket("tcp", address[1], address[2], authkey, seconds)
   else
-    fd, err = core.unix_connect(address, authkey)
+    fd, err, kind = core.connect_socket("unix", address, authkey, seconds)
   end
   if not fd then
     -- A manager that refuses the key says so (kind "auth"); any other
@@ -78,11 +81,12 @@ local function await_reply(conn)
 end
 
 -- One request to the manager at address: the object id (0: the manager
--- itself), the method, its arguments packed. Returns the results; raises
+-- itself), the method, its arguments packed; a new connection's
+-- handshake may take `seconds` (default 20). Returns the results; raises
 -- the manager's error with its kind, or kind "closed" when the manager is
 -- unreachable or goes away meanwhile.
-function proxies.request(address, authkey, id, op, args)
-  local conn, pool = take(address, authkey)
+function proxies.request(address, authkey, id, op, args, seconds)
+  local conn, pool = take(address, authkey, seconds)
   local sent, err = pcall(conn.send, conn, {id = id, op = op, args = args})
   if not sent then
     conn:close()
