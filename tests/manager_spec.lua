@@ -621,6 +621,58 @@ describe("Manager start methods, TCP, foreground server, Barrier action", functi
     assert.has_error(function() lmp.Manager{start_method = "nope"} end)
   end)
 
+  for _, method in ipairs({"fork", "forkserver"}) do
+    it("a manager started with " .. method .. " serves Processes and pool workers started after "
+       .. "it, of every method; shutdown leaves no process, descriptor or socket", function()
+      local fds = helpers.open_fds()
+      -- A pool already running when the manager starts: a forked manager
+      -- must not keep its workers' channels open (close_from).
+      local early = lmp.Pool{processes = 1, start_method = method}
+      assert.equal(2, early:apply(function() return 2 end))
+      local m = lmp.Manager{start_method = method}
+      assert.equal(method, started_as(m.pid))
+      local d, q, lock = m:dict(), m:Queue(), m:Lock()
+      local server, path, dir = m.pid, m.address, m.dir
+      for _, child in ipairs({"spawn", "fork", "forkserver"}) do
+        local p = lmp.Process{target = function(d, q, lock, child)
+          assert(lock:acquire(true, 20))
+          d:set(child, "process")
+          lock:release()
+          q:put(child)
+        end, args = {d, q, lock, child}, start_method = child}
+        p:start()
+        assert.equal(child, q:get(true, 30))
+        assert.equal(0, joined(p))
+        assert.equal("process", d:get(child))
+        -- A pool worker: the dict through initargs, the queue as an
+        -- argument, the lock back as a result.
+        local pool <close> = lmp.Pool{processes = 2, start_method = child,
+          initializer = function(dict) MANAGER_SPEC_DICT = dict end, initargs = {d}}
+        local back = pool:starmap(function(queue, l)
+          MANAGER_SPEC_DICT:add("n", 1)
+          queue:put("from a worker")
+          return l
+        end, {{q, lock}, {q, lock}, {q, lock}}, 1)
+        for i = 1, 3 do
+          assert.equal("from a worker", q:get(true, 30))
+          assert.equal(lock, back[i])
+        end
+        pool:close(); pool:join()
+      end
+      assert.equal(9, d:get("n"))
+      early:close(); early:join()
+      m:shutdown()
+      assert.is_false(helpers.alive(server))
+      assert.is_nil(io.open(path))
+      assert.is_nil(require("lfs").attributes(dir))
+      d, q, lock = nil, nil, nil
+      -- The forkserver stays for later processes (as CPython's does), with
+      -- a socket and a pidfd here: stopped, nothing of this test is left.
+      core.forkserver_stop()
+      assert.equal(fds, helpers.open_fds())
+    end)
+  end
+
   it("serves on TCP: a process started from the shell connects and shares a dict and a queue",
      function()
     local m <close> = lmp.Manager{address = {"127.0.0.1", 0}, authkey = "a shared secret"}
