@@ -199,7 +199,11 @@ function Queue:_take(block, timeout, counted)
     -- A lock whose holder died passes to this get ("owner_died"); the
     -- holder was reading, so the stream may be cut mid-value, which recv
     -- then reports (Python's queues have the same limit).
-    if self.reader:readable(0) and lock:acquire(block, remaining()) then
+    local taken
+    if self.reader:readable(0) then
+      if block then taken = lock:acquire(true, remaining()) else taken = sync.try_lock(lock) end
+    end
+    if taken then
       local got, value
       if self.reader:readable(0) then
         got, value = pcall(self.reader.recv, self.reader)

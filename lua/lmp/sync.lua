@@ -224,6 +224,16 @@ end
 core.register("lmp.Lock", function(file) return sync.arrived("lmp.Lock", file) end)
 core.register("lmp.RLock", function(file) return sync.arrived("lmp.RLock", file) end)
 
+-- sync.try_lock(lock) -> whether this process took lock now: as
+-- acquire(false), without waiting, except that a lock whose holder died is
+-- taken over (a second result says "owner_died"). For a queue's
+-- get_nowait, which must not take a dead reader for a live one.
+function sync.try_lock(lock)
+  local ok, died = cell_of(lock):lock_try(false, true)
+  if ok and died then return true, "owner_died" end
+  return ok
+end
+
 -- lock:locked() -> whether some process holds it. A holder that died
 -- holds nothing: the next acquire takes the lock (with "owner_died").
 function Lock:locked()
