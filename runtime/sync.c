@@ -391,9 +391,17 @@ static const luaL_Reg cell_methods[] = {
     {NULL, NULL}};
 
 
+/* core.process_alive(pid) -> whether process pid lives (a zombie does
+ * not): what a lock's waiter asks of a holder that has been quiet. */
+static int core_process_alive(lua_State *L) {
+  lua_Integer pid = luaL_checkinteger(L, 1);
+  lua_pushboolean(L, pid > 0 && pid <= INT32_MAX && lmp__process_alive((int32_t)pid));
+  return 1;
+}
+
 static const luaL_Reg sync_functions[] = {
     {"sync_cell", core_sync_cell}, {"lock_method", core_lock_method},
-    {"bind_lock", core_bind_lock}, {NULL, NULL}};
+    {"bind_lock", core_bind_lock}, {"process_alive", core_process_alive}, {NULL, NULL}};
 
 void lmp__open_sync(lua_State *L) {
   if (!pid_kept && pthread_atfork(NULL, NULL, forget_pid) == 0) pid_kept = 1;

@@ -25,6 +25,18 @@ describe("Process", function()
     os.remove(path)
   end)
 
+  it("close releases the handle and the sentinel's descriptor at once, as Python's", function()
+    local fds = helpers.open_fds()
+    local p = lmp.Process{target = function() end}
+    p:start()
+    p:join(30)
+    local sentinel = p.sentinel
+    p:close()
+    -- The objects are still referenced: only close can have let go.
+    assert.equal(fds, helpers.open_fds())
+    assert.has_error(function() sentinel:fileno() end)
+  end)
+
   it("a target that raises exits 1 with its traceback on stderr", function()
     local status, _, err = helpers.run_lua([[
       local lmp = require "lmp"

@@ -201,3 +201,223 @@ describe("queue waits in pool workers", function()
     q:close()
   end)
 end)
+
+-- The CPU time this process (all its threads) has used so far, in seconds.
+local function cpu_seconds()
+  local stat = helpers.read_file("/proc/self/stat")
+  local fields = {}
+  for field in stat:match("%) (.*)"):gmatch("%S+") do fields[#fields + 1] = field end
+  -- utime and stime, fields 14 and 15 of the whole line, in clock ticks.
+  return (tonumber(fields[12]) + tonumber(fields[13])) / 100
+end
+
+-- In a child: takes q's read lock (as a get does while it reads a value)
+-- and keeps it until released.
+local function hold_read_lock(q)
+  q.read_lock:acquire()
+end
+
+local function release_read_lock(q)
+  q.read_lock:release()
+end
+
+describe("Queue.get waits for another process's read lock asleep", function()
+  after_each(function() assert.is_true(helpers.no_children()) end)
+
+  -- A child holds the read lock of q for about a second, then releases it
+  -- and stamps the moment; returns the process (started), its stamp, and
+  -- the event set once the lock is held.
+  local function holder_of(q, seconds)
+    local stamp, held = lmp.Array("d", 1), lmp.Event()
+    local p = lmp.Process{target = function(q, stamp, held, seconds)
+      hold_read_lock(q)
+      held:set()
+      lmp.sleep(seconds)
+      stamp[1] = require("lmp.core").hrtime()
+      release_read_lock(q)
+    end, args = {q, stamp, held, seconds}}
+    p:start()
+    assert.is_true(held:wait(60))
+    return p, stamp
+  end
+
+  for _, kind in ipairs{"Queue", "SimpleQueue"} do
+    it(kind .. ": the main process sleeps, its loop turning, and wakes on the release", function()
+      local q = lmp[kind]()
+      q:put("value")
+      assert.is_true(helpers.wait_for(function() return not q:empty() end, 60))
+      local p, stamp = holder_of(q, 1)
+      -- A timer of the main loop keeps firing while get waits.
+      local ticks = 0
+      lmp.spawn(function()
+        while stamp[1] == 0 do ticks = ticks + 1; lmp.sleep(0.05) end
+      end)
+      local cpu, before = cpu_seconds(), sleeps()
+      assert.equal("value", q:get())
+      local woke, slept, used = core.hrtime(), sleeps() - before, cpu_seconds() - cpu
+      assert.is_true(stamp[1] > 0, "get returned while the lock was held")
+      assert.is_true(woke - stamp[1] < 1, "get woke " .. (woke - stamp[1]) .. " s late")
+      -- A wait that spun used the whole second of CPU; one that slept, a
+      -- few ticks (the loop's timer turns, the child's messages).
+      assert.is_true(used < 0.3, "get used " .. used .. " s of CPU waiting one second")
+      assert.is_true(ticks >= 5, "the loop's timer fired " .. ticks .. " times in one second")
+      assert.is_true(slept < 200, "get slept " .. slept .. " times in one second")
+      p:join()
+      assert.equal(0, p.exitcode)
+      q:close()
+    end)
+  end
+
+  it("a get in lmp.spawn yields while the read lock is held, and gets the value after", function()
+    local q = lmp.Queue()
+    q:put("value")
+    assert.is_true(helpers.wait_for(function() return not q:empty() end, 60))
+    local p, stamp = holder_of(q, 0.5)
+    local got
+    lmp.spawn(function() got = q:get(true, 60) end)
+    assert.is_nil(got)
+    assert.is_true(helpers.wait_for(function() return got ~= nil end, 60))
+    assert.equal("value", got)
+    assert.is_true(stamp[1] > 0)
+    p:join()
+    q:close()
+  end)
+
+  it("get with a timeout raises empty while the lock stays held; get_nowait at once", function()
+    local q = lmp.Queue()
+    q:put("value")
+    assert.is_true(helpers.wait_for(function() return not q:empty() end, 60))
+    local p = holder_of(q, 1.5)
+    assert.equal("empty", kind_of(q.get_nowait, q))
+    local t0 = core.hrtime()
+    assert.equal("empty", kind_of(q.get, q, true, 0.3))
+    assert.is_true(core.hrtime() - t0 >= 0.29)
+    assert.equal("value", q:get(true, 60))
+    p:join()
+    q:close()
+  end)
+
+  for _, kind in ipairs{"Queue", "SimpleQueue"} do
+    it(kind .. ": a holder of the read lock killed with kill -9 does not wedge the queue", function()
+      local q, held = lmp[kind](), lmp.Event()
+      local p = lmp.Process{target = function(q, held)
+        hold_read_lock(q)
+        held:set()
+        lmp.sleep(60)
+      end, args = {q, held}}
+      p:start()
+      assert.is_true(held:wait(60))
+      q:put("after")
+      os.execute("kill -9 " .. p.pid)
+      p:join()
+      assert.equal(-9, p.exitcode)
+      -- get_nowait does not wait, but does not take a dead holder for a
+      -- live one either.
+      assert.equal("after", q.get_nowait and q:get_nowait() or q:get())
+      -- And a child's get, which sleeps itself, passes a dead holder too.
+      local out = lmp.Queue()
+      local p2 = lmp.Process{target = function(q, held)
+        hold_read_lock(q)
+        held:set()
+        lmp.sleep(60)
+      end, args = {q, held}}
+      held:clear()
+      p2:start()
+      assert.is_true(held:wait(60))
+      q:put("for the child")
+      local getter = lmp.Process{target = function(q, out) out:put(q:get()) end, args = {q, out}}
+      getter:start()
+      os.execute("kill -9 " .. p2.pid)
+      assert.equal("for the child", out:get(true, 60))
+      getter:join(); p2:join()
+      q:close(); out:close()
+    end)
+  end
+
+  it("Ctrl-C interrupts the main process waiting in get for the read lock", function()
+    local status, out = helpers.run_lua([[
+      local lmp = require "lmp"
+      local q, held = lmp.Queue(), lmp.Event()
+      q:put("value")
+      local p = lmp.Process{target = function(q, held)
+        q.read_lock:acquire()
+        held:set()
+        lmp.sleep(60)
+      end, args = {q, held}}
+      p:start()
+      held:wait()
+      io.write("waiting\n"); io.flush()
+      q:get()
+    ]], helpers.ctrl_c_when_waiting)
+    assert.equal(0, status)
+    assert.matches("status 130", out)
+  end)
+end)
+
+describe("the write side of queues waits asleep too", function()
+  after_each(function() assert.is_true(helpers.no_children()) end)
+
+  it("SimpleQueue.put waits for another process's write lock asleep, the loop turning", function()
+    local q, stamp, held = lmp.SimpleQueue(), lmp.Array("d", 1), lmp.Event()
+    local p = lmp.Process{target = function(q, stamp, held)
+      q.write_lock:acquire()
+      held:set()
+      lmp.sleep(1)
+      stamp[1] = require("lmp.core").hrtime()
+      q.write_lock:release()
+    end, args = {q, stamp, held}}
+    p:start()
+    assert.is_true(held:wait(60))
+    local ticks = 0
+    lmp.spawn(function()
+      while stamp[1] == 0 do ticks = ticks + 1; lmp.sleep(0.05) end
+    end)
+    local cpu = cpu_seconds()
+    q:put("value")
+    local used = cpu_seconds() - cpu
+    assert.is_true(stamp[1] > 0, "put wrote while another process held the write lock")
+    assert.is_true(used < 0.3, "put used " .. used .. " s of CPU waiting one second")
+    assert.is_true(ticks >= 5, "the loop's timer fired " .. ticks .. " times in one second")
+    assert.equal("value", q:get())
+    p:join()
+    q:close()
+  end)
+
+  it("SimpleQueue: a holder of the write lock killed with kill -9 does not wedge put", function()
+    local q, held = lmp.SimpleQueue(), lmp.Event()
+    local p = lmp.Process{target = function(q, held)
+      q.write_lock:acquire()
+      held:set()
+      lmp.sleep(60)
+    end, args = {q, held}}
+    p:start()
+    assert.is_true(held:wait(60))
+    os.execute("kill -9 " .. p.pid)
+    q:put("after")
+    assert.equal("after", q:get())
+    p:join()
+    assert.equal(-9, p.exitcode)
+    q:close()
+  end)
+
+  it("Queue.put returns at once while another process holds the write lock; a holder killed "
+    .. "with kill -9 lets the value through", function()
+    local q, held = lmp.Queue(), lmp.Event()
+    local p = lmp.Process{target = function(q, held)
+      -- The feeders' write lock: an fcntl lock on byte 0 of the lock file.
+      require("lmp.core").fd_lock(q.lock:fileno(), 0, true)
+      held:set()
+      lmp.sleep(60)
+    end, args = {q, held}}
+    p:start()
+    assert.is_true(held:wait(60))
+    local t0 = core.hrtime()
+    q:put("after")
+    assert.is_true(core.hrtime() - t0 < 1, "put waited for the write lock")
+    assert.equal("empty", kind_of(q.get, q, true, 0.2))
+    os.execute("kill -9 " .. p.pid)
+    assert.equal("after", q:get(true, 60))
+    p:join()
+    q:close()
+  end)
+end)

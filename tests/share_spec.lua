@@ -343,3 +343,177 @@ describe("sharing, faults and refusals", function()
     q:close()
   end)
 end)
+
+-- Every object reaches a pool worker every way: through initargs, as a
+-- task argument, and back as a task's result (made in the worker, used
+-- here, then given to the worker again). Each kind's exercise(o, run)
+-- works the object from both sides; run(f) calls f(o) in the worker (as
+-- the object arrived there) and returns the AsyncResult.
+local sm = lmp.shared_memory
+
+local kinds = {
+  {"Queue", function() return require("lmp").Queue() end, function(q, run)
+    assert.is_true(run(function(o) o:put("from a worker"); return true end):get(60))
+    assert.equal("from a worker", q:get(true, 30))
+    q:put("to a worker")
+    assert.equal("to a worker", run(function(o) return o:get(true, 30) end):get(60))
+  end},
+  {"JoinableQueue", function() return require("lmp").JoinableQueue() end, function(q, run)
+    assert.is_true(run(function(o) o:put("from a worker"); return true end):get(60))
+    assert.equal("from a worker", q:get(true, 30))
+    q:task_done()
+    assert.is_true(q:join(30))
+    q:put("to a worker")
+    assert.equal("to a worker", run(function(o)
+      local v = o:get(true, 30); o:task_done(); return v
+    end):get(60))
+    assert.is_true(q:join(30))
+  end},
+  {"SimpleQueue", function() return require("lmp").SimpleQueue() end, function(q, run)
+    assert.is_true(run(function(o) o:put("from a worker"); return true end):get(60))
+    assert.equal("from a worker", q:get())
+    q:put("to a worker")
+    assert.equal("to a worker", run(function(o) return o:get() end):get(60))
+  end},
+  {"Pipe", function() return {require("lmp").Pipe()} end, function(ends, run)
+    assert.is_true(run(function(o) o[2]:send("from a worker"); return true end):get(60))
+    assert.equal("from a worker", ends[1]:recv())
+    ends[1]:send("to a worker")
+    assert.equal("to a worker", run(function(o) return o[2]:recv() end):get(60))
+  end},
+  {"Lock", function() return require("lmp").Lock() end, function(l, run)
+    assert.is_true(l:acquire(false))
+    local r = run(function(o) return o:acquire(true, 30) end)
+    lmp.sleep(0.1)
+    assert.is_false(r:ready())
+    l:release()
+    assert.is_true(r:get(60))
+    assert.is_true(l:locked()) -- held by the worker; any process may release a Lock
+    l:release()
+    assert.is_false(l:locked())
+  end},
+  {"RLock", function() return require("lmp").RLock() end, function(l, run)
+    assert.is_true(run(function(o) return o:acquire(false) end):get(60))
+    assert.is_false(l:acquire(false)) -- the worker holds it
+    assert.is_true(run(function(o) o:release(); return true end):get(60))
+    assert.is_true(l:acquire(false))
+    l:acquire(); l:release(); l:release()
+  end},
+  {"Semaphore", function() return require("lmp").Semaphore(0) end, function(s, run)
+    local r = run(function(o) return o:acquire(true, 30) end)
+    s:release()
+    assert.is_true(r:get(60))
+    assert.equal(0, s:get_value())
+    assert.is_true(run(function(o) o:release(); return true end):get(60))
+    assert.equal(1, s:get_value())
+  end},
+  {"BoundedSemaphore", function() return require("lmp").BoundedSemaphore(1) end, function(s, run)
+    assert.is_true(run(function(o) return o:acquire(false) end):get(60))
+    assert.equal(0, s:get_value())
+    s:release()
+    assert.has_error(function() s:release() end)
+    assert.is_false(run(function(o) return pcall(o.release, o) end):get(60))
+  end},
+  {"Event", function() return require("lmp").Event() end, function(e, run)
+    local r = run(function(o) return o:wait(30) end)
+    e:set()
+    assert.is_true(r:get(60))
+    assert.is_true(run(function(o) o:clear(); return true end):get(60))
+    assert.is_false(e:is_set())
+  end},
+  {"Condition", function() return require("lmp").Condition() end, function(c, run)
+    c:acquire()
+    local r = run(function(o) o:acquire(); o:notify(); o:release(); return true end)
+    assert.is_true(c:wait(30))
+    c:release()
+    assert.is_true(r:get(60))
+  end},
+  {"Barrier", function() return require("lmp").Barrier(2) end, function(b, run)
+    local r = run(function(o) return o:wait(30) end)
+    local mine = b:wait(30)
+    assert.same({0, 1}, sorted({mine, r:get(60)}))
+  end},
+  {"Value", function() return require("lmp").Value("i", 0) end, function(v, run)
+    assert.is_true(run(function(o)
+      o:get_lock():acquire(); o.value = o.value + 42; o:get_lock():release(); return true
+    end):get(60))
+    assert.equal(42, v.value)
+    v.value = 7
+    assert.equal(7, run(function(o) return o.value end):get(60))
+  end},
+  {"Array", function() return require("lmp").Array("i", 3) end, function(a, run)
+    assert.is_true(run(function(o) o[2] = 42; return true end):get(60))
+    assert.same({0, 42, 0}, a:totable())
+    a[3] = 7
+    assert.equal(7, run(function(o) return o[3] end):get(60))
+  end},
+  {"SharedMemory", function()
+    return require("lmp").shared_memory.SharedMemory{create = true, size = 16}
+  end, function(shm, run)
+    assert.is_true(run(function(o) o:write(0, "from a worker"); return true end):get(60))
+    assert.equal("from a worker", shm:read(0, 13))
+    shm:write(0, "to a worker  ")
+    assert.equal("to a worker  ", run(function(o) return o:read(0, 13) end):get(60))
+    shm:unlink()
+  end},
+  {"ShareableList", function()
+    return require("lmp").shared_memory.ShareableList({1, "two", 3.0})
+  end, function(l, run)
+    assert.is_true(run(function(o) o[1] = 42; return true end):get(60))
+    assert.equal(42, l[1])
+    l[2] = "TWO"
+    assert.equal("TWO", run(function(o) return o[2] end):get(60))
+    l.shm:unlink()
+  end},
+}
+assert(sm.ShareableList)
+
+for _, method in ipairs{"spawn", "fork", "forkserver"} do
+  describe("every object reaches " .. method .. " pool workers every way", function()
+    teardown(function()
+      core.forkserver_stop()
+      assert.is_true(helpers.no_children())
+    end)
+
+    local function argument_run(pool, o)
+      return function(f) return pool:apply_async(function(x, fn) return fn(x) end, {o, f}) end
+    end
+
+    it("through initargs", function()
+      local objects = {}
+      for _, kind in ipairs(kinds) do objects[kind[1]] = kind[2]() end
+      local pool <close> = lmp.Pool{processes = 1, start_method = method,
+        initializer = function(t) SHARE_SPEC_OBJECTS = t end, initargs = {objects}}
+      for _, kind in ipairs(kinds) do
+        local name = kind[1]
+        kind[3](objects[name], function(f)
+          return pool:apply_async(function(n, fn) return fn(SHARE_SPEC_OBJECTS[n]) end, {name, f})
+        end)
+      end
+    end)
+
+    it("as task arguments", function()
+      local pool <close> = lmp.Pool{processes = 1, start_method = method}
+      for _, kind in ipairs(kinds) do
+        local o = kind[2]()
+        kind[3](o, argument_run(pool, o))
+      end
+    end)
+
+    it("as results: made in a worker, used here, and given back", function()
+      local pool <close> = lmp.Pool{processes = 1, start_method = method}
+      for _, kind in ipairs(kinds) do
+        -- The worker keeps its own copy, as a maker that goes on using the
+        -- object would (a creator that lets go of a segment unlinks it).
+        local o = pool:apply(function(make)
+          local made = make()
+          SHARE_SPEC_KEPT = SHARE_SPEC_KEPT or {}
+          SHARE_SPEC_KEPT[#SHARE_SPEC_KEPT + 1] = made
+          return made
+        end, {kind[2]})
+        assert.is_not_nil(o, kind[1])
+        kind[3](o, argument_run(pool, o))
+      end
+    end)
+  end)
+end

@@ -545,6 +545,108 @@ describe("synchronization", function()
     assert.error_matches(function() lmp.Barrier(0) end, "bad argument #1 to 'Barrier'")
   end)
 
+  it("a Barrier party killed while it waits breaks the round for the others, and reset mends it",
+     function()
+    local b, out = lmp.Barrier(3), lmp.Queue()
+    local victim = lmp.Process{target = function(barrier) barrier:wait(60) end, args = {b}}
+    victim:start()
+    until_equal(1, function() return b:n_waiting() end)
+    os.execute("kill -9 " .. victim.pid)
+    victim:join()
+    -- One live party waits with the dead one: the round can never fill.
+    local t0 = core.hrtime()
+    assert.equal("broken_barrier", kind_of(function() b:wait(60) end))
+    assert.is_true(core.hrtime() - t0 < 10, "the dead party was noticed late")
+    assert.is_true(b:broken())
+    b:reset()
+    local parties = {}
+    for i = 1, 2 do
+      parties[i] = lmp.Process{target = function(barrier, o) o:put(barrier:wait(30)) end,
+        args = {b, out}}
+      parties[i]:start()
+    end
+    local indices = {b:wait(30), out:get(true, 30), out:get(true, 30)}
+    table.sort(indices)
+    assert.same({0, 1, 2}, indices)
+    for i = 1, 2 do parties[i]:join(); assert.equal(0, parties[i].exitcode) end
+    out:close()
+  end)
+
+  it("a Barrier round that a dead party was counted in does not wedge the next round", function()
+    local b = lmp.Barrier(2)
+    local victim = lmp.Process{target = function(barrier) barrier:wait(60) end, args = {b}}
+    victim:start()
+    until_equal(1, function() return b:n_waiting() end)
+    os.execute("kill -9 " .. victim.pid)
+    victim:join()
+    -- It arrived before it died: this round completes with it (as in
+    -- Python), and the dead party, which never leaves, is left for by a
+    -- live one, so that the next round begins.
+    assert.equal(1, b:wait(30))
+    local partner = lmp.Process{target = function(barrier) os.exit(barrier:wait(30) + 10) end,
+      args = {b}}
+    partner:start()
+    local mine = b:wait(30)
+    partner:join(30)
+    assert.same({0, 1}, {math.min(mine, partner.exitcode - 10), math.max(mine, partner.exitcode - 10)})
+    assert.is_false(b:broken())
+  end)
+
+  it("a Condition whose waiter is killed: notify goes on, the next waiter is woken; a holder "
+     .. "killed passes the lock on, told owner_died", function()
+    local c, out = lmp.Condition(), lmp.Queue()
+    local victim = lmp.Process{target = function(cond, o)
+      cond:acquire(); o:put("waiting"); cond:wait(60)
+    end, args = {c, out}}
+    victim:start()
+    assert.equal("waiting", out:get(true, 30))
+    os.execute("kill -9 " .. victim.pid)
+    victim:join()
+    local t0 = core.hrtime()
+    c:acquire()
+    c:notify() -- its ticket goes to the dead waiter: notify waits a while for it, then goes on
+    c:release()
+    assert.is_true(core.hrtime() - t0 < 10)
+    local waiter = lmp.Process{target = function(cond, o)
+      cond:acquire(); o:put("waiting"); o:put(cond:wait(30)); cond:release()
+    end, args = {c, out}}
+    waiter:start()
+    assert.equal("waiting", out:get(true, 30))
+    c:acquire(); c:notify(); c:release()
+    assert.is_true(out:get(true, 30))
+    waiter:join(); assert.equal(0, waiter.exitcode)
+    -- A process killed holding the condition's lock.
+    local holder = lmp.Process{target = function(cond, o)
+      cond:acquire(); o:put("holding"); lmp.sleep(60)
+    end, args = {c, out}}
+    holder:start()
+    assert.equal("holding", out:get(true, 30))
+    os.execute("kill -9 " .. holder.pid)
+    holder:join()
+    assert.same({true, "owner_died", n = 2}, table.pack(c:acquire(true, 30)))
+    c:notify_all()
+    c:release()
+    out:close()
+  end)
+
+  it("a Semaphore's value taken by a process that dies stays taken, as in Python; any process "
+     .. "may give it back", function()
+    for _, class in ipairs{"Semaphore", "BoundedSemaphore"} do
+      local s, held = lmp[class](1), lmp.Event()
+      local holder = lmp.Process{target = function(sem, h) sem:acquire(); h:set(); lmp.sleep(60) end,
+        args = {s, held}}
+      holder:start()
+      assert.is_true(held:wait(30))
+      os.execute("kill -9 " .. holder.pid)
+      holder:join()
+      assert.equal(0, s:get_value())
+      assert.is_false(s:acquire(true, 0.2))
+      s:release()
+      assert.is_true(s:acquire(true, 10))
+      s:release()
+    end
+  end)
+
   it("Ctrl-C interrupts the main process waiting on a lock", function()
     local status, out = helpers.run_lua([[
       local lmp = require "lmp"

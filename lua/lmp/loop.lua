@@ -190,12 +190,6 @@ function loop.in_main_process()
   return core.worker_identity == nil
 end
 
--- Waits a little while: turning the loop in the main process, plainly in
--- a child. For the polling waits of queues, locks and events.
-function loop.pause(seconds)
-  if loop.in_main_process() then loop.sleep(seconds) else core.nap(seconds) end
-end
-
 function loop.sleep(seconds)
   if seconds == nil then
     error("bad argument #1 to 'sleep' (number of seconds expected, got no value)", 2)

@@ -54,10 +54,10 @@ function managed.types(S)
   -- ---- locks ---------------------------------------------------------------
   -- A lock is held by a client (one connection); the holder's connection
   -- closing (its process died or ended) releases it, and the next acquire
-  -- returns true, "owner_dead" so that the new holder knows the state the
+  -- returns true, "owner_died" so that the new holder knows the state the
   -- lock guarded may be half changed.
   local function new_lock(recursive)
-    return {recursive = recursive, count = 0, owner = nil, waiters = {}, owner_dead = false}
+    return {recursive = recursive, count = 0, owner = nil, waiters = {}, owner_died = false}
   end
 
   local function lock_acquire(l, block, timeout)
@@ -69,9 +69,9 @@ function managed.types(S)
     end
     if not await(l.waiters, function() return l.count == 0 end, timeout) then return false end
     l.owner, l.count = me, 1
-    if l.owner_dead then
-      l.owner_dead = false
-      return true, "owner_dead"
+    if l.owner_died then
+      l.owner_died = false
+      return true, "owner_died"
     end
     return true
   end
@@ -89,7 +89,7 @@ function managed.types(S)
 
   local function lock_gone(l, client)
     if l.count > 0 and l.owner == client then
-      l.count, l.owner, l.owner_dead = 0, nil, true
+      l.count, l.owner, l.owner_died = 0, nil, true
       wake(l.waiters, 1)
     end
   end
@@ -221,9 +221,9 @@ function managed.types(S)
         local deadline = timeout and core.hrtime() + timeout
         -- A round whose action runs takes no newcomer until it is released.
         if not await(b.waiters, function() return not b.acting or b.broken end, timeout) then
-          fail("broken", "wait: the barrier is busy with its action past the timeout")
+          fail("broken_barrier", "wait: the barrier is busy with its action past the timeout")
         end
-        if b.broken then fail("broken", "wait: the barrier is broken") end
+        if b.broken then fail("broken_barrier", "wait: the barrier is broken") end
         local index = b.count
         b.count = b.count + 1
         local generation = b.generation
@@ -243,16 +243,16 @@ function managed.types(S)
         if b.generation ~= generation then return index end
         if not passed then
           break_barrier(b)
-          fail("broken", "wait: the barrier broke (this wait timed out)")
+          fail("broken_barrier", "wait: the barrier broke (this wait timed out)")
         end
-        fail("broken", "wait: the barrier broke while this party waited")
+        fail("broken_barrier", "wait: the barrier broke while this party waited")
       end,
       -- From the party that ran the action: ok, the round goes; not ok
       -- (the action raised), the barrier breaks.
       release = function(b, generation, ok)
         local acting = b.acting
         if not acting or acting.generation ~= generation then
-          fail("broken", "wait: the barrier broke while its action ran")
+          fail("broken_barrier", "wait: the barrier broke while its action ran")
         end
         b.acting = nil
         if not ok then
@@ -294,7 +294,7 @@ function managed.types(S)
       bytes(item, "put")
       timeout = patience(block, timeout, "put")
       if q.maxsize > 0 and not await(q.putters, function() return size(q) < q.maxsize end, timeout) then
-        fail("timeout", "put: the queue is full")
+        fail("full", "put: the queue is full")
       end
       q.tail = q.tail + 1
       q.items[q.tail] = item
@@ -304,7 +304,7 @@ function managed.types(S)
     get = function(q, block, timeout)
       timeout = patience(block, timeout, "get")
       if not await(q.getters, function() return size(q) > 0 end, timeout) then
-        fail("timeout", "get: the queue is empty")
+        fail("empty", "get: the queue is empty")
       end
       local item = q.items[q.head]
       q.items[q.head] = nil

@@ -329,6 +329,8 @@ function BaseManager:shutdown()
     process:kill()
     pcall(process.join, process)
   end
+  -- Its handle and sentinel go now, not when the manager is collected.
+  pcall(process.close, process)
   proxies.forget(self.address)
   remove_files(self)
 end

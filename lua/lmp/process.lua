@@ -162,6 +162,9 @@ function Process:close()
   end
   live[self] = nil
   if self._handle then self._handle:close() end
+  -- As Python's close: the sentinel's descriptor goes now, not when the
+  -- object is collected.
+  if self.sentinel then self.sentinel:close() end
   self._handle, self.target, self.args = nil, nil, nil
   self.closed = true
 end

@@ -338,7 +338,7 @@ end
 -- The party that completes a round gets the barrier's action (encoded:
 -- the manager never runs a client's code) and runs it before any party
 -- is released, as Python's Barrier does; an action that raises breaks the
--- barrier (the others raise kind "broken") and this wait raises its error.
+-- barrier (the others raise kind "broken_barrier") and this wait raises its error.
 function BarrierProxy:wait(timeout)
   local index, action, round = call(self, "wait", timeout)
   if action == nil then return index end

@@ -2,17 +2,21 @@
 -- lmp.Process children and pool workers it is given to (its descriptors
 -- travel with the message: see connection.lua), as Python's
 -- multiprocessing.Queue.
--- Values travel framed over a socket pair; a shared lock file keeps one
--- writer and one reader at a time on it (fcntl locks, which hold across
--- processes). Each process puts through a feeder of its own
--- (runtime/feeder.c), so that put never waits for a reader: only maxsize
--- makes it wait. The values in the queue are counted in a futex cell of
+-- Values travel framed over a socket pair, one writer and one reader at a
+-- time. The readers take turns under a read lock, an lmp.Lock (sync.lua):
+-- a get that finds it held sleeps on its futex until the release wakes
+-- it, the loop turning meanwhile in the main process (yielding in
+-- lmp.spawn), and a holder that died leaves it to the next get. Each
+-- process puts through a feeder of its own (runtime/feeder.c), so that
+-- put never waits for a reader: only maxsize makes it wait. The feeders
+-- take turns under the write lock, an fcntl lock on a shared lock file,
+-- which their threads wait for asleep in the kernel and which the kernel
+-- lets go when its holder dies. The values in the queue are counted in a futex cell of
 -- their own (runtime/futex.c's counter), whose ceiling is maxsize: a put
 -- that finds the queue full sleeps on the cell, as the locks of sync.lua
 -- wait, and the get that makes room wakes it. A JoinableQueue counts its
 -- unfinished tasks in a second cell, which join sleeps on.
 local core = require "lmp.core"
-local loop = require "lmp.loop"
 local errors = require "lmp.errors"
 local sync = require "lmp.sync"
 
@@ -22,8 +26,6 @@ local Queue = {}
 Queue.__index = Queue
 Queue.__name = "lmp.Queue"
 queue.Queue = Queue -- reachable from package.loaded: travels by name
-
-local READ = 1 -- byte 0 is the feeders' write lock
 
 -- Bytes of a counter's memory file (the cell itself is smaller).
 local CELL_BYTES = 64
@@ -81,11 +83,12 @@ end
 
 local function now() return core.hrtime() end
 
-
-local function with_lock(lock, byte, fn, ...)
-  core.fd_lock(lock:fileno(), byte, true)
+-- Runs fn(...) holding lock (an lmp.Lock), which is released however fn
+-- ends.
+local function with_lock(lock, fn, ...)
+  lock:acquire()
   local results = table.pack(pcall(fn, ...))
-  core.fd_unlock(lock:fileno(), byte)
+  lock:release()
   if not results[1] then error(results[2], 0) end
   return table.unpack(results, 2, results.n)
 end
@@ -101,6 +104,7 @@ function queue.new(maxsize, fname)
   local reader, writer = core.pipe()
   -- The cell's count is 32 bits: a larger maxsize is as good as none.
   return setmetatable({reader = reader, writer = writer, lock = core.lockfile(),
+                       read_lock = sync.new_lock(sync.Lock),
                        counts = new_counter(maxsize > 0 and math.min(maxsize, 0x7fffffff) or -1),
                        maxsize = maxsize}, Queue)
 end
@@ -180,29 +184,38 @@ function Queue:get(block, timeout)
 end
 
 -- Takes the next value off the socket under the read lock; `counted`:
--- the queue keeps a count of its values (not a SimpleQueue).
+-- the queue keeps a count of its values (not a SimpleQueue). Each wait is
+-- a sleep in the kernel: for data on the socket without the lock (poll, or
+-- the loop's watch in the main process), then for the lock on its futex.
+-- The lock is held only while a value that is there is read, never across
+-- a wait, so a get that wakes to find the value taken by another waits
+-- for data again.
 function Queue:_take(block, timeout, counted)
   local deadline = timeout and now() + timeout
+  local lock = self.read_lock
+  local function remaining() return deadline and math.max(0, deadline - now()) end
   while true do
-    -- Wait for data without holding the lock (the main loop keeps turning).
-    local remaining = deadline and math.max(0, deadline - now())
-    if block then
-      self.reader:poll(remaining or 3600)
+    if block then self.reader:poll(remaining() or math.huge) end
+    -- A lock whose holder died passes to this get ("owner_died"); the
+    -- holder was reading, so the stream may be cut mid-value, which recv
+    -- then reports (Python's queues have the same limit).
+    local taken
+    if self.reader:readable(0) then
+      if block then taken = lock:acquire(true, remaining()) else taken = sync.try_lock(lock) end
     end
-    if core.fd_lock(self.lock:fileno(), READ, not loop.in_main_process()) then
+    if taken then
       local got, value
       if self.reader:readable(0) then
         got, value = pcall(self.reader.recv, self.reader)
         if got and counted then cell_of(self.counts):count_add(-1) end
       end
-      core.fd_unlock(self.lock:fileno(), READ)
+      lock:release()
       if got then return value end
       if got == false then errors.raise(value) end
     end
     if not block or (deadline and now() >= deadline) then
       errors.raise(errors.new("empty", "get: the queue is empty"))
     end
-    if not self.reader:readable(0) then loop.pause(0.001) end
   end
 end
 
@@ -222,6 +235,7 @@ function Queue:close()
   self.reader:close()
   self.writer:close()
   self.lock:close()
+  self.read_lock.file:close()
   close_counter(self.counts)
 end
 
@@ -296,17 +310,17 @@ end
 
 -- lmp.SimpleQueue(): put writes the value itself (no feeder, no count, no
 -- maxsize), under the queue's write lock, as Python's SimpleQueue; get
--- takes the next under the read lock.
+-- takes the next under the read lock. Both locks are lmp.Locks, waited
+-- for asleep as Queue.get waits for its read lock.
 local SimpleQueue = {}
 SimpleQueue.__index = SimpleQueue
 SimpleQueue.__name = "lmp.SimpleQueue"
 queue.SimpleQueue = SimpleQueue
 
-local WRITE = 0 -- the feeders' write lock byte: frames never mix
-
 function queue.new_simple()
   local reader, writer = core.pipe()
-  return setmetatable({reader = reader, writer = writer, lock = core.lockfile()}, SimpleQueue)
+  return setmetatable({reader = reader, writer = writer, read_lock = sync.new_lock(sync.Lock),
+                       write_lock = sync.new_lock(sync.Lock)}, SimpleQueue)
 end
 
 -- q:put(value): returns once the value is written (waiting while the
@@ -316,7 +330,7 @@ function SimpleQueue:put(value)
   check_open(self, "put")
   local ok, err = pcall(core.dumps, value)
   if not ok then errors.raise(err) end
-  with_lock(self.lock, WRITE, self.writer.send, self.writer, value)
+  with_lock(self.write_lock, self.writer.send, self.writer, value)
 end
 
 -- q:get() -> the next value, waiting for one (turning the loop in the main
@@ -337,7 +351,8 @@ function SimpleQueue:close()
   closed[self] = true
   self.reader:close()
   self.writer:close()
-  self.lock:close()
+  self.read_lock.file:close()
+  self.write_lock.file:close()
 end
 
 function SimpleQueue:__tostring() return "lmp.SimpleQueue()" end

@@ -224,6 +224,16 @@ end
 core.register("lmp.Lock", function(file) return sync.arrived("lmp.Lock", file) end)
 core.register("lmp.RLock", function(file) return sync.arrived("lmp.RLock", file) end)
 
+-- sync.try_lock(lock) -> whether this process took lock now: as
+-- acquire(false), without waiting, except that a lock whose holder died is
+-- taken over (a second result says "owner_died"). For a queue's
+-- get_nowait, which must not take a dead reader for a live one.
+function sync.try_lock(lock)
+  local ok, died = cell_of(lock):lock_try(false, true)
+  if ok and died then return true, "owner_died" end
+  return ok
+end
+
 -- lock:locked() -> whether some process holds it. A holder that died
 -- holds nothing: the next acquire takes the lock (with "owner_died").
 function Lock:locked()
@@ -404,7 +414,13 @@ function Condition:notify_all()
 end
 
 -- ---- Barrier ------------------------------------------------------------------------
--- Python's algorithm, lock-free in the cell (runtime/futex.c).
+-- Python's algorithm, lock-free in the cell (runtime/futex.c). Beyond
+-- Python, a party that dies inside does not wedge the barrier: each party
+-- writes its pid in the slot of its index (an lmp.Array beside the cell)
+-- while it is inside, and a party that has waited a while with nothing
+-- changing looks for dead ones. A dead party breaks a round that is
+-- filling (the others get "broken_barrier", as when one times out) and
+-- leaves in its stead, so that a round that drains or a reset ends.
 
 local Barrier = {}
 Barrier.__index = Barrier
@@ -412,6 +428,11 @@ Barrier.__name = "lmp.Barrier"
 sync.Barrier = Barrier
 
 local FILLING, BROKEN = 0, -2
+
+-- Barriers of more parties than this keep no slots (their memory would
+-- grow with parties): a party that dies inside one wedges it, as in
+-- Python.
+local TRACKED_PARTIES = 65536
 
 function sync.new_barrier(parties, action, timeout)
   if math.type(parties) ~= "integer" or parties < 1 or parties > 0x7fffffff then
@@ -421,23 +442,50 @@ function sync.new_barrier(parties, action, timeout)
     errors.argument(2, "Barrier", "function expected, got " .. type(action))
   end
   errors.check_timeout(timeout, 3, "Barrier")
+  local tracked = parties <= TRACKED_PARTIES
   return new_object(Barrier, {parties = parties, action = action or false,
-    timeout = timeout or false})
+    timeout = timeout or false,
+    pids = tracked and require("lmp.shared").new_array("i", parties, {lock = false}) or false,
+    reaper = tracked and sync.new_lock(Lock) or false})
 end
 
 local function broken_error(fname)
   return errors.new("broken_barrier", fname .. ": the barrier is broken (aborted, reset, "
-    .. "or a party timed out or failed)")
+    .. "or a party timed out, failed or died)")
 end
 
-local function try_enter(cell, _, parties)
-  local r, index = cell:barrier_enter(parties)
+-- Leaves in the stead of every party whose process died inside the
+-- barrier; breaks a filling round that had one. One process at a time
+-- does it (the reaper lock, taken over from a reaper that died), so that
+-- no dead party leaves twice.
+local function reap_dead_parties(barrier, cell)
+  local pids = rawget(barrier, "pids")
+  if not pids then return end
+  local reaper = cell_of(rawget(barrier, "reaper"))
+  if not reaper:lock_try(false, true) then return end
+  for i = 1, barrier.parties do
+    local pid = pids[i]
+    if pid ~= 0 and not core.process_alive(pid) then
+      pids[i] = 0
+      if (cell:barrier_state()) == FILLING then cell:barrier("break") end
+      cell:barrier("leave")
+    end
+  end
+  reaper:lock_release(false)
+end
+
+local function try_enter(cell, quiet, barrier)
+  if quiet then reap_dead_parties(barrier, cell) end
+  local r, index = cell:barrier_enter(barrier.parties)
   if r == 1 then return true, index end
   if r == -1 then return "broken" end
   return false
 end
 
-local function try_released(cell) return (cell:barrier_state()) ~= FILLING end
+local function try_released(cell, quiet, barrier)
+  if quiet then reap_dead_parties(barrier, cell) end
+  return (cell:barrier_state()) ~= FILLING
+end
 
 -- barrier:wait([timeout]) -> this party's index, 0 to parties - 1 (the
 -- last to arrive gets parties - 1 and runs the action first). Raises an
@@ -447,9 +495,17 @@ function Barrier:wait(timeout)
   errors.check_timeout(timeout, 1, "wait")
   if timeout == nil then timeout = self.timeout or nil end
   local cell = cell_of(self)
+  local deadline = timeout and core.hrtime() + timeout
+  local function left() return deadline and math.max(0, deadline - core.hrtime()) end
   -- A round that drains or a reset under way is waited for, as Python's.
-  local entered, index = wait_until(cell, try_enter, nil, self.parties)
+  local entered, index = wait_until(cell, try_enter, left(), self)
   if entered == "broken" then error(broken_error("wait"), 2) end
+  if not entered then
+    cell:barrier("break")
+    error(broken_error("wait"), 2)
+  end
+  local pids = rawget(self, "pids")
+  if pids then pids[index + 1] = core.getpid() end
   local ok, err = pcall(function()
     if index + 1 == self.parties then
       if self.action then
@@ -458,13 +514,14 @@ function Barrier:wait(timeout)
       end
       cell:barrier("drain")
     else
-      if not wait_until(cell, try_released, timeout) then
+      if not wait_until(cell, try_released, left(), self) then
         cell:barrier("break")
         error(broken_error("wait"), 0)
       end
       if (cell:barrier_state()) < 0 then error(broken_error("wait"), 0) end
     end
   end)
+  if pids then pids[index + 1] = 0 end
   cell:barrier("leave")
   if not ok then error(err, 2) end
   return index

@@ -6,6 +6,13 @@
 --   put.wake_us   put on a full bounded queue (maxsize 1) in the main
 --                 process returning after a child's get: median time from
 --                 just before the child's get to put's return (microseconds)
+--   get.wake_us   get in the main process of a value that is there, while
+--                 a child holds the queue's read lock (as a get in that
+--                 child does while it reads): median time from just before
+--                 the child's release to get's return (microseconds)
+--   get.cpu_percent  the main process's CPU time over those rounds, as a
+--                 share of their wall time (a get that spun while the lock
+--                 was held: near 100)
 -- Both sides read the same monotonic clock. On a loaded machine the
 -- figures are noisy: compare builds in the same run.
 -- Usage: lmp tests/bench/queue_wait.lua [rounds [work-seconds]]
@@ -14,6 +21,17 @@ local core = require "lmp.core"
 local rounds = math.tointeger(tonumber(arg and arg[1])) or 200
 -- How long the child works before it changes the queue (seconds).
 local work = tonumber(arg and arg[2]) or 0.01
+
+-- The CPU time this process (all its threads) used so far, in seconds.
+local function cpu_seconds()
+  local f = assert(io.open("/proc/self/stat"))
+  local stat = f:read("a")
+  f:close()
+  local fields = {}
+  for field in stat:match("%) (.*)"):gmatch("%S+") do fields[#fields + 1] = field end
+  -- utime and stime (fields 14 and 15 of the line), in clock ticks.
+  return (tonumber(fields[12]) + tonumber(fields[13])) / 100
+end
 
 local function median(t)
   table.sort(t)
@@ -68,4 +86,37 @@ do
   q:close()
   go:close()
   print(("put.wake_us %.1f"):format(median(times) * 1e6))
+end
+
+do
+  local q, stamp, go, held = lmp.Queue(), lmp.Array("d", 1), lmp.Event(), lmp.Event()
+  local p = lmp.Process{target = function(q, stamp, go, held, n, work)
+    local hrtime = require("lmp.core").hrtime
+    for _ = 1, n do
+      go:wait()
+      go:clear()
+      q.read_lock:acquire()
+      held:set()
+      lmp.sleep(work) -- the main process waits in get by now
+      stamp[1] = hrtime()
+      q.read_lock:release()
+    end
+  end, args = {q, stamp, go, held, rounds, work}}
+  p:start()
+  local times = {}
+  local cpu, t0 = cpu_seconds(), core.hrtime()
+  for i = 1, rounds do
+    q:put(i)
+    while q:empty() do lmp.sleep(0.0005) end
+    go:set()
+    held:wait()
+    held:clear()
+    assert(q:get() == i)
+    times[i] = core.hrtime() - stamp[1]
+  end
+  local used, wall = cpu_seconds() - cpu, core.hrtime() - t0
+  p:join()
+  q:close()
+  print(("get.wake_us %.1f"):format(median(times) * 1e6))
+  print(("get.cpu_percent %.1f"):format(used / wall * 100))
 end
