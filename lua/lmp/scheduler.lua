@@ -209,13 +209,13 @@ end
 
 function Pool:_send(w, task)
   local fn, reset, script_globals = false, false, false
+  local sent = true
   if not w.functions[task.function_id] then
     if w.function_count >= FUNCTION_CACHE then
       w.functions, w.function_count, reset = {}, 0, true
     end
     w.functions[task.function_id] = true
     w.function_count = w.function_count + 1
-    fn = task.fn
     -- A new function may call the script's other globals: send them too,
     -- when they changed since this worker last had them.
     local snapshot = globals.snapshot(w.globals)
@@ -223,9 +223,19 @@ function Pool:_send(w, task)
       w.globals = snapshot
       script_globals = snapshot
     end
+    if task.mode ~= "apply" then
+      -- A map's function goes in a frame of its own (with the globals,
+      -- when they go), encoded once for all the workers; its task follows
+      -- by the fast path.
+      sent = w.handle:send(protocol.function_message(task.function_id, reset, script_globals),
+                           task.job:_function_payload(task.fn))
+      reset, script_globals = false, false
+    else
+      fn = task.fn
+    end
   end
-  local sent = protocol.send_task(w.handle, task.id, task.function_id, fn, task.mode, reset,
-                                  script_globals, task.payload)
+  sent = sent and protocol.send_task(w.handle, task.id, task.function_id, fn, task.mode, reset,
+                                     script_globals, task.payload)
   if not sent then
     -- The channel is broken: the worker died (perhaps while this process
     -- was busy and did not turn its loop). It is not retiring: its exit,
