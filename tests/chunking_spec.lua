@@ -178,4 +178,29 @@ describe("chunking", function()
       end
     end
   end)
+
+  it("tail_size cuts a task only once items are timed, never below the guided size", function()
+    -- Untimed, or one item: whole.
+    assert.equal(7, chunking.tail_size(7, 100, 2, nil))
+    assert.equal(1, chunking.tail_size(1, 1, 2, 0.01))
+    for _, p in ipairs(PROCESSES) do
+      for _, count in ipairs{2, 5, 16, 100} do
+        for _, unsent in ipairs{count, count * 3, count * 100} do
+          for _, per_item in ipairs{1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 0.02} do
+            local size = chunking.tail_size(count, unsent, p, per_item)
+            assert.is_true(size >= 1 and size <= count)
+            -- Never below the guided size for what is left to send.
+            assert.is_true(size >= math.min(count, math.ceil(unsent / (p * 8))))
+            -- Quick items are never cut: a microsecond's item runs 250
+            -- to a quarter of a millisecond.
+            if per_item <= 1e-6 then assert.equal(count, size) end
+          end
+        end
+      end
+    end
+    -- 10 ms items at the end of a map: one at a time.
+    assert.equal(1, chunking.tail_size(5, 10, 2, 0.01))
+    -- 40 us items: about a quarter of a millisecond's worth.
+    assert.equal(7, chunking.tail_size(16, 40, 2, 0.00004))
+  end)
 end)

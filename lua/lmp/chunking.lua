@@ -27,6 +27,13 @@ function chunking.default_chunksize(total, processes)
   return size
 end
 
+-- How long, in seconds, the last tasks of a map should take once the time
+-- of its items is known (chunking.tail_size): short enough that a worker
+-- that ran out of work waits little for the others, long enough that the
+-- cost of a task stays small beside it (the next one is already in
+-- flight, so the round trip is hidden).
+local TAIL_TASK_TIME = 0.00025
+
 -- The chunk sizes for a map of `total` items when the caller gave none:
 -- each chunk takes an eighth of a worker's share of what is left ("guided"
 -- scheduling), so chunks shrink towards the end and the workers finish
@@ -43,6 +50,21 @@ function chunking.chunk_plan(total, processes)
     left = left - size
   end
   return sizes
+end
+
+-- How many of a queued task's `count` items to send now, the rest going
+-- back to the queue: the plan's floor (chunk_plan) is a guess made before
+-- any item ran, and its last chunks can be long (300 items of 10 ms make
+-- chunks of 5, 50 ms). Once `per_item`, the measured seconds an item of
+-- this map takes, is known (nil before), a task is cut to what runs in
+-- TAIL_TASK_TIME, but never below the guided size for the `unsent`
+-- items left (an eighth of a worker's share), so that only the tail is
+-- cut finer. Returns count when the task goes whole.
+function chunking.tail_size(count, unsent, processes, per_item)
+  if not per_item or per_item <= 0 or count <= 1 then return count end
+  local by_time = math.max(1, math.ceil(TAIL_TASK_TIME / per_item))
+  local guided = -(-unsent // (processes * 8))
+  return math.min(count, math.max(by_time, guided))
 end
 
 -- The chunk sizes for a map of `total` items in chunks of `chunksize`

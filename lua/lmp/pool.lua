@@ -177,7 +177,12 @@ local function submit_all(self, job, fn, mode, read, total, chunksize, timeout, 
   if total == 0 then job.results = {n = 0} end
   if job.bar then job.bar.total = total end
   local first, early = 1, #sizes
-  if early > self.processes and core.plain_items(array, 1, total) then early = self.processes end
+  local plain = core.plain_items(array, 1, total)
+  if early > self.processes and plain then early = self.processes end
+  -- With plain items and the default chunking, the scheduler may cut the
+  -- last tasks finer once it knows how long items take (Pool:_split): it
+  -- encodes their parts again from the input, which cannot fail.
+  if plain and not chunksize then job.source = array end
   local ok, err = pcall(function()
     for i, size in ipairs(sizes) do
       self:_enqueue(new_task(job, fn, mode, array, first, size, first, timeout))

@@ -22,7 +22,7 @@ local job_module = require "lmp.job"
 local protocol = require "lmp.protocol"
 local workers = require "lmp.workers"
 
-local fail_task = job_module.fail_task
+local fail_task, new_task = job_module.fail_task, job_module.new_task
 
 local PIPELINE = chunking.PIPELINE -- tasks in flight per worker, when tasks are short
 local SHORT_TASK = 0.002    -- seconds: below this a second task in flight pays
@@ -194,6 +194,7 @@ function Pool:_pump()
     if not w then break end
     local task = self:_dequeue()
     if not task then break end
+    if task.job.source then task = self:_split(task) end
     self:_send(w, task)
   end
   if self.state == "closed" and self:_queued() == 0 and next(self.imaps) == nil then
@@ -205,6 +206,21 @@ function Pool:_pump()
       end
     end
   end
+end
+
+-- A map task with plain items (job.source), cut to the size
+-- chunking.tail_size says once the time of the map's items is known: the
+-- first part is returned to be sent, the rest goes back to the front of
+-- the queue. Both are encoded again from the input.
+function Pool:_split(task)
+  local job = task.job
+  local per_item = job.ran_items > 0 and job.ran / job.ran_items or nil
+  local size = chunking.tail_size(task.count, job.total - job.sent_items, #self.workers, per_item)
+  if size >= task.count then return task end
+  local first, source = task.first, job.source
+  self:_enqueue(new_task(job, task.fn, task.mode, source, first + size, task.count - size,
+                         first + size, task.timeout), true)
+  return new_task(job, task.fn, task.mode, source, first, size, first, task.timeout)
 end
 
 function Pool:_send(w, task)
@@ -247,6 +263,7 @@ function Pool:_send(w, task)
     return
   end
   w.sent = w.sent + 1
+  if task.job.source then task.job.sent_items = task.job.sent_items + task.count end
   task.sent_at = core.hrtime()
   w.inflight[#w.inflight + 1] = task
   if self.maxtasks and w.sent >= self.maxtasks then
@@ -319,7 +336,9 @@ function Pool:_on_message(w, message, values)
   -- in the channel behind another, or its answer waited to be read while
   -- this process was busy, says nothing of the work.
   local took = chunking.run_time(ran, core.hrtime() - task.sent_at, protocol.QUICK)
-  if task.job.on_chunk then task.took = took end
+  local job = task.job
+  if job.on_chunk then task.took = took end
+  if job.source then job.ran, job.ran_items = job.ran + took, job.ran_items + task.count end
   self.task_time = self.task_time and (self.task_time * 3 + took) / 4 or took
   if task.timer then task.timer:close() end
   if w.inflight[1] then self:_task_started(w, w.inflight[1]) end

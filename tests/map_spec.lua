@@ -1,8 +1,9 @@
--- A map's function travels once per call: encoded once, whatever the
--- number of workers it goes to (docs/protocol.md, the "function" frame),
--- and once per worker that lacks it. Each encoding is counted where it
--- happens, in the main process: a value in the function's upvalues whose
--- __lmp_serialize counts its calls.
+-- The path of a map: its function travels once per call, encoded once
+-- whatever the number of workers it goes to (docs/protocol.md, the
+-- "function" frame), and once per worker that lacks it (each encoding is
+-- counted where it happens, in the main process: a value in the
+-- function's upvalues whose __lmp_serialize counts its calls); its last
+-- tasks are cut finer once the time of its items is known.
 -- busted runs a spec under an environment of its own; functions sent to
 -- workers should see the real globals, as they do in a script.
 local describe, it, setup, teardown, assert, pcall =
@@ -12,13 +13,13 @@ local lmp = require "lmp"
 local helpers = require "helpers"
 
 local function register_counted()
-  require("lmp").register("map_function_spec.counted", function(data) return data end)
+  require("lmp").register("map_spec.counted", function(data) return data end)
 end
 
 local encodings = 0
 local counted = setmetatable({factor = 3}, {__lmp_serialize = function(t)
   encodings = encodings + 1
-  return "map_function_spec.counted", {factor = rawget(t, "factor")}
+  return "map_spec.counted", {factor = rawget(t, "factor")}
 end})
 
 describe("a map's function", function()
@@ -102,9 +103,77 @@ describe("a map's function", function()
     local ok, err = pcall(p.map, p, function(x) return x * counted.factor end, {1, 2, 3, 4}, 1)
     assert.is_false(ok)
     assert.equal("serialize", err.kind)
-    assert.matches("map_function_spec.counted", err.message)
+    assert.matches("map_spec.counted", err.message)
     assert.same({1, 4, n = 2}, p:map(function(x) return x * x end, {1, 2}))
     p:close()
     p:join()
+  end)
+end)
+
+-- The number of tasks a pool's workers were sent so far.
+local function tasks_sent(pool)
+  local n = 0
+  for _, w in ipairs(pool.workers) do n = n + w.sent end
+  return n
+end
+
+-- A worker busy for `seconds` of its own time, then `x`.
+local function spin(x, seconds)
+  local t0 = os.clock()
+  repeat until os.clock() - t0 >= seconds
+  return x
+end
+
+describe("the tail of a map", function()
+  local chunking = require "lmp.chunking"
+  local pool
+  setup(function() pool = lmp.Pool(2) end)
+  teardown(function()
+    pool:close()
+    pool:join()
+    assert.is_true(helpers.no_children())
+  end)
+
+  local function items_of(n, make)
+    local items = {}
+    for i = 1, n do items[i] = make and make(i) or i end
+    return items
+  end
+
+  it("is cut finer than the plan once its items are known to be slow", function()
+    -- 200 items of 1 ms: the plan's last chunks hold 4 items each (4 ms);
+    -- measured, they are cut down to one item at the end.
+    local items = items_of(200)
+    local before = tasks_sent(pool)
+    local r = pool:map(function(x) return spin(x, 0.001) end, items)
+    local tasks = tasks_sent(pool) - before
+    local planned = #chunking.chunk_plan(200, 2)
+    for i = 1, 200 do assert.equal(i, r[i]) end
+    assert.equal(200, r.n)
+    assert.is_true(tasks > planned, ("%d tasks, %d planned"):format(tasks, planned))
+  end)
+
+  it("keeps the plan for quick items, a given chunksize, and items that are not plain",
+     function()
+    local planned = #chunking.chunk_plan(2000, 2)
+    local before = tasks_sent(pool)
+    local r = pool:map(function(x) return x end, items_of(2000))
+    assert.equal(2000, r[2000])
+    -- Items of a microsecond or so: the time limit is more than the
+    -- floor, so the plan stands (a worker preempted for many milliseconds
+    -- on a loaded machine can make them look slower: some slack; not
+    -- under valgrind, where they take far longer).
+    local tasks = tasks_sent(pool) - before
+    if not helpers.instrumented then
+      assert.is_true(tasks <= planned + 10, ("%d tasks, %d planned"):format(tasks, planned))
+    end
+    before = tasks_sent(pool)
+    r = pool:map(function(x) return spin(x, 0.001) end, items_of(40), 8)
+    assert.equal(40, r[40])
+    assert.equal(5, tasks_sent(pool) - before)
+    before = tasks_sent(pool)
+    r = pool:map(function(t) return spin(t[1], 0.001) end, items_of(200, function(i) return {i} end))
+    assert.equal(200, r[200])
+    assert.equal(#chunking.chunk_plan(200, 2), tasks_sent(pool) - before)
   end)
 end)
