@@ -177,3 +177,28 @@ describe("the tail of a map", function()
     assert.equal(#chunking.chunk_plan(200, 2), tasks_sent(pool) - before)
   end)
 end)
+
+describe("a map's answers", function()
+  it("a worker with nothing left gets its next task before its answer is loaded", function()
+    -- The result's loading, in this process, takes 0.2 s (a registered
+    -- constructor); the worker's second task starts during it.
+    local loaded_at = {}
+    lmp.register("map_spec.slow_to_load", function(data)
+      helpers.busy(0.2)
+      loaded_at[#loaded_at + 1] = require("lmp.core").hrtime()
+      return data
+    end)
+    local own <close> = lmp.Pool(1)
+    local r = own:map(function(x)
+      local started = require("lmp.core").hrtime()
+      return setmetatable({x = x, started = started}, {__lmp_serialize = function(t)
+        return "map_spec.slow_to_load", {x = t.x, started = t.started}
+      end})
+    end, {1, 2}, 1)
+    assert.equal(1, r[1].x)
+    assert.equal(2, r[2].x)
+    assert.is_true(r[2].started < loaded_at[1],
+      ("second task started %.3f s after the first answer was loaded"):format(
+        r[2].started - loaded_at[1]))
+  end)
+end)

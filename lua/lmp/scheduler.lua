@@ -341,7 +341,17 @@ function Pool:_on_message(w, message, values)
   if job.source then job.ran, job.ran_items = job.ran + took, job.ran_items + task.count end
   self.task_time = self.task_time and (self.task_time * 3 + took) / 4 or took
   if task.timer then task.timer:close() end
-  if w.inflight[1] then self:_task_started(w, w.inflight[1]) end
+  if w.inflight[1] then
+    self:_task_started(w, w.inflight[1])
+  elseif task.mode ~= "apply" and not errs and next(self.imaps) == nil then
+    -- The worker has nothing left to run: its next task goes before the
+    -- values of this one are loaded, not after, and is written at once
+    -- (a transport that writes at once has no flush). (Not with an imap,
+    -- whose refill runs the caller's iterator while `values` is a view.)
+    self:_pump()
+    local flush = w.inflight[1] and w.handle.flush
+    if flush then flush(w.handle) end
+  end
   if errs then
     for i, info in pairs(errs) do
       errs[i] = errors.new(info.kind or "task", info.message, {
