@@ -179,6 +179,24 @@ describe("chunking", function()
     end
   end)
 
+  it("tail_items covers the plan's chunks at its floor, and no more", function()
+    for _, total in ipairs(TOTALS) do
+      for _, p in ipairs(PROCESSES) do
+        local sizes, tail = chunking.chunk_plan(total, p), chunking.tail_items(total, p)
+        assert.is_true(tail >= 0 and tail <= total)
+        -- Every chunk that starts before the tail is at the guided size.
+        local first = 1
+        for _, size in ipairs(sizes) do
+          if first <= total - tail then
+            assert.is_true(size <= math.max(1, math.ceil((total - first + 1) / (p * 8))),
+              ("total %d, %d workers: chunk of %d at %d"):format(total, p, size, first))
+          end
+          first = first + size
+        end
+      end
+    end
+  end)
+
   it("tail_size cuts a task only once items are timed, never below the guided size", function()
     -- Untimed, or one item: whole.
     assert.equal(7, chunking.tail_size(7, 100, 2, nil))

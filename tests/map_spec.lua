@@ -153,6 +153,14 @@ describe("the tail of a map", function()
     assert.is_true(tasks > planned, ("%d tasks, %d planned"):format(tasks, planned))
   end)
 
+  it("is cut from the items as they were when the call was made", function()
+    local items = items_of(200)
+    local async = pool:map_async(function(x) return spin(x, 0.001) end, items)
+    for i = 1, 200 do items[i] = -i end
+    local r = async:get()
+    for i = 1, 200 do assert.equal(i, r[i]) end
+  end)
+
   it("keeps the plan for quick items, a given chunksize, and items that are not plain",
      function()
     local planned = #chunking.chunk_plan(2000, 2)

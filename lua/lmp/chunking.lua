@@ -44,8 +44,12 @@ local TAIL_TASK_TIME = 0.001
 -- being swamped by per-task overhead (at most about 32 chunks per worker).
 -- Measured on 1M trivial items and on 64 prime-counting ranges of rising
 -- cost: both beat Python's fixed total/(4 x processes).
+local function plan_floor(total, processes)
+  return math.max(1, -(-total // (processes * 32)))
+end
+
 function chunking.chunk_plan(total, processes)
-  local floor = math.max(1, -(-total // (processes * 32)))
+  local floor = plan_floor(total, processes)
   local sizes, left = {}, total
   while left > 0 do
     local size = math.min(left, math.max(floor, -(-left // (processes * 8))))
@@ -53,6 +57,13 @@ function chunking.chunk_plan(total, processes)
     left = left - size
   end
   return sizes
+end
+
+-- How many of the last items of a map of `total` items chunk_plan puts
+-- in chunks at its floor: the tail, which tail_size may cut finer (a task
+-- before it is at the guided size already).
+function chunking.tail_items(total, processes)
+  return math.min(total, plan_floor(total, processes) * processes * 8)
 end
 
 -- How many of a queued task's `count` items to send now, the rest going

@@ -75,7 +75,8 @@ local function new_job(kind, async, callback, error_callback)
   return setmetatable({kind = kind, async = async, callback = callback,
     error_callback = error_callback, received = 0, total = 0, done = false, pending = false,
     results = nil, error = nil, finish_serial = nil, function_id = nil,
-    function_payload = nil, source = nil, sent_items = 0, ran = 0, ran_items = 0}, Job)
+    function_payload = nil, source = nil, source_from = nil, sent_items = 0, ran = 0,
+    ran_items = 0}, Job)
 end
 
 -- What every apply job has as a task, kept here rather than in each of

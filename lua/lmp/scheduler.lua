@@ -208,25 +208,32 @@ function Pool:_pump()
   end
 end
 
--- A map task with plain items (job.source), cut to the size
+-- A map task with plain items in the tail of its input (job.source holds
+-- a copy of items job.source_from onwards), cut to the size
 -- chunking.tail_size says once the time of the map's items is known: the
 -- first part is returned to be sent, the rest goes back to the front of
--- the queue. Both are encoded again from the input.
+-- the queue. Both are encoded again from the copy.
 function Pool:_split(task)
-  local job = task.job
+  local job, first = task.job, task.first
+  local offset = job.source_from - 1
+  if first <= offset then return task end
   local per_item = job.ran_items > 0 and job.ran / job.ran_items or nil
   local size = chunking.tail_size(task.count, job.total - job.sent_items, #self.workers, per_item)
   if size >= task.count then return task end
-  local first, source = task.first, job.source
-  self:_enqueue(new_task(job, task.fn, task.mode, source, first + size, task.count - size,
-                         first + size, task.timeout), true)
-  return new_task(job, task.fn, task.mode, source, first, size, first, task.timeout)
+  local source = job.source
+  self:_enqueue(new_task(job, task.fn, task.mode, source, first + size - offset,
+                         task.count - size, first + size, task.timeout), true)
+  return new_task(job, task.fn, task.mode, source, first - offset, size, first, task.timeout)
 end
 
 function Pool:_send(w, task)
   local fn, reset, script_globals = false, false, false
   local sent = true
   if not w.functions[task.function_id] then
+    -- A map's function, encoded once per call (raises, should a function
+    -- the pool sent before hold something unsendable now, before this
+    -- worker is marked as having it).
+    local function_payload = task.mode ~= "apply" and task.job:_function_payload(task.fn)
     if w.function_count >= FUNCTION_CACHE then
       w.functions, w.function_count, reset = {}, 0, true
     end
@@ -239,12 +246,12 @@ function Pool:_send(w, task)
       w.globals = snapshot
       script_globals = snapshot
     end
-    if task.mode ~= "apply" then
+    if function_payload then
       -- A map's function goes in a frame of its own (with the globals,
-      -- when they go), encoded once for all the workers; its task follows
-      -- by the fast path.
+      -- when they go), the same bytes for all the workers; its task
+      -- follows by the fast path.
       sent = w.handle:send(protocol.function_message(task.function_id, reset, script_globals),
-                           task.job:_function_payload(task.fn))
+                           function_payload)
       reset, script_globals = false, false
     else
       fn = task.fn
