@@ -538,7 +538,7 @@ static int handle_keep_loop_alive(lua_State *L) {
 static const luaL_Reg handle_methods[] = {
     {"keep_loop_alive", handle_keep_loop_alive},
     {"send", lmp__handle_send},  {"send_task", lmp__handle_send_task},
-    {"close_input", lmp__handle_close_input},
+    {"flush", lmp__handle_flush},  {"close_input", lmp__handle_close_input},
     {"kill", handle_kill}, {"open_ring", lmp__handle_open_ring},
     {"ring_counts", lmp__handle_ring_counts},       {"pid", handle_pid}, {"close", handle_gc},
     {NULL, NULL}};

@@ -72,9 +72,11 @@ void lmp__handle_cork(void);
 void lmp__handle_uncork(void);
 /* Takes the handle off the list of outboxes to write at uncork. */
 void lmp__handle_unlist_flush(worker_handle *c);
-/* The sending methods: handle:send, handle:send_task, handle:close_input. */
+/* The sending methods: handle:send, handle:send_task, handle:flush,
+ * handle:close_input. */
 int lmp__handle_send(lua_State *L);
 int lmp__handle_send_task(lua_State *L);
+int lmp__handle_flush(lua_State *L);
 int lmp__handle_close_input(lua_State *L);
 /* process.c: hands a frame's body to the handle's Lua callback, and
  * stops reading a channel that carried garbage. */

@@ -443,6 +443,17 @@ int lmp__handle_send_task(lua_State *L) {
   return send_encoded(L, c, b, 6, payload, 5, NULL);
 }
 
+/* handle:flush(): writes now the frames corked in the handle's outbox
+ * while answers are handled, rather than after the last of them: the
+ * next task of a worker that has nothing else to run leaves before the
+ * answer that freed it is loaded. */
+int lmp__handle_flush(lua_State *L) {
+  worker_handle *c = lmp__check_handle(L);
+  lmp__handle_unlist_flush(c);
+  flush_outbox(c);
+  return 0;
+}
+
 static void on_shutdown(uv_shutdown_t *req, int status) {
   (void)status;
   free(req);

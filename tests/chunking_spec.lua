@@ -178,4 +178,49 @@ describe("chunking", function()
       end
     end
   end)
+
+  it("tail_items covers the plan's chunks at its floor, and no more", function()
+    for _, total in ipairs(TOTALS) do
+      for _, p in ipairs(PROCESSES) do
+        local sizes, tail = chunking.chunk_plan(total, p), chunking.tail_items(total, p)
+        assert.is_true(tail >= 0 and tail <= total)
+        -- Every chunk that starts before the tail is at the guided size.
+        local first = 1
+        for _, size in ipairs(sizes) do
+          if first <= total - tail then
+            assert.is_true(size <= math.max(1, math.ceil((total - first + 1) / (p * 8))),
+              ("total %d, %d workers: chunk of %d at %d"):format(total, p, size, first))
+          end
+          first = first + size
+        end
+      end
+    end
+  end)
+
+  it("tail_size cuts a task only once items are timed, never below the guided size", function()
+    -- Untimed, or one item: whole.
+    assert.equal(7, chunking.tail_size(7, 100, 2, nil))
+    assert.equal(1, chunking.tail_size(1, 1, 2, 0.01))
+    for _, p in ipairs(PROCESSES) do
+      for _, count in ipairs{2, 5, 16, 100} do
+        for _, unsent in ipairs{count, count * 3, count * 100} do
+          for _, per_item in ipairs{1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 0.02} do
+            local size = chunking.tail_size(count, unsent, p, per_item)
+            assert.is_true(size >= 1 and size <= count)
+            -- Never below the guided size for what is left to send.
+            assert.is_true(size >= math.min(count, math.ceil(unsent / (p * 8))))
+            -- Quick items are never cut: at 10 us, a task of 100 runs
+            -- a millisecond.
+            if per_item <= 1e-5 then assert.equal(count, size) end
+          end
+        end
+      end
+    end
+    -- 10 ms items at the end of a map: one at a time.
+    assert.equal(1, chunking.tail_size(5, 10, 2, 0.01))
+    -- 40 us items (spectral-norm's): the plan's 16 stand; 200 us items:
+    -- a millisecond's worth.
+    assert.equal(16, chunking.tail_size(16, 40, 2, 0.00004))
+    assert.equal(5, chunking.tail_size(16, 40, 2, 0.0002))
+  end)
 end)

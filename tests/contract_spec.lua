@@ -181,6 +181,40 @@ for _, run in ipairs(runs) do
       end)
     end
 
+    it("map: the function carries the corpus in its upvalues, to every worker", function()
+      -- The function travels in a frame of its own, encoded once per
+      -- call (docs/protocol.md); chunks of one item send it to each worker.
+      for _, case in ipairs(cases) do
+        local args = case.args()
+        local bytes = contract.pack(args)
+        local what = "map's function upvalue"
+        local function check(i)
+          contract.verify(case.name, bytes, args, what .. ", as the worker received it")
+          return i
+        end
+        if not pcall(lmp.dumps, check) then
+          -- What dumps refuses of the function, map refuses too.
+          assert_refused(function() pool:map(check, {1, 2, 3, 4}, 1) end, what)
+        else
+          assert.same({1, 2, 3, 4, n = 4}, pool:map(check, {1, 2, 3, 4}, 1))
+        end
+      end
+    end)
+
+    it("map: sharing spans the function, and the items of a chunk, each apart", function()
+      local t = {1}
+      local twice = {a = t, b = t}
+      local function f(item)
+        -- Inside the function: its upvalues share t as they did here.
+        assert(rawequal(twice.a, t) and rawequal(twice.b, t), "upvalue sharing lost")
+        -- The item is a value of its own, whole, with its own sharing.
+        assert(rawequal(item.a, item.b) and item.a[1] == 1, "item sharing lost")
+        return rawequal(item.a, t), rawequal(item, twice)
+      end
+      local r = pool:map(function(item) return {f(item)} end, {twice, twice, twice, twice}, 2)
+      for i = 1, 4 do assert.same({false, false}, r[i]) end
+    end)
+
     it("map: sharing spans the items of a chunk, not chunks; nil items stay", function()
       local s = {v = 1}
       local items = {}

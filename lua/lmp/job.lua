@@ -36,12 +36,47 @@ local function function_id(fn)
   return id
 end
 
+-- The function of a map (or imap) job, taken once per call: its id, and
+-- when it is new, the payload that carries it to the workers, encoded now
+-- (which refuses an unsendable function from the call that submitted it)
+-- and written as it is to each worker that lacks it (Pool:_send). A
+-- function the workers may already have is encoded only if one lacks it
+-- (Job:_function_payload).
+local function map_function(job, fn)
+  local id = job.function_id
+  if id then return id end
+  id = function_ids[fn]
+  if not id then
+    local ok, payload = pcall(core.encode, fn, "function")
+    if not ok then error(payload, 0) end
+    next_function_id = next_function_id + 1
+    id = next_function_id
+    function_ids[fn] = id
+    job.function_payload = payload
+  end
+  job.function_id = id
+  return id
+end
+
+-- The payload of a map job's function (see map_function), encoded at the
+-- first need when the function was known before the call.
+function Job:_function_payload(fn)
+  local payload = self.function_payload
+  if not payload then
+    payload = core.encode(fn, "function")
+    self.function_payload = payload
+  end
+  return payload
+end
+
 -- The fields a job gets are named here, so that its table is made at its
 -- final size.
 local function new_job(kind, async, callback, error_callback)
   return setmetatable({kind = kind, async = async, callback = callback,
     error_callback = error_callback, received = 0, total = 0, done = false, pending = false,
-    results = nil, error = nil, finish_serial = nil}, Job)
+    results = nil, error = nil, finish_serial = nil, function_id = nil,
+    function_payload = nil, source = nil, source_from = nil, sent_items = 0, ran = 0,
+    ran_items = 0}, Job)
 end
 
 -- What every apply job has as a task, kept here rather than in each of
@@ -70,7 +105,7 @@ end
 -- unsendable one raises from the call that submitted it.
 local function new_task(job, fn, mode, source, from, count, first, timeout)
   task_serial = task_serial + 1
-  return {id = task_serial, job = job, fn = fn, function_id = function_id(fn),
+  return {id = task_serial, job = job, fn = fn, function_id = map_function(job, fn),
           -- A starmap item is an argument list: its level is lmp's wrapping
           -- (ex:map makes those lists), not the caller's nesting.
           mode = mode, payload = core.encode_list(source, from, count, first, "args",

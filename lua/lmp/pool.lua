@@ -177,7 +177,16 @@ local function submit_all(self, job, fn, mode, read, total, chunksize, timeout, 
   if total == 0 then job.results = {n = 0} end
   if job.bar then job.bar.total = total end
   local first, early = 1, #sizes
-  if early > self.processes and core.plain_items(array, 1, total) then early = self.processes end
+  local plain = core.plain_items(array, 1, total)
+  if early > self.processes and plain then early = self.processes end
+  -- With plain items and the default chunking, the scheduler may cut the
+  -- last tasks finer once it knows how long items take (Pool:_split): it
+  -- encodes their parts again, which cannot fail, from a copy of the tail
+  -- made now (the caller may change its table while the map runs).
+  if plain and not chunksize then
+    local from = total - chunking.tail_items(total, self.processes) + 1
+    job.source, job.source_from = table.move(array, from, total, 1, {}), from
+  end
   local ok, err = pcall(function()
     for i, size in ipairs(sizes) do
       self:_enqueue(new_task(job, fn, mode, array, first, size, first, timeout))

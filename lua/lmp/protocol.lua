@@ -30,6 +30,14 @@ function protocol.task(id, function_id, fn, mode, reset, script_globals)
   return {"task", id, function_id, fn or false, mode, reset or false, script_globals or false}
 end
 
+-- A map's function, sent to each worker that lacks it ahead of the
+-- worker's first task of it: the function is the frame's payload, encoded
+-- once per call and written as it is to every worker (Pool:_send); reset
+-- and script_globals as in a task. The worker keeps it under function_id.
+function protocol.function_message(function_id, reset, script_globals)
+  return {"function", function_id, reset or false, script_globals or false}
+end
+
 -- Sends a task on a worker's handle, the usual one (a function the worker
 -- has, nothing to reset, no globals) through the C fast path. Returns
 -- false when the channel is broken.
@@ -48,8 +56,8 @@ end
 
 -- ---- read by the worker ----------------------------------------------------
 
--- The tag of a message from the main process ("init", "task", "process"),
--- or nil when it is no tagged table.
+-- The tag of a message from the main process ("init", "task", "function",
+-- "process"), or nil when it is no tagged table.
 function protocol.tag(message)
   if type(message) == "table" then
     local tag = message[1]
@@ -65,6 +73,11 @@ end
 -- -> id, function_id, fn (or false), mode, reset, script_globals (or false)
 function protocol.read_task(message)
   return message[2], message[3], message[4], message[5], message[6], message[7]
+end
+
+-- -> function_id, reset, script_globals (or false)
+function protocol.read_function(message)
+  return message[2], message[3], message[4]
 end
 
 -- -> target, args, script_globals

@@ -22,7 +22,7 @@ local job_module = require "lmp.job"
 local protocol = require "lmp.protocol"
 local workers = require "lmp.workers"
 
-local fail_task = job_module.fail_task
+local fail_task, new_task = job_module.fail_task, job_module.new_task
 
 local PIPELINE = chunking.PIPELINE -- tasks in flight per worker, when tasks are short
 local SHORT_TASK = 0.002    -- seconds: below this a second task in flight pays
@@ -194,6 +194,7 @@ function Pool:_pump()
     if not w then break end
     local task = self:_dequeue()
     if not task then break end
+    if task.job.source then task = self:_split(task) end
     self:_send(w, task)
   end
   if self.state == "closed" and self:_queued() == 0 and next(self.imaps) == nil then
@@ -207,15 +208,37 @@ function Pool:_pump()
   end
 end
 
+-- A map task with plain items in the tail of its input (job.source holds
+-- a copy of items job.source_from onwards), cut to the size
+-- chunking.tail_size says once the time of the map's items is known: the
+-- first part is returned to be sent, the rest goes back to the front of
+-- the queue. Both are encoded again from the copy.
+function Pool:_split(task)
+  local job, first = task.job, task.first
+  local offset = job.source_from - 1
+  if first <= offset then return task end
+  local per_item = job.ran_items > 0 and job.ran / job.ran_items or nil
+  local size = chunking.tail_size(task.count, job.total - job.sent_items, #self.workers, per_item)
+  if size >= task.count then return task end
+  local source = job.source
+  self:_enqueue(new_task(job, task.fn, task.mode, source, first + size - offset,
+                         task.count - size, first + size, task.timeout), true)
+  return new_task(job, task.fn, task.mode, source, first - offset, size, first, task.timeout)
+end
+
 function Pool:_send(w, task)
   local fn, reset, script_globals = false, false, false
+  local sent = true
   if not w.functions[task.function_id] then
+    -- A map's function, encoded once per call (raises, should a function
+    -- the pool sent before hold something unsendable now, before this
+    -- worker is marked as having it).
+    local function_payload = task.mode ~= "apply" and task.job:_function_payload(task.fn)
     if w.function_count >= FUNCTION_CACHE then
       w.functions, w.function_count, reset = {}, 0, true
     end
     w.functions[task.function_id] = true
     w.function_count = w.function_count + 1
-    fn = task.fn
     -- A new function may call the script's other globals: send them too,
     -- when they changed since this worker last had them.
     local snapshot = globals.snapshot(w.globals)
@@ -223,9 +246,19 @@ function Pool:_send(w, task)
       w.globals = snapshot
       script_globals = snapshot
     end
+    if function_payload then
+      -- A map's function goes in a frame of its own (with the globals,
+      -- when they go), the same bytes for all the workers; its task
+      -- follows by the fast path.
+      sent = w.handle:send(protocol.function_message(task.function_id, reset, script_globals),
+                           function_payload)
+      reset, script_globals = false, false
+    else
+      fn = task.fn
+    end
   end
-  local sent = protocol.send_task(w.handle, task.id, task.function_id, fn, task.mode, reset,
-                                  script_globals, task.payload)
+  sent = sent and protocol.send_task(w.handle, task.id, task.function_id, fn, task.mode, reset,
+                                     script_globals, task.payload)
   if not sent then
     -- The channel is broken: the worker died (perhaps while this process
     -- was busy and did not turn its loop). It is not retiring: its exit,
@@ -237,6 +270,7 @@ function Pool:_send(w, task)
     return
   end
   w.sent = w.sent + 1
+  if task.job.source then task.job.sent_items = task.job.sent_items + task.count end
   task.sent_at = core.hrtime()
   w.inflight[#w.inflight + 1] = task
   if self.maxtasks and w.sent >= self.maxtasks then
@@ -309,10 +343,22 @@ function Pool:_on_message(w, message, values)
   -- in the channel behind another, or its answer waited to be read while
   -- this process was busy, says nothing of the work.
   local took = chunking.run_time(ran, core.hrtime() - task.sent_at, protocol.QUICK)
-  if task.job.on_chunk then task.took = took end
+  local job = task.job
+  if job.on_chunk then task.took = took end
+  if job.source then job.ran, job.ran_items = job.ran + took, job.ran_items + task.count end
   self.task_time = self.task_time and (self.task_time * 3 + took) / 4 or took
   if task.timer then task.timer:close() end
-  if w.inflight[1] then self:_task_started(w, w.inflight[1]) end
+  if w.inflight[1] then
+    self:_task_started(w, w.inflight[1])
+  elseif task.mode ~= "apply" and not errs and next(self.imaps) == nil then
+    -- The worker has nothing left to run: its next task goes before the
+    -- values of this one are loaded, not after, and is written at once
+    -- (a transport that writes at once has no flush). (Not with an imap,
+    -- whose refill runs the caller's iterator while `values` is a view.)
+    self:_pump()
+    local flush = w.inflight[1] and w.handle.flush
+    if flush then flush(w.handle) end
+  end
   if errs then
     for i, info in pairs(errs) do
       errs[i] = errors.new(info.kind or "task", info.message, {

@@ -307,8 +307,16 @@ function worker.main()
       end
       return worker.run_process(target, process_args)
     end
-    if tag ~= "task" then return unknown_message(message) end
-    local id, function_id, fn, mode, reset, script_globals = protocol.read_task(message)
+    local id, function_id, fn, mode, reset, script_globals
+    if tag == "function" then
+      -- A map's function, its payload, ahead of its first task here.
+      function_id, reset, script_globals = protocol.read_function(message)
+      fn, args = args, nil
+    elseif tag == "task" then
+      id, function_id, fn, mode, reset, script_globals = protocol.read_task(message)
+    else
+      return unknown_message(message)
+    end
     if reset then functions, unreceived = {}, {} end
     if missing and script_globals then without_missing(script_globals) end
     if script_globals then require("lmp.globals").install(script_globals, owned) end
@@ -324,6 +332,7 @@ function worker.main()
     else
       fn = functions[function_id]
     end
+    if tag == "function" then goto next_message end
     local values, errors
     local started = core.hrtime()
     if not fn and unreceived[function_id] then
@@ -345,6 +354,7 @@ function worker.main()
       args, values = nil, nil
       collectgarbage()
     end
+    ::next_message::
   end
 end
 

@@ -21,7 +21,7 @@ end
 -- The transport registry: how a pool starts its workers, by name. A
 -- transport's start(on_message, on_exit, options) starts one worker and
 -- returns its handle (send, send_task, close_input, keep_loop_alive, kill,
--- pid), or raises when it cannot; the pool calls on_message(message,
+-- pid; flush optional), or raises when it cannot; the pool calls on_message(message,
 -- payload) once per frame, in order, and on_exit(status, signal) once,
 -- after the last message. docs/architecture.md "How to add a transport"
 -- gives the whole contract. A pool's start_method names the transport.

@@ -1,0 +1,212 @@
+-- The path of a map: its function travels once per call, encoded once
+-- whatever the number of workers it goes to (docs/protocol.md, the
+-- "function" frame), and once per worker that lacks it (each encoding is
+-- counted where it happens, in the main process: a value in the
+-- function's upvalues whose __lmp_serialize counts its calls); its last
+-- tasks are cut finer once the time of its items is known.
+-- busted runs a spec under an environment of its own; functions sent to
+-- workers should see the real globals, as they do in a script.
+local describe, it, setup, teardown, assert, pcall =
+  describe, it, setup, teardown, assert, pcall
+local _ENV = _G
+local lmp = require "lmp"
+local helpers = require "helpers"
+
+local function register_counted()
+  require("lmp").register("map_spec.counted", function(data) return data end)
+end
+
+local encodings = 0
+local counted = setmetatable({factor = 3}, {__lmp_serialize = function(t)
+  encodings = encodings + 1
+  return "map_spec.counted", {factor = rawget(t, "factor")}
+end})
+
+describe("a map's function", function()
+  local pool
+  setup(function() pool = lmp.Pool{processes = 3, initializer = register_counted} end)
+  teardown(function()
+    pool:close()
+    pool:join()
+    assert.is_true(helpers.no_children())
+  end)
+
+  it("is encoded once per call, not once per worker", function()
+    local items = {1, 2, 3, 4, 5, 6, 7, 8, 9}
+    for call = 1, 3 do
+      encodings = 0
+      -- A new closure each call, as spectral-norm makes them; chunks of
+      -- one item give every worker a task of it.
+      local r = pool:map(function(x) return x * counted.factor + call end, items, 1)
+      assert.equal(1, encodings, "call " .. call)
+      for i = 1, #items do assert.equal(i * 3 + call, r[i]) end
+    end
+  end)
+
+  it("the workers keep: a function they have is not encoded again", function()
+    local function f(x) return x * counted.factor end
+    encodings = 0
+    assert.same({3, 6, 9, n = 3}, pool:map(f, {1, 2, 3}, 1))
+    assert.equal(1, encodings)
+    -- Every worker may not have had a task of the first call: at most one
+    -- more encoding, for those that lack it.
+    assert.same({3, 6, 9, 12, 15, 18, n = 6}, pool:map(f, {1, 2, 3, 4, 5, 6}, 1))
+    local after_second = encodings
+    assert.is_true(after_second <= 2, "encodings: " .. after_second)
+    assert.same({3, 6, 9, 12, 15, 18, n = 6}, pool:map(f, {1, 2, 3, 4, 5, 6}, 1))
+    assert.equal(after_second, encodings)
+  end)
+
+  it("reaches workers that replace others with one encoding per call", function()
+    local p = lmp.Pool{processes = 2, maxtasksperchild = 1, initializer = register_counted}
+    local function f(x) return x * counted.factor end
+    encodings = 0
+    assert.same({3, 6, 9, 12, n = 4}, p:map(f, {1, 2, 3, 4}, 1))
+    assert.equal(1, encodings)
+    -- Known to the pool, in no worker now: encoded once, at the first need.
+    encodings = 0
+    assert.same({3, 6, 9, 12, n = 4}, p:map(f, {1, 2, 3, 4}, 1))
+    assert.equal(1, encodings)
+    p:close()
+    p:join()
+  end)
+
+  it("that cannot be sent fails the call naming where, and nothing runs", function()
+    local marker = os.tmpname()
+    local file = io.tmpfile()
+    local function mark(x)
+      local f = io.open(marker, "a")
+      f:write(x, " ")
+      f:close()
+      return file and x
+    end
+    local ok, err = pcall(pool.map, pool, mark, {1, 2, 3, 4, 5, 6}, 1)
+    file:close()
+    assert.is_false(ok)
+    assert.equal("serialize", err.kind)
+    assert.matches("cannot send userdata %(FILE%*%) at function%(upvalue 'file'%)", err.message)
+    lmp.sleep(0.1)
+    local f = io.open(marker)
+    local ran = f:read("a")
+    f:close()
+    os.remove(marker)
+    assert.equal("", ran)
+    -- The pool goes on.
+    assert.same({3, 6, n = 2}, pool:map(function(x) return x * counted.factor end, {1, 2}))
+  end)
+
+  it("whose worker lacks a name it holds fails every item of that worker, and the pool goes on",
+     function()
+    -- A pool without the constructor: each worker receives the function
+    -- with a name it does not know.
+    local p = lmp.Pool(2)
+    local ok, err = pcall(p.map, p, function(x) return x * counted.factor end, {1, 2, 3, 4}, 1)
+    assert.is_false(ok)
+    assert.equal("serialize", err.kind)
+    assert.matches("map_spec.counted", err.message)
+    assert.same({1, 4, n = 2}, p:map(function(x) return x * x end, {1, 2}))
+    p:close()
+    p:join()
+  end)
+end)
+
+-- The number of tasks a pool's workers were sent so far.
+local function tasks_sent(pool)
+  local n = 0
+  for _, w in ipairs(pool.workers) do n = n + w.sent end
+  return n
+end
+
+-- A worker busy for `seconds` of its own time, then `x`.
+local function spin(x, seconds)
+  local t0 = os.clock()
+  repeat until os.clock() - t0 >= seconds
+  return x
+end
+
+describe("the tail of a map", function()
+  local chunking = require "lmp.chunking"
+  local pool
+  setup(function() pool = lmp.Pool(2) end)
+  teardown(function()
+    pool:close()
+    pool:join()
+    assert.is_true(helpers.no_children())
+  end)
+
+  local function items_of(n, make)
+    local items = {}
+    for i = 1, n do items[i] = make and make(i) or i end
+    return items
+  end
+
+  it("is cut finer than the plan once its items are known to be slow", function()
+    -- 200 items of 1 ms: the plan's last chunks hold 4 items each (4 ms);
+    -- measured, they are cut down to one item at the end.
+    local items = items_of(200)
+    local before = tasks_sent(pool)
+    local r = pool:map(function(x) return spin(x, 0.001) end, items)
+    local tasks = tasks_sent(pool) - before
+    local planned = #chunking.chunk_plan(200, 2)
+    for i = 1, 200 do assert.equal(i, r[i]) end
+    assert.equal(200, r.n)
+    assert.is_true(tasks > planned, ("%d tasks, %d planned"):format(tasks, planned))
+  end)
+
+  it("is cut from the items as they were when the call was made", function()
+    local items = items_of(200)
+    local async = pool:map_async(function(x) return spin(x, 0.001) end, items)
+    for i = 1, 200 do items[i] = -i end
+    local r = async:get()
+    for i = 1, 200 do assert.equal(i, r[i]) end
+  end)
+
+  it("keeps the plan for quick items, a given chunksize, and items that are not plain",
+     function()
+    local planned = #chunking.chunk_plan(2000, 2)
+    local before = tasks_sent(pool)
+    local r = pool:map(function(x) return x end, items_of(2000))
+    assert.equal(2000, r[2000])
+    -- Items of a microsecond or so: the time limit is more than the
+    -- floor, so the plan stands (a worker preempted for many milliseconds
+    -- on a loaded machine can make them look slower: some slack; not
+    -- under valgrind, where they take far longer).
+    local tasks = tasks_sent(pool) - before
+    if not helpers.instrumented then
+      assert.is_true(tasks <= planned + 10, ("%d tasks, %d planned"):format(tasks, planned))
+    end
+    before = tasks_sent(pool)
+    r = pool:map(function(x) return spin(x, 0.001) end, items_of(40), 8)
+    assert.equal(40, r[40])
+    assert.equal(5, tasks_sent(pool) - before)
+    before = tasks_sent(pool)
+    r = pool:map(function(t) return spin(t[1], 0.001) end, items_of(200, function(i) return {i} end))
+    assert.equal(200, r[200])
+    assert.equal(#chunking.chunk_plan(200, 2), tasks_sent(pool) - before)
+  end)
+end)
+
+describe("a map's answers", function()
+  it("a worker with nothing left gets its next task before its answer is loaded", function()
+    -- The result's loading, in this process, takes 0.2 s (a registered
+    -- constructor); the worker's second task starts during it.
+    local loaded_at = {}
+    lmp.register("map_spec.slow_to_load", function(data)
+      helpers.busy(0.2)
+      loaded_at[#loaded_at + 1] = require("lmp.core").hrtime()
+      return data
+    end)
+    local own <close> = lmp.Pool(1)
+    local r = own:map(function(x)
+      local started = require("lmp.core").hrtime()
+      return setmetatable({x = x, started = started}, {__lmp_serialize = function(t)
+        return "map_spec.slow_to_load", {x = t.x, started = t.started}
+      end})
+    end, {1, 2}, 1)
+    assert.equal(1, r[1].x)
+    assert.equal(2, r[2].x)
+    assert.is_true(r[2].started < loaded_at[1],
+      ("second task started %.3f s after the first answer was loaded"):format(
+        r[2].started - loaded_at[1]))
+  end)
+end)
