@@ -42,19 +42,30 @@ static int drain(worker_handle *c) {
   if (c->ring == NULL || c->ring_draining || delivery.deliver == NULL) return 0;
   c->ring_draining = 1;
   delivery.cork();
-  while (c->L != NULL && !c->broken &&
+  while (c->ring != NULL && c->L != NULL && !c->broken &&
          (got = lmp__ring_peek(c->ring, &c->ring->to_main, &frame, &n, &before)) != 0) {
-    if (got < 0 || n < LMP_FRAME_HEADER || lmp__frame_length(frame) != n - LMP_FRAME_HEADER) {
+    if (got < 0) {
       delivery.broken(c, "garbage in the channel's ring");
       break;
     }
     /* A frame the worker put on the socket before this one goes first. */
     if (before > c->ring_socket_delivered) break;
-    delivery.deliver(c, frame + LMP_FRAME_HEADER, n - LMP_FRAME_HEADER);
-    if (c->ring == NULL) break;
+    /* The worker may write the ring while this process reads it: the
+     * frame is copied out once, then checked and decoded from the copy,
+     * so that no length is read twice or believed unchecked. */
+    c->ring_copy.len = 0;
+    if (lmp__buffer_append(&c->ring_copy, frame, n) != 0) {
+      delivery.broken(c, "not enough memory for a frame of the channel's ring");
+      break;
+    }
     lmp__ring_pop(&c->ring->to_main, n);
     c->ring_frames_in++;
     delivered = 1;
+    if (n < LMP_FRAME_HEADER || lmp__frame_length(c->ring_copy.data) != n - LMP_FRAME_HEADER) {
+      delivery.broken(c, "garbage in the channel's ring");
+      break;
+    }
+    delivery.deliver(c, c->ring_copy.data + LMP_FRAME_HEADER, n - LMP_FRAME_HEADER);
   }
   delivery.uncork();
   c->ring_draining = 0;

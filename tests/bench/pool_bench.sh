@@ -47,15 +47,17 @@ measure() {
 
   # side workload: one repetition, its lines tagged "side name value";
   # a workload NAME_pinned is NAME run under $PIN, its names suffixed.
+  # sh has no local variables: run's names differ from the loop's below
+  # (the loop's $workload overwritten here ran only the first side pinned).
   run() {
-    side=$1 workload=${2%_pinned} pin="" suffix=""
-    if [ "$workload" != "$2" ]; then pin=$PIN suffix=_pinned; fi
+    side=$1 what=${2%_pinned} pin="" suffix=""
+    if [ "$what" != "$2" ]; then pin=$PIN suffix=_pinned; fi
     # $pin is empty or a command with its arguments: split on purpose.
     # shellcheck disable=SC2086
     case $side in
-      lmp) timeout 600 $pin "$LMP" tests/bench/pool.lua "$workload" ;;
-      ring) LMP_RING=1 timeout 600 $pin "$LMP" tests/bench/pool.lua "$workload" ;;
-      fork|spawn|forkserver) timeout 600 $pin "$PYTHON" tests/bench/pool_cpython.py "$workload" "$side" ;;
+      lmp) timeout 600 $pin "$LMP" tests/bench/pool.lua "$what" ;;
+      ring) LMP_RING=1 timeout 600 $pin "$LMP" tests/bench/pool.lua "$what" ;;
+      fork|spawn|forkserver) timeout 600 $pin "$PYTHON" tests/bench/pool_cpython.py "$what" "$side" ;;
     esac | sed -n "s/^\([a-z_.A-Z0-9]*\) \([-0-9.e+]*\)\$/$side \1$suffix \2/p" >>"$results"
   }
 
