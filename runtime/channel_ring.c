@@ -35,6 +35,7 @@ void lmp__worker_ring_socket_read(void) { socket_frames_read++; }
 
 int lmp__worker_ring_next(const char **body, size_t *n) {
   lmp_ring_side *s = &worker_ring->to_worker;
+  int checked = 0;
   if (ring_frame_held) {
     lmp__ring_pop(s, ring_taken);
     ring_frame_held = 0;
@@ -56,12 +57,17 @@ int lmp__worker_ring_next(const char **body, size_t *n) {
     }
     if (got > 0 || __atomic_load_n(&s->socket_sent, __ATOMIC_ACQUIRE) > socket_frames_read)
       return 0;
-    if (!lmp__ring_wait(worker_ring, s, socket_frames_read, lmp__spin_ns(), RING_CHECK_NS)) {
+    /* Watched for a while first, but not again after each look at the
+     * socket: a worker asleep says so (sleeping) nearly all the time, so
+     * that its death is looked for before a frame is put in its ring. */
+    if (!lmp__ring_wait(worker_ring, s, socket_frames_read, checked ? 0 : lmp__spin_ns(),
+                        RING_CHECK_NS)) {
       struct pollfd pfd;
       pfd.fd = LMP_CHANNEL_FD;
       pfd.events = POLLIN;
       /* Something on the socket that no count announced: its end. */
       if (poll(&pfd, 1, 0) > 0) return 0;
+      checked = 1;
     }
   }
 }
