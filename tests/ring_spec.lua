@@ -33,10 +33,20 @@ describe("a pool with a ring", function()
     end)
   end
 
-  it("is off unless asked for (or LMP_RING=1), and the option is checked", function()
-    local pool <close> = lmp.Pool{processes = 1, ring = false}
-    assert.equal(1, pool:apply(function() return 1 end))
-    assert.is_nil(counts(pool))
+  it("is on by default, off with ring = false or LMP_RING=0, and the option is checked", function()
+    local default <close> = lmp.Pool{processes = 1}
+    assert.equal(1, default:apply(function() return 1 end))
+    assert.is_true(counts(default) >= 1)
+    local off <close> = lmp.Pool{processes = 1, ring = false}
+    assert.equal(1, off:apply(function() return 1 end))
+    assert.is_nil(counts(off))
+    local out = helpers.run_lua_ok([[
+      local lmp = require "lmp"
+      local pool <close> = lmp.Pool{processes = 1}
+      assert(pool:apply(function() return 2 end) == 2)
+      print(pool.workers[1].handle:ring_counts() == nil and "no ring" or "ring")
+    ]], "LMP_RING=0 " .. helpers.runner)
+    assert.equal("no ring\n", out)
     local ok, err = pcall(lmp.Pool, {processes = 1, ring = "yes"})
     assert.is_false(ok)
     assert.matches("ring must be a boolean", tostring(err))
