@@ -110,9 +110,9 @@ example: all
 
 # ---- tests ---------------------------------------------------------------
 # A C module that crashes on purpose, for the failure tests.
-$(BUILD)/test/crash.so: tests/c/crash.c
+$(BUILD)/test/crash.so: tests/c/crash.c runtime/ring.h
 	mkdir -p $(BUILD)/test
-	$(CC) $(CFLAGS_ALL) -shared $(LDFLAGS_ALL) -o $@ $<
+	$(CC) $(CFLAGS_ALL) -shared $(LDFLAGS_ALL) -o $@ $< -lpthread
 
 # Preloaded by tests/security_spec.lua: a server's client records cannot
 # be allocated, the first few times.

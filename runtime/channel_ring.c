@@ -6,8 +6,10 @@
  * transport layer; internal. */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "channel.h"
@@ -33,6 +35,7 @@ void lmp__worker_ring_socket_read(void) { socket_frames_read++; }
 
 int lmp__worker_ring_next(const char **body, size_t *n) {
   lmp_ring_side *s = &worker_ring->to_worker;
+  int checked = 0;
   if (ring_frame_held) {
     lmp__ring_pop(s, ring_taken);
     ring_frame_held = 0;
@@ -54,19 +57,34 @@ int lmp__worker_ring_next(const char **body, size_t *n) {
     }
     if (got > 0 || __atomic_load_n(&s->socket_sent, __ATOMIC_ACQUIRE) > socket_frames_read)
       return 0;
-    if (!lmp__ring_wait(worker_ring, s, socket_frames_read, lmp__spin_ns(), RING_CHECK_NS)) {
+    /* Watched for a while first, but not again after each look at the
+     * socket: a worker asleep says so (sleeping) nearly all the time, so
+     * that its death is looked for before a frame is put in its ring. */
+    if (!lmp__ring_wait(worker_ring, s, socket_frames_read, checked ? 0 : lmp__spin_ns(),
+                        RING_CHECK_NS)) {
       struct pollfd pfd;
       pfd.fd = LMP_CHANNEL_FD;
       pfd.events = POLLIN;
       /* Something on the socket that no count announced: its end. */
       if (poll(&pfd, 1, 0) > 0) return 0;
+      checked = 1;
     }
   }
 }
 
+/* Whether the socket holds nothing the main process has not read yet.
+ * A task may write on it behind lmp's back (bytes no count announces):
+ * while any such bytes wait there, answers follow them on the socket,
+ * so that the main process sees them in the order they were written,
+ * as it would without a ring. Undecidable (the call failed): no. */
+static int socket_drained(void) {
+  int waiting = 0;
+  return ioctl(LMP_CHANNEL_FD, SIOCOUTQ, &waiting) == 0 && waiting == 0;
+}
+
 int lmp__worker_ring_send(const struct iovec *iov, int n, size_t total, int carrying) {
   int woke = -1, went = 0;
-  if (!carrying)
+  if (!carrying && socket_drained())
     woke = lmp__ring_push(worker_ring, &worker_ring->to_main, iov, n, total, socket_frames_sent);
   if (woke >= 0) {
     went = 1;

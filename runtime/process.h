@@ -44,6 +44,8 @@ typedef struct worker_handle {
   struct lmp_ring *ring; /* the shared-memory ring, or NULL (process_ring.c) */
   uint64_t ring_socket_delivered; /* the worker's socket frames delivered */
   int ring_draining;
+  lmp_buffer ring_copy;    /* the frame being delivered, out of the ring */
+  uint64_t ring_last_in;   /* uv_hrtime() of the last frame taken from it */
   uint64_t ring_frames_out, ring_frames_in; /* frames that went through it */
   struct worker_handle *ring_prev, *ring_next; /* the handles with a ring */
 } worker_handle;

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "process.h"
@@ -34,7 +35,18 @@ static lmp_ring_delivery delivery;
 
 void lmp__rings_deliver_with(const lmp_ring_delivery *d) { delivery = *d; }
 
-static int drain(worker_handle *c) {
+/* Whether bytes wait on the worker's socket, unread. */
+static int socket_holds_bytes(worker_handle *c) {
+  uv_os_fd_t fd;
+  int available = 0;
+  if (uv_fileno((uv_handle_t *)&c->channel, &fd) != 0) return 0;
+  return ioctl(fd, FIONREAD, &available) == 0 && available > 0;
+}
+
+/* Delivers the frames due; in_socket_frame: called while frames read
+ * from the socket are being delivered (more of them may wait in the
+ * inbox, not on the socket). */
+static int drain(worker_handle *c, int in_socket_frame) {
   const char *frame;
   size_t n;
   uint64_t before;
@@ -42,30 +54,50 @@ static int drain(worker_handle *c) {
   if (c->ring == NULL || c->ring_draining || delivery.deliver == NULL) return 0;
   c->ring_draining = 1;
   delivery.cork();
-  while (c->L != NULL && !c->broken &&
+  while (c->ring != NULL && c->L != NULL && !c->broken &&
          (got = lmp__ring_peek(c->ring, &c->ring->to_main, &frame, &n, &before)) != 0) {
-    if (got < 0 || n < LMP_FRAME_HEADER || lmp__frame_length(frame) != n - LMP_FRAME_HEADER) {
+    if (got < 0) {
       delivery.broken(c, "garbage in the channel's ring");
       break;
     }
-    /* A frame the worker put on the socket before this one goes first. */
-    if (before > c->ring_socket_delivered) break;
-    delivery.deliver(c, frame + LMP_FRAME_HEADER, n - LMP_FRAME_HEADER);
-    if (c->ring == NULL) break;
+    /* A frame the worker put on the socket before this one goes first.
+     * The worker wrote that frame whole before it published this one:
+     * a socket with no byte left to read means the count lies (a frame
+     * that would wait for ever). */
+    if (before > c->ring_socket_delivered) {
+      if (!in_socket_frame && !c->exited && !c->eof && !socket_holds_bytes(c))
+        delivery.broken(c, "garbage in the channel's ring (a frame behind socket frames that "
+                           "never came)");
+      break;
+    }
+    /* The worker may write the ring while this process reads it: the
+     * frame is copied out once, then checked and decoded from the copy,
+     * so that no length is read twice or believed unchecked. */
+    c->ring_copy.len = 0;
+    if (lmp__buffer_append(&c->ring_copy, frame, n) != 0) {
+      delivery.broken(c, "not enough memory for a frame of the channel's ring");
+      break;
+    }
     lmp__ring_pop(&c->ring->to_main, n);
     c->ring_frames_in++;
+    c->ring_last_in = uv_hrtime();
     delivered = 1;
+    if (n < LMP_FRAME_HEADER || lmp__frame_length(c->ring_copy.data) != n - LMP_FRAME_HEADER) {
+      delivery.broken(c, "garbage in the channel's ring");
+      break;
+    }
+    delivery.deliver(c, c->ring_copy.data + LMP_FRAME_HEADER, n - LMP_FRAME_HEADER);
   }
   delivery.uncork();
   c->ring_draining = 0;
   return delivered;
 }
 
-int lmp__ring_drain(worker_handle *c) { return drain(c); }
+int lmp__ring_drain(worker_handle *c) { return drain(c, 0); }
 
 void lmp__ring_before_socket_frame(worker_handle *c) {
   if (c->ring == NULL) return;
-  drain(c);
+  drain(c, 1);
   c->ring_socket_delivered++;
 }
 
@@ -80,7 +112,7 @@ static int drain_all(void) {
 again:
   seen = list_changes;
   for (c = ring_handles; c; c = c->ring_next) {
-    delivered |= drain(c);
+    delivered |= drain(c, 0);
     if (list_changes != seen) goto again;
   }
   return delivered;
@@ -229,6 +261,9 @@ int lmp__ring_open(worker_handle *c, uv_loop_t *loop, int *ring_fd, int *wake) {
   c->ring = ring;
   c->ring_socket_delivered = 0;
   ring->to_main.sleeping = 1; /* nobody watches it yet */
+  /* Nor on the worker's side: a worker killed before it first waits on
+   * its ring is looked at before a frame is put there. */
+  ring->to_worker.sleeping = 1;
   c->ring_prev = NULL;
   c->ring_next = ring_handles;
   if (ring_handles) ring_handles->ring_prev = c;
@@ -248,15 +283,30 @@ static int worker_gone(worker_handle *c) {
   return poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR));
 }
 
+/* How long after its last frame an idle worker may still be watching its
+ * ring (LMP_SPIN_US, stretched by a loaded machine's scheduling). */
+#define RING_WATCH_NS 1000000
+
+/* Whether the worker's socket is worth a look before a frame goes in its
+ * ring: a worker asleep on its ring, or done with all it was sent and
+ * silent for a while, may have died meanwhile, which a write on the
+ * socket would find at once. One that answered a moment ago or still has
+ * frames to take was alive then, and one that dies now loses the frame as
+ * it would lose one written on the socket. The look is a system call,
+ * saved on the quick round trips the ring is for. */
+static int worker_may_be_gone(worker_handle *c) {
+  lmp_ring_side *s = &c->ring->to_worker;
+  if (__atomic_load_n(&s->sleeping, __ATOMIC_SEQ_CST)) return 1;
+  if (__atomic_load_n(&s->head, __ATOMIC_ACQUIRE) != s->tail) return 0;
+  return uv_hrtime() - c->ring_last_in > RING_WATCH_NS;
+}
+
 int lmp__ring_send(worker_handle *c, const uv_buf_t *bufs, size_t nbufs, size_t total, int carrying) {
   struct iovec iov[16];
   size_t i;
   int r;
   if (c->ring == NULL) return 0;
-  /* Only a sleeping worker is looked at: one that watches its ring was
-   * alive a moment ago, and one that dies now loses the frame as it
-   * would lose one written on the socket. */
-  if (__atomic_load_n(&c->ring->to_worker.sleeping, __ATOMIC_SEQ_CST) && worker_gone(c)) return -1;
+  if (worker_may_be_gone(c) && worker_gone(c)) return -1;
   if (!carrying && total <= LMP_RING_FRAME_MAX && nbufs <= 16) {
     for (i = 0; i < nbufs; i++) {
       iov[i].iov_base = bufs[i].base;

@@ -91,18 +91,22 @@ int lmp__ring_count_socket(lmp_ring_side *s) {
 int lmp__ring_peek(lmp_ring *r, lmp_ring_side *s, const char **frame, size_t *n,
                    uint64_t *socket_before) {
   char *data = lmp__ring_data(r, s);
-  for (;;) {
-    uint64_t head = s->head, tail = __atomic_load_n(&s->tail, __ATOMIC_ACQUIRE);
+  /* A wrap mark leads to 0, where no second one belongs: a loop of them
+   * is garbage, not a reason to spin. */
+  for (int wraps = 0;; wraps++) {
+    uint64_t head = __atomic_load_n(&s->head, __ATOMIC_RELAXED),
+             tail = __atomic_load_n(&s->tail, __ATOMIC_ACQUIRE);
     size_t at = (size_t)(head % LMP_RING_BYTES);
     uint32_t length, kind;
     if (head == tail) return 0;
-    /* The other side may be anything: every length is checked against
-     * what it published before it is believed. */
-    if (tail - head > LMP_RING_BYTES || at + ENTRY_HEAD > LMP_RING_BYTES) return -1;
-    memcpy(&length, data + at, 4);
-    memcpy(&kind, data + at + 4, 4);
+    /* The other side may be anything, and may write while this reads:
+     * every word is read once (an atomic load the compiler cannot repeat)
+     * and checked against what it published before it is believed. */
+    if (tail - head > LMP_RING_BYTES || at % ENTRY_HEAD != 0) return -1;
+    length = __atomic_load_n((uint32_t *)(void *)(data + at), __ATOMIC_RELAXED);
+    kind = __atomic_load_n((uint32_t *)(void *)(data + at + 4), __ATOMIC_RELAXED);
     if (kind == KIND_WRAP) {
-      if (tail - head < LMP_RING_BYTES - at) return -1;
+      if (wraps > 0 || tail - head < LMP_RING_BYTES - at) return -1;
       __atomic_store_n(&s->head, head + (LMP_RING_BYTES - at), __ATOMIC_RELEASE);
       continue;
     }
@@ -110,7 +114,7 @@ int lmp__ring_peek(lmp_ring *r, lmp_ring_side *s, const char **frame, size_t *n,
         at + ENTRY_HEAD + padded(length) > LMP_RING_BYTES ||
         ENTRY_HEAD + padded(length) > tail - head)
       return -1;
-    memcpy(socket_before, data + at + 8, 8);
+    *socket_before = __atomic_load_n((uint64_t *)(void *)(data + at + 8), __ATOMIC_RELAXED);
     *frame = data + at + ENTRY_HEAD;
     *n = length;
     return 1;
@@ -118,7 +122,8 @@ int lmp__ring_peek(lmp_ring *r, lmp_ring_side *s, const char **frame, size_t *n,
 }
 
 void lmp__ring_pop(lmp_ring_side *s, size_t n) {
-  __atomic_store_n(&s->head, s->head + ENTRY_HEAD + padded(n), __ATOMIC_RELEASE);
+  uint64_t head = __atomic_load_n(&s->head, __ATOMIC_RELAXED);
+  __atomic_store_n(&s->head, head + ENTRY_HEAD + padded(n), __ATOMIC_RELEASE);
 }
 
 int lmp__ring_ready(lmp_ring *r, lmp_ring_side *s, uint64_t socket_read) {

@@ -89,10 +89,11 @@ local function new_pool(opts, fname)
   if opts.ring ~= nil and type(opts.ring) ~= "boolean" then
     argument_error(1, fname, "ring must be a boolean")
   end
-  -- The shared-memory ring beside each worker's socket: asked for, or
-  -- LMP_RING=1 in the environment; for the workers of this machine only.
+  -- The shared-memory ring beside each worker's socket: on unless refused
+  -- (ring = false, or LMP_RING=0 in the environment); for the workers of
+  -- this machine only.
   local ring = opts.ring
-  if ring == nil then ring = os.getenv("LMP_RING") == "1" end
+  if ring == nil then ring = os.getenv("LMP_RING") ~= "0" end
   ring = ring and (start_method == "spawn" or start_method == "fork"
                    or start_method == "forkserver")
 
