@@ -393,7 +393,12 @@ function Pool:_on_message(w, message, values)
   -- this process was busy, says nothing of the work.
   local took = chunking.run_time(ran, core.hrtime() - task.sent_at, protocol.QUICK)
   local job = task.job
-  if job.on_chunk then task.took = took end
+  -- An imap sizes its chunks from how long they ran (see lmp.imap). A
+  -- chunk answered with its id alone ran under protocol.QUICK: counted as
+  -- no time, so that the next one doubles; counted as the time seen (up to
+  -- QUICK, mostly the round trip), a chunk of one tiny item would make the
+  -- next ones a few hundred items at most (CHUNK_TIME / QUICK).
+  if job.on_chunk then task.took = ran end
   if job.source then job.ran, job.ran_items = job.ran + took, job.ran_items + task.count end
   self.task_time = self.task_time and (self.task_time * 3 + took) / 4 or took
   if task.timer then task.timer:close() end
