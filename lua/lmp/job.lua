@@ -233,7 +233,7 @@ function AsyncResult:get(timeout)
 end
 
 function AsyncResult:wait(timeout)
-  errors.check_timeout(timeout, 1, "wait")
+  if timeout ~= nil then errors.check_timeout(timeout, 1, "wait") end
   if not self.done then loop.wait(job_done, timeout, self) end
   return self.done
 end

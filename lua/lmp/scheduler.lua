@@ -156,40 +156,14 @@ function Pool:_keep_alive(w)
   end
 end
 
--- (_pump runs once per answer: the loops here are numeric, without a
--- method call or an iterator per worker.)
-function Pool:_free_worker()
-  -- A second task in flight hides the round trip (the worker need not wait
-  -- for the main process between tasks). Long tasks get one only while
-  -- plenty are queued: near the end of the queue it would wait behind the
-  -- first while another worker is free.
-  local depth = 1
-  local task_time, workers = self.task_time, self.workers
-  if task_time and task_time < TINY_TASK then
-    depth = DEEP_PIPELINE
-  elseif (task_time and task_time < SHORT_TASK)
-     or self.queue_tail - self.queue_head + 1 >= PIPELINE * #workers then
-    depth = PIPELINE
-  end
-  local best, best_load = nil, depth
-  for i = 1, #workers do
-    local w = workers[i]
-    local load = #w.inflight
-    -- A worker still starting takes tasks too: they wait in its channel
-    -- and run as soon as it is up, rather than behind a long one elsewhere.
-    if load < best_load and not w.retiring and not w.lost then
-      best, best_load = w, load
-      if load == 0 then break end
-    end
-  end
-  return best
-end
-
 -- Hands queued tasks to workers with room; pulls more from lazy jobs.
 function Pool:_pump()
   if self.broken then return end
-  local queue, imaps, room = self.queue, self.imaps, #self.workers * PIPELINE
+  local queue, imaps = self.queue, self.imaps
   while true do
+    -- (A worker started by _send, after its last task, counts at once.)
+    local workers = self.workers
+    local room = #workers * PIPELINE
     if self.queue_tail - self.queue_head + 1 < room then
       if next(imaps) == nil then
         if self.queue_head > self.queue_tail then break end
@@ -197,7 +171,31 @@ function Pool:_pump()
         for job in pairs(imaps) do job.refill() end
       end
     end
-    local w = self:_free_worker()
+    -- The least loaded worker with room. A second task in flight hides
+    -- the round trip (the worker need not wait for the main process
+    -- between tasks). Long tasks get one only while plenty are queued:
+    -- near the end of the queue it would wait behind the first while
+    -- another worker is free. (This runs on every answer: inline, numeric
+    -- loops, no call per worker.)
+    local depth, task_time = 1, self.task_time
+    if task_time and task_time < TINY_TASK then
+      depth = DEEP_PIPELINE
+    elseif (task_time and task_time < SHORT_TASK)
+       or self.queue_tail - self.queue_head + 1 >= room then
+      depth = PIPELINE
+    end
+    local w, best_load = nil, depth
+    for i = 1, #workers do
+      local candidate = workers[i]
+      local load = #candidate.inflight
+      -- A worker still starting takes tasks too: they wait in its channel
+      -- and run as soon as it is up, rather than behind a long one
+      -- elsewhere.
+      if load < best_load and not candidate.retiring and not candidate.lost then
+        w, best_load = candidate, load
+        if load == 0 then break end
+      end
+    end
     if not w then break end
     -- The next task whose job has not finished (see _dequeue).
     local task
