@@ -91,6 +91,36 @@ describe("per-task overhead", function()
     assert.is_true(quick > 0)
   end)
 
+  it("a worker killed from outside during a burst of apply_async: one answer each, the rest run", function()
+    -- The answers of such a burst take the short path in _on_message; a
+    -- worker killed -9 by another process at a moment of its choosing
+    -- fails the task it was running as worker_lost, and the tasks behind
+    -- it run elsewhere.
+    local N = 20000
+    local victim = pool.workers[1].pid
+    local results = {}
+    for i = 1, N do results[i] = pool:apply_async(identity, {i}) end
+    assert(os.execute(("(sleep 0.03; kill -9 %d) &"):format(victim)))
+    local lost = 0
+    for i = 1, N do
+      local ok, v = pcall(results[i].get, results[i], 60)
+      if ok then
+        assert.equal(i, v)
+      else
+        assert.equal("worker_lost", v.kind)
+        assert.equal(victim, v.pid)
+        lost = lost + 1
+      end
+    end
+    assert.is_true(lost <= 1, lost .. " tasks lost")
+    assert.is_true(helpers.wait_for(function()
+      local replaced = #pool.workers == 2
+      for _, w in ipairs(pool.workers) do replaced = replaced and w.pid ~= victim end
+      return replaced
+    end, 30))
+    assert.equal(7, pool:apply(identity, {7}))
+  end)
+
   it("imap inside lmp.spawn waits for its chunks by yielding through the C iterator", function()
     local got, other = {}, 0
     lmp.spawn(function()
