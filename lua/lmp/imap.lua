@@ -135,7 +135,7 @@ local function iterate_imap(self, fname, fn, read, total, opts, ordered, mode, a
     values, count, base, errs = chunk.values, chunk.count, chunk.first - 1, chunk.errs
     -- Items of a chunk with errors, or with a progress bar to advance, go
     -- through `slow` below.
-    cursor_load(cursor, values, count, base, not (bar or errs))
+    cursor_load(step, values, count, base, not (bar or errs))
     return true
   end
   local function have()
