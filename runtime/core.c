@@ -20,6 +20,7 @@ int luaopen_lmp_core(lua_State *L) {
   lmp__open_error(L);
   lmp__open_names(L);
   lmp__open_payload(L);
+  lmp__open_cursor(L);
   lmp__open_descriptors(L);
   lmp__open_loop(L);
   lmp__open_timer(L);

@@ -209,4 +209,8 @@ lmp_payload *lmp__push_payload(lua_State *L, const lmp_buffer *b, int pieces);
 /* Adds dumps, loads, encode and encode_list to the table on top. */
 void lmp__open_payload(lua_State *L);
 
+/* Adds imap_cursor and the cursor_ functions (cursor.c: the C step of an
+ * imap iterator) to the table on top. */
+void lmp__open_cursor(lua_State *L);
+
 #endif

@@ -9,6 +9,8 @@ local chunking = require "lmp.chunking"
 local job_module = require "lmp.job"
 
 local new_job, new_task = job_module.new_job, job_module.new_task
+local cursor_position, cursor_load, cursor_take = core.cursor_position, core.cursor_load,
+  core.cursor_take
 local PIPELINE = chunking.PIPELINE
 
 -- imap and imap_unordered read their input as workers free up, keeping a
@@ -48,7 +50,12 @@ local function iterate_imap(self, fname, fn, read, total, opts, ordered, mode, a
   -- Arrived results, a chunk (one task's values and errors) at a time:
   -- by first input index for imap, in arrival order for imap_unordered.
   local chunks, fifo, head, tail = {}, {}, 1, 0
-  local current, position = nil, 0   -- the chunk being read, items taken from it
+  -- The chunk being read, and its fields; the items taken from it are
+  -- counted by the cursor (cursor_position), whose C iterator hands them
+  -- out (see runtime/cursor.c).
+  local current, values, count, base, errs = nil, nil, 0, 0, nil
+  local slow -- below
+  local step, cursor = core.imap_cursor(function() return slow() end, errors.null)
   local next_index = 1
   local per_item            -- seconds an item takes, measured
   local processes = self.processes
@@ -57,7 +64,7 @@ local function iterate_imap(self, fname, fn, read, total, opts, ordered, mode, a
   -- arrived and waiting, the chunk being read included. The window bounds
   -- these; were any left out, the caller could wait for results that are
   -- not on their way while the window holds the input back.
-  local function outstanding() return read_count - taken - position end
+  local function outstanding() return read_count - taken - cursor_position(cursor) end
 
   job.refill = function()
     if exhausted or job.done then return end
@@ -113,7 +120,7 @@ local function iterate_imap(self, fname, fn, read, total, opts, ordered, mode, a
   -- Makes `current` a chunk with an item left to take, if one has arrived;
   -- `taken` counts the items of the chunks finished before it.
   local function advance()
-    if current and position < current.count then return true end
+    if current and cursor_position(cursor) < count then return true end
     local chunk
     if ordered then
       chunk = chunks[next_index]
@@ -124,7 +131,11 @@ local function iterate_imap(self, fname, fn, read, total, opts, ordered, mode, a
     end
     if not chunk then return false end
     if current then taken = taken + current.count end
-    current, position = chunk, 0
+    current = chunk
+    values, count, base, errs = chunk.values, chunk.count, chunk.first - 1, chunk.errs
+    -- Items of a chunk with errors, or with a progress bar to advance, go
+    -- through `slow` below.
+    cursor_load(step, values, count, base, not (bar or errs))
     return true
   end
   local function have()
@@ -175,18 +186,16 @@ local function iterate_imap(self, fname, fn, read, total, opts, ordered, mode, a
       pool:_pump()
     end)
   end}, ImapCloser)
-  -- Per item only what must be (the current chunk's fields held in locals
-  -- of this closure); the work per chunk is in next_chunk.
-  local values, count, base, errs = nil, 0, 0, nil
-  local function iterate()
-    if position >= count then
-      -- The closer lives as long as this iterator does: its finalizer
+  -- What the C iterator does not do itself: move to the next chunk (the
+  -- one read is used up), and items with an error or a progress bar.
+  function slow()
+    if cursor_position(cursor) >= count then
+      -- The closer lives as long as this function does: its finalizer
       -- lets the imap go once neither is referenced.
-      local chunk = closer and next_chunk()
-      if not chunk then return nil end
-      values, count, base, errs = chunk.values, chunk.count, chunk.first - 1, chunk.errs
+      if not (closer and next_chunk()) then return nil end
+      if not (bar or errs) then return step() end
     end
-    position = position + 1
+    local position = cursor_take(cursor)
     if bar then bar:advance(1) end
     if errs and errs[position] then errors.raise(errs[position]) end
     -- Handed out, a result is the caller's alone: the chunk keeps no
@@ -196,7 +205,7 @@ local function iterate_imap(self, fname, fn, read, total, opts, ordered, mode, a
     if value == nil then value = errors.null end
     return value, base + position
   end
-  return iterate, nil, nil, closer
+  return step, nil, nil, closer
 end
 
 return {iterate = iterate_imap}

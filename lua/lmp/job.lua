@@ -16,6 +16,7 @@ Job.__name = "lmp.AsyncResult"
 local AsyncResult = Job
 
 local function_ids = setmetatable({}, {__mode = "k"})
+local encode_list = core.encode_list
 local next_function_id = 0
 local task_serial = 0
 local finish_serial = 0
@@ -87,13 +88,16 @@ Job.mode, Job.first, Job.count = "apply", 1, 1
 -- names 15 fields, so the table is made with room for 16 (its timer, when
 -- it has a timeout, fills the last): thousands wait in a burst of
 -- apply_async, and the collector walks every slot of each.
+-- `opts` may be nil: no options.
 local function new_apply_job(fn, args, opts, async)
-  local payload = core.encode_list(args, 1, args.n or #args)
+  local payload = encode_list(args, 1, args.n or #args)
   task_serial = task_serial + 1
+  local callback, error_callback, timeout
+  if opts then callback, error_callback, timeout = opts.callback, opts.error_callback, opts.timeout end
   local job = setmetatable({kind = "apply", async = async, done = false, pending = false,
-    callback = opts.callback, error_callback = opts.error_callback, results = nil,
+    callback = callback, error_callback = error_callback, results = nil,
     finish_serial = nil, id = task_serial, job = false, fn = fn,
-    function_id = function_id(fn), payload = payload, timeout = opts.timeout,
+    function_id = function_ids[fn] or function_id(fn), payload = payload, timeout = timeout,
     sent_at = nil}, Job)
   job.job = job
   return job
@@ -229,7 +233,7 @@ function AsyncResult:get(timeout)
 end
 
 function AsyncResult:wait(timeout)
-  errors.check_timeout(timeout, 1, "wait")
+  if timeout ~= nil then errors.check_timeout(timeout, 1, "wait") end
   if not self.done then loop.wait(job_done, timeout, self) end
   return self.done
 end

@@ -52,9 +52,12 @@ function loop.defer(fn, ...)
   if tail == head then tell_embedding() end
 end
 
+-- Only a count that reaches or leaves zero can change what the embedding
+-- is told (a burst of apply_async moves it once per job each way).
 function loop.add_pending(n)
-  pending = pending + n
-  tell_embedding()
+  local before = pending
+  pending = before + n
+  if before == 0 or pending == 0 then tell_embedding() end
 end
 
 local function resume(co, ...)

@@ -21,6 +21,7 @@ Pool.__name = "lmp.Pool"
 
 local AsyncResult = job_module.AsyncResult
 local new_job, new_task, result_of = job_module.new_job, job_module.new_task, job_module.result_of
+local new_apply_job = job_module.new_apply_job
 local reader_of, iterable_of = arguments.reader_of, arguments.iterable_of
 local options_of, check_function = arguments.options_of, arguments.check_function
 local MAP_OPTIONS, MAP_ASYNC_OPTIONS = arguments.MAP_OPTIONS, arguments.MAP_ASYNC_OPTIONS
@@ -236,19 +237,27 @@ function Pool:starmap_async(fn, ...)
 end
 
 -- An apply job (see lmp.job), queued and sent if a worker has room.
+-- (A burst of apply_async runs this once per call: the usual case, no
+-- options and an open pool, makes no call it can spare.)
+local NO_ARGUMENTS = setmetatable({}, {__newindex = function() error("lmp: shared, read-only") end})
 local function submit_apply(self, fname, fn, args, opts, async)
-  check_function(fn, fname)
-  if args ~= nil and type(args) ~= "table" then
+  if type(fn) ~= "function" then check_function(fn, fname) end
+  if args == nil then
+    args = NO_ARGUMENTS
+  elseif type(args) ~= "table" then
     argument_error(2, fname, "table of arguments expected, got " .. type(args))
   end
-  opts = options_of(opts, 3, fname, async and APPLY_ASYNC_OPTIONS or {})
-  self:_check_open(fname)
-  local job = job_module.new_apply_job(fn, args or {}, opts, async)
+  if opts ~= nil then opts = options_of(opts, 3, fname, async and APPLY_ASYNC_OPTIONS or {}) end
+  if self.state ~= "running" or self.broken then self:_check_open(fname) end
+  local job = new_apply_job(fn, args, opts, async)
   -- Workers free up only in loop callbacks, which pump themselves: with
   -- tasks already waiting, no worker has room now.
-  local waiting = self.queue_tail >= self.queue_head
-  self:_enqueue(job)
-  job:_queued()
+  local tail = self.queue_tail
+  local waiting = tail >= self.queue_head
+  tail = tail + 1
+  self.queue_tail = tail
+  self.queue[tail] = job
+  if async then job:_queued() end
   if not waiting then self:_pump() end
   return job
 end

@@ -23,11 +23,13 @@ local protocol = require "lmp.protocol"
 local workers = require "lmp.workers"
 
 local fail_task, new_task = job_module.fail_task, job_module.new_task
+local hrtime, math_type, table_move = core.hrtime, math.type, table.move
 
 local PIPELINE = chunking.PIPELINE -- tasks in flight per worker, when tasks are short
 local SHORT_TASK = 0.002    -- seconds: below this a second task in flight pays
 local DEEP_PIPELINE = 8     -- in flight per worker when tasks are tiny:
 local TINY_TASK = 0.0001    -- seconds: below this; answers then come in batches
+local QUICK = protocol.QUICK
 local START_FAILURES = 3    -- workers dying at start before the pool gives up
 local FUNCTION_CACHE = 256  -- functions a worker keeps before it is told to forget
 
@@ -154,45 +156,58 @@ function Pool:_keep_alive(w)
   end
 end
 
-function Pool:_free_worker()
-  -- A second task in flight hides the round trip (the worker need not wait
-  -- for the main process between tasks). Long tasks get one only while
-  -- plenty are queued: near the end of the queue it would wait behind the
-  -- first while another worker is free.
-  local depth = 1
-  if self.task_time and self.task_time < TINY_TASK then
-    depth = DEEP_PIPELINE
-  elseif (self.task_time and self.task_time < SHORT_TASK)
-     or self:_queued() >= PIPELINE * #self.workers then
-    depth = PIPELINE
-  end
-  local best, best_load = nil, depth
-  for _, w in ipairs(self.workers) do
-    local load = #w.inflight
-    -- A worker still starting takes tasks too: they wait in its channel
-    -- and run as soon as it is up, rather than behind a long one elsewhere.
-    if not w.retiring and not w.lost and load < best_load then
-      best, best_load = w, load
-      if load == 0 then break end
-    end
-  end
-  return best
-end
-
 -- Hands queued tasks to workers with room; pulls more from lazy jobs.
 function Pool:_pump()
   if self.broken then return end
+  local queue, imaps = self.queue, self.imaps
   while true do
-    if self:_queued() < #self.workers * PIPELINE then
-      if next(self.imaps) == nil then
+    -- (A worker started by _send, after its last task, counts at once.)
+    local workers = self.workers
+    local room = #workers * PIPELINE
+    if self.queue_tail - self.queue_head + 1 < room then
+      if next(imaps) == nil then
         if self.queue_head > self.queue_tail then break end
       else
-        for job in pairs(self.imaps) do job.refill() end
+        for job in pairs(imaps) do job.refill() end
       end
     end
-    local w = self:_free_worker()
+    -- The least loaded worker with room. A second task in flight hides
+    -- the round trip (the worker need not wait for the main process
+    -- between tasks). Long tasks get one only while plenty are queued:
+    -- near the end of the queue it would wait behind the first while
+    -- another worker is free. (This runs on every answer: inline, numeric
+    -- loops, no call per worker.)
+    local depth, task_time = 1, self.task_time
+    if task_time and task_time < TINY_TASK then
+      depth = DEEP_PIPELINE
+    elseif (task_time and task_time < SHORT_TASK)
+       or self.queue_tail - self.queue_head + 1 >= room then
+      depth = PIPELINE
+    end
+    local w, best_load = nil, depth
+    for i = 1, #workers do
+      local candidate = workers[i]
+      local load = #candidate.inflight
+      -- A worker still starting takes tasks too: they wait in its channel
+      -- and run as soon as it is up, rather than behind a long one
+      -- elsewhere.
+      if load < best_load and not candidate.retiring and not candidate.lost then
+        w, best_load = candidate, load
+        if load == 0 then break end
+      end
+    end
     if not w then break end
-    local task = self:_dequeue()
+    -- The next task whose job has not finished (see _dequeue).
+    local task
+    local head, tail = self.queue_head, self.queue_tail
+    while head <= tail do
+      task = queue[head]
+      queue[head] = nil
+      head = head + 1
+      if not task.job.done then break end
+      task = nil
+    end
+    self.queue_head = head
     if not task then break end
     if task.job.source then task = self:_split(task) end
     self:_send(w, task)
@@ -229,7 +244,11 @@ end
 function Pool:_send(w, task)
   local fn, reset, script_globals = false, false, false
   local sent = true
-  if not w.functions[task.function_id] then
+  if w.functions[task.function_id] then
+    -- The usual task: its function is in the worker already (the C fast
+    -- path of protocol.send_task).
+    sent = w.handle:send_task(task.id, task.function_id, task.mode, task.payload)
+  else
     -- A map's function, encoded once per call (raises, should a function
     -- the pool sent before hold something unsendable now, before this
     -- worker is marked as having it).
@@ -256,9 +275,9 @@ function Pool:_send(w, task)
     else
       fn = task.fn
     end
+    sent = sent and protocol.send_task(w.handle, task.id, task.function_id, fn, task.mode, reset,
+                                       script_globals, task.payload)
   end
-  sent = sent and protocol.send_task(w.handle, task.id, task.function_id, fn, task.mode, reset,
-                                     script_globals, task.payload)
   if not sent then
     -- The channel is broken: the worker died (perhaps while this process
     -- was busy and did not turn its loop). It is not retiring: its exit,
@@ -269,19 +288,24 @@ function Pool:_send(w, task)
     self:_keep_alive(w)
     return
   end
-  w.sent = w.sent + 1
+  local count = w.sent + 1
+  w.sent = count
   if task.job.source then task.job.sent_items = task.job.sent_items + task.count end
-  task.sent_at = core.hrtime()
-  w.inflight[#w.inflight + 1] = task
-  if self.maxtasks and w.sent >= self.maxtasks then
+  task.sent_at = hrtime()
+  local inflight = w.inflight
+  local n = #inflight + 1
+  inflight[n] = task
+  if self.maxtasks and count >= self.maxtasks then
     -- Replaced after its last task: nothing it was given is lost or repeated.
     w.retiring = true
     self:_keep_alive(w)
     w.handle:close_input()
     self:_start_worker()
   end
-  if #w.inflight == 1 then self:_task_started(w, task) end
-  self:_keep_alive(w)
+  if n == 1 then
+    self:_task_started(w, task)
+    self:_keep_alive(w)
+  end
 end
 
 -- A worker runs its tasks in order: the first in flight is the running one.
@@ -321,10 +345,33 @@ end
 -- flight): anything else ends the worker (see Pool:_lose).
 function Pool:_on_message(w, message, values)
   if w.protocol_error then return end -- nothing it says is trusted now
+  local inflight = w.inflight
+  local task = inflight[1]
+  if math_type(message) == "integer" and task and message == task.id and values ~= nil
+     and task.mode == "apply" and not task.timer then
+    -- The usual answer of a short apply task (a burst of apply_async has
+    -- thousands): its id alone (no errors, run under protocol.QUICK), read
+    -- here without the calls of the general path below, which does the
+    -- same for it.
+    local n = #inflight
+    if n > 1 then table_move(inflight, 2, n, 1) end
+    inflight[n] = nil
+    local took = hrtime() - task.sent_at
+    if took > QUICK then took = QUICK end
+    local job = task.job
+    local task_time = self.task_time
+    self.task_time = task_time and (task_time * 3 + took) / 4 or took
+    local following = inflight[1]
+    if following and (following.timeout or self.task_timeout) then
+      self:_task_started(w, following)
+    end
+    job:_deliver(task, values, nil)
+    if n == 1 then self:_keep_alive(w) end
+    return self:_pump()
+  end
   if message == nil then return self:_lose(w, values) end -- a malformed frame (process.c)
   local kind, id, errs, ran = protocol.read(message)
   if kind ~= "answer" then return self:_on_control(w, kind, message, id) end
-  local task = w.inflight[1]
   if not task then
     -- An answer still in the pipe when the pool was terminated: its job
     -- has already failed.
@@ -344,7 +391,12 @@ function Pool:_on_message(w, message, values)
   -- this process was busy, says nothing of the work.
   local took = chunking.run_time(ran, core.hrtime() - task.sent_at, protocol.QUICK)
   local job = task.job
-  if job.on_chunk then task.took = took end
+  -- An imap sizes its chunks from how long they ran (see lmp.imap). A
+  -- chunk answered with its id alone ran under protocol.QUICK: counted as
+  -- no time, so that the next one doubles; counted as the time seen (up to
+  -- QUICK, mostly the round trip), a chunk of one tiny item would make the
+  -- next ones a few hundred items at most (CHUNK_TIME / QUICK).
+  if job.on_chunk then task.took = ran end
   if job.source then job.ran, job.ran_items = job.ran + took, job.ran_items + task.count end
   self.task_time = self.task_time and (self.task_time * 3 + took) / 4 or took
   if task.timer then task.timer:close() end

@@ -1,0 +1,141 @@
+-- What the main process spends per task and per item, counted in Lua VM
+-- instructions (a count hook): apply_async's path through the pool, and an
+-- imap's per-item step, which a C iterator takes (runtime/cursor.c).
+-- Counts, not times, so that a loaded machine cannot fail them; the
+-- bounds sit between the figures before and after the work that cut them
+-- (apply_async: 487 before, about 350 after; imap: about 30 a result
+-- before, 4 after, the loop's own included).
+local describe, it, setup, teardown, assert = describe, it, setup, teardown, assert
+local _ENV = _G
+local lmp = require "lmp"
+local helpers = require "helpers"
+local protocol = require "lmp.protocol"
+
+local function identity(x) return x end
+
+-- The Lua VM instructions fn runs on this thread, callbacks of the loop
+-- it turns included.
+local function instructions(fn)
+  local count = 0
+  debug.sethook(function() count = count + 1 end, "", 1)
+  local ok, err = pcall(fn)
+  debug.sethook()
+  assert(ok, err)
+  return count
+end
+
+describe("per-task overhead", function()
+  local pool
+  setup(function()
+    pool = lmp.Pool(2)
+    pool:map(identity, {1, 2, 3, 4})
+  end)
+  teardown(function()
+    pool:close()
+    pool:join()
+    assert.is_true(helpers.no_children())
+  end)
+
+  it("a burst of apply_async runs under 430 VM instructions a task in the main process", function()
+    local N = 3000
+    local results = {}
+    local count = instructions(function()
+      for i = 1, N do results[i] = pool:apply_async(identity, {i}) end
+      for i = 1, N do results[i]:wait() end
+    end)
+    for i = 1, N do assert.equal(i, results[i]:get()) end
+    assert.is_true(count / N < 430, ("%.0f VM instructions a task"):format(count / N))
+  end)
+
+  it("imap hands out a result in under 10 VM instructions, the loop's own included", function()
+    local N = 20000
+    local items = {}
+    for i = 1, N do items[i] = i end
+    local seen, sum = 0, 0
+    local count = instructions(function()
+      for v in pool:imap(identity, items) do
+        seen = seen + 1
+        sum = sum + v
+      end
+    end)
+    assert.equal(N, seen)
+    assert.equal(N * (N + 1) // 2, sum)
+    assert.is_true(count / N < 10, ("%.1f VM instructions a result"):format(count / N))
+  end)
+
+  it("an imap chunk answered with its id alone counts as no time for the chunk sizes", function()
+    -- A chunk that ran under protocol.QUICK is answered with its id alone;
+    -- counted as the time the main process saw (the round trip, up to
+    -- QUICK), a one-item chunk would hold the next ones to a few hundred
+    -- items (CHUNK_TIME / QUICK).
+    local tasks = {}
+    local send = pool._send
+    pool._send = function(self, w, task)
+      tasks[#tasks + 1] = task
+      return send(self, w, task)
+    end
+    local items = {}
+    for i = 1, 5000 do items[i] = i end
+    local ok, err = pcall(function()
+      for _ in pool:imap(identity, items) do end
+    end)
+    pool._send = nil
+    assert(ok, err)
+    local quick = 0
+    for _, task in ipairs(tasks) do
+      assert.is_number(task.took)
+      assert.is_true(task.took == 0 or task.took >= protocol.QUICK,
+        ("a chunk of %d items counted as %g s"):format(task.count, task.took))
+      if task.took == 0 then quick = quick + 1 end
+    end
+    assert.is_true(quick > 0)
+  end)
+
+  it("a worker killed from outside during a burst of apply_async: one answer each, the rest run", function()
+    -- The answers of such a burst take the short path in _on_message; a
+    -- worker killed -9 by another process at a moment of its choosing
+    -- fails the task it was running as worker_lost, and the tasks behind
+    -- it run elsewhere.
+    local N = 20000
+    local victim = pool.workers[1].pid
+    local results = {}
+    for i = 1, N do results[i] = pool:apply_async(identity, {i}) end
+    assert(os.execute(("(sleep 0.03; kill -9 %d) &"):format(victim)))
+    local lost = 0
+    for i = 1, N do
+      local ok, v = pcall(results[i].get, results[i], 60)
+      if ok then
+        assert.equal(i, v)
+      else
+        assert.equal("worker_lost", v.kind)
+        assert.equal(victim, v.pid)
+        lost = lost + 1
+      end
+    end
+    assert.is_true(lost <= 1, lost .. " tasks lost")
+    assert.is_true(helpers.wait_for(function()
+      local replaced = #pool.workers == 2
+      for _, w in ipairs(pool.workers) do replaced = replaced and w.pid ~= victim end
+      return replaced
+    end, 30))
+    assert.equal(7, pool:apply(identity, {7}))
+  end)
+
+  it("imap inside lmp.spawn waits for its chunks by yielding through the C iterator", function()
+    local got, other = {}, 0
+    lmp.spawn(function()
+      for v, i in pool:imap(function(x) lmp.sleep(0.002); return x * 2 end, {1, 2, 3, 4, 5, 6}) do
+        got[i] = v
+      end
+    end)
+    lmp.spawn(function()
+      for _ = 1, 3 do
+        other = other + 1
+        lmp.sleep(0.001)
+      end
+    end)
+    lmp.run()
+    assert.same({2, 4, 6, 8, 10, 12}, got)
+    assert.equal(3, other)
+  end)
+end)
