@@ -160,7 +160,7 @@ for _, implementation in ipairs(implementations) do
         assert.truthy(err:find("the script failed", 1, true))
       end)
 
-      it("keeps every rank under 1% CPU while the pool is idle", function()
+      it("keeps every rank under 2% CPU while the pool is idle", function()
         local status, out, err = mpi_run([[
           local lmp = require "lmp"
           local core = require "lmp.core"
@@ -212,7 +212,10 @@ for _, implementation in ipairs(implementations) do
         -- Instrumented (make asan-mpi) every wake-up of the relay's poll
         -- costs several times more: 1% there is a few ticks in 3 s, still
         -- far from a rank that spins (100%).
-        local bound = os.getenv("LMP_SANITIZED") and 3 or 1
+        -- Uninstrumented, 2%: six ticks in 3 s in both windows, which a
+        -- busy machine's misplaced ticks have reached (three did, once),
+        -- still fifty times below a rank that spins.
+        local bound = os.getenv("LMP_SANITIZED") and 3 or 2
         for p in out:match("\t(.*)\n"):gmatch("%S+") do assert.is_true(tonumber(p) < bound, out) end
       end)
 

@@ -57,6 +57,29 @@ describe("the transport registry", function()
     assert.is_true(helpers.no_children())
   end)
 
+  it("lets join return at once after a start failure broke a pool during a map", function()
+    local starts = 0
+    workers.register_transport("failing-later", function(on_message, on_exit)
+      starts = starts + 1
+      if starts >= 3 then error("no more workers", 0) end
+      return workers.spawn(on_message, on_exit)
+    end)
+    -- Something else keeps the event loop alive meanwhile, as a server or
+    -- a sleeping coroutine would: join must not wait for it.
+    local done = false
+    lmp.spawn(function() lmp.sleep(6); done = true end)
+    local pool = lmp.Pool{processes = 2, start_method = "failing-later", maxtasksperchild = 1}
+    local ok, err = pcall(pool.map, pool, function(x) return x end, {1, 2, 3, 4, 5, 6, 7, 8})
+    assert.is_false(ok)
+    assert.matches("no more workers", tostring(err))
+    local started = core.hrtime()
+    pool:close()
+    pool:join()
+    assert.is_false(done)
+    assert.is_true(core.hrtime() - started < 3)
+    assert.is_true(helpers.no_children())
+  end)
+
   it("names the registered transports when asked for another", function()
     local ok, err = pcall(lmp.Pool, {processes = 1, start_method = "telepathy"})
     assert.is_false(ok)

@@ -124,6 +124,10 @@ function Pool:_fail_queued(err)
 end
 
 function Pool:_enqueue(task, front)
+  -- A broken pool runs nothing more: what is queued after the break (the
+  -- rest of a map being submitted) fails at once rather than staying
+  -- queued, where it would keep close/join waiting for ever.
+  if self.broken then task.job:_finish(self.broken) return end
   if front then
     self.queue_head = self.queue_head - 1
     self.queue[self.queue_head] = task
@@ -158,9 +162,10 @@ end
 
 -- Hands queued tasks to workers with room; pulls more from lazy jobs.
 function Pool:_pump()
-  if self.broken then return end
   local queue, imaps = self.queue, self.imaps
-  while true do
+  -- A broken pool sends nothing, but still lets its idle workers go once
+  -- it is closed (below), so that join returns.
+  while not self.broken do
     -- (A worker started by _send, after its last task, counts at once.)
     local workers = self.workers
     local room = #workers * PIPELINE
