@@ -577,13 +577,6 @@ static int core_fd_unlock(lua_State *L) {
   return 1;
 }
 
-/* core.nap(seconds): sleep without the loop (in a child process). */
-static int core_nap(lua_State *L) {
-  double seconds = luaL_checknumber(L, 1);
-  poll(NULL, 0, (int)(seconds * 1000));
-  return 0;
-}
-
 static const luaL_Reg connection_methods[] = {
     {"send", connection_send},         {"recv", connection_recv},
     {"readable", connection_readable}, {"watch", connection_watch},
@@ -596,8 +589,7 @@ static const luaL_Reg channel_functions[] = {
     {"channel_recv", core_channel_recv}, {"channel_send", core_channel_send},
     {"pipe", core_pipe},                 {"connection", core_connection},
     {"lockfile", core_lockfile},         {"fd_lock", core_fd_lock},
-    {"fd_unlock", core_fd_unlock},
-    {"nap", core_nap},                   {NULL, NULL}};
+    {"fd_unlock", core_fd_unlock},      {NULL, NULL}};
 
 void lmp__open_channel(lua_State *L) {
   luaL_setfuncs(L, channel_functions, 0);
