@@ -7,7 +7,8 @@
 -- Usage: build/bin/lmp tests/bench/pool.lua WORKLOAD
 --   apply     median latency of pool:apply(f, {1}) over APPLY_CALLS calls, us
 --   map       pool:map(f, 1..MAP_ITEMS), default chunksize, items/s
---   imap      pool:imap(f, IMAP_ITEMS items), no chunksize, items/s
+--   imap      pool:imap(f, IMAP_ITEMS items), no chunksize, items/s; then
+--             pool:map over the same items, for the imap/map ratio
 --   async     ASYNC_ITEMS apply_async, then wait for all, items/s
 --   startup   Pool(2) created, one task, closed and joined, ms (spawn, fork,
 --             forkserver: its server started once, before the first)
@@ -84,6 +85,14 @@ function workloads.imap()
   local took = clock() - start
   assert(count == IMAP_ITEMS)
   out("imap.items_per_s", IMAP_ITEMS / took)
+  -- map over the same items on the same pool, for the imap/map ratio: a
+  -- map of MAP_ITEMS spreads its start over ten times as many items.
+  collectgarbage()
+  start = clock()
+  local results = pool:map(identity, items)
+  took = clock() - start
+  assert(results.n == IMAP_ITEMS)
+  out("imap.map_items_per_s", IMAP_ITEMS / took)
 end
 
 function workloads.async()
