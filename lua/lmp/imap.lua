@@ -177,7 +177,7 @@ local function iterate_imap(self, fname, fn, read, total, opts, ordered, mode, a
     -- must not touch the parent's pool.
     if core.getpid() ~= owner then return end
     -- Nothing will read the results: stop reading the input, and skip the
-    -- tasks still queued (see Pool:_dequeue).
+    -- tasks still queued (Pool:_pump skips a finished job's tasks).
     exhausted = true
     job.done = true
     pool.imaps[job] = nil

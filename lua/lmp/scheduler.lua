@@ -137,15 +137,6 @@ function Pool:_enqueue(task, front)
   end
 end
 
-function Pool:_dequeue()
-  while self.queue_head <= self.queue_tail do
-    local task = self.queue[self.queue_head]
-    self.queue[self.queue_head] = nil
-    self.queue_head = self.queue_head + 1
-    if not task.job.done then return task end
-  end
-end
-
 function Pool:_queued()
   return self.queue_tail - self.queue_head + 1
 end
@@ -202,7 +193,8 @@ function Pool:_pump()
       end
     end
     if not w then break end
-    -- The next task whose job has not finished (see _dequeue).
+    -- The next task whose job has not finished: tasks of a job that ended
+    -- (a dropped imap, a failed map) are skipped, not sent.
     local task
     local head, tail = self.queue_head, self.queue_tail
     while head <= tail do
