@@ -169,10 +169,27 @@ static int recv_buffered(lua_State *L, int fd) {
   return 3;
 }
 
-/* core.channel_recv() -> message, payload (or nil), size of the frame:
- * the next frame on the worker's channel; nothing at end of file. */
+static int recv_worker_channel(lua_State *L) { return recv_buffered(L, LMP_CHANNEL_FD); }
+
+/* core.channel_recv([lenient]) -> message, payload (or nil), size of the
+ * frame: the next frame on the worker's channel; nothing at end of file.
+ * With lenient, names this process does not know decode as placeholders
+ * (lmp__names_set_lenient) for this frame only, and the reasons they were
+ * not known follow (an array, or nil): what the task loop does for every
+ * frame, in one call. */
 static int core_channel_recv(lua_State *L) {
-  return recv_buffered(L, LMP_CHANNEL_FD);
+  int status, n;
+  if (!lua_toboolean(L, 1)) return recv_buffered(L, LMP_CHANNEL_FD);
+  lua_settop(L, 0);
+  lmp__names_set_lenient(L, 1);
+  lua_pushcfunction(L, recv_worker_channel);
+  status = lua_pcall(L, 0, LUA_MULTRET, 0);
+  /* Lenient for this frame only, whatever happened to it. */
+  lmp__names_set_lenient(L, 0);
+  if (status != LUA_OK) return lua_error(L);
+  if ((n = lua_gettop(L)) == 0) return 0;
+  lmp__names_take_missing(L);
+  return n + 1;
 }
 
 /* Writes all of iov (the descriptors of `pass`, when not NULL, with the

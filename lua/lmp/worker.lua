@@ -7,6 +7,15 @@ local worker = {}
 
 local BIG_MESSAGE = 4 * 1024 * 1024 -- bytes (memory.c keeps blocks this big)
 
+-- What every task uses, in locals: the task loop is the worker's inner
+-- loop, and each global or field lookup there is paid once per task.
+local unpack, hrtime, channel_send = table.unpack, core.hrtime, core.channel_send
+local answer, tag_of, read_task = protocol.answer, protocol.tag, protocol.read_task
+-- The script's standard output, flushed after each task so that what a
+-- task printed arrives before its answer. A task that assigns io.stdout
+-- does not change which stream that is.
+local stdout = io.stdout
+
 -- A readable line for any error value. tostring would raise for an
 -- object whose __tostring raises or returns a non-string, and that must
 -- fail the task, not the worker.
@@ -57,7 +66,7 @@ end
 local function run(fn, mode, args)
   local n = args.n or #args
   if mode == "apply" then
-    local ok, r = status_and_values(xpcall(fn, handler, table.unpack(args, 1, n)))
+    local ok, r = status_and_values(xpcall(fn, handler, unpack(args, 1, n)))
     if ok then return r, nil end
     return {n = 0}, {error_info(failure_of(r[1]))}
   end
@@ -102,7 +111,7 @@ end
 -- the main process is gone, and so goes this worker.)
 local function send_result(id, values, errors, ran)
   local n = values.n or #values
-  local ok = pcall(core.channel_send, protocol.answer(id, errors, ran), values, n)
+  local ok = pcall(channel_send, answer(id, errors, ran), values, n)
   if ok then return end
   errors = errors or {}
   for i = 1, values.n or #values do
@@ -133,12 +142,9 @@ end
 
 -- Reads the next frame; the last value is the reasons of the names it
 -- could not resolve (nil when there were none).
+local channel_recv = core.channel_recv
 local function receive()
-  core.lenient_names(true)
-  local ok, message, args, size = pcall(core.channel_recv)
-  core.lenient_names(false)
-  if not ok then error(message, 0) end
-  return message, args, size, core.take_missing_names()
+  return channel_recv(true)
 end
 
 -- The reasons of the placeholders inside v (through tables, keys,
@@ -294,7 +300,7 @@ function worker.main()
   while true do
     local message, args, size, missing = receive()
     if message == nil then return 0 end
-    local tag = protocol.tag(message)
+    local tag = tag_of(message)
     if tag == "process" then
       local target, process_args, process_globals = protocol.read_process(message)
       if missing and process_globals then without_missing(process_globals) end
@@ -313,7 +319,7 @@ function worker.main()
       function_id, reset, script_globals = protocol.read_function(message)
       fn, args = args, nil
     elseif tag == "task" then
-      id, function_id, fn, mode, reset, script_globals = protocol.read_task(message)
+      id, function_id, fn, mode, reset, script_globals = read_task(message)
     else
       return unknown_message(message)
     end
@@ -334,7 +340,7 @@ function worker.main()
     end
     if tag == "function" then goto next_message end
     local values, errors
-    local started = core.hrtime()
+    local started = hrtime()
     if not fn and unreceived[function_id] then
       values, errors = {n = 0}, {}
       for i = 1, mode == "apply" and 1 or (args.n or #args) do
@@ -345,8 +351,8 @@ function worker.main()
     else
       values, errors = run(fn, mode, args)
     end
-    local ran = core.hrtime() - started
-    io.stdout:flush()
+    local ran = hrtime() - started
+    stdout:flush()
     send_result(id, values, errors, ran)
     -- Big arguments go back to the memory kept for the next big message
     -- now, not whenever the collector would get to them.
