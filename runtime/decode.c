@@ -528,6 +528,53 @@ int lmp__decode_list_into(lua_State *L, const char *p, size_t n, int dst,
   return 1;
 }
 
+/* An integer as lmp__put_integer writes it, at *p (before end); 0 when
+ * there is none. */
+static int read_integer(const unsigned char **p, const unsigned char *end, lua_Integer *v) {
+  const unsigned char *q = *p;
+  if (q >= end) return 0;
+  if (*q == T_INT8 && end - q >= 2) {
+    *v = (int8_t)q[1];
+    *p = q + 2;
+    return 1;
+  }
+  if (*q == T_INT32 && end - q >= 5) {
+    int32_t v32;
+    memcpy(&v32, q + 1, 4);
+    *v = v32;
+    *p = q + 5;
+    return 1;
+  }
+  if (*q == T_INT64 && end - q >= 9) {
+    int64_t v64;
+    memcpy(&v64, q + 1, 8);
+    *v = (lua_Integer)v64;
+    *p = q + 9;
+    return 1;
+  }
+  return 0;
+}
+
+int lmp__read_task_message(const char *bytes, size_t n, lua_Integer *id,
+                           lua_Integer *function_id, const char **mode, size_t *mode_len) {
+  /* version, T_TABLE, 7 array values, no hash part, T_STRING "task" */
+  static const unsigned char head[] = {LMP_FORMAT_VERSION, T_TABLE, 7, 0, 0, 0, 0, 0, 0, 0,
+                                       T_STRING, 4, 't', 'a', 's', 'k'};
+  const unsigned char *p = (const unsigned char *)bytes, *end = p + n;
+  size_t len;
+  if (n < sizeof head || memcmp(p, head, sizeof head) != 0) return 0;
+  p += sizeof head;
+  if (!read_integer(&p, end, id) || !read_integer(&p, end, function_id)) return 0;
+  /* false (no function), the mode (a short string: one length byte), false, false */
+  if (end - p < 3 || p[0] != T_FALSE || p[1] != T_STRING || p[2] > 127) return 0;
+  len = p[2];
+  p += 3;
+  if ((size_t)(end - p) != len + 2 || p[len] != T_FALSE || p[len + 1] != T_FALSE) return 0;
+  *mode = (const char *)p;
+  *mode_len = len;
+  return 1;
+}
+
 static void decode_bytes(lua_State *L, const char *p, size_t n, int flags, int max_depth);
 
 /* A message's values were encoded as lmp.dumps encodes them, below the

@@ -64,6 +64,13 @@ int lmp__encode_list(lua_State *L, int idx, lua_Integer first, lua_Integer count
  * false, false}, without making that table (one per task otherwise). */
 void lmp__encode_task_message(lua_State *L, lmp_buffer *out, lua_Integer id,
                               lua_Integer function_id, const char *mode);
+/* Reads the n bytes at bytes when they are exactly what
+ * lmp__encode_task_message makes (a task whose function the worker has):
+ * returns 1 with the id, the function's id and the mode (mode_len bytes
+ * at *mode, inside `bytes`); 0 for anything else, which the caller then
+ * decodes as a value. Reads nothing outside the n bytes; no Lua. */
+int lmp__read_task_message(const char *bytes, size_t n, lua_Integer *id,
+                           lua_Integer *function_id, const char **mode, size_t *mode_len);
 /* Decodes bytes made by lmp__encode_list straight into the table at dst:
  * dst[first + k] = item k (from 0), without making the list. Returns 0,
  * having done nothing, when the bytes are not a list of `count` items (the

@@ -140,8 +140,10 @@ end
 -- task whose function or arguments hold one fails with kind "serialize"
 -- naming it, and the worker goes on.
 
--- Reads the next frame; the last value is the reasons of the names it
--- could not resolve (nil when there were none).
+-- Reads the next frame: message, payload, size, and the reasons of the
+-- names it could not resolve (nil when there were none); for a usual task
+-- (a function this worker has, nothing to reset, no globals) the message
+-- is not made: its id, function id and mode follow instead.
 local channel_recv = core.channel_recv
 local function receive()
   return channel_recv(true)
@@ -298,9 +300,9 @@ function worker.main()
   -- function id -> why this worker could not receive that function.
   local unreceived = {}
   while true do
-    local message, args, size, missing = receive()
+    local message, args, size, missing, task_id, task_function, task_mode = receive()
     if message == nil then return 0 end
-    local tag = tag_of(message)
+    local tag = task_id and "task" or tag_of(message)
     if tag == "process" then
       local target, process_args, process_globals = protocol.read_process(message)
       if missing and process_globals then without_missing(process_globals) end
@@ -314,7 +316,9 @@ function worker.main()
       return worker.run_process(target, process_args)
     end
     local id, function_id, fn, mode, reset, script_globals
-    if tag == "function" then
+    if task_id then
+      id, function_id, mode = task_id, task_function, task_mode
+    elseif tag == "function" then
       -- A map's function, its payload, ahead of its first task here.
       function_id, reset, script_globals = protocol.read_function(message)
       fn, args = args, nil
