@@ -58,9 +58,20 @@ local function failure_of(v)
   return v, nil
 end
 
+-- An apply's one result (or none), in a table kept for every apply: a
+-- table per task was a good part of what the collector did per small
+-- task. The task loop empties it once the answer is sent, so that it
+-- holds nothing between tasks.
+local one_result = {n = 0}
+
 -- xpcall's status, and what followed it packed in one table.
 local function status_and_values(ok, ...)
-  return ok, {n = select("#", ...), ...}
+  local n = select("#", ...)
+  if n <= 1 then
+    one_result.n, one_result[1] = n, ...
+    return ok, one_result
+  end
+  return ok, {n = n, ...}
 end
 
 local function run(fn, mode, args)
@@ -143,10 +154,13 @@ end
 -- Reads the next frame: message, payload, size, and the reasons of the
 -- names it could not resolve (nil when there were none); for a usual task
 -- (a function this worker has, nothing to reset, no globals) the message
--- is not made: its id, function id and mode follow instead.
+-- is not made: its id, function id and mode follow instead, and an
+-- apply's few arguments come in kept_arguments, which holds them until
+-- the next apply's (core.channel_recv).
 local channel_recv = core.channel_recv
+local kept_arguments = {}
 local function receive()
-  return channel_recv(true)
+  return channel_recv(kept_arguments)
 end
 
 -- The reasons of the placeholders inside v (through tables, keys,
@@ -358,9 +372,13 @@ function worker.main()
     local ran = hrtime() - started
     stdout:flush()
     send_result(id, values, errors, ran)
+    one_result[1] = nil
     -- Big arguments go back to the memory kept for the next big message
     -- now, not whenever the collector would get to them.
     if size >= BIG_MESSAGE then
+      if args == kept_arguments then
+        for i = 1, args.n do args[i] = nil end
+      end
       args, values = nil, nil
       collectgarbage()
     end
