@@ -128,18 +128,79 @@ static lmp_arrivals channel_arrivals;
  * arrive with one read() instead of two each. Only the worker reads it. */
 static lmp_inbox channel_inbox;
 
-static int recv_buffered(lua_State *L, int fd) {
+/* An apply's arguments up to this many are decoded into the task loop's
+ * table (see push_frame). */
+#define KEPT_ARGUMENTS 8
+
+/* Pushes the payload of a usual task: an apply's few arguments into the
+ * table at kept (with n), emptied of the last ones first; anything else
+ * as a new value. */
+static void push_task_payload(lua_State *L, const char *p, size_t n, int kept, int apply) {
+  uint32_t count = 0;
+  lua_Integer i, last;
+  /* The version byte, T_TABLE, then the count of the list (lmp__encode_list). */
+  if (n == 0) {
+    lua_pushnil(L);
+    return;
+  }
+  if (apply && n >= 6 && (count = lmp__u32_at(p + 2)) <= KEPT_ARGUMENTS) {
+    lua_getfield(L, kept, "n");
+    last = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    for (i = 1; i <= last && i <= KEPT_ARGUMENTS; i++) {
+      lua_pushnil(L);
+      lua_rawseti(L, kept, i);
+    }
+    lua_pushinteger(L, (lua_Integer)count);
+    lua_setfield(L, kept, "n");
+    if (lmp__decode_list_into(L, p, n, kept, 1, (lua_Integer)count)) {
+      lua_pushvalue(L, kept);
+      return;
+    }
+    lua_pushinteger(L, 0);
+    lua_setfield(L, kept, "n");
+  }
+  lmp__decode(L, p, n);
+}
+
+/* Pushes a frame of the worker's channel: its message, its payload (or
+ * nil) and its size; returns 3. With kept (the stack index of the task
+ * loop's table, or 0), the message of a usual task
+ * (lmp__read_task_message) that came with no descriptors is pushed as
+ * the string "task", and its id, function id and mode follow: 6. The task
+ * loop would take a message table apart at once, and making it (and a
+ * table for an apply's arguments) was a good part of a small task's cost
+ * in the worker, the collector's share included. */
+static int push_frame(lua_State *L, const char *body, size_t n, int kept) {
+  const char *header = body - LMP_FRAME_HEADER, *mode;
+  size_t message, mode_len;
+  lua_Integer id, function_id;
+  if (kept && lmp__frame_message_descriptors(header) == 0 &&
+      lmp__frame_payload_descriptors(header) == 0 &&
+      (message = lmp__frame_message(L, body, n)) > 0 &&
+      lmp__read_task_message(body + 4, message, &id, &function_id, &mode, &mode_len)) {
+    lua_pushliteral(L, "task");
+    push_task_payload(L, body + 4 + message, n - 4 - message, kept,
+                      mode_len == 5 && memcmp(mode, "apply", 5) == 0);
+    lua_pushinteger(L, (lua_Integer)n);
+    lua_pushinteger(L, id);
+    lua_pushinteger(L, function_id);
+    lua_pushlstring(L, mode, mode_len);
+    return 6;
+  }
+  lmp__decode_frame_carrying(L, body, n, &channel_arrivals);
+  lua_pushinteger(L, (lua_Integer)n);
+  return 3;
+}
+
+static int recv_buffered(lua_State *L, int fd, int kept) {
   const char *body;
   size_t n;
   int got;
   if (fd == LMP_CHANNEL_FD && lmp__worker_ring_active()) {
     int r = lmp__worker_ring_next(&body, &n);
     if (r < 0) return luaL_error(L, "lmp: malformed frame in the channel's ring");
-    if (r > 0) {
-      lmp__decode_frame_carrying(L, body, n, &channel_arrivals);
-      lua_pushinteger(L, (lua_Integer)n);
-      return 3;
-    }
+    if (r > 0) return push_frame(L, body, n, kept);
   }
   lmp__inbox_compact(&channel_inbox);
   while ((got = lmp__inbox_next(&channel_inbox, &body, &n)) == 0) {
@@ -164,15 +225,37 @@ static int recv_buffered(lua_State *L, int fd) {
   if (got < 0) return luaL_error(L, "lmp: malformed frame on the channel (too long)");
   lmp__worker_ring_socket_read();
   /* The body stays put until the next call compacts the inbox. */
-  lmp__decode_frame_carrying(L, body, n, &channel_arrivals);
-  lua_pushinteger(L, (lua_Integer)n);
-  return 3;
+  return push_frame(L, body, n, kept);
 }
 
-/* core.channel_recv() -> message, payload (or nil), size of the frame:
- * the next frame on the worker's channel; nothing at end of file. */
+static int recv_task_loop(lua_State *L) { return recv_buffered(L, LMP_CHANNEL_FD, 1); }
+
+/* core.channel_recv([kept]) -> message, payload (or nil), size of the
+ * frame: the next frame on the worker's channel; nothing at end of file.
+ * Given kept (an empty table the worker's task loop keeps), what the task
+ * loop does for every frame is done in this one call: names this process
+ * does not know decode as placeholders (lmp__names_set_lenient) for this
+ * frame only, and the reasons they were not known follow the size (an
+ * array, or nil); a usual task comes as message "task" followed, after
+ * those reasons, by its id, its function's id and its mode; and a usual
+ * apply's few arguments come in kept, which the caller empties after the
+ * task (push_frame). */
 static int core_channel_recv(lua_State *L) {
-  return recv_buffered(L, LMP_CHANNEL_FD);
+  int status, n;
+  if (lua_isnoneornil(L, 1)) return recv_buffered(L, LMP_CHANNEL_FD, 0);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lmp__names_set_lenient(L, 1);
+  lua_pushcfunction(L, recv_task_loop);
+  lua_pushvalue(L, 1);
+  status = lua_pcall(L, 1, LUA_MULTRET, 0);
+  /* Lenient for this frame only, whatever happened to it. */
+  lmp__names_set_lenient(L, 0);
+  if (status != LUA_OK) return lua_error(L);
+  if ((n = lua_gettop(L) - 1) == 0) return 0;
+  lmp__names_take_missing(L);
+  lua_insert(L, 5);
+  return n + 1;
 }
 
 /* Writes all of iov (the descriptors of `pass`, when not NULL, with the

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <linux/sockios.h>
 #include <poll.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -31,11 +32,23 @@ static int ring_frame_held;
 
 int lmp__worker_ring_active(void) { return worker_ring != NULL; }
 
+/* Whether this process may run on one CPU only (taskset, a container's
+ * cpuset, a machine of one). Asked once: the answer is inherited, and a
+ * worker changes it only if a task does. */
+static int one_cpu(void) {
+  static int answer = -1;
+  if (answer < 0) {
+    cpu_set_t cpus;
+    answer = sched_getaffinity(0, sizeof cpus, &cpus) == 0 && CPU_COUNT(&cpus) < 2;
+  }
+  return answer;
+}
+
 void lmp__worker_ring_socket_read(void) { socket_frames_read++; }
 
 int lmp__worker_ring_next(const char **body, size_t *n) {
   lmp_ring_side *s = &worker_ring->to_worker;
-  int checked = 0;
+  int checked = 0, yielded = 0;
   if (ring_frame_held) {
     lmp__ring_pop(s, ring_taken);
     ring_frame_held = 0;
@@ -57,6 +70,18 @@ int lmp__worker_ring_next(const char **body, size_t *n) {
     }
     if (got > 0 || __atomic_load_n(&s->socket_sent, __ATOMIC_ACQUIRE) > socket_frames_read)
       return 0;
+    /* On one CPU nobody can answer while this process watches, but the
+     * main process it just answered is most likely ready to run: one
+     * yield lets it take the answer and put the next task in the ring
+     * while this worker is still awake, which costs one system call
+     * where a sleep costs three (the futex wait here, and the main
+     * process's look at the socket and futex wake). When the yield
+     * finds nobody to run it returns at once, and the worker sleeps. */
+    if (!yielded && one_cpu()) {
+      sched_yield();
+      yielded = 1;
+      continue;
+    }
     /* Watched for a while first, but not again after each look at the
      * socket: a worker asleep says so (sleeping) nearly all the time, so
      * that its death is looked for before a frame is put in its ring. */

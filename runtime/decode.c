@@ -15,7 +15,8 @@
 typedef struct decoder {
   lua_State *L;
   const unsigned char *start, *p, *end;
-  int refs; /* stack index: id -> object */
+  int slots; /* stack index of the first of REF_SLOTS objects (ids 1..) */
+  int refs;  /* stack index: id -> object, for the ids after those */
   lua_Integer next_id;
   int depth;
   int max_depth; /* LMP_MAX_DEPTH for lmp.loads; more for a message */
@@ -76,13 +77,27 @@ static lua_Integer new_id(decoder *d) {
   return d->next_id++;
 }
 
-/* The table of objects decoded so far (id -> object) is made on the first
- * one, and reused across decodings as the encoder's is: most messages are
- * a number or one small table. */
+/* The objects decoded so far, by id, for the references that name them.
+ * The first REF_SLOTS sit in stack slots: most messages are a number or a
+ * few small tables (a task and its arguments), and a slot costs no table
+ * and nothing to clear afterwards. The rest go in a table made when first
+ * needed and reused across decodings, as the encoder's is. */
+#define REF_SLOTS 8
 static const char decode_refs_key = 'D';
+
+/* Pushes the slots and the place of the table (all nil) on the stack. */
+static void open_refs(decoder *d) {
+  d->slots = lua_gettop(d->L) + 1;
+  d->refs = d->slots + REF_SLOTS;
+  lua_settop(d->L, d->refs);
+}
 
 static void remember(decoder *d, lua_Integer id) {
   lua_State *L = d->L;
+  if (id <= REF_SLOTS) {
+    lua_copy(L, -1, d->slots + (int)id - 1);
+    return;
+  }
   if (lua_isnil(L, d->refs)) lmp__take_spare_table(L, &decode_refs_key, d->refs);
   lua_pushvalue(L, -1);
   lua_rawseti(L, d->refs, id);
@@ -90,7 +105,12 @@ static void remember(decoder *d, lua_Integer id) {
 
 /* Pushes object `id`, which the input may only name once decoded. */
 static void push_ref(decoder *d, uint64_t id, const char *what) {
-  if (id == 0 || id >= (uint64_t)d->next_id || !lua_istable(d->L, d->refs)) malformed(d, what);
+  if (id == 0 || id >= (uint64_t)d->next_id) malformed(d, what);
+  if (id <= REF_SLOTS) {
+    lua_pushvalue(d->L, d->slots + (int)id - 1);
+    return;
+  }
+  if (!lua_istable(d->L, d->refs)) malformed(d, what);
   lua_rawgeti(d->L, d->refs, (lua_Integer)id);
 }
 
@@ -98,7 +118,7 @@ static void give_back_decode_refs(decoder *d) {
   lua_State *L = d->L;
   lua_Integer i;
   if (!lua_istable(L, d->refs) || d->next_id - 1 > 64) return;
-  for (i = 1; i < d->next_id; i++) {
+  for (i = REF_SLOTS + 1; i < d->next_id; i++) {
     lua_pushnil(L);
     lua_rawseti(L, d->refs, i);
   }
@@ -487,9 +507,8 @@ int lmp__decode_list_into(lua_State *L, const char *p, size_t n, int dst,
   narray = get_u32(&d);
   nhash = get_u32(&d);
   if ((lua_Integer)narray != count || nhash > 1) return 0;
-  luaL_checkstack(L, 16, "lmp: decoding");
-  lua_pushnil(L); /* refs, made by the first object */
-  d.refs = lua_gettop(L);
+  luaL_checkstack(L, 16 + REF_SLOTS, "lmp: decoding");
+  open_refs(&d);
   d.slot_budget -= narray < d.slot_budget ? narray : d.slot_budget;
   /* The list itself would be object 1; nothing in it can refer to it. */
   lua_pushvalue(L, dst);
@@ -506,6 +525,53 @@ int lmp__decode_list_into(lua_State *L, const char *p, size_t n, int dst,
   if (d.p != d.end) malformed(&d, "trailing bytes");
   give_back_decode_refs(&d);
   lua_settop(L, top);
+  return 1;
+}
+
+/* An integer as lmp__put_integer writes it, at *p (before end); 0 when
+ * there is none. */
+static int read_integer(const unsigned char **p, const unsigned char *end, lua_Integer *v) {
+  const unsigned char *q = *p;
+  if (q >= end) return 0;
+  if (*q == T_INT8 && end - q >= 2) {
+    *v = (int8_t)q[1];
+    *p = q + 2;
+    return 1;
+  }
+  if (*q == T_INT32 && end - q >= 5) {
+    int32_t v32;
+    memcpy(&v32, q + 1, 4);
+    *v = v32;
+    *p = q + 5;
+    return 1;
+  }
+  if (*q == T_INT64 && end - q >= 9) {
+    int64_t v64;
+    memcpy(&v64, q + 1, 8);
+    *v = (lua_Integer)v64;
+    *p = q + 9;
+    return 1;
+  }
+  return 0;
+}
+
+int lmp__read_task_message(const char *bytes, size_t n, lua_Integer *id,
+                           lua_Integer *function_id, const char **mode, size_t *mode_len) {
+  /* version, T_TABLE, 7 array values, no hash part, T_STRING "task" */
+  static const unsigned char head[] = {LMP_FORMAT_VERSION, T_TABLE, 7, 0, 0, 0, 0, 0, 0, 0,
+                                       T_STRING, 4, 't', 'a', 's', 'k'};
+  const unsigned char *p = (const unsigned char *)bytes, *end = p + n;
+  size_t len;
+  if (n < sizeof head || memcmp(p, head, sizeof head) != 0) return 0;
+  p += sizeof head;
+  if (!read_integer(&p, end, id) || !read_integer(&p, end, function_id)) return 0;
+  /* false (no function), the mode (a short string: one length byte), false, false */
+  if (end - p < 3 || p[0] != T_FALSE || p[1] != T_STRING || p[2] > 127) return 0;
+  len = p[2];
+  p += 3;
+  if ((size_t)(end - p) != len + 2 || p[len] != T_FALSE || p[len + 1] != T_FALSE) return 0;
+  *mode = (const char *)p;
+  *mode_len = len;
   return 1;
 }
 
@@ -538,9 +604,8 @@ static void decode_bytes(lua_State *L, const char *p, size_t n, int flags, int m
   d.slot_budget = n;
   d.flags = flags;
   d.max_depth = max_depth;
-  luaL_checkstack(L, 16, "lmp: decoding");
-  lua_pushnil(L); /* refs, made by the first object */
-  d.refs = lua_gettop(L);
+  luaL_checkstack(L, 16 + REF_SLOTS, "lmp: decoding");
+  open_refs(&d);
   need(&d, 1);
   if (*d.p != LMP_FORMAT_VERSION)
     lmp__raisef(L, "lmp.loads: not lmp data, or format version %d (this lmp "

@@ -543,6 +543,14 @@ int lmp__encode_message(lua_State *L, int idx, lmp_buffer *out, const char *root
   int top = lua_gettop(L);
   if (envelope < 0 || envelope > LMP_ENVELOPE_DEPTH) luaL_error(L, "lmp: bad envelope depth");
   idx = lua_absindex(L, idx);
+  /* A number alone (a quick task's answer is its id) needs none of the
+   * encoder's tables: the version byte and the number. */
+  if (lua_type(L, idx) == LUA_TNUMBER) {
+    unsigned char version = LMP_FORMAT_VERSION;
+    if (lmp__buffer_append(out, &version, 1) != 0 || lmp__put_number(L, idx, out) != 0)
+      luaL_error(L, "lmp: not enough memory to encode the value");
+    return 0;
+  }
   encoder_start(&e, L, out, pieces);
   e.max_depth += envelope;
   return encoder_finish(&e, encode_value(&e, idx), top, root);

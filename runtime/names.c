@@ -196,8 +196,9 @@ void lmp__names_push_registered(lua_State *L, const char *name) {
  * die: while the worker reads its channel, names are "lenient". A name
  * that cannot be resolved then decodes as a placeholder (a table with
  * metatable lmp.MissingName holding the reason in `message`), and the
- * reason is kept in a list that core.take_missing_names() hands over, so
- * the worker can find which part of the message holds it. */
+ * reason is kept in a list that lmp__names_take_missing hands over (with
+ * the frame, in core.channel_recv), so the worker can find which part of
+ * the message holds it. */
 
 static const char lenient_key = 'n';  /* registry: true while lenient */
 static const char missing_key = 'x';  /* registry: array of reasons */
@@ -316,21 +317,15 @@ void lmp__names_push_constructor(lua_State *L, const char *name) {
   lua_pushcclosure(L, missing_constructor, 1);
 }
 
-/* core.lenient_names(on): whether names this process does not know decode
- * as placeholders (see above) instead of raising. */
-static int core_lenient_names(lua_State *L) {
-  lua_pushboolean(L, lua_toboolean(L, 1));
+void lmp__names_set_lenient(lua_State *L, int on) {
+  lua_pushboolean(L, on);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &lenient_key);
-  return 0;
 }
 
-/* core.take_missing_names() -> array of reasons recorded since the last
- * call, or nil. */
-static int core_take_missing_names(lua_State *L) {
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &missing_key) != LUA_TTABLE) return 1;
+void lmp__names_take_missing(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &missing_key) != LUA_TTABLE) return;
   lua_pushnil(L);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &missing_key);
-  return 1;
 }
 
 static int names_register(lua_State *L) {
@@ -343,8 +338,6 @@ static int names_register(lua_State *L) {
 
 static const luaL_Reg names_functions[] = {
     {"register", names_register},
-    {"lenient_names", core_lenient_names},
-    {"take_missing_names", core_take_missing_names},
     {NULL, NULL}};
 
 void lmp__open_names(lua_State *L) {

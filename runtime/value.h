@@ -64,6 +64,13 @@ int lmp__encode_list(lua_State *L, int idx, lua_Integer first, lua_Integer count
  * false, false}, without making that table (one per task otherwise). */
 void lmp__encode_task_message(lua_State *L, lmp_buffer *out, lua_Integer id,
                               lua_Integer function_id, const char *mode);
+/* Reads the n bytes at bytes when they are exactly what
+ * lmp__encode_task_message makes (a task whose function the worker has):
+ * returns 1 with the id, the function's id and the mode (mode_len bytes
+ * at *mode, inside `bytes`); 0 for anything else, which the caller then
+ * decodes as a value. Reads nothing outside the n bytes; no Lua. */
+int lmp__read_task_message(const char *bytes, size_t n, lua_Integer *id,
+                           lua_Integer *function_id, const char **mode, size_t *mode_len);
 /* Decodes bytes made by lmp__encode_list straight into the table at dst:
  * dst[first + k] = item k (from 0), without making the list. Returns 0,
  * having done nothing, when the bytes are not a list of `count` items (the
@@ -102,8 +109,14 @@ void lmp__names_push_registered(lua_State *L, const char *name);
  * that records the missing name and returns a placeholder. */
 void lmp__names_push_constructor(lua_State *L, const char *name);
 /* The placeholder's metatable: what a worker decodes in place of a name
- * it does not know while names are lenient (core.lenient_names). */
+ * it does not know while names are lenient (lmp__names_set_lenient). */
 #define LMP_MISSING_NAME_META "lmp.MissingName"
+/* Whether names this process does not know decode as placeholders, each
+ * recorded, instead of raising (a worker reading its channel:
+ * core.channel_recv). */
+void lmp__names_set_lenient(lua_State *L, int on);
+/* Pushes the array of reasons recorded since the last call, or nil. */
+void lmp__names_take_missing(lua_State *L);
 /* Watches package.loaded for new modules (idempotent): lmp__names_push_map
  * learns that its map is stale, and lmp__loop_luv_loaded runs when luv
  * arrives. */
@@ -111,7 +124,7 @@ void lmp__names_watch_loaded(lua_State *L);
 /* Who is told when luv arrives in package.loaded (the loop layer, which
  * then joins its loop to luv's); set before lmp__names_watch_loaded. */
 void lmp__names_on_luv_loaded(void (*hook)(lua_State *L));
-/* Adds lenient_names and take_missing_names to the table on top. */
+/* Adds register to the table on top. */
 void lmp__open_names(lua_State *L);
 
 /* error.c: error objects, tables with metatable "lmp.Error". */

@@ -100,24 +100,29 @@ describe("protocol", function()
     assert.is_true(helpers.no_children())
   end)
 
-  it("a worker given a message it does not know says so and exits; the pool replaces it",
-    function()
-    local status, out, err = helpers.run_lua([[
-      local lmp = require "lmp"
-      local pool <close> = lmp.Pool(1)
-      local w = pool.workers[1]
-      local first = pool:apply_async(function() return "first" end, {})
-      -- Queued on the channel behind the task: read once it is answered.
-      w.handle:send({"no such message"})
-      print(first:get(30))
-      local deadline = require("lmp.core").hrtime() + 30
-      while (#pool.workers == 0 or pool.workers[1] == w) and require("lmp.core").hrtime() < deadline do
-        lmp.sleep(0.01)
-      end
-      print(pool:apply(function() return "after" end, {}))
-    ]], helpers.runner)
-    assert.equal(0, status, err)
-    assert.equal("first\nafter\n", out)
-    assert.matches("a message it does not know (no such message)", err, 1, true)
-  end)
+  -- The bare string "task" is what the worker's channel_recv gives in
+  -- place of a usual task's message, with the task's fields after it: sent
+  -- as a message of its own, it is still one the worker does not know.
+  for _, case in ipairs{{[[{"no such message"}]], "no such message"}, {[["task"]], "string"}} do
+    it("a worker given a message it does not know (" .. case[1] .. ") says so and exits; "
+       .. "the pool replaces it", function()
+      local status, out, err = helpers.run_lua(([[
+        local lmp = require "lmp"
+        local pool <close> = lmp.Pool(1)
+        local w = pool.workers[1]
+        local first = pool:apply_async(function() return "first" end, {})
+        -- Queued on the channel behind the task: read once it is answered.
+        w.handle:send(%s)
+        print(first:get(30))
+        local deadline = require("lmp.core").hrtime() + 30
+        while (#pool.workers == 0 or pool.workers[1] == w) and require("lmp.core").hrtime() < deadline do
+          lmp.sleep(0.01)
+        end
+        print(pool:apply(function() return "after" end, {}))
+      ]]):format(case[1]), helpers.runner)
+      assert.equal(0, status, err)
+      assert.equal("first\nafter\n", out)
+      assert.matches("a message it does not know (" .. case[2] .. ")", err, 1, true)
+    end)
+  end
 end)

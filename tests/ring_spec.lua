@@ -118,6 +118,32 @@ describe("a pool with a ring", function()
     end
   end)
 
+  it("on one CPU a worker yields to its main process before it sleeps: round trips of apply "
+     .. "take no futex sleep", function()
+    if not os.execute("command -v taskset >/dev/null 2>&1") then return end
+    -- A sleep in the kernel is a voluntary context switch; a yield that
+    -- lets the main process run is not. Before the yield, about 3 in 4
+    -- round trips slept; after it, next to none.
+    local out = helpers.run_lua_ok([[
+      local lmp = require "lmp"
+      local pool <close> = lmp.Pool{processes = 1, ring = true}
+      local function f(x) return x end
+      for i = 1, 100 do pool:apply(f, {i}) end
+      local pid = pool.workers[1].pid
+      local function sleeps()
+        local file = assert(io.open("/proc/" .. pid .. "/status"))
+        local text = file:read("a")
+        file:close()
+        return tonumber(text:match("\nvoluntary_ctxt_switches:%s*(%d+)"))
+      end
+      local before = sleeps()
+      for i = 1, 1000 do assert(pool:apply(f, {i}) == i) end
+      print(sleeps() - before)
+    ]], "taskset -c 0 " .. helpers.runner)
+    local sleeps = tonumber(out)
+    assert.is_true(sleeps < 400, "the worker slept in " .. out .. " of 1000 round trips")
+  end)
+
   it("a worker killed while idle (asleep on its ring) is not sent the next task", function()
     local pool <close> = lmp.Pool{processes = 1, ring = true}
     local pid = pool:apply(function() return require("lmp.core").getpid() end)

@@ -169,6 +169,42 @@ describe("value format", function()
       assert.equal(r.a, r.list[1])
     end)
 
+    it("shared references and cycles among many objects: the first ones and those after", function()
+      -- The decoder keeps its first objects apart from the rest (stack
+      -- slots, then a table): references both ways across that line.
+      local nodes = {}
+      for i = 1, 40 do nodes[i] = {i = i} end
+      for i = 1, 40 do
+        nodes[i].first, nodes[i].last = nodes[1], nodes[40]
+        nodes[i].next = nodes[i % 40 + 1]
+        nodes[i].f = function() return nodes[i].i, nodes[1].i end
+      end
+      local r = round_trip(nodes)
+      for i = 1, 40 do
+        assert.equal(i, r[i].i)
+        assert.equal(r[1], r[i].first)
+        assert.equal(r[40], r[i].last)
+        assert.equal(r[i % 40 + 1], r[i].next)
+        assert.same({i, 1}, {r[i].f()})
+      end
+      -- A reference to an object that is not decoded yet is malformed,
+      -- below the line as above it: a list of k empty tables (ids 2 ..
+      -- k + 1, the list itself is 1), then a reference.
+      local function list_then_ref(k, id)
+        local empty = "\8" .. ("\0"):rep(8)
+        return "\2\8" .. string.pack("<I4I4", k + 1, 0) .. empty:rep(k) .. "\10" .. string.char(id)
+      end
+      for _, k in ipairs{2, 12} do
+        local r = lmp.loads(list_then_ref(k, k + 1))
+        assert.equal(r[k], r[k + 1])
+        local itself = lmp.loads(list_then_ref(k, 1))
+        assert.equal(itself, itself[k + 1])
+        local ok, err = pcall(lmp.loads, list_then_ref(k, k + 2))
+        assert.is_false(ok)
+        assert.matches("malformed data %(reference to nothing", tostring(err))
+      end
+    end)
+
     it("cycles", function()
       local t = {name = "root", child = {}}
       t.self = t

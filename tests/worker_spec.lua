@@ -36,6 +36,34 @@ describe("worker", function()
       assert.equal(expected, run((script:gsub("%.%.%.", "'fork'", 1))))
     end)
   end)
+  describe("the task loop's kept tables", function()
+    it("each apply gets exactly its own arguments and results, whatever came before", function()
+      -- The worker keeps one table for an apply's few arguments and one
+      -- for its one result: nothing of an apply may reach the next.
+      local out = run([[
+        local lmp = require "lmp"
+        local pool <close> = lmp.Pool(1)
+        local function show(...)
+          local t = table.pack(...)
+          for i = 1, t.n do t[i] = tostring(t[i]) end
+          return t.n .. ":" .. table.concat(t, ",")
+        end
+        local function none() end
+        local cases = {{1, 2, 3, 4, 5, 6, 7, 8}, {n = 0}, {9}, {1, nil, 3, n = 3}, {n = 2},
+                       {"a", "b", "c", "d", "e", "f", "g", "h", "i"}, {true}}
+        for _, args in ipairs(cases) do
+          io.write(pool:apply(show, args), " ")
+          io.write(select("#", pool:apply(none, args)), " ")
+        end
+        local big = string.rep("x", 5 * 1024 * 1024)
+        io.write(pool:apply(function(s, n) return #s + n end, {big, 1}), " ")
+        io.write(pool:apply(show, {2}), "\n")
+      ]], helpers.runner)
+      assert.equal("8:1,2,3,4,5,6,7,8 0 0: 0 1:9 0 3:1,nil,3 0 2:nil,nil 0 9:a,b,c,d,e,f,g,h,i 0 "
+                   .. "1:true 0 5242881 1:2\n", out)
+    end)
+  end)
+
   describe("a name the worker does not know", function()
     it("fails the task with kind serialize naming it and the fix; the worker lives on", function()
       local out = run([[

@@ -7,6 +7,15 @@ local worker = {}
 
 local BIG_MESSAGE = 4 * 1024 * 1024 -- bytes (memory.c keeps blocks this big)
 
+-- What every task uses, in locals: the task loop is the worker's inner
+-- loop, and each global or field lookup there is paid once per task.
+local unpack, hrtime, channel_send = table.unpack, core.hrtime, core.channel_send
+local answer, tag_of, read_task = protocol.answer, protocol.tag, protocol.read_task
+-- The script's standard output, flushed after each task so that what a
+-- task printed arrives before its answer. A task that assigns io.stdout
+-- does not change which stream that is.
+local stdout = io.stdout
+
 -- A readable line for any error value. tostring would raise for an
 -- object whose __tostring raises or returns a non-string, and that must
 -- fail the task, not the worker.
@@ -49,15 +58,26 @@ local function failure_of(v)
   return v, nil
 end
 
+-- An apply's one result (or none), in a table kept for every apply: a
+-- table per task was a good part of what the collector did per small
+-- task. The task loop empties it once the answer is sent, so that it
+-- holds nothing between tasks.
+local one_result = {n = 0}
+
 -- xpcall's status, and what followed it packed in one table.
 local function status_and_values(ok, ...)
-  return ok, {n = select("#", ...), ...}
+  local n = select("#", ...)
+  if n <= 1 then
+    one_result.n, one_result[1] = n, ...
+    return ok, one_result
+  end
+  return ok, {n = n, ...}
 end
 
 local function run(fn, mode, args)
   local n = args.n or #args
   if mode == "apply" then
-    local ok, r = status_and_values(xpcall(fn, handler, table.unpack(args, 1, n)))
+    local ok, r = status_and_values(xpcall(fn, handler, unpack(args, 1, n)))
     if ok then return r, nil end
     return {n = 0}, {error_info(failure_of(r[1]))}
   end
@@ -102,7 +122,7 @@ end
 -- the main process is gone, and so goes this worker.)
 local function send_result(id, values, errors, ran)
   local n = values.n or #values
-  local ok = pcall(core.channel_send, protocol.answer(id, errors, ran), values, n)
+  local ok = pcall(channel_send, answer(id, errors, ran), values, n)
   if ok then return end
   errors = errors or {}
   for i = 1, values.n or #values do
@@ -131,14 +151,16 @@ end
 -- task whose function or arguments hold one fails with kind "serialize"
 -- naming it, and the worker goes on.
 
--- Reads the next frame; the last value is the reasons of the names it
--- could not resolve (nil when there were none).
+-- Reads the next frame: message, payload, size, and the reasons of the
+-- names it could not resolve (nil when there were none); for a usual task
+-- (a function this worker has, nothing to reset, no globals) the message
+-- is not made: its id, function id and mode follow instead, and an
+-- apply's few arguments come in kept_arguments, which holds them until
+-- the next apply's (core.channel_recv).
+local channel_recv = core.channel_recv
+local kept_arguments = {}
 local function receive()
-  core.lenient_names(true)
-  local ok, message, args, size = pcall(core.channel_recv)
-  core.lenient_names(false)
-  if not ok then error(message, 0) end
-  return message, args, size, core.take_missing_names()
+  return channel_recv(kept_arguments)
 end
 
 -- The reasons of the placeholders inside v (through tables, keys,
@@ -292,9 +314,9 @@ function worker.main()
   -- function id -> why this worker could not receive that function.
   local unreceived = {}
   while true do
-    local message, args, size, missing = receive()
+    local message, args, size, missing, task_id, task_function, task_mode = receive()
     if message == nil then return 0 end
-    local tag = protocol.tag(message)
+    local tag = task_id and "task" or tag_of(message)
     if tag == "process" then
       local target, process_args, process_globals = protocol.read_process(message)
       if missing and process_globals then without_missing(process_globals) end
@@ -308,12 +330,14 @@ function worker.main()
       return worker.run_process(target, process_args)
     end
     local id, function_id, fn, mode, reset, script_globals
-    if tag == "function" then
+    if task_id then
+      id, function_id, mode = task_id, task_function, task_mode
+    elseif tag == "function" then
       -- A map's function, its payload, ahead of its first task here.
       function_id, reset, script_globals = protocol.read_function(message)
       fn, args = args, nil
     elseif tag == "task" then
-      id, function_id, fn, mode, reset, script_globals = protocol.read_task(message)
+      id, function_id, fn, mode, reset, script_globals = read_task(message)
     else
       return unknown_message(message)
     end
@@ -334,7 +358,7 @@ function worker.main()
     end
     if tag == "function" then goto next_message end
     local values, errors
-    local started = core.hrtime()
+    local started = hrtime()
     if not fn and unreceived[function_id] then
       values, errors = {n = 0}, {}
       for i = 1, mode == "apply" and 1 or (args.n or #args) do
@@ -345,12 +369,16 @@ function worker.main()
     else
       values, errors = run(fn, mode, args)
     end
-    local ran = core.hrtime() - started
-    io.stdout:flush()
+    local ran = hrtime() - started
+    stdout:flush()
     send_result(id, values, errors, ran)
+    one_result[1] = nil
     -- Big arguments go back to the memory kept for the next big message
     -- now, not whenever the collector would get to them.
     if size >= BIG_MESSAGE then
+      if args == kept_arguments then
+        for i = 1, args.n do args[i] = nil end
+      end
       args, values = nil, nil
       collectgarbage()
     end
