@@ -62,7 +62,31 @@ function Pool:_replaces_workers()
   return self:_queued() > 0 or next(self.imaps) ~= nil
 end
 
+-- Starts one worker: its process, then its init message.
 function Pool:_start_worker()
+  self:_start_workers(1)
+end
+
+-- Starts `count` workers: every process first, then each one's init
+-- message. A start forks or spawns a copy of this process's memory map;
+-- each page this process writes after a fork costs it a copy-on-write
+-- fault, so the work between two starts (rings, encoding the init) is
+-- paid again after every fork when it comes in between, and the workers
+-- already started wait for it. Started back to back, the workers set
+-- themselves up at once while this process writes their init messages.
+function Pool:_start_workers(count)
+  local started = {}
+  for _ = 1, count do
+    local w = self:_new_worker()
+    if not w then break end
+    started[#started + 1] = w
+  end
+  for _, w in ipairs(started) do self:_send_init(w) end
+end
+
+-- A worker's process and its record in self.workers, or nil (the pool
+-- broken) when it cannot start.
+function Pool:_new_worker()
   worker_serial = worker_serial + 1
   local ref = self.ref
   local w = {inflight = {}, functions = {}, function_count = 0, sent = 0,
@@ -78,11 +102,17 @@ function Pool:_start_worker()
   local ok, handle = workers.start(self.start_method, on_message, on_exit, self.start_options)
   if not ok then
     self:_break(handle)
-    return
+    return nil
   end
   w.handle = handle
   w.pid = handle:pid()
   self.workers[#self.workers + 1] = w
+  return w
+end
+
+-- Sends a started worker its configuration (and its ring).
+function Pool:_send_init(w)
+  local handle = w.handle
   local config = self.config
   config.name = "PoolWorker-" .. w.identity
   config.identity = {w.identity}
