@@ -72,20 +72,29 @@ end
 -- each page this process writes after a fork costs it a copy-on-write
 -- fault, so the work between two starts (rings, encoding the init) is
 -- paid again after every fork when it comes in between, and the workers
--- already started wait for it. Started back to back, the workers set
--- themselves up at once while this process writes their init messages.
+-- already started wait for it. Started back to back (in one call where
+-- the transport can: workers.start_many), the workers set themselves up
+-- at once while this process writes their init messages.
 function Pool:_start_workers(count)
-  local started = {}
-  for _ = 1, count do
-    local w = self:_new_worker()
-    if not w then break end
-    started[#started + 1] = w
+  local records, callbacks = {}, {}
+  for i = 1, count do
+    local w, on_message, on_exit = self:_new_worker()
+    records[i] = w
+    callbacks[2 * i - 1], callbacks[2 * i] = on_message, on_exit
   end
-  for _, w in ipairs(started) do self:_send_init(w) end
+  local handles, err = workers.start_many(self.start_method, callbacks, self.start_options)
+  for i, handle in ipairs(handles) do
+    local w = records[i]
+    w.handle = handle
+    w.pid = handle:pid()
+    self.workers[#self.workers + 1] = w
+  end
+  if #handles < count then self:_break(err) end
+  for i = 1, #handles do self:_send_init(records[i]) end
 end
 
--- A worker's process and its record in self.workers, or nil (the pool
--- broken) when it cannot start.
+-- A new worker's record, not started yet, and the callbacks its handle
+-- calls.
 function Pool:_new_worker()
   worker_serial = worker_serial + 1
   local ref = self.ref
@@ -99,15 +108,7 @@ function Pool:_new_worker()
     local pool = ref.pool
     if pool then pool:_on_exit(w, status, signal) end
   end
-  local ok, handle = workers.start(self.start_method, on_message, on_exit, self.start_options)
-  if not ok then
-    self:_break(handle)
-    return nil
-  end
-  w.handle = handle
-  w.pid = handle:pid()
-  self.workers[#self.workers + 1] = w
-  return w
+  return w, on_message, on_exit
 end
 
 -- Sends a started worker its configuration (and its ring).
