@@ -80,6 +80,24 @@ describe("the transport registry", function()
     assert.is_true(helpers.no_children())
   end)
 
+  it("a built-in name registered again starts every worker through the new start", function()
+    local started = 0
+    workers.register_transport("fork", function(on_message, on_exit)
+      started = started + 1
+      return core.fork_worker(on_message, on_exit)
+    end)
+    local ok, err = pcall(function()
+      local pool <close> = lmp.Pool{processes = 2, start_method = "fork"}
+      assert.equal(2, started)
+      assert.equal(4, pool:apply(function(x) return x * 2 end, {2}))
+    end)
+    workers.register_transport("fork", function(on_message, on_exit)
+      return core.fork_worker(on_message, on_exit)
+    end)
+    assert.is_true(ok, err)
+    assert.is_true(helpers.no_children())
+  end)
+
   it("fails the pool with the error of a transport that cannot start a worker", function()
     workers.register_transport("broken", function() error("no carrier", 0) end)
     local ok, err = pcall(lmp.Pool, {processes = 1, start_method = "broken"})

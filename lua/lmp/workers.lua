@@ -26,6 +26,11 @@ end
 -- after the last message. docs/architecture.md "How to add a transport"
 -- gives the whole contract. A pool's start_method names the transport.
 local transports, transport_order = {}, {}
+-- Transports that start several workers in one call, by name:
+-- start_many({on_message, on_exit, on_message, on_exit, ...}, options)
+-- -> a list of handles, the first ones of those asked for, and the error
+-- that stopped the rest (or raises when it starts none).
+local batch_starts = {}
 
 -- Registers (or replaces) the transport `name`.
 function workers.register_transport(name, start)
@@ -39,6 +44,8 @@ function workers.register_transport(name, start)
   end
   if not transports[name] then transport_order[#transport_order + 1] = name end
   transports[name] = start
+  -- A name registered again starts its workers through `start` alone.
+  batch_starts[name] = nil
 end
 
 -- The names registered, in the order they were first registered.
@@ -69,12 +76,6 @@ function workers.start(name, on_message, on_exit, options)
   end
   return pcall(start, on_message, on_exit, options)
 end
-
--- Transports that start several workers in one call, by name:
--- start_many({on_message, on_exit, on_message, on_exit, ...}, options)
--- -> a list of handles, the first ones of those asked for, and the error
--- that stopped the rest (or raises when it starts none).
-local batch_starts = {}
 
 -- Starts count workers through the transport `name`, callbacks holding
 -- each one's on_message and on_exit in turn. -> a list of handles (as many
