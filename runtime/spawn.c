@@ -364,6 +364,9 @@ static int core_fork_workers(lua_State *L) {
   for (forked = 0; forked < n; forked++) {
     pid_t pid = fork();
     if (pid == 0) {
+      /* The batch stays on this copy's stack, never collected: the
+       * descriptors it lists are closed with every other one the worker
+       * inherits (lmp__place_descriptors). */
       worker_handle **box;
       uv_os_fd_t own;
       lua_rawgeti(L, 2, forked + 1);

@@ -68,13 +68,13 @@ function Pool:_start_worker()
 end
 
 -- Starts `count` workers: every process first, then each one's init
--- message. A start forks or spawns a copy of this process's memory map;
--- each page this process writes after a fork costs it a copy-on-write
--- fault, so the work between two starts (rings, encoding the init) is
--- paid again after every fork when it comes in between, and the workers
--- already started wait for it. Started back to back (in one call where
--- the transport can: workers.start_many), the workers set themselves up
--- at once while this process writes their init messages.
+-- message. A forked worker shares this process's pages until one of them
+-- writes; each page this process writes after a fork costs it a
+-- copy-on-write fault, so the work between two starts (rings, encoding
+-- the init) would be paid again after every fork, and the workers already
+-- started would wait for it. Started back to back (in one call where the
+-- transport can: workers.start_many), the workers set themselves up at
+-- once while this process writes their init messages.
 function Pool:_start_workers(count)
   local records, callbacks = {}, {}
   for i = 1, count do
