@@ -24,7 +24,11 @@ SANFLAGS ?=
 WERROR = $(if $(filter true 1 yes,$(CI)),-Werror)
 CFLAGS_ALL = -std=c99 -Wall -Wextra $(WERROR) -fPIC -D_GNU_SOURCE $(OPTFLAGS) $(SANFLAGS) \
              $(LUA_CFLAGS) $(UV_CFLAGS) $(MPI_CFLAGS) $(MPI_DEFINE) -Iruntime -I$(BUILD)/gen $(CFLAGS)
-LDFLAGS_ALL = $(SANFLAGS) $(LDFLAGS)
+# Symbols are bound when the program is loaded, not at their first call: a
+# worker made by fork would otherwise write the first call's binding into
+# its copy of the program's table of addresses, a copy-on-write fault per
+# page of it, each worker again.
+LDFLAGS_ALL = -Wl,-z,now $(SANFLAGS) $(LDFLAGS)
 
 # The runtime: one file per concern, in layers (docs/architecture.md), listed
 # bottom up; a file uses only files of its own layer listed before it and

@@ -278,6 +278,148 @@ static int core_fork_worker(lua_State *L) {
   return lmp__watch_forked(L, c, (int)pid, 1);
 }
 
+/* The descriptors a batch of forks holds until each worker has its own
+ * copy (`fds`, -1 once closed), and the workers' pids: a userdata, so
+ * that a raise before every descriptor was handed on closes the rest. */
+typedef struct fork_batch {
+  int n;
+  int *fds;
+  pid_t *pids;
+} fork_batch;
+
+static int fork_batch_gc(lua_State *L) {
+  fork_batch *b = lua_touserdata(L, 1);
+  int i;
+  for (i = 0; i < b->n; i++) {
+    if (b->fds[i] >= 0) close(b->fds[i]);
+    b->fds[i] = -1;
+  }
+  return 0;
+}
+
+static fork_batch *new_fork_batch(lua_State *L, int n) {
+  fork_batch *b = lua_newuserdatauv(L, sizeof *b + (size_t)n * (sizeof(int) + sizeof(pid_t)), 0);
+  int i;
+  b->n = n;
+  b->pids = (pid_t *)(b + 1);
+  b->fds = (int *)(b->pids + n);
+  for (i = 0; i < n; i++) {
+    b->fds[i] = -1;
+    b->pids[i] = 0;
+  }
+  if (luaL_newmetatable(L, "lmp.ForkBatch")) {
+    lua_pushcfunction(L, fork_batch_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  return b;
+}
+
+/* In a protected call: watches the exit of worker `pid` (argument 4),
+ * whose handle's box is argument 3 and callbacks arguments 1 and 2. */
+static int watch_batch_worker(lua_State *L) {
+  worker_handle **box = lua_touserdata(L, 3);
+  int pid = (int)lua_tointeger(L, 4);
+  lua_settop(L, 3);
+  return lmp__watch_forked(L, *box, pid, 1);
+}
+
+/* core.fork_workers({on_message, on_exit, on_message, on_exit, ...})
+ * -> {handle, ...} [, error]: the "fork" start method for several workers
+ * at once, each as core.fork_worker makes one. Every channel and handle
+ * is made first, then the workers are forked one right after another,
+ * then each one's exit is watched. After a fork this process pays a
+ * copy-on-write fault for each page it writes while a child still shares
+ * it, and every fork shares them all again: what is written between two
+ * forks is paid once per fork, so nothing is written there but the pid.
+ * When a fork fails after the first, the workers forked so far are
+ * returned with the error of the one that failed; when the first fails,
+ * it raises. */
+static int core_fork_workers(lua_State *L) {
+  int n, i, forked, r = 0, status;
+  long parent = (long)getpid();
+  fork_batch *batch;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  n = (int)lua_rawlen(L, 1);
+  luaL_argcheck(L, n >= 2 && n % 2 == 0, 1, "pairs of on_message and on_exit expected");
+  for (i = 1; i <= n; i++) {
+    if (lua_rawgeti(L, 1, i) != LUA_TFUNCTION)
+      luaL_argerror(L, 1, "pairs of on_message and on_exit expected");
+    lua_pop(L, 1);
+  }
+  n /= 2;
+  if (lmp__forked_worker())
+    return luaL_error(L, "lmp: a forked worker cannot start workers of its own; use the "
+                         "'spawn' start method for nested pools");
+  lua_settop(L, 1);
+  luaL_checkstack(L, 8, NULL);
+  lua_createtable(L, n, 0); /* 2: the handles */
+  batch = new_fork_batch(L, n); /* 3 */
+  for (i = 0; i < n; i++) {
+    lmp__new_forked_handle(L, &batch->fds[i]); /* raises: the batch closes the rest */
+    lua_rawseti(L, 2, i + 1);
+  }
+  /* What stdio holds unwritten would otherwise be written twice. */
+  fflush(NULL);
+  for (forked = 0; forked < n; forked++) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      /* The batch stays on this copy's stack, never collected: the
+       * descriptors it lists are closed with every other one the worker
+       * inherits (lmp__place_descriptors). */
+      worker_handle **box;
+      uv_os_fd_t own;
+      lua_rawgeti(L, 2, forked + 1);
+      box = lua_touserdata(L, -1);
+      lua_pop(L, 1);
+      if (uv_fileno((uv_handle_t *)&(*box)->channel, &own) == 0) close(own);
+      run_forked_worker(L, batch->fds[forked], parent);
+    }
+    if (pid < 0) {
+      r = errno;
+      break;
+    }
+    batch->pids[forked] = pid;
+    close(batch->fds[forked]);
+    batch->fds[forked] = -1;
+  }
+  for (i = forked; i < n; i++) {
+    close(batch->fds[i]);
+    batch->fds[i] = -1;
+    lua_pushnil(L);
+    lua_rawseti(L, 2, i + 1); /* the box's finalizer closes its channel */
+  }
+  for (i = 0; i < forked; i++) {
+    lua_pushcfunction(L, watch_batch_worker);
+    lua_rawgeti(L, 1, 2 * i + 1);
+    lua_rawgeti(L, 1, 2 * i + 2);
+    lua_rawgeti(L, 2, i + 1);
+    lua_pushinteger(L, batch->pids[i]);
+    if (lua_pcall(L, 4, 0, 0) != LUA_OK) {
+      /* The worker whose exit could not be watched was killed and reaped
+       * there; those after it, not watched yet, go the same way (the
+       * ones before are watched: their handles' finalizers end them). */
+      int j;
+      for (j = i + 1; j < forked; j++) {
+        kill(batch->pids[j], SIGKILL);
+        while (waitpid(batch->pids[j], &status, 0) < 0 && errno == EINTR) {
+        }
+      }
+      return lua_error(L);
+    }
+  }
+  if (r == 0) {
+    lua_settop(L, 2);
+    return 1;
+  }
+  lua_pushfstring(L, "cannot fork a worker: %s", strerror(r));
+  lmp__push_error(L, "worker_lost", lua_tostring(L, -1));
+  if (forked == 0) return lua_error(L);
+  lua_replace(L, 3);
+  lua_settop(L, 3);
+  return 2;
+}
+
 /* core.kill(pid [, signal]) -> true, or nil and a message. */
 static int core_kill(lua_State *L) {
   int pid = (int)luaL_checkinteger(L, 1);
@@ -309,7 +451,8 @@ static int core_getppid(lua_State *L) {
 }
 
 static const luaL_Reg spawn_functions[] = {
-    {"spawn", core_spawn}, {"fork_worker", core_fork_worker}, {"kill", core_kill},
+    {"spawn", core_spawn}, {"fork_worker", core_fork_worker},
+    {"fork_workers", core_fork_workers}, {"kill", core_kill},
     {"cpu_count", core_cpu_count}, {"getpid", core_getpid},
     {"getppid", core_getppid},
     {NULL, NULL}};

@@ -212,3 +212,81 @@ describe("start method fork, choosing it", function()
     assert.equal("before the pool\nafter\n", out)
   end)
 end)
+
+-- A pool's forked workers come from one call, core.fork_workers, which
+-- forks them one right after another and then watches each one.
+describe("core.fork_workers", function()
+  it("forks every worker asked for, each a child of this process whose exit is seen", function()
+    local exits, callbacks = {}, {}
+    for i = 1, 3 do
+      callbacks[2 * i - 1] = function() end
+      callbacks[2 * i] = function(status, signal) exits[i] = {status, signal} end
+    end
+    local handles = core.fork_workers(callbacks)
+    assert.equal(3, #handles)
+    local seen = {}
+    for _, handle in ipairs(handles) do
+      local pid = handle:pid()
+      assert.is_nil(seen[pid])
+      seen[pid] = true
+      local stat = assert(io.open(("/proc/%d/stat"):format(pid))):read("a")
+      assert.equal(core.getpid(), tonumber(stat:match("^%d+ %b() %a (%d+)")))
+    end
+    -- One killed from outside while it waits for its configuration, the
+    -- others told there is none (their input closed): each end is seen.
+    assert(os.execute(("kill -9 %d"):format(handles[1]:pid())))
+    handles[2]:close_input()
+    handles[3]:close_input()
+    assert.is_true(helpers.wait_for(function() return exits[1] and exits[2] and exits[3] end, 30))
+    assert.equal(9, exits[1][2])
+    assert.same({0, 0}, exits[2])
+    assert.same({0, 0}, exits[3])
+    assert.is_true(helpers.no_children())
+  end)
+
+  it("refuses anything but pairs of on_message and on_exit functions", function()
+    local f = function() end
+    assert.has_error(function() core.fork_workers({}) end)
+    assert.has_error(function() core.fork_workers({f}) end)
+    assert.has_error(function() core.fork_workers({f, 42}) end)
+    assert.has_error(function() core.fork_workers(f) end)
+    assert.is_true(helpers.no_children())
+  end)
+
+  it("a pool whose forked worker is killed while the pool starts replaces it and runs", function()
+    -- This process's children that run what it runs (not the shell and
+    -- ls that list them).
+    local function workers_here()
+      local me = core.getpid()
+      local stat = assert(io.open(("/proc/%d/stat"):format(me)))
+      local comm = stat:read("a"):match("^%d+ (%b())")
+      stat:close()
+      local found = {}
+      for entry in io.popen("ls /proc"):lines() do
+        local f = tonumber(entry) and io.open("/proc/" .. entry .. "/stat")
+        if f then
+          local c, ppid = (f:read("a") or ""):match("^%d+ (%b()) %a (%d+)")
+          f:close()
+          if c == comm and tonumber(ppid) == me then found[#found + 1] = tonumber(entry) end
+        end
+      end
+      return found
+    end
+    -- The initializer holds every worker in its start; meanwhile a timer
+    -- kills one from outside, as the world would.
+    local killed
+    lmp.spawn(function()
+      lmp.sleep(0.1)
+      killed = workers_here()[1]
+      if killed then os.execute("kill -9 " .. killed) end
+    end)
+    local pool <close> = lmp.Pool{processes = 2, start_method = "fork",
+                                  initializer = function() busy(0.5) end}
+    assert.is_number(killed)
+    local pids = pool:map(function() return core.getpid() end, {1, 2, 3, 4}, 1)
+    for i = 1, pids.n do assert.not_equal(killed, pids[i]) end
+    pool:close()
+    pool:join()
+    assert.is_true(helpers.no_children())
+  end)
+end)

@@ -49,6 +49,55 @@ describe("the transport registry", function()
     assert.is_true(ok, err)
   end)
 
+  it("starts every worker of a pool before it sends any its init", function()
+    -- The transport records each start and each message sent, through a
+    -- handle that forwards every call to the real one.
+    local events = {}
+    local function recording(inner)
+      return setmetatable({}, {__index = function(_, name)
+        local method = inner[name]
+        if type(method) ~= "function" then return method end
+        return function(_, message, ...)
+          if name == "send" then
+            events[#events + 1] = "send " .. tostring(type(message) == "table" and message[1])
+          end
+          return method(inner, message, ...)
+        end
+      end})
+    end
+    for _, method in ipairs{"spawn", "fork"} do
+      events = {}
+      workers.register_transport("recording-" .. method, function(on_message, on_exit)
+        events[#events + 1] = "start"
+        local inner = method == "fork" and core.fork_worker(on_message, on_exit)
+          or workers.spawn(on_message, on_exit)
+        return recording(inner)
+      end)
+      local pool <close> = lmp.Pool{processes = 3, start_method = "recording-" .. method}
+      assert.same({"start", "start", "start", "send init", "send init", "send init"}, events)
+      assert.equal(7, pool:apply(function(x) return x + 1 end, {6}))
+    end
+    assert.is_true(helpers.no_children())
+  end)
+
+  it("a built-in name registered again starts every worker through the new start", function()
+    local started = 0
+    workers.register_transport("fork", function(on_message, on_exit)
+      started = started + 1
+      return core.fork_worker(on_message, on_exit)
+    end)
+    local ok, err = pcall(function()
+      local pool <close> = lmp.Pool{processes = 2, start_method = "fork"}
+      assert.equal(2, started)
+      assert.equal(4, pool:apply(function(x) return x * 2 end, {2}))
+    end)
+    workers.register_transport("fork", function(on_message, on_exit)
+      return core.fork_worker(on_message, on_exit)
+    end)
+    assert.is_true(ok, err)
+    assert.is_true(helpers.no_children())
+  end)
+
   it("fails the pool with the error of a transport that cannot start a worker", function()
     workers.register_transport("broken", function() error("no carrier", 0) end)
     local ok, err = pcall(lmp.Pool, {processes = 1, start_method = "broken"})

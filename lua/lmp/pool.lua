@@ -126,7 +126,7 @@ local function new_pool(opts, fname)
     if not ok then error(err, 0) end
   end
   core.handle_interrupts()
-  for _ = 1, processes do self:_start_worker() end
+  self:_start_workers(processes)
   -- Creation returns once every worker is ready, so a failing initializer
   -- or a missing worker executable fails here, once.
   loop.wait(function() return self.broken or self:_all_ready() end)

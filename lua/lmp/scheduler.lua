@@ -62,7 +62,40 @@ function Pool:_replaces_workers()
   return self:_queued() > 0 or next(self.imaps) ~= nil
 end
 
+-- Starts one worker: its process, then its init message.
 function Pool:_start_worker()
+  self:_start_workers(1)
+end
+
+-- Starts `count` workers: every process first, then each one's init
+-- message. A forked worker shares this process's pages until one of them
+-- writes; each page this process writes after a fork costs it a
+-- copy-on-write fault, so the work between two starts (rings, encoding
+-- the init) would be paid again after every fork, and the workers already
+-- started would wait for it. Started back to back (in one call where the
+-- transport can: workers.start_many), the workers set themselves up at
+-- once while this process writes their init messages.
+function Pool:_start_workers(count)
+  local records, callbacks = {}, {}
+  for i = 1, count do
+    local w, on_message, on_exit = self:_new_worker()
+    records[i] = w
+    callbacks[2 * i - 1], callbacks[2 * i] = on_message, on_exit
+  end
+  local handles, err = workers.start_many(self.start_method, callbacks, self.start_options)
+  for i, handle in ipairs(handles) do
+    local w = records[i]
+    w.handle = handle
+    w.pid = handle:pid()
+    self.workers[#self.workers + 1] = w
+  end
+  if #handles < count then self:_break(err) end
+  for i = 1, #handles do self:_send_init(records[i]) end
+end
+
+-- A new worker's record, not started yet, and the callbacks its handle
+-- calls.
+function Pool:_new_worker()
   worker_serial = worker_serial + 1
   local ref = self.ref
   local w = {inflight = {}, functions = {}, function_count = 0, sent = 0,
@@ -75,14 +108,12 @@ function Pool:_start_worker()
     local pool = ref.pool
     if pool then pool:_on_exit(w, status, signal) end
   end
-  local ok, handle = workers.start(self.start_method, on_message, on_exit, self.start_options)
-  if not ok then
-    self:_break(handle)
-    return
-  end
-  w.handle = handle
-  w.pid = handle:pid()
-  self.workers[#self.workers + 1] = w
+  return w, on_message, on_exit
+end
+
+-- Sends a started worker its configuration (and its ring).
+function Pool:_send_init(w)
+  local handle = w.handle
   local config = self.config
   config.name = "PoolWorker-" .. w.identity
   config.identity = {w.identity}

@@ -26,6 +26,11 @@ end
 -- after the last message. docs/architecture.md "How to add a transport"
 -- gives the whole contract. A pool's start_method names the transport.
 local transports, transport_order = {}, {}
+-- Transports that start several workers in one call, by name:
+-- start_many({on_message, on_exit, on_message, on_exit, ...}, options)
+-- -> a list of handles, the first ones of those asked for, and the error
+-- that stopped the rest (or raises when it starts none).
+local batch_starts = {}
 
 -- Registers (or replaces) the transport `name`.
 function workers.register_transport(name, start)
@@ -39,6 +44,8 @@ function workers.register_transport(name, start)
   end
   if not transports[name] then transport_order[#transport_order + 1] = name end
   transports[name] = start
+  -- A name registered again starts its workers through `start` alone.
+  batch_starts[name] = nil
 end
 
 -- The names registered, in the order they were first registered.
@@ -70,15 +77,47 @@ function workers.start(name, on_message, on_exit, options)
   return pcall(start, on_message, on_exit, options)
 end
 
+-- Starts count workers through the transport `name`, callbacks holding
+-- each one's on_message and on_exit in turn. -> a list of handles (as many
+-- as started) and, when fewer than count started, the error that stopped
+-- the rest. A transport with a start_many starts them in one call; any
+-- other one at a time, stopping at the first failure.
+function workers.start_many(name, callbacks, options)
+  local start_many = batch_starts[name]
+  if start_many and transports[name] then
+    local ok, handles, err = pcall(start_many, callbacks, options)
+    if not ok then return {}, handles end
+    return handles, err
+  end
+  local handles = {}
+  for i = 1, #callbacks, 2 do
+    local ok, handle = workers.start(name, callbacks[i], callbacks[i + 1], options)
+    if not ok then return handles, handle end
+    handles[#handles + 1] = handle
+  end
+  return handles
+end
+
 -- A fresh worker executable, sent what each task needs.
 workers.register_transport("spawn", function(on_message, on_exit)
   return workers.spawn(on_message, on_exit)
 end)
 
--- A copy of this process: no executable to load, no Lua to start.
+-- A copy of this process: no executable to load, no Lua to start. The
+-- worker's module is loaded here, once, before the first fork: each copy
+-- inherits it compiled, where it would otherwise compile it itself, every
+-- page its compiler and collector wrote costing it a copy-on-write fault
+-- (about 100 per worker, a third of its start).
 workers.register_transport("fork", function(on_message, on_exit)
+  require "lmp.worker"
   return core.fork_worker(on_message, on_exit)
 end)
+-- A pool's workers are forked one right after another (core.fork_workers
+-- says why).
+batch_starts.fork = function(callbacks)
+  require "lmp.worker"
+  return core.fork_workers(callbacks)
+end
 
 -- A copy of the forkserver: an lmp-worker started on first need that
 -- loaded nothing of the script and forks workers on request (forkserver.c).
