@@ -140,7 +140,7 @@ end
 function ways.profile()
   local side = name
   name = arg[3]
-  local records, maps = {}, {}
+  local maps = {}
   local function timed(f)
     return function(item)
       local core = require "lmp.core"
@@ -157,7 +157,7 @@ function ways.profile()
       wrapped[method] = function(_, f, items)
         local start = clock()
         local answers = executor[method](executor, timed(f), items)
-        records = {start = start, finish = clock()}
+        local records = {start = start, finish = clock()}
         local results = {}
         for i, r in ipairs(answers) do
           results[i] = r[1]
@@ -169,16 +169,12 @@ function ways.profile()
     end
     return wrapped
   end
-  local stop
   if side == "lmp" then
     local lmp = require "lmp"
-    local pool = lmp.Pool(2)
+    local pool <close> = lmp.Pool(2)
     run_workload(instrumented(lmp_executor(pool)))
-    pool:close()
-    pool:join()
   else
-    local executor
-    executor, stop = lanes_executor()
+    local executor, stop = lanes_executor()
     run_workload(instrumented(executor))
     stop()
   end
@@ -191,6 +187,10 @@ function ways.profile()
       w[#w + 1] = r
     end
     wall = wall + (m.finish - m.start)
+    -- A worker that ran no item of the call was idle after its last.
+    local count = 0
+    for _ in pairs(workers) do count = count + 1 end
+    after = after + math.max(0, 2 - count) * (m.finish - m.start)
     for _, items in pairs(workers) do
       table.sort(items, function(a, b) return a[2] < b[2] end)
       before = before + (items[1][2] - m.start)
