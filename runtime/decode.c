@@ -68,7 +68,10 @@ static uint32_t get_u32(decoder *d) {
 }
 
 static size_t get_length(decoder *d) {
-  uint64_t len = get_varint(d);
+  uint64_t len;
+  /* Most lengths are under 128: one byte, read without the loop. */
+  if (d->p < d->end && *d->p < 0x80) len = *d->p++;
+  else len = get_varint(d);
   if (len > (uint64_t)(d->end - d->p)) malformed(d, "length past the end");
   return (size_t)len;
 }
@@ -153,9 +156,11 @@ static void decode_table(decoder *d, int with_meta) {
     lua_rawseti(L, table, (lua_Integer)i);
   }
   for (i = 0; i < nhash; i++) {
+    int key_type;
     decode_value(d);
-    if (lua_isnil(L, -1)) malformed(d, "nil table key");
-    if (lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) != lua_tonumber(L, -1))
+    key_type = lua_type(L, -1);
+    if (key_type == LUA_TNIL) malformed(d, "nil table key");
+    if (key_type == LUA_TNUMBER && lua_tonumber(L, -1) != lua_tonumber(L, -1))
       malformed(d, "NaN table key");
     decode_value(d);
     lua_rawset(L, table);

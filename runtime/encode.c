@@ -76,6 +76,25 @@ static void put_string(encoder *e, const char *s, size_t len) {
   put(e, s, len);
 }
 
+/* A string value (T_STRING, its length, its bytes) written into room made
+ * once for all three: tables of many string keys (a result of counts)
+ * spend most of their encoding here. */
+static void put_tagged_string(encoder *e, const char *s, size_t len) {
+  unsigned char *b;
+  size_t v = len;
+  if (e->out->cap - e->out->len < len + 11 && lmp__buffer_reserve(e->out, len + 11) != 0)
+    out_of_memory(e);
+  b = (unsigned char *)e->out->data + e->out->len;
+  *b++ = T_STRING;
+  while (v >= 0x80) {
+    *b++ = (unsigned char)(v | 0x80);
+    v >>= 7;
+  }
+  *b++ = (unsigned char)v;
+  memcpy(b, s, len);
+  e->out->len = (size_t)((char *)b + len - e->out->data);
+}
+
 static int refuse(encoder *e, const char *what, const char *fix) {
   snprintf(e->what, sizeof e->what, "%s", what);
   e->fix = fix;
@@ -439,8 +458,12 @@ static int encode_value(encoder *e, int idx) {
     case LUA_TSTRING: {
       size_t len;
       const char *s = lua_tolstring(L, idx, &len);
+      if (!e->pieces || len < LMP_LONG_STRING) {
+        put_tagged_string(e, s, len);
+        return 0;
+      }
       put_byte(e, T_STRING);
-      if (e->pieces && len >= LMP_LONG_STRING) {
+      {
         /* Left out of the buffer: the caller joins it in, a single copy. */
         lua_Integer n;
         if (lua_isnil(L, e->pieces)) {
@@ -455,8 +478,6 @@ static int encode_value(encoder *e, int idx) {
         lua_rawseti(L, e->pieces, n + 2);
         return 0;
       }
-      put_string(e, s, len);
-      return 0;
     }
     case LUA_TTABLE:
       return encode_table(e, idx);

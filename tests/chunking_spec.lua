@@ -57,6 +57,19 @@ describe("chunking", function()
     assert.is_true(sizes[#sizes] < sizes[1] / 4)
   end)
 
+  it("chunk_plan cuts a few long items in few chunks, the last ones single items", function()
+    -- Each chunk's end wakes the main process, which costs a loaded
+    -- machine's worker milliseconds: fannkuch-redux's 60 blocks and 300
+    -- uneven tasks over 2 workers, in at most 20 and 24 chunks (32 and
+    -- 36 with chunks of an eighth of a worker's share).
+    for _, case in ipairs{{60, 20}, {300, 24}} do
+      local sizes = chunking.chunk_plan(case[1], 2)
+      assert.is_true(#sizes <= case[2], ("%d items: %d chunks"):format(case[1], #sizes))
+    end
+    local sizes = chunking.chunk_plan(60, 2)
+    for i = #sizes - 5, #sizes do assert.equal(1, sizes[i]) end
+  end)
+
   it("chunk_plan keeps a floor: at most 32 chunks per worker, all but the last at the floor or above",
     function()
     for _, total in ipairs(TOTALS) do
@@ -188,7 +201,8 @@ describe("chunking", function()
         local first = 1
         for _, size in ipairs(sizes) do
           if first <= total - tail then
-            assert.is_true(size <= math.max(1, math.ceil((total - first + 1) / (p * 8))),
+            assert.is_true(size <= math.max(1, math.ceil((total - first + 1)
+                                                          / (p * chunking.GUIDED_PARTS))),
               ("total %d, %d workers: chunk of %d at %d"):format(total, p, size, first))
           end
           first = first + size
@@ -208,7 +222,7 @@ describe("chunking", function()
             local size = chunking.tail_size(count, unsent, p, per_item)
             assert.is_true(size >= 1 and size <= count)
             -- Never below the guided size for what is left to send.
-            assert.is_true(size >= math.min(count, math.ceil(unsent / (p * 8))))
+            assert.is_true(size >= math.min(count, math.ceil(unsent / (p * chunking.GUIDED_PARTS))))
             -- Quick items are never cut: at 10 us, a task of 100 runs
             -- a millisecond.
             if per_item <= 1e-5 then assert.equal(count, size) end
@@ -216,8 +230,10 @@ describe("chunking", function()
         end
       end
     end
-    -- 10 ms items at the end of a map: one at a time.
-    assert.equal(1, chunking.tail_size(5, 10, 2, 0.01))
+    -- 10 ms items at the end of a map: one at a time once no more than a
+    -- quarter of each worker's share is left.
+    assert.equal(1, chunking.tail_size(5, 8, 2, 0.01))
+    assert.equal(2, chunking.tail_size(5, 10, 2, 0.01))
     -- 40 us items (spectral-norm's): the plan's 16 stand; 200 us items:
     -- a millisecond's worth.
     assert.equal(16, chunking.tail_size(16, 40, 2, 0.00004))

@@ -119,6 +119,35 @@ describe("value format", function()
       assert.equal(big, round_trip(big))
     end)
 
+    it("a string is its tag, its length in 7-bit groups (low first) and its bytes", function()
+      for _, length in ipairs {0, 1, 127, 128, 300, 16383, 16384, 65535, (1 << 21) + 5} do
+        local s = ("s"):rep(length)
+        assert.equal(VERSION .. T_STRING .. varint(length) .. s, lmp.dumps(s))
+      end
+    end)
+
+    it("a table of many string keys of every short length and integer counts", function()
+      -- The shape of a counting job's result (k-mers -> counts), the
+      -- encoder's and decoder's fast paths for string keys.
+      local counts, letters, n = {}, {"A", "C", "G", "T"}, 0
+      for length = 1, 200 do
+        for i = 1, length <= 18 and 200 or 3 do
+          local key = {}
+          for j = 1, length do key[j] = letters[(i * 7 + j * j) % 4 + 1] end
+          key = table.concat(key) .. i
+          if not counts[key] then n = n + 1 end
+          counts[key] = i * 1000003 - length
+        end
+      end
+      local back, seen = round_trip(counts), 0
+      for key, value in pairs(back) do
+        seen = seen + 1
+        assert.equal(counts[key], value)
+        assert.equal("integer", math.type(value))
+      end
+      assert.equal(n, seen)
+    end)
+
     it("tables with keys of any type", function()
       local key_table, key_function = {"k"}, function() end
       local t = {1, 2, 3, [0] = "zero", [-1] = "minus", [1.5] = "float", [2 ^ 53] = "big",

@@ -7,7 +7,8 @@
 --   lmp       through lmp.Pool(2) (started before the clock starts)
 --   lanes     through two LuaLanes lanes fed from a linda (started first)
 --   ceiling   two processes each running the serial way, started at once:
---             the time until both are done
+--             the longer of their two timed runs
+--   profile lmp|lanes WORKLOAD: where the workers' time goes (ways.profile)
 -- and the overheads, beside the workloads (tests/bench/workloads/run.py
 -- measures the same for CPython):
 --   idle      successive maps on the same Pool(2): how long the workers wait
@@ -56,9 +57,7 @@ local ways = {}
 
 function ways.serial() run_workload(serial) end
 
-function ways.lmp()
-  local lmp = require "lmp"
-  local pool <close> = lmp.Pool(2)
+local function lmp_executor(pool)
   local executor = {}
   function executor.map(_, f, items) return pool:map(f, items) end
   function executor.imap_unordered(_, f, items)
@@ -66,7 +65,13 @@ function ways.lmp()
     for r in pool:imap_unordered(f, items) do results[#results + 1] = r end
     return results
   end
-  run_workload(executor)
+  return executor
+end
+
+function ways.lmp()
+  local lmp = require "lmp"
+  local pool <close> = lmp.Pool(2)
+  run_workload(lmp_executor(pool))
 end
 
 -- LuaLanes has no pool: two lanes take chunks from a linda and put the
@@ -74,7 +79,7 @@ end
 -- map does by default (four per worker), and one item per message for
 -- imap_unordered (CPython's default there too). A chunk carries its
 -- function: Lanes copies it, with its upvalues, into the lane.
-function ways.lanes()
+local function lanes_executor()
   local lanes = require("lanes").configure()
   local linda = lanes.linda()
   local worker = lanes.gen("*", function(queue)
@@ -109,18 +114,117 @@ function ways.lanes()
   local executor = {}
   function executor.map(_, f, items) return run_chunks(f, items, math.max(1, -(-#items // 8))) end
   function executor.imap_unordered(_, f, items) return run_chunks(f, items, 1) end
-  run_workload(executor)
-  for _ = 1, 2 do linda:send("jobs", "stop") end
-  for _, lane in ipairs(lanes_running) do lane:join() end
+  local function stop()
+    for _ = 1, 2 do linda:send("jobs", "stop") end
+    for _, lane in ipairs(lanes_running) do lane:join() end
+  end
+  return executor, stop
 end
 
+function ways.lanes()
+  local executor, stop = lanes_executor()
+  run_workload(executor)
+  stop()
+end
+
+-- Where the two workers' time goes, through lmp (`run.lua profile lmp
+-- WORKLOAD`) or LuaLanes (`profile lanes`): every item records when it
+-- started and ended in its worker and which worker ran it (CLOCK_MONOTONIC,
+-- shared by all processes), and per call of map or imap_unordered the
+-- wall time is split into the workers' time in items (busy, as a share of
+-- two workers' wall time) and their idle time: before their first item,
+-- between items, and after their last. Unlike the efficiencies, these
+-- shares hardly move with the machine's load: they say what the schedule
+-- loses, not how fast the items ran. The items run the same chunks as in
+-- the timed ways, each wrapped in a call that reads the clock.
+function ways.profile()
+  local side = name
+  name = arg[3]
+  local maps = {}
+  local function timed(f)
+    return function(item)
+      local core = require "lmp.core"
+      local started = core.hrtime()
+      local result = f(item)
+      local lmp = package.loaded.lmp
+      -- A lane's own string library is a table of its own Lua state.
+      return {result, started, core.hrtime(), lmp and lmp.current_process().pid or tostring(string)}
+    end
+  end
+  local function instrumented(executor)
+    local wrapped = {}
+    for _, method in ipairs({"map", "imap_unordered"}) do
+      wrapped[method] = function(_, f, items)
+        local start = clock()
+        local answers = executor[method](executor, timed(f), items)
+        local records = {start = start, finish = clock()}
+        local results = {}
+        for i, r in ipairs(answers) do
+          results[i] = r[1]
+          records[i] = r
+        end
+        maps[#maps + 1] = records
+        return results
+      end
+    end
+    return wrapped
+  end
+  if side == "lmp" then
+    local lmp = require "lmp"
+    local pool <close> = lmp.Pool(2)
+    run_workload(instrumented(lmp_executor(pool)))
+  else
+    local executor, stop = lanes_executor()
+    run_workload(instrumented(executor))
+    stop()
+  end
+  local wall, busy, before, between, after = 0, 0, 0, 0, 0
+  for _, m in ipairs(maps) do
+    local workers = {}
+    for _, r in ipairs(m) do
+      local w = workers[r[4]] or {}
+      workers[r[4]] = w
+      w[#w + 1] = r
+    end
+    wall = wall + (m.finish - m.start)
+    -- A worker that ran no item of the call was idle after its last.
+    local count = 0
+    for _ in pairs(workers) do count = count + 1 end
+    after = after + math.max(0, 2 - count) * (m.finish - m.start)
+    for _, items in pairs(workers) do
+      table.sort(items, function(a, b) return a[2] < b[2] end)
+      before = before + (items[1][2] - m.start)
+      after = after + (m.finish - items[#items][3])
+      for i, r in ipairs(items) do
+        busy = busy + (r[3] - r[2])
+        if i > 1 then between = between + (r[2] - items[i - 1][3]) end
+      end
+    end
+  end
+  print(("profile.calls %d"):format(#maps))
+  print(("profile.wall_ms %.6g"):format(wall * 1e3))
+  print(("profile.busy_share %.6g"):format(busy / (2 * wall)))
+  print(("profile.idle_before_first_share %.6g"):format(before / (2 * wall)))
+  print(("profile.idle_between_items_share %.6g"):format(between / (2 * wall)))
+  print(("profile.idle_after_last_share %.6g"):format(after / (2 * wall)))
+end
+
+-- The time is the longer of the two copies' own timed runs (each as the
+-- serial way measures it), not the wall time of the two processes: that
+-- would count each interpreter's start and its workload's untimed set-up
+-- (a fifth of the whole for k-nucleotide, whose DNA string is made
+-- there), which no other way's time includes. The copies start together
+-- and their set-ups take the same time, so their timed runs overlap.
 function ways.ceiling()
   local command = ("%q %q serial %q"):format(arg[-1], arg[0], name)
-  local start = clock()
   local first, second = io.popen(command), io.popen(command)
   local outputs = {first:read("a"), second:read("a")}
   assert(first:close() and second:close(), "a serial copy failed")
-  local took = clock() - start
+  local took = 0
+  for _, output in ipairs(outputs) do
+    local seconds = assert(tonumber(output:match("seconds ([%d.]+)")), "a copy printed no time")
+    took = math.max(took, seconds)
+  end
   print(("seconds %.6f"):format(took))
   print("checksum")
   print((outputs[1]:match("checksum\n(.*)\n$")))
@@ -240,4 +344,5 @@ function ways.program()
   end
 end
 
-assert(ways[way], "usage: run.lua serial|lmp|lanes|ceiling|idle|startup|lanes_startup|program [WORKLOAD]")()
+assert(ways[way], "usage: run.lua serial|lmp|lanes|ceiling|idle|startup|lanes_startup|program"
+  .. " [WORKLOAD], or run.lua profile lmp|lanes WORKLOAD")()
