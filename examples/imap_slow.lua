@@ -3,10 +3,9 @@
 -- Run: lmp examples/imap_slow.lua
 local lmp = require "lmp"
 
--- Workers have no sleep: spin on the CPU clock for a moment.
+-- A slow task: it sleeps a moment in its worker.
 local function slow_square(x)
-  local deadline = os.clock() + 0.05
-  while os.clock() < deadline do end
+  require("lmp").sleep(0.05)
   return x * x
 end
 
