@@ -325,12 +325,26 @@ static int decode_message(lua_State *L) {
   return 1;
 }
 
+/* A message that is one integer (a task's answer, most often) cannot fail
+ * to decode: it is read here, without the protected call of
+ * decode_message. Pushes it and moves the view as decode_message does;
+ * returns 0, having done nothing, for any other message. */
+static int decode_integer_message(lua_State *L, payload_view *view, int carries_descriptors) {
+  size_t message;
+  if (carries_descriptors || view->n < 4) return 0;
+  message = lmp__u32_at(view->p);
+  if (message > view->n - 4 || !lmp__decode_integer(L, view->p + 4, message)) return 0;
+  view->p += 4 + message;
+  view->n -= 4 + message;
+  return 1;
+}
+
 void lmp__handle_deliver_frame(void *ctx, const char *body, size_t n) {
   worker_handle *c = ctx;
   lua_State *L = c->L;
   payload_view *view;
   lmp_descriptors *message, *payload;
-  int counts[2];
+  int counts[2], status = LUA_OK;
   if (L == NULL || c->broken) return;
   luaL_checkstack(L, 10, "lmp: delivering a message");
   /* The descriptors the frame carries, in boxes that close what no value
@@ -354,10 +368,13 @@ void lmp__handle_deliver_frame(void *ctx, const char *body, size_t n) {
   view->p = body;
   view->n = n;
   view->descriptors = payload;
-  lua_pushcfunction(L, decode_message);
-  lua_pushvalue(L, -2);
-  lua_pushlightuserdata(L, message);
-  if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+  if (!decode_integer_message(L, view, message != NULL)) {
+    lua_pushcfunction(L, decode_message);
+    lua_pushvalue(L, -2);
+    lua_pushlightuserdata(L, message);
+    status = lua_pcall(L, 2, 1, 0);
+  }
+  if (status != LUA_OK) {
     char reason[200];
     const char *why = lua_tostring(L, -1);
     snprintf(reason, sizeof reason, "a malformed message (%s)", why ? why : "not decodable");

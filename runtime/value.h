@@ -77,6 +77,10 @@ int lmp__read_task_message(const char *bytes, size_t n, lua_Integer *id,
  * caller then decodes them as a value). Malformed bytes raise. */
 int lmp__decode_list_into(lua_State *L, const char *p, size_t n, int dst,
                           lua_Integer first, lua_Integer count);
+/* When the n bytes at p are one integer and nothing else (a task's
+ * answer, most often), pushes it and returns 1, with no allocation and
+ * nothing that can raise; else returns 0 and pushes nothing. */
+int lmp__decode_integer(lua_State *L, const char *p, size_t n);
 /* Decodes the n bytes at p, a message (nesting up to LMP_MAX_DEPTH +
  * LMP_ENVELOPE_DEPTH levels), and pushes the value. Malformed bytes raise
  * a Lua error; nothing is allocated beyond what the bytes can justify. */
