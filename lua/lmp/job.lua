@@ -17,6 +17,7 @@ local AsyncResult = Job
 
 local function_ids = setmetatable({}, {__mode = "k"})
 local encode_list = core.encode_list
+local add_pending = loop.add_pending
 local next_function_id = 0
 local task_serial = 0
 local finish_serial = 0
@@ -84,7 +85,9 @@ end
 -- them (see new_apply_job).
 Job.mode, Job.first, Job.count = "apply", 1, 1
 
--- An apply job is also its task: one table per call. The constructor
+-- An apply job is also its task: one table per call, which the caller
+-- queues at once (an async one is pending from here, as Job:_queued makes
+-- other jobs). The constructor
 -- names 15 fields, so the table is made with room for 16 (its timer, when
 -- it has a timeout, fills the last): thousands wait in a burst of
 -- apply_async, and the collector walks every slot of each.
@@ -94,12 +97,15 @@ local function new_apply_job(fn, args, opts, async)
   task_serial = task_serial + 1
   local callback, error_callback, timeout
   if opts then callback, error_callback, timeout = opts.callback, opts.error_callback, opts.timeout end
-  local job = setmetatable({kind = "apply", async = async, done = false, pending = false,
+  local job = setmetatable({kind = "apply", async = async, done = false, pending = async,
     callback = callback, error_callback = error_callback, results = nil,
     finish_serial = nil, id = task_serial, job = false, fn = fn,
     function_id = function_ids[fn] or function_id(fn), payload = payload, timeout = timeout,
     sent_at = nil}, Job)
   job.job = job
+  -- Queued by the caller at once, nothing between that can raise: an
+  -- async job keeps lmp.run() turning from here (Job:_queued, inline).
+  if async then add_pending(1) end
   return job
 end
 

@@ -257,7 +257,6 @@ local function submit_apply(self, fname, fn, args, opts, async)
   tail = tail + 1
   self.queue_tail = tail
   self.queue[tail] = job
-  if async then job:_queued() end
   if not waiting then self:_pump() end
   return job
 end
