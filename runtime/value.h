@@ -164,6 +164,11 @@ lmp_descriptors *lmp__push_descriptors(lua_State *L);
  * is closed) unless something keeps it. */
 lmp_descriptors *lmp__take_descriptors(lua_State *L);
 void lmp__give_back_descriptors(lua_State *L, int idx);
+/* The same, with the spare kept at `slot`, a C function's upvalue (a
+ * pseudo-index), rather than in the registry: cheaper for a binding that
+ * runs once per task. */
+lmp_descriptors *lmp__take_descriptors_at(lua_State *L, int slot);
+void lmp__give_back_descriptors_at(lua_State *L, int idx, int slot);
 /* Gives fd to the box (which closes it if nobody takes it). Returns 0, or
  * -EMFILE when the box is full (fd is then the caller's still). */
 int lmp__descriptors_add(lmp_descriptors *d, int fd);
