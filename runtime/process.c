@@ -94,6 +94,7 @@ static void on_handle_closed(uv_handle_t *handle) {
     lmp__arrivals_free(&c->arrived);
     lmp__inbox_free(&c->inbox);
     lmp__buffer_free(&c->outbox);
+    lmp__buffer_free(&c->task_frame);
     /* Not with the ring: a view handed to Lua may point into it. */
     lmp__buffer_free(&c->ring_copy);
     lmp__ring_release(c);
@@ -529,6 +530,7 @@ static int handle_gc(lua_State *L) {
     lmp__arrivals_free(&c->arrived);
     lmp__inbox_free(&c->inbox);
     lmp__buffer_free(&c->outbox);
+    lmp__buffer_free(&c->task_frame);
     /* Not with the ring: a view handed to Lua may point into it. */
     lmp__buffer_free(&c->ring_copy);
     lmp__ring_release(c);

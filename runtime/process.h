@@ -31,6 +31,8 @@ typedef struct worker_handle {
   lmp_inbox inbox;
   lmp_arrivals arrived; /* descriptors received with its frames, not yet taken */
   lmp_buffer outbox;  /* frames sent while corked (see on_read) */
+  lmp_buffer task_frame; /* where handle:send_task builds its frame, */
+  int task_frame_busy;   /* while it does */
   struct worker_handle *flush_next;
   int flush_pending;
   int handles_open; /* freed when no handle is open and Lua let go */
