@@ -88,8 +88,8 @@ Job.mode, Job.first, Job.count = "apply", 1, 1
 -- An apply job is also its task: one table per call, which the caller
 -- queues at once (an async one is pending from here, as Job:_queued makes
 -- other jobs). The constructor
--- names 15 fields, so the table is made with room for 16 (its timer, when
--- it has a timeout, fills the last): thousands wait in a burst of
+-- names 14 fields, so the table is made with room for 16 (a timer or an
+-- error, when it has them, fill the rest): thousands wait in a burst of
 -- apply_async, and the collector walks every slot of each.
 -- `opts` may be nil: no options.
 local function new_apply_job(fn, args, opts, async)
@@ -97,7 +97,7 @@ local function new_apply_job(fn, args, opts, async)
   task_serial = task_serial + 1
   local callback, error_callback, timeout
   if opts then callback, error_callback, timeout = opts.callback, opts.error_callback, opts.timeout end
-  local job = setmetatable({kind = "apply", async = async, done = false, pending = async,
+  local job = setmetatable({kind = "apply", done = false, pending = async,
     callback = callback, error_callback = error_callback, results = nil,
     finish_serial = nil, id = task_serial, job = false, fn = fn,
     function_id = function_ids[fn] or function_id(fn), payload = payload, timeout = timeout,
@@ -136,10 +136,12 @@ function Job:_finish(err)
   if self.done then return end
   self.done = true
   if self.bar then self.bar:finish() end
-  self.error = err
-  finish_serial = finish_serial + 1
-  self.finish_serial = finish_serial -- completion order, for as_completed
+  if err ~= nil then self.error = err end
   if self.listeners then
+    -- Completion order, for as_completed: a future's job has listeners
+    -- (lmp.executor), and no other job needs it.
+    finish_serial = finish_serial + 1
+    self.finish_serial = finish_serial
     for _, listener in ipairs(self.listeners) do listener(self) end
   end
   if self.pending then loop.add_pending(-1) end

@@ -367,8 +367,9 @@ end
 -- What lmp.executor builds on, rather than the pool's underscored fields:
 --   submit_apply(pool, fname, fn, args, opts, async) -> job: one call of
 --     fn(table.unpack(args)), queued; the job is an AsyncResult (fields
---     done, error, results, finish_serial; listeners, an array of
---     functions called with the job when it finishes).
+--     done, error, results; listeners, an array of functions called with
+--     the job when it finishes; finish_serial, set once it finishes when
+--     it has listeners, which orders completions).
 --   imap(pool, fname, fn, read, total, opts, ordered, mode) -> iterator,
 --     nil, nil, closer: see lmp.imap.
 --   started(job) -> whether the job's task was handed to a worker.
