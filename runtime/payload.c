@@ -132,8 +132,25 @@ void *lmp__to_class(lua_State *L, int idx, const void *key) {
   return same ? p : NULL;
 }
 
+void *lmp__to_class_at(lua_State *L, int idx, int meta, const void *key) {
+  void *p;
+  int same;
+  if (lua_type(L, meta) != LUA_TTABLE) return lmp__to_class(L, idx, key);
+  p = lua_touserdata(L, idx);
+  if (p == NULL || !lua_getmetatable(L, idx)) return NULL;
+  same = lua_rawequal(L, -1, meta);
+  lua_pop(L, 1);
+  return same ? p : NULL;
+}
+
 lmp_payload *lmp__check_payload(lua_State *L, int idx) {
   lmp_payload *payload = lmp__to_class(L, idx, &payload_meta_key);
+  if (payload == NULL) luaL_typeerror(L, idx, "lmp payload");
+  return payload;
+}
+
+lmp_payload *lmp__check_payload_at(lua_State *L, int idx, int meta) {
+  lmp_payload *payload = lmp__to_class_at(L, idx, meta, &payload_meta_key);
   if (payload == NULL) luaL_typeerror(L, idx, "lmp payload");
   return payload;
 }
@@ -158,7 +175,7 @@ static int payload_len(lua_State *L) {
 }
 
 /* The payloads' metatable, made on the first need. */
-static void push_payload_meta(lua_State *L) {
+void lmp__push_payload_meta(lua_State *L) {
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &payload_meta_key) != LUA_TTABLE) {
     lua_pop(L, 1);
     lua_createtable(L, 0, 2);
@@ -202,7 +219,7 @@ static lmp_payload *push_bare_payload(lua_State *L, const lmp_buffer *b, int pie
 
 lmp_payload *lmp__push_payload(lua_State *L, const lmp_buffer *b, int pieces) {
   lmp_payload *payload = push_bare_payload(L, b, pieces);
-  push_payload_meta(L);
+  lmp__push_payload_meta(L);
   lua_setmetatable(L, -2);
   return payload;
 }
@@ -341,7 +358,7 @@ static const luaL_Reg payload_functions[] = {
 
 void lmp__open_payload(lua_State *L) {
   luaL_setfuncs(L, payload_functions, 0);
-  push_payload_meta(L);
+  lmp__push_payload_meta(L);
   lua_pushnil(L);
   lua_pushnil(L);
   lua_pushcclosure(L, payload_encode_list, 3);

@@ -250,8 +250,10 @@ typedef struct payload_view {
 
 static const char view_meta_key = 'v';
 
+/* (core.payload_value and core.payload_into have the views' metatable as
+ * their upvalue 1: they run once per answer.) */
 static payload_view *check_view(lua_State *L, int idx) {
-  payload_view *view = lmp__to_class(L, idx, &view_meta_key);
+  payload_view *view = lmp__to_class_at(L, idx, lua_upvalueindex(1), &view_meta_key);
   if (view == NULL) luaL_typeerror(L, idx, VIEW_META);
   if (view->p == NULL) luaL_error(L, "lmp: a payload view is used after its message was handled");
   return view;
@@ -603,14 +605,20 @@ void lmp__open_process(lua_State *L) {
   push_signals(L);
   lua_setfield(L, -2, "signals");
   luaL_newmetatable(L, VIEW_META);
+  lua_pushvalue(L, -1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &view_meta_key);
+  /* The handle's methods have its metatable and the payloads' as upvalues
+   * (lmp__check_handle, and handle:send_task's payload). */
   if (luaL_newmetatable(L, HANDLE_META)) {
-    luaL_newlib(L, handle_methods);
+    luaL_newlibtable(L, handle_methods);
+    lua_pushvalue(L, -2);
+    lmp__push_payload_meta(L);
+    luaL_setfuncs(L, handle_methods, 2);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, handle_gc);
     lua_setfield(L, -2, "__gc");
   }
   lua_rawsetp(L, LUA_REGISTRYINDEX, &lmp__handle_meta_key);
-  luaL_setfuncs(L, process_functions, 0);
+  luaL_setfuncs(L, process_functions, 1); /* the views' metatable */
   lmp__loop_watch_receiving(receiving);
 }

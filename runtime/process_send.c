@@ -22,7 +22,7 @@
 const char lmp__handle_meta_key = 'c';
 
 worker_handle *lmp__check_handle(lua_State *L) {
-  worker_handle **box = lmp__to_class(L, 1, &lmp__handle_meta_key);
+  worker_handle **box = lmp__to_class_at(L, 1, lua_upvalueindex(1), &lmp__handle_meta_key);
   if (box == NULL) luaL_typeerror(L, 1, HANDLE_META);
   if (*box == NULL) luaL_error(L, "lmp: worker handle is closed");
   return *box;
@@ -446,7 +446,7 @@ int lmp__handle_send_task(lua_State *L) {
   worker_handle *c = lmp__check_handle(L);
   lua_Integer id = luaL_checkinteger(L, 2), function_id = luaL_checkinteger(L, 3);
   const char *mode = luaL_checkstring(L, 4);
-  lmp_payload *payload = lmp__check_payload(L, 5);
+  lmp_payload *payload = lmp__check_payload_at(L, 5, lua_upvalueindex(2));
   lmp_buffer *b;
   int box = 0, r;
   lua_settop(L, 5);

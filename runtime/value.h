@@ -190,6 +190,9 @@ void lmp__open_descriptors(lua_State *L);
  * userdata key: found without hashing a name, unlike luaL_checkudata,
  * which showed in profiles of calls made once per task), else NULL. */
 void *lmp__to_class(lua_State *L, int idx, const void *key);
+/* The same, compared with the metatable at `meta` (a C function's upvalue,
+ * cheaper to reach than the registry) when that holds a table. */
+void *lmp__to_class_at(lua_State *L, int idx, int meta, const void *key);
 
 /* payload.c: encode buffers. Takes the state's spare buffer (or makes one),
  * empty, boxed in a userdata with __gc pushed on the stack, so that an
@@ -220,6 +223,10 @@ typedef struct lmp_payload {
 } lmp_payload;
 #define LMP_PAYLOAD_BYTES(p) ((char *)((p)->pieces + (p)->piece_count))
 lmp_payload *lmp__check_payload(lua_State *L, int idx);
+/* The same with the payloads' metatable at `meta` (see lmp__to_class_at),
+ * which lmp__push_payload_meta pushes. */
+lmp_payload *lmp__check_payload_at(lua_State *L, int idx, int meta);
+void lmp__push_payload_meta(lua_State *L);
 /* Fills bufs (room for 2 * piece_count + 1) with the payload's bytes in
  * order; returns how many it used. */
 size_t lmp__payload_bufs(const lmp_payload *payload, uv_buf_t *bufs);
