@@ -83,25 +83,29 @@ end
 
 -- What every apply job has as a task, kept here rather than in each of
 -- them (see new_apply_job).
-Job.mode, Job.first, Job.count = "apply", 1, 1
+Job.first, Job.count = 1, 1
 
 -- An apply job is also its task: one table per call, which the caller
 -- queues at once (an async one is pending from here, as Job:_queued makes
 -- other jobs). The constructor
--- names 14 fields, so the table is made with room for 16 (a timer or an
--- error, when it has them, fill the rest): thousands wait in a burst of
--- apply_async, and the collector walks every slot of each.
+-- names 16 fields, so the table is made with room for 16, which every
+-- other field it may get fits in but in the rarest case (an error, its
+-- listeners and completion serial only for the executor's, which has no
+-- callbacks): thousands wait in a burst of apply_async, and the collector
+-- walks every slot of each. The fields read per task are false rather
+-- than nil when unset (mode, timeout, timer): a nil field is looked up
+-- again in the metatable at every read.
 -- `opts` may be nil: no options.
 local function new_apply_job(fn, args, opts, async)
   local payload = encode_list(args, 1, args.n or #args)
   task_serial = task_serial + 1
   local callback, error_callback, timeout
   if opts then callback, error_callback, timeout = opts.callback, opts.error_callback, opts.timeout end
-  local job = setmetatable({kind = "apply", done = false, pending = async,
+  local job = setmetatable({kind = "apply", mode = "apply", done = false, pending = async,
     callback = callback, error_callback = error_callback, results = nil,
     finish_serial = nil, id = task_serial, job = false, fn = fn,
-    function_id = function_ids[fn] or function_id(fn), payload = payload, timeout = timeout,
-    sent_at = nil}, Job)
+    function_id = function_ids[fn] or function_id(fn), payload = payload,
+    timeout = timeout or false, timer = false, sent_at = nil}, Job)
   job.job = job
   -- Queued by the caller at once, nothing between that can raise: an
   -- async job keeps lmp.run() turning from here (Job:_queued, inline).

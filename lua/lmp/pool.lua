@@ -98,10 +98,13 @@ local function new_pool(opts, fname)
   ring = ring and (start_method == "spawn" or start_method == "fork"
                    or start_method == "forkserver")
 
+  -- Fields read per task are false rather than nil when unset: a nil
+  -- field is looked up again in the metatable at every read.
   local self = setmetatable({
     processes = processes,
-    maxtasks = maxtasks,
-    task_timeout = task_timeout,
+    maxtasks = maxtasks or false,
+    task_timeout = task_timeout or false,
+    broken = false,        -- the error that broke the pool
     progress = opts.progress,
     workers = {},          -- live worker records
     queue = {}, queue_head = 1, queue_tail = 0,

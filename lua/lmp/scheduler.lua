@@ -237,7 +237,7 @@ function Pool:_pump()
     end
     self.queue_head = head
     if not task then break end
-    if task.job.source then task = self:_split(task) end
+    if task.mode ~= "apply" and task.job.source then task = self:_split(task) end
     self:_send(w, task)
   end
   if self.state == "closed" and self:_queued() == 0 and next(self.imaps) == nil then
@@ -318,12 +318,16 @@ function Pool:_send(w, task)
   end
   local count = w.sent + 1
   w.sent = count
-  if task.job.source then task.job.sent_items = task.job.sent_items + task.count end
   -- When it was sent, for the time it took (chunking.run_time). An apply
   -- task's is 0, and counts as QUICK at most, as its quick answer does:
   -- no estimate needs more from it (a longer one brings its run time),
   -- and a burst of apply_async is spared reading the clock per task.
-  if task.mode == "apply" then task.sent_at = 0 else task.sent_at = hrtime() end
+  if task.mode == "apply" then
+    task.sent_at = 0
+  else
+    task.sent_at = hrtime()
+    if task.job.source then task.job.sent_items = task.job.sent_items + task.count end
+  end
   local inflight = w.inflight
   local n = #inflight + 1
   inflight[n] = task
