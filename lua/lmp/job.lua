@@ -81,28 +81,27 @@ local function new_job(kind, async, callback, error_callback)
     ran_items = 0}, Job)
 end
 
--- What every apply job has as a task, kept here rather than in each of
--- them (see new_apply_job).
-Job.first, Job.count = 1, 1
+-- What every apply job has, as a job and as a task, kept here rather than
+-- in each of them (see new_apply_job); other jobs and tasks have their own.
+Job.kind, Job.first, Job.count = "apply", 1, 1
 
 -- An apply job is also its task: one table per call, which the caller
 -- queues at once (an async one is pending from here, as Job:_queued makes
 -- other jobs). The constructor
--- names 16 fields, so the table is made with room for 16, which every
--- other field it may get fits in but in the rarest case (an error, its
--- listeners and completion serial only for the executor's, which has no
--- callbacks): thousands wait in a burst of apply_async, and the collector
--- walks every slot of each. The fields read per task are false rather
--- than nil when unset (mode, timeout, timer): a nil field is looked up
--- again in the metatable at every read.
+-- names 15 fields, so the table is made with room for 16, which holds
+-- every field it may get (an error; an executor's listeners): thousands
+-- wait in a burst of apply_async, and the collector walks every slot of
+-- each. The fields read per answer are false rather than nil when unset
+-- (mode, callback, timeout, timer): a nil field is looked up again in the
+-- metatable at every read.
 -- `opts` may be nil: no options.
 local function new_apply_job(fn, args, opts, async)
   local payload = encode_list(args, 1, args.n or #args)
   task_serial = task_serial + 1
   local callback, error_callback, timeout
   if opts then callback, error_callback, timeout = opts.callback, opts.error_callback, opts.timeout end
-  local job = setmetatable({kind = "apply", mode = "apply", done = false, pending = async,
-    callback = callback, error_callback = error_callback, results = nil,
+  local job = setmetatable({mode = "apply", done = false, pending = async,
+    callback = callback or false, error_callback = error_callback, results = nil,
     finish_serial = nil, id = task_serial, job = false, fn = fn,
     function_id = function_ids[fn] or function_id(fn), payload = payload,
     timeout = timeout or false, timer = false, sent_at = nil}, Job)
@@ -213,6 +212,22 @@ function Job:_deliver(task, values, errs)
   if self.received >= self.total then self:_finish(nil) end
 end
 
+-- The usual answer of an apply job, its values and no error: what
+-- Job:_deliver and Job:_finish do for it, in one call, when nothing waits
+-- on it but its caller (no callback, no listener).
+local payload_value = core.payload_value
+local function settle_apply(job, values)
+  local ok, results = pcall(payload_value, values)
+  if not ok then
+    job.results = {n = 0}
+    return job:_finish(load_failure(job, results))
+  end
+  job.results = results
+  if job.done or job.callback or job.listeners then return job:_finish(nil) end
+  job.done = true
+  if job.pending then add_pending(-1) end
+end
+
 -- A task that failed as a whole fails each of its items.
 local function fail_task(task, err)
   local errs = {}
@@ -263,4 +278,5 @@ end
 
 return {Job = Job, AsyncResult = AsyncResult, new_job = new_job,
         new_apply_job = new_apply_job, new_task = new_task, fail_task = fail_task,
+        settle_apply = settle_apply,
         result_of = result_of}

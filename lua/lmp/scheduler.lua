@@ -23,6 +23,7 @@ local protocol = require "lmp.protocol"
 local workers = require "lmp.workers"
 
 local fail_task, new_task = job_module.fail_task, job_module.new_task
+local settle_apply = job_module.settle_apply
 local hrtime, math_type = core.hrtime, math.type
 
 local PIPELINE = chunking.PIPELINE -- tasks in flight per worker, when tasks are short
@@ -405,7 +406,7 @@ function Pool:_on_message(w, message, values)
     if following and (following.timeout or self.task_timeout) then
       self:_task_started(w, following)
     end
-    job:_deliver(task, values, nil)
+    settle_apply(job, values)
     if n == 1 then self:_keep_alive(w) end
     return self:_pump()
   end
