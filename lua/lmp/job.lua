@@ -94,8 +94,9 @@ Job.kind, Job.first, Job.count = "apply", 1, 1
 -- each. The fields read per answer are false rather than nil when unset
 -- (mode, callback, timeout, timer): a nil field is looked up again in the
 -- metatable at every read.
--- `opts` may be nil: no options.
-local function new_apply_job(fn, args, opts, async)
+-- `opts` may be nil: no options; `id` is function_ids[fn] (nil when fn
+-- is new), which the caller looked up to check fn.
+local function new_apply_job(fn, id, args, opts, async)
   local payload = encode_list(args, 1, args.n or #args)
   task_serial = task_serial + 1
   local callback, error_callback, timeout
@@ -103,7 +104,7 @@ local function new_apply_job(fn, args, opts, async)
   local job = setmetatable({mode = "apply", done = false, pending = async,
     callback = callback or false, error_callback = error_callback, results = nil,
     finish_serial = nil, id = task_serial, job = false, fn = fn,
-    function_id = function_ids[fn] or function_id(fn), payload = payload,
+    function_id = id or function_id(fn), payload = payload,
     timeout = timeout or false, timer = false, sent_at = nil}, Job)
   job.job = job
   -- Queued by the caller at once, nothing between that can raise: an
@@ -278,5 +279,5 @@ end
 
 return {Job = Job, AsyncResult = AsyncResult, new_job = new_job,
         new_apply_job = new_apply_job, new_task = new_task, fail_task = fail_task,
-        settle_apply = settle_apply,
+        settle_apply = settle_apply, function_ids = function_ids,
         result_of = result_of}

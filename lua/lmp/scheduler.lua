@@ -24,7 +24,7 @@ local workers = require "lmp.workers"
 
 local fail_task, new_task = job_module.fail_task, job_module.new_task
 local settle_apply = job_module.settle_apply
-local hrtime, math_type = core.hrtime, math.type
+local hrtime = core.hrtime
 
 local PIPELINE = chunking.PIPELINE -- tasks in flight per worker, when tasks are short
 local SHORT_TASK = 0.002    -- seconds: below this a second task in flight pays
@@ -384,8 +384,8 @@ function Pool:_on_message(w, message, values)
   if w.protocol_error then return end -- nothing it says is trusted now
   local inflight = w.inflight
   local task = inflight[1]
-  if math_type(message) == "integer" and task and message == task.id and values ~= nil
-     and task.mode == "apply" and not task.timer then
+  if task and message == task.id and values ~= nil and task.mode == "apply"
+     and not task.timer then
     -- The usual answer of a short apply task (a burst of apply_async has
     -- thousands): its id alone (no errors, run under protocol.QUICK), read
     -- here without the calls of the general path below, which does the
