@@ -8,7 +8,7 @@
 -- bounds sit between the figures before and after the work that cut them
 -- (apply_async: 487 VM instructions before, about 360 after, 345 after
 -- the next round; 25.7 calls a task before that round, 20 after; 22
--- lookups through a metatable before it, 6 after, the method calls; imap:
+-- lookups through a metatable before it, 4 after, the method calls; imap:
 -- about 30 VM instructions a result before, 4 after, the loop's own
 -- included). tests/bench/overhead.lua counts machine instructions.
 local describe, it, setup, teardown, assert = describe, it, setup, teardown, assert
@@ -69,7 +69,7 @@ describe("per-task overhead", function()
     assert.is_true(calls / N < 22, ("%.1f calls a task"):format(calls / N))
   end)
 
-  it("a burst of apply_async reads its fields from the tables that hold them: under 8 lookups "
+  it("a burst of apply_async reads its fields from the tables that hold them: under 6 lookups "
      .. "a task through a metatable (the method calls)", function()
     -- Every field read that misses its table (a nil field, or a method)
     -- looks in the metatable's __index: counted by making those functions
@@ -93,7 +93,7 @@ describe("per-task overhead", function()
     Job.__index, Pool.__index = Job, Pool
     assert(ok, err)
     for i = 1, N do assert.equal(i, results[i]:get()) end
-    assert.is_true(misses / N < 8, ("%.1f lookups through a metatable a task"):format(misses / N))
+    assert.is_true(misses / N < 6, ("%.1f lookups through a metatable a task"):format(misses / N))
   end)
 
   it("a worker's task loop runs an apply in under 115 VM instructions, the task's own included",

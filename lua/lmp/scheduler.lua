@@ -101,9 +101,11 @@ function Pool:_new_worker()
   local ref = self.ref
   local w = {inflight = {}, functions = {}, function_count = 0, sent = 0,
              ready = false, identity = worker_serial}
+  -- (Pool._on_message, not pool:_on_message: the class's own field, not
+  -- a lookup through the pool's metatable, once per answer.)
   local function on_message(message, payload)
     local pool = ref.pool
-    if pool then pool:_on_message(w, message, payload) end
+    if pool then Pool._on_message(pool, w, message, payload) end
   end
   local function on_exit(status, signal)
     local pool = ref.pool
@@ -408,7 +410,7 @@ function Pool:_on_message(w, message, values)
     end
     settle_apply(job, values)
     if n == 1 then self:_keep_alive(w) end
-    return self:_pump()
+    return Pool._pump(self)
   end
   if message == nil then return self:_lose(w, values) end -- a malformed frame (process.c)
   local kind, id, errs, ran = protocol.read(message)
