@@ -83,30 +83,36 @@ end
 
 -- What every apply job has, as a job and as a task, kept here rather than
 -- in each of them (see new_apply_job); other jobs and tasks have their own.
-Job.kind, Job.first, Job.count = "apply", 1, 1
+-- The last four are what an apply job has unless its options or its
+-- call say otherwise: an apply_async's job is pending until it finishes
+-- (it keeps lmp.run() turning), a blocking apply's is not.
+Job.kind, Job.mode, Job.first, Job.count = "apply", "apply", 1, 1
+Job.callback, Job.timeout, Job.timer, Job.pending = false, false, false, true
 
 -- An apply job is also its task: one table per call, which the caller
 -- queues at once (an async one is pending from here, as Job:_queued makes
--- other jobs). The constructor
--- names 15 fields, so the table is made with room for 16, which holds
--- every field it may get (an error; an executor's listeners): thousands
--- wait in a burst of apply_async, and the collector walks every slot of
--- each. The fields read per answer are false rather than nil when unset
--- (mode, callback, timeout, timer): a nil field is looked up again in the
--- metatable at every read.
+-- other jobs). A burst of apply_async keeps thousands, each kept as long
+-- as its caller holds it: the table's size is most of the memory a task
+-- takes in the main process (which malloc and its page faults made the
+-- main cost of such a burst). So the constructor names 6 fields and the
+-- table is made with room for 8, which the time it was sent and its
+-- results fill; what only some jobs have (options, a blocking apply's
+-- pending, an executor's listeners, an error) is set after, and makes
+-- room for 16 in those.
 -- `opts` may be nil: no options; `id` is function_ids[fn] (nil when fn
 -- is new), which the caller looked up to check fn.
 local function new_apply_job(fn, id, args, opts, async)
   local payload = encode_list(args, 1, args.n or #args)
   task_serial = task_serial + 1
-  local callback, error_callback, timeout
-  if opts then callback, error_callback, timeout = opts.callback, opts.error_callback, opts.timeout end
-  local job = setmetatable({mode = "apply", done = false, pending = async,
-    callback = callback or false, error_callback = error_callback, results = nil,
-    finish_serial = nil, id = task_serial, job = false, fn = fn,
-    function_id = id or function_id(fn), payload = payload,
-    timeout = timeout or false, timer = false, sent_at = nil}, Job)
+  local job = setmetatable({done = false, id = task_serial, job = false, fn = fn,
+    function_id = id or function_id(fn), payload = payload}, Job)
   job.job = job
+  if not async then job.pending = false end
+  if opts then
+    if opts.callback then job.callback = opts.callback end
+    if opts.error_callback then job.error_callback = opts.error_callback end
+    if opts.timeout then job.timeout = opts.timeout end
+  end
   -- Queued by the caller at once, nothing between that can raise: an
   -- async job keeps lmp.run() turning from here (Job:_queued, inline).
   if async then add_pending(1) end

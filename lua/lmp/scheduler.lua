@@ -240,7 +240,9 @@ function Pool:_pump()
     end
     self.queue_head = head
     if not task then break end
-    if task.mode ~= "apply" and task.job.source then task = self:_split(task) end
+    -- (An apply job is its own task, and never split.)
+    local job = task.job
+    if job ~= task and job.source then task = self:_split(task) end
     self:_send(w, task)
   end
   if self.state == "closed" and self:_queued() == 0 and next(self.imaps) == nil then
@@ -275,10 +277,11 @@ end
 function Pool:_send(w, task)
   local fn, reset, script_globals = false, false, false
   local sent = true
+  local mode = task.mode
   if w.functions[task.function_id] then
     -- The usual task: its function is in the worker already (the C fast
     -- path of protocol.send_task).
-    sent = w.handle:send_task(task.id, task.function_id, task.mode, task.payload)
+    sent = w.handle:send_task(task.id, task.function_id, mode, task.payload)
   else
     -- A map's function, encoded once per call (raises, should a function
     -- the pool sent before hold something unsendable now, before this
@@ -325,7 +328,7 @@ function Pool:_send(w, task)
   -- task's is 0, and counts as QUICK at most, as its quick answer does:
   -- no estimate needs more from it (a longer one brings its run time),
   -- and a burst of apply_async is spared reading the clock per task.
-  if task.mode == "apply" then
+  if mode == "apply" then
     task.sent_at = 0
   else
     task.sent_at = hrtime()
@@ -386,7 +389,7 @@ function Pool:_on_message(w, message, values)
   if w.protocol_error then return end -- nothing it says is trusted now
   local inflight = w.inflight
   local task = inflight[1]
-  if task and message == task.id and values ~= nil and task.mode == "apply"
+  if task and message == task.id and values ~= nil and task.job == task
      and not task.timer then
     -- The usual answer of a short apply task (a burst of apply_async has
     -- thousands): its id alone (no errors, run under protocol.QUICK), read
