@@ -582,6 +582,16 @@ int lmp__read_task_message(const char *bytes, size_t n, lua_Integer *id,
 
 static void decode_bytes(lua_State *L, const char *p, size_t n, int flags, int max_depth);
 
+int lmp__decode_integer(lua_State *L, const char *p, size_t n) {
+  const unsigned char *b = (const unsigned char *)p, *end = b + n;
+  lua_Integer v;
+  if (n < 2 || b[0] != LMP_FORMAT_VERSION) return 0;
+  b++;
+  if (!read_integer(&b, end, &v) || b != end) return 0;
+  lua_pushinteger(L, v);
+  return 1;
+}
+
 /* A message's values were encoded as lmp.dumps encodes them, below the
  * levels of the message around them (lmp__encode_message, and a task's
  * argument list, which the encoder does not count): the limit has room for

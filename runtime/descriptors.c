@@ -146,14 +146,38 @@ lmp_descriptors *lmp__take_descriptors(lua_State *L) {
   return lmp__push_descriptors(L);
 }
 
-void lmp__give_back_descriptors(lua_State *L, int idx) {
+/* Empties the box at idx for its next use. */
+static void reset_descriptors(lua_State *L, int idx) {
   lmp_descriptors *d = lua_touserdata(L, idx);
   lmp__descriptors_close(d);
   d->base = 0;
   if (collecting == d) collecting = NULL;
   if (offered == d) offered = NULL;
+}
+
+void lmp__give_back_descriptors(lua_State *L, int idx) {
+  reset_descriptors(L, idx);
   lua_pushvalue(L, idx);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &spare_key);
+}
+
+lmp_descriptors *lmp__take_descriptors_at(lua_State *L, int slot) {
+  lmp_descriptors *d;
+  if (lua_type(L, slot) == LUA_TUSERDATA) {
+    lua_pushvalue(L, slot);
+    lua_pushnil(L);
+    lua_replace(L, slot);
+    d = lua_touserdata(L, -1);
+    d->n = d->base = 0;
+    return d;
+  }
+  return lmp__push_descriptors(L);
+}
+
+void lmp__give_back_descriptors_at(lua_State *L, int idx, int slot) {
+  reset_descriptors(L, idx);
+  lua_pushvalue(L, idx);
+  lua_replace(L, slot);
 }
 
 int lmp__descriptors_add(lmp_descriptors *d, int fd) {

@@ -19,6 +19,17 @@ static int encode_box_gc(lua_State *L) {
   return 0;
 }
 
+static lmp_buffer *push_encode_box(lua_State *L) {
+  lmp_buffer *b = lua_newuserdatauv(L, sizeof *b, 0);
+  memset(b, 0, sizeof *b);
+  if (luaL_newmetatable(L, ENCODE_BOX_META)) {
+    lua_pushcfunction(L, encode_box_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  return b;
+}
+
 lmp_buffer *lmp__take_encode_box(lua_State *L) {
   lmp_buffer *b;
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &spare_box_key) == LUA_TUSERDATA) {
@@ -29,14 +40,7 @@ lmp_buffer *lmp__take_encode_box(lua_State *L) {
     return b;
   }
   lua_pop(L, 1);
-  b = lua_newuserdatauv(L, sizeof *b, 0);
-  memset(b, 0, sizeof *b);
-  if (luaL_newmetatable(L, ENCODE_BOX_META)) {
-    lua_pushcfunction(L, encode_box_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_setmetatable(L, -2);
-  return b;
+  return push_encode_box(L);
 }
 
 void lmp__give_back_encode_box(lua_State *L, int idx) {
@@ -45,6 +49,29 @@ void lmp__give_back_encode_box(lua_State *L, int idx) {
   b->len = 0;
   lua_pushvalue(L, idx);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &spare_box_key);
+}
+
+/* The same with the spare box kept in the upvalue at `slot` (see
+ * core.encode_list). */
+static lmp_buffer *take_encode_box_at(lua_State *L, int slot) {
+  lmp_buffer *b;
+  if (lua_type(L, slot) == LUA_TUSERDATA) {
+    lua_pushvalue(L, slot);
+    lua_pushnil(L);
+    lua_replace(L, slot);
+    b = lua_touserdata(L, -1);
+    b->len = 0;
+    return b;
+  }
+  return push_encode_box(L);
+}
+
+static void give_back_encode_box_at(lua_State *L, int idx, int slot) {
+  lmp_buffer *b = lua_touserdata(L, idx);
+  if (b->cap > SPARE_KEEP) lmp__buffer_free(b);
+  b->len = 0;
+  lua_pushvalue(L, idx);
+  lua_replace(L, slot);
 }
 
 /* core.dumps(value [, root [, envelope]]) -> string. Long strings in the
@@ -105,8 +132,25 @@ void *lmp__to_class(lua_State *L, int idx, const void *key) {
   return same ? p : NULL;
 }
 
+void *lmp__to_class_at(lua_State *L, int idx, int meta, const void *key) {
+  void *p;
+  int same;
+  if (lua_type(L, meta) != LUA_TTABLE) return lmp__to_class(L, idx, key);
+  p = lua_touserdata(L, idx);
+  if (p == NULL || !lua_getmetatable(L, idx)) return NULL;
+  same = lua_rawequal(L, -1, meta);
+  lua_pop(L, 1);
+  return same ? p : NULL;
+}
+
 lmp_payload *lmp__check_payload(lua_State *L, int idx) {
   lmp_payload *payload = lmp__to_class(L, idx, &payload_meta_key);
+  if (payload == NULL) luaL_typeerror(L, idx, "lmp payload");
+  return payload;
+}
+
+lmp_payload *lmp__check_payload_at(lua_State *L, int idx, int meta) {
+  lmp_payload *payload = lmp__to_class_at(L, idx, meta, &payload_meta_key);
   if (payload == NULL) luaL_typeerror(L, idx, "lmp payload");
   return payload;
 }
@@ -130,7 +174,23 @@ static int payload_len(lua_State *L) {
   return 1;
 }
 
-lmp_payload *lmp__push_payload(lua_State *L, const lmp_buffer *b, int pieces) {
+/* The payloads' metatable, made on the first need. */
+void lmp__push_payload_meta(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &payload_meta_key) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 2);
+    lua_pushcfunction(L, payload_len);
+    lua_setfield(L, -2, "__len");
+    lua_pushliteral(L, "lmp.Payload");
+    lua_setfield(L, -2, "__name");
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &payload_meta_key);
+  }
+}
+
+/* A payload of the bytes in b and the long strings at `pieces`, without
+ * its metatable. */
+static lmp_payload *push_bare_payload(lua_State *L, const lmp_buffer *b, int pieces) {
   size_t count = 0, i;
   lmp_payload *payload;
   pieces = lua_absindex(L, pieces);
@@ -154,16 +214,12 @@ lmp_payload *lmp__push_payload(lua_State *L, const lmp_buffer *b, int pieces) {
     lua_pushvalue(L, pieces);
     lua_setiuservalue(L, -2, 1);
   }
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &payload_meta_key) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_createtable(L, 0, 2);
-    lua_pushcfunction(L, payload_len);
-    lua_setfield(L, -2, "__len");
-    lua_pushliteral(L, "lmp.Payload");
-    lua_setfield(L, -2, "__name");
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &payload_meta_key);
-  }
+  return payload;
+}
+
+lmp_payload *lmp__push_payload(lua_State *L, const lmp_buffer *b, int pieces) {
+  lmp_payload *payload = push_bare_payload(L, b, pieces);
+  lmp__push_payload_meta(L);
   lua_setmetatable(L, -2);
   return payload;
 }
@@ -224,7 +280,15 @@ static int payload_loads(lua_State *L) {
  * -> payload of {n = count, t[first], ..., t[first + count - 1]}: a chunk
  * of a map's input, or apply's arguments, encoded straight from where they
  * are. `envelope` (0 or 1): each item is an argument list lmp made (a
- * starmap task), whose level does not count against the limit. */
+ * starmap task), whose level does not count against the limit.
+ * It runs once per apply_async: its upvalues hold the payloads' metatable
+ * (1) and its own spare encode box (2) and descriptor box (3), each taken
+ * (the upvalue emptied) while an encoding uses it, so that a nested call
+ * (an __lmp_serialize that sends) makes boxes of its own. Upvalues cost
+ * less to reach than the registry slots the other encoders share. */
+#define LIST_META lua_upvalueindex(1)
+#define LIST_BOX lua_upvalueindex(2)
+#define LIST_DESCRIPTORS lua_upvalueindex(3)
 static int payload_encode_list(lua_State *L) {
   lua_Integer first = luaL_checkinteger(L, 2), count = luaL_checkinteger(L, 3);
   lua_Integer name_first = luaL_optinteger(L, 4, first);
@@ -237,15 +301,21 @@ static int payload_encode_list(lua_State *L) {
   luaL_argcheck(L, envelope == 0 || envelope == 1, 6, "envelope must be 0 or 1");
   lua_settop(L, 5);
   lua_pushnil(L); /* 6: the long strings, written from where they are */
-  b = lmp__take_encode_box(L);
-  lmp__take_descriptors(L); /* 8: the descriptors its values hold */
+  b = take_encode_box_at(L, LIST_BOX); /* 7 */
+  lmp__take_descriptors_at(L, LIST_DESCRIPTORS); /* 8: the descriptors its values hold */
   previous = lmp__descriptors_collect(lua_touserdata(L, 8));
   r = lmp__encode_list(L, 1, first, count, name_first, b, root, 6, (int)envelope);
   lmp__descriptors_collect(previous);
   if (r != 0) return lua_error(L);
-  lmp__push_payload(L, b, 6);
-  keep_descriptors(L, 8);
-  lmp__give_back_encode_box(L, 7);
+  push_bare_payload(L, b, 6);
+  lua_pushvalue(L, LIST_META);
+  lua_setmetatable(L, -2);
+  if (((lmp_descriptors *)lua_touserdata(L, 8))->n == 0) {
+    lmp__give_back_descriptors_at(L, 8, LIST_DESCRIPTORS);
+  } else {
+    keep_descriptors(L, 8);
+  }
+  give_back_encode_box_at(L, 7, LIST_BOX);
   return 1;
 }
 
@@ -282,10 +352,15 @@ static int payload_new_table(lua_State *L) {
 
 static const luaL_Reg payload_functions[] = {
     {"dumps", payload_dumps},   {"loads", payload_loads},
-    {"encode", payload_encode}, {"encode_list", payload_encode_list},
+    {"encode", payload_encode},
     {"new_table", payload_new_table}, {"plain_items", payload_plain_items},
     {NULL, NULL}};
 
 void lmp__open_payload(lua_State *L) {
   luaL_setfuncs(L, payload_functions, 0);
+  lmp__push_payload_meta(L);
+  lua_pushnil(L);
+  lua_pushnil(L);
+  lua_pushcclosure(L, payload_encode_list, 3);
+  lua_setfield(L, -2, "encode_list");
 }

@@ -94,6 +94,7 @@ static void on_handle_closed(uv_handle_t *handle) {
     lmp__arrivals_free(&c->arrived);
     lmp__inbox_free(&c->inbox);
     lmp__buffer_free(&c->outbox);
+    lmp__buffer_free(&c->task_frame);
     /* Not with the ring: a view handed to Lua may point into it. */
     lmp__buffer_free(&c->ring_copy);
     lmp__ring_release(c);
@@ -249,8 +250,10 @@ typedef struct payload_view {
 
 static const char view_meta_key = 'v';
 
+/* (core.payload_value and core.payload_into have the views' metatable as
+ * their upvalue 1: they run once per answer.) */
 static payload_view *check_view(lua_State *L, int idx) {
-  payload_view *view = lmp__to_class(L, idx, &view_meta_key);
+  payload_view *view = lmp__to_class_at(L, idx, lua_upvalueindex(1), &view_meta_key);
   if (view == NULL) luaL_typeerror(L, idx, VIEW_META);
   if (view->p == NULL) luaL_error(L, "lmp: a payload view is used after its message was handled");
   return view;
@@ -325,12 +328,26 @@ static int decode_message(lua_State *L) {
   return 1;
 }
 
+/* A message that is one integer (a task's answer, most often) cannot fail
+ * to decode: it is read here, without the protected call of
+ * decode_message. Pushes it and moves the view as decode_message does;
+ * returns 0, having done nothing, for any other message. */
+static int decode_integer_message(lua_State *L, payload_view *view, int carries_descriptors) {
+  size_t message;
+  if (carries_descriptors || view->n < 4) return 0;
+  message = lmp__u32_at(view->p);
+  if (message > view->n - 4 || !lmp__decode_integer(L, view->p + 4, message)) return 0;
+  view->p += 4 + message;
+  view->n -= 4 + message;
+  return 1;
+}
+
 void lmp__handle_deliver_frame(void *ctx, const char *body, size_t n) {
   worker_handle *c = ctx;
   lua_State *L = c->L;
   payload_view *view;
   lmp_descriptors *message, *payload;
-  int counts[2];
+  int counts[2], status = LUA_OK;
   if (L == NULL || c->broken) return;
   luaL_checkstack(L, 10, "lmp: delivering a message");
   /* The descriptors the frame carries, in boxes that close what no value
@@ -354,10 +371,13 @@ void lmp__handle_deliver_frame(void *ctx, const char *body, size_t n) {
   view->p = body;
   view->n = n;
   view->descriptors = payload;
-  lua_pushcfunction(L, decode_message);
-  lua_pushvalue(L, -2);
-  lua_pushlightuserdata(L, message);
-  if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+  if (!decode_integer_message(L, view, message != NULL)) {
+    lua_pushcfunction(L, decode_message);
+    lua_pushvalue(L, -2);
+    lua_pushlightuserdata(L, message);
+    status = lua_pcall(L, 2, 1, 0);
+  }
+  if (status != LUA_OK) {
     char reason[200];
     const char *why = lua_tostring(L, -1);
     snprintf(reason, sizeof reason, "a malformed message (%s)", why ? why : "not decodable");
@@ -512,6 +532,7 @@ static int handle_gc(lua_State *L) {
     lmp__arrivals_free(&c->arrived);
     lmp__inbox_free(&c->inbox);
     lmp__buffer_free(&c->outbox);
+    lmp__buffer_free(&c->task_frame);
     /* Not with the ring: a view handed to Lua may point into it. */
     lmp__buffer_free(&c->ring_copy);
     lmp__ring_release(c);
@@ -584,14 +605,20 @@ void lmp__open_process(lua_State *L) {
   push_signals(L);
   lua_setfield(L, -2, "signals");
   luaL_newmetatable(L, VIEW_META);
+  lua_pushvalue(L, -1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &view_meta_key);
+  /* The handle's methods have its metatable and the payloads' as upvalues
+   * (lmp__check_handle, and handle:send_task's payload). */
   if (luaL_newmetatable(L, HANDLE_META)) {
-    luaL_newlib(L, handle_methods);
+    luaL_newlibtable(L, handle_methods);
+    lua_pushvalue(L, -2);
+    lmp__push_payload_meta(L);
+    luaL_setfuncs(L, handle_methods, 2);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, handle_gc);
     lua_setfield(L, -2, "__gc");
   }
   lua_rawsetp(L, LUA_REGISTRYINDEX, &lmp__handle_meta_key);
-  luaL_setfuncs(L, process_functions, 0);
+  luaL_setfuncs(L, process_functions, 1); /* the views' metatable */
   lmp__loop_watch_receiving(receiving);
 }

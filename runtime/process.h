@@ -31,6 +31,8 @@ typedef struct worker_handle {
   lmp_inbox inbox;
   lmp_arrivals arrived; /* descriptors received with its frames, not yet taken */
   lmp_buffer outbox;  /* frames sent while corked (see on_read) */
+  lmp_buffer task_frame; /* where handle:send_task builds its frame, */
+  int task_frame_busy;   /* while it does */
   struct worker_handle *flush_next;
   int flush_pending;
   int handles_open; /* freed when no handle is open and Lua let go */
@@ -63,7 +65,8 @@ void lmp__handle_on_sigchld(uv_signal_t *handle, int signum);
  * Returns 1 (the box). */
 int lmp__handle_started(lua_State *L, worker_handle *c, worker_handle **box, int on_message);
 /* process_send.c: the handle's metatable key, the handle at stack index 1
- * (raises if it is not one or is closed), and a signal to its worker. */
+ * (raises if it is not one or is closed; called from the handle's methods,
+ * whose upvalue 1 is its metatable), and a signal to its worker. */
 extern const char lmp__handle_meta_key;
 worker_handle *lmp__check_handle(lua_State *L);
 void lmp__handle_signal(worker_handle *c, int sig);

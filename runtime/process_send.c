@@ -22,7 +22,7 @@
 const char lmp__handle_meta_key = 'c';
 
 worker_handle *lmp__check_handle(lua_State *L) {
-  worker_handle **box = lmp__to_class(L, 1, &lmp__handle_meta_key);
+  worker_handle **box = lmp__to_class_at(L, 1, lua_upvalueindex(1), &lmp__handle_meta_key);
   if (box == NULL) luaL_typeerror(L, 1, HANDLE_META);
   if (*box == NULL) luaL_error(L, "lmp: worker handle is closed");
   return *box;
@@ -270,9 +270,22 @@ static int queue_descriptors(worker_handle *c, const char *head, const lmp_descr
   return 0;
 }
 
-/* Sends the frame whose prefix and message the encode box at `box` holds
- * (b), with the payload at `payload_idx` (NULL for none); pushes whether
- * it went (false once the worker is gone or leaving). */
+/* Done with the buffer a frame was built in: the encode box at `box` goes
+ * back for reuse; with box 0, b is the handle's task_frame, kept (unless
+ * a big payload grew it). */
+static void done_with(lua_State *L, lmp_buffer *b, int box) {
+  if (box) {
+    lmp__give_back_encode_box(L, box);
+    return;
+  }
+  b->len = 0;
+  if (b->cap > 65536) lmp__buffer_free(b);
+}
+
+/* Sends the frame whose prefix and message b holds, the encode box at
+ * `box` or (box 0) the handle's task_frame, with the payload at
+ * `payload_idx` (NULL for none); pushes whether it went (false once the
+ * worker is gone or leaving). */
 static int send_encoded(lua_State *L, worker_handle *c, lmp_buffer *b, int box, lmp_payload *payload,
                         int payload_idx, lmp_descriptors *message_fds) {
   uv_stream_t *stream = (uv_stream_t *)&c->channel;
@@ -292,7 +305,7 @@ static int send_encoded(lua_State *L, worker_handle *c, lmp_buffer *b, int box, 
   if (copy && lmp__buffer_append(b, LMP_PAYLOAD_BYTES(payload), payload_len) != 0)
     return luaL_error(L, "lmp: not enough memory");
   if (c->exited || c->eof || c->input_closed || c->broken) {
-    lmp__give_back_encode_box(L, box);
+    done_with(L, b, box);
     lua_pushboolean(L, 0);
     return 1;
   }
@@ -315,7 +328,7 @@ static int send_encoded(lua_State *L, worker_handle *c, lmp_buffer *b, int box, 
     int went = lmp__ring_send(c, ring_bufs, fits ? ring_n : 0, b->len + (copy ? 0 : payload_len),
                               !fits);
     if (went != 0) {
-      lmp__give_back_encode_box(L, box);
+      done_with(L, b, box);
       lua_pushboolean(L, went > 0);
       return 1;
     }
@@ -330,7 +343,7 @@ static int send_encoded(lua_State *L, worker_handle *c, lmp_buffer *b, int box, 
       c->flush_next = flush_list;
       flush_list = c;
     }
-    lmp__give_back_encode_box(L, box);
+    done_with(L, b, box);
     lua_pushboolean(L, 1);
     return 1;
   }
@@ -348,7 +361,7 @@ static int send_encoded(lua_State *L, worker_handle *c, lmp_buffer *b, int box, 
                  : uv_try_write(stream, bufs, (unsigned int)nbufs);
     lmp__shield_sigpipe(-1);
     if (r < 0 && r != UV_EAGAIN) {
-      lmp__give_back_encode_box(L, box);
+      done_with(L, b, box);
       lua_pushboolean(L, 0);
       return 1;
     }
@@ -359,14 +372,14 @@ static int send_encoded(lua_State *L, worker_handle *c, lmp_buffer *b, int box, 
      * one with each of the frame's first bytes. */
     if ((r = queue_descriptors(c, b->data, &carried)) != 0) {
       lmp__handle_signal(c, SIGKILL); /* the frame is cut: the worker cannot go on */
-      lmp__give_back_encode_box(L, box);
+      done_with(L, b, box);
       lua_pushboolean(L, 0);
       return 1;
     }
     written = (size_t)carried.n;
   }
   if (written == total) {
-    lmp__give_back_encode_box(L, box);
+    done_with(L, b, box);
     lua_pushboolean(L, 1);
     return 1;
   }
@@ -386,7 +399,7 @@ static int send_encoded(lua_State *L, worker_handle *c, lmp_buffer *b, int box, 
     w->pin = luaL_ref(L, LUA_REGISTRYINDEX);
     w->L = c->L;
   }
-  lmp__give_back_encode_box(L, box);
+  done_with(L, b, box);
   /* libuv copies bufs, so `few` may go when this returns. */
   if (queue_write(w, stream, bufs, (unsigned int)nbufs) != 0) {
     lua_pushboolean(L, 0);
@@ -433,14 +446,30 @@ int lmp__handle_send_task(lua_State *L) {
   worker_handle *c = lmp__check_handle(L);
   lua_Integer id = luaL_checkinteger(L, 2), function_id = luaL_checkinteger(L, 3);
   const char *mode = luaL_checkstring(L, 4);
-  lmp_payload *payload = lmp__check_payload(L, 5);
+  lmp_payload *payload = lmp__check_payload_at(L, 5, lua_upvalueindex(2));
   lmp_buffer *b;
+  int box = 0, r;
   lua_settop(L, 5);
-  b = lmp__take_encode_box(L);
+  /* The handle's own buffer rather than an encode box (two registry round
+   * trips fewer per task); it is the handle's to free should a step below
+   * raise. A finalizer that runs while a frame is built there (the Lua
+   * allocation of a long payload's buffer list can run one) and sends a
+   * task on the same handle takes an encode box instead, as every task
+   * does after a raise below left the mark (correct, only slower). */
+  if (c->task_frame_busy) {
+    b = lmp__take_encode_box(L);
+    box = 6;
+  } else {
+    b = &c->task_frame;
+    b->len = 0;
+    c->task_frame_busy = 1;
+  }
   if (lmp__buffer_reserve(b, LMP_FRAME_PREFIX) != 0) return luaL_error(L, "lmp: not enough memory");
   b->len = LMP_FRAME_PREFIX;
   lmp__encode_task_message(L, b, id, function_id, mode);
-  return send_encoded(L, c, b, 6, payload, 5, NULL);
+  r = send_encoded(L, c, b, box, payload, 5, NULL);
+  if (box == 0) c->task_frame_busy = 0;
+  return r;
 }
 
 /* handle:flush(): writes now the frames corked in the handle's outbox

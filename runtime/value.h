@@ -77,6 +77,10 @@ int lmp__read_task_message(const char *bytes, size_t n, lua_Integer *id,
  * caller then decodes them as a value). Malformed bytes raise. */
 int lmp__decode_list_into(lua_State *L, const char *p, size_t n, int dst,
                           lua_Integer first, lua_Integer count);
+/* When the n bytes at p are one integer and nothing else (a task's
+ * answer, most often), pushes it and returns 1, with no allocation and
+ * nothing that can raise; else returns 0 and pushes nothing. */
+int lmp__decode_integer(lua_State *L, const char *p, size_t n);
 /* Decodes the n bytes at p, a message (nesting up to LMP_MAX_DEPTH +
  * LMP_ENVELOPE_DEPTH levels), and pushes the value. Malformed bytes raise
  * a Lua error; nothing is allocated beyond what the bytes can justify. */
@@ -160,6 +164,11 @@ lmp_descriptors *lmp__push_descriptors(lua_State *L);
  * is closed) unless something keeps it. */
 lmp_descriptors *lmp__take_descriptors(lua_State *L);
 void lmp__give_back_descriptors(lua_State *L, int idx);
+/* The same, with the spare kept at `slot`, a C function's upvalue (a
+ * pseudo-index), rather than in the registry: cheaper for a binding that
+ * runs once per task. */
+lmp_descriptors *lmp__take_descriptors_at(lua_State *L, int slot);
+void lmp__give_back_descriptors_at(lua_State *L, int idx, int slot);
 /* Gives fd to the box (which closes it if nobody takes it). Returns 0, or
  * -EMFILE when the box is full (fd is then the caller's still). */
 int lmp__descriptors_add(lmp_descriptors *d, int fd);
@@ -181,6 +190,9 @@ void lmp__open_descriptors(lua_State *L);
  * userdata key: found without hashing a name, unlike luaL_checkudata,
  * which showed in profiles of calls made once per task), else NULL. */
 void *lmp__to_class(lua_State *L, int idx, const void *key);
+/* The same, compared with the metatable at `meta` (a C function's upvalue,
+ * cheaper to reach than the registry) when that holds a table. */
+void *lmp__to_class_at(lua_State *L, int idx, int meta, const void *key);
 
 /* payload.c: encode buffers. Takes the state's spare buffer (or makes one),
  * empty, boxed in a userdata with __gc pushed on the stack, so that an
@@ -211,6 +223,10 @@ typedef struct lmp_payload {
 } lmp_payload;
 #define LMP_PAYLOAD_BYTES(p) ((char *)((p)->pieces + (p)->piece_count))
 lmp_payload *lmp__check_payload(lua_State *L, int idx);
+/* The same with the payloads' metatable at `meta` (see lmp__to_class_at),
+ * which lmp__push_payload_meta pushes. */
+lmp_payload *lmp__check_payload_at(lua_State *L, int idx, int meta);
+void lmp__push_payload_meta(lua_State *L);
 /* Fills bufs (room for 2 * piece_count + 1) with the payload's bytes in
  * order; returns how many it used. */
 size_t lmp__payload_bufs(const lmp_payload *payload, uv_buf_t *bufs);

@@ -17,6 +17,7 @@ local AsyncResult = Job
 
 local function_ids = setmetatable({}, {__mode = "k"})
 local encode_list = core.encode_list
+local add_pending = loop.add_pending
 local next_function_id = 0
 local task_serial = 0
 local finish_serial = 0
@@ -80,26 +81,41 @@ local function new_job(kind, async, callback, error_callback)
     ran_items = 0}, Job)
 end
 
--- What every apply job has as a task, kept here rather than in each of
--- them (see new_apply_job).
-Job.mode, Job.first, Job.count = "apply", 1, 1
+-- What every apply job has, as a job and as a task, kept here rather than
+-- in each of them (see new_apply_job); other jobs and tasks have their own.
+-- The last four are what an apply job has unless its options or its
+-- call say otherwise: an apply_async's job is pending until it finishes
+-- (it keeps lmp.run() turning), a blocking apply's is not.
+Job.kind, Job.mode, Job.first, Job.count = "apply", "apply", 1, 1
+Job.callback, Job.timeout, Job.timer, Job.pending = false, false, false, true
 
--- An apply job is also its task: one table per call. The constructor
--- names 15 fields, so the table is made with room for 16 (its timer, when
--- it has a timeout, fills the last): thousands wait in a burst of
--- apply_async, and the collector walks every slot of each.
--- `opts` may be nil: no options.
-local function new_apply_job(fn, args, opts, async)
+-- An apply job is also its task: one table per call, which the caller
+-- queues at once (an async one is pending from here, as Job:_queued makes
+-- other jobs). A burst of apply_async keeps thousands, each kept as long
+-- as its caller holds it: the table's size is most of the memory a task
+-- takes in the main process (which malloc and its page faults made the
+-- main cost of such a burst). So the constructor names 6 fields and the
+-- table is made with room for 8, which the time it was sent and its
+-- results fill; what only some jobs have (options, a blocking apply's
+-- pending, an executor's listeners, an error) is set after, and makes
+-- room for 16 in those.
+-- `opts` may be nil: no options; `id` is function_ids[fn] (nil when fn
+-- is new), which the caller looked up to check fn.
+local function new_apply_job(fn, id, args, opts, async)
   local payload = encode_list(args, 1, args.n or #args)
   task_serial = task_serial + 1
-  local callback, error_callback, timeout
-  if opts then callback, error_callback, timeout = opts.callback, opts.error_callback, opts.timeout end
-  local job = setmetatable({kind = "apply", async = async, done = false, pending = false,
-    callback = callback, error_callback = error_callback, results = nil,
-    finish_serial = nil, id = task_serial, job = false, fn = fn,
-    function_id = function_ids[fn] or function_id(fn), payload = payload, timeout = timeout,
-    sent_at = nil}, Job)
+  local job = setmetatable({done = false, id = task_serial, job = false, fn = fn,
+    function_id = id or function_id(fn), payload = payload}, Job)
   job.job = job
+  if not async then job.pending = false end
+  if opts then
+    if opts.callback then job.callback = opts.callback end
+    if opts.error_callback then job.error_callback = opts.error_callback end
+    if opts.timeout then job.timeout = opts.timeout end
+  end
+  -- Queued by the caller at once, nothing between that can raise: an
+  -- async job keeps lmp.run() turning from here (Job:_queued, inline).
+  if async then add_pending(1) end
   return job
 end
 
@@ -130,10 +146,12 @@ function Job:_finish(err)
   if self.done then return end
   self.done = true
   if self.bar then self.bar:finish() end
-  self.error = err
-  finish_serial = finish_serial + 1
-  self.finish_serial = finish_serial -- completion order, for as_completed
+  if err ~= nil then self.error = err end
   if self.listeners then
+    -- Completion order, for as_completed: a future's job has listeners
+    -- (lmp.executor), and no other job needs it.
+    finish_serial = finish_serial + 1
+    self.finish_serial = finish_serial
     for _, listener in ipairs(self.listeners) do listener(self) end
   end
   if self.pending then loop.add_pending(-1) end
@@ -201,6 +219,22 @@ function Job:_deliver(task, values, errs)
   if self.received >= self.total then self:_finish(nil) end
 end
 
+-- The usual answer of an apply job, its values and no error: what
+-- Job:_deliver and Job:_finish do for it, in one call, when nothing waits
+-- on it but its caller (no callback, no listener).
+local payload_value = core.payload_value
+local function settle_apply(job, values)
+  local ok, results = pcall(payload_value, values)
+  if not ok then
+    job.results = {n = 0}
+    return job:_finish(load_failure(job, results))
+  end
+  job.results = results
+  if job.done or job.callback or job.listeners then return job:_finish(nil) end
+  job.done = true
+  if job.pending then add_pending(-1) end
+end
+
 -- A task that failed as a whole fails each of its items.
 local function fail_task(task, err)
   local errs = {}
@@ -251,4 +285,5 @@ end
 
 return {Job = Job, AsyncResult = AsyncResult, new_job = new_job,
         new_apply_job = new_apply_job, new_task = new_task, fail_task = fail_task,
+        settle_apply = settle_apply, function_ids = function_ids,
         result_of = result_of}

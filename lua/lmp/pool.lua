@@ -21,7 +21,7 @@ Pool.__name = "lmp.Pool"
 
 local AsyncResult = job_module.AsyncResult
 local new_job, new_task, result_of = job_module.new_job, job_module.new_task, job_module.result_of
-local new_apply_job = job_module.new_apply_job
+local new_apply_job, function_ids = job_module.new_apply_job, job_module.function_ids
 local reader_of, iterable_of = arguments.reader_of, arguments.iterable_of
 local options_of, check_function = arguments.options_of, arguments.check_function
 local MAP_OPTIONS, MAP_ASYNC_OPTIONS = arguments.MAP_OPTIONS, arguments.MAP_ASYNC_OPTIONS
@@ -98,10 +98,13 @@ local function new_pool(opts, fname)
   ring = ring and (start_method == "spawn" or start_method == "fork"
                    or start_method == "forkserver")
 
+  -- Fields read per task are false rather than nil when unset: a nil
+  -- field is looked up again in the metatable at every read.
   local self = setmetatable({
     processes = processes,
-    maxtasks = maxtasks,
-    task_timeout = task_timeout,
+    maxtasks = maxtasks or false,
+    task_timeout = task_timeout or false,
+    broken = false,        -- the error that broke the pool
     progress = opts.progress,
     workers = {},          -- live worker records
     queue = {}, queue_head = 1, queue_tail = 0,
@@ -241,7 +244,9 @@ end
 -- options and an open pool, makes no call it can spare.)
 local NO_ARGUMENTS = setmetatable({}, {__newindex = function() error("lmp: shared, read-only") end})
 local function submit_apply(self, fname, fn, args, opts, async)
-  if type(fn) ~= "function" then check_function(fn, fname) end
+  -- (A function sent before is a function: no type() call for it.)
+  local id = function_ids[fn]
+  if not id and type(fn) ~= "function" then check_function(fn, fname) end
   if args == nil then
     args = NO_ARGUMENTS
   elseif type(args) ~= "table" then
@@ -249,7 +254,7 @@ local function submit_apply(self, fname, fn, args, opts, async)
   end
   if opts ~= nil then opts = options_of(opts, 3, fname, async and APPLY_ASYNC_OPTIONS or {}) end
   if self.state ~= "running" or self.broken then self:_check_open(fname) end
-  local job = new_apply_job(fn, args, opts, async)
+  local job = new_apply_job(fn, id, args, opts, async)
   -- Workers free up only in loop callbacks, which pump themselves: with
   -- tasks already waiting, no worker has room now.
   local tail = self.queue_tail
@@ -257,7 +262,6 @@ local function submit_apply(self, fname, fn, args, opts, async)
   tail = tail + 1
   self.queue_tail = tail
   self.queue[tail] = job
-  if async then job:_queued() end
   if not waiting then self:_pump() end
   return job
 end
@@ -368,8 +372,9 @@ end
 -- What lmp.executor builds on, rather than the pool's underscored fields:
 --   submit_apply(pool, fname, fn, args, opts, async) -> job: one call of
 --     fn(table.unpack(args)), queued; the job is an AsyncResult (fields
---     done, error, results, finish_serial; listeners, an array of
---     functions called with the job when it finishes).
+--     done, error, results; listeners, an array of functions called with
+--     the job when it finishes; finish_serial, set once it finishes when
+--     it has listeners, which orders completions).
 --   imap(pool, fname, fn, read, total, opts, ordered, mode) -> iterator,
 --     nil, nil, closer: see lmp.imap.
 --   started(job) -> whether the job's task was handed to a worker.

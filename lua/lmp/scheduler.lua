@@ -23,7 +23,8 @@ local protocol = require "lmp.protocol"
 local workers = require "lmp.workers"
 
 local fail_task, new_task = job_module.fail_task, job_module.new_task
-local hrtime, math_type, table_move = core.hrtime, math.type, table.move
+local settle_apply = job_module.settle_apply
+local hrtime = core.hrtime
 
 local PIPELINE = chunking.PIPELINE -- tasks in flight per worker, when tasks are short
 local SHORT_TASK = 0.002    -- seconds: below this a second task in flight pays
@@ -100,9 +101,11 @@ function Pool:_new_worker()
   local ref = self.ref
   local w = {inflight = {}, functions = {}, function_count = 0, sent = 0,
              ready = false, identity = worker_serial}
+  -- (Pool._on_message, not pool:_on_message: the class's own field, not
+  -- a lookup through the pool's metatable, once per answer.)
   local function on_message(message, payload)
     local pool = ref.pool
-    if pool then pool:_on_message(w, message, payload) end
+    if pool then Pool._on_message(pool, w, message, payload) end
   end
   local function on_exit(status, signal)
     local pool = ref.pool
@@ -237,7 +240,9 @@ function Pool:_pump()
     end
     self.queue_head = head
     if not task then break end
-    if task.job.source then task = self:_split(task) end
+    -- (An apply job is its own task, and never split.)
+    local job = task.job
+    if job ~= task and job.source then task = self:_split(task) end
     self:_send(w, task)
   end
   if self.state == "closed" and self:_queued() == 0 and next(self.imaps) == nil then
@@ -272,10 +277,11 @@ end
 function Pool:_send(w, task)
   local fn, reset, script_globals = false, false, false
   local sent = true
+  local mode = task.mode
   if w.functions[task.function_id] then
     -- The usual task: its function is in the worker already (the C fast
     -- path of protocol.send_task).
-    sent = w.handle:send_task(task.id, task.function_id, task.mode, task.payload)
+    sent = w.handle:send_task(task.id, task.function_id, mode, task.payload)
   else
     -- A map's function, encoded once per call (raises, should a function
     -- the pool sent before hold something unsendable now, before this
@@ -318,8 +324,16 @@ function Pool:_send(w, task)
   end
   local count = w.sent + 1
   w.sent = count
-  if task.job.source then task.job.sent_items = task.job.sent_items + task.count end
-  task.sent_at = hrtime()
+  -- When it was sent, for the time it took (chunking.run_time). An apply
+  -- task's is 0, and counts as QUICK at most, as its quick answer does:
+  -- no estimate needs more from it (a longer one brings its run time),
+  -- and a burst of apply_async is spared reading the clock per task.
+  if mode == "apply" then
+    task.sent_at = 0
+  else
+    task.sent_at = hrtime()
+    if task.job.source then task.job.sent_items = task.job.sent_items + task.count end
+  end
   local inflight = w.inflight
   local n = #inflight + 1
   inflight[n] = task
@@ -375,27 +389,31 @@ function Pool:_on_message(w, message, values)
   if w.protocol_error then return end -- nothing it says is trusted now
   local inflight = w.inflight
   local task = inflight[1]
-  if math_type(message) == "integer" and task and message == task.id and values ~= nil
-     and task.mode == "apply" and not task.timer then
+  if task and message == task.id and values ~= nil and task.job == task
+     and not task.timer then
     -- The usual answer of a short apply task (a burst of apply_async has
     -- thousands): its id alone (no errors, run under protocol.QUICK), read
     -- here without the calls of the general path below, which does the
     -- same for it.
+    -- (A loop, not table.move: at most DEEP_PIPELINE tasks, and the VM
+    -- moves a few slots for less than one call into C costs.)
     local n = #inflight
-    if n > 1 then table_move(inflight, 2, n, 1) end
+    for i = 2, n do inflight[i - 1] = inflight[i] end
     inflight[n] = nil
-    local took = hrtime() - task.sent_at
-    if took > QUICK then took = QUICK end
+    -- An answer with its id alone says the task ran under QUICK, and so
+    -- it counts, without reading the clock: the time seen since it was
+    -- sent is no closer (in a burst it is mostly the wait behind the tasks
+    -- before it, and the general path counts at most QUICK of it too).
     local job = task.job
     local task_time = self.task_time
-    self.task_time = task_time and (task_time * 3 + took) / 4 or took
+    self.task_time = task_time and (task_time * 3 + QUICK) / 4 or QUICK
     local following = inflight[1]
     if following and (following.timeout or self.task_timeout) then
       self:_task_started(w, following)
     end
-    job:_deliver(task, values, nil)
+    settle_apply(job, values)
     if n == 1 then self:_keep_alive(w) end
-    return self:_pump()
+    return Pool._pump(self)
   end
   if message == nil then return self:_lose(w, values) end -- a malformed frame (process.c)
   local kind, id, errs, ran = protocol.read(message)

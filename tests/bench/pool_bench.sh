@@ -145,6 +145,8 @@ awk "$BENCH_MEDIAN"'
     row("  imap against row 2 map (items/s)", a, m, "lmp map", ratio_of(a, m), "", "")
     a = median("lmp async.items_per_s"); b = median("fork async.items_per_s"); r = ratio_of(a, b)
     row("4 apply_async x N (items/s)", a, b, "fork", r, "lmp/py>=10", check(r, ">=", 10))
+    a = median("lmp async.main_cpu_us"); b = median("fork async.main_cpu_us")
+    row("  apply_async, main CPU a task (us)", a, b, "fork", ratio_of(b, a), "(py/lmp)", "")
     a = median("lmp async.items_per_s_pinned"); b = median("fork async.items_per_s_pinned")
     row("  apply_async, one CPU (items/s)", a, b, "fork", ratio_of(a, b), "", "")
     # lmp without its ring (LMP_RING=0: the socket alone), same run.
