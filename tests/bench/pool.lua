@@ -19,6 +19,8 @@
 -- QUICK=1 in the environment shrinks the sizes.
 local lmp = require "lmp"
 local clock = require("lmp.core").hrtime
+package.path = (arg[0]:match("^(.*)/[^/]*$") or ".") .. "/?.lua;" .. package.path
+local cpu_seconds = require("procstat").cpu_seconds
 
 local quick = os.getenv("QUICK") == "1"
 local APPLY_CALLS = 2000
@@ -142,17 +144,6 @@ local function count_primes(from, to)
     end
   end
   return count
-end
-
--- utime + stime of a process, in seconds (clock ticks of 1/100 s).
-local function cpu_seconds(pid)
-  local f = io.open(("/proc/%d/stat"):format(pid))
-  if not f then return 0 end
-  local stat = f:read("a")
-  f:close()
-  local fields = {}
-  for field in stat:match("%) (.*)"):gmatch("%S+") do fields[#fields + 1] = field end
-  return (tonumber(fields[12]) + tonumber(fields[13])) / 100
 end
 
 function workloads.primes()

@@ -18,20 +18,14 @@
 -- Usage: lmp tests/bench/queue_wait.lua [rounds [work-seconds]]
 local lmp = require "lmp"
 local core = require "lmp.core"
+package.path = (arg[0]:match("^(.*)/[^/]*$") or ".") .. "/?.lua;" .. package.path
+local procstat = require "procstat"
 local rounds = math.tointeger(tonumber(arg and arg[1])) or 200
 -- How long the child works before it changes the queue (seconds).
 local work = tonumber(arg and arg[2]) or 0.01
 
 -- The CPU time this process (all its threads) used so far, in seconds.
-local function cpu_seconds()
-  local f = assert(io.open("/proc/self/stat"))
-  local stat = f:read("a")
-  f:close()
-  local fields = {}
-  for field in stat:match("%) (.*)"):gmatch("%S+") do fields[#fields + 1] = field end
-  -- utime and stime (fields 14 and 15 of the line), in clock ticks.
-  return (tonumber(fields[12]) + tonumber(fields[13])) / 100
-end
+local function cpu_seconds() return procstat.cpu_seconds("self") end
 
 local function median(t)
   table.sort(t)
