@@ -91,9 +91,10 @@ describe("the transport registry", function()
       assert.equal(2, started)
       assert.equal(4, pool:apply(function(x) return x * 2 end, {2}))
     end)
+    -- The built-in again, its batch with it, for the specs after this one.
     workers.register_transport("fork", function(on_message, on_exit)
       return core.fork_worker(on_message, on_exit)
-    end)
+    end, function(callbacks) return core.fork_workers(callbacks) end)
     assert.is_true(ok, err)
     assert.is_true(helpers.no_children())
   end)
@@ -135,6 +136,30 @@ describe("the transport registry", function()
     assert.matches("start method 'telepathy' is not supported; use 'spawn', 'fork'", err)
     assert.has_error(function() workers.register_transport("", function() end) end)
     assert.has_error(function() workers.register_transport("x", 42) end)
+    assert.has_error(function() workers.register_transport("x", function() end, 42) end)
+    assert.is_false(workers.has_transport("x"))
+  end)
+
+  it("starts a pool's workers in one call through a transport's start_many", function()
+    local one_at_a_time, batches, asked = 0, 0, nil
+    workers.register_transport("batched", function(on_message, on_exit)
+      one_at_a_time = one_at_a_time + 1
+      return workers.spawn(on_message, on_exit)
+    end, function(callbacks, options)
+      batches, asked = batches + 1, #callbacks // 2
+      assert.equal("given", options.label)
+      local handles = {}
+      for i = 1, #callbacks, 2 do handles[#handles + 1] = workers.spawn(callbacks[i], callbacks[i + 1]) end
+      return handles
+    end)
+    local pool <close> = lmp.Pool{processes = 3, start_method = "batched",
+                                  start_options = {label = "given"}}
+    assert.same({1, 3, 0}, {batches, asked, one_at_a_time})
+    local doubled = pool:map(function(x) return x * 2 end, {1, 2, 3})
+    assert.same({2, 4, 6}, {doubled[1], doubled[2], doubled[3]})
+    pool:close()
+    pool:join()
+    assert.is_true(helpers.no_children())
   end)
 end)
 

@@ -32,8 +32,9 @@ local transports, transport_order = {}, {}
 -- that stopped the rest (or raises when it starts none).
 local batch_starts = {}
 
--- Registers (or replaces) the transport `name`.
-function workers.register_transport(name, start)
+-- Registers (or replaces) the transport `name`; start_many, when given,
+-- starts a pool's workers in one call (batch_starts above says how).
+function workers.register_transport(name, start, start_many)
   if type(name) ~= "string" or name == "" then
     error(("bad argument #1 to 'register_transport' (non-empty string expected, got %s)")
       :format(type(name)), 2)
@@ -42,10 +43,15 @@ function workers.register_transport(name, start)
     error(("bad argument #2 to 'register_transport' (function expected, got %s)")
       :format(type(start)), 2)
   end
+  if start_many ~= nil and type(start_many) ~= "function" then
+    error(("bad argument #3 to 'register_transport' (function or nil expected, got %s)")
+      :format(type(start_many)), 2)
+  end
   if not transports[name] then transport_order[#transport_order + 1] = name end
   transports[name] = start
-  -- A name registered again starts its workers through `start` alone.
-  batch_starts[name] = nil
+  -- A name registered again without a start_many starts its workers
+  -- through `start` alone.
+  batch_starts[name] = start_many
 end
 
 -- The names registered, in the order they were first registered.
@@ -108,16 +114,15 @@ end)
 -- inherits it compiled, where it would otherwise compile it itself, every
 -- page its compiler and collector wrote costing it a copy-on-write fault
 -- (about 100 per worker, a third of its start).
+-- A pool's workers are forked one right after another (core.fork_workers
+-- says why).
 workers.register_transport("fork", function(on_message, on_exit)
   require "lmp.worker"
   return core.fork_worker(on_message, on_exit)
-end)
--- A pool's workers are forked one right after another (core.fork_workers
--- says why).
-batch_starts.fork = function(callbacks)
+end, function(callbacks)
   require "lmp.worker"
   return core.fork_workers(callbacks)
-end
+end)
 
 -- A copy of the forkserver: an lmp-worker started on first need that
 -- loaded nothing of the script and forks workers on request (forkserver.c).
