@@ -98,11 +98,25 @@ $(BUILD)/lmp/core.so: $(OBJECTS)
 $(BUILD)/liblmp.a: $(OBJECTS)
 	rm -f $@ && ar rcs $@ $(OBJECTS)
 
+# The runner and the worker carry the interpreter in the program, from
+# Lua's static library, as Debian's lua5.4 does, rather than calling it in
+# liblua5.4.so: the shared library's position-independent code ran Lua
+# 15% slower (fannkuch-redux in one lmp worker against lua5.4, task-clock),
+# and every worker paid it against the serial program it is compared with.
+# -E exports Lua's API from the program to the C modules a script loads
+# (lfs, luv ...), which take it from their host, as in lua5.4. Where there
+# is no static library, the shared one is linked as before.
+comma := ,
+LUA_LIBDIR = $(call lazy,LUA_LIBDIR,$(PKG_CONFIG) --variable=libdir $(LUA_PKG))
+LUA_STATIC_LIB = $(firstword $(wildcard $(patsubst -l%,$(LUA_LIBDIR)/lib%.a,$(filter -l%,$(LUA_LIBS)))))
+PROGRAM_LUA_LIBS = $(if $(LUA_STATIC_LIB),-Wl$(comma)-E -Wl$(comma)--whole-archive \
+  $(LUA_STATIC_LIB) -Wl$(comma)--no-whole-archive,$(LUA_LIBS))
+
 $(BUILD)/bin/lmp: runtime/main/lmp.c $(BUILD)/liblmp.a
-	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(BUILD)/liblmp.a $(LUA_LIBS) $(UV_LIBS) $(MPI_LIBS) -lm -ldl
+	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(BUILD)/liblmp.a $(PROGRAM_LUA_LIBS) $(UV_LIBS) $(MPI_LIBS) -lm -ldl
 
 $(BUILD)/bin/lmp-worker: runtime/main/lmp_worker.c $(BUILD)/liblmp.a
-	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(BUILD)/liblmp.a $(LUA_LIBS) $(UV_LIBS) $(MPI_LIBS) -lm -ldl
+	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(BUILD)/liblmp.a $(PROGRAM_LUA_LIBS) $(UV_LIBS) $(MPI_LIBS) -lm -ldl
 
 # ---- set-up and a first run -----------------------------------------------
 SETUP ?= tools/setup.sh
