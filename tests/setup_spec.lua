@@ -66,3 +66,21 @@ describe("embedding the Lua modules", function()
     assert.equal("", listing)
   end)
 end)
+
+-- `make` with no goal builds the module, the library and both programs (the
+-- Makefile's first rule was once a helper's, so a bare make built nothing).
+describe("make with no goal", function()
+  it("builds everything", function()
+    local status, out = helpers.run("mktemp -d")
+    assert.equal(0, status)
+    local dir = out:gsub("%s+$", "")
+    local code, stdout, stderr = helpers.run(("make -n -C %s BUILD=%s")
+      :format(quote(helpers.root), quote(dir .. "/build")))
+    helpers.run("rm -rf " .. quote(dir))
+    assert.equal(0, code, stderr)
+    for _, target in ipairs{"/build/lmp/core.so", "/build/liblmp.a", "/build/bin/lmp ",
+                            "/build/bin/lmp-worker "} do
+      assert.truthy(stdout:find(dir .. target, 1, true), target .. " is not built:\n" .. stdout)
+    end
+  end)
+end)
