@@ -259,11 +259,13 @@ describe("waiting for answers", function()
 
   -- After the map above, which turned watching off. (A loaded machine
   -- makes round trips longer than a watch, which turns it off again: the
-  -- bound is low.)
+  -- bound is low. Under valgrind no round trip is that quick.)
   it("a run of quick round trips (apply): the main process watches for answers again", function()
     local watched = core.watch_counts()
     for i = 1, 200 do assert.equal(i, pool:apply(identity, {i})) end
     local watches = core.watch_counts() - watched
-    assert.is_true(watches >= 20, ("%d of 200 answers watched for"):format(watches))
+    if not helpers.instrumented then
+      assert.is_true(watches >= 20, ("%d of 200 answers watched for"):format(watches))
+    end
   end)
 end)
