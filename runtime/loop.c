@@ -24,8 +24,9 @@ typedef struct loop_state {
   int running; /* inside uv_run: a nested run would break libuv */
   int ring_turns; /* blocking turns in a row served by the rings alone */
   /* Whether the next blocking turn watches before it sleeps (see
-   * watch_for_answer), and how many watches ran and came too late. */
-  int watch_pays;
+   * watch_for_answer), the watches in a row that ran out of time, and how
+   * many watches ran and came too late. */
+  int watch_pays, watch_misses;
   uint64_t watches, watches_missed;
   lua_State *L; /* the main thread, where callbacks run */
   /* Delivers queued callbacks when someone else turns the loop (luv's
@@ -489,10 +490,11 @@ enum { WATCH_NONE, WATCH_READY, WATCH_CAUGHT, WATCH_MISSED, WATCH_SKIPPED };
  * for a whole time slice (a millisecond or more), during which the
  * workers, seeing this process awake, do not wake it: an answer then
  * waits for the scheduler, and a worker for its next task. So the watch
- * runs only while it pays: a watch that ran out of time before anything
- * came turns it off, and a sleep shorter than the watch would have been
- * turns it on again (watch_pays). Answers that come far apart (a map's
- * chunks of milliseconds) are slept for, a burst of quick ones watched. */
+ * runs only while it pays: two watches in a row that ran out of time
+ * before anything came turn it off (one alone may be a round trip that a
+ * loaded machine made slow), and a sleep shorter than the watch would
+ * have been turns it on again (watch_pays). Answers that come far apart
+ * (a map's chunks of milliseconds) are slept for, quick ones watched. */
 static int watch_for_answer(loop_state *state) {
   struct pollfd pfd;
   uint64_t deadline;
@@ -517,12 +519,15 @@ static int watch_for_answer(loop_state *state) {
 /* After a blocking turn that started at `started` with a watch that
  * found `outcome`: whether the next one watches. */
 static void judge_watch(loop_state *state, int outcome, uint64_t started) {
-  if (outcome == WATCH_CAUGHT) state->watch_pays = 1;
-  else if (outcome == WATCH_MISSED) {
-    state->watch_pays = 0;
+  if (outcome == WATCH_CAUGHT) {
+    state->watch_misses = 0;
+  } else if (outcome == WATCH_MISSED) {
     state->watches_missed++;
-  } else if (outcome == WATCH_SKIPPED && uv_hrtime() - started <= lmp__spin_ns())
+    if (++state->watch_misses >= 2) state->watch_pays = 0;
+  } else if (outcome == WATCH_SKIPPED && uv_hrtime() - started <= lmp__spin_ns()) {
     state->watch_pays = 1;
+    state->watch_misses = 0;
+  }
 }
 
 /* core.own_loop(): in a process forked from one that had lmp's loop (a
