@@ -23,6 +23,11 @@ typedef struct loop_state {
   uv_loop_t *loop;
   int running; /* inside uv_run: a nested run would break libuv */
   int ring_turns; /* blocking turns in a row served by the rings alone */
+  /* Whether the next blocking turn watches before it sleeps (see
+   * watch_for_answer), the watches in a row that ran out of time, and how
+   * many watches ran and came too late. */
+  int watch_pays, watch_misses;
+  uint64_t watches, watches_missed;
   lua_State *L; /* the main thread, where callbacks run */
   /* Delivers queued callbacks when someone else turns the loop (luv's
    * uv.run(), a host's uv_run); unreferenced, so it keeps nothing alive. */
@@ -165,6 +170,7 @@ uv_loop_t *lmp__loop(lua_State *L) {
   if (loop == NULL) luaL_error(L, "lmp: cannot create the event loop");
   state = lua_newuserdatauv(L, sizeof *state, 0);
   memset(state, 0, sizeof *state);
+  state->watch_pays = 1;
   luaL_setmetatable(L, LOOP_STATE_META);
   if (uv_check_init(loop, &state->drainer) != 0) luaL_error(L, "lmp: cannot use the event loop");
   /* From here the state owns a handle: registered before anything else can
@@ -468,25 +474,60 @@ void lmp__spin_until_readable(int fd) {
   while (poll(&pfd, 1, 0) == 0 && uv_hrtime() < deadline) sched_yield();
 }
 
-/* A blocking turn first watches the loop's backend for a short while, so
- * that a quick answer from a worker is taken without a sleep and wake-up;
- * not while a message is arriving (its writer needs the CPU). */
-static void spin_until_ready(uv_loop_t *loop) {
+/* Whether an answer waits now: in a ring, or on the loop's backend. */
+static int answer_ready(struct pollfd *pfd) {
+  return (rings_probe && rings_probe()) || poll(pfd, 1, 0) != 0;
+}
+
+/* What a blocking turn's watch found (judged after the turn, judge_watch). */
+enum { WATCH_NONE, WATCH_READY, WATCH_CAUGHT, WATCH_MISSED, WATCH_SKIPPED };
+
+/* A blocking turn first watches the loop's backend (and the rings, where
+ * workers answer in memory) for a short while, so that a quick answer is
+ * taken without a sleep and wake-up; not while a message is arriving (its
+ * writer needs the CPU). The watch yields the CPU between looks, and on
+ * a machine whose CPUs the workers keep busy a yield gives the CPU away
+ * for a whole time slice (a millisecond or more), during which the
+ * workers, seeing this process awake, do not wake it: an answer then
+ * waits for the scheduler, and a worker for its next task. So the watch
+ * runs only while it pays: two watches in a row that ran out of time
+ * before anything came turn it off (one alone may be a round trip that a
+ * loaded machine made slow), and a sleep shorter than the watch would
+ * have been turns it on again (watch_pays). Answers that come far apart
+ * (a map's chunks of milliseconds) are slept for, quick ones watched. */
+static int watch_for_answer(loop_state *state) {
   struct pollfd pfd;
   uint64_t deadline;
-  if (lmp__receiving()) return;
-  if (rings_probe == NULL) {
-    lmp__spin_until_readable(uv_backend_fd(loop));
-    return;
-  }
-  /* Workers with a ring answer in memory: watch it beside the backend. */
-  if (lmp__spin_ns() == 0) return;
-  pfd.fd = uv_backend_fd(loop);
+  int i;
+  if (lmp__receiving() || lmp__spin_ns() == 0) return WATCH_NONE;
+  pfd.fd = uv_backend_fd(state->loop);
   pfd.events = POLLIN;
+  /* A few plain looks at the rings first: an answer is often there
+   * within a microsecond, and they cost no system call. */
+  for (i = 0; i < 64; i++)
+    if (rings_probe && rings_probe()) return WATCH_READY;
+  if (!state->watch_pays) return answer_ready(&pfd) ? WATCH_READY : WATCH_SKIPPED;
+  state->watches++;
   deadline = uv_hrtime() + lmp__spin_ns();
-  for (int i = 0; i < 64; i++)
-    if (rings_probe()) return;
-  while (!rings_probe() && poll(&pfd, 1, 0) == 0 && uv_hrtime() < deadline) sched_yield();
+  for (;;) {
+    if (answer_ready(&pfd)) return uv_hrtime() <= deadline ? WATCH_CAUGHT : WATCH_MISSED;
+    if (uv_hrtime() >= deadline) return WATCH_MISSED;
+    sched_yield();
+  }
+}
+
+/* After a blocking turn that started at `started` with a watch that
+ * found `outcome`: whether the next one watches. */
+static void judge_watch(loop_state *state, int outcome, uint64_t started) {
+  if (outcome == WATCH_CAUGHT) {
+    state->watch_misses = 0;
+  } else if (outcome == WATCH_MISSED) {
+    state->watches_missed++;
+    if (++state->watch_misses >= 2) state->watch_pays = 0;
+  } else if (outcome == WATCH_SKIPPED && uv_hrtime() - started <= lmp__spin_ns()) {
+    state->watch_pays = 1;
+    state->watch_misses = 0;
+  }
 }
 
 /* core.own_loop(): in a process forked from one that had lmp's loop (a
@@ -523,7 +564,8 @@ static int core_own_loop(lua_State *L) {
 static int core_run_once(lua_State *L) {
   loop_state *state;
   embed *e;
-  int block = lua_toboolean(L, 1), alive;
+  int block = lua_toboolean(L, 1), alive, watch = WATCH_NONE;
+  uint64_t started = block ? uv_hrtime() : 0;
   lmp__loop(L);
   state = get_state(L);
   if (state->running) {
@@ -543,7 +585,7 @@ static int core_run_once(lua_State *L) {
     e->driving = 1;
     embed_arm(e);
     if (block && rings_awake) rings_awake(1);
-    if (block) spin_until_ready(state->loop);
+    if (block) watch = watch_for_answer(state);
     /* lmp's prepare handle runs only when lmp's loop turns, after luv's
      * has slept: what the rings hold is taken now instead of after that
      * sleep, and they are told to ring the wake-up before it. */
@@ -556,7 +598,7 @@ static int core_run_once(lua_State *L) {
     alive = alive || uv_loop_alive(state->loop);
   } else {
     if (block && rings_awake) rings_awake(1);
-    if (block) spin_until_ready(state->loop);
+    if (block) watch = watch_for_answer(state);
     /* A worker's answer that waits in its ring is taken without a turn
      * of libuv (whose poll is a system call even when it does not
      * sleep); but only a few times in a row, lest a busy ring starve
@@ -572,9 +614,22 @@ static int core_run_once(lua_State *L) {
     /* Not watching any more: the rings ring the wake-up again. */
     if (rings_awake) rings_awake(0);
   }
+  if (block) judge_watch(state, watch, started);
   state->running = 0;
   lua_pushboolean(L, alive);
   return 1;
+}
+
+/* core.watch_counts() -> the blocking turns of this process's loop that
+ * watched for an answer before sleeping, and those of them that ran out
+ * of time (what turns the watch off until a sleep is short again). */
+static int core_watch_counts(lua_State *L) {
+  loop_state *state;
+  lmp__loop(L);
+  state = get_state(L);
+  lua_pushinteger(L, (lua_Integer)state->watches);
+  lua_pushinteger(L, (lua_Integer)state->watches_missed);
+  return 2;
 }
 
 /* core.loop_is_luv() -> whether lmp runs on luv's loop. */
@@ -595,6 +650,7 @@ void lmp__push_worker_executable(lua_State *L) {
 
 static const luaL_Reg loop_functions[] = {
     {"run_once", core_run_once},
+    {"watch_counts", core_watch_counts},
     {"own_loop", core_own_loop},
     {"hrtime", core_hrtime},
     {"set_reporter", core_set_reporter},

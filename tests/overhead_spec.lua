@@ -227,3 +227,45 @@ describe("per-task overhead", function()
     assert.equal(3, other)
   end)
 end)
+
+-- How the main process waits for answers (runtime/loop.c, watch_for_answer):
+-- it watches for a moment before it sleeps while answers come quickly, and
+-- sleeps at once while they come milliseconds apart, where each watch
+-- would only yield the CPU for a time slice and leave the workers' answers
+-- waiting. Counted in the main process's loop, not timed.
+describe("waiting for answers", function()
+  local pool, core
+  setup(function()
+    core = require "lmp.core"
+    pool = lmp.Pool(1)
+    pool:apply(identity, {1})
+  end)
+  teardown(function()
+    pool:close()
+    pool:join()
+    assert.is_true(helpers.no_children())
+  end)
+
+  it("a map of tasks of milliseconds, one a chunk: the main process watches for an answer at most"
+     .. " a few times before it sleeps for one", function()
+    local items = {}
+    for i = 1, 30 do items[i] = i end
+    local watched = core.watch_counts()
+    local results = pool:map(function(x) lmp.sleep(0.002); return x end, items, 1)
+    for i = 1, 30 do assert.equal(i, results[i]) end
+    local watches = core.watch_counts() - watched
+    assert.is_true(watches <= 5, ("%d of 30 answers watched for"):format(watches))
+  end)
+
+  -- After the map above, which turned watching off. (A loaded machine
+  -- makes round trips longer than a watch, which turns it off again: the
+  -- bound is low. Under valgrind no round trip is that quick.)
+  it("a run of quick round trips (apply): the main process watches for answers again", function()
+    local watched = core.watch_counts()
+    for i = 1, 200 do assert.equal(i, pool:apply(identity, {i})) end
+    local watches = core.watch_counts() - watched
+    if not helpers.instrumented then
+      assert.is_true(watches >= 20, ("%d of 200 answers watched for"):format(watches))
+    end
+  end)
+end)

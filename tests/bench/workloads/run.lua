@@ -136,7 +136,11 @@ end
 -- between items, and after their last. Unlike the efficiencies, these
 -- shares hardly move with the machine's load: they say what the schedule
 -- loses, not how fast the items ran. The items run the same chunks as in
--- the timed ways, each wrapped in a call that reads the clock.
+-- the timed ways, each wrapped in a call that reads the clock (whose cost
+-- is the gap within a chunk, gap_within_chunk_us). The idle between items
+-- is also split: that at chunk boundaries (idle_between_chunks_share,
+-- chunk_boundaries, gap_per_boundary_us), where a worker answers, takes
+-- its next task and may wait for the main process, and the rest.
 function ways.profile()
   local side = name
   name = arg[3]
@@ -179,9 +183,11 @@ function ways.profile()
     stop()
   end
   local wall, busy, before, between, after = 0, 0, 0, 0, 0
+  local gaps, boundaries, between_chunks = 0, 0, 0
   for _, m in ipairs(maps) do
     local workers = {}
-    for _, r in ipairs(m) do
+    for i, r in ipairs(m) do
+      r.index = i
       local w = workers[r[4]] or {}
       workers[r[4]] = w
       w[#w + 1] = r
@@ -197,7 +203,19 @@ function ways.profile()
       after = after + (m.finish - items[#items][3])
       for i, r in ipairs(items) do
         busy = busy + (r[3] - r[2])
-        if i > 1 then between = between + (r[2] - items[i - 1][3]) end
+        if i > 1 then
+          local gap = r[2] - items[i - 1][3]
+          between = between + gap
+          gaps = gaps + 1
+          -- A worker's next item that does not follow its last in the
+          -- input starts another chunk: the gap is a chunk boundary's.
+          -- (Two adjacent chunks in a row on one worker look like one:
+          -- the count and share are floors.)
+          if r.index ~= items[i - 1].index + 1 then
+            boundaries = boundaries + 1
+            between_chunks = between_chunks + gap
+          end
+        end
       end
     end
   end
@@ -207,6 +225,12 @@ function ways.profile()
   print(("profile.idle_before_first_share %.6g"):format(before / (2 * wall)))
   print(("profile.idle_between_items_share %.6g"):format(between / (2 * wall)))
   print(("profile.idle_after_last_share %.6g"):format(after / (2 * wall)))
+  -- The between-items idle at chunk boundaries, and per boundary.
+  print(("profile.idle_between_chunks_share %.6g"):format(between_chunks / (2 * wall)))
+  print(("profile.chunk_boundaries %d"):format(boundaries))
+  print(("profile.gap_per_boundary_us %.6g"):format(boundaries > 0 and between_chunks / boundaries * 1e6 or 0))
+  print(("profile.gap_within_chunk_us %.6g"):format(
+    (between - between_chunks) / math.max(1, gaps - boundaries) * 1e6))
 end
 
 -- The time is the longer of the two copies' own timed runs (each as the
