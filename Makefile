@@ -6,6 +6,8 @@ CC ?= cc
 PREFIX ?= /usr/local
 DESTDIR ?=
 BUILD ?= build
+# `make` alone builds everything, whatever rule comes first below.
+.DEFAULT_GOAL := all
 
 # The flags are asked of pkg-config when a recipe first needs them, not when
 # make reads this file: `make setup example` on a new machine installs the

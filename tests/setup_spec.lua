@@ -38,6 +38,22 @@ describe("make setup", function()
   end)
 end)
 
+describe("make with no goal", function()
+  it("builds the module, the library, the runner and the worker", function()
+    local status, out = helpers.run("mktemp -d")
+    assert.equal(0, status)
+    local dir = out:gsub("%s+$", "")
+    -- -n: what it would run, in a build directory of its own.
+    local code, stdout, stderr = helpers.run(("make -n -C %s BUILD=%s")
+      :format(quote(helpers.root), quote(dir .. "/build")))
+    helpers.run("rm -rf " .. quote(dir))
+    assert(code == 0, ("make -n failed (%s)\n%s%s"):format(tostring(code), stdout, stderr))
+    for _, made in ipairs({"/lmp/core.so", "/liblmp.a", "/bin/lmp ", "/bin/lmp-worker "}) do
+      assert.matches(dir .. "/build" .. made, stdout, 1, true)
+    end
+  end)
+end)
+
 -- The Lua half is compiled into the library by tools/embed_lua.lua. A
 -- module with a syntax error must fail the build with the Lua error's own
 -- message, and leave no generated file that the next build would take as
