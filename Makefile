@@ -6,7 +6,7 @@ CC ?= cc
 PREFIX ?= /usr/local
 DESTDIR ?=
 BUILD ?= build
-# `make` alone builds everything (the first rule below is a helper's).
+# `make` alone builds everything, whatever rule comes first below.
 .DEFAULT_GOAL := all
 
 # The flags are asked of pkg-config when a recipe first needs them, not when
@@ -17,6 +17,19 @@ lazy = $(eval $(1) := $$(shell $(2)))$($(1))
 LUA_CFLAGS = $(call lazy,LUA_CFLAGS,$(PKG_CONFIG) --cflags $(LUA_PKG))
 LUA_LIBS = $(call lazy,LUA_LIBS,$(PKG_CONFIG) --libs $(LUA_PKG))
 UV_CFLAGS = $(call lazy,UV_CFLAGS,$(PKG_CONFIG) --cflags libuv)
+# The runner and the worker carry their own copy of the interpreter, as
+# lua5.4 does, when Lua's static library is installed: the interpreter of
+# the shared library is compiled as position-independent code, and a
+# spawned worker ran the same Lua function 3-9% slower in it than lua5.4 or
+# a Lanes lane did (the same instruction count, more cycles). They export
+# Lua's API (runtime/main/lua_api.list) to the C modules they load, as
+# lua5.4 does. `make LUA_ARCHIVE=` links the shared library instead.
+LUA_LIB_NAME = $(firstword $(patsubst -l%,%,$(filter -l%,$(LUA_LIBS))))
+LUA_ARCHIVE_PATH = $(call lazy,LUA_ARCHIVE_PATH,$(CC) -print-file-name=lib$(LUA_LIB_NAME).a)
+LUA_ARCHIVE = $(filter /%,$(wildcard $(LUA_ARCHIVE_PATH)))
+LUA_STATIC_LIBS = -Wl,--dynamic-list=runtime/main/lua_api.list \
+                  -Wl,--whole-archive $(LUA_ARCHIVE) -Wl,--no-whole-archive
+LUA_PROGRAM_LIBS = $(if $(LUA_ARCHIVE),$(LUA_STATIC_LIBS),$(LUA_LIBS))
 UV_LIBS = $(call lazy,UV_LIBS,$(PKG_CONFIG) --libs libuv)
 
 OPTFLAGS ?= -O2 -g
@@ -100,25 +113,11 @@ $(BUILD)/lmp/core.so: $(OBJECTS)
 $(BUILD)/liblmp.a: $(OBJECTS)
 	rm -f $@ && ar rcs $@ $(OBJECTS)
 
-# The runner and the worker carry the interpreter in the program, from
-# Lua's static library, as Debian's lua5.4 does, rather than calling it in
-# liblua5.4.so: the shared library's position-independent code ran Lua
-# 15% slower (fannkuch-redux in one lmp worker against lua5.4, task-clock),
-# and every worker paid it against the serial program it is compared with.
-# -E exports Lua's API from the program to the C modules a script loads
-# (lfs, luv ...), which take it from their host, as in lua5.4. Where there
-# is no static library, the shared one is linked as before.
-comma := ,
-LUA_LIBDIR = $(call lazy,LUA_LIBDIR,$(PKG_CONFIG) --variable=libdir $(LUA_PKG))
-LUA_STATIC_LIB = $(firstword $(wildcard $(patsubst -l%,$(LUA_LIBDIR)/lib%.a,$(filter -l%,$(LUA_LIBS)))))
-PROGRAM_LUA_LIBS = $(if $(LUA_STATIC_LIB),-Wl$(comma)-E -Wl$(comma)--whole-archive \
-  $(LUA_STATIC_LIB) -Wl$(comma)--no-whole-archive,$(LUA_LIBS))
+$(BUILD)/bin/lmp: runtime/main/lmp.c $(BUILD)/liblmp.a runtime/main/lua_api.list
+	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(BUILD)/liblmp.a $(LUA_PROGRAM_LIBS) $(UV_LIBS) $(MPI_LIBS) -lm -ldl
 
-$(BUILD)/bin/lmp: runtime/main/lmp.c $(BUILD)/liblmp.a
-	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(BUILD)/liblmp.a $(PROGRAM_LUA_LIBS) $(UV_LIBS) $(MPI_LIBS) -lm -ldl
-
-$(BUILD)/bin/lmp-worker: runtime/main/lmp_worker.c $(BUILD)/liblmp.a
-	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(BUILD)/liblmp.a $(PROGRAM_LUA_LIBS) $(UV_LIBS) $(MPI_LIBS) -lm -ldl
+$(BUILD)/bin/lmp-worker: runtime/main/lmp_worker.c $(BUILD)/liblmp.a runtime/main/lua_api.list
+	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(BUILD)/liblmp.a $(LUA_PROGRAM_LIBS) $(UV_LIBS) $(MPI_LIBS) -lm -ldl
 
 # ---- set-up and a first run -----------------------------------------------
 SETUP ?= tools/setup.sh
