@@ -207,7 +207,7 @@ describe("the lmp runner", function()
   end)
 
   -- The programs carry Lua (the Makefile links its static library where
-  -- the system has one): a worker calling into liblua5.4.so ran Lua 10-15%
+  -- the system has one): a worker calling into liblua5.4.so ran Lua 3-15%
   -- slower than lua5.4, the serial program it is compared with. Their Lua
   -- API stays exported to the C modules a task loads (tests/c/crash.c).
   it("and its workers run Lua from their own program, and C modules load in them", function()
