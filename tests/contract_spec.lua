@@ -95,6 +95,26 @@ describe("the comparison of the contract", function()
       contract.verify(case.name, bytes, contract.unpack(bytes), "dumps and loads")
     end
   end)
+
+  it("every case encodes the same with number arrays read in place or through the C API",
+     function()
+    -- core.table_peek(false) makes the encoder read every table through
+    -- the C API (runtime/table_peek.c); the corpus's number arrays are
+    -- read in place otherwise.
+    local core = require "lmp.core"
+    local _, before = core.table_peek()
+    for _, case in ipairs(cases) do
+      local args = case.args()
+      core.table_peek(false)
+      local ok, through_api = pcall(contract.pack, args)
+      core.table_peek(true)
+      assert(ok, through_api)
+      local bytes = contract.pack(args)
+      assert.is_true(bytes == through_api, case.name)
+      contract.verify(case.name, through_api, contract.unpack(bytes), "read through the C API")
+    end
+    assert.is_true(select(2, core.table_peek()) > before)
+  end)
 end)
 
 -- Each transport, and each that can have one with the shared-memory ring
