@@ -4,7 +4,8 @@
  * INT_ARRAY in value_format.md) instead of a tag per value: a million
  * floats is one pass of 8-byte copies each way, a million small integers
  * a byte each. Called by encode.c, and by decode.c for the two array
- * tags. */
+ * tags. Where table_peek.h allows, a table's values are read and written
+ * in Lua's array part directly. */
 #include <stdint.h>
 #include <string.h>
 
@@ -285,12 +286,45 @@ oom:
   return -1;
 }
 
+/* Writes the block's values into the cells of a table made for them
+ * (table_peek.h), a loop for each width. */
+static void fill_in_place(lmp_peek *cells, int tag, const unsigned char *p, uint32_t count,
+                          unsigned width) {
+  uint32_t i;
+  if (tag == T_FLOAT_ARRAY) {
+    for (i = 0; i < count; i++) {
+      double d;
+      memcpy(&d, p + (size_t)i * 8, 8);
+      lmp__peek_set_float(cells, i, (lua_Number)d);
+    }
+    return;
+  }
+  switch (width) {
+    case 1:
+      for (i = 0; i < count; i++) lmp__peek_set_integer(cells, i, (int8_t)p[i]);
+      break;
+    case 2:
+      for (i = 0; i < count; i++)
+        lmp__peek_set_integer(cells, i, (lua_Integer)get_width(p + (size_t)i * 2, 2));
+      break;
+    case 4:
+      for (i = 0; i < count; i++)
+        lmp__peek_set_integer(cells, i, (lua_Integer)get_width(p + (size_t)i * 4, 4));
+      break;
+    default:
+      for (i = 0; i < count; i++)
+        lmp__peek_set_integer(cells, i, (lua_Integer)get_width(p + (size_t)i * 8, 8));
+      break;
+  }
+}
+
 const char *lmp__decode_number_array(lua_State *L, int tag, const unsigned char **pp,
                                      const unsigned char *end, size_t *slot_budget) {
   const unsigned char *p = *pp;
   uint32_t count, i;
   unsigned width = 8;
   int table;
+  lmp_peek cells;
   if (end - p < 4) return "truncated";
   memcpy(&count, p, 4);
   p += 4;
@@ -304,6 +338,15 @@ const char *lmp__decode_number_array(lua_State *L, int tag, const unsigned char 
   if ((uint64_t)count * width > (uint64_t)(end - p) || count > *slot_budget)
     return "array larger than the data";
   *slot_budget -= count;
+  *pp = p + (size_t)count * width;
+  /* Written in place where the table's array part can be (no call into
+   * Lua a value); else, or should Lua read back something else, through
+   * the C API. */
+  if (lmp__peek_new_array(L, count, &cells)) {
+    fill_in_place(&cells, tag, p, count, width);
+    if (lmp__peek_confirm(L, lua_gettop(L), &cells, count)) return NULL;
+    lua_pop(L, 1);
+  }
   lua_createtable(L, (int)count, 0);
   table = lua_gettop(L);
   if (tag == T_FLOAT_ARRAY) {
@@ -315,26 +358,9 @@ const char *lmp__decode_number_array(lua_State *L, int tag, const unsigned char 
     }
   } else {
     for (i = 0; i < count; i++) {
-      const unsigned char *v = p + (size_t)i * width;
-      lua_Integer n;
-      if (width == 1) n = (int8_t)*v;
-      else if (width == 2) {
-        int16_t w;
-        memcpy(&w, v, 2);
-        n = w;
-      } else if (width == 4) {
-        int32_t w;
-        memcpy(&w, v, 4);
-        n = w;
-      } else {
-        int64_t w;
-        memcpy(&w, v, 8);
-        n = (lua_Integer)w;
-      }
-      lua_pushinteger(L, n);
+      lua_pushinteger(L, (lua_Integer)get_width(p + (size_t)i * width, width));
       lua_rawseti(L, table, (lua_Integer)i + 1);
     }
   }
-  *pp = p + (size_t)count * width;
   return NULL;
 }

@@ -1,7 +1,10 @@
-/* Reading a Lua 5.4 table's array part in place (see table_peek.h): the
- * mirror of Lua's table header, the check that it matches the running
- * Lua, and core.table_peek, which says whether it is in use. */
+/* Reading and writing a Lua 5.4 table's array part in place (see
+ * table_peek.h): the mirror of Lua's table header, the check that it
+ * matches the running Lua, and core.table_peek, which says whether it is
+ * in use. */
 #include "table_peek.h"
+
+#include <limits.h>
 
 #include <lauxlib.h>
 
@@ -30,7 +33,7 @@ typedef struct table_header {
 static int mirror_checked; /* the check ran in this process */
 static int mirror_works;   /* and found the mirror right */
 static int mirror_on;      /* in use: works, and not turned off since */
-static lua_Integer tables_read; /* confirmed by lmp__peek_confirm */
+static lua_Integer tables_done; /* read or written, confirmed by lmp__peek_confirm */
 
 static size_t array_size(const table_header *t) {
   size_t size = t->limit;
@@ -55,10 +58,28 @@ int lmp__peek_array(lua_State *L, int idx, lmp_peek *p) {
   return 1;
 }
 
+static int new_array(lua_State *L, size_t count, lmp_peek *p) {
+  table_header t;
+  if (count == 0 || count > (size_t)INT_MAX) return 0;
+  lua_createtable(L, (int)count, 0);
+  if (!read_header(L, -1, &t) || t.last_free != NULL || array_size(&t) != count ||
+      t.array == NULL) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  p->cells = t.array;
+  p->size = count;
+  return 1;
+}
+
+int lmp__peek_new_array(lua_State *L, size_t count, lmp_peek *p) {
+  return mirror_on && new_array(L, count, p);
+}
+
 /* Whether the value at idx is what `cell` holds: the same basic type (Lua
  * keeps it in the tag's low four bits), for numbers the same subtype and
  * bits, for tables and strings the same object. */
-static int cell_matches(lua_State *L, int idx, const lmp_peek_cell *cell) {
+static int cell_matches(lua_State *L, int idx, lmp_peek_cell *cell) {
   int type = lua_type(L, idx);
   if ((cell->tag & 0x0f) != type) return 0;
   if (type == LUA_TNUMBER) {
@@ -91,7 +112,7 @@ int lmp__peek_confirm(lua_State *L, int idx, const lmp_peek *p, size_t count) {
     mirror_on = 0;
     return 0;
   }
-  tables_read++;
+  tables_done++;
   return 1;
 }
 
@@ -161,6 +182,28 @@ static void append_numbers(lua_State *L, int t, lua_Integer from, lua_Integer to
     else lua_pushinteger(L, i * 1000);
     lua_rawseti(L, t, i);
   }
+}
+
+/* A table made by lmp__peek_new_array and written in place reads back
+ * through the C API as written: the values, no other key, its length. */
+static int written_probe_agrees(lua_State *L) {
+  lmp_peek p;
+  int t;
+  size_t i;
+  if (!new_array(L, 6, &p)) return 0;
+  t = lua_gettop(L);
+  for (i = 0; i < 6; i++) {
+    if (i % 2) lmp__peek_set_float(&p, i, (lua_Number)i + 0.5);
+    else lmp__peek_set_integer(&p, i, (lua_Integer)i * 1000 - 1);
+  }
+  for (i = 0; i < 6; i++) {
+    lua_rawgeti(L, t, (lua_Integer)i + 1);
+    if (i % 2 ? lua_isinteger(L, -1) || lua_tonumber(L, -1) != (lua_Number)i + 0.5
+              : !lua_isinteger(L, -1) || lua_tointeger(L, -1) != (lua_Integer)i * 1000 - 1)
+      return 0;
+    lua_pop(L, 1);
+  }
+  return lua_rawlen(L, t) == 6 && mirror_agrees(L, t, 1);
 }
 
 /* Tables of every shape the mirror must read right, built by the running
@@ -234,6 +277,8 @@ static int probes_agree(lua_State *L) {
   append_numbers(L, t, 1, 4, 0);
   append_numbers(L, t, 100, 100, 0);
   ok = ok && mirror_agrees(L, t, 0);
+  /* Made for writing in place, then written: what Lua reads back. */
+  ok = ok && written_probe_agrees(L);
   /* Empty; and a hash part whose keys were all removed. */
   lua_newtable(L);
   ok = ok && mirror_agrees(L, lua_gettop(L), 1);
@@ -260,14 +305,15 @@ static int mirror_fits_this_lua(lua_State *L) {
 #endif
 }
 
-/* core.table_peek([on]) -> on, count: whether number arrays are read in
- * place (the mirror passed its check and was not turned off), and how
- * many tables were so far. `on` false makes every table take the C API
- * path, for tests of both; true turns it back on if the check passed. */
+/* core.table_peek([on]) -> on, count: whether number arrays are read and
+ * written in place (the mirror passed its check and was not turned off),
+ * and how many tables were so far. `on` false makes every table take the
+ * C API path, for tests of both; true turns it back on if the check
+ * passed. */
 static int table_peek_binding(lua_State *L) {
   if (!lua_isnoneornil(L, 1)) mirror_on = lua_toboolean(L, 1) && mirror_works;
   lua_pushboolean(L, mirror_on);
-  lua_pushinteger(L, tables_read);
+  lua_pushinteger(L, tables_done);
   return 2;
 }
 

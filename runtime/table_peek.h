@@ -1,7 +1,7 @@
-/* Reading a Lua 5.4 table's array part in place, for number arrays
- * (numbers.c). Through the C API each value of a million-number table
- * costs several calls into the interpreter, most of dumps' time; read
- * directly, it is a load and a compare. Lua does not publish its table
+/* Reading and writing a Lua 5.4 table's array part in place, for number
+ * arrays (numbers.c). Through the C API each value of a million-number
+ * table costs several calls into the interpreter, most of dumps' and
+ * loads' time; in place, it is a load and a compare, or two stores. Lua does not publish its table
  * layout, so this header and table_peek.c keep a minimal mirror of it,
  * and nothing else in lmp knows it. The mirror is only used once a check
  * at load time (lmp__open_table_peek) found that, on probe tables built by
@@ -28,7 +28,7 @@ typedef struct lmp_peek_cell {
 } lmp_peek_cell;
 
 typedef struct lmp_peek {
-  const lmp_peek_cell *cells;
+  lmp_peek_cell *cells;
   size_t size;
 } lmp_peek;
 
@@ -43,11 +43,19 @@ typedef struct lmp_peek {
  * Fills *p then. Reads only; calls nothing in Lua. */
 int lmp__peek_array(lua_State *L, int idx, lmp_peek *p);
 
+/* Pushes a new table with an array part of `count` cells (at least 1),
+ * all nil, and fills *p for the caller to write them with
+ * lmp__peek_set_float and lmp__peek_set_integer; numbers need no write
+ * barrier, as they are not collected. Returns 0, pushing nothing, when
+ * the mirror is off. The table must stay on the stack meanwhile. */
+int lmp__peek_new_array(lua_State *L, size_t count, lmp_peek *p);
+
 /* Before trusting what was read of the table at idx: asks the C API for
  * keys 1, count and count + 1, and compares with cells 0 and count - 1
- * (and nil). A mismatch would mean the mirror is wrong after all: it is
- * turned off for the process and 0 returned. 1 when they agree (counted
- * in what core.table_peek reports). */
+ * (and nil); after a table was written in place, the same. A mismatch
+ * would mean the mirror is wrong after all: it is turned off for the
+ * process and 0 returned. 1 when they agree (counted in what
+ * core.table_peek reports). */
 int lmp__peek_confirm(lua_State *L, int idx, const lmp_peek *p, size_t count);
 
 static inline int lmp__peek_is_float(const lmp_peek *p, size_t i) {
@@ -74,6 +82,16 @@ static inline lua_Integer lmp__peek_integer(const lmp_peek *p, size_t i) {
   lua_Integer v;
   memcpy(&v, &p->cells[i].value, sizeof v);
   return v;
+}
+
+static inline void lmp__peek_set_float(lmp_peek *p, size_t i, lua_Number n) {
+  memcpy(&p->cells[i].value, &n, sizeof n);
+  p->cells[i].tag = LMP_PEEK_TAG_FLOAT;
+}
+
+static inline void lmp__peek_set_integer(lmp_peek *p, size_t i, lua_Integer v) {
+  memcpy(&p->cells[i].value, &v, sizeof v);
+  p->cells[i].tag = LMP_PEEK_TAG_INTEGER;
 }
 
 /* Checks the mirror against the running Lua (once a process) and adds
