@@ -53,7 +53,7 @@ LDFLAGS_ALL = -Wl,-z,now $(SANFLAGS) $(LDFLAGS)
 #   embedding
 RUNTIME := memory buffer \
            inbox \
-           error names numbers encode decode descriptors payload cursor \
+           error names table_peek numbers encode decode descriptors payload cursor \
            loop timer stop_signals \
            close_from sigpipe digest tracker terminal shared futex ring waiter sync feeder fd_passing channel_ring channel process_ring process_send process spawn forkserver relay server_reply server watch listener \
            worker interrupt \

@@ -6,6 +6,7 @@
 
 #include "lmp.h"
 #include "channel.h"
+#include "table_peek.h"
 #include "worker.h"
 
 int luaopen_lmp_core(lua_State *L) {
@@ -19,6 +20,7 @@ int luaopen_lmp_core(lua_State *L) {
   lua_setfield(L, -2, "format_version");
   lmp__open_error(L);
   lmp__open_names(L);
+  lmp__open_table_peek(L);
   lmp__open_payload(L);
   lmp__open_cursor(L);
   lmp__open_descriptors(L);

@@ -4,10 +4,12 @@
  * INT_ARRAY in value_format.md) instead of a tag per value: a million
  * floats is one pass of 8-byte copies each way, a million small integers
  * a byte each. Called by encode.c, and by decode.c for the two array
- * tags. */
+ * tags. Where table_peek.h allows, a table's values are read and written
+ * in Lua's array part directly. */
 #include <stdint.h>
 #include <string.h>
 
+#include "table_peek.h"
 #include "value_tags.h"
 
 /* Written into room made for the longest (9 bytes), without a check per
@@ -111,6 +113,87 @@ static void widen(unsigned char *p, size_t count, unsigned from, unsigned to) {
   while (i-- > 0) put_width(p + i * to, get_width(p + i * from, from), to);
 }
 
+/* Writes cells from..size-1 of a read-in-place array part as integers of
+ * `width` bytes at dst (cell i at dst + i * width), while they are
+ * integers that fit; returns the first cell it did not write. Called with
+ * a constant width, so each width gets a loop of its own. */
+static inline size_t put_integer_cells(const lmp_peek *p, size_t from, unsigned char *dst,
+                                       unsigned width) {
+  size_t i;
+  for (i = from; i < p->size && lmp__peek_is_integer(p, i); i++) {
+    int64_t v = (int64_t)lmp__peek_integer(p, i);
+    if (!fits(v, width)) break;
+    put_width(dst + i * width, v, width);
+  }
+  return i;
+}
+
+/* The typed block of a table whose array part is read in place
+ * (table_peek.h): one pass over its cells, no call into Lua per value.
+ * Returns what lmp__encode_number_array does, but 0 also when the table
+ * is one this cannot vouch for: the caller then takes the lua_next pass,
+ * which knows. The values are written as they come, into room for the
+ * whole array part, the integers in the width of those met so far. */
+static int encode_in_place(lua_State *L, int idx, lmp_buffer *out) {
+  lmp_peek p;
+  size_t start = out->len, header, count, i;
+  unsigned width;
+  unsigned char *b;
+  uint32_t count32;
+  if (!lmp__peek_array(L, idx, &p) || p.size < NUMBER_ARRAY_MIN || p.size >= UINT32_MAX - 1)
+    return 0;
+  if (lmp__peek_is_float(&p, 0)) {
+    header = 5;
+    width = 8;
+    if (lmp__buffer_reserve(out, header + p.size * 8) != 0) return -1;
+    b = (unsigned char *)out->data + start + header;
+    for (i = 0; i < p.size && lmp__peek_is_float(&p, i); i++) {
+      double d = (double)lmp__peek_float(&p, i);
+      memcpy(b + i * 8, &d, 8);
+    }
+    count = i;
+  } else if (lmp__peek_is_integer(&p, 0)) {
+    header = 6;
+    width = 1;
+    if (lmp__buffer_reserve(out, header + p.size) != 0) return -1;
+    i = 0;
+    for (;;) {
+      unsigned wider;
+      b = (unsigned char *)out->data + start + header;
+      switch (width) {
+        case 1: i = put_integer_cells(&p, i, b, 1); break;
+        case 2: i = put_integer_cells(&p, i, b, 2); break;
+        case 4: i = put_integer_cells(&p, i, b, 4); break;
+        default: i = put_integer_cells(&p, i, b, 8); break;
+      }
+      if (i == p.size || !lmp__peek_is_integer(&p, i)) break;
+      /* Cell i does not fit (at most three times an array). */
+      wider = width_of((int64_t)lmp__peek_integer(&p, i));
+      out->len = start + header + i * width;
+      if (lmp__buffer_reserve(out, p.size * wider) != 0) {
+        out->len = start;
+        return -1;
+      }
+      out->len = start;
+      widen((unsigned char *)out->data + start + header, i, width, wider);
+      width = wider;
+    }
+    count = i;
+  } else {
+    return 0;
+  }
+  /* Keys 1..count and no other: the rest of the array part is nil. */
+  for (i = count; i < p.size; i++)
+    if (!lmp__peek_is_nil(&p, i)) return 0;
+  if (count < NUMBER_ARRAY_MIN || !lmp__peek_confirm(L, idx, &p, count)) return 0;
+  count32 = (uint32_t)count;
+  out->data[start] = (char)(header == 5 ? T_FLOAT_ARRAY : T_INT_ARRAY);
+  memcpy(out->data + start + 1, &count32, 4);
+  if (header == 6) out->data[start + 5] = (char)width;
+  out->len = start + header + count * width;
+  return 1;
+}
+
 int lmp__encode_number_array(lua_State *L, int idx, lmp_buffer *out) {
   size_t start = out->len, header, count = 0, room = 0;
   int key, is_float;
@@ -126,7 +209,10 @@ int lmp__encode_number_array(lua_State *L, int idx, lmp_buffer *out) {
    * (its subtype: a string key "5" reads as 5), two for its value, one to
    * pop it. Reading the values by index instead (lua_rawgeti) is cheaper
    * per value, but only a pass of lua_next can tell that no other key is
-   * there, and the two passes cost more than this one. */
+   * there, and the two passes cost more than this one. Where Lua's array
+   * part can be read in place, none of these calls is made. */
+  int in_place = encode_in_place(L, idx, out);
+  if (in_place != 0) return in_place;
   lua_pushnil(L);
   key = lua_gettop(L);
   if (!lua_next(L, idx)) return 0; /* empty: lua_next popped the key */
@@ -200,12 +286,45 @@ oom:
   return -1;
 }
 
+/* Writes the block's values into the cells of a table made for them
+ * (table_peek.h), a loop for each width. */
+static void fill_in_place(lmp_peek *cells, int tag, const unsigned char *p, uint32_t count,
+                          unsigned width) {
+  uint32_t i;
+  if (tag == T_FLOAT_ARRAY) {
+    for (i = 0; i < count; i++) {
+      double d;
+      memcpy(&d, p + (size_t)i * 8, 8);
+      lmp__peek_set_float(cells, i, (lua_Number)d);
+    }
+    return;
+  }
+  switch (width) {
+    case 1:
+      for (i = 0; i < count; i++) lmp__peek_set_integer(cells, i, (int8_t)p[i]);
+      break;
+    case 2:
+      for (i = 0; i < count; i++)
+        lmp__peek_set_integer(cells, i, (lua_Integer)get_width(p + (size_t)i * 2, 2));
+      break;
+    case 4:
+      for (i = 0; i < count; i++)
+        lmp__peek_set_integer(cells, i, (lua_Integer)get_width(p + (size_t)i * 4, 4));
+      break;
+    default:
+      for (i = 0; i < count; i++)
+        lmp__peek_set_integer(cells, i, (lua_Integer)get_width(p + (size_t)i * 8, 8));
+      break;
+  }
+}
+
 const char *lmp__decode_number_array(lua_State *L, int tag, const unsigned char **pp,
                                      const unsigned char *end, size_t *slot_budget) {
   const unsigned char *p = *pp;
   uint32_t count, i;
   unsigned width = 8;
   int table;
+  lmp_peek cells;
   if (end - p < 4) return "truncated";
   memcpy(&count, p, 4);
   p += 4;
@@ -219,6 +338,15 @@ const char *lmp__decode_number_array(lua_State *L, int tag, const unsigned char 
   if ((uint64_t)count * width > (uint64_t)(end - p) || count > *slot_budget)
     return "array larger than the data";
   *slot_budget -= count;
+  *pp = p + (size_t)count * width;
+  /* Written in place where the table's array part can be (no call into
+   * Lua a value); else, or should Lua read back something else, through
+   * the C API. */
+  if (lmp__peek_new_array(L, count, &cells)) {
+    fill_in_place(&cells, tag, p, count, width);
+    if (lmp__peek_confirm(L, lua_gettop(L), &cells, count)) return NULL;
+    lua_pop(L, 1);
+  }
   lua_createtable(L, (int)count, 0);
   table = lua_gettop(L);
   if (tag == T_FLOAT_ARRAY) {
@@ -230,26 +358,9 @@ const char *lmp__decode_number_array(lua_State *L, int tag, const unsigned char 
     }
   } else {
     for (i = 0; i < count; i++) {
-      const unsigned char *v = p + (size_t)i * width;
-      lua_Integer n;
-      if (width == 1) n = (int8_t)*v;
-      else if (width == 2) {
-        int16_t w;
-        memcpy(&w, v, 2);
-        n = w;
-      } else if (width == 4) {
-        int32_t w;
-        memcpy(&w, v, 4);
-        n = w;
-      } else {
-        int64_t w;
-        memcpy(&w, v, 8);
-        n = (lua_Integer)w;
-      }
-      lua_pushinteger(L, n);
+      lua_pushinteger(L, (lua_Integer)get_width(p + (size_t)i * width, width));
       lua_rawseti(L, table, (lua_Integer)i + 1);
     }
   }
-  *pp = p + (size_t)count * width;
   return NULL;
 }

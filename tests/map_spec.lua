@@ -210,3 +210,38 @@ describe("a map's answers", function()
         r[2].started - loaded_at[1]))
   end)
 end)
+
+-- Number arrays are read from Lua's array part in place where the mirror
+-- of its table layout passed its check (runtime/table_peek.c):
+-- core.table_peek counts the tables so read, in each process.
+describe("number arrays on the way to workers and back", function()
+  for _, method in ipairs {"fork", "spawn"} do
+    it(("are read in place: a map's upvalue, an apply's argument, a %s worker's result")
+         :format(method), function()
+      local core = require "lmp.core"
+      local own <close> = lmp.Pool{processes = 1, start_method = method}
+      local big = {}
+      for i = 1, 100000 do big[i] = i + 0.5 end
+      local _, before = core.table_peek()
+      local r = own:map(function(i) return big[i] end, {1, 50000, 100000})
+      assert.same({1.5, 50000.5, 100000.5}, {r[1], r[2], r[3]})
+      local _, after_map = core.table_peek()
+      assert.equal(before + 1, after_map)
+      assert.equal(100000.5, own:apply(function(t) return t[#t] end, {big}))
+      assert.equal(after_map + 1, select(2, core.table_peek()))
+      -- The worker checked the mirror itself (spawn) or inherited the
+      -- check (fork), and reads its own result in place.
+      local function worker_peek() return require("lmp.core").table_peek() end
+      local on, worker_before = own:apply(worker_peek)
+      assert.is_true(on)
+      local back = own:apply(function(n)
+        local t = {}
+        for i = 1, n do t[i] = i * 3 end
+        return t
+      end, {100000})
+      assert.equal(300000, back[100000])
+      assert.equal(100000, #back)
+      assert.equal(worker_before + 1, select(2, own:apply(worker_peek)))
+    end)
+  end
+end)

@@ -10,7 +10,41 @@ local lmp = require "lmp"
 local helpers = require "helpers"
 local lfs = require "lfs"
 
-local function round_trip(value) return lmp.loads(lmp.dumps(value)) end
+local core = require "lmp.core"
+local contract = require "contract"
+
+-- A number array is written from Lua's array part read in place
+-- (runtime/table_peek.c) or through the C API (core.table_peek(false)
+-- forces that): every round trip here encodes both ways, which must give
+-- the same bytes.
+local function dumps_both_ways(value)
+  local was_on = core.table_peek()
+  core.table_peek(false)
+  local ok, through_api = pcall(lmp.dumps, value)
+  core.table_peek(was_on)
+  if not ok then error(through_api, 0) end
+  local bytes = lmp.dumps(value)
+  if bytes ~= through_api then
+    error("the encoding read in place differs from the one through the C API", 2)
+  end
+  return bytes
+end
+
+-- Decoding too: a number array's table is written in place or through
+-- the C API; both must give what contract.same calls the same value.
+local function loads_both_ways(bytes)
+  local was_on = core.table_peek()
+  core.table_peek(false)
+  local ok, through_api = pcall(lmp.loads, bytes)
+  core.table_peek(was_on)
+  if not ok then error(through_api, 0) end
+  local value = lmp.loads(bytes)
+  local same, why = contract.same(through_api, value)
+  if not same then error("decoded in place, not as through the C API: " .. why, 2) end
+  return value
+end
+
+local function round_trip(value) return loads_both_ways(dumps_both_ways(value)) end
 
 local function bits(x) return string.pack("<d", x) end
 
@@ -309,7 +343,7 @@ describe("value format", function()
   -- A sequence of only floats or only integers is one typed block
   -- (FLOAT_ARRAY, INT_ARRAY): every value keeps its subtype and bits.
   describe("number arrays", function()
-    local function tag_of(value) return lmp.dumps(value):sub(2, 2) end
+    local function tag_of(value) return dumps_both_ways(value):sub(2, 2) end
 
     it("floats round-trip bit for bit: NaN payloads, -0.0, infinities, subnormals", function()
       local nan_payload = string.unpack("<d", "\1\0\0\0\0\0\xf8\x7f")
@@ -329,16 +363,16 @@ describe("value format", function()
         {{1, 2, 3, 100000, -100000}, 4}, {{1, 2, 3, math.maxinteger, math.mininteger}, 8},
       } do
         local ints, width = case[1], case[2]
-        local bytes = lmp.dumps(ints)
+        local bytes = dumps_both_ways(ints)
         assert.equal(T_INT_ARRAY, bytes:sub(2, 2))
         assert.equal(1 + 1 + 4 + 1 + #ints * width, #bytes)
-        local back = lmp.loads(bytes)
+        local back = loads_both_ways(bytes)
         assert.same(ints, back)
         for i = 1, #ints do assert.equal("integer", math.type(back[i])) end
       end
       local big = {}
       for i = 1, 100000 do big[i] = i % 100 end
-      assert.equal(1 + 1 + 4 + 1 + 100000, #lmp.dumps(big))
+      assert.equal(1 + 1 + 4 + 1 + 100000, #dumps_both_ways(big))
       assert.same(big, round_trip(big))
     end)
 
@@ -361,11 +395,11 @@ describe("value format", function()
       -- and widens what it wrote when one does not fit: the bytes must
       -- come out in the narrowest width of the whole array.
       local function check(ints, width)
-        local bytes = lmp.dumps(ints)
+        local bytes = dumps_both_ways(ints)
         assert.equal(T_INT_ARRAY, bytes:sub(2, 2))
         assert.equal(width, bytes:byte(7))
         assert.equal(1 + 1 + 4 + 1 + #ints * width, #bytes)
-        local back = lmp.loads(bytes)
+        local back = loads_both_ways(bytes)
         assert.equal(#ints, #back)
         for i = 1, #ints do
           if back[i] ~= ints[i] or math.type(back[i]) ~= "integer" then
@@ -398,7 +432,7 @@ describe("value format", function()
       for i = 1, n do floats[i] = i + 0.25; ints[i] = i % 100 end
       assert.equal(T_FLOAT_ARRAY, tag_of(floats))
       assert.equal(T_INT_ARRAY, tag_of(ints))
-      assert.equal(1 + 1 + 4 + 1 + n, #lmp.dumps(ints))
+      assert.equal(1 + 1 + 4 + 1 + n, #dumps_both_ways(ints))
       assert.same(floats, round_trip(floats))
       assert.same(ints, round_trip(ints))
       ints[n], floats[n] = "last", 7
@@ -437,6 +471,50 @@ describe("value format", function()
       assert.equal(T_TABLE, tag_of(string_key))
       assert.is_nil(round_trip(string_key)[5])
       assert.equal(5, round_trip(string_key)["5"])
+    end)
+
+    it("are read from and written to Lua's array part in place, as through the C API", function()
+      -- The mirror of Lua's table layout passed its check at load (on the
+      -- Lua 5.4 lmp is built for, it must), and core.table_peek counts
+      -- the tables it read: a test that the fast path runs at all.
+      assert.is_true((core.table_peek()))
+      local n = 100000
+      local floats, ints, wide = {}, {}, {}
+      for i = 1, n do floats[i] = i + 0.25; ints[i] = i % 100; wide[i] = i * 1000 end
+      wide[n] = math.mininteger
+      for _, t in ipairs {floats, ints, wide, {1.5, 2.5, 3.5, 4.5, 5.5}} do
+        local _, before = core.table_peek()
+        local bytes = dumps_both_ways(t)
+        assert.equal(before + 1, select(2, core.table_peek()))
+        -- Its table on arrival is written in place too.
+        assert.same(t, loads_both_ways(bytes))
+        assert.equal(before + 2, select(2, core.table_peek()))
+      end
+      local _, before = core.table_peek()
+      core.table_peek(false)
+      lmp.dumps(floats)
+      assert.equal(before, select(2, core.table_peek()))
+      core.table_peek(true)
+    end)
+
+    it("nils after the last number and a value past Lua's length hint are seen in place", function()
+      -- Grown by appending, 5 values in an array part of 8; after #,
+      -- Lua keeps 5 as a hint below the part's size.
+      local appended = {}
+      for i = 1, 5 do appended[i] = i * 1.5 end
+      local _ = #appended
+      -- 16 cells; # finds the border 9 and keeps it as the hint, with 11
+      -- past it: not a number array.
+      local beyond = {1, 2, 3, 4, 5, 6, 7, 8, 9, nil, 11, nil, nil, nil, nil, nil}
+      _ = #beyond
+      local _, before = core.table_peek()
+      assert.equal(T_FLOAT_ARRAY, tag_of(appended))
+      assert.equal(T_TABLE, tag_of(beyond))
+      assert.equal(before + 1, select(2, core.table_peek()))
+      local back = round_trip(beyond)
+      assert.equal(11, back[11])
+      assert.is_nil(back[10])
+      assert.same(appended, round_trip(appended))
     end)
 
     it("an array met twice is one table on arrival, also as its own element's neighbour", function()
@@ -528,7 +606,8 @@ describe("value format", function()
         return setmetatable({id = id, here = true}, Handle)
       end)
       local h = setmetatable({id = 7, bound = coroutine.running}, Handle)
-      local r = round_trip({h, h})
+      -- One decode (round_trip decodes twice): one construction.
+      local r = lmp.loads(lmp.dumps({h, h}))
       assert.equal(Handle, getmetatable(r[1]))
       assert.same({7, true}, {r[1].id, r[1].here})
       assert.is_nil(r[1].bound)
