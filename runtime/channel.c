@@ -160,7 +160,7 @@ static void push_task_payload(lua_State *L, const char *p, size_t n, int kept, i
     lua_pushinteger(L, 0);
     lua_setfield(L, kept, "n");
   }
-  lmp__decode(L, p, n);
+  lmp__decode_list(L, p, n);
 }
 
 /* Pushes a frame of the worker's channel: its message, its payload (or

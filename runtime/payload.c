@@ -324,18 +324,23 @@ static int payload_encode_list(lua_State *L) {
  * string, values whose encoding cannot be refused. A map whose items are
  * all plain sends its first tasks before encoding the rest: nothing it
  * sends early can turn out to belong to a call that fails. */
+#define PLAIN_BATCH 64
 static int payload_plain_items(lua_State *L) {
   lua_Integer first = luaL_checkinteger(L, 2), count = luaL_checkinteger(L, 3), i;
   int plain = 1;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
+  /* The values are popped a batch at a time, not one by one: a map of a
+   * million numbers calls this on every item. */
+  luaL_checkstack(L, PLAIN_BATCH, "lmp: checking items");
   for (i = 0; i < count && plain; i++) {
     switch (lua_rawgeti(L, 1, first + i)) {
       case LUA_TNIL: case LUA_TBOOLEAN: case LUA_TNUMBER: case LUA_TSTRING: break;
       default: plain = 0;
     }
-    lua_settop(L, 1);
+    if (i % PLAIN_BATCH == PLAIN_BATCH - 1) lua_settop(L, 1);
   }
+  lua_settop(L, 1);
   lua_pushboolean(L, plain);
   return 1;
 }

@@ -210,3 +210,67 @@ describe("a map's answers", function()
         r[2].started - loaded_at[1]))
   end)
 end)
+
+-- A chunk of numbers goes to its worker, and its answer comes back, as a
+-- number array (docs/protocol.md): each value keeps its subtype and bits,
+-- whatever the width of the block, and an apply's arguments and results
+-- that make such a list are still counted by their n.
+describe("numbers through a pool", function()
+  local pool
+  setup(function() pool = lmp.Pool(2) end)
+  teardown(function()
+    pool:close()
+    pool:join()
+  end)
+
+  local function same_numbers(want, got, what)
+    assert.equal(#want, got.n, what)
+    for i = 1, #want do
+      local where = ("%s item %d"):format(what, i)
+      assert.equal(math.type(want[i]), math.type(got[i]), where)
+      if want[i] ~= want[i] then
+        assert.is_true(got[i] ~= got[i], where)
+      else
+        assert.equal(want[i], got[i], where)
+        assert.equal(1 / want[i], 1 / got[i], where) -- -0.0 stays -0.0
+      end
+    end
+  end
+
+  it("a map keeps every integer width, every float's bits, and lists of both", function()
+    local cases = {
+      bytes = {}, shorts = {}, words = {}, wide = {}, floats = {}, both = {},
+    }
+    for i = 1, 3000 do
+      cases.bytes[i] = i % 256 - 128
+      cases.shorts[i] = i * 11 - 16000
+      cases.words[i] = i * 700001 - (1 << 31)
+      cases.wide[i] = i % 2 == 0 and math.maxinteger - i or math.mininteger + i
+      cases.floats[i] = ({0.5, -0.0, 1 / 0, -1 / 0, 0 / 0, 3.0, 1e300, -2.5e-310})[i % 8 + 1]
+      cases.both[i] = i % 3 == 0 and i + 0.0 or i
+    end
+    local function identity(x) return x end
+    for name, items in pairs(cases) do
+      same_numbers(items, pool:map(identity, items), name)
+      same_numbers(items, pool:map(identity, items, 7), name .. " in chunks of 7")
+    end
+    -- Answers of the other subtype than the items.
+    local halves = pool:map(function(x) return x / 2 end, cases.bytes)
+    for i = 1, #cases.bytes do assert.equal(cases.bytes[i] / 2, halves[i]) end
+  end)
+
+  it("an apply's numbers, as arguments and as results, are counted by their n", function()
+    local function all(...) return select("#", ...), ... end
+    for _, count in ipairs{4, 8, 9, 20} do
+      local args = {}
+      for i = 1, count do args[i] = i * 1000 end
+      local got = table.pack(pool:apply(all, args))
+      assert.equal(count + 1, got.n)
+      assert.equal(count, got[1])
+      for i = 1, count do assert.equal(args[i], got[i + 1]) end
+      got = table.pack(pool:apply_async(function(...) return ... end, args):get(30))
+      assert.equal(count, got.n)
+      for i = 1, count do assert.equal(args[i], got[i]) end
+    end
+  end)
+end)
