@@ -80,6 +80,9 @@ int lmp__read_task_message(const char *bytes, size_t n, lua_Integer *id,
  * caller then decodes them as a value). Malformed bytes raise. */
 int lmp__decode_list_into(lua_State *L, const char *p, size_t n, int dst,
                           lua_Integer first, lua_Integer count);
+/* Whether the n bytes at p are a list lmp__encode_list made a number
+ * array of (their tag says so; the rest is not checked). */
+int lmp__is_number_list(const char *p, size_t n);
 /* Decodes bytes made by lmp__encode_list and pushes the list, {n = count,
  * ...} whichever way it was encoded; as lmp__decode otherwise. */
 void lmp__decode_list(lua_State *L, const char *p, size_t n);

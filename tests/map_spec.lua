@@ -259,6 +259,66 @@ describe("numbers through a pool", function()
     for i = 1, #cases.bytes do assert.equal(cases.bytes[i] / 2, halves[i]) end
   end)
 
+  it("a chunk of numbers is run from C (core.map_numbers), not by the Lua task loop", function()
+    local callers = pool:map(function()
+      return debug.getinfo(2, "S").what == "C" and 1 or 0
+    end, {1, 2, 3, 4, 5, 6, 7, 8}, 4)
+    assert.same({1, 1, 1, 1, 1, 1, 1, 1, n = 8}, callers)
+  end)
+
+  it("a chunk of numbers whose results change kind keeps each, nils and n included", function()
+    local items = {}
+    for i = 1, 3000 do items[i] = i end
+    local r = pool:map(function(x)
+      if x % 1000 == 7 then return nil end
+      if x > 2500 then return tostring(x) end
+      if x > 2000 then return x + 0.5 end
+      return x * 2
+    end, items, 3000)
+    assert.equal(3000, r.n)
+    for i = 1, 3000 do
+      local want
+      if i % 1000 == 7 then want = nil
+      elseif i > 2500 then want = tostring(i)
+      elseif i > 2000 then want = i + 0.5
+      else want = i * 2 end
+      assert.equal(want, r[i], "item " .. i)
+      assert.equal(math.type(want), math.type(r[i]), "item " .. i)
+    end
+    -- Nothing but nil; floats from the first.
+    local none = pool:map(function() end, items, 3000)
+    assert.equal(3000, none.n)
+    for key in pairs(none) do assert.equal("n", key) end
+    local quarters = {}
+    for i = 1, 3000 do quarters[i] = i / 4 end
+    same_numbers(quarters, pool:map(function(x) return x / 4 end, items, 1000), "quarters")
+  end)
+
+  it("an item of a chunk of numbers that raises fails alone: the items after it run", function()
+    local items = {}
+    for i = 1, 40 do items[i] = i end
+    local got, failures = {}, {}
+    local it = pool:imap(function(x)
+      if x == 5 or x == 12 then error("boom " .. x) end
+      if x > 30 then return "text " .. x end
+      return x * 2
+    end, items, 40)
+    for k = 1, 40 do
+      local ok, v = pcall(it)
+      if ok then got[k] = v else failures[#failures + 1] = v end
+    end
+    assert.equal(2, #failures)
+    assert.equal(5, failures[1].index)
+    assert.matches("boom 5", tostring(failures[1].message), 1, true)
+    assert.equal(12, failures[2].index)
+    assert.matches("boom 12", tostring(failures[2].message), 1, true)
+    for k = 1, 40 do
+      if k ~= 5 and k ~= 12 then
+        assert.equal(k > 30 and "text " .. k or k * 2, got[k], "item " .. k)
+      end
+    end
+  end)
+
   it("an apply's numbers, as arguments and as results, are counted by their n", function()
     local function all(...) return select("#", ...), ... end
     for _, count in ipairs{4, 8, 9, 20} do

@@ -74,7 +74,21 @@ local function status_and_values(ok, ...)
   return ok, {n = n, ...}
 end
 
+-- A map's chunk of numbers, which comes as the bytes of its number array
+-- (a string, see core.channel_recv): run in C, with no table for the
+-- items nor, while the results are numbers of one subtype, for the
+-- results, which then are the bytes of the answer's number array.
+local map_numbers = core.map_numbers
+local function run_numbers(fn, items)
+  local values, failures = map_numbers(fn, items, handler)
+  if failures then
+    for i, failure in pairs(failures) do failures[i] = error_info(failure_of(failure)) end
+  end
+  return values, failures
+end
+
 local function run(fn, mode, args)
+  if type(args) == "string" then return run_numbers(fn, args) end
   local n = args.n or #args
   if mode == "apply" then
     local ok, r = status_and_values(xpcall(fn, handler, unpack(args, 1, n)))
@@ -121,6 +135,8 @@ end
 -- channel itself fail, every item encodes alone and the last send raises:
 -- the main process is gone, and so goes this worker.)
 local function send_result(id, values, errors, ran)
+  -- Encoded already (run_numbers): nothing in it can be refused.
+  if type(values) == "string" then return channel_send(answer(id, errors, ran), values) end
   local n = values.n or #values
   local ok = pcall(channel_send, answer(id, errors, ran), values, n)
   if ok then return end
@@ -359,6 +375,10 @@ function worker.main()
     if tag == "function" then goto next_message end
     local values, errors
     local started = hrtime()
+    if type(args) == "string" and (missing or not fn) then
+      -- A chunk of numbers (see run_numbers) that is not run as one.
+      args = core.loads(args)
+    end
     if not fn and unreceived[function_id] then
       values, errors = {n = 0}, {}
       for i = 1, mode == "apply" and 1 or (args.n or #args) do
