@@ -153,6 +153,34 @@ describe("the tail of a map", function()
     assert.is_true(tasks > planned, ("%d tasks, %d planned"):format(tasks, planned))
   end)
 
+  it("of numbers is cut out of its encoding; other plain items are encoded again", function()
+    local core = require "lmp.core"
+    local encode_list, encodings = core.encode_list, 0
+    core.encode_list = function(...)
+      encodings = encodings + 1
+      return encode_list(...)
+    end
+    local ok, err = pcall(function()
+      local planned = #chunking.chunk_plan(200, 2)
+      for _, case in ipairs{{"numbers", items_of(200)}, {"strings", items_of(200, tostring)}} do
+        local name, items = case[1], case[2]
+        encodings = 0
+        local before = tasks_sent(pool)
+        local r = pool:map(function(x) return spin(x, 0.001) end, items)
+        local tasks = tasks_sent(pool) - before
+        for i = 1, 200 do assert.equal(items[i], r[i]) end
+        assert.is_true(tasks > planned, ("%s: %d tasks, %d planned"):format(name, tasks, planned))
+        if name == "numbers" then
+          assert.equal(planned, encodings, name)
+        else
+          assert.is_true(encodings > planned, ("%s: %d encodings"):format(name, encodings))
+        end
+      end
+    end)
+    core.encode_list = encode_list
+    assert(ok, err)
+  end)
+
   it("is cut from the items as they were when the call was made", function()
     local items = items_of(200)
     local async = pool:map_async(function(x) return spin(x, 0.001) end, items)
