@@ -56,7 +56,7 @@ RUNTIME := memory buffer \
            error names table_peek numbers encode decode descriptors payload cursor \
            loop timer stop_signals \
            close_from sigpipe digest tracker terminal shared futex ring waiter sync feeder fd_passing channel_ring channel process_ring process_send process spawn forkserver relay server_reply server watch listener \
-           worker interrupt \
+           worker map_numbers interrupt \
            core embed
 # `make MPI=1` adds the MPI transport (runtime/mpi.c), compiled with the
 # flags of pkg-config's ompi (Open MPI) or mpich; MPI_PKG picks one

@@ -133,14 +133,20 @@ static lmp_inbox channel_inbox;
 #define KEPT_ARGUMENTS 8
 
 /* Pushes the payload of a usual task: an apply's few arguments into the
- * table at kept (with n), emptied of the last ones first; anything else
- * as a new value. */
-static void push_task_payload(lua_State *L, const char *p, size_t n, int kept, int apply) {
+ * table at kept (with n), emptied of the last ones first; a map's chunk
+ * of numbers as the bytes of its number array, a string, which
+ * core.map_numbers runs without making the table; anything else as a new
+ * value. */
+static void push_task_payload(lua_State *L, const char *p, size_t n, int kept, int apply, int map) {
   uint32_t count = 0;
   lua_Integer i, last;
   /* The version byte, T_TABLE, then the count of the list (lmp__encode_list). */
   if (n == 0) {
     lua_pushnil(L);
+    return;
+  }
+  if (map && lmp__is_number_list(p, n)) {
+    lua_pushlstring(L, p, n);
     return;
   }
   if (apply && n >= 6 && (count = lmp__u32_at(p + 2)) <= KEPT_ARGUMENTS) {
@@ -160,7 +166,7 @@ static void push_task_payload(lua_State *L, const char *p, size_t n, int kept, i
     lua_pushinteger(L, 0);
     lua_setfield(L, kept, "n");
   }
-  lmp__decode(L, p, n);
+  lmp__decode_list(L, p, n);
 }
 
 /* Pushes a frame of the worker's channel: its message, its payload (or
@@ -181,7 +187,8 @@ static int push_frame(lua_State *L, const char *body, size_t n, int kept) {
       lmp__read_task_message(body + 4, message, &id, &function_id, &mode, &mode_len)) {
     lua_pushliteral(L, "task");
     push_task_payload(L, body + 4 + message, n - 4 - message, kept,
-                      mode_len == 5 && memcmp(mode, "apply", 5) == 0);
+                      mode_len == 5 && memcmp(mode, "apply", 5) == 0,
+                      mode_len == 3 && memcmp(mode, "map", 3) == 0);
     lua_pushinteger(L, (lua_Integer)n);
     lua_pushinteger(L, id);
     lua_pushinteger(L, function_id);
@@ -337,9 +344,15 @@ static int send_frame(lua_State *L, int fd, int message, int payload, lua_Intege
   if (worker_channel) passed->base = passed->n;
   message_end = b->len;
   message_len = message_end - LMP_FRAME_PREFIX;
-  if (r == 0 && payload)
+  if (r == 0 && payload && lua_type(L, payload) == LUA_TSTRING) {
+    /* Encoded already (core.map_numbers): the bytes as they are. */
+    size_t len;
+    const char *bytes = lua_tolstring(L, payload, &len);
+    if (lmp__buffer_append(b, bytes, len) != 0) return luaL_error(L, "lmp: not enough memory");
+  } else if (r == 0 && payload) {
     r = count >= 0 ? lmp__encode_list(L, payload, 1, count, 1, b, root, pieces_slot, 0)
                    : lmp__encode_pieces(L, payload, b, root, pieces_slot);
+  }
   if (worker_channel) lmp__descriptors_collect(previous);
   if (r != 0) return lua_error(L);
   if (!lua_isnil(L, pieces_slot)) pieces = lua_rawlen(L, pieces_slot) / 2;
@@ -394,11 +407,13 @@ static int send_frame(lua_State *L, int fd, int message, int payload, lua_Intege
 
 /* core.channel_send(message [, values, count]): a frame on the worker's
  * channel; values[1 .. count] are a task's results, sent as a list (no
- * traversal of the table; refusals name "result[k]"). */
+ * traversal of the table; refusals name "result[k]"); values may instead
+ * be the list encoded already, a string (core.map_numbers). */
 static int core_channel_send(lua_State *L) {
   luaL_checkany(L, 1);
   lua_settop(L, 3);
   if (lua_isnil(L, 2)) return send_frame(L, LMP_CHANNEL_FD, 1, 0, -1, "result", 1);
+  if (lua_type(L, 2) == LUA_TSTRING) return send_frame(L, LMP_CHANNEL_FD, 1, 2, -1, "result", 1);
   luaL_checktype(L, 2, LUA_TTABLE);
   return send_frame(L, LMP_CHANNEL_FD, 1, 2, luaL_checkinteger(L, 3), "result", 1);
 }

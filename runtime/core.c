@@ -44,6 +44,7 @@ int luaopen_lmp_core(lua_State *L) {
   lmp__open_relay_mpi(L);
 #endif
   lmp__open_worker(L);
+  lmp__open_map_numbers(L);
   lmp__open_interrupt(L);
   return 1;
 }

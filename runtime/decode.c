@@ -498,8 +498,19 @@ int lmp__decode_list_into(lua_State *L, const char *p, size_t n, int dst,
   int top = lua_gettop(L);
   uint32_t narray, nhash, i;
   dst = lua_absindex(L, dst);
-  /* Only the shape lmp__encode_list makes: a table of `count` values and
-   * one more key (n), no metatable. */
+  if (n >= 6 && (unsigned char)p[0] == LMP_FORMAT_VERSION &&
+      (p[1] == T_INT_ARRAY || p[1] == T_FLOAT_ARRAY)) {
+    /* A list of numbers (lmp__encode_list): its values go straight from
+     * the block to dst. */
+    const unsigned char *q = (const unsigned char *)p + 2, *end = (const unsigned char *)p + n;
+    size_t budget = n;
+    if (lmp__decode_number_array_into(L, p[1], &q, end, &budget, dst, first, count) != NULL ||
+        q != end)
+      return 0;
+    return 1;
+  }
+  /* Otherwise only the shape lmp__encode_list makes: a table of `count`
+   * values and one more key (n), no metatable. */
   if (n < 10 || (unsigned char)p[0] != LMP_FORMAT_VERSION || p[1] != T_TABLE) return 0;
   memset(&d, 0, sizeof d);
   d.L = L;
@@ -531,6 +542,28 @@ int lmp__decode_list_into(lua_State *L, const char *p, size_t n, int dst,
   give_back_decode_refs(&d);
   lua_settop(L, top);
   return 1;
+}
+
+int lmp__is_number_list(const char *p, size_t n) {
+  return n >= 6 && (unsigned char)p[0] == LMP_FORMAT_VERSION &&
+         (p[1] == T_INT_ARRAY || p[1] == T_FLOAT_ARRAY);
+}
+
+void lmp__decode_list(lua_State *L, const char *p, size_t n) {
+  if (lmp__is_number_list(p, n)) {
+    uint32_t count;
+    memcpy(&count, p + 2, 4);
+    /* A count the bytes cannot hold is refused below by lmp__decode, before
+     * a table of that size is made. */
+    if (count <= n) {
+      lua_createtable(L, (int)count, 1);
+      lua_pushinteger(L, (lua_Integer)count);
+      lua_setfield(L, -2, "n");
+      if (lmp__decode_list_into(L, p, n, -1, 1, (lua_Integer)count)) return;
+      lua_pop(L, 1);
+    }
+  }
+  lmp__decode(L, p, n);
 }
 
 /* An integer as lmp__put_integer writes it, at *p (before end); 0 when

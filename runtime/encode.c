@@ -610,6 +610,20 @@ int lmp__encode_list(lua_State *L, int idx, lua_Integer first, lua_Integer count
   size_t at;
   idx = lua_absindex(L, idx);
   if (envelope < 0 || envelope > LMP_ENVELOPE_DEPTH) luaL_error(L, "lmp: bad envelope depth");
+  /* A list of numbers only, a map's usual chunk and its answer, is one
+   * number array, its count its n (lmp__decode_list): 121 instructions an
+   * item to encode instead of 178 (callgrind), nothing to dispatch on per
+   * item when decoding, and a byte or two an item where a tag per item
+   * took up to five. Nothing in it can be refused or refer to anything. */
+  if (envelope == 0 && count >= 0 && count <= UINT32_MAX) {
+    size_t start = out->len;
+    unsigned char version = LMP_FORMAT_VERSION;
+    int r = lmp__buffer_append(out, &version, 1) != 0
+                ? -1 : lmp__encode_number_list(L, idx, first, count, out);
+    if (r < 0) luaL_error(L, "lmp: not enough memory to encode the value");
+    if (r > 0) return 0;
+    out->len = start;
+  }
   encoder_start(&e, L, out, pieces);
   e.max_depth += envelope;
   /* The list is a table on arrival, and a decoder numbers it first (id 1):

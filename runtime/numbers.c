@@ -318,12 +318,13 @@ static void fill_in_place(lmp_peek *cells, int tag, const unsigned char *p, uint
   }
 }
 
-const char *lmp__decode_number_array(lua_State *L, int tag, const unsigned char **pp,
-                                     const unsigned char *end, size_t *slot_budget) {
+const char *lmp__decode_number_array_into(lua_State *L, int tag, const unsigned char **pp,
+                                          const unsigned char *end, size_t *slot_budget,
+                                          int dst, lua_Integer first, int64_t expect) {
   const unsigned char *p = *pp;
   uint32_t count, i;
   unsigned width = 8;
-  int table;
+  int table = dst;
   lmp_peek cells;
   if (end - p < 4) return "truncated";
   memcpy(&count, p, 4);
@@ -337,30 +338,98 @@ const char *lmp__decode_number_array(lua_State *L, int tag, const unsigned char 
    * the input holds. */
   if ((uint64_t)count * width > (uint64_t)(end - p) || count > *slot_budget)
     return "array larger than the data";
+  if (expect >= 0 && (int64_t)count != expect) return "not the expected count";
   *slot_budget -= count;
   *pp = p + (size_t)count * width;
-  /* Written in place where the table's array part can be (no call into
-   * Lua a value); else, or should Lua read back something else, through
-   * the C API. */
-  if (lmp__peek_new_array(L, count, &cells)) {
-    fill_in_place(&cells, tag, p, count, width);
-    if (lmp__peek_confirm(L, lua_gettop(L), &cells, count)) return NULL;
-    lua_pop(L, 1);
+  /* A table of its own is written in place where its array part can be
+   * (no call into Lua a value); else, or should Lua read back something
+   * else, through the C API. A given table (dst) is filled through the
+   * API from `first`. */
+  if (dst == 0) {
+    if (lmp__peek_new_array(L, count, &cells)) {
+      fill_in_place(&cells, tag, p, count, width);
+      if (lmp__peek_confirm(L, lua_gettop(L), &cells, count)) return NULL;
+      lua_pop(L, 1);
+    }
+    lua_createtable(L, (int)count, 0);
+    table = lua_gettop(L);
   }
-  lua_createtable(L, (int)count, 0);
-  table = lua_gettop(L);
   if (tag == T_FLOAT_ARRAY) {
     for (i = 0; i < count; i++) {
       double d;
       memcpy(&d, p + (size_t)i * 8, 8);
       lua_pushnumber(L, (lua_Number)d);
-      lua_rawseti(L, table, (lua_Integer)i + 1);
+      lua_rawseti(L, table, first + (lua_Integer)i);
     }
   } else {
     for (i = 0; i < count; i++) {
       lua_pushinteger(L, (lua_Integer)get_width(p + (size_t)i * width, width));
-      lua_rawseti(L, table, (lua_Integer)i + 1);
+      lua_rawseti(L, table, first + (lua_Integer)i);
     }
   }
   return NULL;
+}
+
+const char *lmp__decode_number_array(lua_State *L, int tag, const unsigned char **pp,
+                                     const unsigned char *end, size_t *slot_budget) {
+  return lmp__decode_number_array_into(L, tag, pp, end, slot_budget, 0, 1, -1);
+}
+
+/* How many values lmp__encode_number_list leaves on the stack before it
+ * pops them all at once: one lua_settop per batch instead of one a value. */
+#define LIST_BATCH 64
+
+int lmp__encode_number_list(lua_State *L, int idx, lua_Integer first, lua_Integer count,
+                            lmp_buffer *out) {
+  size_t start = out->len, header, i, n = (size_t)count;
+  int is_float, top = lua_gettop(L), kind;
+  int64_t low = 0, high = 0;
+  unsigned width;
+  uint32_t count32;
+  unsigned char *b;
+  if (count < NUMBER_ARRAY_MIN || count > UINT32_MAX - 1) return 0;
+  kind = lua_rawgeti(L, idx, first);
+  is_float = kind == LUA_TNUMBER && !lua_isinteger(L, -1);
+  lua_settop(L, top);
+  if (kind != LUA_TNUMBER) return 0;
+  /* The values are read once, into 8-byte slots, and the integers
+   * narrowed after: the width of the block is known only once every value
+   * was read, and the calls into Lua are most of the cost. */
+  header = is_float ? 5 : 6;
+  if (lmp__buffer_reserve(out, header + n * 8) != 0) return -1;
+  b = (unsigned char *)out->data + start + header;
+  luaL_checkstack(L, LIST_BATCH, "lmp: encoding a list");
+  for (i = 0; i < n; i++) {
+    if (lua_rawgeti(L, idx, first + (lua_Integer)i) != LUA_TNUMBER ||
+        lua_isinteger(L, -1) == is_float) {
+      lua_settop(L, top);
+      return 0;
+    }
+    if (is_float) {
+      double d = (double)lua_tonumberx(L, -1, NULL);
+      memcpy(b + i * 8, &d, 8);
+    } else {
+      int64_t v = (int64_t)lua_tointegerx(L, -1, NULL);
+      memcpy(b + i * 8, &v, 8);
+      low = v < low ? v : low;
+      high = v > high ? v : high;
+    }
+    if (i % LIST_BATCH == LIST_BATCH - 1) lua_settop(L, top);
+  }
+  lua_settop(L, top);
+  width = is_float ? 8 : width_of(low) > width_of(high) ? width_of(low) : width_of(high);
+  /* Narrowed in place: each write lands at or before what it reads. */
+  if (width == 1) {
+    for (i = 0; i < n; i++) b[i] = b[i * 8];
+  } else if (width == 2) {
+    for (i = 0; i < n; i++) memmove(b + i * 2, b + i * 8, 2);
+  } else if (width == 4) {
+    for (i = 0; i < n; i++) memmove(b + i * 4, b + i * 8, 4);
+  }
+  count32 = (uint32_t)count;
+  out->data[start] = (char)(is_float ? T_FLOAT_ARRAY : T_INT_ARRAY);
+  memcpy(out->data + start + 1, &count32, 4);
+  if (!is_float) out->data[start + 5] = (char)width;
+  out->len = start + header + n * width;
+  return 1;
 }

@@ -4,7 +4,7 @@
 #include <limits.h>
 #include <string.h>
 
-#include "value.h"
+#include "value_tags.h"
 
 #define ENCODE_BOX_META "lmp.EncodeBuffer"
 #define SPARE_KEEP 65536 /* a spare buffer bigger than this is freed */
@@ -324,19 +324,60 @@ static int payload_encode_list(lua_State *L) {
  * string, values whose encoding cannot be refused. A map whose items are
  * all plain sends its first tasks before encoding the rest: nothing it
  * sends early can turn out to belong to a call that fails. */
+#define PLAIN_BATCH 64
 static int payload_plain_items(lua_State *L) {
   lua_Integer first = luaL_checkinteger(L, 2), count = luaL_checkinteger(L, 3), i;
   int plain = 1;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
+  /* The values are popped a batch at a time, not one by one: a map of a
+   * million numbers calls this on every item. */
+  luaL_checkstack(L, PLAIN_BATCH, "lmp: checking items");
   for (i = 0; i < count && plain; i++) {
     switch (lua_rawgeti(L, 1, first + i)) {
       case LUA_TNIL: case LUA_TBOOLEAN: case LUA_TNUMBER: case LUA_TSTRING: break;
       default: plain = 0;
     }
-    lua_settop(L, 1);
+    if (i % PLAIN_BATCH == PLAIN_BATCH - 1) lua_settop(L, 1);
   }
+  lua_settop(L, 1);
   lua_pushboolean(L, plain);
+  return 1;
+}
+
+/* core.slice_numbers(payload, from, count) -> the payload of items from ..
+ * from + count - 1 (from 1) of a list encoded as one number array
+ * (lmp__encode_list), or nil when the payload is not one: a map's queued
+ * task cut in two (Pool:_split) without reading its items again. */
+static int payload_slice_numbers(lua_State *L) {
+  lmp_payload *payload = lmp__check_payload(L, 1), *part;
+  lua_Integer from = luaL_checkinteger(L, 2), count = luaL_checkinteger(L, 3);
+  const char *p = LMP_PAYLOAD_BYTES(payload);
+  size_t header, width;
+  uint32_t total, count32;
+  char *q;
+  if (payload->piece_count != 0 || payload->descriptors != NULL ||
+      !lmp__is_number_list(p, payload->bytes_len)) {
+    lua_pushnil(L);
+    return 1;
+  }
+  header = p[1] == T_INT_ARRAY ? 7 : 6;
+  width = p[1] == T_INT_ARRAY ? (unsigned char)p[6] : 8;
+  memcpy(&total, p + 2, 4);
+  luaL_argcheck(L, payload->bytes_len == header + (size_t)total * width, 1, "malformed number array");
+  luaL_argcheck(L, from >= 1 && from <= (lua_Integer)total + 1, 2, "out of range");
+  luaL_argcheck(L, count >= 0 && count <= (lua_Integer)total - from + 1, 3, "out of range");
+  part = lua_newuserdatauv(L, sizeof *part + header + (size_t)count * width, 2);
+  part->length = part->bytes_len = header + (size_t)count * width;
+  part->descriptors = NULL;
+  part->piece_count = 0;
+  q = LMP_PAYLOAD_BYTES(part);
+  memcpy(q, p, header);
+  count32 = (uint32_t)count;
+  memcpy(q + 2, &count32, 4);
+  memcpy(q + header, p + header + (size_t)(from - 1) * width, (size_t)count * width);
+  lmp__push_payload_meta(L);
+  lua_setmetatable(L, -2);
   return 1;
 }
 
@@ -354,6 +395,7 @@ static const luaL_Reg payload_functions[] = {
     {"dumps", payload_dumps},   {"loads", payload_loads},
     {"encode", payload_encode},
     {"new_table", payload_new_table}, {"plain_items", payload_plain_items},
+    {"slice_numbers", payload_slice_numbers},
     {NULL, NULL}};
 
 void lmp__open_payload(lua_State *L) {

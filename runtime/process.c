@@ -266,12 +266,16 @@ static void decode_offering(lua_State *L, const char *p, size_t n, lmp_descripto
   lmp__descriptors_offer(previous);
 }
 
-/* core.payload_value(view or table) -> the value (a table is itself). */
+/* core.payload_value(view or table) -> the value (a table is itself): an
+ * answer's list, {n = count, ...}. */
 static int core_payload_value(lua_State *L) {
   payload_view *view;
+  lmp_descriptors *previous;
   if (lua_type(L, 1) == LUA_TTABLE) return 1;
   view = check_view(L, 1);
-  decode_offering(L, view->p, view->n, view->descriptors);
+  previous = lmp__descriptors_offer(view->descriptors);
+  lmp__decode_list(L, view->p, view->n);
+  lmp__descriptors_offer(previous);
   return 1;
 }
 

@@ -55,7 +55,10 @@ int lmp__encode_message(lua_State *L, int idx, lmp_buffer *out, const char *root
  * task's arguments travel. Refusals name the item as root[name_first + k]
  * for the k-th item (from 0). `envelope` levels of each item are lmp's own
  * wrapping (as lmp__encode_message's), not counted against the limit.
- * Otherwise as lmp__encode_pieces. */
+ * Otherwise as lmp__encode_pieces. A list of at least 4 numbers, all
+ * integers or all floats (a map's usual chunk, and its answer), is
+ * encoded as the number array of its items instead, whose count is its n
+ * (lmp__decode_list gives it back). */
 int lmp__encode_list(lua_State *L, int idx, lua_Integer first, lua_Integer count,
                      lua_Integer name_first, lmp_buffer *out, const char *root, int pieces,
                      int envelope);
@@ -77,6 +80,12 @@ int lmp__read_task_message(const char *bytes, size_t n, lua_Integer *id,
  * caller then decodes them as a value). Malformed bytes raise. */
 int lmp__decode_list_into(lua_State *L, const char *p, size_t n, int dst,
                           lua_Integer first, lua_Integer count);
+/* Whether the n bytes at p are a list lmp__encode_list made a number
+ * array of (their tag says so; the rest is not checked). */
+int lmp__is_number_list(const char *p, size_t n);
+/* Decodes bytes made by lmp__encode_list and pushes the list, {n = count,
+ * ...} whichever way it was encoded; as lmp__decode otherwise. */
+void lmp__decode_list(lua_State *L, const char *p, size_t n);
 /* When the n bytes at p are one integer and nothing else (a task's
  * answer, most often), pushes it and returns 1, with no allocation and
  * nothing that can raise; else returns 0 and pushes nothing. */

@@ -44,10 +44,24 @@ int lmp__put_integer(lmp_buffer *out, lua_Integer v);
  * before: the caller checked). Returns 1 when written; 0 when the table is
  * not one (out is left as it was); -1 when out of memory. */
 int lmp__encode_number_array(lua_State *L, int idx, lmp_buffer *out);
+/* numbers.c: list[first .. first + count - 1] (the table at idx), when
+ * there are at least 4 and all are floats or all integers, written as one
+ * typed block: the whole encoding of a list of numbers, a map's chunk or
+ * its answer, whose length is its count (lmp__encode_list). Reads each
+ * value once; returns 1 when written, 0 when the items are not such a list
+ * (out is left as it was), -1 when out of memory. */
+int lmp__encode_number_list(lua_State *L, int idx, lua_Integer first, lua_Integer count,
+                            lmp_buffer *out);
 /* Reads the block after the tag (*pp just past it) and pushes its table;
  * returns NULL, or what is malformed (nothing pushed). */
 const char *lmp__decode_number_array(lua_State *L, int tag, const unsigned char **pp,
                                      const unsigned char *end, size_t *slot_budget);
+/* The same into the table at dst (an absolute index), its values at keys
+ * first onwards, nothing pushed; when expect is not negative, a block of
+ * another count is refused (nothing written). */
+const char *lmp__decode_number_array_into(lua_State *L, int tag, const unsigned char **pp,
+                                          const unsigned char *end, size_t *slot_budget,
+                                          int dst, lua_Integer first, int64_t expect);
 
 /* Puts in stack slot `slot` the spare table kept under `key` in the
  * registry (taking it from there), or a new one. */

@@ -1,4 +1,5 @@
-/* The worker layer: being a worker (worker.c) and Ctrl-C (interrupt.c).
+/* The worker layer: being a worker (worker.c), a map's chunk of numbers
+ * run without tables (map_numbers.c) and Ctrl-C (interrupt.c).
  * Internal; uses only the layers below it. */
 #ifndef LMP_WORKER_H
 #define LMP_WORKER_H
@@ -25,6 +26,7 @@ int lmp__serve_forks(lua_State *L, long parent);
 
 /* Each binding file adds its functions to the lmp.core table on top. */
 void lmp__open_worker(lua_State *L);
+void lmp__open_map_numbers(lua_State *L);
 void lmp__open_interrupt(lua_State *L);
 
 #endif

@@ -153,6 +153,34 @@ describe("the tail of a map", function()
     assert.is_true(tasks > planned, ("%d tasks, %d planned"):format(tasks, planned))
   end)
 
+  it("of numbers is cut out of its encoding; other plain items are encoded again", function()
+    local core = require "lmp.core"
+    local encode_list, encodings = core.encode_list, 0
+    core.encode_list = function(...)
+      encodings = encodings + 1
+      return encode_list(...)
+    end
+    local ok, err = pcall(function()
+      local planned = #chunking.chunk_plan(200, 2)
+      for _, case in ipairs{{"numbers", items_of(200)}, {"strings", items_of(200, tostring)}} do
+        local name, items = case[1], case[2]
+        encodings = 0
+        local before = tasks_sent(pool)
+        local r = pool:map(function(x) return spin(x, 0.001) end, items)
+        local tasks = tasks_sent(pool) - before
+        for i = 1, 200 do assert.equal(items[i], r[i]) end
+        assert.is_true(tasks > planned, ("%s: %d tasks, %d planned"):format(name, tasks, planned))
+        if name == "numbers" then
+          assert.equal(planned, encodings, name)
+        else
+          assert.is_true(encodings > planned, ("%s: %d encodings"):format(name, encodings))
+        end
+      end
+    end)
+    core.encode_list = encode_list
+    assert(ok, err)
+  end)
+
   it("is cut from the items as they were when the call was made", function()
     local items = items_of(200)
     local async = pool:map_async(function(x) return spin(x, 0.001) end, items)
@@ -244,4 +272,128 @@ describe("number arrays on the way to workers and back", function()
       assert.equal(worker_before + 1, select(2, own:apply(worker_peek)))
     end)
   end
+end)
+
+-- A chunk of numbers goes to its worker, and its answer comes back, as a
+-- number array (docs/protocol.md): each value keeps its subtype and bits,
+-- whatever the width of the block, and an apply's arguments and results
+-- that make such a list are still counted by their n.
+describe("numbers through a pool", function()
+  local pool
+  setup(function() pool = lmp.Pool(2) end)
+  teardown(function()
+    pool:close()
+    pool:join()
+  end)
+
+  local function same_numbers(want, got, what)
+    assert.equal(#want, got.n, what)
+    for i = 1, #want do
+      local where = ("%s item %d"):format(what, i)
+      assert.equal(math.type(want[i]), math.type(got[i]), where)
+      if want[i] ~= want[i] then
+        assert.is_true(got[i] ~= got[i], where)
+      else
+        assert.equal(want[i], got[i], where)
+        assert.equal(1 / want[i], 1 / got[i], where) -- -0.0 stays -0.0
+      end
+    end
+  end
+
+  it("a map keeps every integer width, every float's bits, and lists of both", function()
+    local cases = {
+      bytes = {}, shorts = {}, words = {}, wide = {}, floats = {}, both = {},
+    }
+    for i = 1, 3000 do
+      cases.bytes[i] = i % 256 - 128
+      cases.shorts[i] = i * 11 - 16000
+      cases.words[i] = i * 700001 - (1 << 31)
+      cases.wide[i] = i % 2 == 0 and math.maxinteger - i or math.mininteger + i
+      cases.floats[i] = ({0.5, -0.0, 1 / 0, -1 / 0, 0 / 0, 3.0, 1e300, -2.5e-310})[i % 8 + 1]
+      cases.both[i] = i % 3 == 0 and i + 0.0 or i
+    end
+    local function identity(x) return x end
+    for name, items in pairs(cases) do
+      same_numbers(items, pool:map(identity, items), name)
+      same_numbers(items, pool:map(identity, items, 7), name .. " in chunks of 7")
+    end
+    -- Answers of the other subtype than the items.
+    local halves = pool:map(function(x) return x / 2 end, cases.bytes)
+    for i = 1, #cases.bytes do assert.equal(cases.bytes[i] / 2, halves[i]) end
+  end)
+
+  it("a chunk of numbers is run from C (core.map_numbers), not by the Lua task loop", function()
+    local callers = pool:map(function()
+      return debug.getinfo(2, "S").what == "C" and 1 or 0
+    end, {1, 2, 3, 4, 5, 6, 7, 8}, 4)
+    assert.same({1, 1, 1, 1, 1, 1, 1, 1, n = 8}, callers)
+  end)
+
+  it("a chunk of numbers whose results change kind keeps each, nils and n included", function()
+    local items = {}
+    for i = 1, 3000 do items[i] = i end
+    local r = pool:map(function(x)
+      if x % 1000 == 7 then return nil end
+      if x > 2500 then return tostring(x) end
+      if x > 2000 then return x + 0.5 end
+      return x * 2
+    end, items, 3000)
+    assert.equal(3000, r.n)
+    for i = 1, 3000 do
+      local want
+      if i % 1000 == 7 then want = nil
+      elseif i > 2500 then want = tostring(i)
+      elseif i > 2000 then want = i + 0.5
+      else want = i * 2 end
+      assert.equal(want, r[i], "item " .. i)
+      assert.equal(math.type(want), math.type(r[i]), "item " .. i)
+    end
+    -- Nothing but nil; floats from the first.
+    local none = pool:map(function() end, items, 3000)
+    assert.equal(3000, none.n)
+    for key in pairs(none) do assert.equal("n", key) end
+    local quarters = {}
+    for i = 1, 3000 do quarters[i] = i / 4 end
+    same_numbers(quarters, pool:map(function(x) return x / 4 end, items, 1000), "quarters")
+  end)
+
+  it("an item of a chunk of numbers that raises fails alone: the items after it run", function()
+    local items = {}
+    for i = 1, 40 do items[i] = i end
+    local got, failures = {}, {}
+    local it = pool:imap(function(x)
+      if x == 5 or x == 12 then error("boom " .. x) end
+      if x > 30 then return "text " .. x end
+      return x * 2
+    end, items, 40)
+    for k = 1, 40 do
+      local ok, v = pcall(it)
+      if ok then got[k] = v else failures[#failures + 1] = v end
+    end
+    assert.equal(2, #failures)
+    assert.equal(5, failures[1].index)
+    assert.matches("boom 5", tostring(failures[1].message), 1, true)
+    assert.equal(12, failures[2].index)
+    assert.matches("boom 12", tostring(failures[2].message), 1, true)
+    for k = 1, 40 do
+      if k ~= 5 and k ~= 12 then
+        assert.equal(k > 30 and "text " .. k or k * 2, got[k], "item " .. k)
+      end
+    end
+  end)
+
+  it("an apply's numbers, as arguments and as results, are counted by their n", function()
+    local function all(...) return select("#", ...), ... end
+    for _, count in ipairs{4, 8, 9, 20} do
+      local args = {}
+      for i = 1, count do args[i] = i * 1000 end
+      local got = table.pack(pool:apply(all, args))
+      assert.equal(count + 1, got.n)
+      assert.equal(count, got[1])
+      for i = 1, count do assert.equal(args[i], got[i + 1]) end
+      got = table.pack(pool:apply_async(function(...) return ... end, args):get(30))
+      assert.equal(count, got.n)
+      for i = 1, count do assert.equal(args[i], got[i]) end
+    end
+  end)
 end)

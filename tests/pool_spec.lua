@@ -476,6 +476,27 @@ describe("Pool", function()
     assert.same({"first", "second", "third", n = 3}, results)
   end)
 
+  it("a map of plain items sends each of its first tasks as soon as it is encoded", function()
+    local core = require "lmp.core"
+    local sent_before, encode_list = {}, core.encode_list
+    local function sent()
+      local n = 0
+      for _, w in ipairs(pool.workers) do n = n + w.sent end
+      return n
+    end
+    local start = sent()
+    core.encode_list = function(...)
+      sent_before[#sent_before + 1] = sent() - start
+      return encode_list(...)
+    end
+    local ok, results = pcall(pool.map, pool, function(x) return x end, {1, 2, 3, 4}, 1)
+    core.encode_list = encode_list
+    assert.is_true(ok, results)
+    assert.same({1, 2, 3, 4, n = 4}, results)
+    -- The second task is encoded once the first went out.
+    assert.equal(1, sent_before[2])
+  end)
+
   it("an unsendable item late in a map fails the call, and nothing of the call runs", function()
     local items = {}
     for i = 1, 200 do items[i] = i end

@@ -100,6 +100,57 @@ describe("protocol", function()
     assert.is_true(helpers.no_children())
   end)
 
+  -- A map's chunk of numbers, and its answer, is one number array (a
+  -- typed block, docs/protocol.md): a list that comes back as a list,
+  -- with its n, each value of its own subtype and bits.
+  it("a list of numbers travels as one number array and arrives as a list", function()
+    local ints, floats, mixed = {}, {}, {}
+    for i = 1, 1000 do ints[i] = i * 7 - 3500 end
+    for i = 1, 6 do floats[i] = ({0.5, -0.0, 1 / 0, -1 / 0, 0 / 0, 3.0})[i] end
+    for i = 1, 1000 do mixed[i] = i % 2 == 0 and i + 0.0 or i end
+    local wide = {1, -1, math.maxinteger, math.mininteger, 1 << 31, -(1 << 31) - 1}
+    local lists = {ints, floats, mixed, wide}
+    -- A tag per value would take at least 2 bytes each; a block of 2-byte
+    -- integers, 2 and a few.
+    assert.is_true(#core.encode_list(ints, 1, 1000) < 2 * 1000 + 16)
+    assert.equal(1 + 5 + 6 * 8, #core.encode_list(floats, 1, 6))
+    assert.equal(1 + 6 + 6 * 8, #core.encode_list(wide, 1, 6))
+    local echoed, placed = {}, {}
+    local exited = false
+    local handle = core.spawn("/bin/sh", {"/bin/sh", "-c", "exec cat <&3 >&3"},
+      function(_, payload)
+        local k = #echoed + 1
+        echoed[k] = core.payload_value(payload)
+        placed[k] = {"before"}
+        core.payload_into(payload, placed[k], 2, echoed[k].n)
+      end,
+      function() exited = true end)
+    for _, list in ipairs(lists) do
+      handle:send(protocol.task(1, 1, false, "map", false, false), core.encode_list(list, 1, #list))
+    end
+    local deadline = core.hrtime() + 30
+    while #echoed < #lists and core.hrtime() < deadline do core.run_once(true) end
+    handle:close_input()
+    while not exited and core.hrtime() < deadline do core.run_once(true) end
+    assert.equal(#lists, #echoed)
+    for k, list in ipairs(lists) do
+      assert.equal(#list, echoed[k].n)
+      assert.equal("before", placed[k][1])
+      for i = 1, #list do
+        for _, got in ipairs{echoed[k][i], placed[k][i + 1]} do
+          assert.equal(math.type(list[i]), math.type(got), ("list %d item %d"):format(k, i))
+          if list[i] ~= list[i] then
+            assert.is_true(got ~= got)
+          else
+            assert.equal(list[i], got)
+            assert.equal(1 / list[i], 1 / got) -- -0.0 stays -0.0
+          end
+        end
+      end
+    end
+    assert.is_true(helpers.no_children())
+  end)
+
   -- The bare string "task" is what the worker's channel_recv gives in
   -- place of a usual task's message, with the task's fields after it: sent
   -- as a message of its own, it is still one the worker does not know.

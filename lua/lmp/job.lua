@@ -133,6 +133,24 @@ local function new_task(job, fn, mode, source, from, count, first, timeout)
           count = count, timeout = timeout, sent_at = nil, timer = nil, took = nil}
 end
 
+-- Items `from` .. `from + count - 1` (from 1) of a queued map task, as a
+-- task of their own (Pool:_split cuts one in two): a chunk of numbers is
+-- cut out of its encoding as it is (core.slice_numbers); any other is
+-- encoded again from `source`, the copy of the map's items `offset + 1`
+-- onwards.
+local slice_numbers = core.slice_numbers
+local function task_part(task, from, count, source, offset)
+  local first = task.first + from - 1
+  local payload = slice_numbers(task.payload, from, count)
+  if not payload then
+    return new_task(task.job, task.fn, task.mode, source, first - offset, count, first, task.timeout)
+  end
+  task_serial = task_serial + 1
+  return {id = task_serial, job = task.job, fn = task.fn, function_id = task.function_id,
+          mode = task.mode, payload = payload, first = first, count = count,
+          timeout = task.timeout, sent_at = nil, timer = nil, took = nil}
+end
+
 -- Once its tasks are queued, an async job keeps lmp.run() turning until it
 -- finishes; a call that raised before queueing leaves nothing pending.
 function Job:_queued()
@@ -284,6 +302,7 @@ function AsyncResult:successful()
 end
 
 return {Job = Job, AsyncResult = AsyncResult, new_job = new_job,
-        new_apply_job = new_apply_job, new_task = new_task, fail_task = fail_task,
+        new_apply_job = new_apply_job, new_task = new_task, task_part = task_part,
+        fail_task = fail_task,
         settle_apply = settle_apply, function_ids = function_ids,
         result_of = result_of}

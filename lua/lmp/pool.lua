@@ -196,7 +196,10 @@ local function submit_all(self, job, fn, mode, read, total, chunksize, timeout, 
     for i, size in ipairs(sizes) do
       self:_enqueue(new_task(job, fn, mode, array, first, size, first, timeout))
       first = first + size
-      if i == early then self:_pump() end
+      -- Plain items: each of the first tasks goes as soon as it is
+      -- encoded, so that the first worker starts before the second's task
+      -- is encoded.
+      if i == early or (plain and i < early) then self:_pump() end
     end
   end)
   if not ok then

@@ -22,7 +22,7 @@ local job_module = require "lmp.job"
 local protocol = require "lmp.protocol"
 local workers = require "lmp.workers"
 
-local fail_task, new_task = job_module.fail_task, job_module.new_task
+local fail_task, task_part = job_module.fail_task, job_module.task_part
 local settle_apply = job_module.settle_apply
 local hrtime = core.hrtime
 
@@ -260,7 +260,7 @@ end
 -- a copy of items job.source_from onwards), cut to the size
 -- chunking.tail_size says once the time of the map's items is known: the
 -- first part is returned to be sent, the rest goes back to the front of
--- the queue. Both are encoded again from the copy.
+-- the queue (job_module.task_part makes both).
 function Pool:_split(task)
   local job, first = task.job, task.first
   local offset = job.source_from - 1
@@ -269,9 +269,8 @@ function Pool:_split(task)
   local size = chunking.tail_size(task.count, job.total - job.sent_items, #self.workers, per_item)
   if size >= task.count then return task end
   local source = job.source
-  self:_enqueue(new_task(job, task.fn, task.mode, source, first + size - offset,
-                         task.count - size, first + size, task.timeout), true)
-  return new_task(job, task.fn, task.mode, source, first - offset, size, first, task.timeout)
+  self:_enqueue(task_part(task, size + 1, task.count - size, source, offset), true)
+  return task_part(task, 1, size, source, offset)
 end
 
 function Pool:_send(w, task)

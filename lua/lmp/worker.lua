@@ -74,13 +74,29 @@ local function status_and_values(ok, ...)
   return ok, {n = n, ...}
 end
 
+-- A map's chunk of numbers, which comes as the bytes of its number array
+-- (a string, see core.channel_recv): run in C, with no table for the
+-- items nor, while the results are numbers of one subtype, for the
+-- results, which then are the bytes of the answer's number array.
+-- The third value says which the results are.
+local map_numbers = core.map_numbers
+local function run_numbers(fn, items)
+  local values, failures = map_numbers(fn, items, handler)
+  if failures then
+    for i, failure in pairs(failures) do failures[i] = error_info(failure_of(failure)) end
+  end
+  return values, failures, type(values) == "string"
+end
+
 local function run(fn, mode, args)
-  local n = args.n or #args
   if mode == "apply" then
-    local ok, r = status_and_values(xpcall(fn, handler, unpack(args, 1, n)))
+    local ok, r = status_and_values(xpcall(fn, handler, unpack(args, 1, args.n or #args)))
     if ok then return r, nil end
     return {n = 0}, {error_info(failure_of(r[1]))}
   end
+  -- (After the apply's branch: a call of type is worth sparing an apply.)
+  if type(args) == "string" then return run_numbers(fn, args) end
+  local n = args.n or #args
   local values, errors = core.new_table(n, 1), nil
   values.n = n
   local star = mode == "star"
@@ -120,7 +136,10 @@ end
 -- whether it was refused or its __lmp_serialize raised. (Should the
 -- channel itself fail, every item encodes alone and the last send raises:
 -- the main process is gone, and so goes this worker.)
-local function send_result(id, values, errors, ran)
+-- `encoded`: values are the bytes of the list (run_numbers), in which
+-- nothing can be refused.
+local function send_result(id, values, errors, ran, encoded)
+  if encoded then return channel_send(answer(id, errors, ran), values) end
   local n = values.n or #values
   local ok = pcall(channel_send, answer(id, errors, ran), values, n)
   if ok then return end
@@ -357,8 +376,12 @@ function worker.main()
       fn = functions[function_id]
     end
     if tag == "function" then goto next_message end
-    local values, errors
+    local values, errors, encoded
     local started = hrtime()
+    if (missing or not fn) and type(args) == "string" then
+      -- A chunk of numbers (see run_numbers) that is not run as one.
+      args = core.loads(args)
+    end
     if not fn and unreceived[function_id] then
       values, errors = {n = 0}, {}
       for i = 1, mode == "apply" and 1 or (args.n or #args) do
@@ -367,11 +390,11 @@ function worker.main()
     elseif missing and missing_in(args) then
       values, errors = run_partially(fn, mode, args)
     else
-      values, errors = run(fn, mode, args)
+      values, errors, encoded = run(fn, mode, args)
     end
     local ran = hrtime() - started
     stdout:flush()
-    send_result(id, values, errors, ran)
+    send_result(id, values, errors, ran, encoded)
     one_result[1] = nil
     -- Big arguments go back to the memory kept for the next big message
     -- now, not whenever the collector would get to them.
