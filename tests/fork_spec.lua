@@ -185,10 +185,23 @@ describe("start method fork, choosing it", function()
       local pid = pool:apply(function() return core.getpid() end)
       local r = pool:apply_async(function() local t = os.clock() while os.clock() - t < 30 do end end)
       lmp.sleep(0.1)
+      local other = pool.workers[1].pid == pid and pool.workers[2].pid or pool.workers[1].pid
       core.kill(pid, 9)
-      core.kill(pool.workers[1].pid == pid and pool.workers[2].pid or pool.workers[1].pid, 9)
+      core.kill(other, 9)
       local ok, e = pcall(r.get, r, 10)
       print(ok, e.kind)
+      -- Both deaths seen (a task sent to a worker already dead, whose
+      -- death is not seen yet, fails as worker_lost: it is not what this
+      -- test asks).
+      local function listed()
+        for _, w in ipairs(pool.workers) do
+          if w.pid == pid or w.pid == other then return true end
+        end
+      end
+      for _ = 1, 1000 do
+        if not listed() then break end
+        lmp.sleep(0.01)
+      end
       print(pool:apply(function(x) return x * 2 end, {21}))
     ]], "LMP_NO_PIDFD=1 " .. helpers.runner)
     assert.equal(0, status, err)
