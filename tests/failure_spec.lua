@@ -280,7 +280,9 @@ end)
 
 describe("Ctrl-C", function()
   local function interrupt(runner, main_busy)
-    local script = os.tmpname() .. ".lua"
+    -- os.tmpname makes the file it names: removed with the script.
+    local base = os.tmpname()
+    local script = base .. ".lua"
     local f = io.open(script, "w")
     f:write([[
       local lmp = require "lmp"
@@ -319,7 +321,7 @@ describe("Ctrl-C", function()
     end, 3))
     assert.is_true(core.hrtime() - t0 < 1.5)
     local out = helpers.read_file(outfile)
-    os.remove(script); os.remove(pidfile); os.remove(outfile)
+    os.remove(script); os.remove(base); os.remove(pidfile); os.remove(outfile)
     for _, pid in ipairs(pids) do assert.is_false(alive(pid)) end
     return out
   end

@@ -61,13 +61,16 @@ print("core " .. tostring(package.searchpath("lmp.core", package.cpath)))
 -- holds the only Lua paths); returns the workers' executables and the
 -- path of lmp.core that require would load.
 local function run_pool(interpreter, env)
-  local path = os.tmpname() .. ".lua"
+  -- os.tmpname makes the file it names: removed with the script.
+  local base = os.tmpname()
+  local path = base .. ".lua"
   local f = assert(io.open(path, "w"))
   f:write(POOL_SCRIPT)
   f:close()
   local out = must_run("cd / && env -u LMP_WORKER -u LUA_PATH -u LUA_CPATH -u LUA_PATH_5_4 "
     .. "-u LUA_CPATH_5_4 " .. (env or "") .. " " .. interpreter .. " " .. path)
   os.remove(path)
+  os.remove(base)
   assert.truthy(out:find("squares 1 4 9 16", 1, true), out)
   local workers = {}
   for exe in out:gmatch("worker ([^\n]+)") do workers[#workers + 1] = exe end
