@@ -498,8 +498,7 @@ int lmp__decode_list_into(lua_State *L, const char *p, size_t n, int dst,
   int top = lua_gettop(L);
   uint32_t narray, nhash, i;
   dst = lua_absindex(L, dst);
-  if (n >= 6 && (unsigned char)p[0] == LMP_FORMAT_VERSION &&
-      (p[1] == T_INT_ARRAY || p[1] == T_FLOAT_ARRAY)) {
+  if (lmp__is_number_list(p, n)) {
     /* A list of numbers (lmp__encode_list): its values go straight from
      * the block to dst. */
     const unsigned char *q = (const unsigned char *)p + 2, *end = (const unsigned char *)p + n;

@@ -13,16 +13,22 @@ local lfs = require "lfs"
 local core = require "lmp.core"
 local contract = require "contract"
 
--- A number array is written from Lua's array part read in place
--- (runtime/table_peek.c) or through the C API (core.table_peek(false)
--- forces that): every round trip here encodes both ways, which must give
--- the same bytes.
-local function dumps_both_ways(value)
+-- A number array is written from Lua's array part read in place, and
+-- its table written in place when decoded (runtime/table_peek.c), or both
+-- through the C API (core.table_peek(false) forces that). fn(arg) with the
+-- in-place path off.
+local function through_the_api(fn, arg)
   local was_on = core.table_peek()
   core.table_peek(false)
-  local ok, through_api = pcall(lmp.dumps, value)
+  local ok, result = pcall(fn, arg)
   core.table_peek(was_on)
-  if not ok then error(through_api, 0) end
+  if not ok then error(result, 0) end
+  return result
+end
+
+-- Every round trip here encodes both ways, which must give the same bytes.
+local function dumps_both_ways(value)
+  local through_api = through_the_api(lmp.dumps, value)
   local bytes = lmp.dumps(value)
   if bytes ~= through_api then
     error("the encoding read in place differs from the one through the C API", 2)
@@ -30,14 +36,9 @@ local function dumps_both_ways(value)
   return bytes
 end
 
--- Decoding too: a number array's table is written in place or through
--- the C API; both must give what contract.same calls the same value.
+-- Decoding too: both must give what contract.same calls the same value.
 local function loads_both_ways(bytes)
-  local was_on = core.table_peek()
-  core.table_peek(false)
-  local ok, through_api = pcall(lmp.loads, bytes)
-  core.table_peek(was_on)
-  if not ok then error(through_api, 0) end
+  local through_api = through_the_api(lmp.loads, bytes)
   local value = lmp.loads(bytes)
   local same, why = contract.same(through_api, value)
   if not same then error("decoded in place, not as through the C API: " .. why, 2) end

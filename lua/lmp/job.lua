@@ -119,18 +119,24 @@ local function new_apply_job(fn, id, args, opts, async)
   return job
 end
 
+-- A task's record: `count` items, items `first` onwards of the whole
+-- input, encoded in `payload`.
+local function task_of(job, fn, function_id, mode, payload, first, count, timeout)
+  task_serial = task_serial + 1
+  return {id = task_serial, job = job, fn = fn, function_id = function_id, mode = mode,
+          payload = payload, first = first, count = count, timeout = timeout,
+          sent_at = nil, timer = nil, took = nil}
+end
+
 -- A task of `count` items, source[from] onwards, which are items `first`
 -- onwards of the whole input (a refusal names the item by that index).
 -- The items are encoded now, straight from the source, so that an
 -- unsendable one raises from the call that submitted it.
 local function new_task(job, fn, mode, source, from, count, first, timeout)
-  task_serial = task_serial + 1
-  return {id = task_serial, job = job, fn = fn, function_id = map_function(job, fn),
-          -- A starmap item is an argument list: its level is lmp's wrapping
-          -- (ex:map makes those lists), not the caller's nesting.
-          mode = mode, payload = core.encode_list(source, from, count, first, "args",
-            mode == "star" and 1 or 0), first = first,
-          count = count, timeout = timeout, sent_at = nil, timer = nil, took = nil}
+  -- A starmap item is an argument list: its level is lmp's wrapping
+  -- (ex:map makes those lists), not the caller's nesting.
+  local payload = core.encode_list(source, from, count, first, "args", mode == "star" and 1 or 0)
+  return task_of(job, fn, map_function(job, fn), mode, payload, first, count, timeout)
 end
 
 -- Items `from` .. `from + count - 1` (from 1) of a queued map task, as a
@@ -145,10 +151,8 @@ local function task_part(task, from, count, source, offset)
   if not payload then
     return new_task(task.job, task.fn, task.mode, source, first - offset, count, first, task.timeout)
   end
-  task_serial = task_serial + 1
-  return {id = task_serial, job = task.job, fn = task.fn, function_id = task.function_id,
-          mode = task.mode, payload = payload, first = first, count = count,
-          timeout = task.timeout, sent_at = nil, timer = nil, took = nil}
+  return task_of(task.job, task.fn, task.function_id, task.mode, payload, first, count,
+                 task.timeout)
 end
 
 -- Once its tasks are queued, an async job keeps lmp.run() turning until it
