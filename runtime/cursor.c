@@ -13,12 +13,17 @@
  * core.cursor_load(iterator, values, count, base, fast): the chunk to
  *   read, values[1 .. count], which are items base + 1 onwards of the
  *   input; its position goes back to 0; `fast` says whether the iterator
- *   may take items without `slow`.
+ *   may take items without `slow`. `values` may instead be a chunk's
+ *   answer that is a list of numbers, as it came (core.payload_chunk):
+ *   the numbers are read from its bytes, with no table made or written
+ *   per chunk (only with `fast`, whose items need nothing but the step).
  * (The cursor does not refer to its iterator: what refers to the cursor
  * alone, the imap's window count, does not keep the iterator, and with it
  * the imap's closer, alive.)
  * core.cursor_position(cursor) -> items taken from the chunk
- * core.cursor_take(cursor) -> the position after one more item taken. */
+ * core.cursor_take(cursor) -> the position after one more item taken.
+ * core.cursor_counts() -> the chunks this process has read from the bytes
+ *   of a list of numbers (for the tests: a fast path is seen taken). */
 #include "value.h"
 
 #define CURSOR_META "lmp.ImapCursor"
@@ -26,7 +31,13 @@
 typedef struct cursor {
   lua_Integer position, count, base;
   int fast;
+  /* The chunk's numbers when it is a list of numbers (numbers.data not
+   * NULL): they lie in the string that is the iterator's upvalue 4, which
+   * keeps them alive and in place (Lua does not move strings). */
+  lmp_number_list numbers;
 } cursor;
+
+static lua_Integer number_chunks;
 
 static cursor *check_cursor(lua_State *L, int idx) {
   return luaL_checkudata(L, idx, CURSOR_META);
@@ -48,6 +59,11 @@ static int cursor_step(lua_State *L) {
   cursor *c = lua_touserdata(L, lua_upvalueindex(1));
   if (c->fast && c->position < c->count) {
     lua_Integer p = ++c->position;
+    if (c->numbers.data != NULL) {
+      lmp__push_list_number(L, &c->numbers, (uint32_t)(p - 1));
+      lua_pushinteger(L, c->base + p);
+      return 2;
+    }
     if (lua_rawgeti(L, VALUES, p) == LUA_TNIL) {
       lua_pushvalue(L, lua_upvalueindex(3));
     } else {
@@ -73,6 +89,7 @@ static int core_imap_cursor(lua_State *L) {
   c = lua_newuserdatauv(L, sizeof *c, 0); /* 3 */
   c->position = c->count = c->base = 0;
   c->fast = 0;
+  c->numbers.data = NULL;
   luaL_setmetatable(L, CURSOR_META);
   lua_pushvalue(L, 3);
   lua_pushvalue(L, 1);
@@ -86,13 +103,25 @@ static int core_imap_cursor(lua_State *L) {
 static int core_cursor_load(lua_State *L) {
   cursor *c;
   lua_Integer count = luaL_checkinteger(L, 3), base = luaL_checkinteger(L, 4);
-  if (!lua_isnil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+  lmp_number_list numbers = {NULL, 0, 0, 0};
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    size_t n;
+    const char *p = lua_tolstring(L, 2, &n);
+    if (!lmp__open_number_list(p, n, &numbers)) return luaL_argerror(L, 2, "not a list of numbers");
+    if ((lua_Integer)numbers.count != count)
+      return luaL_argerror(L, 3, "not the count of the list of numbers");
+    if (!lua_toboolean(L, 5)) return luaL_argerror(L, 5, "a list of numbers is read fast only");
+  } else if (!lua_isnil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+  }
   if (count < 0) return luaL_argerror(L, 3, "count must not be negative");
   if (count > 0 && lua_isnil(L, 2)) return luaL_argerror(L, 2, "values expected");
   if (lua_tocfunction(L, 1) != cursor_step) return luaL_argerror(L, 1, "an imap iterator expected");
   lua_settop(L, 5);
   lua_getupvalue(L, 1, 1);
   c = check_cursor(L, -1);
+  c->numbers = numbers;
+  if (numbers.data != NULL) number_chunks++;
   c->fast = lua_toboolean(L, 5);
   c->position = 0;
   c->count = count;
@@ -114,7 +143,12 @@ static int core_cursor_take(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg cursor_functions[] = {{"imap_cursor", core_imap_cursor},
+static int core_cursor_counts(lua_State *L) {
+  lua_pushinteger(L, number_chunks);
+  return 1;
+}
+
+static const luaL_Reg cursor_functions[] = {{"cursor_counts", core_cursor_counts},{"imap_cursor", core_imap_cursor},
                                             {"cursor_load", core_cursor_load},
                                             {"cursor_position", core_cursor_position},
                                             {"cursor_take", core_cursor_take},

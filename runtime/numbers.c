@@ -375,6 +375,37 @@ const char *lmp__decode_number_array(lua_State *L, int tag, const unsigned char 
   return lmp__decode_number_array_into(L, tag, pp, end, slot_budget, 0, 1, -1);
 }
 
+int lmp__open_number_list(const char *p, size_t n, lmp_number_list *list) {
+  size_t header;
+  uint32_t count;
+  unsigned width = 8;
+  if (!lmp__is_number_list(p, n)) return 0;
+  memcpy(&count, p + 2, 4);
+  header = 6;
+  if (p[1] == T_INT_ARRAY) {
+    if (n < 7) return 0;
+    width = (unsigned char)p[6];
+    if (width != 1 && width != 2 && width != 4 && width != 8) return 0;
+    header = 7;
+  }
+  if ((uint64_t)count * width != (uint64_t)(n - header)) return 0;
+  list->data = (const unsigned char *)p + header;
+  list->count = count;
+  list->width = width;
+  list->is_float = p[1] == T_FLOAT_ARRAY;
+  return 1;
+}
+
+void lmp__push_list_number(lua_State *L, const lmp_number_list *list, uint32_t i) {
+  if (list->is_float) {
+    double d;
+    memcpy(&d, list->data + (size_t)i * 8, 8);
+    lua_pushnumber(L, (lua_Number)d);
+  } else {
+    lua_pushinteger(L, (lua_Integer)get_width(list->data + (size_t)i * list->width, list->width));
+  }
+}
+
 /* How many values lmp__encode_number_list leaves on the stack before it
  * pops them all at once: one lua_settop per batch instead of one a value. */
 #define LIST_BATCH 64

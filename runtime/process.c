@@ -279,6 +279,23 @@ static int core_payload_value(lua_State *L) {
   return 1;
 }
 
+/* core.payload_chunk(view or table) -> an imap chunk's values: its bytes,
+ * as a string, when the answer is a list of numbers (core.cursor_load
+ * reads them there: no table made, no value written into one), else as
+ * core.payload_value. A copy of the bytes: the chunk may wait for those
+ * before it, and the view ends with this message. */
+static int core_payload_chunk(lua_State *L) {
+  payload_view *view;
+  lmp_number_list numbers;
+  if (lua_type(L, 1) == LUA_TTABLE) return 1;
+  view = check_view(L, 1);
+  if (lmp__open_number_list(view->p, view->n, &numbers)) {
+    lua_pushlstring(L, view->p, view->n);
+    return 1;
+  }
+  return core_payload_value(L);
+}
+
 /* core.payload_into(view or table, dst, first, count): dst[first + k - 1]
  * = item k of the list for k in 1..count. */
 static int core_payload_into(lua_State *L) {
@@ -574,6 +591,7 @@ static const luaL_Reg handle_methods[] = {
 
 static const luaL_Reg process_functions[] = {
     {"payload_value", core_payload_value}, {"payload_into", core_payload_into},
+    {"payload_chunk", core_payload_chunk},
     {NULL, NULL}};
 
 /* core.signals: signal names to numbers and numbers to names ("SIGKILL"

@@ -83,6 +83,20 @@ int lmp__decode_list_into(lua_State *L, const char *p, size_t n, int dst,
 /* Whether the n bytes at p are a list lmp__encode_list made a number
  * array of (their tag says so; the rest is not checked). */
 int lmp__is_number_list(const char *p, size_t n);
+/* A list lmp__encode_list made a number array of, read where it lies:
+ * `count` values of `width` bytes each at `data`, floats or integers. */
+typedef struct lmp_number_list {
+  const unsigned char *data;
+  uint32_t count;
+  unsigned width;
+  int is_float;
+} lmp_number_list;
+/* Fills *list from the n bytes at p when they are such a list and its
+ * values fill the rest of the bytes exactly; returns 1, else 0 (the
+ * caller then decodes them as a value). */
+int lmp__open_number_list(const char *p, size_t n, lmp_number_list *list);
+/* Pushes value i (from 0, below list->count) of the list. */
+void lmp__push_list_number(lua_State *L, const lmp_number_list *list, uint32_t i);
 /* Decodes bytes made by lmp__encode_list and pushes the list, {n = count,
  * ...} whichever way it was encoded; as lmp__decode otherwise. */
 void lmp__decode_list(lua_State *L, const char *p, size_t n);

@@ -322,6 +322,98 @@ describe("numbers through a pool", function()
     for i = 1, #cases.bytes do assert.equal(cases.bytes[i] / 2, halves[i]) end
   end)
 
+  it("an imap reads its chunks of numbers from their bytes: widths, bits, order, n", function()
+    local core = require "lmp.core"
+    local function identity(x) return x end
+    local function halve(x) return x / 2 end
+    local mixed = {}
+    for i = 1, 3000 do
+      mixed[i] = ({i % 256 - 128, i * 11 - 16000, i * 700001 - (1 << 31),
+        math.maxinteger - i, ({0.5, -0.0, 1 / 0, 0 / 0, 1e300, -2.5e-310})[i % 6 + 1]})[i % 5 + 1]
+    end
+    local cases = {bytes = {}, words = {}, wide = {}, floats = {}}
+    for i = 1, 3000 do
+      cases.bytes[i] = i % 256 - 128
+      cases.words[i] = i * 700001 - (1 << 31)
+      cases.wide[i] = i % 2 == 0 and math.maxinteger - i or math.mininteger + i
+      cases.floats[i] = ({0.5, -0.0, 1 / 0, -1 / 0, 0 / 0, 3.0, 1e300, -2.5e-310})[i % 8 + 1]
+    end
+    cases.mixed = mixed -- both subtypes: tables, not number arrays
+    local before = core.cursor_counts()
+    for name, want in pairs(cases) do
+      for _, chunksize in ipairs{false, 1, 7, 500} do
+        local what = ("%s, chunksize %s"):format(name, chunksize)
+        local opts = chunksize and {chunksize = chunksize} or nil
+        local got, n = {n = #want}, 0
+        for v, i in pool:imap(identity, want, opts) do
+          n = n + 1
+          assert.equal(n, i, what)
+          got[i] = v
+        end
+        same_numbers(want, got, what .. " imap")
+        got = {n = #want}
+        for v, i in pool:imap_unordered(identity, want, opts) do
+          assert.is_nil(got[i], what)
+          got[i] = v
+        end
+        same_numbers(want, got, what .. " imap_unordered")
+      end
+    end
+    assert.is_true(core.cursor_counts() - before >= 20, "chunks read from their bytes")
+    -- Answers of the other subtype; a progress bar; a chunk with an error.
+    local got = {n = 3000}
+    for v, i in pool:imap(halve, cases.bytes) do got[i] = v end
+    local want = {}
+    for i = 1, 3000 do want[i] = cases.bytes[i] / 2 end
+    same_numbers(want, got, "halves")
+    local ex <close> = lmp.ProcessPoolExecutor(2)
+    got = {n = 3000}
+    local i = 0
+    for v in ex:map(identity, cases.words, {chunksize = 50}) do i = i + 1; got[i] = v end
+    same_numbers(cases.words, got, "ex:map")
+    local counting = {}
+    for k = 1, 3000 do counting[k] = k end
+    got = {}
+    local ok, err = pcall(function()
+      local function fail_2900(x)
+        if x == 2900 then error("no") end
+        return x
+      end
+      for v, k in pool:imap(fail_2900, counting, {chunksize = 100}) do got[k] = v end
+    end)
+    assert.is_false(ok)
+    assert.equal("task", err.kind)
+    assert.equal(2900, err.index)
+    for k = 1, 2899 do assert.equal(k, got[k]) end
+  end)
+
+  it("an imap's cursor takes only the bytes of a whole list of numbers of its count", function()
+    local core = require "lmp.core"
+    local step, cursor = core.imap_cursor(function() return nil end, lmp.null)
+    local bytes = lmp.dumps({10, 20, 30, -40, 50})
+    core.cursor_load(step, bytes, 5, 100, true)
+    assert.same({10, 101}, {step()})
+    for _ = 2, 4 do step() end
+    assert.same({50, 105}, {step()})
+    assert.equal(5, core.cursor_position(cursor))
+    assert.same({}, {step()}) -- used up: the slow function's answer
+    local floats = lmp.dumps({0.5, -0.0, 2.5, 1e300})
+    core.cursor_load(step, floats, 4, 0, true)
+    assert.equal(0.5, step())
+    assert.equal(-math.huge, 1 / step())
+    assert.error_matches(function() core.cursor_load(step, bytes, 4, 0, true) end, "count")
+    assert.error_matches(function() core.cursor_load(step, bytes, 5, 0, false) end, "fast")
+    assert.error_matches(function() core.cursor_load(step, bytes:sub(1, -2), 5, 0, true) end,
+      "not a list of numbers")
+    assert.error_matches(function() core.cursor_load(step, bytes .. "x", 5, 0, true) end,
+      "not a list of numbers")
+    assert.error_matches(function() core.cursor_load(step, lmp.dumps({1, "a", 3, 4}), 4, 0, true) end,
+      "not a list of numbers")
+    local wide = bytes:sub(1, 6) .. "\3" .. bytes:sub(8) -- a width of 3 bytes
+    assert.error_matches(function() core.cursor_load(step, wide, 5, 0, true) end,
+      "not a list of numbers")
+  end)
+
   it("a chunk of numbers is run from C (core.map_numbers), not by the Lua task loop", function()
     local callers = pool:map(function()
       return debug.getinfo(2, "S").what == "C" and 1 or 0

@@ -42,6 +42,9 @@ local function iterate_imap(self, fname, fn, read, total, opts, ordered, mode, a
   self:_check_open(fname)
   local job = new_job("imap", false)
   local bar = self:_wants_progress(opts) and progress.new(fname, total)
+  -- Without a bar to advance, a chunk of numbers is read from its bytes
+  -- (see Job:_deliver and runtime/cursor.c).
+  job.numbers_as_bytes = not bar
   local fixed = opts.chunksize
   local limit = total and chunking.default_chunksize(total, self.processes) or 4096
   local chunksize = fixed or 1

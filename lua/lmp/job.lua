@@ -214,7 +214,12 @@ function Job:_deliver(task, values, errs)
     return self:_finish(errs and errs[1] or nil)
   end
   if self.on_chunk then
-    local ok, loaded = pcall(core.payload_value, values)
+    -- A chunk its iterator reads with nothing but the step (no error in
+    -- it, no progress bar) may stay the bytes of a list of numbers
+    -- (core.payload_chunk, read by core.cursor_load).
+    local load = (errs == nil and self.numbers_as_bytes) and core.payload_chunk
+      or core.payload_value
+    local ok, loaded = pcall(load, values)
     if not ok then
       local failure = load_failure(task, loaded)
       loaded, errs = {n = task.count}, errs or {}
