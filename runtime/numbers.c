@@ -410,6 +410,71 @@ void lmp__push_list_number(lua_State *L, const lmp_number_list *list, uint32_t i
  * pops them all at once: one lua_settop per batch instead of one a value. */
 #define LIST_BATCH 64
 
+/* Reads list[first .. first + n - 1] (the table at idx) into 8-byte
+ * slots at b, in place (table_peek.h): every cell a number of the
+ * subtype is_float says, the lowest and highest integer noted. Returns 0
+ * when the table is not one this can vouch for or a cell is not such a
+ * number: the caller then reads through the API, which knows. */
+static int list_slots_in_place(lua_State *L, int idx, size_t first, size_t n, int is_float,
+                               unsigned char *b, int64_t *low, int64_t *high) {
+  lmp_peek p, items;
+  size_t i;
+  if (!lmp__peek_array(L, idx, &p) || first == 0 || first - 1 + n > p.size) return 0;
+  items.cells = p.cells + (first - 1);
+  items.size = n;
+  if (is_float) {
+    for (i = 0; i < n; i++) {
+      double d;
+      if (!lmp__peek_is_float(&items, i)) return 0;
+      d = (double)lmp__peek_float(&items, i);
+      memcpy(b + i * 8, &d, 8);
+    }
+  } else {
+    int64_t lo = 0, hi = 0;
+    for (i = 0; i < n; i++) {
+      int64_t v;
+      if (!lmp__peek_is_integer(&items, i)) return 0;
+      v = (int64_t)lmp__peek_integer(&items, i);
+      memcpy(b + i * 8, &v, 8);
+      lo = v < lo ? v : lo;
+      hi = v > hi ? v : hi;
+    }
+    *low = lo;
+    *high = hi;
+  }
+  return lmp__peek_confirm_range(L, idx, &p, first, n);
+}
+
+/* The same through the C API; 0 when a value is not such a number. */
+static int list_slots_through_api(lua_State *L, int idx, lua_Integer first, size_t n,
+                                  int is_float, unsigned char *b, int64_t *low, int64_t *high) {
+  int top = lua_gettop(L);
+  size_t i;
+  int64_t lo = 0, hi = 0;
+  luaL_checkstack(L, LIST_BATCH, "lmp: encoding a list");
+  for (i = 0; i < n; i++) {
+    if (lua_rawgeti(L, idx, first + (lua_Integer)i) != LUA_TNUMBER ||
+        lua_isinteger(L, -1) == is_float) {
+      lua_settop(L, top);
+      return 0;
+    }
+    if (is_float) {
+      double d = (double)lua_tonumberx(L, -1, NULL);
+      memcpy(b + i * 8, &d, 8);
+    } else {
+      int64_t v = (int64_t)lua_tointegerx(L, -1, NULL);
+      memcpy(b + i * 8, &v, 8);
+      lo = v < lo ? v : lo;
+      hi = v > hi ? v : hi;
+    }
+    if (i % LIST_BATCH == LIST_BATCH - 1) lua_settop(L, top);
+  }
+  lua_settop(L, top);
+  *low = lo;
+  *high = hi;
+  return 1;
+}
+
 int lmp__encode_number_list(lua_State *L, int idx, lua_Integer first, lua_Integer count,
                             lmp_buffer *out) {
   size_t start = out->len, header, i, n = (size_t)count;
@@ -425,29 +490,13 @@ int lmp__encode_number_list(lua_State *L, int idx, lua_Integer first, lua_Intege
   if (kind != LUA_TNUMBER) return 0;
   /* The values are read once, into 8-byte slots, and the integers
    * narrowed after: the width of the block is known only once every value
-   * was read, and the calls into Lua are most of the cost. */
+   * was read. */
   header = is_float ? 5 : 6;
   if (lmp__buffer_reserve(out, header + n * 8) != 0) return -1;
   b = (unsigned char *)out->data + start + header;
-  luaL_checkstack(L, LIST_BATCH, "lmp: encoding a list");
-  for (i = 0; i < n; i++) {
-    if (lua_rawgeti(L, idx, first + (lua_Integer)i) != LUA_TNUMBER ||
-        lua_isinteger(L, -1) == is_float) {
-      lua_settop(L, top);
-      return 0;
-    }
-    if (is_float) {
-      double d = (double)lua_tonumberx(L, -1, NULL);
-      memcpy(b + i * 8, &d, 8);
-    } else {
-      int64_t v = (int64_t)lua_tointegerx(L, -1, NULL);
-      memcpy(b + i * 8, &v, 8);
-      low = v < low ? v : low;
-      high = v > high ? v : high;
-    }
-    if (i % LIST_BATCH == LIST_BATCH - 1) lua_settop(L, top);
-  }
-  lua_settop(L, top);
+  if (!(first >= 1 && list_slots_in_place(L, idx, (size_t)first, n, is_float, b, &low, &high)) &&
+      !list_slots_through_api(L, idx, first, n, is_float, b, &low, &high))
+    return 0;
   width = is_float ? 8 : width_of(low) > width_of(high) ? width_of(low) : width_of(high);
   /* Narrowed in place: each write lands at or before what it reads. */
   if (width == 1) {

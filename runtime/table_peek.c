@@ -116,6 +116,18 @@ int lmp__peek_confirm(lua_State *L, int idx, const lmp_peek *p, size_t count) {
   return 1;
 }
 
+int lmp__peek_confirm_range(lua_State *L, int idx, const lmp_peek *p, size_t first,
+                            size_t count) {
+  if (count == 0 || first == 0 || first - 1 + count > p->size || !lua_checkstack(L, 1)) return 0;
+  if (!key_matches(L, idx, p, (lua_Integer)first) ||
+      !key_matches(L, idx, p, (lua_Integer)(first + count - 1))) {
+    mirror_on = 0;
+    return 0;
+  }
+  tables_done++;
+  return 1;
+}
+
 /* ---- the check at load time -------------------------------------------- */
 
 #define PROBE_CELLS 32

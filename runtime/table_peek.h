@@ -58,6 +58,12 @@ int lmp__peek_new_array(lua_State *L, size_t count, lmp_peek *p);
  * core.table_peek reports). */
 int lmp__peek_confirm(lua_State *L, int idx, const lmp_peek *p, size_t count);
 
+/* The same for cells first - 1 .. first + count - 2 of a table read in
+ * place (keys first .. first + count - 1, all inside its array part):
+ * asks the C API for keys first and first + count - 1. */
+int lmp__peek_confirm_range(lua_State *L, int idx, const lmp_peek *p, size_t first,
+                            size_t count);
+
 static inline int lmp__peek_is_float(const lmp_peek *p, size_t i) {
   return p->cells[i].tag == LMP_PEEK_TAG_FLOAT;
 }

@@ -313,10 +313,44 @@ describe("numbers through a pool", function()
       cases.both[i] = i % 3 == 0 and i + 0.0 or i
     end
     local function identity(x) return x end
-    for name, items in pairs(cases) do
-      same_numbers(items, pool:map(identity, items), name)
-      same_numbers(items, pool:map(identity, items, 7), name .. " in chunks of 7")
+    -- The main process reads a chunk's items from the array part in place
+    -- (runtime/table_peek.c), or through the C API when that is off: the
+    -- same numbers either way.
+    local core = require "lmp.core"
+    local was_on = core.table_peek()
+    for _, in_place in ipairs{true, false} do
+      core.table_peek(in_place and was_on)
+      local _, before = core.table_peek()
+      for name, items in pairs(cases) do
+        same_numbers(items, pool:map(identity, items), name)
+        same_numbers(items, pool:map(identity, items, 7), name .. " in chunks of 7")
+      end
+      local _, after = core.table_peek()
+      if in_place and was_on then
+        assert.is_true(after - before >= 5 * (3000 // 7), "chunks read in place")
+      else
+        assert.equal(before, after)
+      end
     end
+    core.table_peek(was_on)
+    -- Items the array part does not hold alone: a hash part, a string
+    -- among the numbers, a float among integers, keys past the array part.
+    local hashed = {n = 3000}
+    for i = 1, 3000 do hashed[i] = i end
+    same_numbers(cases.words, pool:map(identity, cases.words, 1000), "words again")
+    local odd = {}
+    for i = 1, 3000 do odd[i] = i end
+    odd[1500] = "x"
+    odd[2000] = 2000.0
+    local r = pool:map(identity, odd, 1000)
+    for i = 1, 3000 do assert.equal(odd[i], r[i]); assert.equal(math.type(odd[i]), math.type(r[i])) end
+    r = pool:map(identity, hashed, 600)
+    for i = 1, 3000 do assert.equal(i, r[i]) end
+    local sparse = {}
+    for i = 1, 64 do sparse[i] = i end
+    for i = 65, 200 do sparse[i] = i * 2 end -- some past the array part, in the hash
+    r = pool:map(identity, sparse, 50)
+    for i = 1, 200 do assert.equal(sparse[i], r[i]) end
     -- Answers of the other subtype than the items.
     local halves = pool:map(function(x) return x / 2 end, cases.bytes)
     for i = 1, #cases.bytes do assert.equal(cases.bytes[i] / 2, halves[i]) end
