@@ -13,7 +13,8 @@
 --             main process's CPU time per task, us
 --   startup   Pool(2) created, one task, closed and joined, ms (spawn, fork,
 --             forkserver: its server started once, before the first)
---   primes    primes below PRIME_LIMIT in 64 ranges: serial vs Pool(2), s
+--   primes    primes below PRIME_LIMIT in 64 ranges: serial (before and
+--             after the pool's runs) vs Pool(2), s
 --   bigstring 100 MB string to a worker and back, MB/s
 --   memory    private memory of an idle worker (smaps_rollup), kB
 -- QUICK=1 in the environment shrinks the sizes.
@@ -153,10 +154,18 @@ function workloads.primes()
     ranges[i] = {(i - 1) * step, i == PRIME_RANGES and PRIME_LIMIT or i * step}
   end
   local function count_range(r) return count_primes(r[1], r[2]) end
-  local start = clock()
-  local serial_count = 0
-  for i = 1, PRIME_RANGES do serial_count = serial_count + count_range(ranges[i]) end
-  local serial = clock() - start
+  local serial_count
+  local function run_serial()
+    local start = clock()
+    serial_count = 0
+    for i = 1, PRIME_RANGES do serial_count = serial_count + count_range(ranges[i]) end
+    return clock() - start
+  end
+  -- The serial time is taken before the pool runs and again after, and
+  -- their mean divides: a VM's CPU speed drifts by a tenth within a
+  -- minute, and one serial run before the pool's made the efficiency swing
+  -- with it (0.90 to 1.03 in runs minutes apart).
+  local serial_before = run_serial()
   local pool <close> = lmp.Pool(2)
   pool:map(identity, {1, 2})
   -- CPU time the workers got: on a busy machine a pool of 2 may not get
@@ -180,7 +189,10 @@ function workloads.primes()
   local default_chunks = parallel(nil)
   local default_cores = cores_used
   local one_chunks = parallel(1)
+  local serial_after = run_serial()
+  local serial = (serial_before + serial_after) / 2
   out("primes.serial_s", serial)
+  out("primes.serial_drift", serial_after / serial_before)
   out("primes.parallel_s", default_chunks)
   out("primes.parallel_chunk1_s", one_chunks)
   out("primes.efficiency", serial / (2 * default_chunks))
