@@ -343,8 +343,9 @@ const char *lmp__decode_number_array_into(lua_State *L, int tag, const unsigned 
   *pp = p + (size_t)count * width;
   /* A table of its own is written in place where its array part can be
    * (no call into Lua a value); else, or should Lua read back something
-   * else, through the C API. A given table (dst) is filled through the
-   * API from `first`. */
+   * else, through the C API. A given table (dst, a map's results, made
+   * with room for all) is filled from `first` in place when its array
+   * part holds the keys, else through the API. */
   if (dst == 0) {
     if (lmp__peek_new_array(L, count, &cells)) {
       fill_in_place(&cells, tag, p, count, width);
@@ -353,6 +354,13 @@ const char *lmp__decode_number_array_into(lua_State *L, int tag, const unsigned 
     }
     lua_createtable(L, (int)count, 0);
     table = lua_gettop(L);
+  } else if (count > 0 && first >= 1 && lmp__peek_array_part(L, dst, &cells) &&
+             (size_t)first - 1 + count <= cells.size) {
+    lmp_peek range;
+    range.cells = cells.cells + (first - 1);
+    range.size = count;
+    fill_in_place(&range, tag, p, count, width);
+    if (lmp__peek_confirm_range(L, dst, &cells, (size_t)first, count)) return NULL;
   }
   if (tag == T_FLOAT_ARRAY) {
     for (i = 0; i < count; i++) {

@@ -58,6 +58,14 @@ int lmp__peek_array(lua_State *L, int idx, lmp_peek *p) {
   return 1;
 }
 
+int lmp__peek_array_part(lua_State *L, int idx, lmp_peek *p) {
+  table_header t;
+  if (!mirror_on || !read_header(L, idx, &t)) return 0;
+  p->cells = t.array;
+  p->size = array_size(&t);
+  return p->size == 0 || p->cells != NULL;
+}
+
 static int new_array(lua_State *L, size_t count, lmp_peek *p) {
   table_header t;
   if (count == 0 || count > (size_t)INT_MAX) return 0;

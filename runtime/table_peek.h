@@ -43,6 +43,11 @@ typedef struct lmp_peek {
  * Fills *p then. Reads only; calls nothing in Lua. */
 int lmp__peek_array(lua_State *L, int idx, lmp_peek *p);
 
+/* The array part of the table at idx (a table: the caller checked),
+ * whatever its hash part holds: for writing keys 1 .. p->size, which Lua
+ * keeps in the array part always, in place. 0 when the mirror is off. */
+int lmp__peek_array_part(lua_State *L, int idx, lmp_peek *p);
+
 /* Pushes a new table with an array part of `count` cells (at least 1),
  * all nil, and fills *p for the caller to write them with
  * lmp__peek_set_float and lmp__peek_set_integer; numbers need no write

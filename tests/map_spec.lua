@@ -327,7 +327,8 @@ describe("numbers through a pool", function()
       end
       local _, after = core.table_peek()
       if in_place and was_on then
-        assert.is_true(after - before >= 5 * (3000 // 7), "chunks read in place")
+        -- each chunk of numbers read in place, and its answer written so
+        assert.is_true(after - before >= 2 * 5 * (3000 // 7), "chunks read and written in place")
       else
         assert.equal(before, after)
       end
