@@ -56,8 +56,10 @@ describe("worker death", function()
   it("a death by any signal names it, from the system's own list (SIGUSR1, SIGXCPU)", function()
     for _, name in ipairs{"SIGUSR1", "SIGXCPU"} do
       local pid = pool:apply(function() return core.getpid() end)
-      local r = pool:apply_async(function() busy(30) end)
-      lmp.sleep(0.1)
+      local path, started = helpers.start_signal()
+      local touch = helpers.touch
+      local r = pool:apply_async(function() touch(path); busy(30) end)
+      assert.is_true(started())
       assert.is_true(os.execute(("kill -s %s %d"):format(name:sub(4), pid)))
       local ok, err = pcall(r.get, r, 30)
       assert.is_false(ok)

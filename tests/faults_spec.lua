@@ -165,13 +165,21 @@ describe("a closed pool", function()
     local pool = lmp.Pool(2)
     -- Items 1 and 2, each worker's first, run until the kill: a slow main
     -- process (valgrind) kills after the workers finished 20 ms tasks,
-    -- and a worker that finished all it was sent fails nothing.
+    -- and a worker that finished all it was sent fails nothing. Killed
+    -- once both run (each makes a file): a task a worker was only sent
+    -- runs on its replacement.
+    local path_1, started_1 = helpers.start_signal()
+    local path_2, started_2 = helpers.start_signal()
+    local touch = helpers.touch
     local r = pool:map_async(function(x)
+      if x <= 2 then touch(x == 1 and path_1 or path_2) end
       local t = os.clock()
       while os.clock() - t < (x <= 2 and 20 or 0.02) do end
       return x
     end, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, 1)
     pool:close()
+    assert.is_true(started_1())
+    assert.is_true(started_2())
     for _, pid in ipairs(worker_pids(pool)) do kill_from_outside(pid) end
     busy(0.05)
     local ok, err = pcall(r.get, r, 30)
