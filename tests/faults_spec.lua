@@ -99,7 +99,7 @@ describe("a task sent to a worker that was already dead", function()
     end)
   end
 
-  it("apply_async, map and imap chunks (ring): every one runs on the replacements", function()
+  it("apply_async (small and big), map and imap chunks (ring): every one runs on the replacements", function()
     local pool <close> = lmp.Pool(2, {ring = true})
     -- Each round sends its tasks into stopped workers, then kills them.
     local function round(submit)
@@ -122,6 +122,15 @@ describe("a task sent to a worker that was already dead", function()
     round(function()
       local map = pool:map_async(function(x) return x * 2 end, {1, 2, 3, 4, 5, 6, 7, 8}, 2)
       return function() assert.same({2, 4, 6, 8, 10, 12, 14, 16, n = 8}, map:get(30)) end
+    end)
+    -- Frames too big for the ring go on the socket, in order with the
+    -- ring's: the worker counts both.
+    round(function()
+      local big, handles = string.rep("x", 200000), {}
+      for i = 1, 4 do handles[i] = pool:apply_async(function(s, x) return #s + x end, {big, i}) end
+      return function()
+        for i = 1, 4 do assert.equal(200000 + i, handles[i]:get(30)) end
+      end
     end)
     round(function()
       local results = {}
