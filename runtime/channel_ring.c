@@ -21,6 +21,9 @@ static lmp_ring *worker_ring;
 static int ring_wake_fd = -1;
 /* Frames read from and written to the socket, the end of file included. */
 static uint64_t socket_frames_read, socket_frames_sent;
+/* Frames taken from either, published in the ring (taken): should this
+ * worker die, the main process runs elsewhere the tasks it never read. */
+static uint64_t frames_taken;
 /* The ring frame last returned: it is decoded where it lies, and popped
  * at the next call. */
 static size_t ring_taken;
@@ -44,7 +47,15 @@ static int one_cpu(void) {
   return answer;
 }
 
-void lmp__worker_ring_socket_read(void) { socket_frames_read++; }
+static void count_taken(void) {
+  frames_taken++;
+  if (worker_ring) __atomic_store_n(&worker_ring->to_worker.taken, frames_taken, __ATOMIC_RELEASE);
+}
+
+void lmp__worker_ring_socket_read(void) {
+  socket_frames_read++;
+  count_taken();
+}
 
 int lmp__worker_ring_next(const char **body, size_t *n) {
   lmp_ring_side *s = &worker_ring->to_worker;
@@ -64,6 +75,7 @@ int lmp__worker_ring_next(const char **body, size_t *n) {
     if (got > 0 && before <= socket_frames_read) {
       ring_taken = length;
       ring_frame_held = 1;
+      count_taken();
       *body = frame + LMP_FRAME_HEADER;
       *n = length - LMP_FRAME_HEADER;
       return 1;
@@ -137,6 +149,8 @@ int lmp__core_ring_attach(lua_State *L) {
   }
   worker_ring = ring;
   ring_wake_fd = wake;
+  /* The frames read before (the init that brought the ring). */
+  __atomic_store_n(&ring->to_worker.taken, frames_taken, __ATOMIC_RELEASE);
   return 0;
 }
 
@@ -146,5 +160,5 @@ void lmp__channel_forget_ring(void) {
   worker_ring = NULL;
   ring_wake_fd = -1;
   ring_frame_held = 0;
-  socket_frames_read = socket_frames_sent = 0;
+  socket_frames_read = socket_frames_sent = frames_taken = 0;
 }

@@ -115,23 +115,50 @@ static void forget_lua(worker_handle *c) {
   c->L = NULL;
 }
 
+/* How many frames the dead worker took from its channel (-1: not
+ * known), so that the pool runs elsewhere what it never read. With a
+ * ring, the worker counted them there (ring.h, taken). On a socket alone
+ * only the kernel knows, and it tells one thing: a worker whose end
+ * closed with bytes of ours unread reset ours (ECONNRESET, which a read
+ * or SO_ERROR reports once). Those bytes end the stream, so the last
+ * frame sent was not read whole: not taken. A worker that read every
+ * byte (perhaps without taking the frames in them yet), or whose end a
+ * child of its keeps open, leaves nothing to tell (SIOCOUTQ is 0 once
+ * the worker's end is gone, read or not). */
+static int64_t frames_taken(worker_handle *c) {
+  uv_os_fd_t fd;
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (c->ring != NULL) return lmp__ring_taken(c);
+  if (c->relayed || c->frames_sent == 0) return -1;
+  if (!c->reset && uv_fileno((uv_handle_t *)&c->channel, &fd) == 0 &&
+      getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == ECONNRESET)
+    c->reset = 1;
+  return c->reset ? (int64_t)c->frames_sent - 1 : -1;
+}
+
 /* The worker is gone once it has exited and everything it wrote has been
- * read: only then can the pool tell which tasks it finished. */
+ * read: only then can the pool tell which tasks it finished. on_exit gets
+ * its status, its signal and how many frames it took (nil: not known). */
 static void report_if_gone(worker_handle *c) {
   lua_State *L = c->L;
+  int64_t taken;
   if (!c->exited || !c->eof || c->reported) return;
   /* The worker's last frames may wait in its ring. */
   lmp__ring_drain(c);
   if (c->reported) return;
   c->reported = 1;
+  taken = frames_taken(c);
   lmp__ring_release(c); /* nothing more comes or goes */
   lmp__handle_close_handle((uv_handle_t *)&c->channel);
   if (L == NULL) return;
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->on_exit_ref);
   lua_pushinteger(L, (lua_Integer)c->exit_status);
   lua_pushinteger(L, c->term_signal);
+  if (taken >= 0) lua_pushinteger(L, (lua_Integer)taken);
+  else lua_pushnil(L);
   forget_lua(c);
-  lmp__call_protected(L, 2);
+  lmp__call_protected(L, 3);
 }
 
 static void drain_channel(worker_handle *c);
@@ -442,6 +469,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     if (c->broken) c->inbox.bytes.len = c->inbox.used = 0;
     lmp__handle_uncork();
   } else if (nread < 0) {
+    if (nread == UV_ECONNRESET) c->reset = 1; /* see frames_taken */
     uv_read_stop(stream);
     c->eof = 1;
     report_if_gone(c);

@@ -39,6 +39,8 @@ typedef struct worker_handle {
   int lua_owned;
   int exited, eof, reported, input_closed;
   int broken;   /* the channel carried garbage: it is read no more */
+  uint64_t frames_sent; /* frames sent to the worker: each send returns its number */
+  int reset;    /* the worker's end closed with bytes of ours unread */
   int64_t exit_status;
   int term_signal;
   int pid;
@@ -94,7 +96,8 @@ void lmp__handle_channel_broken(worker_handle *c, const char *reason);
  * close); lmp__ring_send puts a frame in the ring (1) or
  * counts it as going on the socket (0: the caller writes it there), or
  * finds the worker gone (-1: nothing sent);
- * lmp__ring_count_end counts the end of file; lmp__ring_drain delivers
+ * lmp__ring_count_end counts the end of file; lmp__ring_taken is how many
+ * frames the worker took (ring.h, taken); lmp__ring_drain delivers
  * the worker's frames that wait (1 if any); lmp__ring_before_socket_frame
  * comes before each frame read from the socket; lmp__ring_release unmaps
  * it when the handle is freed. lmp__rings_forget_parent: in a forked child. */
@@ -113,6 +116,7 @@ int lmp__handle_open_ring(lua_State *L);
 int lmp__handle_ring_counts(lua_State *L);
 int lmp__ring_send(worker_handle *c, const uv_buf_t *bufs, size_t nbufs, size_t total, int carrying);
 void lmp__ring_count_end(worker_handle *c);
+int64_t lmp__ring_taken(worker_handle *c);
 int lmp__ring_drain(worker_handle *c);
 void lmp__ring_before_socket_frame(worker_handle *c);
 void lmp__ring_release(worker_handle *c);

@@ -323,6 +323,10 @@ int lmp__ring_send(worker_handle *c, const uv_buf_t *bufs, size_t nbufs, size_t 
   return 0;
 }
 
+int64_t lmp__ring_taken(worker_handle *c) {
+  return (int64_t)__atomic_load_n(&c->ring->to_worker.taken, __ATOMIC_ACQUIRE);
+}
+
 void lmp__ring_count_end(worker_handle *c) {
   if (c->ring && lmp__ring_count_socket(&c->ring->to_worker)) lmp__ring_wake(&c->ring->to_worker);
 }

@@ -282,10 +282,17 @@ static void done_with(lua_State *L, lmp_buffer *b, int box) {
   if (b->cap > 65536) lmp__buffer_free(b);
 }
 
+/* Pushes the number of the frame just sent (1 for the first on the
+ * channel): the worker's ring says how many it took (ring.h, taken), and
+ * so whether it ever read this one. */
+static void push_sent(lua_State *L, worker_handle *c) {
+  lua_pushinteger(L, (lua_Integer)++c->frames_sent);
+}
+
 /* Sends the frame whose prefix and message b holds, the encode box at
  * `box` or (box 0) the handle's task_frame, with the payload at
- * `payload_idx` (NULL for none); pushes whether it went (false once the
- * worker is gone or leaving). */
+ * `payload_idx` (NULL for none); pushes the frame's number (push_sent),
+ * or false once the worker is gone or leaving. */
 static int send_encoded(lua_State *L, worker_handle *c, lmp_buffer *b, int box, lmp_payload *payload,
                         int payload_idx, lmp_descriptors *message_fds) {
   uv_stream_t *stream = (uv_stream_t *)&c->channel;
@@ -329,7 +336,8 @@ static int send_encoded(lua_State *L, worker_handle *c, lmp_buffer *b, int box, 
                               !fits);
     if (went != 0) {
       done_with(L, b, box);
-      lua_pushboolean(L, went > 0);
+      if (went > 0) push_sent(L, c);
+      else lua_pushboolean(L, 0);
       return 1;
     }
   }
@@ -344,7 +352,7 @@ static int send_encoded(lua_State *L, worker_handle *c, lmp_buffer *b, int box, 
       flush_list = c;
     }
     done_with(L, b, box);
-    lua_pushboolean(L, 1);
+    push_sent(L, c);
     return 1;
   }
   /* Frames corked earlier go first. */
@@ -380,7 +388,7 @@ static int send_encoded(lua_State *L, worker_handle *c, lmp_buffer *b, int box, 
   }
   if (written == total) {
     done_with(L, b, box);
-    lua_pushboolean(L, 1);
+    push_sent(L, c);
     return 1;
   }
   /* The channel is full: queue the rest. The head is copied out of the
@@ -405,7 +413,7 @@ static int send_encoded(lua_State *L, worker_handle *c, lmp_buffer *b, int box, 
     lua_pushboolean(L, 0);
     return 1;
   }
-  lua_pushboolean(L, 1);
+  push_sent(L, c);
   return 1;
 }
 

@@ -17,11 +17,16 @@
 #define LMP_RING_FRAME_MAX (LMP_RING_BYTES / 4)
 
 /* One direction. The producer alone writes tail, socket_sent and seq; the
- * consumer alone writes head and sleeping (the producer clears sleeping
- * when it wakes it). Positions count bytes since the start and only grow. */
+ * consumer alone writes head, taken and sleeping (the producer clears
+ * sleeping when it wakes it). Positions count bytes since the start and
+ * only grow. */
 typedef struct lmp_ring_side {
   uint64_t head;        /* consumer: bytes taken */
-  char gap1[56];        /* head and tail on their own cache lines */
+  uint64_t taken;       /* consumer: frames it took, from the ring or the
+                           socket, each counted as it is handed over, before
+                           it is decoded: once the consumer is dead, the
+                           frames beyond were never read */
+  char gap1[48];        /* head and tail on their own cache lines */
   uint64_t tail;        /* producer: bytes published */
   uint64_t socket_sent; /* producer: frames it put on the socket, and its
                            end of file, counted before they are written */

@@ -23,16 +23,20 @@ describe("worker death", function()
   it("SIGKILL from outside fails only the task it held, names the signal, and is replaced", function()
     local results, handles = {}, {}
     local victim
+    local path, started = helpers.start_signal()
+    local touch = helpers.touch
     for i = 1, 6 do
       handles[i] = pool:apply_async(function(x)
-        if x == 1 then busy(0.5) end
+        if x == 1 then touch(path); busy(0.5) end
         return x
       end, {i}, {
         callback = function(v) results[i] = v end,
         error_callback = function(e) results[i] = e end,
       })
     end
-    -- The worker running item 1 is busy for a while: kill it then.
+    -- The worker running item 1 is busy for a while: kill it then (once
+    -- it runs it: a task it was sent but never read runs elsewhere).
+    assert.is_true(started())
     assert.is_true(wait_for(function()
       for _, w in ipairs(pool.workers) do
         if w.inflight[1] and w.inflight[1].job == handles[1].job then victim = w.pid end
@@ -52,8 +56,10 @@ describe("worker death", function()
   it("a death by any signal names it, from the system's own list (SIGUSR1, SIGXCPU)", function()
     for _, name in ipairs{"SIGUSR1", "SIGXCPU"} do
       local pid = pool:apply(function() return core.getpid() end)
-      local r = pool:apply_async(function() busy(30) end)
-      lmp.sleep(0.1)
+      local path, started = helpers.start_signal()
+      local touch = helpers.touch
+      local r = pool:apply_async(function() touch(path); busy(30) end)
+      assert.is_true(started())
       assert.is_true(os.execute(("kill -s %s %d"):format(name:sub(4), pid)))
       local ok, err = pcall(r.get, r, 30)
       assert.is_false(ok)

@@ -70,6 +70,103 @@ describe("a worker killed from outside while the main process is busy", function
   end)
 end)
 
+-- A worker may die between two turns of the main loop: until its death is
+-- seen, tasks still go into its channel, and it never reads them. Made
+-- certain here: its workers are stopped (SIGSTOP, so that a task sent to
+-- them goes into their channel, as to a live worker), sent tasks, then
+-- killed. A task its worker never read runs on the replacement; only one
+-- it read fails, as worker_lost.
+describe("a task sent to a worker that was already dead", function()
+  after_each(function() assert.is_true(helpers.no_children()) end)
+
+  local function stop(pids)
+    for _, pid in ipairs(pids) do assert(core.kill(pid, 19)) end -- SIGSTOP
+  end
+
+  for _, ring in ipairs{true, false} do
+    local transport = ring and "ring" or "socket"
+    it(("apply (%s): runs on the replacement"):format(transport), function()
+      local pool <close> = lmp.Pool(2, {ring = ring})
+      for round = 1, 2 do
+        local pids = worker_pids(pool)
+        stop(pids)
+        -- Killed from another process while apply waits for its answer,
+        -- which it sent into a stopped worker's channel.
+        assert(os.execute(("(sleep 0.2; kill -9 %s) &"):format(table.concat(pids, " "))))
+        assert.equal(round, pool:apply(function(x) return x end, {round}))
+        assert.is_true(wait_for(function() return #pool.workers == 2 end))
+      end
+    end)
+  end
+
+  it("apply_async (small and big), map and imap chunks (ring): every one runs on the replacements", function()
+    local pool <close> = lmp.Pool(2, {ring = true})
+    -- Each round sends its tasks into stopped workers, then kills them.
+    local function round(submit)
+      local pids = worker_pids(pool)
+      stop(pids)
+      local collect = submit()
+      -- Every worker holds tasks it never read.
+      for _, w in ipairs(pool.workers) do assert.is_true(#w.inflight > 0) end
+      for _, pid in ipairs(pids) do kill_from_outside(pid) end
+      collect()
+      assert.is_true(wait_for(function() return #pool.workers == 2 end))
+    end
+    round(function()
+      local handles = {}
+      for i = 1, 6 do handles[i] = pool:apply_async(function(x) return -x end, {i}) end
+      return function()
+        for i = 1, 6 do assert.equal(-i, handles[i]:get(30)) end
+      end
+    end)
+    round(function()
+      local map = pool:map_async(function(x) return x * 2 end, {1, 2, 3, 4, 5, 6, 7, 8}, 2)
+      return function() assert.same({2, 4, 6, 8, 10, 12, 14, 16, n = 8}, map:get(30)) end
+    end)
+    -- Frames too big for the ring go on the socket, in order with the
+    -- ring's: the worker counts both.
+    round(function()
+      local big, handles = string.rep("x", 200000), {}
+      for i = 1, 4 do handles[i] = pool:apply_async(function(s, x) return #s + x end, {big, i}) end
+      return function()
+        for i = 1, 4 do assert.equal(200000 + i, handles[i]:get(30)) end
+      end
+    end)
+    round(function()
+      local results = {}
+      local next_value = pool:imap(function(x) return x + 100 end, {1, 2, 3, 4, 5, 6}, 2)
+      return function()
+        for v in next_value do results[#results + 1] = v end
+        assert.same({101, 102, 103, 104, 105, 106}, results)
+      end
+    end)
+  end)
+
+  for _, ring in ipairs{true, false} do
+    local transport = ring and "ring" or "socket"
+    it(("a task the worker read (%s) still fails as worker_lost, once"):format(transport), function()
+      local pool <close> = lmp.Pool(1, {ring = ring})
+      local pid = worker_pids(pool)[1]
+      local path, started = helpers.start_signal()
+      local touch, outcomes = helpers.touch, {}
+      local first = pool:apply_async(function() touch(path); busy(30) end, {}, {
+        callback = function() outcomes[#outcomes + 1] = "value" end,
+        error_callback = function(e) outcomes[#outcomes + 1] = e end,
+      })
+      local second = pool:apply_async(function(x) return x end, {2})
+      assert.is_true(started())
+      kill_from_outside(pid)
+      local ok, err = pcall(first.get, first, 30)
+      assert.is_false(ok)
+      assert.equal("worker_lost", err.kind)
+      assert.equal(2, second:get(30))
+      lmp.sleep(0.05) -- a second outcome, were there one, would come now
+      assert.equal(1, #outcomes)
+      assert.equal("worker_lost", outcomes[1].kind)
+    end)
+  end
+end)
+
 describe("a closed pool", function()
   after_each(function() assert.is_true(helpers.no_children()) end)
 
@@ -77,13 +174,21 @@ describe("a closed pool", function()
     local pool = lmp.Pool(2)
     -- Items 1 and 2, each worker's first, run until the kill: a slow main
     -- process (valgrind) kills after the workers finished 20 ms tasks,
-    -- and a worker that finished all it was sent fails nothing.
+    -- and a worker that finished all it was sent fails nothing. Killed
+    -- once both run (each makes a file): a task a worker was only sent
+    -- runs on its replacement.
+    local path_1, started_1 = helpers.start_signal()
+    local path_2, started_2 = helpers.start_signal()
+    local touch = helpers.touch
     local r = pool:map_async(function(x)
+      if x <= 2 then touch(x == 1 and path_1 or path_2) end
       local t = os.clock()
       while os.clock() - t < (x <= 2 and 20 or 0.02) do end
       return x
     end, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, 1)
     pool:close()
+    assert.is_true(started_1())
+    assert.is_true(started_2())
     for _, pid in ipairs(worker_pids(pool)) do kill_from_outside(pid) end
     busy(0.05)
     local ok, err = pcall(r.get, r, 30)

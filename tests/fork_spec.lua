@@ -183,8 +183,20 @@ describe("start method fork, choosing it", function()
       local core = require "lmp.core"
       local pool <close> = lmp.Pool{processes = 2, start_method = "fork"}
       local pid = pool:apply(function() return core.getpid() end)
-      local r = pool:apply_async(function() local t = os.clock() while os.clock() - t < 30 do end end)
-      lmp.sleep(0.1)
+      -- Killed once it runs the task (it makes a file): a task it was
+      -- only sent would run on its replacement.
+      local path = os.tmpname()
+      os.remove(path)
+      local r = pool:apply_async(function()
+        io.open(path, "w"):close()
+        local t = os.clock() while os.clock() - t < 30 do end
+      end)
+      for _ = 1, 1000 do
+        local f = io.open(path)
+        if f then f:close(); break end
+        lmp.sleep(0.01)
+      end
+      os.remove(path)
       local other = pool.workers[1].pid == pid and pool.workers[2].pid or pool.workers[1].pid
       core.kill(pid, 9)
       core.kill(other, 9)

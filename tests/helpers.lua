@@ -34,8 +34,12 @@ function helpers.check_killed_worker_is_replaced(pool, kill)
   local core = require "lmp.core"
   local busy = helpers.busy
   local pid = pool:apply(function() return core.getpid() end)
-  local r = pool:apply_async(function() busy(30) end)
-  require("lmp").sleep(0.1)
+  -- Killed once it runs the task: one it was sent but never read would
+  -- run on its replacement.
+  local path, started = helpers.start_signal()
+  local touch = helpers.touch
+  local r = pool:apply_async(function() touch(path); busy(30) end)
+  expect.is_true(started())
   kill(pid)
   local ok, err = pcall(r.get, r, 30)
   expect.is_false(ok)
@@ -160,6 +164,32 @@ function helpers.wait_for(predicate, seconds)
     lmp.sleep(0.01)
   end
   return true
+end
+
+-- A file a task makes once it runs, for a test that must act on the
+-- worker (kill it) only once the worker has read the task, not merely
+-- been sent it. Returns the path (for the task: helpers.touch(path)) and
+-- started(), which turns lmp's loop until the file is there (true) or 10 s
+-- passed (false), and removes it.
+function helpers.start_signal()
+  local path = os.tmpname()
+  os.remove(path)
+  return path, function()
+    local ok = helpers.wait_for(function()
+      local f = io.open(path)
+      if f then f:close() end
+      return f ~= nil
+    end, 10)
+    os.remove(path)
+    return ok
+  end
+end
+
+-- Makes the file at path (in a task, where helpers is not loaded: pass it
+-- as an upvalue).
+function helpers.touch(path)
+  local f = assert(io.open(path, "w"))
+  f:close()
 end
 
 -- A shell command that runs the script named by $0 with the lmp runner,

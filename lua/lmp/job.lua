@@ -95,7 +95,7 @@ Job.callback, Job.timeout, Job.timer, Job.pending = false, false, false, true
 -- as its caller holds it: the table's size is most of the memory a task
 -- takes in the main process (which malloc and its page faults made the
 -- main cost of such a burst). So the constructor names 6 fields and the
--- table is made with room for 8, which the time it was sent and its
+-- table is made with room for 8, which the frame it was sent in and its
 -- results fill; what only some jobs have (options, a blocking apply's
 -- pending, an executor's listeners, an error) is set after, and makes
 -- room for 16 in those.
@@ -125,7 +125,7 @@ local function task_of(job, fn, function_id, mode, payload, first, count, timeou
   task_serial = task_serial + 1
   return {id = task_serial, job = job, fn = fn, function_id = function_id, mode = mode,
           payload = payload, first = first, count = count, timeout = timeout,
-          sent_at = nil, timer = nil, took = nil}
+          frame = nil, sent_at = nil, timer = nil, took = nil}
 end
 
 -- A task of `count` items, source[from] onwards, which are items `first`

@@ -386,7 +386,9 @@ end
 local internal = {
   submit_apply = submit_apply,
   imap = imap.iterate,
-  started = function(job) return job.sent_at ~= nil end,
+  -- (A job handed to a worker has its frame; a future the user marked
+  -- running, the time it was.)
+  started = function(job) return job.frame ~= nil or job.sent_at ~= nil end,
   finish = function(job, err) job:_finish(err) end,
   reader_of = reader_of,
   options_of = options_of,

@@ -107,9 +107,9 @@ function Pool:_new_worker()
     local pool = ref.pool
     if pool then Pool._on_message(pool, w, message, payload) end
   end
-  local function on_exit(status, signal)
+  local function on_exit(status, signal, taken)
     local pool = ref.pool
-    if pool then pool:_on_exit(w, status, signal) end
+    if pool then pool:_on_exit(w, status, signal, taken) end
   end
   return w, on_message, on_exit
 end
@@ -323,13 +323,15 @@ function Pool:_send(w, task)
   end
   local count = w.sent + 1
   w.sent = count
+  -- The number of the frame it went in (the transport's; or true): should
+  -- the worker die, whether it ever read it (Pool:_on_exit).
+  task.frame = sent
   -- When it was sent, for the time it took (chunking.run_time). An apply
-  -- task's is 0, and counts as QUICK at most, as its quick answer does:
+  -- task has none, and counts as QUICK at most, as its quick answer does:
   -- no estimate needs more from it (a longer one brings its run time),
-  -- and a burst of apply_async is spared reading the clock per task.
-  if mode == "apply" then
-    task.sent_at = 0
-  else
+  -- and a burst of apply_async is spared reading the clock per task (and
+  -- its table a field: frame fills the last of its 8).
+  if mode ~= "apply" then
     task.sent_at = hrtime()
     if task.job.source then task.job.sent_items = task.job.sent_items + task.count end
   end
@@ -434,7 +436,7 @@ function Pool:_on_message(w, message, values)
   -- How long the task ran, as its worker measured it: the time it waited
   -- in the channel behind another, or its answer waited to be read while
   -- this process was busy, says nothing of the work.
-  local took = chunking.run_time(ran, core.hrtime() - task.sent_at, protocol.QUICK)
+  local took = chunking.run_time(ran, core.hrtime() - (task.sent_at or 0), protocol.QUICK)
   local job = task.job
   -- An imap sizes its chunks from how long they ran (see lmp.imap). A
   -- chunk answered with its id alone ran under protocol.QUICK: counted as
@@ -486,7 +488,9 @@ function Pool:_on_control(w, kind, message, info)
   end
 end
 
-function Pool:_on_exit(w, status, signal)
+-- taken: how many frames the worker took from its channel before it
+-- died, when its transport can tell (nil otherwise).
+function Pool:_on_exit(w, status, signal, taken)
   -- With kill_orphans, each worker leads its own process group: whatever
   -- its tasks started and left there ends with it.
   if self.kill_orphans then core.kill(-w.pid, 9) end
@@ -495,9 +499,18 @@ function Pool:_on_exit(w, status, signal)
   end
   local clean = w.retiring and #w.inflight == 0
   if not clean and self.state ~= "terminated" then
-    -- A worker that died before it was ready ran nothing it was given.
-    local running = w.ready and table.remove(w.inflight, 1)
+    -- A worker that died before it was ready ran nothing it was given;
+    -- nor did one that never took its task out of its channel (it died
+    -- before, or before this process saw it die and sent it the task): it
+    -- runs elsewhere, as the tasks behind it do. A task whose time ran out
+    -- was held, whatever the count says: its worker was killed for it.
+    local running = w.ready and w.inflight[1]
+    if running and taken and w.timed_out ~= running and running.frame > taken then
+      if running.timer then running.timer:close(); running.timer = nil end
+      running = nil
+    end
     if running then
+      table.remove(w.inflight, 1)
       if running.timer then running.timer:close() end
       local err
       if w.timed_out == running then

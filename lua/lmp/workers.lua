@@ -11,7 +11,7 @@ function workers.executable()
 end
 
 -- Starts a worker by running its program; on_message(message, payload)
--- and on_exit(status, signal) are called from the loop. Returns the
+-- and on_exit(status, signal, taken) are called from the loop. Returns the
 -- worker's handle; raises when it cannot start.
 function workers.spawn(on_message, on_exit)
   local exe = workers.executable()
@@ -22,8 +22,9 @@ end
 -- transport's start(on_message, on_exit, options) starts one worker and
 -- returns its handle (send, send_task, close_input, keep_loop_alive, kill,
 -- pid; flush optional), or raises when it cannot; the pool calls on_message(message,
--- payload) once per frame, in order, and on_exit(status, signal) once,
--- after the last message. docs/architecture.md "How to add a transport"
+-- payload) once per frame, in order, and on_exit(status, signal [, taken])
+-- once, after the last message (taken: the frames the worker took out of
+-- its channel, where the transport can tell). docs/architecture.md "How to add a transport"
 -- gives the whole contract. A pool's start_method names the transport.
 local transports, transport_order = {}, {}
 -- Transports that start several workers in one call, by name:
