@@ -323,8 +323,9 @@ function Pool:_send(w, task)
   end
   local count = w.sent + 1
   w.sent = count
-  -- The number of the frame it went in (the transport's; or true): should
-  -- the worker die, whether it ever read it (Pool:_on_exit).
+  -- The number of the frame it went in (a transport that does not count
+  -- its frames gives true): should the worker die, whether it ever read
+  -- it (Pool:_on_exit).
   task.frame = sent
   -- When it was sent, for the time it took (chunking.run_time). An apply
   -- task has none, and counts as QUICK at most, as its quick answer does:
@@ -505,7 +506,8 @@ function Pool:_on_exit(w, status, signal, taken)
     -- runs elsewhere, as the tasks behind it do. A task whose time ran out
     -- was held, whatever the count says: its worker was killed for it.
     local running = w.ready and w.inflight[1]
-    if running and taken and w.timed_out ~= running and running.frame > taken then
+    if running and taken and w.timed_out ~= running and math.type(running.frame) == "integer"
+      and running.frame > taken then
       if running.timer then running.timer:close(); running.timer = nil end
       running = nil
     end
