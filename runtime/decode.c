@@ -543,11 +543,6 @@ int lmp__decode_list_into(lua_State *L, const char *p, size_t n, int dst,
   return 1;
 }
 
-int lmp__is_number_list(const char *p, size_t n) {
-  return n >= 6 && (unsigned char)p[0] == LMP_FORMAT_VERSION &&
-         (p[1] == T_INT_ARRAY || p[1] == T_FLOAT_ARRAY);
-}
-
 void lmp__decode_list(lua_State *L, const char *p, size_t n) {
   if (lmp__is_number_list(p, n)) {
     uint32_t count;

@@ -383,6 +383,11 @@ const char *lmp__decode_number_array(lua_State *L, int tag, const unsigned char 
   return lmp__decode_number_array_into(L, tag, pp, end, slot_budget, 0, 1, -1);
 }
 
+int lmp__is_number_list(const char *p, size_t n) {
+  return n >= 6 && (unsigned char)p[0] == LMP_FORMAT_VERSION &&
+         (p[1] == T_INT_ARRAY || p[1] == T_FLOAT_ARRAY);
+}
+
 int lmp__open_number_list(const char *p, size_t n, lmp_number_list *list) {
   size_t header;
   uint32_t count;
