@@ -62,6 +62,55 @@ describe("peer: _TestLock", function()
     locked_2processes(lmp.Lock())
   end)
 
+  -- Python names the holder (process and thread); lmp's string gives the
+  -- holder's pid and, for either lock, how many times it holds it.
+  local function held_by(name, pid, n)
+    return ("%s(held by %d, %d time%s)"):format(name, pid, n, n == 1 and "" or "s")
+  end
+
+  -- A child takes the lock, reports its string and its pid, holds the
+  -- lock until told, then lets it go.
+  local function repr_in_child(lock, n)
+    local conn, child_conn = lmp.Pipe()
+    local p = lmp.Process{target = function(l, c, times)
+      for _ = 1, times do l:acquire() end
+      c:send({tostring(l), require("lmp.core").getpid()})
+      c:recv()
+      for _ = 1, times do l:release() end
+    end, args = {lock, child_conn, n}}
+    p:start()
+    local got = conn:recv()
+    local while_held = tostring(lock)
+    conn:send("done")
+    p:join()
+    conn:close(); child_conn:close()
+    return got[1], got[2], while_held
+  end
+
+  it("test_repr_lock (the holder's pid: differs)", function()
+    local lock = lmp.Lock()
+    assert.equal("lmp.Lock(unlocked)", tostring(lock))
+    lock:acquire()
+    assert.equal(held_by("lmp.Lock", core.getpid(), 1), tostring(lock))
+    lock:release()
+    local in_child, pid, seen_here = repr_in_child(lock, 1)
+    assert.equal(held_by("lmp.Lock", pid, 1), in_child)
+    assert.equal(in_child, seen_here) -- another process holds it
+    assert.equal("lmp.Lock(unlocked)", tostring(lock))
+  end)
+
+  it("test_repr_rlock (the holder's pid: differs)", function()
+    local lock = lmp.RLock()
+    assert.equal("lmp.RLock(unlocked)", tostring(lock))
+    for _ = 1, 3 do lock:acquire() end
+    assert.equal(held_by("lmp.RLock", core.getpid(), 3), tostring(lock))
+    for _ = 1, 3 do lock:release() end
+    local in_child, pid, seen_here = repr_in_child(lock, 2)
+    assert.equal(held_by("lmp.RLock", pid, 2), in_child)
+    assert.equal(in_child, seen_here)
+    assert.equal("lmp.RLock(unlocked)", tostring(lock))
+  end)
+
   it("test_rlock", function()
     local lock = lmp.RLock()
     assert.is_true(lock:acquire())
