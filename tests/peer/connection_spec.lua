@@ -1,6 +1,6 @@
 -- CPython's Lib/test/_test_multiprocessing.py, the Pipe and connection
--- tests (_TestConnection, _TestPoll, TestInvalidHandle), translated to
--- lmp.Pipe. Python's send_bytes/recv_bytes are send/recv of a Lua string
+-- tests (_TestConnection, _TestListener, _TestListenerClient, _TestPoll,
+-- TestInvalidHandle), translated to lmp.Pipe and lmp.connection. Python's send_bytes/recv_bytes are send/recv of a Lua string
 -- here. tests/peer/README.md says what was ported and what differs.
 local describe, it, after_each, pending, assert, pcall =
   describe, it, after_each, pending, assert, pcall
@@ -109,6 +109,105 @@ describe("peer: _TestConnection", function()
     end
     assert.has_error(function() outer_a:recv() end)
     assert.has_error(function() outer_b:recv() end)
+  end)
+
+  it("test_sendbytes: offsets from 0, as Python's", function()
+    local msg = "abcdefghijklmnopqrstuvwxyz"
+    local a, b = lmp.Pipe()
+    a:send_bytes(msg)
+    assert.equal(msg, b:recv_bytes())
+    a:send_bytes(msg, 5)
+    assert.equal(msg:sub(6), b:recv_bytes())
+    a:send_bytes(msg, 7, 8)
+    assert.equal(msg:sub(8, 15), b:recv_bytes())
+    a:send_bytes(msg, 26)
+    assert.equal("", b:recv_bytes())
+    a:send_bytes(msg, 26, 0)
+    assert.equal("", b:recv_bytes())
+    -- Python's ValueError: outside the string, or a negative offset or size.
+    for _, bad in ipairs{{27}, {22, 5}, {26, 1}, {-1}, {4, -1}} do
+      assert.has_error(function() a:send_bytes(msg, bad[1], bad[2]) end)
+    end
+    assert.is_false(b:poll(0)) -- nothing was sent by the refused calls
+    a:close(); b:close()
+  end)
+end)
+
+-- Python's families are "AF_UNIX" and "AF_INET"; lmp's "unix" and "tcp".
+local families = {unix = {}, tcp = {address = {"127.0.0.1", 0}}}
+
+local function listener(family)
+  return lmp.connection.Listener{family = family, address = families[family].address}
+end
+
+describe("peer: _TestListener", function()
+  it("test_multiple_bind: a second listener on the same address fails", function()
+    for family in pairs(families) do
+      local l <close> = listener(family)
+      local ok, err = pcall(lmp.connection.Listener, {address = l.address, family = family})
+      assert.is_false(ok)
+      assert.equal("os", err.kind) -- Python's OSError
+    end
+  end)
+
+  it("test_context: listener, client and accepted end as to-be-closed variables", function()
+    local outer
+    do
+      local l <close> = lmp.connection.Listener{}
+      outer = l
+      local c <close> = lmp.connection.Client(l.address)
+      local d <close> = l:accept(30)
+      c:send(1729)
+      assert.equal(1729, d:recv())
+    end
+    assert.has_error(function() outer:accept(0) end)
+  end)
+end)
+
+describe("peer: _TestListenerClient", function()
+  after_each(function() assert.is_true(helpers.no_children(5)) end)
+
+  local function client(address)
+    local conn = require("lmp").connection.Client(address)
+    conn:send("hello")
+    conn:close()
+  end
+
+  it("test_listener_client", function()
+    for family in pairs(families) do
+      local l = listener(family)
+      local p = lmp.Process{target = client, args = {l.address}, daemon = true}
+      p:start()
+      local conn = l:accept(30)
+      assert.equal("hello", conn:recv())
+      p:join()
+      conn:close()
+      l:close()
+    end
+  end)
+
+  -- The client has connected, sent and closed before accept: the message
+  -- is still read.
+  it("test_issue14725", function()
+    local l = lmp.connection.Listener{}
+    local p = lmp.Process{target = client, args = {l.address}, daemon = true}
+    p:start()
+    p:join()
+    local conn = l:accept(30)
+    assert.equal("hello", conn:recv())
+    conn:close()
+    l:close()
+  end)
+
+  it("test_issue16955: poll sees bytes the accepted end sent", function()
+    for family in pairs(families) do
+      local l = listener(family)
+      local c = lmp.connection.Client(l.address)
+      local a = l:accept(30)
+      a:send_bytes("hello")
+      assert.is_true(c:poll(1))
+      a:close(); c:close(); l:close()
+    end
   end)
 end)
 
