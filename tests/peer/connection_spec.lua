@@ -1,6 +1,6 @@
 -- CPython's Lib/test/_test_multiprocessing.py, the Pipe and connection
--- tests (_TestConnection, _TestListener, _TestListenerClient, _TestPoll,
--- TestInvalidHandle), translated to lmp.Pipe and lmp.connection. Python's send_bytes/recv_bytes are send/recv of a Lua string
+-- tests (_TestConnection, _TestListener, _TestListenerClient, TestWait,
+-- _TestPoll, TestInvalidHandle), translated to lmp.Pipe and lmp.connection. Python's send_bytes/recv_bytes are send/recv of a Lua string
 -- here. tests/peer/README.md says what was ported and what differs.
 local describe, it, after_each, pending, assert, pcall =
   describe, it, after_each, pending, assert, pcall
@@ -208,6 +208,91 @@ describe("peer: _TestListenerClient", function()
       assert.is_true(c:poll(1))
       a:close(); c:close(); l:close()
     end
+  end)
+end)
+
+describe("peer: TestWait", function()
+  after_each(function() assert.is_true(helpers.no_children(5)) end)
+
+  local function child_wait(w, slow)
+    local l = require("lmp")
+    for i = 0, 9 do
+      if slow then l.sleep(math.random() * 0.02) end
+      w:send({i, require("lmp.core").getpid()})
+    end
+    w:close()
+  end
+
+  local function test_wait(slow)
+    local readers, procs, messages = {}, {}, {}
+    for i = 1, 4 do
+      local r, w = lmp.Pipe(false)
+      procs[i] = lmp.Process{target = child_wait, args = {w, slow}, daemon = true}
+      procs[i]:start()
+      w:close()
+      readers[i] = r
+    end
+    while #readers > 0 do
+      for _, r in ipairs(lmp.connection.wait(readers, 30)) do
+        local ok, msg = pcall(r.recv, r)
+        if ok then
+          messages[#messages + 1] = msg[1] .. ":" .. msg[2]
+        else
+          assert.equal("closed", msg.kind) -- Python's EOFError
+          for i, x in ipairs(readers) do if x == r then table.remove(readers, i) break end end
+          r:close()
+        end
+      end
+    end
+    local expected = {}
+    for _, p in ipairs(procs) do
+      for i = 0, 9 do expected[#expected + 1] = i .. ":" .. p.pid end
+    end
+    table.sort(messages); table.sort(expected)
+    assert.same(expected, messages)
+    for _, p in ipairs(procs) do p:join() end
+  end
+
+  it("test_wait", function() test_wait(false) end)
+
+  it("test_wait_slow (sleeps up to 20 ms, not 100)", function() test_wait(true) end)
+
+  it("test_wait_timeout (0.5 s for 5)", function()
+    local a, b = lmp.Pipe()
+    local t0 = core.hrtime()
+    assert.same({}, lmp.connection.wait({a, b}, 0.5))
+    local delta = core.hrtime() - t0
+    assert.is_true(delta > 0.25, delta) -- Python's lower bound; no upper bound
+    b:send(false)
+    assert.same({a}, lmp.connection.wait({a, b}, 20))
+    a:close(); b:close()
+  end)
+
+  -- A sentinel is an object here (Python's is a descriptor number).
+  it("test_wait_integer", function()
+    local sem = lmp.Semaphore(0)
+    local a, b = lmp.Pipe()
+    local p = lmp.Process{target = function(s) s:release(); require("lmp").sleep(0.5) end,
+                          args = {sem}}
+    p:start()
+    assert.is_true(sem:acquire(true, 20))
+    -- Without Python's bounds on the time taken (a loaded machine).
+    assert.same({p.sentinel}, lmp.connection.wait({a, p.sentinel, b}, 20))
+    assert.is_false(p:is_alive())
+    a:send(false)
+    assert.same({p.sentinel, b}, lmp.connection.wait({a, p.sentinel, b}, 20))
+    b:send(false)
+    assert.same({a, p.sentinel, b}, lmp.connection.wait({a, p.sentinel, b}, 20))
+    p:join()
+    a:close(); b:close()
+  end)
+
+  it("test_neg_timeout: does not wait", function()
+    local a, b = lmp.Pipe()
+    local t0 = core.hrtime()
+    assert.same({}, lmp.connection.wait({a}, -1))
+    assert.is_true(core.hrtime() - t0 < 1)
+    a:close(); b:close()
   end)
 end)
 
