@@ -97,8 +97,13 @@ static int core_listen_socket(lua_State *L) {
     if (unix_address(lua_tostring(L, 2), &addr) != 0)
       return fail(L, "os", "the socket path is empty or too long");
     if ((s->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) < 0 ||
-        bind(s->fd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(s->fd, 64) != 0)
-      return e = errno, socket_close(L), fail_errno(L, "cannot listen", e);
+        bind(s->fd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(s->fd, 64) != 0) {
+      /* Closed here: socket_close would check argument 1, the family. */
+      e = errno;
+      if (s->fd >= 0) close(s->fd);
+      s->fd = -1;
+      return fail_errno(L, "cannot listen", e);
+    }
     return 1;
   } else {
     const char *why = NULL;

@@ -247,6 +247,9 @@ function Lock:__tostring()
   return ("%s(held by %d, %d time%s)"):format(getmetatable(self).__name, owner, depth,
     depth == 1 and "" or "s")
 end
+-- Metamethods are looked up in the metatable itself, not through its
+-- __index: an RLock needs its own.
+RLock.__tostring = Lock.__tostring
 
 -- ---- Semaphore and BoundedSemaphore ------------------------------------------
 

@@ -1,6 +1,7 @@
 -- CPython's Lib/test/_test_multiprocessing.py, the manager tests
--- (_TestContainers, TestSyncManagerTypes.test_list/test_dict), translated
--- to lmp.Manager's dict and list proxies. Python's proxies take Python
+-- (_TestContainers, TestSyncManagerTypes, _TestMyManager,
+-- _TestRemoteManager, _TestManagerRestart), translated to lmp.Manager and
+-- lmp.BaseManager. Python's proxies take Python
 -- syntax (d[k] = v, l[i], len(l)); lmp's take methods (d:set(k, v),
 -- l:get(i), #l), with list indexes from 1. tests/peer/README.md says
 -- what was ported and what differs.
@@ -361,5 +362,44 @@ describe("peer: _TestMyManager, _TestRemoteManager", function()
     assert.same({"hello world", 42}, q:get())
     queue_of_m:put(1)
     assert.equal(1, queue_of_m:get())
+  end)
+end)
+
+describe("peer: _TestManagerRestart", function()
+  after_each(function() assert.is_true(helpers.no_children(5)) end)
+
+  -- Python's QueueManager: get_queue gives every client the one queue of
+  -- the manager's process (a global there).
+  local function queue_manager(address, authkey)
+    local m = lmp.BaseManager{address = address, authkey = authkey}
+    m:register("get_queue", function()
+      SERVER_QUEUE = SERVER_QUEUE or {items = {},
+        put = function(self, x) self.items[#self.items + 1] = x end,
+        get = function(self) return table.remove(self.items, 1) end}
+      return SERVER_QUEUE
+    end)
+    return m
+  end
+
+  it("test_rapid_restart: a manager starts again at once on the address of one shut down", function()
+    local authkey = "rapid restart key"
+    local manager = queue_manager({"127.0.0.1", 0}, authkey):start()
+    local address = manager.address
+    assert.is_true(address[2] > 0)
+    local p = lmp.Process{target = function(addr, key)
+      local m = require("lmp").BaseManager{address = addr, authkey = key}:connect()
+      m:get_queue():put("hello world")
+    end, args = {address, authkey}}
+    p:start()
+    p:join()
+    assert.equal(0, p.exitcode)
+    assert.equal("hello world", manager:get_queue():get())
+    manager:shutdown()
+    -- Python retries once after a second on EADDRINUSE; lmp's listener
+    -- reuses the address at once.
+    manager = queue_manager(address, authkey):start()
+    assert.same(address, manager.address)
+    assert.is_nil(manager:get_queue():get())
+    manager:shutdown()
   end)
 end)

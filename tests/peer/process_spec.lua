@@ -15,6 +15,14 @@ local function plain(t)
   return r
 end
 
+-- Whether p is among lmp.active_children().
+local function listed(p)
+  for _, child in ipairs(lmp.active_children()) do
+    if child == p then return true end
+  end
+  return false
+end
+
 describe("peer: _TestProcess", function()
   after_each(function() assert.is_true(helpers.no_children(5)) end)
 
@@ -52,16 +60,20 @@ describe("peer: _TestProcess", function()
     end, args = {q, 1, 2}, name = "SomeProcess", daemon = true}
     assert.is_false(p:is_alive())
     assert.is_true(p.daemon)
+    assert.is_false(listed(p))
+    assert.equal("table", type(lmp.active_children()))
     assert.is_nil(p.exitcode)
     p:start()
     assert.is_nil(p.exitcode)
     assert.is_true(p:is_alive())
+    assert.is_true(listed(p))
     assert.same({1, 2}, plain(q:get(true, 30)))
     assert.equal("SomeProcess", q:get(true, 30))
     assert.equal(p.pid, q:get(true, 30))
     p:join()
     assert.equal(0, p.exitcode)
     assert.is_false(p:is_alive())
+    assert.is_false(listed(p))
     q:close()
   end)
 
@@ -73,6 +85,7 @@ describe("peer: _TestProcess", function()
                           args = {event}, daemon = true}
     p:start()
     assert.is_true(p:is_alive())
+    assert.is_true(listed(p))
     assert.is_nil(p.exitcode)
     p:join(0)
     assert.is_true(p:is_alive())
@@ -86,6 +99,7 @@ describe("peer: _TestProcess", function()
     p[method](p)
     p:join(10)
     assert.is_false(p:is_alive())
+    assert.is_false(listed(p))
     return p.exitcode
   end
 
@@ -95,6 +109,89 @@ describe("peer: _TestProcess", function()
 
   it("test_kill", function()
     assert.equal(-9, kill_process("kill"))
+  end)
+
+  it("test_active_children", function()
+    assert.equal("table", type(lmp.active_children()))
+    local event = lmp.Event()
+    local p = lmp.Process{target = function(e) e:wait(30) end, args = {event}, daemon = true}
+    assert.is_false(listed(p))
+    p:start()
+    assert.is_true(listed(p))
+    event:set()
+    p:join()
+    assert.is_false(listed(p))
+  end)
+
+  it("test_parent_process_attributes", function()
+    assert.is_nil(lmp.parent_process())
+    local rconn, wconn = lmp.Pipe(false)
+    local p = lmp.Process{target = function(conn)
+      local parent = require("lmp").parent_process()
+      conn:send({parent.pid, parent.name})
+    end, args = {wconn}}
+    p:start()
+    p:join()
+    local got = rconn:recv()
+    assert.equal(lmp.current_process().pid, got[1])
+    assert.equal(core.getpid(), got[1])
+    assert.equal(lmp.current_process().name, got[2])
+    rconn:close(); wconn:close()
+  end)
+
+  -- Python's grandchild outlives its terminated parent and sees it dead;
+  -- an lmp child dies with its parent (the kernel kills it when the
+  -- parent goes), so no orphan is left running: the pipe's last writer
+  -- is gone and the reader sees its end.
+  it("test_parent_process (the grandchild dies with its parent: differs)", function()
+    local rconn, wconn = lmp.Pipe(false)
+    local p = lmp.Process{target = function(conn)
+      local grandchild = require("lmp").Process{target = function(c)
+        c:send(require("lmp").parent_process():is_alive() and "alive" or "not alive")
+        require("lmp").sleep(300)
+      end, args = {conn}}
+      grandchild:start()
+      conn:close()
+      require("lmp").sleep(300)
+    end, args = {wconn}}
+    p:start()
+    wconn:close()
+    assert.is_true(rconn:poll(30))
+    assert.equal("alive", rconn:recv())
+    p:terminate()
+    p:join()
+    assert.is_true(rconn:poll(30))
+    local ok, err = pcall(rconn.recv, rconn)
+    assert.is_false(ok)
+    assert.equal("closed", err.kind)
+    rconn:close()
+  end)
+
+  it("test_close", function()
+    local q = lmp.Queue()
+    local p = lmp.Process{target = function(queue) queue:get() end, args = {q}, daemon = true}
+    p:start()
+    assert.is_true(p:is_alive())
+    -- Still running: cannot close.
+    local ok, err = pcall(p.close, p)
+    assert.is_false(ok)
+    assert.equal("value", err.kind)
+    q:put(false)
+    p:join()
+    assert.is_false(p:is_alive())
+    assert.equal(0, p.exitcode)
+    p:close()
+    for _, method in ipairs{"is_alive", "join", "terminate"} do
+      ok, err = pcall(p[method], p)
+      assert.is_false(ok)
+      assert.equal("closed", err.kind) -- Python's ValueError
+    end
+    p:close()
+    local weak = setmetatable({p}, {__mode = "v"})
+    p = nil
+    collectgarbage(); collectgarbage()
+    assert.is_nil(weak[1])
+    q:close()
   end)
 
   it("test_cpu_count", function()

@@ -1,6 +1,7 @@
 -- CPython's Lib/test/_test_multiprocessing.py, the shared memory tests
 -- (_TestValue, _TestArray, _TestSharedCTypes, _TestSharedMemory),
--- translated to lmp.Value, lmp.Array and lmp.shared_memory.SharedMemory.
+-- translated to lmp.Value, lmp.Array and lmp.shared_memory (SharedMemory,
+-- ShareableList, SharedMemoryManager).
 -- tests/peer/README.md says what was ported and what differs.
 local describe, it, after_each, pending, assert, pcall =
   describe, it, after_each, pending, assert, pcall
@@ -9,6 +10,8 @@ local lmp = require "lmp"
 local core = require "lmp.core"
 local helpers = require "helpers"
 local SharedMemory = lmp.shared_memory.SharedMemory
+local ShareableList = lmp.shared_memory.ShareableList
+local SharedMemoryManager = lmp.shared_memory.SharedMemoryManager
 
 local function shm_exists(name)
   return helpers.read_file("/dev/shm/" .. name:gsub("^/", "")) ~= nil
@@ -248,5 +251,139 @@ describe("peer: _TestSharedMemory", function()
     local leaked = shm_exists(name)
     if leaked then core.shm_unlink(name) end
     assert.is_false(leaked)
+  end)
+
+  -- Python's bytes and str are both Lua strings; its range(n) is the
+  -- integers 0 to n - 1.
+  local function range(n)
+    local t = {}
+    for i = 0, n - 1 do t[#t + 1] = i end
+    return t
+  end
+
+  local function value_error(f)
+    local ok, err = pcall(f)
+    assert.is_false(ok)
+    assert.equal("value", err.kind)
+    return err
+  end
+
+  it("test_shared_memory_ShareableList_basics", function()
+    local sl = ShareableList(table.pack("howdy", "HoWdY", -273.154, 100, nil, true, 42))
+    local ok, err = pcall(function()
+      assert.equal("8s8sdqxxxxxx?xxxxxxxx?q", sl.format)
+      assert.equal(7, #sl)
+      value_error(function() sl:index("100") end)
+      assert.equal(4, sl:index(100)) -- from 1
+      assert.equal("howdy", sl[1])
+      assert.equal(true, sl[-2])
+      assert.same({"howdy", "HoWdY", -273.154, 100, nil, true, 42, n = 7}, sl:totable())
+      sl[4] = 42
+      assert.equal(42, sl[4])
+      sl[5] = "some" -- another type in the same slot
+      assert.equal("some", sl[5])
+      assert.equal("8s8sdq8sxxxxxxx?q", sl.format)
+      assert.matches("exceeds", value_error(function() sl[5] = "far too many" end).message)
+      assert.equal("some", sl[5])
+      sl[1] = "encodés" -- eight bytes of UTF-8
+      assert.equal("encodés", sl[1])
+      assert.equal("HoWdY", sl[2]) -- nothing spilled over
+      value_error(function() sl[1] = "encodées" end) -- nine
+      assert.equal("HoWdY", sl[2])
+      value_error(function() sl[2] = "123456789" end)
+      assert.equal("HoWdY", sl[2])
+      assert.equal(2, sl:count(42))
+      assert.equal(1, sl:count("HoWdY"))
+      assert.equal(0, sl:count("adios"))
+
+      -- A copy in a segment of its own.
+      local copy_name = new_name("test03_duplicate")
+      local sl_copy = ShareableList(sl, {name = copy_name})
+      local copied, copy_err = pcall(function()
+        assert.are_not.equal(sl.shm.name, sl_copy.shm.name)
+        assert.equal(copy_name, sl_copy.shm.name)
+        assert.same(sl:totable(), sl_copy:totable())
+        -- Differs: a string's slot follows its bytes (Python's rule for
+        -- bytes); Python sizes a str by its characters, so "encodés", 7
+        -- characters in 8 bytes, keeps a slot of 8 in Python's copy and
+        -- gets 16 here.
+        assert.equal("16s" .. sl.format:sub(3), sl_copy.format)
+        sl_copy[-1] = 77
+        assert.equal(77, sl_copy[-1])
+        assert.are_not.equal(77, sl[-1])
+      end)
+      sl_copy.shm:close(); sl_copy.shm:unlink()
+      assert(copied, copy_err)
+
+      -- A second handle on the same list.
+      local tethered = ShareableList(nil, {name = sl.shm.name})
+      assert.equal(sl.shm.name, tethered.shm.name)
+      tethered[-1] = 880
+      assert.equal(880, sl[-1])
+      tethered.shm:close()
+    end)
+    sl.shm:close(); sl.shm:unlink()
+    assert(ok, err)
+
+    local empty = ShareableList({})
+    ok, err = pcall(function()
+      assert.equal(0, #empty)
+      assert.equal("", empty.format)
+      assert.equal(0, empty:count("any"))
+      value_error(function() empty:index(nil) end)
+    end)
+    empty.shm:close(); empty.shm:unlink()
+    assert(ok, err)
+  end)
+
+  it("test_shared_memory_ShareableList_pickling", function()
+    local sl = ShareableList(range(10))
+    local larger = ShareableList(range(400))
+    local ok, err = pcall(function()
+      local bytes = lmp.dumps(sl)
+      local copy = lmp.loads(bytes)
+      assert.equal("lmp.ShareableList", getmetatable(copy).__name)
+      assert.is_false(rawequal(sl, copy))
+      assert.equal(9, copy[-1])
+      copy[5] = "changed"
+      assert.equal("changed", sl[5])
+      -- The name travels, not the items: a list of 400 gives as many
+      -- bytes as one of 10 (their random names have one length).
+      assert.equal(#bytes, #lmp.dumps(larger))
+      copy.shm:close()
+    end)
+    larger.shm:close(); larger.shm:unlink()
+    sl.shm:close(); sl.shm:unlink()
+    assert(ok, err)
+  end)
+
+  it("test_shared_memory_SharedMemoryManager_basics", function()
+    local smm1 = SharedMemoryManager()
+    local ok, err = pcall(smm1.SharedMemory, smm1, 9)
+    assert.is_false(ok)
+    assert.equal("closed", err.kind) -- Python's ValueError: not started
+    smm1:start()
+    local lol, lom = {}, {}
+    for i = 5, 9 do lol[#lol + 1] = smm1:ShareableList(range(i)) end
+    for j = 32, 127, 16 do lom[#lom + 1] = smm1:SharedMemory(j) end
+    local doppelganger_list0 = ShareableList(nil, {name = lol[1].shm.name})
+    assert.equal(5, #doppelganger_list0)
+    local doppelganger_shm0 = SharedMemory{name = lom[1].name}
+    assert.is_true(doppelganger_shm0.size >= 32)
+    local held_name = lom[1].name
+    doppelganger_list0.shm:close(); doppelganger_shm0:close()
+    smm1:shutdown()
+    -- No longer there to attach to.
+    assert.has_error(function() SharedMemory{name = held_name} end)
+    assert.is_false(shm_exists(held_name))
+
+    do
+      local smm2 <close> = SharedMemoryManager():start()
+      local sl = smm2:ShareableList({"h", "o", "w", "d", "y"})
+      smm2:SharedMemory(128)
+      held_name = sl.shm.name
+    end
+    assert.has_error(function() ShareableList(nil, {name = held_name}) end)
+    assert.is_false(shm_exists(held_name))
   end)
 end)
