@@ -123,6 +123,19 @@ describe("a task sent to a worker that was already dead", function()
       local map = pool:map_async(function(x) return x * 2 end, {1, 2, 3, 4, 5, 6, 7, 8}, 2)
       return function() assert.same({2, 4, 6, 8, 10, 12, 14, 16, n = 8}, map:get(30)) end
     end)
+    -- With the default chunking, whose tail is cut from the count of
+    -- items not sent yet (chunking.tail_size): items sent again to the
+    -- replacements are not counted twice.
+    round(function()
+      local items = {}
+      for i = 1, 40 do items[i] = i end
+      local map = pool:map_async(function(x) return x - 1 end, items)
+      return function()
+        local r = map:get(30)
+        for i = 1, 40 do assert.equal(i - 1, r[i]) end
+        assert.equal(40, map.sent_items)
+      end
+    end)
     -- Frames too big for the ring go on the socket, in order with the
     -- ring's: the worker counts both.
     round(function()

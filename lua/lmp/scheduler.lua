@@ -528,8 +528,14 @@ function Pool:_on_exit(w, status, signal, taken)
       end
       fail_task(running, err)
     end
-    -- Tasks behind the running one never started: run them elsewhere.
-    for i = #w.inflight, 1, -1 do self:_enqueue(w.inflight[i], true) end
+    -- Tasks behind the running one never started: run them elsewhere,
+    -- and no longer count them as sent (Pool:_send counts them again).
+    for i = #w.inflight, 1, -1 do
+      local task = w.inflight[i]
+      local job = task.job
+      if job.source then job.sent_items = job.sent_items - task.count end
+      self:_enqueue(task, true)
+    end
     w.inflight = {}
     if not w.ready then
       self.start_failures = self.start_failures + 1
