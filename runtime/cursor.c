@@ -148,10 +148,11 @@ static int core_cursor_counts(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg cursor_functions[] = {{"cursor_counts", core_cursor_counts},{"imap_cursor", core_imap_cursor},
+static const luaL_Reg cursor_functions[] = {{"imap_cursor", core_imap_cursor},
                                             {"cursor_load", core_cursor_load},
                                             {"cursor_position", core_cursor_position},
                                             {"cursor_take", core_cursor_take},
+                                            {"cursor_counts", core_cursor_counts},
                                             {NULL, NULL}};
 
 void lmp__open_cursor(lua_State *L) {

@@ -318,22 +318,36 @@ static void fill_in_place(lmp_peek *cells, int tag, const unsigned char *p, uint
   }
 }
 
+/* Reads a number array's header after its tag (*pp just past the tag):
+ * its count and the width of its values; *pp is left at the first value.
+ * Returns NULL, or what is malformed. */
+static const char *read_array_header(int tag, const unsigned char **pp,
+                                     const unsigned char *end, uint32_t *count,
+                                     unsigned *width) {
+  const unsigned char *p = *pp;
+  if (end - p < 4) return "truncated";
+  memcpy(count, p, 4);
+  p += 4;
+  *width = 8;
+  if (tag == T_INT_ARRAY) {
+    if (end - p < 1) return "truncated";
+    *width = *p++;
+    if (*width != 1 && *width != 2 && *width != 4 && *width != 8) return "bad integer width";
+  }
+  *pp = p;
+  return NULL;
+}
+
 const char *lmp__decode_number_array_into(lua_State *L, int tag, const unsigned char **pp,
                                           const unsigned char *end, size_t *slot_budget,
                                           int dst, lua_Integer first, int64_t expect) {
   const unsigned char *p = *pp;
+  const char *bad = NULL;
   uint32_t count, i;
-  unsigned width = 8;
+  unsigned width;
   int table = dst;
   lmp_peek cells;
-  if (end - p < 4) return "truncated";
-  memcpy(&count, p, 4);
-  p += 4;
-  if (tag == T_INT_ARRAY) {
-    if (end - p < 1) return "truncated";
-    width = *p++;
-    if (width != 1 && width != 2 && width != 4 && width != 8) return "bad integer width";
-  }
+  if ((bad = read_array_header(tag, &p, end, &count, &width)) != NULL) return bad;
   /* Every value has its bytes: the count cannot ask for more table than
    * the input holds. */
   if ((uint64_t)count * width > (uint64_t)(end - p) || count > *slot_budget)
@@ -389,20 +403,13 @@ int lmp__is_number_list(const char *p, size_t n) {
 }
 
 int lmp__open_number_list(const char *p, size_t n, lmp_number_list *list) {
-  size_t header;
+  const unsigned char *q = (const unsigned char *)p + 2, *end = (const unsigned char *)p + n;
   uint32_t count;
-  unsigned width = 8;
-  if (!lmp__is_number_list(p, n)) return 0;
-  memcpy(&count, p + 2, 4);
-  header = 6;
-  if (p[1] == T_INT_ARRAY) {
-    if (n < 7) return 0;
-    width = (unsigned char)p[6];
-    if (width != 1 && width != 2 && width != 4 && width != 8) return 0;
-    header = 7;
-  }
-  if ((uint64_t)count * width != (uint64_t)(n - header)) return 0;
-  list->data = (const unsigned char *)p + header;
+  unsigned width;
+  if (!lmp__is_number_list(p, n) || read_array_header(p[1], &q, end, &count, &width) != NULL ||
+      (uint64_t)count * width != (uint64_t)(end - q))
+    return 0;
+  list->data = q;
   list->count = count;
   list->width = width;
   list->is_float = p[1] == T_FLOAT_ARRAY;
@@ -432,7 +439,9 @@ static int list_slots_in_place(lua_State *L, int idx, size_t first, size_t n, in
                                unsigned char *b, int64_t *low, int64_t *high) {
   lmp_peek p, items;
   size_t i;
-  if (!lmp__peek_array(L, idx, &p) || first == 0 || first - 1 + n > p.size) return 0;
+  /* Keys inside the array part are there whatever the hash part holds
+   * (a list made by table.pack has its n there). */
+  if (!lmp__peek_array_part(L, idx, &p) || first == 0 || first - 1 + n > p.size) return 0;
   items.cells = p.cells + (first - 1);
   items.size = n;
   if (is_float) {

@@ -323,6 +323,15 @@ local cases = {
                 {0, 1, -1, 127, -128}, {0, 1, 300, -300, 32767}, {0, 1, 100000, -2^31, 2^31 - 1},
                 {0, 1, math.maxinteger, math.mininteger, 2^31})
   end},
+  -- One number alone: the one-value paths (map and imap items, ex:map)
+  -- carry ten of them, so their chunks are lists of numbers, which travel
+  -- as number arrays, run in the worker from C (runtime/map_numbers.c),
+  -- are read and written in place in the main process and read by the
+  -- imap's cursor from their bytes (runtime/cursor.c).
+  {name = "a small integer alone", args = function() return list(-7) end},
+  {name = "the smallest integer alone", args = function() return list(math.mininteger) end},
+  {name = "-0.0 alone", args = function() return list(-0.0) end},
+  {name = "a NaN with a payload alone", args = function() return list(nan_payload) end},
   {name = "number arrays: long ones", args = function()
     local floats, ints = {}, {}
     for i = 1, 5000 do floats[i] = i / 7; ints[i] = (i * 7919) % 200 - 100 end

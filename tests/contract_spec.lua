@@ -10,6 +10,7 @@ local describe, it, setup, teardown, assert, pcall =
   describe, it, setup, teardown, assert, pcall
 local _ENV = _G
 local lmp = require "lmp"
+local core = require "lmp.core"
 local contract = require "contract"
 local helpers = require "helpers"
 -- The start method "double": a transport written against the documented
@@ -102,7 +103,6 @@ describe("the comparison of the contract", function()
     -- decoder write every number array, through the C API
     -- (runtime/table_peek.c); the corpus's number arrays are read and
     -- written in place otherwise.
-    local core = require "lmp.core"
     local _, before = core.table_peek()
     for _, case in ipairs(cases) do
       local args = case.args()
@@ -172,6 +172,10 @@ for _, run in ipairs(runs) do
     for _, chunksize in ipairs{1, 7, false} do
       local label = chunksize and ("chunksize " .. chunksize) or "the default chunksize"
       it(("map at %s: items and results"):format(label), function()
+        -- Chunks of 7 of the cases of one number are read from the items
+        -- and written into the results in place (runtime/table_peek.c).
+        local _, in_place = core.table_peek()
+        local number_cases = 0
         for _, case in ipairs(single_cases()) do
           local items = {}
           for i = 1, BUILDS do items[i] = case.args()[1] end
@@ -182,6 +186,10 @@ for _, run in ipairs(runs) do
                              chunksize or nil)
           assert.equal(BUILDS, r.n)
           for i = 1, BUILDS do verify(case, bytes, table.pack(r[i]), what) end
+          if math.type(items[1]) then number_cases = number_cases + 1 end
+        end
+        if chunksize == 7 and core.table_peek() then
+          assert.is_true(select(2, core.table_peek()) - in_place >= 2 * number_cases)
         end
       end)
 
@@ -265,19 +273,28 @@ for _, run in ipairs(runs) do
     end)
 
     for _, name in ipairs{"imap", "imap_unordered"} do
-      it(name .. ": items and results", function()
-        for _, case in ipairs(single_cases()) do
-          local items = {}
-          for i = 1, BUILDS do items[i] = case.args()[1] end
-          items.n = BUILDS
-          local bytes = contract.pack(table.pack(items[1]))
-          local count = 0
-          for v in pool[name](pool, contract.item_checker(name, case.name, bytes), items) do
-            count = count + 1
-            if v == lmp.null then v = nil end
-            verify(case, bytes, table.pack(v), name)
+      it(name .. ": items and results, chunks picked and of all the items", function()
+        -- In one chunk, the cases of one number come back as a chunk of
+        -- numbers, which the iterator reads from its bytes (the double
+        -- transport hands the pool tables, not bytes).
+        local number_chunks = core.cursor_counts()
+        for _, opts in ipairs{{}, {chunksize = BUILDS}} do
+          for _, case in ipairs(single_cases()) do
+            local items = {}
+            for i = 1, BUILDS do items[i] = case.args()[1] end
+            items.n = BUILDS
+            local bytes = contract.pack(table.pack(items[1]))
+            local count = 0
+            for v in pool[name](pool, contract.item_checker(name, case.name, bytes), items, opts) do
+              count = count + 1
+              if v == lmp.null then v = nil end
+              verify(case, bytes, table.pack(v), name)
+            end
+            assert.equal(BUILDS, count)
           end
-          assert.equal(BUILDS, count)
+        end
+        if method ~= "double" then
+          assert.is_true(core.cursor_counts() > number_chunks, "chunks of numbers read as bytes")
         end
       end)
     end
